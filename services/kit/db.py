@@ -1,0 +1,145 @@
+"""Async SQLAlchemy 2 engines (SQLite for dev, PostgreSQL in production) and the unit of work.
+
+SQLite: WAL, a busy timeout, ``BEGIN IMMEDIATE`` (a writer waits instead of failing on lock
+upgrade) and one writer per process (an asyncio lock). PostgreSQL: asyncpg with a bounded pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import BigInteger, Integer, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase
+
+_write_locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+#: A 64-bit auto-increment key that SQLite also auto-increments (it only does for INTEGER).
+BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base for tables that are not tied to one service (outbox, inbox)."""
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+    """An async engine with the right settings for its backend (call at start-up, not import)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        _configure_sqlite(engine)
+    else:
+        engine = create_async_engine(
+            url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+        )
+    _instrument(engine)
+    if is_sqlite(engine):
+        _write_locks[engine.sync_engine] = asyncio.Lock()
+    return engine
+
+
+def write_lock(engine: AsyncEngine) -> asyncio.Lock | None:
+    """SQLite's one-writer-per-process lock (None for PostgreSQL)."""
+    return _write_locks.get(engine.sync_engine)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _: Any) -> None:
+        # Let SQLAlchemy, not the driver, open transactions (so BEGIN IMMEDIATE below is ours).
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _instrument(engine: AsyncEngine) -> None:
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    # Statements only: parameters (which may hold PII) are never recorded by this instrumentation.
+    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, enable_commenter=False)
+
+
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+class UnitOfWork:
+    """One use case, one transaction: ``async with uow:`` rolls back unless ``commit()`` ran.
+
+    After a successful commit the ``after_commit`` callbacks run (e.g. wake the outbox relay).
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        after_commit: list[Callable[[], None]] | None = None,
+        factory: async_sessionmaker[AsyncSession] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._factory = factory or sessionmaker(engine)
+        self._after_commit = list(after_commit or [])
+        self._lock = write_lock(engine)
+        self._session: AsyncSession | None = None
+        self.committed = False
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise RuntimeError("unit of work used outside 'async with'")
+        return self._session
+
+    async def __aenter__(self) -> UnitOfWork:
+        if self._lock is not None:
+            await self._lock.acquire()
+        self._session = self._factory()
+        self.committed = False
+        return self
+
+    async def commit(self) -> None:
+        await self.session.commit()
+        self.committed = True
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        session, self._session = self._session, None
+        try:
+            if session is not None:
+                if not self.committed:
+                    await session.rollback()
+                await session.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+        if self.committed and exc_type is None:
+            for callback in self._after_commit:
+                callback()
+
+
+async def run_in_uow(engine: AsyncEngine, work: Callable[[AsyncSession], Awaitable[Any]], **kwargs: Any) -> Any:
+    """Run ``work(session)`` in its own unit of work and commit."""
+    async with UnitOfWork(engine, **kwargs) as uow:
+        result = await work(uow.session)
+        await uow.commit()
+    return result

@@ -1,0 +1,146 @@
+"""A small error hierarchy, translated to gRPC status once (in the server interceptor).
+
+Domain and application code raise these; ``to_rpc_status`` turns them into a
+``google.rpc.Status`` with ``ErrorInfo`` and ``BadRequest`` details (AIP-193). Anything else
+becomes INTERNAL with no internal detail leaving the process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+ERROR_DOMAIN = "zhongtai.bank"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field: its path (proto field names, dotted) and why."""
+
+    field: str
+    description: str
+
+
+class ZhongtaiError(Exception):
+    """Base of every error we translate; ``code`` is the canonical gRPC code."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    retriable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        violations: Iterable[FieldViolation] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or type(self).__name__.upper()
+        self.metadata = dict(metadata or {})
+        self.violations = tuple(violations)
+
+
+class InvalidArgument(ZhongtaiError):
+    """The request is malformed; ``violations`` name the fields."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(ZhongtaiError):
+    """The resource does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(ZhongtaiError):
+    """A resource with that identity exists already."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(ZhongtaiError):
+    """The resource's state does not allow the operation; ``reason`` says which rule."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Aborted(ZhongtaiError):
+    """A concurrency conflict (stale etag, lost race); the caller may re-read and retry."""
+
+    code = grpc.StatusCode.ABORTED
+
+
+class OutOfRange(ZhongtaiError):
+    """A value is outside the allowed range (e.g. a page beyond the end)."""
+
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
+class Unauthenticated(ZhongtaiError):
+    """No valid credentials."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(ZhongtaiError):
+    """The caller lacks a required scope."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class ResourceExhausted(ZhongtaiError):
+    """A quota or bound was hit."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    retriable = True
+
+
+class Unavailable(ZhongtaiError):
+    """A dependency is down; retrying later may succeed."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    retriable = True
+
+
+class DeadlineExceeded(ZhongtaiError):
+    """The deadline ran out before the work finished."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def to_rpc_status(error: ZhongtaiError) -> status_pb2.Status:
+    """The google.rpc.Status for an error, with ErrorInfo and BadRequest details."""
+    status = status_pb2.Status(code=error.code.value[0], message=error.message)
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata)
+    status.details.append(_pack(info))
+    if error.violations:
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in error.violations
+            ]
+        )
+        status.details.append(_pack(bad))
+    return status
+
+
+def internal_status() -> status_pb2.Status:
+    """What leaves the process for an unexpected failure: nothing internal."""
+    return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+
+
+def invalid(field: str, description: str) -> InvalidArgument:
+    """Shorthand for a single-field INVALID_ARGUMENT."""
+    return InvalidArgument(f"{field}: {description}", violations=[FieldViolation(field, description)])

@@ -1,0 +1,201 @@
+"""The event envelope: CloudEvents 1.0 in Kafka binary mode with a protobuf payload.
+
+Headers: ``ce_specversion``, ``ce_id``, ``ce_source``, ``ce_type`` (the full proto message name),
+``ce_subject`` (the customer id), ``ce_time``, the extensions ``ce_aggregatetype``,
+``ce_aggregateid`` and ``ce_aggregateversion`` (a per-aggregate version), ``content-type:
+application/protobuf`` and the W3C ``traceparent``. Which topic and key an event goes to is
+read from the ``(bank.api.v1.event)`` option of its message: the one registry.
+"""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from cloudevents.core.bindings import kafka as ce_kafka
+from cloudevents.core.v1.event import CloudEvent
+from google.protobuf import descriptor_pool, message_factory
+from google.protobuf.descriptor import Descriptor
+from google.protobuf.message import DecodeError, Message
+
+CONTENT_TYPE = "application/protobuf"
+
+#: Topics of the platform (ARCHITECTURE §5); the view topic is compacted.
+TOPIC_CUSTOMER = "bank.customer.v1"
+TOPIC_PRODUCT = "bank.product.v1"
+TOPIC_SUBSCRIPTION = "bank.subscription.v1"
+TOPIC_CUSTOMER_VIEW = "bank.customer-view.v1"
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    TOPIC_CUSTOMER: {},
+    TOPIC_PRODUCT: {},
+    TOPIC_SUBSCRIPTION: {},
+    TOPIC_CUSTOMER_VIEW: {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+}
+
+
+class PoisonEvent(Exception):
+    """A record that can never be applied (bad envelope or undecodable payload)."""
+
+
+class _ProtobufFormat:
+    """CloudEvents data format for an already-serialized protobuf payload."""
+
+    def write_data(self, data: Any, datacontenttype: str | None) -> bytes:
+        return bytes(data or b"")
+
+    def read_data(self, body: bytes, datacontenttype: str | None) -> Any:
+        return bytes(body)
+
+    def read(self, *args: Any, **kwargs: Any) -> Any:  # structured mode is not used
+        raise NotImplementedError
+
+    def write(self, event: Any) -> bytes:
+        raise NotImplementedError
+
+    def get_content_type(self) -> str:
+        return CONTENT_TYPE
+
+
+_FORMAT = _ProtobufFormat()
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """Where an event goes: its topic, and the dotted path of its key in the payload."""
+
+    topic: str
+    key_field: str
+
+
+@lru_cache(maxsize=256)
+def event_spec(descriptor: Descriptor) -> EventSpec:
+    options_pb2 = importlib.import_module("bank.api.v1.options_pb2")
+    opts = descriptor.GetOptions()
+    if not opts.HasExtension(options_pb2.event):
+        raise ValueError(f"{descriptor.full_name} has no (bank.api.v1.event) option")
+    spec = opts.Extensions[options_pb2.event]
+    return EventSpec(spec.topic, spec.key_field)
+
+
+def value_at(message: Message, dotted: str) -> Any:
+    value: Any = message
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+@dataclass(frozen=True)
+class KafkaRecord:
+    """What a producer sends: topic, key, value and binary-mode headers."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    event_id: str
+    event_type: str
+
+
+def build_record(
+    payload: Message,
+    *,
+    source: str,
+    aggregate_type: str,
+    aggregate_id: str,
+    version: int,
+    subject: str | None = None,
+    event_id: str | None = None,
+    time: datetime | None = None,
+    traceparent: str | None = None,
+) -> KafkaRecord:
+    """Wrap a payload message in the envelope; topic and key come from the contract."""
+    spec = event_spec(payload.DESCRIPTOR)
+    key = str(value_at(payload, spec.key_field))
+    attributes: dict[str, Any] = {
+        "id": event_id or str(uuid.uuid4()),
+        "source": source,
+        "type": payload.DESCRIPTOR.full_name,
+        "subject": subject or key,
+        "time": time or datetime.now(UTC),
+        "datacontenttype": CONTENT_TYPE,
+        "aggregatetype": aggregate_type,
+        "aggregateid": aggregate_id,
+        "aggregateversion": str(version),
+    }
+    message = ce_kafka.to_binary(
+        CloudEvent(attributes=attributes, data=payload.SerializeToString()),
+        _FORMAT,  # type: ignore[arg-type]
+        key_mapper=lambda _: key,
+    )
+    headers = [(k, v) for k, v in message.headers.items()]
+    if traceparent:
+        headers.append(("traceparent", traceparent.encode()))
+    return KafkaRecord(spec.topic, key.encode(), message.value, headers, attributes["id"], attributes["type"])
+
+
+@dataclass(frozen=True)
+class ReceivedEvent:
+    """A decoded record: envelope attributes plus the payload message."""
+
+    id: str
+    type: str
+    source: str
+    subject: str
+    time: datetime
+    aggregate_type: str
+    aggregate_id: str
+    version: int
+    message: Message
+    topic: str = ""
+    partition: int = 0
+    offset: int = 0
+    headers: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def traceparent(self) -> str | None:
+        raw = self.headers.get("traceparent")
+        return raw.decode() if raw else None
+
+
+def parse_record(
+    headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...],
+    value: bytes | None,
+    *,
+    key: bytes | None = None,
+    topic: str = "",
+    partition: int = 0,
+    offset: int = 0,
+) -> ReceivedEvent:
+    """Decode a binary-mode record; raise :class:`PoisonEvent` when it can never be applied."""
+    header_map = {k: v for k, v in headers}
+    ce_headers = {k: v for k, v in header_map.items() if k.startswith("ce_") or k == "content-type"}
+    try:
+        ce = ce_kafka.from_binary(ce_kafka.KafkaMessage(ce_headers, key, value or b""), _FORMAT)  # type: ignore[arg-type]
+        attrs = ce.get_attributes()
+        type_name = str(attrs["type"])
+        cls = message_factory.GetMessageClass(descriptor_pool.Default().FindMessageTypeByName(type_name))
+        message = cls.FromString(value or b"")
+        version = int(attrs.get("aggregateversion", 0))
+    except (KeyError, ValueError, TypeError, DecodeError, AttributeError) as exc:
+        raise PoisonEvent(f"undecodable event: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # the cloudevents SDK raises its own validation errors
+        raise PoisonEvent(f"invalid envelope: {type(exc).__name__}: {exc}") from exc
+    return ReceivedEvent(
+        id=str(attrs["id"]),
+        type=type_name,
+        source=str(attrs["source"]),
+        subject=str(attrs.get("subject") or ""),
+        time=attrs["time"] if isinstance(attrs.get("time"), datetime) else datetime.now(UTC),
+        aggregate_type=str(attrs.get("aggregatetype", "")),
+        aggregate_id=str(attrs.get("aggregateid", "")),
+        version=version,
+        message=message,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        headers=header_map,
+    )

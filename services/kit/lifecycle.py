@@ -1,0 +1,42 @@
+"""Run a process's components: start in order, stop in reverse on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import Protocol
+
+from services.kit.logging import get_logger
+from services.kit.telemetry import shutdown_telemetry
+
+log = get_logger("zhongtai.lifecycle")
+
+
+class Component(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+async def run_until_signalled(components: list[Component], *, stop_event: asyncio.Event | None = None) -> None:
+    """Start each component; on SIGTERM/SIGINT (or ``stop_event``) stop them in reverse order."""
+    stop = stop_event or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    started: list[Component] = []
+    try:
+        for component in components:
+            await component.start()
+            started.append(component)
+        log.info("started", components=[type(c).__name__ for c in started])
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        for component in reversed(started):
+            try:
+                await component.stop()
+            except Exception:
+                log.exception("stop failed", component=type(component).__name__)
+        shutdown_telemetry()

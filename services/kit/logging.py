@@ -1,0 +1,119 @@
+"""Structured JSON logs on stdout, with trace_id/span_id and a PII/secret scrubber.
+
+Logs are events, not dumps: bind context once, never log a whole payload. The scrubber is a
+last line of defence: sensitive keys are redacted and values that look like a mainland
+resident ID, a mobile number, an e-mail address or a bearer token are masked wherever they appear.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import orjson
+import structlog
+from opentelemetry import trace
+
+SENSITIVE_KEYS = frozenset(
+    {
+        "national_id", "nationalid", "id_number", "mobile", "phone", "email", "full_name", "fullname",
+        "birth_date", "birthdate", "address", "password", "secret", "token", "authorization",
+        "access_token", "api_key", "pii_key", "blind_index_key",
+    }
+)  # fmt: skip
+REDACTED = "[REDACTED]"
+
+_PATTERNS = (
+    (re.compile(r"(?i)bearer\s+[A-Za-z0-9\-_.=]+"), "Bearer [REDACTED]"),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "[JWT]"),
+    (re.compile(r"(?<!\d)\d{17}[\dXx](?!\d)"), "[ID]"),
+    (re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)"), "[MOBILE]"),
+    (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"), "[EMAIL]"),
+)
+
+
+def scrub_text(text: str) -> str:
+    """Mask anything in free text that looks like PII or a credential."""
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, dict):
+        return {k: REDACTED if str(k).lower() in SENSITIVE_KEYS else _scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def scrub_pii(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: redact sensitive keys and PII-shaped values."""
+    for key in list(event_dict):
+        if key.lower() in SENSITIVE_KEYS:
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _scrub(event_dict[key])
+    return event_dict
+
+
+def add_trace_context(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: the current span's ids, so logs join traces."""
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event_dict["trace_id"] = format(ctx.trace_id, "032x")
+        event_dict["span_id"] = format(ctx.span_id, "016x")
+    return event_dict
+
+
+def _orjson_dumps(obj: Any, default: Any = None) -> str:
+    return orjson.dumps(obj, default=default or str).decode()
+
+
+def configure_logging(service: str, level: str = "INFO", stream: Any = None) -> None:
+    """JSON lines on stdout for structlog and the standard library alike."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_trace_context,
+        structlog.processors.format_exc_info,
+        scrub_pii,
+    ]
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.EventRenamer("message"),
+            structlog.processors.JSONRenderer(serializer=_orjson_dumps),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+    structlog.contextvars.bind_contextvars(service=service)
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.EventRenamer("message"),
+                structlog.processors.JSONRenderer(serializer=_orjson_dumps),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("aiokafka", "kafka", "asyncio", "sqlalchemy.engine"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def get_logger(name: str | None = None) -> Any:
+    """A bound structlog logger."""
+    return structlog.get_logger(name)

@@ -1,0 +1,304 @@
+"""Transactional outbox: the event row commits with the state change; a relay publishes it.
+
+Writer side: :func:`add_event` inserts a row in the caller's session (same transaction),
+carrying the CloudEvents headers and the current ``traceparent``.
+
+Relay side: :class:`OutboxRelay` wakes right after commits (``wake()``, wired as a unit-of-work
+``after_commit`` callback) and also polls. It publishes with an idempotent producer
+(``acks=all``), waits for the broker's acks, then marks the rows. A crash between publish and
+mark re-publishes the same event ids, which consumers' inboxes drop: at-least-once delivery,
+effectively-once effects.
+
+Several relays on PostgreSQL: each claims rows with ``FOR UPDATE SKIP LOCKED`` and then keeps,
+per aggregate, only the rows that are the oldest unpublished ones of that aggregate (a row
+whose predecessor is held by another relay waits for the next round), so one aggregate's
+events are never reordered. On SQLite run one relay per database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from google.protobuf.message import Message
+from opentelemetry import metrics, trace
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from services.kit.db import Base, BigIntPK, is_sqlite, sessionmaker, write_lock
+from services.kit.events import build_record
+from services.kit.logging import get_logger
+from services.kit.telemetry import context_from_traceparent, current_traceparent
+
+log = get_logger("zhongtai.outbox")
+_tracer = trace.get_tracer("zhongtai.outbox")
+_meter = metrics.get_meter("zhongtai.outbox")
+_published = _meter.create_counter("outbox.published", unit="{event}", description="events published")
+_lag = _meter.create_histogram("outbox.relay.lag", unit="ms", description="commit to broker ack")
+_backlog: dict[str, int] = {}
+_meter.create_observable_gauge(
+    "outbox.backlog",
+    callbacks=[lambda _: [metrics.Observation(v, {"relay": k}) for k, v in _backlog.items()]],
+    unit="{event}",
+    description="unpublished outbox rows seen by the relay",
+)
+
+
+class OutboxRow(Base):
+    """One event waiting to be (or already) published."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    event_type: Mapped[str] = mapped_column(String(200))
+    aggregate_type: Mapped[str] = mapped_column(String(64))
+    aggregate_id: Mapped[str] = mapped_column(String(64))
+    aggregate_version: Mapped[int] = mapped_column(BigInteger)
+    topic: Mapped[str] = mapped_column(String(200))
+    key: Mapped[bytes] = mapped_column(LargeBinary)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    headers: Mapped[str] = mapped_column(Text)
+    traceparent: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (
+        Index("ix_outbox_pending", "published_at", "id"),
+        Index("ix_outbox_aggregate", "aggregate_id", "id"),
+    )
+
+
+def add_event(
+    session: AsyncSession,
+    payload: Message,
+    *,
+    source: str,
+    aggregate_type: str,
+    aggregate_id: str,
+    version: int,
+    subject: str | None = None,
+) -> OutboxRow:
+    """Stage an event in the caller's transaction (publish happens only if it commits)."""
+    traceparent = current_traceparent()
+    record = build_record(
+        payload,
+        source=source,
+        aggregate_type=aggregate_type,
+        aggregate_id=aggregate_id,
+        version=version,
+        subject=subject,
+        traceparent=traceparent,
+    )
+    row = OutboxRow(
+        event_id=record.event_id,
+        event_type=record.event_type,
+        aggregate_type=aggregate_type,
+        aggregate_id=aggregate_id,
+        aggregate_version=version,
+        topic=record.topic,
+        key=record.key,
+        payload=record.value,
+        headers=orjson.dumps({k: v.decode() for k, v in record.headers}).decode(),
+        traceparent=traceparent,
+        created_at=datetime.now(UTC),
+        attempts=0,
+    )
+    session.add(row)
+    return row
+
+
+def _ordered_prefix(batch: Sequence[OutboxRow], pending_ids: dict[str, list[int]]) -> list[OutboxRow]:
+    """Per aggregate, keep batch rows only while they are that aggregate's oldest pending rows."""
+    mine = {row.id for row in batch}
+    allowed: set[int] = set()
+    for ids in pending_ids.values():
+        for row_id in ids:
+            if row_id not in mine:
+                break
+            allowed.add(row_id)
+    return [row for row in batch if row.id in allowed]
+
+
+class OutboxRelay:
+    """Publishes outbox rows to Kafka; ``start()``/``stop()``, ``wake()`` after commits."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        producer: AIOKafkaProducer,
+        *,
+        name: str = "relay",
+        batch_size: int = 500,
+        poll_interval_s: float = 0.5,
+        owns_producer: bool = False,
+    ) -> None:
+        self._engine = engine
+        self._sessions = sessionmaker(engine)
+        self._producer = producer
+        self._name = name
+        self._batch_size = batch_size
+        self._poll = poll_interval_s
+        self._owns_producer = owns_producer
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.published_total = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        if self._owns_producer:
+            await self._producer.start()
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._name}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            self._stopping = True
+            self._wake.set()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._owns_producer:
+            await self._producer.stop()
+            self._owns_producer = False
+
+    async def _run(self) -> None:
+        backoff = self._poll
+        while not self._stopping:
+            try:
+                while await self.publish_once() >= self._batch_size:
+                    pass  # drain a backlog without waiting
+                backoff = self._poll
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("relay round failed; will retry", error=type(exc).__name__, detail=str(exc)[:200])
+                backoff = min(backoff * 2, 10.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), backoff)
+            self._wake.clear()
+
+    async def publish_once(self) -> int:
+        """Publish one batch; returns how many rows were claimed (0 when idle)."""
+        if is_sqlite(self._engine):
+            return await self._publish_sqlite()
+        return await self._publish_locked()
+
+    async def _publish_locked(self) -> int:
+        async with self._sessions() as session, session.begin():
+            claimed = (
+                await session.scalars(
+                    select(OutboxRow)
+                    .where(OutboxRow.published_at.is_(None))
+                    .order_by(OutboxRow.id)
+                    .limit(self._batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not claimed:
+                _backlog[self._name] = 0
+                return 0
+            aggregates = {row.aggregate_id for row in claimed}
+            max_id = max(row.id for row in claimed)
+            pending: dict[str, list[int]] = defaultdict(list)
+            for agg, row_id in (
+                await session.execute(
+                    select(OutboxRow.aggregate_id, OutboxRow.id)
+                    .where(
+                        OutboxRow.published_at.is_(None),
+                        OutboxRow.aggregate_id.in_(aggregates),
+                        OutboxRow.id <= max_id,
+                    )
+                    .order_by(OutboxRow.id)
+                )
+            ).all():
+                pending[agg].append(row_id)
+            rows = _ordered_prefix(claimed, pending)
+            _backlog[self._name] = len(claimed)
+            if rows:
+                await self._send(rows)
+                await session.execute(
+                    update(OutboxRow)
+                    .where(OutboxRow.id.in_([r.id for r in rows]))
+                    .values(published_at=datetime.now(UTC))
+                )
+            return len(claimed)
+
+    async def _publish_sqlite(self) -> int:
+        # Read without holding SQLite's single write lock during the broker round trip.
+        async with self._sessions() as session:
+            rows = (
+                await session.scalars(
+                    select(OutboxRow)
+                    .where(OutboxRow.published_at.is_(None))
+                    .order_by(OutboxRow.id)
+                    .limit(self._batch_size)
+                )
+            ).all()
+            await session.rollback()
+        _backlog[self._name] = len(rows)
+        if not rows:
+            return 0
+        await self._send(rows)
+        lock = write_lock(self._engine)
+        async with (
+            lock if lock is not None else contextlib.nullcontext(),
+            self._sessions() as session,
+            session.begin(),
+        ):
+            await session.execute(
+                update(OutboxRow).where(OutboxRow.id.in_([r.id for r in rows])).values(published_at=datetime.now(UTC))
+            )
+        return len(rows)
+
+    async def _send(self, rows: Sequence[OutboxRow]) -> None:
+        futures: list[Any] = []
+        for row in rows:
+            stored = orjson.loads(row.headers)
+            with _tracer.start_as_current_span(
+                f"{row.topic} publish",
+                context=context_from_traceparent(row.traceparent),
+                kind=trace.SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.destination.name": row.topic,
+                    "messaging.message.id": row.event_id,
+                    "zhongtai.event_type": row.event_type,
+                },
+            ):
+                # The record carries the publish span's context, so consumers' spans join this trace.
+                stored["traceparent"] = current_traceparent() or stored.get("traceparent", "")
+                headers = [(k, v.encode()) for k, v in stored.items() if v]
+                futures.append(await self._producer.send(row.topic, value=row.payload, key=row.key, headers=headers))
+        await asyncio.gather(*futures)  # every ack, or raise and leave the rows unpublished
+        now = time.time()
+        for row in rows:
+            created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+            _lag.record((now - created.timestamp()) * 1000, {"topic": row.topic})
+        _published.add(len(rows), {"relay": self._name})
+        self.published_total += len(rows)

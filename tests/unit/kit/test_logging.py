@@ -1,0 +1,39 @@
+import io
+import json
+
+from services.kit.logging import configure_logging, get_logger, scrub_text
+
+
+def test_pii_shaped_values_are_masked_in_free_text() -> None:
+    text = "customer 11010519491231002X mobile 13812345678 mail a.b@example.com Bearer abc.def.ghi"
+    scrubbed = scrub_text(text)
+    assert "11010519491231002X" not in scrubbed
+    assert "13812345678" not in scrubbed
+    assert "a.b@example.com" not in scrubbed
+    assert "abc.def.ghi" not in scrubbed
+
+
+def test_logs_are_json_lines_with_sensitive_keys_redacted() -> None:
+    stream = io.StringIO()
+    configure_logging("unit", "INFO", stream=stream)
+    get_logger("t").info("created", national_id="11010519491231002X", note="call 13812345678", count=3)
+    line = json.loads(stream.getvalue().strip().splitlines()[-1])
+    assert line["message"] == "created"
+    assert line["service"] == "unit"
+    assert line["national_id"] == "[REDACTED]"
+    assert "13812345678" not in line["note"]
+    assert line["count"] == 3
+
+
+def test_logs_carry_trace_ids_inside_a_span() -> None:
+    from opentelemetry import trace
+
+    from services.kit.telemetry import install_in_memory
+
+    install_in_memory()
+    stream = io.StringIO()
+    configure_logging("unit", "INFO", stream=stream)
+    with trace.get_tracer("t").start_as_current_span("s") as span:
+        get_logger().info("inside")
+    line = json.loads(stream.getvalue().strip().splitlines()[-1])
+    assert line["trace_id"] == format(span.get_span_context().trace_id, "032x")
