@@ -83,6 +83,19 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+class EngineLifecycle:
+    """Disposes the engine's pool at shutdown (the last component to stop)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self.engine.dispose()
+
+
 class UnitOfWork:
     """One use case, one transaction: ``async with uow:`` rolls back unless ``commit()`` ran.
 

@@ -162,6 +162,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._producer_started = False
         self.published_total = 0
 
     def wake(self) -> None:
@@ -170,8 +171,6 @@ class OutboxRelay:
     async def start(self) -> None:
         if self._task is not None:
             return
-        if self._owns_producer:
-            await self._producer.start()
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._name}")
 
@@ -183,11 +182,28 @@ class OutboxRelay:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._owns_producer:
+        if self._owns_producer and self._producer_started:
             await self._producer.stop()
-            self._owns_producer = False
+            self._producer_started = False
+
+    async def _start_producer(self) -> None:
+        """Connect in the background: a broker that is down delays publishing, never the service."""
+        delay = 0.5
+        while True:
+            try:
+                await self._producer.start()
+                self._producer_started = True
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("relay cannot reach Kafka yet", error=type(exc).__name__, retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def _run(self) -> None:
+        if self._owns_producer:
+            await self._start_producer()
         backoff = self._poll
         while not self._stopping:
             try:
