@@ -121,9 +121,7 @@ def _protovalidate_jar() -> Path:
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0 or not jar.is_file():
-        raise ProtogenError(
-            f"`{' '.join(cmd)}` failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-        )
+        raise ProtogenError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return jar
 
 
@@ -178,9 +176,7 @@ def _plugin(name: str) -> str:
         return str(exe)
     found = shutil.which(name)
     if found is None:
-        raise ProtogenError(
-            f"{name} not found: install mypy-protobuf (pip install -c constraints.txt -e '.[dev]')"
-        )
+        raise ProtogenError(f"{name} not found: install mypy-protobuf (pip install -c constraints.txt -e '.[dev]')")
     return found
 
 
@@ -251,9 +247,7 @@ def check_imports(gen_dir: Path, protos: Sequence[str]) -> None:
     modules = [p.removesuffix(".proto").replace("/", ".") + "_pb2" for p in protos]
     modules += [m + "_grpc" for m in modules if (gen_dir / (m.replace(".", "/") + "_grpc.py")).is_file()]
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(gen_dir), str(REPO), env.get("PYTHONPATH", "")]).rstrip(
-        os.pathsep
-    )
+    env["PYTHONPATH"] = os.pathsep.join([str(gen_dir), str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     proc = subprocess.run(
         [sys.executable, "-c", IMPORT_CHECK, *modules],
         capture_output=True,

@@ -1,0 +1,147 @@
+"""Fixtures and helpers local to the contract tests (tests/contract).
+
+The contract tests are pure: they read files (protos, generated descriptors, the shared
+ARCHITECTURE.md, golden JSON examples) and run the `buf` CLI on temporary copies of proto/.
+They need `make proto` (gen/ and build/proto-deps/) to have run; they fail loudly otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message_factory
+from google.protobuf.message import Message
+
+REPO = Path(__file__).resolve().parents[2]
+GEN = REPO / "gen"
+PROTO = REPO / "proto"
+DEPS = REPO / "build" / "proto-deps"
+BASELINE = PROTO / "baseline" / "bank-v1.binpb"
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+
+OUR_PACKAGES = ("bank.api.v1", "bank.customer.v1", "bank.product.v1", "bank.datahub.v1")
+TOPICS = frozenset({"bank.customer.v1", "bank.product.v1", "bank.subscription.v1", "bank.customer-view.v1"})
+
+if not (GEN / "bank").is_dir():
+    raise RuntimeError(f"{GEN}/bank missing: run `make proto` (python -m devtools.protogen) first")
+if str(GEN) not in sys.path:
+    sys.path.insert(0, str(GEN))
+
+
+def _proto_module_names() -> list[str]:
+    return sorted(".".join(p.relative_to(GEN).with_suffix("").parts) for p in (GEN / "bank").rglob("*_pb2.py"))
+
+
+PB2_MODULES = [importlib.import_module(name) for name in _proto_module_names()]
+FILES: list[_descriptor.FileDescriptor] = [m.DESCRIPTOR for m in PB2_MODULES]
+
+
+def _walk_messages(
+    messages: Iterator[_descriptor.Descriptor] | list[_descriptor.Descriptor],
+) -> Iterator[_descriptor.Descriptor]:
+    for message in messages:
+        yield message
+        yield from _walk_messages(list(message.nested_types))
+
+
+def all_messages() -> list[_descriptor.Descriptor]:
+    """Every message (nested ones included) declared in our bank.* packages."""
+    return [m for f in FILES for m in _walk_messages(list(f.message_types_by_name.values()))]
+
+
+def all_services() -> list[_descriptor.ServiceDescriptor]:
+    return [s for f in FILES for s in f.services_by_name.values()]
+
+
+def all_methods() -> list[_descriptor.MethodDescriptor]:
+    return [m for s in all_services() for m in s.methods]
+
+
+def find_buf() -> str:
+    candidate = Path(sys.executable).parent / "buf"
+    if candidate.is_file():
+        return str(candidate)
+    found = shutil.which("buf")
+    if not found:
+        raise RuntimeError("buf CLI not found: pip install -c constraints.txt buf-bin")
+    return found
+
+
+def shared_dir() -> Path:
+    """The shared design folder: $ZT_SHARED_DIR, else ../shared next to the repo root (as in CI)."""
+    env = os.environ.get("ZT_SHARED_DIR")
+    return Path(env) if env else REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def architecture_md() -> str:
+    path = shared_dir() / "ARCHITECTURE.md"
+    if not path.is_file():
+        raise RuntimeError(f"{path} not found: the shared folder must sit at ../shared (or set ZT_SHARED_DIR)")
+    return path.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def buf() -> str:
+    return find_buf()
+
+
+@pytest.fixture()
+def proto_workspace(tmp_path: Path) -> Path:
+    """A throwaway buf workspace: copies of buf.yaml and proto/, the real deps symlinked in."""
+    if not (DEPS / "buf" / "validate" / "validate.proto").is_file():
+        raise RuntimeError(f"{DEPS} is incomplete: run `make proto` (python -m devtools.protogen)")
+    shutil.copy2(REPO / "buf.yaml", tmp_path / "buf.yaml")
+    shutil.copytree(PROTO, tmp_path / "proto")
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "proto-deps").symlink_to(DEPS, target_is_directory=True)
+    return tmp_path
+
+
+@dataclass(frozen=True)
+class Contracts:
+    """Descriptors of everything under proto/bank, as seen by the generated code."""
+
+    files: list[_descriptor.FileDescriptor]
+    messages: list[_descriptor.Descriptor]
+    services: list[_descriptor.ServiceDescriptor]
+    methods: list[_descriptor.MethodDescriptor]
+    topics: frozenset[str] = TOPICS
+    packages: tuple[str, ...] = OUR_PACKAGES
+    options: Any = field(default=None)
+
+    def message_class(self, full_name: str) -> type[Message]:
+        desc = self.files[0].pool.FindMessageTypeByName(full_name)
+        return message_factory.GetMessageClass(desc)
+
+
+@pytest.fixture(scope="session")
+def contracts() -> Contracts:
+    from bank.api.v1 import options_pb2
+
+    return Contracts(
+        files=FILES,
+        messages=all_messages(),
+        services=all_services(),
+        methods=all_methods(),
+        options=options_pb2,
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`method` / `message` parameters run a test once per RPC / per message of our packages."""
+    if "method" in metafunc.fixturenames:
+        methods = all_methods()
+        metafunc.parametrize("method", methods, ids=[m.full_name for m in methods])
+    if "message" in metafunc.fixturenames:
+        messages = all_messages()
+        metafunc.parametrize("message", messages, ids=[m.full_name for m in messages])
