@@ -29,6 +29,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from collections.abc import Iterable, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -269,23 +270,28 @@ def run(force: bool = False) -> int:
     inputs.append(Path(__file__).resolve())
     digest = _inputs_hash(inputs)
     hash_path = GEN_DIR / HASH_FILE
-    if not force and hash_path.is_file() and hash_path.read_text().strip() == digest:
+    expected = [GEN_DIR / p.replace(".proto", "_pb2.py") for p in [*protos, VALIDATE_PROTO]]
+    complete = all(path.is_file() for path in expected)
+    if not force and complete and hash_path.is_file() and hash_path.read_text().strip() == digest:
         _log(f"gen/ is up to date ({len(protos)} protos)")
         return 0
 
-    scratch = REPO / "build" / "gen.tmp"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    generate(scratch, deps_dir, protos)
-    check_imports(scratch, protos)
+    # Private scratch dirs: two concurrent runs (e.g. `make -j`) never mix their outputs.
+    (REPO / "build").mkdir(exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="gen.", dir=REPO / "build"))
+    try:
+        generate(scratch, deps_dir, protos)
+        check_imports(scratch, protos)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
     (scratch / HASH_FILE).write_text(digest + "\n")
 
-    old = REPO / "build" / "gen.old"
-    shutil.rmtree(old, ignore_errors=True)
+    old = Path(tempfile.mkdtemp(prefix="gen-old.", dir=REPO / "build")) / "gen"
     if GEN_DIR.exists():
         GEN_DIR.rename(old)
     scratch.rename(GEN_DIR)
-    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old.parent, ignore_errors=True)
     _log(f"generated {len(protos)} protos + {VALIDATE_PROTO} into {GEN_DIR.relative_to(REPO)}/")
     return 0
 
