@@ -11,7 +11,7 @@ import importlib
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,17 +45,15 @@ PB2_MODULES = [importlib.import_module(name) for name in _proto_module_names()]
 FILES: list[_descriptor.FileDescriptor] = [m.DESCRIPTOR for m in PB2_MODULES]
 
 
-def _walk_messages(
-    messages: Iterator[_descriptor.Descriptor] | list[_descriptor.Descriptor],
-) -> Iterator[_descriptor.Descriptor]:
+def _walk_messages(messages: Iterable[_descriptor.Descriptor]) -> Iterator[_descriptor.Descriptor]:
     for message in messages:
         yield message
-        yield from _walk_messages(list(message.nested_types))
+        yield from _walk_messages(message.nested_types)
 
 
 def all_messages() -> list[_descriptor.Descriptor]:
     """Every message (nested ones included) declared in our bank.* packages."""
-    return [m for f in FILES for m in _walk_messages(list(f.message_types_by_name.values()))]
+    return [m for f in FILES for m in _walk_messages(f.message_types_by_name.values())]
 
 
 def all_services() -> list[_descriptor.ServiceDescriptor]:

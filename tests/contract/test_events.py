@@ -59,7 +59,7 @@ def _is_repeated(field: _descriptor.FieldDescriptor) -> bool:
     is_repeated = getattr(field, "is_repeated", None)
     if is_repeated is not None:
         return bool(is_repeated)
-    return bool(field.label == field.LABEL_REPEATED)
+    return getattr(field, "label", None) == 3  # LABEL_REPEATED (protobuf < 6 has no is_repeated)
 
 
 def test_registry_is_exactly_the_expected_one(contracts) -> None:
@@ -108,6 +108,7 @@ def test_catalogue_events_carry_the_full_product(contracts) -> None:
 
     for event in (events_pb2.ProductPublished, events_pb2.ProductRetired):
         product = event.DESCRIPTOR.fields_by_name["product"].message_type
+        assert product is not None
         assert product.full_name == "bank.product.v1.Product"
         assert {"terms", "eligibility", "risk_level", "type", "state"} <= set(product.fields_by_name)
 
@@ -117,4 +118,6 @@ def test_transaction_posted_has_what_the_view_needs() -> None:
 
     fields = events_pb2.TransactionPosted.DESCRIPTOR.fields_by_name
     assert {"customer_id", "subscription_id", "product_type", "transaction"} <= set(fields)
-    assert "balance_after" in fields["transaction"].message_type.fields_by_name
+    transaction = fields["transaction"].message_type
+    assert transaction is not None
+    assert "balance_after" in transaction.fields_by_name

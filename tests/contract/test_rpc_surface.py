@@ -111,11 +111,14 @@ def test_body_mapping_follows_aips(method: _descriptor.MethodDescriptor) -> None
     assert not rule.additional_bindings, f"{method.full_name}: additional_bindings are not part of the surface"
     # Every path variable binds a (possibly nested) string/enum field of the request.
     for var in re.findall(r"\{([\w.]+)", path):
-        desc = method.input_type
+        desc: _descriptor.Descriptor | None = method.input_type
+        fd: _descriptor.FieldDescriptor | None = None
         for part in var.split("."):
+            assert desc is not None, f"{method.full_name}: path variable {var} walks into a scalar"
             fd = desc.fields_by_name.get(part)
             assert fd is not None, f"{method.full_name}: path variable {var} is not a request field"
             desc = fd.message_type
+        assert fd is not None
         assert fd.type in (fd.TYPE_STRING, fd.TYPE_ENUM), f"{method.full_name}: {var} must be a string or enum"
 
 
