@@ -1,0 +1,300 @@
+"""The product capability's rules — pure: no I/O, no gRPC, no SQLAlchemy.
+
+- Catalogue: a product is DRAFT → ACTIVE → RETIRED; its terms are validated on creation and
+  can never change afterwards (there is no update: a changed offer is a new product).
+- Eligibility: :func:`evaluate_eligibility` returns EVERY failed rule as a :class:`Reason`, in
+  the order the contract lists the codes.
+- Suitability (适当性): for WEALTH products the customer's risk tolerance Cn must be on file,
+  unexpired, and n >= the product's Rn. Other product types carry a risk level for
+  disclosure only.
+- Postings: :func:`post` computes the balance after a credit/debit; deposits and wealth
+  holdings never go below zero (loans and cards may: a drawdown or a card spend is a debit).
+
+Amounts are :class:`services.kit.money.Amount` (integer minor units), never floats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from bank.customer.v1 import customer_pb2
+from bank.product.v1 import product_pb2
+from services.kit.money import Amount, is_supported
+
+Product = product_pb2.Product
+Subscription = product_pb2.Subscription
+Transaction = product_pb2.Transaction
+
+TYPE_DEPOSIT = Product.TYPE_DEPOSIT
+TYPE_LOAN = Product.TYPE_LOAN
+TYPE_WEALTH = Product.TYPE_WEALTH
+TYPE_CARD = Product.TYPE_CARD
+
+DRAFT, ACTIVE, RETIRED = Product.STATE_DRAFT, Product.STATE_ACTIVE, Product.STATE_RETIRED
+OPEN, CLOSED = Subscription.STATE_OPEN, Subscription.STATE_CLOSED
+CREDIT, DEBIT = Transaction.DIRECTION_CREDIT, Transaction.DIRECTION_DEBIT
+
+#: A deposit or wealth product paying more than 100 % a year is a typo, not an offer.
+MAX_SAVINGS_RATE_BPS = 10_000
+
+# Reason codes of EligibilityResult, in the contract's order (the order they are reported in).
+CUSTOMER_NOT_ACTIVE = "CUSTOMER_NOT_ACTIVE"
+KYC_NOT_VERIFIED = "KYC_NOT_VERIFIED"
+AGE_BELOW_MIN = "AGE_BELOW_MIN"
+AGE_ABOVE_MAX = "AGE_ABOVE_MAX"
+RISK_TOLERANCE_MISSING = "RISK_TOLERANCE_MISSING"
+RISK_TOLERANCE_EXPIRED = "RISK_TOLERANCE_EXPIRED"
+RISK_TOLERANCE_TOO_LOW = "RISK_TOLERANCE_TOO_LOW"
+PRODUCT_NOT_ACTIVE = "PRODUCT_NOT_ACTIVE"
+AMOUNT_BELOW_MIN = "AMOUNT_BELOW_MIN"
+AMOUNT_ABOVE_MAX = "AMOUNT_ABOVE_MAX"
+CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
+REASON_CODES = (
+    CUSTOMER_NOT_ACTIVE, KYC_NOT_VERIFIED, AGE_BELOW_MIN, AGE_ABOVE_MAX, RISK_TOLERANCE_MISSING,
+    RISK_TOLERANCE_EXPIRED, RISK_TOLERANCE_TOO_LOW, PRODUCT_NOT_ACTIVE, AMOUNT_BELOW_MIN,
+    AMOUNT_ABOVE_MAX, CURRENCY_MISMATCH,
+)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------
+# errors
+# ------------------------------------------------------------------------------------------
+
+
+class DomainError(Exception):
+    """A business rule refused a command; ``reason`` is the stable machine-readable code."""
+
+    reason = "RULE_VIOLATED"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason:
+            self.reason = reason
+
+
+class InvalidTerms(DomainError):
+    """The product's terms or eligibility rules are inconsistent; ``violations`` name the fields."""
+
+    reason = "INVALID_TERMS"
+
+    def __init__(self, violations: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{f}: {d}" for f, d in violations))
+        self.violations = violations
+
+
+class TransitionRefused(DomainError):
+    """The aggregate's state does not allow this transition."""
+
+
+class InsufficientFunds(DomainError):
+    """A debit would take a deposit or wealth holding below zero."""
+
+    reason = "INSUFFICIENT_FUNDS"
+
+
+class CurrencyMismatch(DomainError):
+    """An amount is not in the currency of the product or subscription."""
+
+    reason = "CURRENCY_MISMATCH"
+
+
+# ------------------------------------------------------------------------------------------
+# catalogue
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Terms:
+    """Commercial terms; ``min``/``max`` are None when unbounded."""
+
+    currency: str
+    min: Amount | None
+    max: Amount | None
+    term_months: int
+    annual_rate_bps: int
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Product-specific eligibility: an age range (0 = no bound)."""
+
+    min_age: int = 0
+    max_age: int = 0
+
+
+@dataclass(frozen=True)
+class ProductFacts:
+    """What eligibility needs to know about a product."""
+
+    product_id: str
+    type: int
+    risk_level: int
+    state: int
+    terms: Terms
+    rules: Rules
+
+
+def terms_violations(product_type: int, terms: Terms, rules: Rules) -> list[tuple[str, str]]:
+    """Cross-field checks protovalidate cannot express, as (field path, description)."""
+    found: list[tuple[str, str]] = []
+    prefix = "product.terms"
+    if not is_supported(terms.currency):
+        found.append((f"{prefix}.currency_code", f"unsupported currency {terms.currency!r}"))
+    for name, bound in (("min_amount", terms.min), ("max_amount", terms.max)):
+        if bound is not None and bound.currency != terms.currency:
+            found.append((f"{prefix}.{name}.currency_code", f"must be the terms currency {terms.currency}"))
+    if (
+        terms.min is not None
+        and terms.max is not None
+        and terms.min.currency == terms.max.currency
+        and terms.min > terms.max
+    ):
+        found.append((f"{prefix}.max_amount", "must not be below min_amount"))
+    if product_type == TYPE_LOAN and terms.term_months < 1:
+        found.append((f"{prefix}.term_months", "a loan needs a term of at least 1 month"))
+    if product_type == TYPE_CARD and terms.term_months != 0:
+        found.append((f"{prefix}.term_months", "a card is open-ended: term_months must be 0"))
+    if product_type == TYPE_LOAN and terms.annual_rate_bps <= 0:
+        found.append((f"{prefix}.annual_rate_bps", "a loan needs a positive rate"))
+    if product_type in (TYPE_DEPOSIT, TYPE_WEALTH) and terms.annual_rate_bps > MAX_SAVINGS_RATE_BPS:
+        found.append((f"{prefix}.annual_rate_bps", f"must not exceed {MAX_SAVINGS_RATE_BPS} bps for this type"))
+    if rules.max_age and rules.min_age > rules.max_age:
+        found.append(("product.eligibility.max_age", "must not be below min_age"))
+    return found
+
+
+def validate_terms(product_type: int, terms: Terms, rules: Rules) -> None:
+    """Raise :class:`InvalidTerms` naming every inconsistent field."""
+    found = terms_violations(product_type, terms, rules)
+    if found:
+        raise InvalidTerms(found)
+
+
+def publish(state: int) -> int:
+    """DRAFT → ACTIVE (the terms are frozen from here on)."""
+    if state != DRAFT:
+        raise TransitionRefused("only a DRAFT product can be published", reason="PRODUCT_NOT_DRAFT")
+    return ACTIVE
+
+
+def retire(state: int) -> int:
+    """ACTIVE → RETIRED (open subscriptions stay open)."""
+    if state != ACTIVE:
+        raise TransitionRefused("only an ACTIVE product can be retired", reason="PRODUCT_NOT_ACTIVE")
+    return RETIRED
+
+
+# ------------------------------------------------------------------------------------------
+# eligibility and suitability
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CustomerProfile:
+    """The customer facts eligibility needs (no PII), from the customer service."""
+
+    customer_id: str
+    status: int
+    kyc_verified: bool
+    age_years: int
+    risk_tolerance: int  # 0 = none; 1..5 = C1..C5
+    risk_tolerance_expire_time: datetime | None
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    message: str
+
+
+def evaluate_eligibility(
+    product: ProductFacts, customer: CustomerProfile, amount: Amount | None, now: datetime
+) -> list[Reason]:
+    """Every failed rule, in contract order; empty means eligible."""
+    reasons: list[Reason] = []
+    if customer.status != customer_pb2.Customer.STATUS_ACTIVE:
+        reasons.append(Reason(CUSTOMER_NOT_ACTIVE, "the customer is not active"))
+    if not customer.kyc_verified:
+        reasons.append(Reason(KYC_NOT_VERIFIED, "the customer's identity is not verified (KYC)"))
+    rules = product.rules
+    if rules.min_age and customer.age_years < rules.min_age:
+        reasons.append(Reason(AGE_BELOW_MIN, f"the product requires an age of at least {rules.min_age}"))
+    if rules.max_age and customer.age_years > rules.max_age:
+        reasons.append(Reason(AGE_ABOVE_MAX, f"the product requires an age of at most {rules.max_age}"))
+    if product.type == TYPE_WEALTH:
+        reasons.extend(_suitability(product.risk_level, customer, now))
+    if product.state != ACTIVE:
+        reasons.append(Reason(PRODUCT_NOT_ACTIVE, "the product is not on offer"))
+    if amount is not None:
+        reasons.extend(_amount_reasons(product.terms, amount))
+    return reasons
+
+
+def _suitability(risk_level: int, customer: CustomerProfile, now: datetime) -> list[Reason]:
+    if not customer.risk_tolerance:
+        return [Reason(RISK_TOLERANCE_MISSING, "no risk assessment on file")]
+    found: list[Reason] = []
+    expires = customer.risk_tolerance_expire_time
+    if expires is not None and expires <= now:
+        found.append(Reason(RISK_TOLERANCE_EXPIRED, "the risk assessment has expired; reassess"))
+    if customer.risk_tolerance < risk_level:
+        found.append(
+            Reason(
+                RISK_TOLERANCE_TOO_LOW,
+                f"risk tolerance C{customer.risk_tolerance} is below the product's risk level R{risk_level}",
+            )
+        )
+    return found
+
+
+def _amount_reasons(terms: Terms, amount: Amount) -> list[Reason]:
+    if amount.currency != terms.currency:
+        return [Reason(CURRENCY_MISMATCH, f"the product is in {terms.currency}")]
+    found: list[Reason] = []
+    if terms.min is not None and amount < terms.min:
+        found.append(Reason(AMOUNT_BELOW_MIN, f"the minimum amount is {terms.min}"))
+    if terms.max is not None and amount > terms.max:
+        found.append(Reason(AMOUNT_ABOVE_MAX, f"the maximum amount is {terms.max}"))
+    return found
+
+
+# ------------------------------------------------------------------------------------------
+# subscriptions and postings
+# ------------------------------------------------------------------------------------------
+
+
+def close(state: int) -> int:
+    """OPEN → CLOSED."""
+    if state != OPEN:
+        raise TransitionRefused("the subscription is not open", reason="SUBSCRIPTION_NOT_OPEN")
+    return CLOSED
+
+
+def may_go_negative(product_type: int) -> bool:
+    """Loans (drawdowns) and cards (spending) may run a negative balance; deposits and wealth never."""
+    return product_type in (TYPE_LOAN, TYPE_CARD)
+
+
+def signed(direction: int, amount: Amount) -> Amount:
+    """The balance change of a posting: +amount for a credit, -amount for a debit."""
+    if direction == CREDIT:
+        return amount
+    if direction == DEBIT:
+        return -amount
+    raise ValueError("direction must be CREDIT or DEBIT")
+
+
+def post(balance: Amount, direction: int, amount: Amount, product_type: int, state: int = OPEN) -> Amount:
+    """The balance after posting; refuses closed subscriptions, foreign currency and overdrafts."""
+    if state != OPEN:
+        raise TransitionRefused("the subscription is not open", reason="SUBSCRIPTION_NOT_OPEN")
+    if amount.currency != balance.currency:
+        raise CurrencyMismatch(f"the subscription is in {balance.currency}")
+    if not amount.is_positive:
+        raise ValueError("a posting amount must be positive")
+    after = balance + signed(direction, amount)
+    if after.is_negative and not may_go_negative(product_type):
+        raise InsufficientFunds("the debit exceeds the available balance")
+    return after
