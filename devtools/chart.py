@@ -1,0 +1,359 @@
+"""`make chart`: offline checks of the Helm chart (infra/k8s/zhongtai) and the Dockerfile.
+
+1. Build a real `helm` once from the Go module proxy and cache it (~/.cache/zhongtai/bin).
+2. `helm lint --strict` with every ci/*-values.yaml.
+3. `helm template` with every ci values file, once per Kubernetes version below (with
+   --kube-version, so the chart's kubeVersion constraint is exercised too).
+4. Validate every rendered object strictly (unknown fields are errors) against the
+   Kubernetes JSON schemas shipped in `kubernetes-validate`, for each version. Custom
+   resources (Strimzi KafkaTopic) have no schema there: their shape is checked here.
+5. Run the chart unit tests: `pytest tests/chart`.
+
+Usable as a library too: tests/chart builds and calls helm through `helm_binary()` and
+`render()`, so the tests and `make chart` use the same binary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHART_DIR = REPO_ROOT / "infra" / "k8s" / "zhongtai"
+CI_VALUES_DIR = CHART_DIR / "ci"
+
+HELM_VERSION = "v3.22.0"
+# helm's Makefile stamps the Kubernetes version of its client-go (v0.37 for helm v3.22.0)
+# into the binary; `go install` alone leaves the default at v1.20 and every render of a
+# chart with kubeVersion >= 1.27 fails. Keep these two in step with HELM_VERSION.
+HELM_K8S_MAJOR, HELM_K8S_MINOR = 1, 37
+HELM_MODULE = "helm.sh/helm/v3/cmd/helm"
+
+# Kubernetes versions the rendered manifests are validated against: the chart's floor
+# (kubeVersion >=1.27), the versions most bank platforms run, and the newest schema set.
+K8S_VERSIONS = ("1.27.0", "1.29.0", "1.30.0", "1.31.0", "1.37.0")
+
+DEFAULT_RELEASE = "zt"
+DEFAULT_NAMESPACE = "bank"
+
+# Custom resources rendered by the chart, checked by shape instead of by schema.
+CUSTOM_API_GROUPS = ("kafka.strimzi.io/",)
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_KAFKA_TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+_FLOAT_NOTATION = re.compile(r"[-+]?\d+(\.\d+)?e[-+]?\d+")
+
+
+class ChartCheckError(Exception):
+    """A check failed; the message says what and how to fix it."""
+
+
+# ----------------------------------------------------------------------------- helm ----
+def cache_bin_dir() -> Path:
+    override = os.environ.get("ZT_TOOLS_BIN")
+    if override:
+        return Path(override)
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache_home / "zhongtai" / "bin"
+
+
+def _go_binary() -> str:
+    found = shutil.which("go")
+    if found:
+        return found
+    for candidate in ("/usr/local/go/bin/go", "/usr/lib/go/bin/go"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    raise ChartCheckError(
+        "`go` is needed once to build helm " + HELM_VERSION + " and is not on PATH.\n"
+        "Fix: install Go >= 1.24 (https://go.dev/dl/, or `apt-get install -y golang-go`) and put "
+        "its bin/ on PATH, then re-run `make chart`. Alternatively place a helm "
+        + HELM_VERSION
+        + " binary at "
+        + str(cache_bin_dir() / "helm")
+        + "."
+    )
+
+
+def _helm_version(helm: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            [str(helm), "version", "--template", "{{.Version}}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def helm_binary(*, log=print) -> Path:
+    """Return the cached helm, building it with `go install` the first time."""
+    helm = cache_bin_dir() / "helm"
+    if helm.exists() and _helm_version(helm) == HELM_VERSION:
+        return helm
+    go = _go_binary()
+    bin_dir = cache_bin_dir()
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    ldflags = " ".join(
+        [
+            "-s -w",
+            f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+            f"-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor={HELM_K8S_MAJOR}",
+            f"-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor={HELM_K8S_MINOR}",
+            f"-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor={HELM_K8S_MAJOR}",
+            f"-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor={HELM_K8S_MINOR}",
+        ]
+    )
+    log(f"building helm {HELM_VERSION} with {go} (first run only, a few minutes) ...")
+    started = time.monotonic()
+    # Build into a private directory and rename: concurrent runs never see half a binary.
+    with tempfile.TemporaryDirectory(dir=bin_dir) as tmp:
+        env = dict(os.environ, GOBIN=tmp, CGO_ENABLED="0")
+        env["PATH"] = os.pathsep.join([str(Path(go).parent), env.get("PATH", "")])
+        proc = subprocess.run(
+            [go, "install", "-trimpath", "-ldflags", ldflags, f"{HELM_MODULE}@{HELM_VERSION}"],
+            env=env,
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise ChartCheckError(
+                f"`go install {HELM_MODULE}@{HELM_VERSION}` failed:\n{proc.stderr[-4000:]}\n"
+                "Fix: check access to the Go module proxy (GOPROXY, default https://proxy.golang.org) "
+                "or place a helm " + HELM_VERSION + f" binary at {helm}."
+            )
+        os.replace(Path(tmp) / "helm", helm)
+    version = _helm_version(helm)
+    if version != HELM_VERSION:
+        raise ChartCheckError(f"built helm reports version {version!r}, expected {HELM_VERSION}")
+    log(f"helm {HELM_VERSION} built in {time.monotonic() - started:.0f}s: {helm}")
+    return helm
+
+
+def run_helm(args: Sequence[str], *, helm: Path | None = None) -> subprocess.CompletedProcess[str]:
+    helm = helm or helm_binary()
+    env = dict(os.environ)
+    # Keep helm away from the user's repositories, plugins and kubeconfig.
+    scratch = Path(tempfile.gettempdir()) / "zhongtai-helm"
+    for var, sub in (("HELM_CACHE_HOME", "cache"), ("HELM_CONFIG_HOME", "config"), ("HELM_DATA_HOME", "data")):
+        env[var] = str(scratch / sub)
+    env["KUBECONFIG"] = os.devnull
+    return subprocess.run([str(helm), *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def template_args(
+    values_files: Iterable[Path | str] = (),
+    *,
+    set_values: dict[str, Any] | None = None,
+    release: str = DEFAULT_RELEASE,
+    namespace: str = DEFAULT_NAMESPACE,
+    kube_version: str | None = None,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    args = ["template", release, str(CHART_DIR), "--namespace", namespace]
+    for f in values_files:
+        args += ["--values", str(f)]
+    for key, value in (set_values or {}).items():
+        if isinstance(value, str):
+            args += ["--set-string", f"{key}={value}"]
+        else:
+            args += ["--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
+    if kube_version:
+        args += ["--kube-version", kube_version]
+    return [*args, *extra]
+
+
+def render(
+    values_files: Iterable[Path | str] = (),
+    *,
+    set_values: dict[str, Any] | None = None,
+    release: str = DEFAULT_RELEASE,
+    namespace: str = DEFAULT_NAMESPACE,
+    kube_version: str | None = None,
+    extra: Sequence[str] = (),
+    helm: Path | None = None,
+) -> list[dict[str, Any]]:
+    """`helm template` the chart and return the parsed objects (hooks and tests included)."""
+    proc = run_helm(
+        template_args(
+            values_files,
+            set_values=set_values,
+            release=release,
+            namespace=namespace,
+            kube_version=kube_version,
+            extra=extra,
+        ),
+        helm=helm,
+    )
+    if proc.returncode != 0:
+        raise ChartCheckError(f"helm template failed:\n{proc.stderr.strip()}")
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def ci_values_files() -> list[Path]:
+    files = sorted(CI_VALUES_DIR.glob("*-values.yaml"))
+    if not files:
+        raise ChartCheckError(f"no ci values files under {CI_VALUES_DIR}")
+    return files
+
+
+# ------------------------------------------------------------------------ validation ----
+def is_custom_resource(doc: dict[str, Any]) -> bool:
+    return str(doc.get("apiVersion", "")).startswith(CUSTOM_API_GROUPS)
+
+
+def check_kafka_topic(doc: dict[str, Any]) -> list[str]:
+    """Shape of a Strimzi (kafka.strimzi.io/v1) KafkaTopic; returns the problems found."""
+    problems: list[str] = []
+    name = doc.get("metadata", {}).get("name", "?")
+    where = f"KafkaTopic/{name}"
+    if doc.get("apiVersion") != "kafka.strimzi.io/v1":
+        problems.append(f"{where}: apiVersion must be kafka.strimzi.io/v1 (Strimzi 1.x serves only v1)")
+    if doc.get("kind") != "KafkaTopic":
+        problems.append(f"{where}: unexpected kind {doc.get('kind')!r}")
+    meta = doc.get("metadata", {})
+    if not _DNS_SUBDOMAIN.match(str(name)) or len(str(name)) > 63:
+        problems.append(f"{where}: metadata.name is not a DNS-1123 name of <= 63 chars")
+    if not meta.get("labels", {}).get("strimzi.io/cluster"):
+        problems.append(f"{where}: missing label strimzi.io/cluster (the Topic Operator ignores it)")
+    if meta.get("annotations", {}).get("helm.sh/resource-policy") != "keep":
+        problems.append(f"{where}: needs helm.sh/resource-policy: keep (uninstall must not delete data)")
+    spec = doc.get("spec")
+    if not isinstance(spec, dict):
+        return [*problems, f"{where}: missing spec"]
+    allowed = {"topicName", "partitions", "replicas", "config"}
+    if unknown := set(spec) - allowed:
+        problems.append(f"{where}: unknown spec fields {sorted(unknown)}")
+    if not _KAFKA_TOPIC_NAME.match(str(spec.get("topicName", ""))):
+        problems.append(f"{where}: spec.topicName {spec.get('topicName')!r} is not a valid Kafka topic name")
+    for key in ("partitions", "replicas"):
+        value = spec.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            problems.append(f"{where}: spec.{key} must be a positive integer, got {value!r}")
+    config = spec.get("config", {})
+    if not isinstance(config, dict):
+        problems.append(f"{where}: spec.config must be a map")
+    else:
+        for key, value in config.items():
+            if isinstance(value, float) or (isinstance(value, str) and _FLOAT_NOTATION.fullmatch(value)):
+                problems.append(f"{where}: config {key}={value!r} lost precision (quote big numbers)")
+            elif not isinstance(value, str | int | bool):
+                problems.append(f"{where}: config {key} has unsupported type {type(value).__name__}")
+    return problems
+
+
+def validate_docs(docs: Iterable[dict[str, Any]], k8s_version: str) -> tuple[int, int, list[str]]:
+    """Strictly validate built-in objects; shape-check custom resources.
+
+    Returns (validated against schemas, custom resources checked, errors).
+    """
+    import kubernetes_validate  # local: only `make chart` and the tests need it
+
+    validated = custom = 0
+    errors: list[str] = []
+    for doc in docs:
+        label = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+        if is_custom_resource(doc):
+            custom += 1
+            if doc.get("kind") == "KafkaTopic":
+                errors += check_kafka_topic(doc)
+            else:
+                errors.append(f"{label}: custom resource without a shape check")
+            continue
+        try:
+            used = kubernetes_validate.validate(doc, k8s_version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = "/".join(str(p) for p in exc.path)
+            errors.append(f"{label} (k8s {k8s_version}) at {path or '<root>'}: {exc.message}")
+            continue
+        except kubernetes_validate.SchemaNotFoundError as exc:
+            errors.append(f"{label}: {exc.message}")
+            continue
+        want = ".".join(k8s_version.split(".")[:2])
+        if used != want:
+            errors.append(f"{label}: validated against k8s {used} schemas instead of {want}")
+            continue
+        validated += 1
+    return validated, custom, errors
+
+
+# ----------------------------------------------------------------------------- main ----
+@dataclass
+class Summary:
+    lint_runs: int = 0
+    renders: int = 0
+    validated: int = 0
+    custom: int = 0
+
+
+def run_checks(*, versions: Sequence[str] = K8S_VERSIONS, log=print) -> Summary:
+    helm = helm_binary(log=log)
+    summary = Summary()
+    failures: list[str] = []
+    for values in ci_values_files():
+        rel = values.relative_to(REPO_ROOT)
+        proc = run_helm(["lint", "--strict", str(CHART_DIR), "--values", str(values)], helm=helm)
+        summary.lint_runs += 1
+        if proc.returncode != 0:
+            failures.append(f"helm lint --strict -f {rel}:\n{proc.stdout}{proc.stderr}")
+            continue
+        for version in versions:
+            try:
+                docs = render([values], kube_version=version, helm=helm)
+            except ChartCheckError as exc:
+                failures.append(f"{rel} @ k8s {version}: {exc}")
+                continue
+            summary.renders += 1
+            validated, custom, errors = validate_docs(docs, version)
+            summary.validated += validated
+            summary.custom += custom
+            failures += [f"{rel}: {e}" for e in errors]
+            log(f"  {rel} @ k8s {version}: {len(docs)} objects, {validated} schema-valid, {custom} custom")
+    if failures:
+        raise ChartCheckError("chart checks failed:\n- " + "\n- ".join(failures))
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devtools.chart", description=__doc__.splitlines()[0])
+    parser.add_argument("--no-tests", action="store_true", help="skip `pytest tests/chart`")
+    parser.add_argument("--helm-only", action="store_true", help="only build/locate helm and print its path")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    try:
+        if args.helm_only:
+            print(helm_binary())
+            return 0
+        summary = run_checks()
+    except ChartCheckError as exc:
+        print(f"\nFAIL: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"helm lint --strict: {summary.lint_runs} values files OK; {summary.renders} renders; "
+        f"{summary.validated} objects valid (strict) against k8s {', '.join(K8S_VERSIONS)}; "
+        f"{summary.custom} custom resources shape-checked ({time.monotonic() - started:.1f}s)"
+    )
+    if args.no_tests:
+        return 0
+    rc = subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/chart"], cwd=REPO_ROOT)
+    print(f"make chart: {'OK' if rc == 0 else 'FAILED'} in {time.monotonic() - started:.1f}s")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
