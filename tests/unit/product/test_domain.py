@@ -18,8 +18,7 @@ def cny(minor: int) -> Amount:
 
 
 def terms(**kw: object) -> d.Terms:
-    base = {"currency": "CNY", "min": cny(100_00), "max": cny(1_000_000_00), "term_months": 12,
-            "annual_rate_bps": 275}  # fmt: skip
+    base = {"currency": "CNY", "min": cny(100_00), "max": cny(1_000_000_00), "term_months": 12, "annual_rate_bps": 275}
     base.update(kw)
     return d.Terms(**base)  # type: ignore[arg-type]
 
@@ -29,8 +28,14 @@ def product(type_: int = d.TYPE_WEALTH, risk: int = 3, state: int = d.ACTIVE, **
 
 
 def customer(**kw: object) -> d.CustomerProfile:
-    base = {"customer_id": "C-1", "status": ACTIVE_CUSTOMER, "kyc_verified": True, "age_years": 35,
-            "risk_tolerance": 4, "risk_tolerance_expire_time": NOW + timedelta(days=300)}  # fmt: skip
+    base = {
+        "customer_id": "C-1",
+        "status": ACTIVE_CUSTOMER,
+        "kyc_verified": True,
+        "age_years": 35,
+        "risk_tolerance": 4,
+        "risk_tolerance_expire_time": NOW + timedelta(days=300),
+    }
     base.update(kw)
     return d.CustomerProfile(**base)  # type: ignore[arg-type]
 
@@ -161,12 +166,23 @@ def test_a_missing_assessment_is_not_also_reported_as_too_low() -> None:
 
 
 def test_every_failed_rule_is_reported_in_contract_order() -> None:
-    bad = customer(status=customer_pb2.Customer.STATUS_CLOSED, kyc_verified=False, age_years=70,
-                   risk_tolerance=1, risk_tolerance_expire_time=NOW - timedelta(days=1))  # fmt: skip
-    got = codes(d.evaluate_eligibility(product(risk=5, state=d.RETIRED, rules=d.Rules(max_age=65)), bad,
-                                       cny(1), NOW))  # fmt: skip
-    assert got == [d.CUSTOMER_NOT_ACTIVE, d.KYC_NOT_VERIFIED, d.AGE_ABOVE_MAX, d.RISK_TOLERANCE_EXPIRED,
-                   d.RISK_TOLERANCE_TOO_LOW, d.PRODUCT_NOT_ACTIVE, d.AMOUNT_BELOW_MIN]  # fmt: skip
+    bad = customer(
+        status=customer_pb2.Customer.STATUS_CLOSED,
+        kyc_verified=False,
+        age_years=70,
+        risk_tolerance=1,
+        risk_tolerance_expire_time=NOW - timedelta(days=1),
+    )
+    got = codes(d.evaluate_eligibility(product(risk=5, state=d.RETIRED, rules=d.Rules(max_age=65)), bad, cny(1), NOW))
+    assert got == [
+        d.CUSTOMER_NOT_ACTIVE,
+        d.KYC_NOT_VERIFIED,
+        d.AGE_ABOVE_MAX,
+        d.RISK_TOLERANCE_EXPIRED,
+        d.RISK_TOLERANCE_TOO_LOW,
+        d.PRODUCT_NOT_ACTIVE,
+        d.AMOUNT_BELOW_MIN,
+    ]
     assert got == sorted(got, key=d.REASON_CODES.index)
 
 

@@ -70,9 +70,14 @@ def test_file_provider_fails_loudly_without_a_token(tmp_path: Path) -> None:
 def test_prod_refuses_dev_signing() -> None:
     with pytest.raises(ServiceTokenError, match="token file"):
         service_token_provider(
-            environment="prod", client_id="p", scopes=["customers:read"], hs256_secret=SECRET,
-            token_file=None, issuer="i", audience="a",
-        )  # fmt: skip
+            environment="prod",
+            client_id="p",
+            scopes=["customers:read"],
+            hs256_secret=SECRET,
+            token_file=None,
+            issuer="i",
+            audience="a",
+        )
 
 
 def test_scopes_are_parsed_and_checked() -> None:

@@ -1,0 +1,118 @@
+"""Initial schema: products, subscriptions, transactions, idempotency keys and the kit's outbox.
+
+Revision ID: 0001
+Revises:
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+# 64-bit auto-increment key that SQLite also auto-increments (see services.kit.db.BigIntPK).
+BIGINT_PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+TS = sa.DateTime(timezone=True)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "products",
+        sa.Column("product_id", sa.String(64), primary_key=True),
+        sa.Column("display_name", sa.String(100), nullable=False),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column("type", sa.Integer(), nullable=False),
+        sa.Column("risk_level", sa.Integer(), nullable=False),
+        sa.Column("state", sa.Integer(), nullable=False),
+        sa.Column("currency", sa.String(3), nullable=False),
+        sa.Column("min_minor", sa.BigInteger(), nullable=True),
+        sa.Column("max_minor", sa.BigInteger(), nullable=True),
+        sa.Column("term_months", sa.Integer(), nullable=False),
+        sa.Column("annual_rate_bps", sa.Integer(), nullable=False),
+        sa.Column("min_age", sa.Integer(), nullable=False),
+        sa.Column("max_age", sa.Integer(), nullable=False),
+        sa.Column("version", sa.BigInteger(), nullable=False),
+        sa.Column("create_time", TS, nullable=False),
+        sa.Column("update_time", TS, nullable=False),
+        sa.Column("publish_time", TS, nullable=True),
+        sa.Column("retire_time", TS, nullable=True),
+    )
+    op.create_index("ix_products_state", "products", ["state"])
+    op.create_table(
+        "subscriptions",
+        sa.Column("seq", BIGINT_PK, primary_key=True, autoincrement=True),
+        sa.Column("subscription_id", sa.String(64), nullable=False, unique=True),
+        sa.Column("customer_id", sa.String(64), nullable=False),
+        sa.Column("product_id", sa.String(64), sa.ForeignKey("products.product_id"), nullable=False),
+        sa.Column("product_type", sa.Integer(), nullable=False),
+        sa.Column("currency", sa.String(3), nullable=False),
+        sa.Column("amount_minor", sa.BigInteger(), nullable=False),
+        sa.Column("balance_minor", sa.BigInteger(), nullable=False),
+        sa.Column("no_overdraft", sa.Boolean(), nullable=False),
+        sa.Column("state", sa.Integer(), nullable=False),
+        sa.Column("version", sa.BigInteger(), nullable=False),
+        sa.Column("create_time", TS, nullable=False),
+        sa.Column("update_time", TS, nullable=False),
+        sa.Column("close_time", TS, nullable=True),
+        # The last line of defence behind the conditional UPDATE: a deposit never goes negative.
+        sa.CheckConstraint("NOT no_overdraft OR balance_minor >= 0", name="ck_subscriptions_no_overdraft"),
+    )
+    op.create_index("ix_subscriptions_customer", "subscriptions", ["customer_id", "seq"])
+    op.create_table(
+        "transactions",
+        sa.Column("seq", BIGINT_PK, primary_key=True, autoincrement=True),
+        sa.Column("transaction_id", sa.String(64), nullable=False, unique=True),
+        sa.Column("subscription_id", sa.String(64), nullable=False),
+        sa.Column("customer_id", sa.String(64), nullable=False),
+        sa.Column("direction", sa.Integer(), nullable=False),
+        sa.Column("currency", sa.String(3), nullable=False),
+        sa.Column("amount_minor", sa.BigInteger(), nullable=False),
+        sa.Column("balance_after_minor", sa.BigInteger(), nullable=False),
+        sa.Column("description", sa.String(200), nullable=False),
+        sa.Column("post_time", TS, nullable=False),
+    )
+    op.create_index("ix_transactions_subscription", "transactions", ["subscription_id", "seq"])
+    op.create_table(
+        "idempotency_keys",
+        sa.Column("key", sa.String(128), primary_key=True),
+        sa.Column("fingerprint", sa.String(64), nullable=False),
+        sa.Column("response", sa.LargeBinary(), nullable=False),
+        sa.Column("create_time", TS, nullable=False),
+    )
+    # The kit's transactional outbox (services/kit/outbox.py OutboxRow).
+    op.create_table(
+        "outbox",
+        sa.Column("id", BIGINT_PK, primary_key=True, autoincrement=True),
+        sa.Column("event_id", sa.String(64), nullable=False, unique=True),
+        sa.Column("event_type", sa.String(200), nullable=False),
+        sa.Column("aggregate_type", sa.String(64), nullable=False),
+        sa.Column("aggregate_id", sa.String(64), nullable=False),
+        sa.Column("aggregate_version", sa.BigInteger(), nullable=False),
+        sa.Column("topic", sa.String(200), nullable=False),
+        sa.Column("key", sa.LargeBinary(), nullable=False),
+        sa.Column("payload", sa.LargeBinary(), nullable=False),
+        sa.Column("headers", sa.Text(), nullable=False),
+        sa.Column("traceparent", sa.String(64), nullable=True),
+        sa.Column("created_at", TS, nullable=False),
+        sa.Column("published_at", TS, nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+    )
+    op.create_index("ix_outbox_pending", "outbox", ["published_at", "id"])
+    op.create_index("ix_outbox_aggregate", "outbox", ["aggregate_id", "id"])
+
+
+def downgrade() -> None:
+    for index, table in (
+        ("ix_outbox_aggregate", "outbox"),
+        ("ix_outbox_pending", "outbox"),
+        ("ix_transactions_subscription", "transactions"),
+        ("ix_subscriptions_customer", "subscriptions"),
+        ("ix_products_state", "products"),
+    ):
+        op.drop_index(index, table_name=table)
+    for table in ("outbox", "idempotency_keys", "transactions", "subscriptions", "products"):
+        op.drop_table(table)

@@ -1,0 +1,464 @@
+"""Use cases of the product service: one command, one unit of work, its events in the outbox.
+
+Each write: (1) replay the stored response if the request_id was seen (AIP-155), (2) check
+what needs I/O outside the transaction (the customer lookup never holds a DB transaction open),
+(3) in ONE unit of work change the aggregate (version bump first), stage its event with
+``add_event`` and remember the response under the request_id, commit. A concurrent duplicate
+loses on the idempotency key's primary key, rolls back, and replays the winner's response.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from google.protobuf.message import Message
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from bank.product.v1 import events_pb2, product_pb2
+from services.kit.db import UnitOfWork, sessionmaker
+from services.kit.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    invalid,
+)
+from services.kit.outbox import add_event
+from services.product import convert, domain, store
+from services.product.domain import CustomerProfile
+
+SOURCE = "//zhongtai/product"
+M = TypeVar("M", bound=Message)
+
+
+class CustomerLookup(Protocol):
+    async def profile(self, customer_id: str, *, time_remaining: float | None = None) -> CustomerProfile: ...
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:20]}"
+
+
+def _refused(exc: domain.DomainError) -> FailedPrecondition:
+    return FailedPrecondition(exc.message, reason=exc.reason)
+
+
+def _check_etag(given: str, version: int) -> None:
+    if given and given != convert.etag(version):
+        raise Aborted("the resource changed since it was read (etag mismatch)", reason="ETAG_MISMATCH")
+
+
+class ProductUseCases:
+    """The application layer behind the gRPC servicer."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        customers: CustomerLookup,
+        *,
+        after_commit: list[Callable[[], None]] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._reads = sessionmaker(engine)
+        self._customers = customers
+        self._after_commit = list(after_commit or [])
+
+    def _uow(self) -> UnitOfWork:
+        return UnitOfWork(self._engine, after_commit=self._after_commit)
+
+    # -- idempotency ---------------------------------------------------------------------------
+
+    async def _replay(self, key: str | None, fingerprint: str, cls: type[M]) -> M | None:
+        if key is None:
+            return None
+        async with self._reads() as session:
+            row = await store.stored_response(session, key)
+        if row is None:
+            return None
+        if row.fingerprint != fingerprint:
+            raise AlreadyExists("request_id was already used for a different request", reason="REQUEST_ID_REUSED")
+        return cls.FromString(row.response)
+
+    @staticmethod
+    def _key(method: str, request_id: str) -> str | None:
+        return f"{method}:{request_id}" if request_id else None
+
+    # -- catalogue -------------------------------------------------------------------------------
+
+    async def create_product(self, request: product_pb2.CreateProductRequest) -> product_pb2.Product:
+        key, fp = self._key("CreateProduct", request.request_id), store.fingerprint(request)
+        if (done := await self._replay(key, fp, product_pb2.Product)) is not None:
+            return done
+        given = request.product
+        terms, rules = convert.terms_of(given)
+        try:
+            domain.validate_terms(given.type, terms, rules)
+        except domain.InvalidTerms as exc:
+            raise InvalidArgument(
+                f"invalid terms: {exc.message}",
+                reason="INVALID_TERMS",
+                violations=[FieldViolation(f, d) for f, d in exc.violations],
+            ) from None
+        at = store.now()
+        row = store.ProductRow(
+            product_id=given.product_id or _new_id("P"),
+            display_name=given.display_name,
+            description=given.description,
+            type=given.type,
+            risk_level=given.risk_level,
+            state=domain.DRAFT,
+            currency=terms.currency,
+            min_minor=terms.min.minor if terms.min else None,
+            max_minor=terms.max.minor if terms.max else None,
+            term_months=terms.term_months,
+            annual_rate_bps=terms.annual_rate_bps,
+            min_age=rules.min_age,
+            max_age=rules.max_age,
+            version=1,
+            create_time=at,
+            update_time=at,
+        )
+        try:
+            async with self._uow() as uow:
+                if await store.get_product(uow.session, row.product_id) is not None:
+                    raise AlreadyExists(f"product {row.product_id} exists", reason="PRODUCT_EXISTS")
+                uow.session.add(row)
+                response = convert.product_message(row)
+                self._remember(uow.session, key, fp, response)
+                await uow.commit()
+        except IntegrityError:
+            if (done := await self._replay(key, fp, product_pb2.Product)) is not None:
+                return done
+            raise AlreadyExists(f"product {row.product_id} exists", reason="PRODUCT_EXISTS") from None
+        return response
+
+    async def publish_product(self, request: product_pb2.PublishProductRequest) -> product_pb2.Product:
+        return await self._transition(request, "PublishProduct", domain.publish, events_pb2.ProductPublished)
+
+    async def retire_product(self, request: product_pb2.RetireProductRequest) -> product_pb2.Product:
+        return await self._transition(request, "RetireProduct", domain.retire, events_pb2.ProductRetired)
+
+    async def _transition(
+        self,
+        request: product_pb2.PublishProductRequest | product_pb2.RetireProductRequest,
+        method: str,
+        rule: Callable[[int], int],
+        event: type[events_pb2.ProductPublished] | type[events_pb2.ProductRetired],
+    ) -> product_pb2.Product:
+        key, fp = self._key(method, request.request_id), store.fingerprint(request)
+        if (done := await self._replay(key, fp, product_pb2.Product)) is not None:
+            return done
+        try:
+            async with self._uow() as uow:
+                session = uow.session
+                row = await session.get(store.ProductRow, request.product_id, with_for_update=True)
+                if row is None:
+                    raise NotFound(f"product {request.product_id} not found", reason="PRODUCT_NOT_FOUND")
+                _check_etag(request.etag, row.version)
+                try:
+                    row.state = rule(row.state)
+                except domain.DomainError as exc:
+                    raise _refused(exc) from None
+                at = store.now()
+                row.version += 1
+                row.update_time = at
+                if row.state == domain.ACTIVE:
+                    row.publish_time = at
+                else:
+                    row.retire_time = at
+                await session.flush()  # the version bump precedes the outbox row
+                snapshot = convert.product_message(row)
+                add_event(
+                    session,
+                    event(product_id=row.product_id, product=snapshot, version=row.version, occur_time=convert.ts(at)),
+                    source=SOURCE,
+                    aggregate_type="product",
+                    aggregate_id=row.product_id,
+                    version=row.version,
+                )
+                self._remember(session, key, fp, snapshot)
+                await uow.commit()
+        except IntegrityError:
+            if (done := await self._replay(key, fp, product_pb2.Product)) is not None:
+                return done
+            raise
+        return snapshot
+
+    async def get_product(self, product_id: str) -> product_pb2.Product:
+        async with self._reads() as session:
+            row = await store.get_product(session, product_id)
+        if row is None:
+            raise NotFound(f"product {product_id} not found", reason="PRODUCT_NOT_FOUND")
+        return convert.product_message(row)
+
+    async def list_products(self, request: product_pb2.ListProductsRequest) -> product_pb2.ListProductsResponse:
+        query = {"m": "ListProducts", "t": request.type, "s": request.state}
+        after = convert.decode_token(request.page_token, query)
+        size = convert.page_size(request.page_size)
+        async with self._reads() as session:
+            rows = await store.list_products(
+                session, after=str(after or ""), limit=size + 1, type_=request.type, state=request.state
+            )
+        response = product_pb2.ListProductsResponse(products=[convert.product_message(r) for r in rows[:size]])
+        if len(rows) > size:
+            response.next_page_token = convert.encode_token(rows[size - 1].product_id, query)
+        return response
+
+    # -- eligibility -----------------------------------------------------------------------------
+
+    async def check_eligibility(
+        self, request: product_pb2.CheckEligibilityRequest, *, time_remaining: float | None = None
+    ) -> product_pb2.EligibilityResult:
+        amount = convert.amount_of(request.amount, "amount") if request.HasField("amount") else None
+        product = await self._product_facts(request.product_id)
+        profile = await self._customers.profile(request.customer_id, time_remaining=time_remaining)
+        reasons = domain.evaluate_eligibility(product, profile, amount, store.now())
+        return product_pb2.EligibilityResult(
+            eligible=not reasons,
+            reasons=[product_pb2.EligibilityResult.Reason(code=r.code, message=r.message) for r in reasons],
+            product_id=request.product_id,
+            customer_id=request.customer_id,
+        )
+
+    async def _product_facts(self, product_id: str) -> domain.ProductFacts:
+        async with self._reads() as session:
+            row = await store.get_product(session, product_id)
+        if row is None:
+            raise NotFound(f"product {product_id} not found", reason="PRODUCT_NOT_FOUND")
+        return convert.facts(row)
+
+    # -- subscriptions ---------------------------------------------------------------------------
+
+    async def create_subscription(
+        self, request: product_pb2.CreateSubscriptionRequest, *, time_remaining: float | None = None
+    ) -> product_pb2.Subscription:
+        key, fp = self._key("CreateSubscription", request.request_id), store.fingerprint(request)
+        if (done := await self._replay(key, fp, product_pb2.Subscription)) is not None:
+            return done
+        amount = convert.amount_of(request.subscription.amount, "subscription.amount")
+        product = await self._product_facts(request.subscription.product_id)
+        profile = await self._customers.profile(request.customer_id, time_remaining=time_remaining)
+        reasons = domain.evaluate_eligibility(product, profile, amount, store.now())
+        if reasons:
+            codes = [r.code for r in reasons]
+            raise FailedPrecondition(
+                f"the customer is not eligible: {', '.join(codes)}",
+                reason="NOT_ELIGIBLE",
+                metadata={"reasons": ",".join(codes), "product_id": product.product_id},
+            )
+        at = store.now()
+        row = store.SubscriptionRow(
+            subscription_id=_new_id("S"),
+            customer_id=request.customer_id,
+            product_id=product.product_id,
+            product_type=product.type,
+            currency=amount.currency,
+            amount_minor=amount.minor,
+            balance_minor=amount.minor,
+            no_overdraft=not domain.may_go_negative(product.type),
+            state=domain.OPEN,
+            version=1,
+            create_time=at,
+            update_time=at,
+        )
+        try:
+            async with self._uow() as uow:
+                session = uow.session
+                current = await store.get_product(session, product.product_id)
+                if current is None or current.state != domain.ACTIVE:  # retired meanwhile
+                    raise FailedPrecondition(
+                        "the product is no longer on offer",
+                        reason="NOT_ELIGIBLE",
+                        metadata={"reasons": domain.PRODUCT_NOT_ACTIVE, "product_id": product.product_id},
+                    )
+                session.add(row)
+                await session.flush()
+                snapshot = convert.subscription_message(row)
+                add_event(
+                    session,
+                    events_pb2.SubscriptionOpened(
+                        customer_id=row.customer_id,
+                        subscription_id=row.subscription_id,
+                        subscription=snapshot,
+                        version=row.version,
+                        occur_time=convert.ts(at),
+                    ),
+                    source=SOURCE,
+                    aggregate_type="subscription",
+                    aggregate_id=row.subscription_id,
+                    version=row.version,
+                    subject=row.customer_id,
+                )
+                self._remember(session, key, fp, snapshot)
+                await uow.commit()
+        except IntegrityError:
+            if (done := await self._replay(key, fp, product_pb2.Subscription)) is not None:
+                return done
+            raise
+        return snapshot
+
+    async def close_subscription(self, request: product_pb2.CloseSubscriptionRequest) -> product_pb2.Subscription:
+        key, fp = self._key("CloseSubscription", request.request_id), store.fingerprint(request)
+        if (done := await self._replay(key, fp, product_pb2.Subscription)) is not None:
+            return done
+        try:
+            async with self._uow() as uow:
+                session = uow.session
+                row = await self._owned_subscription(session, request.customer_id, request.subscription_id, lock=True)
+                _check_etag(request.etag, row.version)
+                try:
+                    row.state = domain.close(row.state)
+                except domain.DomainError as exc:
+                    raise _refused(exc) from None
+                at = store.now()
+                row.version += 1
+                row.update_time = row.close_time = at
+                await session.flush()
+                snapshot = convert.subscription_message(row)
+                add_event(
+                    session,
+                    events_pb2.SubscriptionClosed(
+                        customer_id=row.customer_id,
+                        subscription_id=row.subscription_id,
+                        subscription=snapshot,
+                        version=row.version,
+                        occur_time=convert.ts(at),
+                    ),
+                    source=SOURCE,
+                    aggregate_type="subscription",
+                    aggregate_id=row.subscription_id,
+                    version=row.version,
+                    subject=row.customer_id,
+                )
+                self._remember(session, key, fp, snapshot)
+                await uow.commit()
+        except IntegrityError:
+            if (done := await self._replay(key, fp, product_pb2.Subscription)) is not None:
+                return done
+            raise
+        return snapshot
+
+    async def list_subscriptions(
+        self, request: product_pb2.ListSubscriptionsRequest
+    ) -> product_pb2.ListSubscriptionsResponse:
+        query = {"m": "ListSubscriptions", "c": request.customer_id}
+        after = convert.decode_token(request.page_token, query)
+        size = convert.page_size(request.page_size)
+        async with self._reads() as session:
+            rows = await store.list_subscriptions(session, request.customer_id, after=int(after or 0), limit=size + 1)
+        response = product_pb2.ListSubscriptionsResponse(
+            subscriptions=[convert.subscription_message(r) for r in rows[:size]]
+        )
+        if len(rows) > size:
+            response.next_page_token = convert.encode_token(rows[size - 1].seq, query)
+        return response
+
+    async def _owned_subscription(
+        self, session: AsyncSession, customer_id: str, subscription_id: str, *, lock: bool = False
+    ) -> store.SubscriptionRow:
+        row = await store.get_subscription(session, subscription_id)
+        if lock and row is not None:
+            await session.refresh(row, with_for_update=True)
+        if row is None or row.customer_id != customer_id:  # another customer's holding does not exist for you
+            raise NotFound(f"subscription {subscription_id} not found", reason="SUBSCRIPTION_NOT_FOUND")
+        return row
+
+    # -- postings --------------------------------------------------------------------------------
+
+    async def post_transaction(self, request: product_pb2.PostTransactionRequest) -> product_pb2.Transaction:
+        key, fp = self._key("PostTransaction", request.request_id), store.fingerprint(request)
+        if (done := await self._replay(key, fp, product_pb2.Transaction)) is not None:
+            return done
+        txn = request.transaction
+        amount = convert.amount_of(txn.amount, "transaction.amount")
+        async with self._reads() as session:
+            sub = await self._owned_subscription(session, request.customer_id, request.subscription_id)
+        balance = domain.Amount(sub.balance_minor, sub.currency)
+        try:
+            # The rule, on the balance as read; the conditional UPDATE below re-checks it atomically.
+            domain.post(balance, txn.direction, amount, sub.product_type, sub.state)
+        except domain.CurrencyMismatch as exc:
+            raise invalid("transaction.amount.currency_code", exc.message) from None
+        except domain.DomainError as exc:
+            raise _refused(exc) from None
+        delta = domain.signed(txn.direction, amount).minor
+        at = store.now()
+        try:
+            async with self._uow() as uow:
+                session = uow.session
+                applied = await store.apply_posting(session, sub.subscription_id, delta, at)
+                if applied is None:
+                    fresh = await store.get_subscription(session, sub.subscription_id)
+                    if fresh is None or fresh.state != domain.OPEN:
+                        raise FailedPrecondition("the subscription is not open", reason="SUBSCRIPTION_NOT_OPEN")
+                    raise FailedPrecondition(
+                        "the debit exceeds the available balance", reason=domain.InsufficientFunds.reason
+                    )
+                balance_after, version = applied
+                row = store.TransactionRow(
+                    transaction_id=_new_id("T"),
+                    subscription_id=sub.subscription_id,
+                    customer_id=sub.customer_id,
+                    direction=txn.direction,
+                    currency=amount.currency,
+                    amount_minor=amount.minor,
+                    balance_after_minor=balance_after,
+                    description=txn.description,
+                    post_time=at,
+                )
+                session.add(row)
+                response = convert.transaction_message(row)
+                add_event(
+                    session,
+                    events_pb2.TransactionPosted(
+                        customer_id=sub.customer_id,
+                        subscription_id=sub.subscription_id,
+                        product_id=sub.product_id,
+                        product_type=sub.product_type,  # type: ignore[arg-type]
+                        transaction=response,
+                        version=version,
+                        occur_time=convert.ts(at),
+                    ),
+                    source=SOURCE,
+                    aggregate_type="subscription",
+                    aggregate_id=sub.subscription_id,
+                    version=version,
+                    subject=sub.customer_id,
+                )
+                self._remember(session, key, fp, response)
+                await uow.commit()
+        except IntegrityError:
+            if (done := await self._replay(key, fp, product_pb2.Transaction)) is not None:
+                return done
+            raise
+        return response
+
+    async def list_transactions(
+        self, request: product_pb2.ListTransactionsRequest
+    ) -> product_pb2.ListTransactionsResponse:
+        query = {"m": "ListTransactions", "c": request.customer_id, "s": request.subscription_id}
+        before = convert.decode_token(request.page_token, query)
+        size = convert.page_size(request.page_size)
+        async with self._reads() as session:
+            await self._owned_subscription(session, request.customer_id, request.subscription_id)
+            rows = await store.list_transactions(
+                session, request.subscription_id, before=int(before) if before is not None else None, limit=size + 1
+            )
+        response = product_pb2.ListTransactionsResponse(
+            transactions=[convert.transaction_message(r) for r in rows[:size]]
+        )
+        if len(rows) > size:
+            response.next_page_token = convert.encode_token(rows[size - 1].seq, query)
+        return response
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _remember(session: AsyncSession, key: str | None, fp: str, response: Message) -> None:
+        if key is not None:
+            store.remember(session, key, fp, response)
