@@ -1,0 +1,487 @@
+"""The gateway as a raw ASGI application (no framework: the HTTP edge is a hot path).
+
+Per request, in order: server span (continuing an incoming ``traceparent``) → built-in
+endpoints (/healthz, /readyz, /openapi.json, /docs, CORS preflight) → route match → bearer
+token + the method's ``required_scopes`` → quota → deadline → body (size limit) → ONE parse
+into the request message → Idempotency-Key → gRPC call (token and request id forwarded) →
+JSON response. Every failure becomes ``google.rpc.Status`` JSON in :mod:`gateway.errors`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl
+
+import grpc
+import orjson
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from gateway.backends import Backends
+from gateway.errors import (
+    HttpError,
+    http_status_of,
+    internal_status,
+    render_status,
+    status_from_rpc_error,
+)
+from gateway.idempotency import IdempotencyStore, KeyReused, StoredResponse, fingerprint
+from gateway.openapi import build_openapi
+from gateway.quotas import Limit, QuotaLimiter, retry_after_header
+from gateway.routing import Route, Router, discover_routes, load_contracts
+from gateway.settings import GatewaySettings
+from gateway.transcode import build_request, render_response
+from services.kit.auth import Principal, TokenVerifier, authorize, bearer_token
+from services.kit.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unauthenticated,
+    ZhongtaiError,
+)
+from services.kit.logging import get_logger
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+log = get_logger("zhongtai.gateway")
+tracer = trace.get_tracer("zhongtai.gateway")
+_meter = metrics.get_meter("zhongtai.gateway")
+_duration = _meter.create_histogram(
+    "http.server.request.duration", unit="s", description="Gateway request duration (RED: rate, errors, duration)"
+)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{7,63}$")
+_GRPC_TIMEOUT = re.compile(r"^([0-9]{1,8})([HMSmun])$")
+_GRPC_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+_JSON = "application/json"
+_CORS_ALLOW_HEADERS = (
+    "authorization, content-type, idempotency-key, x-request-id, x-timeout-ms, grpc-timeout, traceparent, tracestate"
+)
+_CORS_EXPOSE_HEADERS = "x-request-id, traceparent, retry-after, idempotent-replayed"
+
+
+def _docs_html() -> bytes:
+    return resources.files("gateway").joinpath("static/docs.html").read_bytes()
+
+
+def _traceparent(span: trace.Span) -> str | None:
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return None
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+class _Request:
+    """What the pipeline learns about one request (for the response headers, metrics and the log)."""
+
+    __slots__ = ("client_id", "extra_headers", "method", "path", "request_id", "route_name", "started", "status")
+
+    def __init__(self, method: str, path: str, request_id: str) -> None:
+        self.method = method
+        self.path = path
+        self.request_id = request_id
+        self.route_name = "unmatched"
+        self.client_id: str | None = None
+        self.status = 500
+        self.started = time.perf_counter()
+        self.extra_headers: list[tuple[str, str]] = []
+
+
+class GatewayApp:
+    """ASGI 3 application; the lifespan opens the backend channels, and closes them."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        verifier: TokenVerifier | None = None,
+        routes: list[Route] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.verifier = verifier or TokenVerifier.from_settings(settings)
+        self.routes = routes if routes is not None else discover_routes(load_contracts())
+        self.router = Router(self.routes)
+        self.backends = Backends(
+            settings.backend_targets(),
+            self.routes,
+            retry_attempts=settings.retry_attempts,
+            backoff_s=settings.retry_backoff_s,
+        )
+        self.quotas = QuotaLimiter(
+            {
+                "reads": Limit(settings.quota_reads_rps, settings.quota_reads_burst),
+                "writes": Limit(settings.quota_writes_rps, settings.quota_writes_burst),
+                "admin": Limit(settings.quota_admin_rps, settings.quota_admin_burst),
+            },
+            max_clients=settings.quota_max_clients,
+        )
+        self.idempotency = IdempotencyStore(
+            ttl_s=settings.idempotency_ttl_s, max_entries=settings.idempotency_max_entries
+        )
+        self.openapi = build_openapi(self.routes)
+        self._openapi_bytes = orjson.dumps(self.openapi)
+        self._docs = _docs_html()
+        self._cors_any = "*" in settings.cors_origins
+        self._cors = frozenset(settings.cors_origins)
+        self._started = False
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def startup(self) -> None:
+        if not self._started:
+            await self.backends.start()
+            self._started = True
+            log.info("gateway ready", routes=len(self.routes), backends=self.backends.targets)
+
+    async def shutdown(self) -> None:
+        if self._started:
+            self._started = False
+            await self.backends.stop()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("gateway start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # ---------------------------------------------------------------- ASGI entry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind != "http":
+            if kind == "websocket":
+                await send({"type": "websocket.close", "code": 1003})
+            return
+        headers: dict[str, str] = {}
+        for key, value in scope["headers"]:
+            headers[key.decode("latin-1")] = value.decode("latin-1")
+        incoming = headers.get("x-request-id", "")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        method = scope["method"]
+        raw_path = scope.get("raw_path")
+        path = raw_path.decode("latin-1").split("?", 1)[0] if raw_path else scope["path"]
+        req = _Request(method, path, request_id)
+        parent = propagate.extract(headers)
+        with tracer.start_as_current_span(
+            f"{method} unmatched", context=parent, kind=SpanKind.SERVER, record_exception=False
+        ) as span:
+            status, body, content_type = await self._handle(scope, receive, headers, req, span)
+            span.update_name(f"{method} {req.route_name}")
+            span.set_attribute("http.request.method", method)
+            span.set_attribute("http.route", req.route_name)
+            span.set_attribute("http.response.status_code", status)
+            span.set_attribute("zhongtai.request_id", request_id)
+            if status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            out_headers = [
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", request_id.encode()),
+                (b"cache-control", b"no-store"),
+            ]
+            traceparent = _traceparent(span)
+            if traceparent:
+                out_headers.append((b"traceparent", traceparent.encode()))
+            out_headers.extend((k.encode(), v.encode()) for k, v in req.extra_headers)
+            out_headers.extend(self._cors_headers(headers))
+        await send({"type": "http.response.start", "status": status, "headers": out_headers})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+        elapsed = time.perf_counter() - req.started
+        _duration.record(
+            elapsed,
+            {"http.request.method": method, "http.route": req.route_name, "http.response.status_code": status},
+        )
+        if self.settings.access_log:
+            log.info(
+                "http",
+                method=method,
+                route=req.route_name,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+                client_id=req.client_id,
+                request_id=request_id,
+            )
+
+    def _cors_headers(self, headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+        origin = headers.get("origin")
+        if not origin or not (self._cors_any or origin in self._cors):
+            return []
+        return [
+            (b"access-control-allow-origin", origin.encode()),
+            (b"vary", b"origin"),
+            (b"access-control-expose-headers", _CORS_EXPOSE_HEADERS.encode()),
+        ]
+
+    # ---------------------------------------------------------------- pipeline
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, headers: dict[str, str], req: _Request, span: trace.Span
+    ) -> tuple[int, bytes, str]:
+        try:
+            builtin = await self._builtin(req, headers)
+            if builtin is not None:
+                req.status = builtin[0]
+                return builtin
+            status, body = await self._rpc(scope, receive, headers, req)
+        except HttpError as exc:
+            req.extra_headers.extend(exc.headers)
+            status, body = exc.http_status, render_status(exc.status)
+        except ZhongtaiError as exc:
+            error = HttpError(exc)
+            status, body = error.http_status, render_status(error.status)
+        except Exception:
+            log.exception("gateway request failed", route=req.route_name)
+            status, body = 500, render_status(internal_status())
+        req.status = status
+        return status, body, _JSON
+
+    async def _builtin(self, req: _Request, headers: dict[str, str]) -> tuple[int, bytes, str] | None:
+        method, path = req.method, req.path
+        if method == "OPTIONS" and "access-control-request-method" in headers:
+            req.route_name = "CORS preflight"
+            origin = headers.get("origin", "")
+            if self._cors_any or origin in self._cors:
+                allowed = ", ".join(self.router.allowed_methods(path) or ["GET", "POST", "PATCH", "PUT", "DELETE"])
+                req.extra_headers.extend(
+                    [
+                        ("access-control-allow-methods", allowed),
+                        ("access-control-allow-headers", _CORS_ALLOW_HEADERS),
+                        ("access-control-max-age", "600"),
+                    ]
+                )
+            return 204, b"", _JSON
+        if method not in ("GET", "HEAD"):
+            return None
+        if path == "/healthz":
+            req.route_name = "/healthz"
+            return 200, b'{"status":"ok"}', _JSON
+        if path == "/readyz":
+            req.route_name = "/readyz"
+            backends = await self.backends.readiness()
+            ready = bool(backends) and all(v == "SERVING" for v in backends.values())
+            body = orjson.dumps({"status": "ready" if ready else "not ready", "backends": backends})
+            return (200 if ready else 503), body, _JSON
+        if path == "/openapi.json":
+            req.route_name = "/openapi.json"
+            return 200, self._openapi_bytes, _JSON
+        if path in ("/docs", "/docs/"):
+            req.route_name = "/docs"
+            return 200, self._docs, "text/html; charset=utf-8"
+        return None
+
+    def _authenticate(self, headers: dict[str, str], route: Route) -> Principal:
+        token = bearer_token(headers.get("authorization"))
+        try:
+            principal = self.verifier.verify(token)
+        except Unauthenticated as exc:
+            challenge = 'Bearer realm="zhongtai"'
+            if token:
+                challenge += f', error="invalid_token", error_description="{exc.message}"'
+            raise HttpError(exc, headers=[("www-authenticate", challenge)]) from None
+        try:
+            authorize(principal, route.full_method)
+        except ZhongtaiError as exc:
+            scope = " ".join(route.scopes)
+            challenge = f'Bearer realm="zhongtai", error="insufficient_scope", scope="{scope}"'
+            raise HttpError(exc, headers=[("www-authenticate", challenge)]) from None
+        return principal
+
+    def _quota(self, principal: Principal, route: Route) -> None:
+        wait = self.quotas.take(principal.client_id, route.group)
+        if wait is None:
+            return
+        limit = self.quotas.limit(route.group)
+        retry_after = retry_after_header(wait)
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(wait * 1e9))
+        raise HttpError(
+            ResourceExhausted(
+                f"quota exceeded for {route.group} (client {principal.client_id}); retry after {retry_after} s",
+                reason="QUOTA_EXCEEDED",
+                metadata={"group": route.group, "limit_per_second": f"{limit.rate:g}" if limit else ""},
+            ),
+            headers=[("retry-after", retry_after)],
+            details=[
+                error_details_pb2.RetryInfo(retry_delay=delay),
+                error_details_pb2.QuotaFailure(
+                    violations=[
+                        error_details_pb2.QuotaFailure.Violation(
+                            subject=f"client:{principal.client_id}",
+                            description=f"{route.group} requests per second",
+                        )
+                    ]
+                ),
+            ],
+        )
+
+    def _timeout(self, headers: dict[str, str]) -> float:
+        """``X-Timeout-Ms: 2500`` or ``grpc-timeout: 2500m``; capped by ZT_MAX_TIMEOUT_S."""
+        cap = self.settings.max_timeout_s
+        text = headers.get("x-timeout-ms")
+        if text is not None:
+            if not text.isdigit() or int(text) <= 0:
+                raise InvalidArgument("X-Timeout-Ms must be a positive integer (milliseconds)", reason="BAD_TIMEOUT")
+            return min(int(text) / 1000.0, cap)
+        text = headers.get("grpc-timeout")
+        if text is not None:
+            found = _GRPC_TIMEOUT.match(text)
+            if not found or int(found.group(1)) == 0:
+                raise InvalidArgument("grpc-timeout must look like 2500m, 3S or 1M", reason="BAD_TIMEOUT")
+            return min(int(found.group(1)) * _GRPC_UNITS[found.group(2)], cap)
+        return self.settings.default_timeout_s
+
+    async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
+        limit = self.settings.max_body_bytes
+        too_large = HttpError(
+            InvalidArgument(f"request body exceeds {limit} bytes", reason="BODY_TOO_LARGE"), http_status=413
+        )
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ZhongtaiError("client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    async def _rpc(self, scope: Scope, receive: Receive, headers: dict[str, str], req: _Request) -> tuple[int, bytes]:
+        match = self.router.match(req.method if req.method != "HEAD" else "GET", req.path)
+        if match is None:
+            allowed = self.router.allowed_methods(req.path)
+            if allowed:
+                req.route_name = "method not allowed"
+                raise HttpError(
+                    InvalidArgument(f"{req.method} is not allowed here; use {', '.join(allowed)}", reason="BAD_METHOD"),
+                    http_status=405,
+                    headers=[("allow", ", ".join(allowed))],
+                )
+            raise NotFound(f"no route for {req.method} {req.path}", reason="NO_ROUTE")
+        route = match.route
+        req.route_name = f"{route.template.raw}"
+        principal = self._authenticate(headers, route)
+        req.client_id = principal.client_id
+        self._quota(principal, route)
+        timeout_s = self._timeout(headers)
+        content_type = headers.get("content-type", _JSON).split(";", 1)[0].strip().lower()
+        raw_body = await self._read_body(receive, headers)
+        if (
+            raw_body
+            and content_type not in (_JSON, "application/*+json", "text/json")
+            and not content_type.endswith("+json")
+        ):
+            raise HttpError(
+                InvalidArgument(f"unsupported content type {content_type!r}: send application/json"),
+                http_status=415,
+            )
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        request = build_request(route, match.params, query, raw_body)
+
+        key = headers.get("idempotency-key") if route.http_method != "GET" else None
+        if key is not None:
+            return await self._idempotent(route, request, principal, key, timeout_s, req)
+        return await self._call(route, request, principal, timeout_s, req)
+
+    async def _idempotent(
+        self, route: Route, request: Any, principal: Principal, key: str, timeout_s: float, req: _Request
+    ) -> tuple[int, bytes]:
+        if not _IDEMPOTENCY_KEY.match(key):
+            raise InvalidArgument(
+                "Idempotency-Key must be 8..64 characters of letters, digits and _.:- (a UUID is ideal)",
+                reason="BAD_IDEMPOTENCY_KEY",
+            )
+        rid = route.request_id_field
+        if rid is not None:
+            current = getattr(request, rid.name)
+            if current and current != key:
+                raise InvalidArgument("request_id and the Idempotency-Key header differ", reason="IDEMPOTENCY_MISMATCH")
+            setattr(request, rid.name, key)
+        client = principal.client_id
+        try:
+            stored = await self.idempotency.begin(client, key, fingerprint(route, request), wait_s=timeout_s)
+        except KeyReused:
+            raise AlreadyExists(
+                f"Idempotency-Key {key!r} was already used for a different request; use a new key for a new request",
+                reason="IDEMPOTENCY_KEY_REUSED",
+            ) from None
+        except TimeoutError:
+            raise DeadlineExceeded("the first request with this Idempotency-Key is still running") from None
+        if stored is not None:
+            req.extra_headers.append(("idempotent-replayed", "true"))
+            return stored.status, stored.body
+        try:
+            status, body = await self._call(route, request, principal, timeout_s, req)
+        except HttpError as exc:
+            if exc.http_status >= 500 or exc.http_status == 429:
+                self.idempotency.abandon(client, key)
+            else:
+                self.idempotency.finish(client, key, StoredResponse(exc.http_status, render_status(exc.status)))
+            raise
+        except BaseException:
+            self.idempotency.abandon(client, key)
+            raise
+        self.idempotency.finish(client, key, StoredResponse(status, body))
+        return status, body
+
+    async def _call(
+        self, route: Route, request: Any, principal: Principal, timeout_s: float, req: _Request
+    ) -> tuple[int, bytes]:
+        metadata = (("authorization", f"Bearer {principal.token}"), ("x-request-id", req.request_id))
+        try:
+            response = await self.backends.call(route, request, timeout_s=timeout_s, metadata=metadata)
+        except grpc.aio.AioRpcError as exc:
+            status = status_from_rpc_error(exc)
+            raise _StatusError(status) from None
+        except TimeoutError:
+            raise DeadlineExceeded("the request did not complete before its deadline") from None
+        return 200, render_response(route, response)
+
+
+class _StatusError(HttpError):
+    """A backend's (sanitized) google.rpc.Status, passed through as is."""
+
+    def __init__(self, status: Any) -> None:
+        Exception.__init__(self, status.message)
+        self.status = status
+        self.http_status = http_status_of(status)
+        self.headers = [("retry-after", "1")] if self.http_status in (429, 503) else []
+
+
+def create_app(settings: GatewaySettings | None = None, **kwargs: Any) -> GatewayApp:
+    """Factory for ASGI servers (``granian --factory gateway.app:create_app``)."""
+    from services.kit.config import load_settings
+
+    return GatewayApp(settings or load_settings(GatewaySettings), **kwargs)

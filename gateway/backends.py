@@ -1,0 +1,93 @@
+"""One long-lived grpc.aio channel per backend, created inside the running loop (lifespan).
+
+Channels come from the kit (:func:`services.kit.grpc_server.client_channel`): agreed keepalive,
+OpenTelemetry client spans and ``traceparent`` injection. Calls always carry a deadline;
+only idempotent (GET) calls are retried, only on UNAVAILABLE, with jittered backoff, and
+never beyond the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.routing import Route
+from services.kit.grpc_server import client_channel
+
+
+class Backends:
+    """Channels by capability, and a ready-made unary callable per route."""
+
+    def __init__(self, targets: dict[str, str], routes: Iterable[Route], *, retry_attempts: int, backoff_s: float):
+        self._routes = list(routes)
+        missing = sorted({r.capability for r in self._routes} - set(targets))
+        if missing:
+            raise ValueError(
+                f"no gRPC target for {', '.join(missing)}: "
+                'set ZT_<NAME>_TARGET or ZT_BACKENDS as JSON, e.g. {"name": "host:port"}'
+            )
+        used = {r.capability for r in self._routes}
+        self.targets = {k: v for k, v in targets.items() if k in used}
+        self._attempts = retry_attempts
+        self._backoff = backoff_s
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._calls: dict[str, Any] = {}
+
+    async def start(self) -> None:
+        for capability, target in self.targets.items():
+            self._channels[capability] = client_channel(target)
+        for route in self._routes:
+            if route.full_method not in self._calls:
+                self._calls[route.full_method] = self._channels[route.capability].unary_unary(
+                    route.full_method,
+                    request_serializer=route.input_class.SerializeToString,
+                    response_deserializer=route.output_class.FromString,
+                )
+
+    async def stop(self) -> None:
+        channels, self._channels = self._channels, {}
+        self._calls.clear()
+        for channel in channels.values():
+            await channel.close(grace=1.0)
+
+    async def call(
+        self, route: Route, request: Message, *, timeout_s: float, metadata: Sequence[tuple[str, str]]
+    ) -> Message:
+        """Invoke the route's RPC with a deadline; retry UNAVAILABLE for idempotent calls only."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        call = self._calls[route.full_method]
+        attempt = 0
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                return await call(request, timeout=max(remaining, 0.001), metadata=metadata)  # type: ignore[no-any-return]
+            except grpc.aio.AioRpcError as exc:
+                attempt += 1
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or not route.idempotent or attempt >= self._attempts:
+                    raise
+                pause = self._backoff * (2 ** (attempt - 1)) * (0.5 + random.random())
+                if deadline - loop.time() <= pause:
+                    raise
+                await asyncio.sleep(pause)
+
+    async def readiness(self, timeout_s: float = 1.0) -> dict[str, str]:
+        """Each backend's gRPC health (overall server status), by capability."""
+
+        async def check(capability: str, channel: grpc.aio.Channel) -> tuple[str, str]:
+            try:
+                reply = await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=timeout_s
+                )
+            except grpc.aio.AioRpcError as exc:
+                return capability, exc.code().name
+            return capability, health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+        results = await asyncio.gather(*(check(c, ch) for c, ch in self._channels.items()))
+        return dict(results)

@@ -1,0 +1,96 @@
+"""Run the gateway: ``python -m services.cli gateway`` (or ``zhongtai gateway``).
+
+The ASGI server is granian (embedded, in this process and loop) by default, uvicorn with
+``ZT_HTTP_SERVER=uvicorn``; docs/perf/gateway.md has the benchmark behind the choice. Both
+run the app's lifespan, which opens the backend channels; SIGTERM/SIGINT (or ``stop_event``)
+stops accepting, lets in-flight requests finish, then closes the channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
+
+from gateway.app import GatewayApp
+from gateway.settings import GatewaySettings
+from services.kit.config import load_settings
+from services.kit.logging import configure_logging, get_logger
+from services.kit.telemetry import setup_telemetry, shutdown_telemetry
+
+log = get_logger("zhongtai.gateway")
+
+
+async def _serve_uvicorn(app: GatewayApp, settings: GatewaySettings, stop: asyncio.Event) -> None:
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:  # serve() owns SIGTERM/SIGINT (stop_event)
+            yield
+
+    config = uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.grpc_shutdown_grace_s) or 1,
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve())
+    stopper = asyncio.create_task(stop.wait())
+    _done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    stopper.cancel()
+    await task
+
+
+async def _serve_granian(app: GatewayApp, settings: GatewaySettings, stop: asyncio.Event) -> None:
+    from granian.constants import Interfaces
+    from granian.server.embed import Server
+
+    server = Server(
+        app,
+        address=settings.http_host,
+        port=settings.http_port,
+        interface=Interfaces.ASGI,
+        websockets=False,
+        log_enabled=False,
+    )
+    task = asyncio.create_task(server.serve())
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if task not in done:
+        server.stop()
+    stopper.cancel()
+    await task
+
+
+async def serve(settings: GatewaySettings, stop_event: asyncio.Event | None = None) -> None:
+    """Serve HTTP until SIGTERM/SIGINT or ``stop_event``."""
+    configure_logging(settings.service_name, settings.log_level)
+    setup_telemetry(settings.service_name, console=settings.otel_console, metrics_port=settings.metrics_port)
+    stop = stop_event or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    app = GatewayApp(settings)
+    log.info("gateway starting", server=settings.http_server, host=settings.http_host, port=settings.http_port)
+    try:
+        if settings.http_server == "uvicorn":
+            await _serve_uvicorn(app, settings, stop)
+        else:
+            await _serve_granian(app, settings, stop)
+    finally:
+        await app.shutdown()
+        shutdown_telemetry()
+        log.info("gateway stopped")
+
+
+def run() -> None:
+    asyncio.run(serve(load_settings(GatewaySettings)))

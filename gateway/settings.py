@@ -1,0 +1,81 @@
+"""Gateway settings (environment, prefix ``ZT_``), on top of the kit's :class:`ServiceSettings`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+from services.kit.config import ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    """Everything the HTTP edge needs; every value is overridable with ``ZT_<NAME>``."""
+
+    service_name: str = "gateway"
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    #: ASGI server: granian won the benchmark (docs/perf/gateway.md); uvicorn is the fallback.
+    http_server: Literal["granian", "uvicorn"] = "granian"
+
+    #: Extra backends by capability (the second part of the proto package, ``bank.<capability>.v1``),
+    #: JSON, e.g. ``{"loans": "127.0.0.1:50061"}``. customer/product/datahub come from their targets.
+    backends: dict[str, str] = Field(default_factory=dict)
+
+    #: Deadline of a backend call when the client asks for none.
+    default_timeout_s: float = Field(5.0, gt=0, le=300)
+    #: Upper bound on what a client may ask with ``X-Timeout-Ms`` / ``grpc-timeout``.
+    max_timeout_s: float = Field(30.0, gt=0, le=600)
+    #: Attempts of an idempotent (GET) call that fails with UNAVAILABLE (1 = no retry).
+    retry_attempts: int = Field(3, ge=1, le=10)
+    retry_backoff_s: float = Field(0.05, ge=0, le=5)
+
+    #: Request bodies above this many bytes get 413.
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+
+    #: Token buckets per client and route group: sustained requests/second and burst.
+    #: One Python gRPC replica serves roughly 1-2k small requests/s; one client gets a few percent.
+    quota_reads_rps: float = Field(50.0, gt=0)
+    quota_reads_burst: int = Field(100, ge=1)
+    quota_writes_rps: float = Field(20.0, gt=0)
+    quota_writes_burst: int = Field(40, ge=1)
+    quota_admin_rps: float = Field(5.0, gt=0)
+    quota_admin_burst: int = Field(10, ge=1)
+    #: Clients tracked at once (least recently seen are forgotten first).
+    quota_max_clients: int = Field(10_000, ge=1)
+
+    #: CORS allow-list: exact origins, comma-separated or JSON list ("*" is refused in prod).
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    #: Idempotency-Key records kept in memory (per replica) and for how long.
+    idempotency_ttl_s: float = Field(24 * 3600.0, gt=0)
+    idempotency_max_entries: int = Field(10_000, ge=1)
+
+    #: Per-request JSON access log line (method, route, status, duration, client id).
+    access_log: bool = True
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _gateway_rules(self) -> GatewaySettings:
+        if self.default_timeout_s > self.max_timeout_s:
+            raise ValueError("ZT_DEFAULT_TIMEOUT_S must not exceed ZT_MAX_TIMEOUT_S")
+        if self.environment == "prod" and "*" in self.cors_origins:
+            raise ValueError("ZT_CORS_ORIGINS must list exact origins in prod, not '*'")
+        return self
+
+    def backend_targets(self) -> dict[str, str]:
+        """Capability → gRPC target."""
+        return {
+            "customer": self.customer_target,
+            "product": self.product_target,
+            "datahub": self.datahub_target,
+            **self.backends,
+        }
