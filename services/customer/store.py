@@ -1,0 +1,265 @@
+"""Persistence of customers: SQLAlchemy models, PII encryption at rest and repositories.
+
+Every PII column holds a :mod:`services.kit.crypto` ciphertext bound to its row and column
+(associated data ``customer:<id>:<column>``); the national ID also has an HMAC blind index
+with a UNIQUE constraint, which is how identity uniqueness is enforced without ever storing
+or comparing the clear ID. The schema itself changes only through ``migrations/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    and_,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from services.customer.domain import Customer, PersonalData, RiskTolerance, Status
+from services.kit.crypto import BlindIndex, FieldCipher
+from services.kit.errors import Aborted
+
+
+class CustomerBase(DeclarativeBase):
+    """Declarative base of the customer service's own tables."""
+
+
+class CustomerRow(CustomerBase):
+    __tablename__ = "customers"
+
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    full_name_enc: Mapped[str] = mapped_column(Text)
+    birth_date_enc: Mapped[str] = mapped_column(Text)
+    national_id_enc: Mapped[str] = mapped_column(Text)
+    national_id_bidx: Mapped[str] = mapped_column(String(64), unique=True)
+    mobile_enc: Mapped[str] = mapped_column(Text)
+    email_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[int] = mapped_column(SmallInteger)
+    kyc_verified: Mapped[bool] = mapped_column(Boolean)
+    risk_tolerance: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
+    risk_tolerance_expire_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_customers_page", "create_time", "customer_id"),
+        Index("ix_customers_status_page", "status", "kyc_verified", "create_time", "customer_id"),
+    )
+
+
+class IdempotencyRow(CustomerBase):
+    """A request_id already used (AIP-155): which method, which request (keyed fingerprint), result."""
+
+    __tablename__ = "idempotency_keys"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    method: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    customer_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AuditRow(CustomerBase):
+    """One unmasked read of one customer; hash-chained, append-only (triggers in the migration)."""
+
+    __tablename__ = "pii_audit_log"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    client_id: Mapped[str] = mapped_column(String(200))
+    customer_id: Mapped[str] = mapped_column(String(64), index=True)
+    fields: Mapped[str] = mapped_column(Text)
+    method: Mapped[str] = mapped_column(String(200))
+    trace_id: Mapped[str] = mapped_column(String(32))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(CustomerBase):
+    """The chain's head (one row): appends lock it, so the chain never forks."""
+
+    __tablename__ = "pii_audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+def utc(value: datetime) -> datetime:
+    """SQLite returns naive datetimes: everything we store is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class PiiCodec:
+    """Encrypts a customer's PII for its row and decrypts it back; computes the blind index."""
+
+    def __init__(self, cipher: FieldCipher, blind_index: BlindIndex) -> None:
+        self.cipher = cipher
+        self.blind = blind_index
+
+    def national_id_index(self, national_id: str) -> str:
+        return self.blind.compute(national_id, domain="national_id")
+
+    def _seal(self, customer_id: str, column: str, value: str) -> str:
+        return self.cipher.encrypt(value, f"customer:{customer_id}:{column}".encode())
+
+    def _open(self, customer_id: str, column: str, token: str) -> str:
+        return self.cipher.decrypt(token, f"customer:{customer_id}:{column}".encode())
+
+    def sealed(self, customer_id: str, personal: PersonalData) -> dict[str, str | None]:
+        return {
+            "full_name_enc": self._seal(customer_id, "full_name", personal.full_name),
+            "birth_date_enc": self._seal(customer_id, "birth_date", personal.birth_date.isoformat()),
+            "national_id_enc": self._seal(customer_id, "national_id", personal.national_id),
+            "national_id_bidx": self.national_id_index(personal.national_id),
+            "mobile_enc": self._seal(customer_id, "mobile", personal.mobile),
+            "email_enc": self._seal(customer_id, "email", personal.email) if personal.email else None,
+        }
+
+    def personal(self, row: CustomerRow) -> PersonalData:
+        cid = row.customer_id
+        return PersonalData(
+            full_name=self._open(cid, "full_name", row.full_name_enc),
+            birth_date=date.fromisoformat(self._open(cid, "birth_date", row.birth_date_enc)),
+            national_id=self._open(cid, "national_id", row.national_id_enc),
+            mobile=self._open(cid, "mobile", row.mobile_enc),
+            email=self._open(cid, "email", row.email_enc) if row.email_enc else "",
+        )
+
+    def to_domain(self, row: CustomerRow) -> Customer:
+        return Customer(
+            customer_id=row.customer_id,
+            personal=self.personal(row),
+            status=Status(row.status),
+            kyc_verified=row.kyc_verified,
+            version=row.version,
+            create_time=utc(row.create_time),
+            update_time=utc(row.update_time),
+            risk_tolerance=RiskTolerance(row.risk_tolerance) if row.risk_tolerance else None,
+            risk_tolerance_expire_time=utc(row.risk_tolerance_expire_time) if row.risk_tolerance_expire_time else None,
+        )
+
+    def needs_rotation(self, row: CustomerRow) -> bool:
+        tokens = [row.full_name_enc, row.birth_date_enc, row.national_id_enc, row.mobile_enc, row.email_enc]
+        return any(self.cipher.needs_rotation(t) for t in tokens if t)
+
+
+def _state_columns(customer: Customer) -> dict[str, object]:
+    return {
+        "status": int(customer.status),
+        "kyc_verified": customer.kyc_verified,
+        "risk_tolerance": int(customer.risk_tolerance) if customer.risk_tolerance else None,
+        "risk_tolerance_expire_time": customer.risk_tolerance_expire_time,
+        "version": customer.version,
+        "update_time": customer.update_time,
+    }
+
+
+@dataclass(frozen=True)
+class PageKey:
+    """Keyset position: the last row of the previous page in (create_time, customer_id) order."""
+
+    create_time: datetime
+    customer_id: str
+
+
+class CustomerRepository:
+    """Customers in one session (the caller's unit of work owns the transaction)."""
+
+    def __init__(self, session: AsyncSession, codec: PiiCodec) -> None:
+        self.session = session
+        self.codec = codec
+
+    async def get(self, customer_id: str, *, for_update: bool = False) -> Customer | None:
+        row = await self._row(customer_id, for_update=for_update)
+        return self.codec.to_domain(row) if row is not None else None
+
+    async def _row(self, customer_id: str, *, for_update: bool = False) -> CustomerRow | None:
+        query = select(CustomerRow).where(CustomerRow.customer_id == customer_id)
+        if for_update:
+            query = query.with_for_update()
+        return (await self.session.scalars(query)).one_or_none()
+
+    async def exists_national_id(self, national_id: str) -> bool:
+        index = self.codec.national_id_index(national_id)
+        found = await self.session.scalar(
+            select(CustomerRow.customer_id).where(CustomerRow.national_id_bidx == index).limit(1)
+        )
+        return found is not None
+
+    async def add(self, customer: Customer) -> None:
+        row = CustomerRow(
+            customer_id=customer.customer_id,
+            create_time=customer.create_time,
+            **self.codec.sealed(customer.customer_id, customer.personal),
+            **_state_columns(customer),
+        )
+        self.session.add(row)
+        await self.session.flush()  # the row exists before its outbox row is staged
+
+    async def save(self, customer: Customer, *, expected_version: int) -> None:
+        """Write a new state; the version check makes a lost race ABORTED, never a silent overwrite.
+
+        PII is re-sealed on every write, so rows sealed under an old key move to the current one.
+        """
+        values = _state_columns(customer)
+        values.update(self.codec.sealed(customer.customer_id, customer.personal))
+        result = await self.session.execute(
+            update(CustomerRow)
+            .where(CustomerRow.customer_id == customer.customer_id, CustomerRow.version == expected_version)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(result, "rowcount", 1) != 1:
+            raise Aborted("the customer was changed concurrently; re-read and retry", reason="CONCURRENT_MODIFICATION")
+
+    async def page(
+        self, *, status: Status | None, kyc_verified: bool | None, after: PageKey | None, limit: int
+    ) -> Sequence[Customer]:
+        query = select(CustomerRow)
+        if status is not None:
+            query = query.where(CustomerRow.status == int(status))
+        if kyc_verified is not None:
+            query = query.where(CustomerRow.kyc_verified == kyc_verified)
+        if after is not None:
+            query = query.where(
+                or_(
+                    CustomerRow.create_time > after.create_time,
+                    and_(CustomerRow.create_time == after.create_time, CustomerRow.customer_id > after.customer_id),
+                )
+            )
+        query = query.order_by(CustomerRow.create_time, CustomerRow.customer_id).limit(limit)
+        rows = (await self.session.scalars(query)).all()
+        return [self.codec.to_domain(row) for row in rows]
+
+
+class IdempotencyKeys:
+    """request_id → (method, fingerprint, customer) in the caller's transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def find(self, request_id: str) -> IdempotencyRow | None:
+        return await self.session.get(IdempotencyRow, request_id)
+
+    def remember(self, request_id: str, *, method: str, fingerprint: str, customer_id: str, now: datetime) -> None:
+        self.session.add(
+            IdempotencyRow(
+                request_id=request_id, method=method, fingerprint=fingerprint, customer_id=customer_id, created_at=now
+            )
+        )
