@@ -125,6 +125,7 @@ class InboxConsumer:
         max_records: int = 500,
         client_id: str | None = None,
         after_commit: Callable[[list[ReceivedEvent]], Awaitable[None]] | None = None,
+        before_commit: Callable[[AsyncSession], Awaitable[None]] | None = None,
     ) -> None:
         self._engine = engine
         self._bootstrap = bootstrap_servers
@@ -138,6 +139,9 @@ class InboxConsumer:
         self._max_records = max_records
         self._client_id = client_id or group_id
         self._after_commit = after_commit
+        # Runs in the batch's transaction right before it commits: a handler that buffers its
+        # writes flushes them here in bulk (batch-apply), inside the same transaction as the inbox.
+        self._before_commit = before_commit
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self.applied_total = 0
@@ -188,6 +192,8 @@ class InboxConsumer:
                     event = await self._apply(uow.session, record)
                     if event is not None:
                         applied.append(event)
+                if self._before_commit is not None:
+                    await self._before_commit(uow.session)
                 await uow.commit()
         except asyncio.CancelledError:
             raise
@@ -248,6 +254,8 @@ class InboxConsumer:
             try:
                 async with UnitOfWork(self._engine) as uow:
                     event = await self._apply(uow.session, record)
+                    if self._before_commit is not None:
+                        await self._before_commit(uow.session)
                     await uow.commit()
                 return event
             except asyncio.CancelledError:

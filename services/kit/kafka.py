@@ -48,6 +48,23 @@ def make_consumer(
     )
 
 
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> None:
+    """Return once every partition of the new topics has a leader (producers can send at once)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        described = await admin.describe_topics(names)
+        ready = all(
+            t.get("error_code", 0) == 0
+            and t.get("partitions")
+            and all(p.get("leader", -1) >= 0 for p in t["partitions"])
+            for t in described
+        )
+        if ready or loop.time() > deadline:
+            return
+        await asyncio.sleep(0.1)
+
+
 async def ensure_topics(
     bootstrap_servers: str,
     topics: Mapping[str, Mapping[str, str]] | None = None,
@@ -71,6 +88,7 @@ async def ensure_topics(
             with contextlib.suppress(TopicAlreadyExistsError):  # another process won the race
                 await admin.create_topics(missing)
             log.info("topics created", topics=[t.name for t in missing])
+            await _wait_for_leaders(admin, [t.name for t in missing], timeout_s)
         return [t.name for t in missing]
     finally:
         await admin.close()

@@ -182,9 +182,11 @@ class OutboxRelay:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._owns_producer and self._producer_started:
-            await self._producer.stop()
-            self._producer_started = False
+        if self._owns_producer:
+            self._owns_producer = False
+            # Also closes a producer whose start was interrupted (it holds connections).
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
 
     async def _start_producer(self) -> None:
         """Connect in the background: a broker that is down delays publishing, never the service."""
@@ -276,7 +278,7 @@ class OutboxRelay:
                     .limit(self._batch_size)
                 )
             ).all()
-            await session.rollback()
+        # (closing the session keeps the rows' loaded state; a rollback would expire it)
         _backlog[self._name] = len(rows)
         if not rows:
             return 0
