@@ -172,7 +172,8 @@ def template_args(
         if isinstance(value, str):
             args += ["--set-string", f"{key}={value}"]
         else:
-            args += ["--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
+            text = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+            args += ["--set", f"{key}={text}"]
     if kube_version:
         args += ["--kube-version", kube_version]
     return [*args, *extra]
