@@ -5,6 +5,7 @@ import pytest
 from gateway.routing import Router, TemplateError, discover_routes, load_contracts, parse_template
 
 ROUTES = discover_routes(load_contracts())
+CS = {"customer_id": "c1", "subscription_id": "s1"}
 
 
 def test_simple_variable_and_verb() -> None:
@@ -66,8 +67,8 @@ def test_internal_methods_are_not_exposed() -> None:
         ("GET", "/v1/customers/c1/view", "GetCustomerView", {"customer_id": "c1"}),
         ("POST", "/v1/segments:refresh", "RefreshSegments", {}),
         ("GET", "/v1/segments/SEGMENT_NEW/customers", "ListSegmentMembers", {"segment": "SEGMENT_NEW"}),
-        ("POST", "/v1/customers/c1/subscriptions/s1:close", "CloseSubscription", {"customer_id": "c1", "subscription_id": "s1"}),
-        ("POST", "/v1/customers/c1/subscriptions/s1/transactions", "PostTransaction", {"customer_id": "c1", "subscription_id": "s1"}),
+        ("POST", "/v1/customers/c1/subscriptions/s1:close", "CloseSubscription", CS),
+        ("POST", "/v1/customers/c1/subscriptions/s1/transactions", "PostTransaction", CS),
     ],
 )  # fmt: skip
 def test_router_matches_the_rest_table(method: str, path: str, rpc: str, params: dict) -> None:

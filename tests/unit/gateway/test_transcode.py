@@ -21,14 +21,18 @@ def _violation(exc: InvalidArgument) -> tuple[str, str]:
 
 
 def test_body_field_mapping_with_path_variable_winning() -> None:
-    req = _build("PATCH", "/v1/customers/c1", b'{"customerId": "other", "fullName": "Li Lei"}', [("updateMask", "full_name")])
+    req = _build(
+        "PATCH", "/v1/customers/c1", b'{"customerId": "other", "fullName": "Li Lei"}', [("updateMask", "full_name")]
+    )
     assert req.customer.customer_id == "c1"
     assert req.customer.full_name == "Li Lei"
     assert list(req.update_mask.paths) == ["full_name"]
 
 
 def test_original_proto_names_are_accepted() -> None:
-    req = _build("POST", "/v1/customers", b'{"full_name": "Li Lei", "birth_date": {"year": 1990, "month": 1, "day": 2}}')
+    req = _build(
+        "POST", "/v1/customers", b'{"full_name": "Li Lei", "birth_date": {"year": 1990, "month": 1, "day": 2}}'
+    )
     assert req.customer.full_name == "Li Lei"
     assert req.customer.birth_date.year == 1990
 
