@@ -1,0 +1,122 @@
+"""gRPC servicer of bank.datahub.v1.CustomerViewService: request -> store/use case -> response.
+
+Auth, scopes and protovalidate run in the kit's interceptor before these handlers.
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections import OrderedDict
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bank.datahub.v1 import datahub_pb2, datahub_pb2_grpc
+from services.data_hub import store
+from services.data_hub.domain import Rules
+from services.data_hub.projector import ViewWorker
+from services.kit.db import UnitOfWork, sessionmaker
+from services.kit.errors import NotFound, invalid
+
+DEFAULT_PAGE_SIZE = 50
+
+
+async def refresh_segments(
+    engine: AsyncEngine, rules: Rules, worker: ViewWorker | None, as_of_us: int
+) -> datahub_pb2.RefreshSegmentsResponse:
+    """RFM quintiles in SQL, then re-render every view; changed views are republished."""
+    async with UnitOfWork(engine) as uow:
+        tables = await store.active_tables(uow.session, lock="update")
+        scored = await store.refresh_rfm(uow.session, tables, rules, as_of_us)
+        await uow.commit()
+    changed = 0
+    while True:
+        async with UnitOfWork(engine) as uow:
+            rendered, ch = await store.materialize(uow.session, tables, rules, limit=1000)
+            await uow.commit()
+        changed += ch
+        if rendered == 0:
+            break
+    if worker is not None:
+        worker.wake()
+    async with sessionmaker(engine)() as session:
+        segments, _, _ = await store.segment_counts(session, tables)
+    reply = datahub_pb2.RefreshSegmentsResponse(customers_scored=scored, views_changed=changed)
+    reply.refresh_time.FromMicroseconds(as_of_us)
+    for value in _segment_values():
+        reply.segments.add(segment=value, customer_count=segments.get(value, 0))  # type: ignore[arg-type]
+    return reply
+
+
+def _segment_values() -> list[int]:
+    return [v.number for v in datahub_pb2.Segment.DESCRIPTOR.values if v.number != 0]
+
+
+def _stage_values() -> list[int]:
+    return [v.number for v in datahub_pb2.LifecycleStage.DESCRIPTOR.values if v.number != 0]
+
+
+class CustomerViewApi(datahub_pb2_grpc.CustomerViewServiceServicer):
+    def __init__(self, *, engine: AsyncEngine, rules: Rules, worker: ViewWorker | None = None) -> None:
+        self._engine = engine
+        self._sessions = sessionmaker(engine)
+        self._rules = rules
+        self._worker = worker
+        # AIP-155: a retried RefreshSegments with the same request_id gets the first answer.
+        self._refreshes: OrderedDict[str, datahub_pb2.RefreshSegmentsResponse] = OrderedDict()
+
+    async def GetCustomerView(
+        self, request: datahub_pb2.GetCustomerViewRequest, context: Any
+    ) -> datahub_pb2.CustomerView:
+        async with self._sessions() as session:
+            tables = await store.active_tables(session)
+            view = await store.get_view(session, tables, request.customer_id)
+        if view is None:
+            raise NotFound(
+                f"no view for customer {request.customer_id}",
+                reason="VIEW_NOT_FOUND",
+                metadata={"customer_id": request.customer_id},
+            )
+        return view
+
+    async def ListSegments(
+        self, request: datahub_pb2.ListSegmentsRequest, context: Any
+    ) -> datahub_pb2.ListSegmentsResponse:
+        async with self._sessions() as session:
+            st = await store.read_state(session)
+            segments, stages, total = await store.segment_counts(session, store.SETS[st["active"]])
+        reply = datahub_pb2.ListSegmentsResponse(total_customers=total)
+        for value in _segment_values():
+            reply.segments.add(segment=value, customer_count=segments.get(value, 0))  # type: ignore[arg-type]
+        for value in _stage_values():
+            reply.lifecycle_stages.add(lifecycle_stage=value, customer_count=stages.get(value, 0))  # type: ignore[arg-type]
+        if (ts := store.us_ts(st["refresh_us"])) is not None:
+            reply.refresh_time.CopyFrom(ts)
+        return reply
+
+    async def ListSegmentMembers(
+        self, request: datahub_pb2.ListSegmentMembersRequest, context: Any
+    ) -> datahub_pb2.ListSegmentMembersResponse:
+        after = ""
+        if request.page_token:
+            try:
+                after = store.decode_token(request.page_token)
+            except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+                raise invalid("page_token", "not a page token returned by this method") from exc
+        size = request.page_size or DEFAULT_PAGE_SIZE
+        async with self._sessions() as session:
+            tables = await store.active_tables(session)
+            views, token, total = await store.segment_members(session, tables, request.segment, size, after)
+        return datahub_pb2.ListSegmentMembersResponse(customer_views=views, next_page_token=token, total_size=total)
+
+    async def RefreshSegments(
+        self, request: datahub_pb2.RefreshSegmentsRequest, context: Any
+    ) -> datahub_pb2.RefreshSegmentsResponse:
+        if request.request_id and request.request_id in self._refreshes:
+            return self._refreshes[request.request_id]
+        reply = await refresh_segments(self._engine, self._rules, self._worker, store.now_us())
+        if request.request_id:
+            self._refreshes[request.request_id] = reply
+            while len(self._refreshes) > 256:
+                self._refreshes.popitem(last=False)
+        return reply

@@ -1,0 +1,395 @@
+"""The data hub's rules, pure: activity windows, churn risk, lifecycle, segments and offers.
+
+No I/O here (no SQLAlchemy, Kafka or gRPC): the store hands in plain facts, this module returns
+plain results, and every threshold comes from :class:`Rules` (configurable, documented with its
+reasoning in docs/data-hub.md). Times are epoch microseconds (``*_us``) and amounts are
+micro-units of the currency (``*_micros``: 1 CNY = 1_000_000), so the arithmetic is exact and
+the same in Python, SQLite and PostgreSQL.
+
+Everything is computed *as of* a time given by the caller (the customer's newest event time,
+or the last RefreshSegments time if later), never the wall clock: the same facts give the same
+view, whatever order they arrived in and however often they are replayed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+DAY_US = 86_400 * 1_000_000
+MICROS = 1_000_000
+
+# Enum numbers of the contracts (bank.customer.v1 / bank.product.v1 / bank.datahub.v1). They are
+# repeated here as plain ints so the rules stay free of generated code and easy to read.
+STATUS_UNSPECIFIED, STATUS_PENDING, STATUS_ACTIVE, STATUS_CLOSED, STATUS_REJECTED = 0, 1, 2, 3, 4
+TYPE_DEPOSIT, TYPE_LOAN, TYPE_WEALTH, TYPE_CARD = 1, 2, 3, 4
+PRODUCT_ACTIVE = 2
+HOLDING_OPEN, HOLDING_CLOSED = 1, 2
+DIRECTION_CREDIT, DIRECTION_DEBIT = 1, 2
+
+SEGMENT_HIGH_VALUE, SEGMENT_GROWTH, SEGMENT_POTENTIAL, SEGMENT_LONG_TAIL, SEGMENT_NEW, SEGMENT_UNSCORED = (
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+)
+(
+    STAGE_PROSPECT,
+    STAGE_ONBOARDING,
+    STAGE_NEW,
+    STAGE_ACTIVE,
+    STAGE_MATURE,
+    STAGE_AT_RISK,
+    STAGE_DORMANT,
+    STAGE_CLOSED,
+) = range(1, 9)
+
+ACTIVITY_DROP = "ACTIVITY_DROP"
+BALANCE_DROP = "BALANCE_DROP"
+HOLDINGS_CLOSED = "HOLDINGS_CLOSED"
+DORMANT = "DORMANT"
+RISK_TOLERANCE_EXPIRED = "RISK_TOLERANCE_EXPIRED"
+
+NOT_HELD = "NOT_HELD"
+NEW_PRODUCT_TYPE = "NEW_PRODUCT_TYPE"
+RISK_MATCH = "RISK_MATCH"
+SEGMENT_AFFINITY = "SEGMENT_AFFINITY"
+IDLE_BALANCE = "IDLE_BALANCE"
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Every threshold of the hub (see docs/data-hub.md for why each value was chosen)."""
+
+    reporting_currency: str = "CNY"
+    # Lifecycle
+    new_customer_days: int = 90
+    mature_customer_days: int = 730
+    dormant_days: int = 180
+    at_risk_score: float = 0.5
+    # Churn signals
+    activity_baseline_days: int = 90  # the window before the last 30 days that sets "normal"
+    activity_min_baseline_per_30d: float = 2.0
+    activity_drop_ratio: float = 0.5
+    balance_lookback_days: int = 90
+    balance_min_micros: int = 1_000 * MICROS
+    balance_drop_ratio: float = 0.3
+    holdings_closed_days: int = 90
+    churn_weights: Mapping[str, float] = field(
+        default_factory=lambda: {
+            ACTIVITY_DROP: 0.35,
+            BALANCE_DROP: 0.35,
+            HOLDINGS_CLOSED: 0.25,
+            DORMANT: 0.6,
+            RISK_TOLERANCE_EXPIRED: 0.05,
+        }
+    )
+    # Segments (RFM scores 1..5)
+    high_value_min_score: int = 4
+    growth_min_score: int = 4
+    potential_min_recency: int = 4
+    # Offers
+    max_offers: int = 3
+    idle_balance_micros: int = 50_000 * MICROS
+    offer_base_score: float = 0.4
+
+    @classmethod
+    def from_json(cls, text: str) -> Rules:
+        """Overrides as a JSON object of field names; unknown names are an error."""
+        if not text.strip():
+            return cls()
+        data: dict[str, Any] = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("rules must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown rule(s): {', '.join(unknown)}")
+        if "churn_weights" in data:
+            data["churn_weights"] = {**cls().churn_weights, **data["churn_weights"]}
+        return cls(**data)
+
+
+# --------------------------------------------------------------------------------------------
+# Facts (what the store hands in)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Holding:
+    subscription_id: str
+    product_id: str
+    product_type: int
+    currency: str
+    balance_micros: int
+    state: int
+    open_us: int | None
+    close_us: int | None
+
+
+@dataclass(frozen=True)
+class Product:
+    product_id: str
+    display_name: str
+    type: int
+    risk_level: int
+    state: int
+    min_age: int = 0
+    max_age: int = 0
+
+
+@dataclass(frozen=True)
+class Activity:
+    """Transaction aggregates as of the view time (amounts in the reporting currency)."""
+
+    count_30d: int = 0
+    count_90d: int = 0
+    count_365d: int = 0
+    amount_30d_micros: int = 0
+    amount_90d_micros: int = 0
+    amount_365d_micros: int = 0
+    last_txn_us: int | None = None
+    # Transactions in the baseline window (as_of - 30d - baseline_days, as_of - 30d].
+    count_baseline: int = 0
+    # Net flow (credits - debits) per subscription since the balance look-back cut-off.
+    net_flow_since_cutoff: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CustomerFacts:
+    customer_id: str
+    registered: bool
+    status: int
+    kyc_verified: bool
+    risk_tolerance: int
+    risk_tolerance_expire_us: int | None
+    birth_year: int
+    create_us: int | None
+    as_of_us: int
+    holdings: Sequence[Holding] = ()
+    activity: Activity = field(default_factory=Activity)
+    rfm: tuple[int, int, int] = (0, 0, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Churn:
+    score: float
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Offer:
+    product_id: str
+    score: float
+    reasons: tuple[str, ...]
+    product_type: int
+    display_name: str
+
+
+@dataclass(frozen=True)
+class Derived:
+    positions: dict[str, int]
+    churn: Churn
+    lifecycle_stage: int
+    segment: int
+    offers: tuple[Offer, ...]
+
+
+def year_of(us: int) -> int:
+    return datetime.fromtimestamp(us / MICROS, UTC).year
+
+
+def positions(holdings: Iterable[Holding]) -> dict[str, int]:
+    """Sum of open balances per currency (AUM), currencies sorted."""
+    totals: dict[str, int] = {}
+    for h in holdings:
+        if h.state != HOLDING_CLOSED:
+            totals[h.currency] = totals.get(h.currency, 0) + h.balance_micros
+    return dict(sorted(totals.items()))
+
+
+def balance_at_cutoff(holdings: Iterable[Holding], activity: Activity, cutoff_us: int, currency: str) -> int:
+    """Reporting-currency balance at the look-back cut-off, rebuilt from today's balances and flows."""
+    total = 0
+    for h in holdings:
+        if h.currency != currency:
+            continue
+        if h.open_us is not None and h.open_us > cutoff_us:
+            continue  # did not exist yet
+        total += h.balance_micros - activity.net_flow_since_cutoff.get(h.subscription_id, 0)
+    return max(total, 0)
+
+
+def churn_risk(facts: CustomerFacts, rules: Rules) -> Churn:
+    """Reason codes from the customer's own history, combined as a noisy-OR of their weights."""
+    if not facts.registered or facts.status in (STATUS_CLOSED, STATUS_REJECTED):
+        return Churn(0.0, ())
+    reasons: list[str] = []
+    a = facts.activity
+    as_of = facts.as_of_us
+    # DORMANT: nothing for a long time (since the last transaction, or since registration).
+    since = a.last_txn_us if a.last_txn_us is not None else facts.create_us
+    if since is not None and as_of - since >= rules.dormant_days * DAY_US:
+        reasons.append(DORMANT)
+    # ACTIVITY_DROP: the last 30 days are well below the customer's own usual monthly rate.
+    baseline_per_30d = a.count_baseline * 30 / rules.activity_baseline_days
+    if baseline_per_30d >= rules.activity_min_baseline_per_30d and a.count_30d < baseline_per_30d * (
+        1 - rules.activity_drop_ratio
+    ):
+        reasons.append(ACTIVITY_DROP)
+    # BALANCE_DROP: reporting-currency balances fell by a large share over the look-back.
+    cutoff = as_of - rules.balance_lookback_days * DAY_US
+    before = balance_at_cutoff(facts.holdings, a, cutoff, rules.reporting_currency)
+    now = positions(facts.holdings).get(rules.reporting_currency, 0)
+    if before >= rules.balance_min_micros and now < before * (1 - rules.balance_drop_ratio):
+        reasons.append(BALANCE_DROP)
+    # HOLDINGS_CLOSED: a product relationship ended recently.
+    closed_cutoff = as_of - rules.holdings_closed_days * DAY_US
+    if any(h.state == HOLDING_CLOSED and h.close_us is not None and h.close_us > closed_cutoff for h in facts.holdings):
+        reasons.append(HOLDINGS_CLOSED)
+    if facts.risk_tolerance_expire_us is not None and facts.risk_tolerance_expire_us < as_of:
+        reasons.append(RISK_TOLERANCE_EXPIRED)
+    keep = 1.0
+    for reason in reasons:
+        keep *= 1.0 - rules.churn_weights.get(reason, 0.0)
+    return Churn(round(1.0 - keep, 4), tuple(reasons))
+
+
+def lifecycle_stage(facts: CustomerFacts, churn: Churn, rules: Rules) -> int:
+    if not facts.registered:
+        return STAGE_PROSPECT
+    if facts.status in (STATUS_CLOSED, STATUS_REJECTED):
+        return STAGE_CLOSED
+    if facts.status != STATUS_ACTIVE:
+        return STAGE_ONBOARDING
+    if DORMANT in churn.reasons:
+        return STAGE_DORMANT
+    if churn.score >= rules.at_risk_score:
+        return STAGE_AT_RISK
+    tenure = facts.as_of_us - (facts.create_us if facts.create_us is not None else facts.as_of_us)
+    if tenure < rules.new_customer_days * DAY_US:
+        return STAGE_NEW
+    if tenure >= rules.mature_customer_days * DAY_US:
+        return STAGE_MATURE
+    return STAGE_ACTIVE
+
+
+def is_scorable(facts: CustomerFacts, rules: Rules) -> bool:
+    """In the RFM population: registered, not closed, past the first scoring window."""
+    return segment_gate(facts.registered, facts.status, facts.create_us, facts.as_of_us, rules) is None
+
+
+def segment_gate(registered: bool, status: int, create_us: int | None, as_of_us: int, rules: Rules) -> int | None:
+    """The segment of a customer who is NOT scored by RFM (None: scored)."""
+    if not registered or status != STATUS_ACTIVE:
+        return SEGMENT_UNSCORED
+    if create_us is not None and as_of_us - create_us < rules.new_customer_days * DAY_US:
+        return SEGMENT_NEW
+    return None
+
+
+def segment_of(rfm: tuple[int, int, int], rules: Rules) -> int:
+    """Value segment from RFM scores (1..5 each; 0 = not scored)."""
+    r, f, m = rfm
+    if 0 in (r, f, m):
+        return SEGMENT_UNSCORED
+    if min(r, f, m) >= rules.high_value_min_score:
+        return SEGMENT_HIGH_VALUE
+    if f >= rules.growth_min_score or m >= rules.growth_min_score:
+        return SEGMENT_GROWTH
+    if r >= rules.potential_min_recency:
+        return SEGMENT_POTENTIAL
+    return SEGMENT_LONG_TAIL
+
+
+def segment(facts: CustomerFacts, rules: Rules) -> int:
+    gated = segment_gate(facts.registered, facts.status, facts.create_us, facts.as_of_us, rules)
+    return gated if gated is not None else segment_of(facts.rfm, rules)
+
+
+def age_at(birth_year: int, as_of_us: int) -> int | None:
+    return year_of(as_of_us) - birth_year if birth_year else None
+
+
+def next_best_offers(
+    facts: CustomerFacts, segment_value: int, catalogue: Iterable[Product], rules: Rules
+) -> tuple[Offer, ...]:
+    """Eligible ACTIVE products the customer does not hold, ranked (score desc, then id), with reasons.
+
+    Eligibility mirrors the product service's rules: an ACTIVE, KYC-verified customer; the
+    product's age range; and for WEALTH the suitability rule — a current risk tolerance at least
+    the product's risk level (C3 may buy R1..R3).
+    """
+    if not facts.registered or facts.status != STATUS_ACTIVE or not facts.kyc_verified:
+        return ()
+    age = age_at(facts.birth_year, facts.as_of_us)
+    held = {h.product_id for h in facts.holdings if h.state != HOLDING_CLOSED}
+    held_types = {h.product_type for h in facts.holdings if h.state != HOLDING_CLOSED}
+    idle = sum(
+        h.balance_micros
+        for h in facts.holdings
+        if h.state != HOLDING_CLOSED and h.product_type == TYPE_DEPOSIT and h.currency == rules.reporting_currency
+    )
+    tolerance_valid = facts.risk_tolerance > 0 and (
+        facts.risk_tolerance_expire_us is None or facts.risk_tolerance_expire_us >= facts.as_of_us
+    )
+    offers: list[Offer] = []
+    for p in catalogue:
+        if p.state != PRODUCT_ACTIVE or p.product_id in held:
+            continue
+        if p.min_age or p.max_age:
+            if age is None:
+                continue
+            if p.min_age and age < p.min_age:
+                continue
+            if p.max_age and age > p.max_age:
+                continue
+        reasons = [NOT_HELD]
+        score = rules.offer_base_score
+        if p.type == TYPE_WEALTH:
+            if not tolerance_valid or facts.risk_tolerance < p.risk_level:
+                continue  # suitability: never offer a product riskier than the customer's tolerance
+            reasons.append(RISK_MATCH)
+            score += 0.2 if facts.risk_tolerance == p.risk_level else 0.1
+        if p.type not in held_types:
+            reasons.append(NEW_PRODUCT_TYPE)
+            score += 0.1
+        if (p.type == TYPE_WEALTH and segment_value in (SEGMENT_HIGH_VALUE, SEGMENT_GROWTH)) or (
+            p.type == TYPE_CARD and segment_value in (SEGMENT_POTENTIAL, SEGMENT_NEW)
+        ):
+            reasons.append(SEGMENT_AFFINITY)
+            score += 0.15
+        if p.type in (TYPE_WEALTH, TYPE_DEPOSIT) and idle >= rules.idle_balance_micros:
+            reasons.append(IDLE_BALANCE)
+            score += 0.15
+        offers.append(Offer(p.product_id, round(min(score, 1.0), 4), tuple(reasons), p.type, p.display_name))
+    offers.sort(key=lambda o: (-o.score, o.product_id))
+    return tuple(offers[: rules.max_offers])
+
+
+def derive(facts: CustomerFacts, catalogue: Iterable[Product], rules: Rules) -> Derived:
+    """Everything in the view that is computed rather than copied from events."""
+    churn = churn_risk(facts, rules)
+    seg = segment(facts, rules)
+    return Derived(
+        positions=positions(facts.holdings),
+        churn=churn,
+        lifecycle_stage=lifecycle_stage(facts, churn, rules),
+        segment=seg,
+        offers=next_best_offers(facts, seg, catalogue, rules),
+    )
+
+
+def rfm_code(rfm: tuple[int, int, int]) -> str:
+    return "" if 0 in rfm else "".join(str(x) for x in rfm)

@@ -1,0 +1,172 @@
+"""The data hub process: inbox consumer -> projection -> views (gRPC + bank.customer-view.v1).
+
+zhongtai data_hub                      # serve until SIGTERM
+python -m services.data_hub.rebuild    # replay from offset 0 into the idle table set, swap
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+from pydantic import Field, field_validator
+
+from bank.datahub.v1 import datahub_pb2, datahub_pb2_grpc
+from services.data_hub import store
+from services.data_hub.api import CustomerViewApi, refresh_segments
+from services.data_hub.domain import Rules
+from services.data_hub.projector import Projector, ViewWorker
+from services.kit.auth import TokenVerifier
+from services.kit.config import ServiceSettings, load_settings
+from services.kit.consumer import InboxConsumer
+from services.kit.db import EngineLifecycle, create_engine
+from services.kit.events import TOPIC_CUSTOMER, TOPIC_PRODUCT, TOPIC_SUBSCRIPTION
+from services.kit.grpc_server import GrpcServer
+from services.kit.kafka import ensure_topics, make_producer
+from services.kit.lifecycle import run_until_signalled
+from services.kit.logging import configure_logging, get_logger
+from services.kit.migrations import upgrade
+from services.kit.telemetry import setup_telemetry
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+TOPICS = (TOPIC_CUSTOMER, TOPIC_PRODUCT, TOPIC_SUBSCRIPTION)
+log = get_logger("zhongtai.data_hub")
+
+
+class DataHubSettings(ServiceSettings):
+    service_name: str = "data_hub"
+    datahub_group_id: str = "data-hub"
+    #: JSON object overriding fields of services.data_hub.domain.Rules, e.g. {"dormant_days": 120}.
+    datahub_rules: str = ""
+    datahub_max_records: int = Field(500, ge=1, le=10_000)
+    datahub_max_attempts: int = Field(3, ge=1, le=20)
+    datahub_view_batch_size: int = Field(500, ge=1, le=10_000)
+    datahub_view_debounce_s: float = Field(0.01, ge=0, le=10)
+    datahub_publish_views: bool = True
+    #: Recompute RFM segments every N seconds (0 = only on RefreshSegments).
+    datahub_refresh_interval_s: float = Field(0, ge=0, le=7 * 86_400)
+
+    @field_validator("datahub_rules")
+    @classmethod
+    def _rules_parse(cls, value: str) -> str:
+        Rules.from_json(value)  # raises ValueError with the bad field named
+        return value
+
+    @property
+    def rules(self) -> Rules:
+        return Rules.from_json(self.datahub_rules)
+
+
+async def migrate() -> None:
+    settings = load_settings(DataHubSettings)
+    engine = create_engine(settings.database_url)
+    try:
+        await upgrade(engine, MIGRATIONS)
+    finally:
+        await engine.dispose()
+
+
+class ProducerLifecycle:
+    """Starts/stops a shared producer (DLQ + view topic)."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+
+    async def start(self) -> None:
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        await self.producer.stop()
+
+
+class PeriodicRefresh:
+    """RefreshSegments on a timer (off unless ZT_DATAHUB_REFRESH_INTERVAL_S > 0)."""
+
+    def __init__(self, settings: DataHubSettings, engine: object, worker: ViewWorker) -> None:
+        self._settings, self._engine, self._worker = settings, engine, worker
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._settings.datahub_refresh_interval_s > 0:
+            self._task = asyncio.create_task(self._run(), name="data-hub-refresh")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.datahub_refresh_interval_s)
+            try:
+                await refresh_segments(self._engine, self._settings.rules, self._worker, store.now_us())  # type: ignore[arg-type]
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("periodic refresh failed", error=type(exc).__name__)
+
+
+async def serve(settings: DataHubSettings, stop_event: asyncio.Event | None = None) -> None:
+    configure_logging(settings.service_name, settings.log_level)
+    setup_telemetry(settings.service_name, console=settings.otel_console, metrics_port=settings.metrics_port)
+    engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+    await upgrade(engine, MIGRATIONS)
+    await ensure_topics(
+        settings.kafka_bootstrap_servers,
+        partitions=settings.kafka_topic_partitions,
+        replication_factor=settings.kafka_replication_factor,
+    )
+    rules = settings.rules
+    producer = make_producer(settings.kafka_bootstrap_servers, client_id=settings.kafka_client_id)
+    worker = ViewWorker(
+        engine,
+        producer if settings.datahub_publish_views else None,
+        rules,
+        batch_size=settings.datahub_view_batch_size,
+        debounce_s=settings.datahub_view_debounce_s,
+    )
+    projector = Projector(on_commit=worker.wake)
+    consumer = InboxConsumer(
+        engine=engine,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.datahub_group_id,
+        topics=TOPICS,
+        handler=projector.handle,
+        before_commit=projector.flush,
+        after_commit=projector.committed,
+        dlq_producer=producer,
+        max_attempts=settings.datahub_max_attempts,
+        max_records=settings.datahub_max_records,
+        client_id=settings.kafka_client_id,
+    )
+    servicer = CustomerViewApi(engine=engine, rules=rules, worker=worker)
+    server = GrpcServer(
+        host=settings.grpc_host,
+        port=settings.grpc_port,
+        register=lambda s: datahub_pb2_grpc.add_CustomerViewServiceServicer_to_server(servicer, s),
+        service_names=[datahub_pb2.DESCRIPTOR.services_by_name["CustomerViewService"].full_name],
+        verifier=TokenVerifier.from_settings(settings),
+        max_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
+        shutdown_grace_s=settings.grpc_shutdown_grace_s,
+    )
+    # Start in order, stop in reverse: the server drains first, then consuming stops (its last
+    # batch commits), then the worker, the producer and the engine.
+    await run_until_signalled(
+        [
+            EngineLifecycle(engine),
+            ProducerLifecycle(producer),
+            worker,
+            consumer,
+            PeriodicRefresh(settings, engine, worker),
+            server,
+        ],
+        stop_event=stop_event,
+    )
+
+
+def run() -> None:
+    asyncio.run(serve(load_settings(DataHubSettings)))

@@ -1,0 +1,181 @@
+"""Runtime of the projection: the inbox consumer's handler and the view worker.
+
+- :class:`Projector` is what the kit's :class:`~services.kit.consumer.InboxConsumer` calls:
+  ``handle`` folds each new event into a per-transaction :class:`~services.data_hub.store.Batch`
+  (no SQL per event), ``flush`` (the consumer's ``before_commit`` hook) writes the batch with a
+  few bulk statements in the same transaction as the inbox rows, ``committed`` (its
+  ``after_commit`` hook) wakes the view worker.
+- :class:`ViewWorker` re-renders dirty views (domain rules) and publishes changed ones to the
+  compacted topic ``bank.customer-view.v1``, debounced: the customers table is its own outbox
+  (``pending_publish``, latest state only), so several changes between two rounds go out once,
+  and a crash before the publish leaves the flag set for the next round (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from opentelemetry import metrics
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from bank.datahub.v1 import datahub_pb2
+from services.data_hub import store
+from services.data_hub.domain import Rules
+from services.kit.db import UnitOfWork
+from services.kit.events import ReceivedEvent, build_record
+from services.kit.logging import get_logger
+
+log = get_logger("zhongtai.data_hub")
+_meter = metrics.get_meter("zhongtai.data_hub")
+_views_published = _meter.create_counter("datahub.views.published", unit="{view}", description="views published")
+_views_rendered = _meter.create_counter("datahub.views.rendered", unit="{view}", description="views re-rendered")
+_publish_backlog: dict[str, int] = {"views": 0}
+_meter.create_observable_gauge(
+    "datahub.views.publish_backlog",
+    callbacks=[lambda _: [metrics.Observation(v) for v in _publish_backlog.values()]],
+    unit="{view}",
+    description="changed views not yet published",
+)
+
+_BATCH_KEY = "data_hub.batch"
+SOURCE = "zhongtai/data_hub"
+
+
+class Projector:
+    """Handler + hooks for the inbox consumer (one instance per process)."""
+
+    def __init__(self, on_commit: Any = None) -> None:
+        self._on_commit = on_commit
+
+    async def handle(self, session: AsyncSession, event: ReceivedEvent) -> None:
+        batch: store.Batch = session.info.setdefault(_BATCH_KEY, store.Batch())
+        batch.add(event)
+
+    async def flush(self, session: AsyncSession) -> None:
+        batch: store.Batch | None = session.info.pop(_BATCH_KEY, None)
+        if not batch:
+            return
+        # Read the active set under a share lock: a rebuild's flip (FOR UPDATE) waits for us,
+        # and we wait for it, so no batch lands in the set that is being retired.
+        tables = await store.active_tables(session, lock="share")
+        await store.apply_batch(session, tables, batch)
+
+    async def committed(self, events: list[ReceivedEvent]) -> None:
+        if self._on_commit is not None:
+            self._on_commit()
+
+
+class ViewWorker:
+    """Renders dirty views and publishes changed ones; ``start()``/``stop()``, ``wake()``."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        producer: AIOKafkaProducer | None,
+        rules: Rules,
+        *,
+        batch_size: int = 500,
+        debounce_s: float = 0.01,
+        poll_interval_s: float = 1.0,
+        owns_producer: bool = False,
+    ) -> None:
+        self._engine = engine
+        self._producer = producer
+        self._rules = rules
+        self._batch_size = batch_size
+        self._debounce = debounce_s
+        self._poll = poll_interval_s
+        self._owns_producer = owns_producer
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.rendered_total = 0
+        self.published_total = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        if self._producer is not None and self._owns_producer:
+            await self._producer.start()
+        self._task = asyncio.create_task(self._run(), name="data-hub-view-worker")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._producer is not None and self._owns_producer:
+            self._owns_producer = False
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+
+    async def _run(self) -> None:
+        backoff = self._poll
+        while True:
+            try:
+                await self.run_once()
+                backoff = self._poll
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("view worker round failed; will retry", error=type(exc).__name__, detail=str(exc)[:200])
+                backoff = min(backoff * 2, 10.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), backoff)
+            self._wake.clear()
+            if self._debounce:
+                await asyncio.sleep(self._debounce)  # let concurrent commits pile up: one round for all
+
+    async def run_once(self) -> tuple[int, int]:
+        """Render every dirty view, then publish every pending one; returns (changed, published)."""
+        changed = 0
+        while True:
+            async with UnitOfWork(self._engine) as uow:
+                tables = await store.active_tables(uow.session)
+                rendered, ch = await store.materialize(uow.session, tables, self._rules, limit=self._batch_size)
+                await uow.commit()
+            changed += ch
+            self.rendered_total += rendered
+            if rendered:
+                _views_rendered.add(rendered)
+            if rendered < self._batch_size:
+                break
+        published = 0
+        if self._producer is not None:
+            while True:
+                n = await self.publish_once()
+                published += n
+                if n < self._batch_size:
+                    break
+        return changed, published
+
+    async def publish_once(self) -> int:
+        assert self._producer is not None
+        async with UnitOfWork(self._engine) as uow:
+            tables = await store.active_tables(uow.session)
+            rows = await store.pending_views(uow.session, tables, self._batch_size)
+        _publish_backlog["views"] = len(rows)
+        if not rows:
+            return 0
+        futures = []
+        for customer_id, doc, version, update_us in rows:
+            view: datahub_pb2.CustomerView = store.served(doc, version, update_us)
+            record = build_record(
+                view, source=SOURCE, aggregate_type="customer_view", aggregate_id=customer_id, version=version
+            )
+            futures.append(
+                await self._producer.send(record.topic, value=record.value, key=record.key, headers=record.headers)
+            )
+        await asyncio.gather(*futures)  # every ack, or raise and keep the rows pending
+        async with UnitOfWork(self._engine) as uow:
+            await store.mark_published(uow.session, tables, [(cid, v) for cid, _, v, _ in rows])
+            await uow.commit()
+        _views_published.add(len(rows))
+        self.published_total += len(rows)
+        return len(rows)
