@@ -199,7 +199,8 @@ def _set(data: dict[str, Any], chain: list[FieldDescriptor], value: Any, *, appe
             target[fd.name] = nxt
         target = nxt
     leaf = chain[-1]
-    target.pop(leaf.json_name, None)
+    if leaf.json_name != leaf.name:
+        target.pop(leaf.json_name, None)
     if append:
         target.setdefault(leaf.name, []).append(value)
     else:
