@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -94,6 +95,12 @@ async def _is_stale(session: AsyncSession, event: ReceivedEvent) -> bool:
     return False
 
 
+def _position_id(record: ConsumerRecord[Any, Any]) -> str:
+    """An inbox id for a record without a usable event id: where it was in the log."""
+    digest = hashlib.sha256(f"{record.topic}:{record.partition}:{record.offset}".encode()).hexdigest()
+    return f"pos:{digest[:48]}"
+
+
 def _inbox(record: ConsumerRecord[Any, Any], event_id: str, event_type: str, status: str,
            error: str | None = None) -> InboxRow:  # fmt: skip
     return InboxRow(
@@ -144,6 +151,7 @@ class InboxConsumer:
         self._before_commit = before_commit
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._dead_lettered: set[tuple[str, int, int]] = set()
         self.applied_total = 0
         self.dead_total = 0
 
@@ -220,8 +228,7 @@ class InboxConsumer:
         except PoisonEvent as exc:
             # Never decodable, so retrying cannot help: dead-letter at once.
             await self._dead_letter(record, str(exc), attempts=1)
-            session.add(_inbox(record, f"poison:{record.topic}:{record.partition}:{record.offset}",
-                               "unknown", "dead", str(exc)[:1000]))  # fmt: skip
+            session.add(_inbox(record, _position_id(record), "unknown", "dead", str(exc)[:1000]))
             return None
         if await _seen(session, event.id):
             _processed.add(1, {"group": self._group, "outcome": "duplicate"})
@@ -267,15 +274,19 @@ class InboxConsumer:
                 await asyncio.sleep(self._backoff * attempt)
         await self._dead_letter(record, last_error, attempts=self._max_attempts)
         async with UnitOfWork(self._engine) as uow:
-            event_id = dict(record.headers or ()).get("ce_id", b"").decode() or (
-                f"dead:{record.topic}:{record.partition}:{record.offset}"
-            )
+            event_id = dict(record.headers or ()).get("ce_id", b"").decode()[:64] or _position_id(record)
             if not await _seen(uow.session, event_id):
                 uow.session.add(_inbox(record, event_id, "unknown", "dead", last_error))
             await uow.commit()
         return None
 
     async def _dead_letter(self, record: ConsumerRecord[Any, Any], error: str, *, attempts: int) -> None:
+        position = (record.topic, record.partition, record.offset)
+        if position in self._dead_lettered:
+            return  # already sent in an earlier (rolled back) attempt at this batch
+        if len(self._dead_lettered) > 10_000:
+            self._dead_lettered.clear()
+        self._dead_lettered.add(position)
         headers = [
             *(record.headers or ()),
             ("dlq_error", error.encode()[:2000]),

@@ -1,0 +1,177 @@
+"""Inbox consumer and relay guarantees on real Kafka and PostgreSQL/SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from sqlalchemy import func, select
+
+from services.kit.consumer import InboxConsumer, InboxRow
+from services.kit.db import create_engine
+from services.kit.events import TOPIC_CUSTOMER, ReceivedEvent, build_record, parse_record
+from services.kit.kafka import make_producer
+from services.kit.outbox import OutboxRelay
+
+from .conftest import Effect, new_id
+from .test_outbox_relay import payload, read_topic, run_relay, topics, wait_unpublished, write_events
+
+__all__ = ["topics"]  # the module fixture is shared with the relay tests
+
+
+async def record_effect(session, event: ReceivedEvent) -> None:  # type: ignore[no-untyped-def]
+    if event.message.customer_id.startswith("poison"):
+        raise ValueError("this event can never be applied")
+    session.add(Effect(event_id=event.id, aggregate_id=event.aggregate_id, version=event.version))
+
+
+async def effects_for(engine, aggregate_id: str) -> list[int]:  # type: ignore[no-untyped-def]
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(Effect.version).where(Effect.aggregate_id == aggregate_id).order_by(Effect.id))
+        return [r[0] for r in rows]
+
+
+async def wait_for(predicate, timeout: float = 60.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+async def test_relay_killed_after_publish_before_marking_has_its_effect_exactly_once(
+    pg_kit_db, topics, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    url, engine = pg_kit_db
+    customer_id = new_id()
+    await write_events(engine, customer_id, range(1, 6))
+    crashed = run_relay(url, topics, "crash-after-send", tmp_path / "relay.log")
+    assert crashed.wait(60) == -9
+    assert await wait_unpublished(engine, 5, timeout=1) == 5  # published, never marked
+    restarted = run_relay(url, topics, "normal", tmp_path / "relay.log")
+    try:
+        assert await wait_unpublished(engine, 0) == 0
+    finally:
+        restarted.terminate()
+        restarted.wait(30)
+    on_kafka = await read_topic(topics, {customer_id}, 10)
+    assert len(on_kafka) == 10  # every event twice: at-least-once delivery
+
+    producer = make_producer(topics, client_id="dlq")
+    await producer.start()
+    consumer = InboxConsumer(
+        engine=engine, bootstrap_servers=topics, group_id=f"effects-{uuid.uuid4().hex[:8]}",
+        topics=[TOPIC_CUSTOMER], handler=record_effect, dlq_producer=producer,
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        assert await wait_for(lambda: _count_inbox(engine, customer_id, 5))
+        await asyncio.sleep(1.0)  # let the duplicates arrive too
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    assert await effects_for(engine, customer_id) == [1, 2, 3, 4, 5]  # effectively once, in order
+
+
+async def _count_inbox(engine, customer_id: str, expected: int) -> bool:  # type: ignore[no-untyped-def]
+    return len(await effects_for(engine, customer_id)) >= expected
+
+
+async def test_two_relays_on_postgresql_keep_each_aggregates_order(pg_kit_db, topics) -> None:  # type: ignore[no-untyped-def]
+    url, _ = pg_kit_db
+    engines = [create_engine(url), create_engine(url)]
+    relays = [
+        OutboxRelay(e, make_producer(topics, client_id=f"r{i}"), name=f"r{i}", owns_producer=True,
+                    batch_size=7, poll_interval_s=0.05)
+        for i, e in enumerate(engines)
+    ]  # fmt: skip
+    aggregates = [new_id() for _ in range(8)]
+    for relay in relays:
+        await relay.start()
+    try:
+        await asyncio.gather(
+            *(write_events(engines[i % 2], agg, range(1, 26), after_commit=[r.wake for r in relays])
+              for i, agg in enumerate(aggregates))
+        )  # fmt: skip
+        assert await wait_unpublished(engines[0], 0) == 0
+        records = await read_topic(topics, set(aggregates), 8 * 25)
+    finally:
+        for relay in relays:
+            await relay.stop()
+        for engine in engines:
+            await engine.dispose()
+    by_key: dict[str, list[int]] = {}
+    for r in records:
+        by_key.setdefault(r.key.decode(), []).append(parse_record(list(r.headers), r.value).version)
+    assert {k: v for k, v in by_key.items()} == {agg: list(range(1, 26)) for agg in aggregates}
+    assert all(relay.published_total > 0 for relay in relays), [r.published_total for r in relays]
+
+
+async def test_a_poison_event_goes_to_the_dlq_and_the_partition_keeps_flowing(
+    kit_db, kafka_server, kafka_topic
+) -> None:  # type: ignore[no-untyped-def]
+    _, engine = kit_db
+    bootstrap = kafka_server.bootstrap_servers
+    topic = await kafka_topic("kit.poison")
+    good_1, bad, good_2 = new_id(), f"poison-{uuid.uuid4().hex[:8]}", new_id()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+    await producer.start()
+    try:
+        for customer_id in (good_1, bad):
+            rec = build_record(payload(customer_id, 1), source="/t", aggregate_type="customer",
+                               aggregate_id=customer_id, version=1)  # fmt: skip
+            await producer.send_and_wait(topic, rec.value, key=rec.key, headers=rec.headers)
+        await producer.send_and_wait(topic, b"\x00not-an-event", key=b"x", headers=[("origin", b"fuzzer")])
+        rec = build_record(payload(good_2, 1), source="/t", aggregate_type="customer", aggregate_id=good_2, version=1)
+        await producer.send_and_wait(topic, rec.value, key=rec.key, headers=rec.headers)
+    finally:
+        await producer.stop()
+
+    group = f"kit-poison-{uuid.uuid4().hex[:8]}"
+    dlq_producer = make_producer(bootstrap, client_id="dlq")
+    await dlq_producer.start()
+    consumer = InboxConsumer(
+        engine=engine, bootstrap_servers=bootstrap, group_id=group, topics=[topic], handler=record_effect,
+        dlq_producer=dlq_producer, max_attempts=3, retry_backoff_s=0.01,
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        assert await wait_for(lambda: _count_inbox(engine, good_2, 1))
+    finally:
+        await consumer.stop()
+        await dlq_producer.stop()
+
+    assert await effects_for(engine, good_1) == [1]
+    assert await effects_for(engine, good_2) == [1]
+    async with engine.connect() as conn:
+        dead = await conn.scalar(select(func.count()).select_from(InboxRow).where(InboxRow.status == "dead"))
+    assert dead == 2
+
+    dlq = AIOKafkaConsumer(consumer.dlq_topic, bootstrap_servers=bootstrap, group_id=None,
+                           auto_offset_reset="earliest")  # fmt: skip
+    await dlq.start()
+    try:
+        dead_letters = []
+        deadline = time.monotonic() + 20
+        while len(dead_letters) < 2 and time.monotonic() < deadline:
+            for records in (await dlq.getmany(timeout_ms=200)).values():
+                dead_letters.extend(records)
+    finally:
+        await dlq.stop()
+    assert len(dead_letters) == 2
+    handler_failure = dict(next(r.headers for r in dead_letters if r.key == bad.encode()))
+    assert handler_failure["dlq_attempts"] == b"3"
+    assert b"can never be applied" in handler_failure["dlq_error"]
+    assert handler_failure["ce_type"] == b"bank.customer.v1.CustomerCreated"  # original headers kept
+    undecodable = dict(next(r.headers for r in dead_letters if r.key == b"x"))
+    assert undecodable["origin"] == b"fuzzer"
+
+    committed = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await committed.start()
+    try:
+        assert await committed.committed(TopicPartition(topic, 0)) == 4  # nothing left behind
+    finally:
+        await committed.stop()
