@@ -1,0 +1,276 @@
+"""Gateway overhead: ``GET /v1/customers/{id}`` through the gateway vs ``GetCustomer`` over gRPC.
+
+One run, same backend, same concurrency. The backend is a CustomerService on the kit's
+GrpcServer (auth + protovalidate interceptor, like the real service) answering from memory, in
+its own process; the gateway runs as ``python -m services.cli gateway`` in its own process
+(granian and/or uvicorn); the load generator is this process: a grpc.aio client for the direct
+calls and a minimal keep-alive HTTP/1.1 client for the gateway (so the client is not the
+bottleneck). Not a test: figures go to docs/perf/gateway.md.
+
+    .venv/bin/python bench/gateway.py                     # granian and uvicorn, c=1 and c=32
+    .venv/bin/python bench/gateway.py --servers granian --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from devtools.stack import free_port  # noqa: E402
+from services.cli import DEV_SECRET  # noqa: E402
+
+CUSTOMER_ID = "c-bench-0001"
+
+
+# ------------------------------------------------------------------------------ backend process
+
+
+async def _backend(port: int) -> None:
+    import grpc
+
+    from bank.customer.v1 import customer_pb2, customer_pb2_grpc
+    from services.kit.auth import TokenVerifier
+    from services.kit.grpc_server import GrpcServer
+
+    class Customers(customer_pb2_grpc.CustomerServiceServicer):
+        async def GetCustomer(
+            self, request: customer_pb2.GetCustomerRequest, context: grpc.aio.ServicerContext
+        ) -> customer_pb2.Customer:
+            return customer_pb2.Customer(
+                customer_id=request.customer_id,
+                full_name="L*",
+                national_id="110105********001X",
+                mobile="138****5678",
+                status=customer_pb2.Customer.STATUS_ACTIVE,
+                kyc_verified=True,
+                risk_tolerance=customer_pb2.RISK_TOLERANCE_C3,
+                etag="v7",
+                version=7,
+            )
+
+    server = GrpcServer(
+        host="127.0.0.1",
+        port=port,
+        register=lambda s: customer_pb2_grpc.add_CustomerServiceServicer_to_server(Customers(), s),
+        service_names=["bank.customer.v1.CustomerService"],
+        verifier=TokenVerifier(issuer="zhongtai-dev", audience="zhongtai", hs256_secret=DEV_SECRET),
+        max_concurrent_rpcs=1024,
+    )
+    await server.start()
+    await server.wait()
+
+
+# ------------------------------------------------------------------------------ clients
+
+
+class HttpClient:
+    """Keep-alive HTTP/1.1 GETs over raw asyncio streams (a few µs per request)."""
+
+    def __init__(self, host: str, port: int, path: str, token: str) -> None:
+        self._addr = (host, port)
+        self._request = (
+            f"GET {path} HTTP/1.1\r\nhost: {host}:{port}\r\nauthorization: Bearer {token}\r\n\r\n"
+        ).encode()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def get(self) -> int:
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(*self._addr)
+        assert self._reader is not None
+        self._writer.write(self._request)
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        await self._reader.readexactly(length)
+        return status
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+async def measure(
+    make_call: Callable[[int], Awaitable[Callable[[], Awaitable[None]]]], concurrency: int, seconds: float
+) -> dict[str, float]:
+    calls = [await make_call(i) for i in range(concurrency)]
+    latencies: list[float] = []
+    stop_at = 0.0
+
+    async def worker(call: Callable[[], Awaitable[None]], record: bool) -> None:
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            await call()
+            if record:
+                latencies.append(time.perf_counter() - started)
+
+    stop_at = time.perf_counter() + min(1.0, seconds / 3)  # warm-up
+    await asyncio.gather(*(worker(c, False) for c in calls))
+    began = time.perf_counter()
+    stop_at = began + seconds
+    await asyncio.gather(*(worker(c, True) for c in calls))
+    elapsed = time.perf_counter() - began
+    latencies.sort()
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "n": float(len(latencies)),
+    }
+
+
+async def grpc_direct(target: str, token: str, concurrency: int, seconds: float) -> dict[str, float]:
+    import grpc
+
+    from bank.customer.v1 import customer_pb2, customer_pb2_grpc
+    from services.kit.grpc_server import CLIENT_OPTIONS
+
+    async with grpc.aio.insecure_channel(target, options=CLIENT_OPTIONS) as channel:
+        stub = customer_pb2_grpc.CustomerServiceStub(channel)
+        request = customer_pb2.GetCustomerRequest(customer_id=CUSTOMER_ID)
+        metadata = (("authorization", f"Bearer {token}"),)
+
+        async def make(_: int) -> Callable[[], Awaitable[None]]:
+            async def call() -> None:
+                await stub.GetCustomer(request, timeout=5, metadata=metadata)
+
+            return call
+
+        return await measure(make, concurrency, seconds)
+
+
+async def via_gateway(port: int, token: str, concurrency: int, seconds: float) -> dict[str, float]:
+    clients: list[HttpClient] = []
+
+    async def make(_: int) -> Callable[[], Awaitable[None]]:
+        client = HttpClient("127.0.0.1", port, f"/v1/customers/{CUSTOMER_ID}", token)
+        clients.append(client)
+
+        async def call() -> None:
+            status = await client.get()
+            if status != 200:
+                raise RuntimeError(f"gateway answered {status}")
+
+        return call
+
+    try:
+        return await measure(make, concurrency, seconds)
+    finally:
+        for c in clients:
+            await c.close()
+
+
+# ------------------------------------------------------------------------------ orchestration
+
+
+def _wait_http(port: int, timeout: float = 30) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("gateway not ready")
+
+
+def _wait_grpc(target: str, timeout: float = 30) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with grpc.insecure_channel(target) as channel:
+            try:
+                health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                return
+            except grpc.RpcError:
+                time.sleep(0.2)
+    raise TimeoutError("backend not ready")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZT_")}
+    env.update(ZT_ENVIRONMENT="test", ZT_AUTH_HS256_SECRET=DEV_SECRET, ZT_LOG_LEVEL="WARNING", **extra)
+    return env
+
+
+def _fmt(row: dict[str, float]) -> str:
+    return f"{row['rps']:8.0f} req/s   p50 {row['p50_ms']:6.2f} ms   p99 {row['p99_ms']:6.2f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--servers", default="granian,uvicorn")
+    parser.add_argument("--concurrency", default="1,32")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--backend", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.backend:
+        asyncio.run(_backend(args.backend))
+        return
+
+    from services.kit.auth import mint_token
+
+    token = mint_token(DEV_SECRET, ["customers:read"], client_id="bench")
+    backend_port = free_port()
+    target = f"127.0.0.1:{backend_port}"
+    procs: list[subprocess.Popen[bytes]] = []
+    backend = subprocess.Popen([sys.executable, __file__, "--backend", str(backend_port)], cwd=REPO, env=_env(),
+                               stdout=subprocess.DEVNULL)  # fmt: skip
+    procs.append(backend)
+    try:
+        _wait_grpc(target)
+        print(f"cpus: {os.cpu_count()}  python: {sys.version.split()[0]}  seconds per cell: {args.seconds}")
+        levels = [int(c) for c in args.concurrency.split(",")]
+        direct = {c: asyncio.run(grpc_direct(target, token, c, args.seconds)) for c in levels}
+        for server in args.servers.split(","):
+            port = free_port()
+            gateway = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "gateway"],
+                cwd=REPO,
+                env=_env(
+                    ZT_HTTP_PORT=str(port), ZT_HTTP_SERVER=server, ZT_CUSTOMER_TARGET=target,
+                    ZT_PRODUCT_TARGET=target, ZT_DATAHUB_TARGET=target, ZT_QUOTA_READS_RPS="1000000",
+                    ZT_QUOTA_READS_BURST="1000000",
+                ),
+                stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+            procs.append(gateway)
+            _wait_http(port)
+            for c in levels:
+                via = asyncio.run(via_gateway(port, token, c, args.seconds))
+                d = direct[c]
+                print(f"c={c:<3} direct gRPC        {_fmt(d)}")
+                print(f"c={c:<3} gateway ({server:8}) {_fmt(via)}")
+                print(
+                    f"c={c:<3} ratio {via['rps'] / d['rps']:.2f}   added p50 {via['p50_ms'] - d['p50_ms']:+.2f} ms"
+                    f"   added p99 {via['p99_ms'] - d['p99_ms']:+.2f} ms"
+                )
+            gateway.terminate()
+            gateway.wait(15)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(15)
+
+
+if __name__ == "__main__":
+    main()

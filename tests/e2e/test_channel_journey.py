@@ -1,0 +1,244 @@
+"""The channel journey end to end, over HTTP through the gateway, against the real processes.
+
+customer, product, data_hub and gateway run as ``python -m services.cli <name>`` processes on
+free ports, with a real Apache Kafka (``kafka_server``) and one database per service
+(PostgreSQL from ``postgres_server`` — a real cluster — for every service). Spans go to each
+process's stdout (``ZT_OTEL_CONSOLE``), so the test can read them from the process logs and
+check that ONE trace id, chosen by the caller's ``traceparent``, covers the gateway, the
+product service, the outbox relay's publish and the data hub's processing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from devtools import stack
+from services.cli import DEV_SECRET
+from services.kit.auth import ALL_SCOPES, mint_token
+from tests.support.procs import ServiceProcess
+
+pytestmark = pytest.mark.timeout(600)
+
+_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_CHECK = "10X98765432"
+
+
+def national_id(birth: str = "19900517", region: str = "110105", seq: str = "001") -> str:
+    """A mainland resident ID with a valid GB 11643 check digit."""
+    body = region + birth + seq
+    return body + _CHECK[sum(int(d) * w for d, w in zip(body, _WEIGHTS, strict=True)) % 11]
+
+
+@dataclass
+class Platform:
+    gateway: ServiceProcess
+    processes: dict[str, ServiceProcess]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.gateway.target}"
+
+
+@pytest.fixture(scope="module")
+def platform(
+    kafka_server: stack.KafkaLike, postgres_server: stack.PostgresLike, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Platform]:
+    logs = tmp_path_factory.mktemp("e2e-logs")
+    suffix = uuid.uuid4().hex[:8]
+    dbs = {
+        name: postgres_server.create_database(f"e2e_{name}_{suffix}") for name in ("customer", "product", "data_hub")
+    }
+    common = {
+        "ZT_KAFKA_BOOTSTRAP_SERVERS": kafka_server.bootstrap_servers,
+        "ZT_OTEL_CONSOLE": "true",
+        "ZT_OUTBOX_POLL_INTERVAL_S": "0.2",
+    }
+    started: list[ServiceProcess] = []
+    try:
+        customer = ServiceProcess("customer", env={**common, "ZT_DATABASE_URL": dbs["customer"]}, log_dir=logs)
+        started.append(customer.start(120))
+        product = ServiceProcess(
+            "product",
+            env={**common, "ZT_DATABASE_URL": dbs["product"], "ZT_CUSTOMER_TARGET": customer.target},
+            log_dir=logs,
+        )
+        started.append(product.start(120))
+        data_hub = ServiceProcess(
+            "data_hub",
+            env={**common, "ZT_DATABASE_URL": dbs["data_hub"], "ZT_DATAHUB_GROUP_ID": f"e2e-{suffix}"},
+            log_dir=logs,
+        )
+        started.append(data_hub.start(120))
+        gateway = ServiceProcess(
+            "gateway",
+            env={
+                **common,
+                "ZT_CUSTOMER_TARGET": customer.target,
+                "ZT_PRODUCT_TARGET": product.target,
+                "ZT_DATAHUB_TARGET": data_hub.target,
+            },
+            log_dir=logs,
+        )
+        started.append(gateway.start(60))
+        yield Platform(gateway, {p.component: p for p in started})
+    finally:
+        for proc in reversed(started):
+            proc.stop(15)
+        for name in dbs:
+            try:
+                postgres_server.drop_database(f"e2e_{name}_{suffix}")
+            except Exception as exc:  # the cluster is throw-away; never mask the test's outcome
+                print(f"could not drop e2e database {name}: {exc}")
+
+
+def _headers(**extra: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {mint_token(DEV_SECRET, ALL_SCOPES, client_id='e2e-app')}", **extra}
+
+
+def _ok(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 200, f"{response.request.method} {response.request.url}: {response.text}"
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def _product(client: httpx.AsyncClient, name: str, kind: str, risk: str) -> str:
+    created = _ok(
+        await client.post(
+            "/v1/products",
+            json={
+                "displayName": name,
+                "type": kind,
+                "riskLevel": risk,
+                "terms": {
+                    "currencyCode": "CNY",
+                    "minAmount": {"currencyCode": "CNY", "units": "100"},
+                    "maxAmount": {"currencyCode": "CNY", "units": "1000000"},
+                    "termMonths": 12,
+                    "annualRateBps": 250,
+                },
+                "eligibility": {"minAge": 18, "maxAge": 70},
+            },
+            headers=_headers(**{"idempotency-key": f"product-{uuid.uuid4().hex[:12]}"}),
+        )
+    )
+    published = _ok(await client.post(f"/v1/products/{created['productId']}:publish", json={}, headers=_headers()))
+    assert published["state"] == "STATE_ACTIVE"
+    return str(created["productId"])
+
+
+def _log_has_trace(proc: ServiceProcess, trace_id: str) -> bool:
+    text = proc.log_text()
+    return f"0x{trace_id}" in text or f'"trace_id":"{trace_id}"' in text
+
+
+async def test_channel_journey_through_the_gateway(platform: Platform) -> None:
+    async with httpx.AsyncClient(base_url=platform.url, timeout=30) as client:
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+
+        deposit = await _product(client, "Smart Deposit 12M", "TYPE_DEPOSIT", "RISK_LEVEL_R1")
+        risky = await _product(client, "Aggressive Fund", "TYPE_WEALTH", "RISK_LEVEL_R5")
+
+        # create the customer with an Idempotency-Key, sent twice: one customer
+        body = {
+            "fullName": "Li Lei",
+            "birthDate": {"year": 1990, "month": 5, "day": 17},
+            "nationalId": national_id(seq=f"{uuid.uuid4().int % 1000:03d}"),
+            "mobile": "13812345678",
+            "email": "li.lei@example.com",
+        }
+        key = f"onboard-{uuid.uuid4().hex[:16]}"
+        first = _ok(await client.post("/v1/customers", json=body, headers=_headers(**{"idempotency-key": key})))
+        second = await client.post("/v1/customers", json=body, headers=_headers(**{"idempotency-key": key}))
+        assert _ok(second)["customerId"] == first["customerId"]
+        customer_id = first["customerId"]
+        reused = await client.post(
+            "/v1/customers", json={**body, "fullName": "Han Meimei"}, headers=_headers(**{"idempotency-key": key})
+        )
+        assert reused.status_code == 409
+
+        verified = _ok(
+            await client.post(
+                f"/v1/customers/{customer_id}:verify", json={"outcome": "OUTCOME_APPROVED"}, headers=_headers()
+            )
+        )
+        assert verified["status"] == "STATUS_ACTIVE" and verified["kycVerified"] is True
+        assessed = _ok(
+            await client.post(
+                f"/v1/customers/{customer_id}:assessRisk", json={"questionnaireScore": 30}, headers=_headers()
+            )
+        )
+        assert assessed["riskTolerance"] == "RISK_TOLERANCE_C2"
+
+        # one suitable subscription, one refused with reasons (R5 product for a C2 customer)
+        eligibility = _ok(
+            await client.post(
+                f"/v1/products/{risky}:checkEligibility", json={"customerId": customer_id}, headers=_headers()
+            )
+        )
+        assert eligibility["eligible"] is False and eligibility["reasons"]
+        refused = await client.post(
+            f"/v1/customers/{customer_id}/subscriptions",
+            json={"productId": risky, "amount": {"currencyCode": "CNY", "units": "1000"}},
+            headers=_headers(),
+        )
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["details"]
+        subscription = _ok(
+            await client.post(
+                f"/v1/customers/{customer_id}/subscriptions",
+                json={"productId": deposit, "amount": {"currencyCode": "CNY", "units": "10000"}},
+                headers=_headers(**{"idempotency-key": f"sub-{uuid.uuid4().hex[:12]}"}),
+            )
+        )
+        subscription_id = subscription["subscriptionId"]
+
+        # the transaction carries the caller's trace
+        trace_id = uuid.uuid4().hex
+        posted = await client.post(
+            f"/v1/customers/{customer_id}/subscriptions/{subscription_id}/transactions",
+            json={"direction": "DIRECTION_CREDIT", "amount": {"currencyCode": "CNY", "units": "500"}},
+            headers=_headers(traceparent=f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"),
+        )
+        _ok(posted)
+        assert posted.headers["traceparent"].split("-")[1] == trace_id
+
+        # the unified view catches up (poll with a deadline)
+        deadline = time.monotonic() + 60
+        view: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            r = await client.get(f"/v1/customers/{customer_id}/view", headers=_headers())
+            if r.status_code == 200:
+                view = r.json()
+                activity = view.get("activity") or {}
+                if view.get("holdings") and int(activity.get("txnCount30d", 0) or 0) >= 1:
+                    break
+            await asyncio.sleep(0.5)
+        assert view.get("holdings"), f"view never showed the holding: {view}"
+        holding = view["holdings"][0]
+        assert holding["subscriptionId"] == subscription_id and holding["productId"] == deposit
+        assert view["lifecycleStage"] != "LIFECYCLE_STAGE_UNSPECIFIED"
+        assert "segment" in view and "offers" in view
+
+    # one trace id across the processes (console span exporters write to the process logs)
+    expected = ("gateway", "product", "data_hub")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        seen = {name for name in expected if _log_has_trace(platform.processes[name], trace_id)}
+        if seen == set(expected):
+            break
+        await asyncio.sleep(1)
+    assert seen == set(expected), f"trace {trace_id} seen only in {sorted(seen)}"
+
+
+def test_national_id_helper_matches_gb_11643() -> None:
+    assert national_id("19491001", "110101", "002")[-1] in "0123456789X"
+    assert Path(__file__).name.startswith("test_")
