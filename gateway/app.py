@@ -209,23 +209,23 @@ class GatewayApp:
                 out_headers.append((b"traceparent", traceparent.encode()))
             out_headers.extend((k.encode(), v.encode()) for k, v in req.extra_headers)
             out_headers.extend(self._cors_headers(headers))
-        await send({"type": "http.response.start", "status": status, "headers": out_headers})
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
-        elapsed = time.perf_counter() - req.started
-        _duration.record(
-            elapsed,
-            {"http.request.method": method, "http.route": req.route_name, "http.response.status_code": status},
-        )
-        if self.settings.access_log:
-            log.info(
-                "http",
-                method=method,
-                route=req.route_name,
-                status=status,
-                duration_ms=round(elapsed * 1000, 2),
-                client_id=req.client_id,
-                request_id=request_id,
+            await send({"type": "http.response.start", "status": status, "headers": out_headers})
+            await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+            elapsed = time.perf_counter() - req.started
+            _duration.record(
+                elapsed,
+                {"http.request.method": method, "http.route": req.route_name, "http.response.status_code": status},
             )
+            if self.settings.access_log:  # inside the span: the line carries trace_id/span_id
+                log.info(
+                    "http",
+                    method=method,
+                    route=req.route_name,
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 2),
+                    client_id=req.client_id,
+                    request_id=request_id,
+                )
 
     def _cors_headers(self, headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
         origin = headers.get("origin")
