@@ -154,9 +154,9 @@ async def list_products(session: AsyncSession, *, after: str, limit: int, type_:
 
 
 async def get_subscription(session: AsyncSession, subscription_id: str) -> SubscriptionRow | None:
-    return (
-        await session.scalars(select(SubscriptionRow).where(SubscriptionRow.subscription_id == subscription_id))
-    ).first()
+    query = select(SubscriptionRow).where(SubscriptionRow.subscription_id == subscription_id)
+    # populate_existing: a re-read after a refused conditional UPDATE must see the database, not the identity map
+    return (await session.scalars(query.execution_options(populate_existing=True))).first()
 
 
 async def list_subscriptions(

@@ -78,6 +78,10 @@ class ProductUseCases:
             return None
         async with self._reads() as session:
             row = await store.stored_response(session, key)
+        return self._replayed(row, fingerprint, cls)
+
+    @staticmethod
+    def _replayed(row: store.IdempotencyRow | None, fingerprint: str, cls: type[M]) -> M | None:
         if row is None:
             return None
         if row.fingerprint != fingerprint:
@@ -372,25 +376,28 @@ class ProductUseCases:
 
     async def post_transaction(self, request: product_pb2.PostTransactionRequest) -> product_pb2.Transaction:
         key, fp = self._key("PostTransaction", request.request_id), store.fingerprint(request)
-        if (done := await self._replay(key, fp, product_pb2.Transaction)) is not None:
-            return done
         txn = request.transaction
         amount = convert.amount_of(txn.amount, "transaction.amount")
-        async with self._reads() as session:
-            sub = await self._owned_subscription(session, request.customer_id, request.subscription_id)
-        balance = domain.Amount(sub.balance_minor, sub.currency)
-        try:
-            # The rule, on the balance as read; the conditional UPDATE below re-checks it atomically.
-            domain.post(balance, txn.direction, amount, sub.product_type, sub.state)
-        except domain.CurrencyMismatch as exc:
-            raise invalid("transaction.amount.currency_code", exc.message) from None
-        except domain.DomainError as exc:
-            raise _refused(exc) from None
-        delta = domain.signed(txn.direction, amount).minor
-        at = store.now()
+        # The hot path: replay check, read, conditional update and inserts share ONE transaction
+        # (one connection checkout, no extra BEGIN/ROLLBACK round trips).
         try:
             async with self._uow() as uow:
                 session = uow.session
+                if key is not None:
+                    done = self._replayed(await store.stored_response(session, key), fp, product_pb2.Transaction)
+                    if done is not None:
+                        return done
+                sub = await self._owned_subscription(session, request.customer_id, request.subscription_id)
+                balance = domain.Amount(sub.balance_minor, sub.currency)
+                try:
+                    # The rule, on the balance as read; the conditional UPDATE re-checks it atomically.
+                    domain.post(balance, txn.direction, amount, sub.product_type, sub.state)
+                except domain.CurrencyMismatch as exc:
+                    raise invalid("transaction.amount.currency_code", exc.message) from None
+                except domain.DomainError as exc:
+                    raise _refused(exc) from None
+                delta = domain.signed(txn.direction, amount).minor
+                at = store.now()
                 applied = await store.apply_posting(session, sub.subscription_id, delta, at)
                 if applied is None:
                     fresh = await store.get_subscription(session, sub.subscription_id)

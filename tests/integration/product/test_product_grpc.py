@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 
 import grpc
@@ -255,3 +256,21 @@ async def test_the_lookup_uses_the_services_own_token(clients: Clients) -> None:
     lookups = [line for line in log.splitlines() if "GetEligibilityProfile" in line and '"code":"OK"' in line]
     assert lookups and all("zhongtai-product" in line for line in lookups)
     assert not any("test-app" in line for line in lookups)
+
+
+async def test_the_trace_travels_from_the_caller_through_the_lookup(clients: Clients) -> None:
+    c = clients
+    pid = await active_product(c)
+    cid = await make_customer(c.customer)
+    trace_id = uuid.uuid4().hex
+    traced = (*AUTH, ("traceparent", f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"))
+    result = await c.product.CheckEligibility(
+        product_pb2.CheckEligibilityRequest(product_id=pid, customer_id=cid), metadata=traced, timeout=10
+    )
+    assert result.eligible
+    lookups = [
+        line
+        for line in c.stack.customer.log_text().splitlines()
+        if "GetEligibilityProfile" in line and trace_id in line
+    ]
+    assert lookups, "the customer service did not see the caller's trace"
