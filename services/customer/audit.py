@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.customer.store import AuditHead, AuditRow, utc
@@ -140,16 +141,19 @@ class AuditReport:
 
 async def verify_database(database_url: str | None = None) -> AuditReport:
     """Verify with the service's configuration (ZT_* environment), optionally another database."""
-    from services.customer.main import CustomerSettings, build_crypto
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from services.customer.config import CustomerSettings, build_crypto
     from services.kit.config import load_settings
-    from services.kit.db import create_engine
 
     overrides: dict[str, object] = {"database_url": database_url} if database_url else {}
     settings = load_settings(CustomerSettings, **overrides)
     _, blind = build_crypto(settings)
-    engine = create_engine(settings.database_url)
+    engine = create_async_engine(settings.database_url)
     try:
         return await AuditChain(blind).verify(engine)
+    except DBAPIError as exc:
+        return AuditReport(False, 0, None, f"cannot read the audit tables ({type(exc.orig).__name__}); migrated?")
     finally:
         await engine.dispose()
 

@@ -10,18 +10,17 @@ import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from pydantic import Field, SecretStr, field_validator, model_validator
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bank.customer.v1 import customer_pb2, customer_pb2_grpc
 from services.customer.api import CustomerApi
+from services.customer.config import CustomerSettings, build_crypto
 from services.customer.service import Clock, CustomerService
 from services.customer.store import PiiCodec
 from services.kit.auth import TokenVerifier
-from services.kit.config import ServiceSettings, load_settings
-from services.kit.crypto import BlindIndex, FieldCipher, parse_key, parse_old_keys
+from services.kit.config import load_settings
 from services.kit.db import EngineLifecycle, create_engine
 from services.kit.grpc_server import GrpcServer
 from services.kit.kafka import ensure_topics, make_producer
@@ -34,85 +33,9 @@ from services.kit.telemetry import setup_telemetry
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = customer_pb2.DESCRIPTOR.services_by_name["CustomerService"].full_name
 
-# Documented, PUBLIC dev/test-only keys (base64 of SHA-256 of "zhongtai-dev-pii-key" and of
-# "zhongtai-dev-blind-index-key"). Used when the variables are unset outside prod; refused in prod.
-DEV_PII_KEY = "P4GnikIrg7C4yh5vh0Rea0YrG5IGPDcQ5dGvIvCytIY="
-DEV_PII_KEY_ID = "dev1"
-DEV_BLIND_INDEX_KEY = "NzsmNGQPPRJ6zcRSKbyhrzZh+Co0TgMmoYbDquHvXKU="
-
 log = get_logger("zhongtai.customer")
 
-
-class CustomerSettings(ServiceSettings):
-    """ServiceSettings plus the PII keys (ZT_PII_KEY, ZT_PII_KEY_ID, ZT_PII_OLD_KEYS, ZT_BLIND_INDEX_KEY)."""
-
-    service_name: str = "customer"
-    pii_key: SecretStr | None = None
-    pii_key_id: str = ""
-    pii_old_keys: SecretStr = SecretStr("")
-    blind_index_key: SecretStr | None = None
-    risk_assessment_validity_days: int = Field(365, ge=1, le=3650)
-    business_timezone: str = "Asia/Shanghai"
-
-    @field_validator("pii_key", "blind_index_key")
-    @classmethod
-    def _key_shape(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            parse_key(value.get_secret_value(), name="the key")
-        return value
-
-    @field_validator("pii_old_keys")
-    @classmethod
-    def _old_keys_shape(cls, value: SecretStr) -> SecretStr:
-        parse_old_keys(value.get_secret_value())
-        return value
-
-    @field_validator("business_timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
-        return value
-
-    @model_validator(mode="after")
-    def _pii_keys(self) -> CustomerSettings:
-        if self.environment == "prod":
-            missing = [
-                name
-                for name, value in (
-                    ("ZT_PII_KEY", self.pii_key),
-                    ("ZT_PII_KEY_ID", self.pii_key_id),
-                    ("ZT_BLIND_INDEX_KEY", self.blind_index_key),
-                )
-                if not value
-            ]
-            if missing:
-                raise ValueError(f"{', '.join(missing)} required when ZT_ENVIRONMENT=prod (dev keys are refused)")
-            dev = {DEV_PII_KEY, DEV_BLIND_INDEX_KEY}
-            if self.pii_key is not None and self.pii_key.get_secret_value() in dev:
-                raise ValueError("ZT_PII_KEY is the public dev key; refused when ZT_ENVIRONMENT=prod")
-            if self.blind_index_key is not None and self.blind_index_key.get_secret_value() in dev:
-                raise ValueError("ZT_BLIND_INDEX_KEY is the public dev key; refused when ZT_ENVIRONMENT=prod")
-        if self.pii_key is None:
-            self.pii_key = SecretStr(DEV_PII_KEY)
-            self.pii_key_id = self.pii_key_id or DEV_PII_KEY_ID
-        if not self.pii_key_id:
-            raise ValueError("ZT_PII_KEY_ID is required when ZT_PII_KEY is set")
-        if self.blind_index_key is None:
-            self.blind_index_key = SecretStr(DEV_BLIND_INDEX_KEY)
-        return self
-
-
-def build_crypto(settings: CustomerSettings) -> tuple[FieldCipher, BlindIndex]:
-    assert settings.pii_key is not None and settings.blind_index_key is not None  # filled by the validator
-    cipher = FieldCipher(
-        settings.pii_key_id,
-        parse_key(settings.pii_key.get_secret_value()),
-        parse_old_keys(settings.pii_old_keys.get_secret_value()),
-    )
-    return cipher, BlindIndex(parse_key(settings.blind_index_key.get_secret_value()))
+__all__ = ["CustomerSettings", "build_crypto", "migrate", "relay", "run", "serve"]
 
 
 async def migrate() -> None:
