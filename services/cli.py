@@ -4,7 +4,7 @@
     zhongtai relay --service NAME                       a standalone outbox relay
     zhongtai migrate [NAME ...]                         Alembic migrations to head
     zhongtai token --scope "a b" [--client-id X]        mint a dev HS256 token
-    zhongtai demo-data                                  seed demo customers and products
+    zhongtai demo-data                                  seed demo data through the gRPC APIs (devtools.synth)
     zhongtai healthcheck HOST:PORT                      gRPC health check (exit 0 when SERVING)
 
 A component lives in ``services/<name>/main.py`` (``gateway/main.py`` for the gateway) and
@@ -118,10 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "token":
         return _token(args)
     if args.command == "demo-data":
-        if not _exists("services.demo"):
-            print("no demo data yet (services.demo is not implemented)")
+        # The seeded generator is dev tooling (devtools/synth.py); it calls the services' gRPC APIs.
+        if not _exists("devtools.synth"):
+            print("no demo data generator yet (devtools/synth.py)")
             return 0
-        return int(importlib.import_module("services.demo").main() or 0)
+        return int(importlib.import_module("devtools.synth").demo_main() or 0)
     if args.command == "healthcheck":
         return asyncio.run(_healthcheck(args.target, args.timeout))
     if args.command == "components":
