@@ -22,8 +22,9 @@ WORKDIR /src
 # The runtime dependency list comes from pyproject.toml; constraints.txt pins every version.
 COPY pyproject.toml constraints.txt ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
- && pip install --no-compile -c constraints.txt -r requirements.txt \
- && pip check
+ && pip install -c constraints.txt -r requirements.txt \
+ && pip check \
+ && python -m compileall -q /opt/venv > /dev/null
 
 # Application code and the pre-generated protobuf modules (gen/, from `make proto`).
 COPY services/ /app/services/
@@ -31,7 +32,7 @@ COPY gateway/ /app/gateway/
 COPY gen/ /app/gen/
 RUN test -d /app/gen/bank \
       || { echo "gen/ is empty: run 'make proto' before 'docker build'" >&2; exit 1; } \
- && python -m compileall -q /opt/venv /app \
+ && python -m compileall -q /app \
  && PYTHONPATH=/app:/app/gen python -c "import services.cli, grpc_health.v1.health_pb2"
 
 # -------------------------------------------------------------- runtime stage ----
