@@ -20,7 +20,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from opentelemetry import metrics, trace
-from sqlalchemy import BigInteger, DateTime, Integer, String, Text
+from sqlalchemy import BigInteger, DateTime, Integer, String, Text, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -76,22 +76,55 @@ class AggregateVersion(Base):
     version: Mapped[int] = mapped_column(BigInteger)
 
 
+# Per-transaction caches in ``session.info``: the session does not autoflush, so rows added
+# earlier in the same batch are invisible to ``session.get`` — without these, two events of one
+# aggregate (or a redelivered event) in one batch would insert the same key twice and fail it.
+_SEEN = "kit.inbox_seen"  # event_id -> already in the inbox (or added in this transaction)
+_VERSIONS = "kit.aggregate_versions"  # (type, id) -> AggregateVersion row, or None if absent
+
+
+async def _prefetch(session: AsyncSession, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+    """Two queries for the whole batch instead of two per event (from the raw headers)."""
+    headers = [dict(r.headers or ()) for r in records]
+    ids = {h["ce_id"].decode() for h in headers if h.get("ce_id")}
+    aggs = {(h["ce_aggregatetype"].decode(), h["ce_aggregateid"].decode())
+            for h in headers if h.get("ce_aggregatetype") and h.get("ce_aggregateid")}  # fmt: skip
+    seen: dict[str, bool] = session.info.setdefault(_SEEN, {})
+    if ids:
+        present = set((await session.scalars(select(InboxRow.event_id).where(InboxRow.event_id.in_(ids)))).all())
+        seen.update({i: i in present for i in ids})
+    versions: dict[tuple[str, str], AggregateVersion | None] = session.info.setdefault(_VERSIONS, {})
+    if aggs:
+        rows = await session.scalars(
+            select(AggregateVersion).where(AggregateVersion.aggregate_id.in_({a for _, a in aggs}))
+        )
+        found = {(r.aggregate_type, r.aggregate_id): r for r in rows.all()}
+        versions.update({key: found.get(key) for key in aggs})
+
+
 async def _seen(session: AsyncSession, event_id: str) -> bool:
-    return (await session.get(InboxRow, event_id)) is not None
+    seen: dict[str, bool] = session.info.setdefault(_SEEN, {})
+    if event_id not in seen:
+        seen[event_id] = (await session.get(InboxRow, event_id)) is not None
+    return seen[event_id]
 
 
 async def _is_stale(session: AsyncSession, event: ReceivedEvent) -> bool:
     """True if not newer than the last applied version; records the new version otherwise."""
     if not event.aggregate_type or not event.version:
         return False
-    row = await session.get(AggregateVersion, (event.aggregate_type, event.aggregate_id))
+    key = (event.aggregate_type, event.aggregate_id)
+    versions: dict[tuple[str, str], AggregateVersion | None] = session.info.setdefault(_VERSIONS, {})
+    row = versions[key] if key in versions else await session.get(AggregateVersion, key)
     if row is not None and row.version >= event.version:
         return True
     if row is None:
-        session.add(AggregateVersion(aggregate_type=event.aggregate_type, aggregate_id=event.aggregate_id,
-                                     version=event.version))  # fmt: skip
+        row = AggregateVersion(aggregate_type=event.aggregate_type, aggregate_id=event.aggregate_id,
+                               version=event.version)  # fmt: skip
+        session.add(row)
     else:
         row.version = event.version
+    versions[key] = row
     return False
 
 
@@ -196,6 +229,7 @@ class InboxConsumer:
         applied: list[ReceivedEvent] = []
         try:
             async with UnitOfWork(self._engine) as uow:
+                await _prefetch(uow.session, records)
                 for record in records:
                     event = await self._apply(uow.session, record)
                     if event is not None:
@@ -248,10 +282,12 @@ class InboxConsumer:
         ):
             if await _is_stale(session, event):
                 session.add(_inbox(record, event.id, event.type, "stale"))
+                session.info.setdefault(_SEEN, {})[event.id] = True
                 _processed.add(1, {"group": self._group, "outcome": "stale"})
                 return None
             await self._handler(session, event)
         session.add(_inbox(record, event.id, event.type, "applied"))
+        session.info.setdefault(_SEEN, {})[event.id] = True
         _processed.add(1, {"group": self._group, "outcome": "applied"})
         return event
 
