@@ -191,6 +191,8 @@ CLIENT_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.enable_retries", 0),  # retries are explicit, per call, only on UNAVAILABLE
+    # Spread calls over every address a `dns:///` target resolves to (headless Services in k8s).
+    ("grpc.lb_policy_name", "round_robin"),
 ]
 
 
