@@ -8,6 +8,7 @@ service runs on PostgreSQL and on SQLite.
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import random
 import uuid
@@ -139,9 +140,18 @@ async def clients(product_stack: ProductStack) -> AsyncIterator[Clients]:
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 
 
+_AREAS = ("110101", "110102", "310101", "310104", "440103", "440104", "330102", "510104")
+_SEQUENCE = itertools.count(random.randint(0, 999))
+
+
 def national_id(birth: date) -> str:
-    """A valid mainland resident ID (GB 11643 check digit) for the birth date, random sequence."""
-    body = f"110101{birth:%Y%m%d}{random.randint(0, 999):03d}"
+    """A valid mainland resident ID (GB 11643 check digit) for the birth date, unique in this run.
+
+    Many test customers share a birth date, so the sequence is a counter (random sequences
+    collide by the birthday paradox) spread over several area codes.
+    """
+    n = next(_SEQUENCE)
+    body = f"{_AREAS[(n // 1000) % len(_AREAS)]}{birth:%Y%m%d}{n % 1000:03d}"
     check = "10X98765432"[sum(int(c) * w for c, w in zip(body, _WEIGHTS, strict=True)) % 11]
     return body + check
 
