@@ -7,6 +7,7 @@ becomes INTERNAL with no internal detail leaving the process.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -41,7 +42,7 @@ class ZhongtaiError(Exception):
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.reason = reason or type(self).__name__.upper()
+        self.reason = reason or re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).upper()
         self.metadata = dict(metadata or {})
         self.violations = tuple(violations)
 
