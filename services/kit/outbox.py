@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 from google.protobuf.message import Message
-from opentelemetry import metrics, trace
+from opentelemetry import metrics, propagate, trace
 from sqlalchemy import (
     BigInteger,
     DateTime,
@@ -297,33 +297,44 @@ class OutboxRelay:
         return len(rows)
 
     async def _send(self, rows: Sequence[Any]) -> None:
-        # One span per batch, linked to every event's originating trace. Each record carries the
-        # traceparent stored with it, so the consumer's processing span is a child of the
-        # request that caused the event: one trace from the HTTP request to the view update.
-        links = [
-            trace.Link(ctx)
-            for ctx in (
-                trace.get_current_span(context_from_traceparent(r.traceparent)).get_span_context() for r in rows
-            )
-            if ctx.is_valid
-        ]
-        with _tracer.start_as_current_span(
-            "outbox publish",
-            kind=trace.SpanKind.PRODUCER,
-            links=links[:128],
-            attributes={"messaging.system": "kafka", "messaging.batch.message_count": len(rows)},
-        ):
-            send = self._producer.send
-            futures = [
-                await send(
-                    row.topic,
-                    value=row.payload,
-                    key=row.key,
-                    headers=[(k, v.encode()) for k, v in orjson.loads(row.headers).items()],
+        # One PRODUCER span per event, a child of the request that caused it (its traceparent is
+        # stored in the row), ended when the broker acked. The record carries that span's
+        # context, so the consumer's processing span continues the same trace: one trace id
+        # from the HTTP request, through the relay, to the view update.
+        spans: list[trace.Span] = []
+        futures: list[Any] = []
+        send = self._producer.send
+        try:
+            for row in rows:
+                span = _tracer.start_span(
+                    f"{row.topic} publish",
+                    context=context_from_traceparent(row.traceparent),
+                    kind=trace.SpanKind.PRODUCER,
+                    attributes={
+                        "messaging.system": "kafka",
+                        "messaging.operation.type": "send",
+                        "messaging.destination.name": row.topic,
+                        "messaging.message.id": row.event_id,
+                    },
                 )
-                for row in rows
-            ]
+                spans.append(span)
+                headers = orjson.loads(row.headers)
+                carrier: dict[str, str] = {}
+                propagate.inject(carrier, context=trace.set_span_in_context(span))
+                headers.update(carrier)
+                futures.append(
+                    await send(
+                        row.topic, value=row.payload, key=row.key, headers=[(k, v.encode()) for k, v in headers.items()]
+                    )
+                )
             await asyncio.gather(*futures)  # every ack, or raise and leave the rows unpublished
+        except BaseException as exc:
+            for span in spans:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+                span.end()
+            raise
+        for span in spans:
+            span.end()
         now = time.time()
         for row in rows:
             created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)

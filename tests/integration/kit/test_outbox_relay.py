@@ -96,8 +96,9 @@ async def test_a_committed_event_reaches_kafka_with_cloudevents_headers_and_trac
     assert headers["traceparent"].decode().split("-")[1] == trace_id
     event = parse_record(list(records[0].headers), records[0].value)
     assert event.message.customer_id == customer_id
-    publish_spans = [s for s in memory.spans.get_finished_spans() if s.name == "outbox publish"]
-    assert any(format(link.context.trace_id, "032x") == trace_id for s in publish_spans for link in s.links)
+    publish = [s for s in memory.spans.get_finished_spans() if s.name == "bank.customer.v1 publish"]
+    assert any(format(s.context.trace_id, "032x") == trace_id for s in publish)  # a child of the request
+    assert headers["traceparent"].decode().split("-")[2] in {format(s.context.span_id, "016x") for s in publish}
 
 
 async def test_a_rolled_back_transaction_publishes_nothing(kit_db, topics) -> None:  # type: ignore[no-untyped-def]
