@@ -1,39 +1,32 @@
-"""protovalidate (buf.validate) constraints from the contract, enforced on every request."""
+"""protovalidate (buf.validate) constraints from the contract, enforced on every request.
+
+The rules are evaluated by :mod:`services.kit._fastvalidate`: a per-message plan of native
+checks that yields exactly protovalidate's violations (path, rule id, message, order) and
+falls back to protovalidate itself for any message using a rule it does not implement.
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from google.protobuf.message import Message
 
+from services.kit import _fastvalidate
 from services.kit.errors import FieldViolation, InvalidArgument
 
 
-@lru_cache(maxsize=1)
 def _validator() -> Any:
-    import protovalidate
+    """The protovalidate validator (the fast path's fallback and reference)."""
+    return _fastvalidate.protovalidate_validator()
 
-    return protovalidate.Validator()
 
-
-def _path(violation: Any) -> str:
-    parts: list[str] = []
-    for element in violation.proto.field.elements:
-        name = element.field_name
-        which = element.WhichOneof("subscript")
-        if which == "index":
-            name = f"{name}[{element.index}]"
-        elif which is not None:
-            name = f"{name}[{getattr(element, which)!r}]"
-        parts.append(name)
-    return ".".join(parts)
+_path = _fastvalidate.violation_path
 
 
 def violations_of(message: Message) -> list[FieldViolation]:
     """Every constraint the message breaks, as (field path, description)."""
-    result = _validator().collect_violations(message)
-    return [FieldViolation(_path(v) or message.DESCRIPTOR.name, v.proto.message) for v in result]
+    name = message.DESCRIPTOR.name
+    return [FieldViolation(path or name, text) for path, _rule_id, text in _fastvalidate.collect(message)]
 
 
 def validate_request(message: Message) -> None:
