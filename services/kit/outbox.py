@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +38,7 @@ from sqlalchemy import (
     Table,
     Text,
     select,
+    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -131,16 +131,39 @@ def add_event(
 _OUTBOX: Table = OutboxRow.__table__  # type: ignore[assignment]
 
 
-def _ordered_prefix(batch: Sequence[Any], pending_ids: dict[str, list[int]]) -> list[Any]:
-    """Per aggregate, keep batch rows only while they are that aggregate's oldest pending rows."""
-    mine = {row.id for row in batch}
-    allowed: set[int] = set()
-    for ids in pending_ids.values():
-        for row_id in ids:
-            if row_id not in mine:
-                break
-            allowed.add(row_id)
-    return [row for row in batch if row.id in allowed]
+#: Claim a batch (row locks, skipping rows another relay holds) and, in the same round trip,
+#: flag each row that has an older unpublished row of its aggregate outside this batch (held by
+#: another relay, or not yet visible): such a row must wait, or the aggregate would be reordered.
+_CLAIM_SQL = text(
+    """
+    WITH claimed AS MATERIALIZED (
+        SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED
+    )
+    SELECT o.id, o.event_id, o.topic, o.key, o.payload, o.headers, o.traceparent, o.created_at,
+           o.aggregate_id,
+           EXISTS (
+               SELECT 1 FROM outbox p
+               WHERE p.aggregate_id = o.aggregate_id AND p.published_at IS NULL AND p.id < o.id
+                 AND p.id NOT IN (SELECT id FROM claimed)
+           ) AS blocked
+    FROM outbox o JOIN claimed c ON c.id = o.id
+    ORDER BY o.id
+    """
+)
+
+
+def _publishable(claimed: Sequence[Any]) -> list[Any]:
+    """Per aggregate, the claimed rows up to (not including) its first blocked row."""
+    stopped: set[str] = set()
+    rows = []
+    for row in claimed:
+        if row.aggregate_id in stopped:
+            continue
+        if row.blocked:
+            stopped.add(row.aggregate_id)
+            continue
+        rows.append(row)
+    return rows
 
 
 class OutboxRelay:
@@ -233,34 +256,11 @@ class OutboxRelay:
 
     async def _publish_locked(self) -> int:
         async with self._sessions() as session, session.begin():
-            claimed = (
-                await session.execute(
-                    select(_OUTBOX)
-                    .where(OutboxRow.published_at.is_(None))
-                    .order_by(OutboxRow.id)
-                    .limit(self._batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
+            claimed = (await session.execute(_CLAIM_SQL, {"n": self._batch_size})).all()
             if not claimed:
                 _backlog[self._name] = 0
                 return 0
-            aggregates = {row.aggregate_id for row in claimed}
-            max_id = max(row.id for row in claimed)
-            pending: dict[str, list[int]] = defaultdict(list)
-            for agg, row_id in (
-                await session.execute(
-                    select(OutboxRow.aggregate_id, OutboxRow.id)
-                    .where(
-                        OutboxRow.published_at.is_(None),
-                        OutboxRow.aggregate_id.in_(aggregates),
-                        OutboxRow.id <= max_id,
-                    )
-                    .order_by(OutboxRow.id)
-                )
-            ).all():
-                pending[agg].append(row_id)
-            rows = _ordered_prefix(claimed, pending)
+            rows = _publishable(claimed)
             _backlog[self._name] = len(claimed)
             if rows:
                 await self._send(rows)
