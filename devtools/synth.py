@@ -186,9 +186,12 @@ class Synth:
         self.txn_scale = txn_scale
         self.products = catalogue(self.now)
         self._rng = random.Random(seed)
+        self._ids = random.Random(f"{seed}:{prefix}")
 
     def _id(self) -> str:
-        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        # Ids come from their own stream seeded with the prefix too: two data sets that differ
+        # only by prefix must not share event ids (consumers' inboxes would drop the second).
+        return str(uuid.UUID(int=self._ids.getrandbits(128), version=4))
 
     def _snapshot(self, c: _Customer, update: datetime) -> cev.CustomerSnapshot:
         snap = cev.CustomerSnapshot(
@@ -236,6 +239,7 @@ class Synth:
 
     def events(self) -> list[SynthEvent]:
         rng = self._rng = random.Random(self.seed)
+        self._ids = random.Random(f"{self.seed}:{self.prefix}")
         out: list[SynthEvent] = []
         start = self.now - timedelta(days=30 * self.months)
         for p in self.products:
@@ -360,9 +364,15 @@ class Synth:
         rng = self._rng
         day = max(s.opened, start)
         total = (self.now - start).total_seconds() or 1.0
+        # A fading customer may close their last holding: nothing is posted to it afterwards.
+        close_at: datetime | None = None
+        if c.profile == "fading" and len(c.subs) > 1 and s is c.subs[-1] and rng.random() < 0.7:
+            close_at = self.now - timedelta(days=rng.uniform(3, 40))
+            if close_at <= s.opened:
+                close_at = None
         while True:
             day += timedelta(hours=rng.uniform(6, 30))
-            if day >= self.now:
+            if day >= (close_at or self.now):
                 break
             frac = (day - start).total_seconds() / total
             if rng.random() > min(1.0, self._rate(c.profile, frac) * self.txn_scale):
@@ -404,25 +414,24 @@ class Synth:
                 day,
                 self._id(),
             )
-        if c.profile == "fading" and len(c.subs) > 1 and s is c.subs[-1] and rng.random() < 0.7:
-            when = self.now - timedelta(days=rng.uniform(3, 40))
-            if when > s.opened:
-                s.closed, s.version = when, s.version + 1
-                yield SynthEvent(
-                    pev.SubscriptionClosed(
-                        customer_id=c.customer_id,
-                        subscription_id=s.subscription_id,
-                        subscription=self._sub_snapshot(c, s, amount, when),
-                        version=s.version,
-                        occur_time=ts(when),
-                    ),
-                    PRODUCT_SOURCE,
-                    "subscription",
-                    s.subscription_id,
-                    s.version,
-                    when,
-                    self._id(),
-                )
+        if close_at is not None:
+            when = close_at
+            s.closed, s.version = when, s.version + 1
+            yield SynthEvent(
+                pev.SubscriptionClosed(
+                    customer_id=c.customer_id,
+                    subscription_id=s.subscription_id,
+                    subscription=self._sub_snapshot(c, s, amount, when),
+                    version=s.version,
+                    occur_time=ts(when),
+                ),
+                PRODUCT_SOURCE,
+                "subscription",
+                s.subscription_id,
+                s.version,
+                when,
+                self._id(),
+            )
 
     def records(self) -> list[KafkaRecord]:
         return [e.record() for e in self.events()]

@@ -1,0 +1,142 @@
+"""Data hub integration helpers: a hub process, events produced as the services produce them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import grpc
+from aiokafka import AIOKafkaConsumer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bank.datahub.v1 import datahub_pb2, datahub_pb2_grpc
+from devtools.synth import SynthEvent, produce
+from services.cli import DEV_SECRET
+from services.data_hub import store
+from services.kit.auth import mint_token
+from services.kit.db import UnitOfWork
+from services.kit.kafka import ensure_topics
+from tests.support.procs import ServiceProcess
+
+TOKEN = mint_token(DEV_SECRET, ["views:read", "segments:admin"], client_id="dh-tests")
+META = (("authorization", f"Bearer {TOKEN}"),)
+
+
+def hub(url: str, bootstrap: str, log_dir: Path, *, group: str | None = None, **env: str) -> ServiceProcess:
+    return ServiceProcess(
+        "data_hub",
+        env={
+            "ZT_DATABASE_URL": url,
+            "ZT_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "ZT_DATAHUB_GROUP_ID": group or f"dh-test-{uuid.uuid4().hex[:8]}",
+            "ZT_KAFKA_TOPIC_PARTITIONS": "3",
+            **env,
+        },
+        log_dir=log_dir,
+    )
+
+
+async def send(events: Sequence[SynthEvent], bootstrap: str) -> None:
+    await ensure_topics(bootstrap, partitions=3)
+    await produce([e.record() for e in events], bootstrap, client_id=f"dh-test-{uuid.uuid4().hex[:6]}")
+
+
+async def docs_for(engine: AsyncEngine, prefix: str) -> dict[str, bytes]:
+    async with UnitOfWork(engine) as uow:
+        tables = await store.active_tables(uow.session)
+        return {k: v for k, v in (await store.all_docs(uow.session, tables)).items() if k.startswith(prefix)}
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool]], timeout: float = 60.0, what: str | Callable[[], Awaitable[str]] = ""
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.25)
+    detail = what if isinstance(what, str) else await what()
+    raise AssertionError(f"timed out after {timeout}s waiting for {detail}")
+
+
+def stub(target: str) -> tuple[grpc.aio.Channel, datahub_pb2_grpc.CustomerViewServiceStub]:
+    channel = grpc.aio.insecure_channel(target)
+    return channel, datahub_pb2_grpc.CustomerViewServiceStub(channel)
+
+
+Record = tuple[bytes | None, bytes | None, dict[str, bytes]]
+
+
+async def read_all(bootstrap: str, topic: str, *, timeout: float = 5.0) -> list[Record]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                                enable_auto_commit=False)  # fmt: skip
+    await consumer.start()
+    out: list[Record] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=300)
+            for records in batch.values():
+                out.extend((r.key, r.value, dict(r.headers or ())) for r in records)
+            if not batch and out:
+                break
+    finally:
+        await consumer.stop()
+    return out
+
+
+def view(doc: bytes) -> datahub_pb2.CustomerView:
+    return datahub_pb2.CustomerView.FromString(doc)
+
+
+async def converge(engine: AsyncEngine, prefix: str, expected: dict[str, bytes], timeout: float = 60.0) -> None:
+    """Wait until the views of ``prefix`` equal ``expected``; on timeout, say which differ and how."""
+
+    async def equal() -> bool:
+        return await docs_for(engine, prefix) == expected
+
+    async def explain() -> str:
+        return explain_diff(await docs_for(engine, prefix), expected)
+
+    await wait_until(equal, timeout, explain)
+
+
+def explain_diff(got: dict[str, bytes], expected: dict[str, bytes]) -> str:
+    """Which views differ, and a unified diff of the first one."""
+    import difflib
+
+    from google.protobuf import text_format
+
+    if True:
+        bad = sorted(k for k in expected.keys() | got.keys() if got.get(k) != expected.get(k))
+        if not bad:
+            return "nothing (converged at the last moment)"
+        k = bad[0]
+        mine = text_format.MessageToString(view(got[k]), as_utf8=True) if got.get(k) else ""
+        want = text_format.MessageToString(view(expected[k]), as_utf8=True) if expected.get(k) else ""
+        diff = "\n".join(difflib.unified_diff(want.splitlines(), mine.splitlines(), "expected", "got", lineterm=""))
+        return f"{len(bad)} of {len(expected)} views differ, e.g. {k}:\n{diff}"
+
+
+async def caught_up(bootstrap: str, group: str) -> bool:
+    """The group has committed every record of the hub's topics (lag 0)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from services.data_hub.main import TOPICS
+    from services.data_hub.rebuild import partitions_of
+
+    tps = await partitions_of(bootstrap, TOPICS)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+        end = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+        await admin.close()
+    return all(tp in committed and committed[tp].offset >= end[tp] for tp in tps)
