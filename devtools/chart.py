@@ -7,7 +7,11 @@
 4. Validate every rendered object strictly (unknown fields are errors) against the
    Kubernetes JSON schemas shipped in `kubernetes-validate`, for each version. Custom
    resources (Strimzi KafkaTopic) have no schema there: their shape is checked here.
-5. Run the chart unit tests: `pytest tests/chart`.
+5. `helm package` the chart (into a temporary directory, or --package-dir) and check the
+   archive: name and version from Chart.yaml, the files a user needs (schema, README, NOTES,
+   helm test pods), nothing from ci/ or .helmignore'd paths, and that the archive lints and
+   renders exactly like the chart directory.
+6. Run the chart unit tests: `pytest tests/chart`.
 
 Usable as a library too: tests/chart builds and calls helm through `helm_binary()` and
 `render()`, so the tests and `make chart` use the same binary.
@@ -16,11 +20,13 @@ Usable as a library too: tests/chart builds and calls helm through `helm_binary(
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -172,8 +178,8 @@ def template_args(
         if isinstance(value, str):
             args += ["--set-string", f"{key}={value}"]
         else:
-            text = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-            args += ["--set", f"{key}={text}"]
+            # JSON keeps floats numbers (`--set` would make 0.5 a string) and allows lists/maps.
+            args += ["--set-json", f"{key}={json.dumps(value)}"]
     if kube_version:
         args += ["--kube-version", kube_version]
     return [*args, *extra]
@@ -293,6 +299,76 @@ def validate_docs(docs: Iterable[dict[str, Any]], k8s_version: str) -> tuple[int
     return validated, custom, errors
 
 
+# ------------------------------------------------------------------------- packaging ----
+# Files every packaged chart must carry (relative to the chart directory).
+PACKAGE_REQUIRED = (
+    "Chart.yaml",
+    "values.yaml",
+    "values.schema.json",
+    "README.md",
+    "templates/NOTES.txt",
+    "templates/_helpers.tpl",
+    "templates/tests/test-grpc-health.yaml",
+    "templates/tests/test-gateway-http.yaml",
+)
+
+
+def chart_metadata() -> dict[str, Any]:
+    meta = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
+    if not isinstance(meta, dict):
+        raise ChartCheckError(f"{CHART_DIR / 'Chart.yaml'} is not a mapping")
+    return meta
+
+
+def package_chart(dest: Path, *, helm: Path | None = None) -> Path:
+    """`helm package` into dest; returns the archive."""
+    dest.mkdir(parents=True, exist_ok=True)
+    proc = run_helm(["package", str(CHART_DIR), "--destination", str(dest)], helm=helm)
+    if proc.returncode != 0:
+        raise ChartCheckError(f"helm package failed:\n{proc.stderr.strip()}")
+    meta = chart_metadata()
+    tgz = dest / f"{meta['name']}-{meta['version']}.tgz"
+    if not tgz.is_file():
+        raise ChartCheckError(f"helm package did not write {tgz.name}: {sorted(p.name for p in dest.iterdir())}")
+    return tgz
+
+
+def check_package(tgz: Path, *, helm: Path | None = None) -> list[str]:
+    """Problems of a packaged chart (empty when fine)."""
+    meta = chart_metadata()
+    root = str(meta["name"])
+    problems: list[str] = []
+    with tarfile.open(tgz) as tar:
+        members = tar.getmembers()
+        names = {m.name for m in members}
+        packaged = tar.extractfile(f"{root}/Chart.yaml")
+        packaged_meta = yaml.safe_load(packaged.read()) if packaged else {}
+    for m in members:
+        if not m.name.startswith(f"{root}/") or ".." in Path(m.name).parts:
+            problems.append(f"{tgz.name}: member outside {root}/: {m.name}")
+        if not (m.isfile() or m.isdir()):
+            problems.append(f"{tgz.name}: {m.name} is not a regular file")
+    problems += [f"{tgz.name}: missing {root}/{f}" for f in PACKAGE_REQUIRED if f"{root}/{f}" not in names]
+    problems += [f"{tgz.name}: ships {n} (ci/ is for `make chart` only)" for n in names if n.startswith(f"{root}/ci/")]
+    for key in ("name", "version", "appVersion", "kubeVersion"):
+        if packaged_meta.get(key) != meta.get(key):
+            problems.append(f"{tgz.name}: Chart.yaml {key} {packaged_meta.get(key)!r} != {meta.get(key)!r}")
+    values = CI_VALUES_DIR / "hardened-values.yaml"
+    lint = run_helm(["lint", "--strict", str(tgz), "--values", str(values)], helm=helm)
+    if lint.returncode != 0:
+        problems.append(f"helm lint --strict {tgz.name}:\n{lint.stdout}{lint.stderr}")
+    for values_file in ci_values_files():
+        from_dir = render([values_file], helm=helm)
+        args = template_args([values_file])
+        args[2] = str(tgz)
+        proc = run_helm(args, helm=helm)
+        if proc.returncode != 0:
+            problems.append(f"helm template {tgz.name} -f {values_file.name}: {proc.stderr.strip()}")
+        elif [d for d in yaml.safe_load_all(proc.stdout) if d] != from_dir:
+            problems.append(f"{tgz.name} renders differently from {CHART_DIR} with {values_file.name}")
+    return problems
+
+
 # ----------------------------------------------------------------------------- main ----
 @dataclass
 class Summary:
@@ -300,9 +376,10 @@ class Summary:
     renders: int = 0
     validated: int = 0
     custom: int = 0
+    package: str = ""
 
 
-def run_checks(*, versions: Sequence[str] = K8S_VERSIONS, log=print) -> Summary:
+def run_checks(*, versions: Sequence[str] = K8S_VERSIONS, package_dir: Path | None = None, log=print) -> Summary:
     helm = helm_binary(log=log)
     summary = Summary()
     failures: list[str] = []
@@ -325,6 +402,19 @@ def run_checks(*, versions: Sequence[str] = K8S_VERSIONS, log=print) -> Summary:
             summary.custom += custom
             failures += [f"{rel}: {e}" for e in errors]
             log(f"  {rel} @ k8s {version}: {len(docs)} objects, {validated} schema-valid, {custom} custom")
+    with tempfile.TemporaryDirectory(prefix="zhongtai-package-") as tmp:
+        try:
+            tgz = package_chart(package_dir or Path(tmp), helm=helm)
+        except ChartCheckError as exc:
+            failures.append(str(exc))
+        else:
+            problems = check_package(tgz, helm=helm)
+            failures += problems
+            size = tgz.stat().st_size
+            summary.package = (
+                f"{tgz.name} ({size / 1024:.0f} KiB{', kept in ' + str(package_dir) if package_dir else ''})"
+            )
+            log(f"  helm package: {summary.package}: {'OK' if not problems else 'FAILED'}")
     if failures:
         raise ChartCheckError("chart checks failed:\n- " + "\n- ".join(failures))
     return summary
@@ -334,20 +424,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.chart", description=__doc__.splitlines()[0])
     parser.add_argument("--no-tests", action="store_true", help="skip `pytest tests/chart`")
     parser.add_argument("--helm-only", action="store_true", help="only build/locate helm and print its path")
+    parser.add_argument(
+        "--package-dir", type=Path, help="keep the `helm package` archive here (default: a temporary directory)"
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
         if args.helm_only:
             print(helm_binary())
             return 0
-        summary = run_checks()
+        summary = run_checks(package_dir=args.package_dir)
     except ChartCheckError as exc:
         print(f"\nFAIL: {exc}", file=sys.stderr)
         return 1
     print(
         f"helm lint --strict: {summary.lint_runs} values files OK; {summary.renders} renders; "
         f"{summary.validated} objects valid (strict) against k8s {', '.join(K8S_VERSIONS)}; "
-        f"{summary.custom} custom resources shape-checked ({time.monotonic() - started:.1f}s)"
+        f"{summary.custom} custom resources shape-checked; packaged {summary.package} "
+        f"({time.monotonic() - started:.1f}s)"
     )
     if args.no_tests:
         return 0

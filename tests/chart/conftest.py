@@ -95,3 +95,16 @@ def env_of(container: dict[str, Any]) -> dict[str, Any]:
 
 def deployment(docs: Docs, component: str) -> dict[str, Any]:
     return by_name(docs, "Deployment", f"{FULLNAME}-{component}")
+
+
+def strings(node: Any) -> Iterator[str]:
+    """Every string in a rendered object, keys included."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield str(key)
+            yield from strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from strings(item)
+    elif isinstance(node, str):
+        yield node

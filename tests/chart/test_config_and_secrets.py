@@ -11,8 +11,16 @@ from devtools import chart
 from .conftest import FULLNAME, by_name, containers, deployment, env_of, of_kind, pod_specs
 
 CONVENTIONS = chart.REPO_ROOT / "docs" / "conventions.md"
-SECRET_VARS = {"ZT_DATABASE_URL", "ZT_AUTH_HS256_SECRET", "ZT_PII_KEY", "ZT_BLIND_INDEX_KEY"}
-PER_POD_VARS = {"ZT_GRPC_PORT", "ZT_HTTP_PORT"}
+SECRET_VARS = {
+    "ZT_DATABASE_URL",
+    "ZT_AUTH_HS256_SECRET",
+    "ZT_PII_KEY",
+    "ZT_PII_KEY_ID",
+    "ZT_PII_OLD_KEYS",
+    "ZT_BLIND_INDEX_KEY",
+}
+# Per pod, or read by one component only: container env, not the shared ConfigMap.
+PER_POD_VARS = {"ZT_GRPC_PORT", "ZT_HTTP_PORT", "ZT_HTTP_HOST"}
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - in a pod the servers must listen beyond loopback
 
 
@@ -45,11 +53,13 @@ def test_config_values_are_strings_and_no_secret_in_the_configmap(render, ci_nam
     assert all(isinstance(v, str) for v in data.values())
     assert not SECRET_VARS & set(data)
     assert not PER_POD_VARS & set(data)
-    assert data["ZT_GRPC_HOST"] == ALL_INTERFACES and data["ZT_HTTP_HOST"] == ALL_INTERFACES
+    assert data["ZT_GRPC_HOST"] == ALL_INTERFACES
     assert data["ZT_METRICS_PORT"] == "9464"
     for dep in of_kind(docs, "Deployment"):
         c = dep["spec"]["template"]["spec"]["containers"][0]
         assert c["envFrom"] == [{"configMapRef": {"name": f"{FULLNAME}-config"}}]
+    gateway_env = env_of(deployment(docs, "gateway")["spec"]["template"]["spec"]["containers"][0])
+    assert gateway_env["ZT_HTTP_HOST"] == ALL_INTERFACES
 
 
 def test_credentials_only_from_secret_references(render, ci_name):
@@ -75,7 +85,7 @@ def test_hardened_uses_the_existing_secret_and_renders_none(render):
         # RS256: the JWKS is mounted and no HS256 secret is handed out.
         assert "ZT_AUTH_HS256_SECRET" not in env
     assert keys == {
-        "customer": {"customer-database-url", "pii-key", "blind-index-key"},
+        "customer": {"customer-database-url", "pii-key", "pii-key-id", "pii-old-keys", "blind-index-key"},
         "product": {"product-database-url"},
         "data-hub": {"data-hub-database-url"},
         "gateway": set(),
@@ -110,6 +120,7 @@ def test_dev_secret_is_a_hook_for_the_migrations(render):
         "data-hub-database-url",
         "auth-hs256-secret",
         "pii-key",
+        "pii-key-id",
         "blind-index-key",
     }
     assert int(secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < min(

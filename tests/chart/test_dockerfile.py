@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import shlex
+import subprocess
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -178,3 +182,60 @@ def test_linter_catches_bad_dockerfiles():
         test_runtime_runs_as_numeric_non_root_user(bad)
     with pytest.raises(AssertionError):
         test_no_add_of_urls_and_no_remote_fetches(bad)
+
+
+# --------------------------------------------------------------- run-time contents ----
+RUNTIME_MODULES = [
+    "services.cli",
+    "services.customer.main",
+    "services.product.main",
+    "services.data_hub.main",
+    "gateway.main",
+]
+
+
+def _repo_modules_imported_at_run_time() -> set[str]:
+    """Top-level repository directories whose code the processes import (fresh interpreter)."""
+    script = (
+        "import importlib, json, sys\n"
+        f"for m in {RUNTIME_MODULES!r}: importlib.import_module(m)\n"
+        "print(json.dumps(sorted({getattr(m, '__file__', None) or '' for m in list(sys.modules.values())})))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    root = chart.REPO_ROOT.resolve()
+    tops = set()
+    for file in json.loads(proc.stdout):
+        path = Path(file).resolve() if file else None
+        if path and path.is_relative_to(root) and ".venv" not in path.parts:
+            tops.add(path.relative_to(root).parts[0])
+    return tops
+
+
+def _ignored(rel: str, entries: list[str]) -> bool:
+    return any(fnmatch.fnmatch(rel, e.rstrip("/")) or rel.startswith(e.rstrip("/") + "/") for e in entries)
+
+
+def test_image_contains_everything_the_processes_import_and_read(stages):
+    build = stages[0]
+    copied = {shlex.split(c.args)[0].rstrip("/") for c in build.all("COPY") if not c.args.startswith("--")}
+    tops = _repo_modules_imported_at_run_time()
+    assert {"services", "gateway", "gen"} <= tops
+    assert not tops & {"devtools", "tests", "bench"}, f"run-time code imports dev-only packages: {tops}"
+    assert tops <= copied, f"imported but not copied into the image: {tops - copied}"
+    entries = [
+        line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
+    data_files = [
+        *sorted(chart.REPO_ROOT.glob("services/*/migrations/**/*.py")),
+        *sorted((chart.REPO_ROOT / "gateway" / "static").iterdir()),
+    ]
+    assert len(data_files) > 5
+    for path in data_files:
+        rel = str(path.relative_to(chart.REPO_ROOT))
+        assert not _ignored(rel, entries), f"{rel} is excluded by .dockerignore but read at run time"
+    # The build stage proves it: every component imports and the migrations are present.
+    check = next(i.args for i in build.all("RUN") if "import services.cli" in i.args)
+    for module in RUNTIME_MODULES:
+        assert module in check, module
+    assert "migrations/env.py" in check

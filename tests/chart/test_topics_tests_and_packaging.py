@@ -175,6 +175,24 @@ def test_packaged_chart_keeps_test_pods_and_drops_ci(helm, tmp_path: Path):
     assert not [n for n in names if n.startswith("zhongtai/ci/")]
 
 
+def test_make_chart_package_check_accepts_the_chart_and_flags_bad_archives(helm, tmp_path: Path):
+    tgz = chart.package_chart(tmp_path / "ok", helm=helm)
+    assert chart.check_package(tgz, helm=helm) == []
+    # Tamper: drop the schema and the helm test pods, ship ci/.
+    bad_dir = tmp_path / "bad"
+    with tarfile.open(tgz) as tar:
+        tar.extractall(bad_dir, filter="data")
+    (bad_dir / "zhongtai" / "values.schema.json").unlink()
+    shutil.rmtree(bad_dir / "zhongtai" / "templates" / "tests")
+    shutil.copytree(chart.CI_VALUES_DIR, bad_dir / "zhongtai" / "ci")
+    bad = tmp_path / tgz.name
+    with tarfile.open(bad, "w:gz") as tar:
+        tar.add(bad_dir / "zhongtai", arcname="zhongtai")
+    problems = " ".join(chart.check_package(bad, helm=helm))
+    for expected in ("missing zhongtai/values.schema.json", "test-grpc-health.yaml", "ships zhongtai/ci/"):
+        assert expected in problems
+
+
 def test_chart_metadata():
     meta = yaml.safe_load((chart.CHART_DIR / "Chart.yaml").read_text())
     assert meta["apiVersion"] == "v2"

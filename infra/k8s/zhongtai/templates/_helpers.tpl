@@ -28,6 +28,20 @@
 {{- printf "%s-%s%s" ($base | trunc (int (sub 52 (len $c))) | trimSuffix "-") $c (default "" .suffix) | trimSuffix "-" -}}
 {{- end -}}
 
+{{/*
+  DNS-safe part of a KafkaTopic object name for a topic name. Long names keep 31 chars plus a
+  hash, so the object name stays <= 63 chars and distinct topics keep distinct objects
+  (componentFullname shortens the release part, never this part).
+*/}}
+{{- define "zhongtai.topicSlug" -}}
+{{- $slug := . | lower | replace "." "-" | replace "_" "-" -}}
+{{- if gt (len $slug) 40 -}}
+{{- printf "%s-%s" ($slug | trunc 31 | trimSuffix "-") (sha256sum . | trunc 8) -}}
+{{- else -}}
+{{- $slug -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "zhongtai.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "zhongtai.fullname" .) .Values.serviceAccount.name -}}
@@ -129,7 +143,7 @@ app.kubernetes.io/component: {{ include "zhongtai.componentName" .component }}
 {{- fail "set either secrets.existingSecret or devSecrets.enabled, not both" -}}
 {{- end -}}
 {{- if not (or $v.devSecrets.enabled $v.secrets.existingSecret) -}}
-{{- fail (printf "no credentials source: set secrets.existingSecret to a Secret with keys %s, %s, %s, %s, %s (and %s for auth.mode=hs256); or devSecrets.enabled=true on a dev cluster" $v.secrets.keys.customerDatabaseUrl $v.secrets.keys.productDatabaseUrl $v.secrets.keys.dataHubDatabaseUrl $v.secrets.keys.piiKey $v.secrets.keys.blindIndexKey $v.secrets.keys.authHs256Secret) -}}
+{{- fail (printf "no credentials source: set secrets.existingSecret to a Secret with keys %s, %s, %s, %s, %s, %s (optional %s; and %s for auth.mode=hs256); or devSecrets.enabled=true on a dev cluster" $v.secrets.keys.customerDatabaseUrl $v.secrets.keys.productDatabaseUrl $v.secrets.keys.dataHubDatabaseUrl $v.secrets.keys.piiKey $v.secrets.keys.piiKeyId $v.secrets.keys.blindIndexKey $v.secrets.keys.piiOldKeys $v.secrets.keys.authHs256Secret) -}}
 {{- end -}}
 {{- if and (eq $v.environment "prod") (eq $v.config.auth.mode "hs256") -}}
 {{- fail "environment=prod refuses config.auth.mode=hs256: use rs256 with config.auth.jwks" -}}
@@ -150,6 +164,16 @@ app.kubernetes.io/component: {{ include "zhongtai.componentName" .component }}
 {{- if and $v.ingress.enabled (not $v.components.gateway.enabled) -}}
 {{- fail "ingress.enabled needs components.gateway.enabled" -}}
 {{- end -}}
+{{- if and $v.components.product.enabled (or (eq $v.environment "prod") (eq $v.config.auth.mode "rs256")) (not $v.config.product.serviceToken.volume) -}}
+{{- fail "components.product calls the customer service with its own token: with environment=prod or config.auth.mode=rs256 set config.product.serviceToken.volume (a volume holding the token file your platform keeps fresh, e.g. {secret: {secretName: zhongtai-product-token}}); ZT_SERVICE_TOKEN_FILE points into it" -}}
+{{- end -}}
+{{- $gw := $v.config.gateway -}}
+{{- if gt (float64 $gw.defaultTimeoutSeconds) (float64 $gw.maxTimeoutSeconds) -}}
+{{- fail "config.gateway.defaultTimeoutSeconds must not exceed config.gateway.maxTimeoutSeconds" -}}
+{{- end -}}
+{{- if and (eq $v.environment "prod") (has "*" $gw.corsOrigins) -}}
+{{- fail "environment=prod refuses config.gateway.corsOrigins \"*\": list the exact origins" -}}
+{{- end -}}
 {{- end -}}
 
 {{/* ---------------------------------------------------------- pod pieces ---- */}}
@@ -163,7 +187,8 @@ ZT_KAFKA_TOPIC_PARTITIONS: {{ $v.config.kafka.topicPartitions | quote }}
 ZT_KAFKA_REPLICATION_FACTOR: {{ $v.config.kafka.replicationFactor | quote }}
 ZT_GRPC_HOST: {{ $v.config.grpc.host | quote }}
 ZT_GRPC_SHUTDOWN_GRACE_S: {{ $v.config.grpc.shutdownGraceSeconds | quote }}
-ZT_HTTP_HOST: {{ $v.config.http.host | quote }}
+ZT_GRPC_MAX_CONCURRENT_RPCS: {{ $v.config.grpc.maxConcurrentRpcs | int | quote }}
+ZT_DATABASE_POOL_SIZE: {{ $v.config.database.poolSize | int | quote }}
 {{- if $v.config.metrics.port }}
 ZT_METRICS_PORT: {{ $v.config.metrics.port | quote }}
 {{- end }}
@@ -198,12 +223,27 @@ ZT_OTEL_CONSOLE: {{ $v.config.otel.console | quote }}
       name: {{ $secret }}
       key: {{ include "zhongtai.databaseUrlKey" . }}
 {{- end }}
-{{- if and (eq .component "customer") (not .migrate) }}
+{{- /*
+  The customer migration Job gets the PII keys too: `migrate customer` loads CustomerSettings,
+  which refuses to start without them when ZT_ENVIRONMENT=prod.
+*/}}
+{{- if eq .component "customer" }}
 - name: ZT_PII_KEY
   valueFrom:
     secretKeyRef:
       name: {{ $secret }}
       key: {{ $keys.piiKey }}
+- name: ZT_PII_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $keys.piiKeyId }}
+- name: ZT_PII_OLD_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $keys.piiOldKeys }}
+      optional: true
 - name: ZT_BLIND_INDEX_KEY
   valueFrom:
     secretKeyRef:
@@ -217,6 +257,93 @@ ZT_OTEL_CONSOLE: {{ $v.config.otel.console | quote }}
       name: {{ $secret }}
       key: {{ $keys.authHs256Secret }}
 {{- end }}
+{{- end -}}
+
+{{/*
+  Settings only one component reads, as that container's env (shared ones are in the
+  ConfigMap): dict "root" $ "component" "product" [ "migrate" true ]. Rendered for the
+  migration Jobs too, since `migrate <c>` validates the same settings class at start-up.
+  Integers go through `int`: Helm reads YAML numbers as float64 and would print 1e+06.
+*/}}
+{{- define "zhongtai.componentEnv" -}}
+{{- $v := .root.Values.config -}}
+{{- if eq .component "customer" }}
+- name: ZT_RISK_ASSESSMENT_VALIDITY_DAYS
+  value: {{ $v.customer.riskAssessmentValidityDays | int | quote }}
+- name: ZT_BUSINESS_TIMEZONE
+  value: {{ $v.customer.businessTimezone | quote }}
+{{- else if eq .component "product" }}
+- name: ZT_CUSTOMER_DEADLINE_S
+  value: {{ $v.product.customerDeadlineSeconds | toString | quote }}
+- name: ZT_SERVICE_CLIENT_ID
+  value: {{ $v.product.serviceClientId | quote }}
+- name: ZT_SERVICE_TOKEN_SCOPES
+  value: {{ $v.product.serviceTokenScopes | quote }}
+- name: ZT_SERVICE_TOKEN_TTL_S
+  value: {{ $v.product.serviceTokenTtlSeconds | int | quote }}
+{{- if $v.product.serviceToken.volume }}
+- name: ZT_SERVICE_TOKEN_FILE
+  value: {{ printf "%s/%s" (include "zhongtai.serviceTokenDir" .root) $v.product.serviceToken.file | quote }}
+{{- end }}
+{{- else if eq .component "data_hub" }}
+- name: ZT_DATAHUB_GROUP_ID
+  value: {{ $v.data_hub.groupId | quote }}
+{{- with $v.data_hub.rules }}
+- name: ZT_DATAHUB_RULES
+  value: {{ toJson . | quote }}
+{{- end }}
+- name: ZT_DATAHUB_MAX_ATTEMPTS
+  value: {{ $v.data_hub.maxAttempts | int | quote }}
+- name: ZT_DATAHUB_PUBLISH_VIEWS
+  value: {{ $v.data_hub.publishViews | quote }}
+- name: ZT_DATAHUB_REFRESH_INTERVAL_S
+  value: {{ $v.data_hub.refreshIntervalSeconds | toString | quote }}
+{{- else if eq .component "gateway" }}
+- name: ZT_HTTP_HOST
+  value: {{ $v.http.host | quote }}
+- name: ZT_HTTP_SERVER
+  value: {{ $v.gateway.httpServer | quote }}
+- name: ZT_DEFAULT_TIMEOUT_S
+  value: {{ $v.gateway.defaultTimeoutSeconds | toString | quote }}
+- name: ZT_MAX_TIMEOUT_S
+  value: {{ $v.gateway.maxTimeoutSeconds | toString | quote }}
+- name: ZT_RETRY_ATTEMPTS
+  value: {{ $v.gateway.retryAttempts | int | quote }}
+- name: ZT_MAX_BODY_BYTES
+  value: {{ $v.gateway.maxBodyBytes | int | quote }}
+- name: ZT_CORS_ORIGINS
+  value: {{ join "," $v.gateway.corsOrigins | quote }}
+{{- $q := $v.gateway.quotas }}
+- name: ZT_QUOTA_READS_RPS
+  value: {{ $q.readsRps | toString | quote }}
+- name: ZT_QUOTA_READS_BURST
+  value: {{ $q.readsBurst | int | quote }}
+- name: ZT_QUOTA_WRITES_RPS
+  value: {{ $q.writesRps | toString | quote }}
+- name: ZT_QUOTA_WRITES_BURST
+  value: {{ $q.writesBurst | int | quote }}
+- name: ZT_QUOTA_ADMIN_RPS
+  value: {{ $q.adminRps | toString | quote }}
+- name: ZT_QUOTA_ADMIN_BURST
+  value: {{ $q.adminBurst | int | quote }}
+- name: ZT_QUOTA_MAX_CLIENTS
+  value: {{ $q.maxClients | int | quote }}
+- name: ZT_IDEMPOTENCY_TTL_S
+  value: {{ $v.gateway.idempotency.ttlSeconds | toString | quote }}
+- name: ZT_IDEMPOTENCY_MAX_ENTRIES
+  value: {{ $v.gateway.idempotency.maxEntries | int | quote }}
+- name: ZT_ACCESS_LOG
+  value: {{ $v.gateway.accessLog | quote }}
+{{- with $v.gateway.backends }}
+- name: ZT_BACKENDS
+  value: {{ toJson . | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Where the product service's token volume is mounted. */}}
+{{- define "zhongtai.serviceTokenDir" -}}
+/var/run/zhongtai/service-token
 {{- end -}}
 
 {{- define "zhongtai.podSecurityContext" -}}
