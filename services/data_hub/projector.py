@@ -80,6 +80,7 @@ class ViewWorker:
         batch_size: int = 500,
         debounce_s: float = 0.01,
         poll_interval_s: float = 1.0,
+        max_pause_s: float = 0.0,
         owns_producer: bool = False,
     ) -> None:
         self._engine = engine
@@ -88,6 +89,7 @@ class ViewWorker:
         self._batch_size = batch_size
         self._debounce = debounce_s
         self._poll = poll_interval_s
+        self._max_pause = max_pause_s
         self._owns_producer = owns_producer
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -117,7 +119,9 @@ class ViewWorker:
 
     async def _run(self) -> None:
         backoff = self._poll
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             try:
                 await self.run_once()
                 backoff = self._poll
@@ -129,8 +133,12 @@ class ViewWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), backoff)
             self._wake.clear()
-            if self._debounce:
-                await asyncio.sleep(self._debounce)  # let concurrent commits pile up: one round for all
+            # Debounce: let concurrent commits pile up into one round. Under load a round takes
+            # longer, and we then wait as long as it took: rendering gets at most about half of
+            # the process, the consumer the rest, and each round covers more changes at once.
+            pause = max(self._debounce, min(loop.time() - started, self._max_pause))
+            if pause:
+                await asyncio.sleep(pause)
 
     async def run_once(self) -> tuple[int, int]:
         """Render every dirty view, then publish every pending one; returns (changed, published)."""

@@ -124,6 +124,7 @@ def explain_diff(got: dict[str, bytes], expected: dict[str, bytes]) -> str:
 async def caught_up(bootstrap: str, group: str) -> bool:
     """The group has committed every record of the hub's topics (lag 0)."""
     from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
 
     from services.data_hub.main import TOPICS
     from services.data_hub.rebuild import partitions_of
@@ -136,6 +137,8 @@ async def caught_up(bootstrap: str, group: str) -> bool:
     try:
         committed = await admin.list_consumer_group_offsets(group)
         end = await consumer.end_offsets(tps)
+    except KafkaError:  # e.g. the group coordinator is not there yet on a fresh broker
+        return False
     finally:
         await consumer.stop()
         await admin.close()

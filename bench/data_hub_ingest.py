@@ -1,0 +1,172 @@
+"""Benchmark: data hub bulk ingest on PostgreSQL vs the raw aiokafka consume rate (not a test).
+
+Uses ZT_TEST_KAFKA_BOOTSTRAP / ZT_TEST_POSTGRES_URL when set, else starts its own Apache Kafka
+and PostgreSQL (devtools.stack). Then:
+
+1. produces a seeded synthetic history (devtools.synth: customers, subscriptions, months of
+   transactions) to bank.customer.v1 / bank.product.v1 / bank.subscription.v1;
+2. **raw**: one AIOKafkaConsumer (same settings as the hub's: read_committed, manual
+   assignment of every partition) reads every record of the three topics and does nothing;
+3. **hub**: the data hub's own ``serve()`` (inbox consumer -> batch-apply -> view worker ->
+   view topic) on a fresh PostgreSQL database and a fresh consumer group, timed until the group
+   has committed every offset and no view is left dirty.
+
+Prints events/s for both and their ratio (targets: hub >= 10,000 events/s, ratio >= 0.5).
+
+    .venv/bin/python bench/data_hub_ingest.py [--customers 1000] [--months 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
+
+from aiokafka import AIOKafkaConsumer  # noqa: E402
+from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
+from aiokafka.errors import KafkaError  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
+
+from devtools import stack  # noqa: E402
+from devtools.synth import Synth, produce  # noqa: E402
+from services.cli import DEV_SECRET  # noqa: E402
+from services.data_hub import store  # noqa: E402
+from services.data_hub.main import TOPICS, DataHubSettings, serve  # noqa: E402
+from services.data_hub.rebuild import partitions_of  # noqa: E402
+from services.kit.db import UnitOfWork, create_engine  # noqa: E402
+from services.kit.kafka import ensure_topics  # noqa: E402
+
+
+async def raw_rate(bootstrap: str) -> tuple[int, float]:
+    tps = await partitions_of(bootstrap, TOPICS)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        fetch_max_wait_ms=20,
+        max_poll_records=500,
+    )
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        total = sum(end.values())
+        seen = 0
+        started = time.perf_counter()
+        while seen < total:
+            batch = await consumer.getmany(timeout_ms=200, max_records=500)
+            seen += sum(len(v) for v in batch.values())
+        return total, time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+async def committed_all(bootstrap: str, group: str) -> bool:
+    tps = await partitions_of(bootstrap, TOPICS)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+        end = await consumer.end_offsets(tps)
+    except KafkaError:  # e.g. the group coordinator is not there yet on a fresh broker
+        return False
+    finally:
+        await consumer.stop()
+        await admin.close()
+    return all(tp in committed and committed[tp].offset >= end[tp] for tp in tps)
+
+
+async def hub_rate(bootstrap: str, url: str, max_records: int) -> tuple[float, float, int]:
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    settings = DataHubSettings(
+        database_url=url,
+        kafka_bootstrap_servers=bootstrap,
+        datahub_group_id=group,
+        grpc_port=0,
+        environment="test",
+        log_level="WARNING",
+        auth_hs256_secret=DEV_SECRET,
+        datahub_max_records=max_records,
+        database_pool_size=5,
+    )  # type: ignore[call-arg]
+    stop = asyncio.Event()
+    engine = create_engine(url)
+    started = time.perf_counter()
+    task = asyncio.create_task(serve(settings, stop))
+    try:
+        while not await committed_all(bootstrap, group):
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.1)
+        consumed = time.perf_counter() - started
+        while True:
+            async with UnitOfWork(engine) as uow:
+                t = await store.active_tables(uow.session)
+                c = t.customers
+                dirty = (
+                    await uow.session.execute(select(func.count()).select_from(c).where(c.c.dirty.is_(True)))
+                ).scalar_one()
+                views = (await uow.session.execute(select(func.count()).select_from(c))).scalar_one()
+            if not dirty:
+                break
+            await asyncio.sleep(0.05)
+        rendered = time.perf_counter() - started
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await task
+        await engine.dispose()
+    return consumed, rendered, int(views)
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument("--months", type=int, default=6)
+    parser.add_argument("--max-records", type=int, default=2000, help="hub batch size (ZT_DATAHUB_MAX_RECORDS)")
+    args = parser.parse_args()
+    kafka = stack.kafka_for_tests()
+    pg = stack.postgres_for_tests()
+    kafka.start()
+    pg.start()
+    try:
+        bootstrap = kafka.bootstrap_servers
+        url = pg.create_database(f"bench_hub_{uuid.uuid4().hex[:8]}")
+        await ensure_topics(bootstrap, partitions=3)
+        synth = Synth(seed=2024, customers=args.customers, months=args.months, prefix=f"b{uuid.uuid4().hex[:4]}")
+        records = synth.records()
+        took = await produce(records, bootstrap, client_id="bench-producer")
+        print(f"produced {len(records)} events in {took:.1f}s ({len(records) / took:,.0f}/s)")
+        total, raw_s = await raw_rate(bootstrap)
+        consumed_s, rendered_s, views = await hub_rate(bootstrap, url, args.max_records)
+        raw = total / raw_s
+        hub = total / consumed_s
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}; "
+            f"Kafka {kafka.version}; {pg.description.split(',')[0]}"
+        )
+        print(f"events in the topics: {total}")
+        print(f"raw aiokafka consume: {raw:,.0f} events/s ({raw_s:.2f}s)")
+        print(f"hub ingest (offsets committed after DB commit): {hub:,.0f} events/s ({consumed_s:.2f}s)")
+        print(f"hub incl. every view rendered: {total / rendered_s:,.0f} events/s ({rendered_s:.2f}s, {views} views)")
+        print(f"ratio hub/raw: {hub / raw:.2f}  (targets: >= 10,000 events/s, ratio >= 0.5)")
+    finally:
+        pg.stop()
+        kafka.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
