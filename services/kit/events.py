@@ -170,28 +170,42 @@ def parse_record(
     partition: int = 0,
     offset: int = 0,
 ) -> ReceivedEvent:
-    """Decode a binary-mode record; raise :class:`PoisonEvent` when it can never be applied."""
+    """Decode a binary-mode record; raise :class:`PoisonEvent` when it can never be applied.
+
+    Writing goes through the cloudevents SDK (:func:`build_record`); reading is on every
+    consumer's hot path, so it decodes the few binary-mode headers directly (the SDK's generic
+    parser cost ~130 µs an event) and checks what the SDK would: spec version 1.0, the required
+    attributes, the content type, a parsable time.
+    """
     header_map = {k: v for k, v in headers}
-    ce_headers = {k: v for k, v in header_map.items() if k.startswith("ce_") or k == "content-type"}
     try:
-        ce = ce_kafka.from_binary(ce_kafka.KafkaMessage(ce_headers, key, value or b""), _FORMAT)  # type: ignore[arg-type]
-        attrs = ce.get_attributes()
-        type_name = str(attrs["type"])
+        attrs = {k[3:]: v.decode() for k, v in header_map.items() if k.startswith("ce_")}
+        if attrs.get("specversion") != "1.0":
+            raise PoisonEvent(f"not a CloudEvents 1.0 record (ce_specversion={attrs.get('specversion')!r})")
+        missing = [name for name in ("id", "source", "type") if not attrs.get(name)]
+        if missing:
+            raise PoisonEvent(f"missing CloudEvents attributes: {', '.join('ce_' + m for m in missing)}")
+        content_type = header_map.get("content-type")
+        if content_type is not None and content_type.decode() != CONTENT_TYPE:
+            raise PoisonEvent(f"unsupported content-type {content_type.decode()!r}")
+        type_name = attrs["type"]
         cls = message_factory.GetMessageClass(descriptor_pool.Default().FindMessageTypeByName(type_name))
         message = cls.FromString(value or b"")
-        version = int(attrs.get("aggregateversion", 0))
-    except (KeyError, ValueError, TypeError, DecodeError, AttributeError) as exc:
+        version = int(attrs.get("aggregateversion") or 0)
+        raw_time = attrs.get("time")
+        when = datetime.fromisoformat(raw_time) if raw_time else datetime.now(UTC)
+    except PoisonEvent:
+        raise
+    except (KeyError, ValueError, TypeError, DecodeError, AttributeError, UnicodeDecodeError) as exc:
         raise PoisonEvent(f"undecodable event: {type(exc).__name__}: {exc}") from exc
-    except Exception as exc:  # the cloudevents SDK raises its own validation errors
-        raise PoisonEvent(f"invalid envelope: {type(exc).__name__}: {exc}") from exc
     return ReceivedEvent(
-        id=str(attrs["id"]),
+        id=attrs["id"],
         type=type_name,
-        source=str(attrs["source"]),
-        subject=str(attrs.get("subject") or ""),
-        time=attrs["time"] if isinstance(attrs.get("time"), datetime) else datetime.now(UTC),
-        aggregate_type=str(attrs.get("aggregatetype", "")),
-        aggregate_id=str(attrs.get("aggregateid", "")),
+        source=attrs["source"],
+        subject=attrs.get("subject", ""),
+        time=when,
+        aggregate_type=attrs.get("aggregatetype", ""),
+        aggregate_id=attrs.get("aggregateid", ""),
         version=version,
         message=message,
         topic=topic,

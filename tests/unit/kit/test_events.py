@@ -50,3 +50,26 @@ def test_parse_round_trips_the_payload() -> None:
 def test_undecodable_records_are_poison(headers: list, value: bytes) -> None:
     with pytest.raises(PoisonEvent):
         parse_record(headers, value)
+
+
+def test_parse_keeps_the_event_time_and_envelope_attributes() -> None:
+    record = build_record(make_event(), source="/s", aggregate_type="customer", aggregate_id="c-1", version=3)
+    event = parse_record(record.headers, record.value)
+    assert event.time.tzinfo is not None
+    assert (event.source, event.subject, event.aggregate_type, event.aggregate_id) == ("/s", "c-1", "customer", "c-1")
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"ce_specversion": b"0.3"}, "CloudEvents 1.0"),
+        ({"content-type": b"application/json"}, "content-type"),
+        ({"ce_time": b"yesterday"}, "undecodable"),
+        ({"ce_aggregateversion": b"seven"}, "undecodable"),
+    ],
+)
+def test_envelopes_that_break_the_contract_are_poison(change: dict, reason: str) -> None:
+    record = build_record(make_event(), source="/s", aggregate_type="customer", aggregate_id="c-1", version=1)
+    headers = [(k, change.get(k, v)) for k, v in record.headers]
+    with pytest.raises(PoisonEvent, match=reason):
+        parse_record(headers, record.value)
