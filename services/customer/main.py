@@ -56,6 +56,7 @@ def _relay(settings: CustomerSettings, engine: AsyncEngine) -> OutboxRelay:
         owns_producer=True,
         batch_size=settings.outbox_batch_size,
         poll_interval_s=settings.outbox_poll_interval_s,
+        topic_prefix=settings.kafka_topic_prefix,
     )
 
 
@@ -72,6 +73,7 @@ async def serve(settings: CustomerSettings, stop_event: asyncio.Event | None = N
             settings.kafka_bootstrap_servers,
             partitions=settings.kafka_topic_partitions,
             replication_factor=settings.kafka_replication_factor,
+            prefix=settings.kafka_topic_prefix,
         )
         relay = _relay(settings, engine)
         components.append(relay)
@@ -109,6 +111,7 @@ async def relay(stop_event: asyncio.Event | None = None) -> None:
         settings.kafka_bootstrap_servers,
         partitions=settings.kafka_topic_partitions,
         replication_factor=settings.kafka_replication_factor,
+        prefix=settings.kafka_topic_prefix,
     )
     await run_until_signalled([EngineLifecycle(engine), _relay(settings, engine)], stop_event=stop_event)
 

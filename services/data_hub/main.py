@@ -58,6 +58,18 @@ class DataHubSettings(ServiceSettings):
     def rules(self) -> Rules:
         return Rules.from_json(self.datahub_rules)
 
+    @property
+    def source_topics(self) -> tuple[str, ...]:
+        """The topics the hub consumes, as named on the broker (``ZT_KAFKA_TOPIC_PREFIX`` applied)."""
+        return tuple(self.kafka_topic_prefix + t for t in TOPICS)
+
+    @property
+    def group_id(self) -> str:
+        """The consumer group on the broker: the prefix namespaces it too (and so the DLQ,
+        ``<group>.dlq``), or two environments sharing a cluster with the default ``data-hub``
+        would join one group and split each other's partitions."""
+        return self.kafka_topic_prefix + self.datahub_group_id
+
 
 async def migrate() -> None:
     settings = load_settings(DataHubSettings)
@@ -119,6 +131,7 @@ async def serve(settings: DataHubSettings, stop_event: asyncio.Event | None = No
         settings.kafka_bootstrap_servers,
         partitions=settings.kafka_topic_partitions,
         replication_factor=settings.kafka_replication_factor,
+        prefix=settings.kafka_topic_prefix,
     )
     rules = settings.rules
     producer = make_producer(settings.kafka_bootstrap_servers, client_id=settings.kafka_client_id)
@@ -128,13 +141,14 @@ async def serve(settings: DataHubSettings, stop_event: asyncio.Event | None = No
         rules,
         batch_size=settings.datahub_view_batch_size,
         debounce_s=settings.datahub_view_debounce_s,
+        topic_prefix=settings.kafka_topic_prefix,
     )
     projector = Projector(on_commit=worker.wake)
     consumer = InboxConsumer(
         engine=engine,
         bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=settings.datahub_group_id,
-        topics=TOPICS,
+        group_id=settings.group_id,
+        topics=settings.source_topics,
         handler=projector.handle,
         before_commit=projector.flush,
         after_commit=projector.committed,

@@ -82,8 +82,10 @@ class ViewWorker:
         poll_interval_s: float = 1.0,
         max_pause_s: float = 0.0,
         owns_producer: bool = False,
+        topic_prefix: str = "",
     ) -> None:
         self._engine = engine
+        self._topic_prefix = topic_prefix  # ZT_KAFKA_TOPIC_PREFIX: the view topic's namespace
         self._producer = producer
         self._rules = rules
         self._batch_size = batch_size
@@ -178,7 +180,9 @@ class ViewWorker:
                 view, source=SOURCE, aggregate_type="customer_view", aggregate_id=customer_id, version=version
             )
             futures.append(
-                await self._producer.send(record.topic, value=record.value, key=record.key, headers=record.headers)
+                await self._producer.send(
+                    self._topic_prefix + record.topic, value=record.value, key=record.key, headers=record.headers
+                )
             )
         await asyncio.gather(*futures)  # every ack, or raise and keep the rows pending
         async with UnitOfWork(self._engine) as uow:

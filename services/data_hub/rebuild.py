@@ -3,7 +3,8 @@
     python -m services.data_hub.rebuild [--no-swap]
 
 1. Truncate the idle set (``dh_b_*`` when ``dh_a_*`` serves, and vice versa).
-2. Replay bank.customer.v1, bank.product.v1 and bank.subscription.v1 from offset 0 with manual
+2. Replay bank.customer.v1, bank.product.v1 and bank.subscription.v1 (with the environment's
+   ``ZT_KAFKA_TOPIC_PREFIX``) from offset 0 with manual
    partition assignment (no consumer group: the live group's offsets are untouched) up to the
    end offsets seen at the start, batch-applying with the same code as the live consumer.
    Duplicates and stale versions are no-ops by the projection's own version checks.
@@ -30,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.data_hub import store
 from services.data_hub.domain import Rules
-from services.data_hub.main import MIGRATIONS, TOPICS, DataHubSettings
+from services.data_hub.main import MIGRATIONS, DataHubSettings
 from services.kit.config import load_settings
 from services.kit.db import UnitOfWork, create_engine
 from services.kit.events import PoisonEvent, ReceivedEvent, parse_record
@@ -70,8 +71,9 @@ async def partitions_of(bootstrap: str, topics: tuple[str, ...]) -> list[TopicPa
 
 
 class _Replayer:
-    def __init__(self, bootstrap: str, batch_size: int) -> None:
+    def __init__(self, bootstrap: str, batch_size: int, topics: tuple[str, ...]) -> None:
         self._bootstrap = bootstrap
+        self._topics = topics
         self._batch = batch_size
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
@@ -102,7 +104,7 @@ class _Replayer:
 
     async def start(self) -> None:
         await self.consumer.start()
-        self.partitions = await partitions_of(self._bootstrap, TOPICS)
+        self.partitions = await partitions_of(self._bootstrap, self._topics)
         self.consumer.assign(self.partitions)
         if self.partitions:
             await self.consumer.seek_to_beginning(*self.partitions)
@@ -164,7 +166,7 @@ async def rebuild(settings: DataHubSettings, *, swap: bool = True, batch_size: i
     rules = settings.rules
     report = RebuildReport()
     engine = create_engine(settings.database_url)
-    replayer = _Replayer(settings.kafka_bootstrap_servers, batch_size)
+    replayer = _Replayer(settings.kafka_bootstrap_servers, batch_size, settings.source_topics)
     try:
         await upgrade(engine, MIGRATIONS)
         async with UnitOfWork(engine) as uow:

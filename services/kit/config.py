@@ -6,6 +6,7 @@ per offending variable (see :func:`load_settings`).
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -14,6 +15,9 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "ZT_"
+
+#: A topic namespace: empty, or Kafka topic characters ending in a dot (``uat.``, ``t1a2b3.``).
+_TOPIC_PREFIX = re.compile(r"[A-Za-z0-9._-]+\.")
 
 #: Default local ports (ARCHITECTURE §6).
 DEFAULT_PORTS = {"customer": 50051, "product": 50052, "data_hub": 50053, "gateway": 8080}
@@ -39,6 +43,11 @@ class ServiceSettings(BaseSettings):
     kafka_topic_partitions: int = Field(3, ge=1, le=1000)
     kafka_replication_factor: int = Field(1, ge=1, le=7)
     kafka_client_id: str = ""
+    #: Namespace of every topic (and the data hub's consumer group) when several environments
+    #: share one Kafka cluster: ``bank.customer.v1`` is ``<prefix>bank.customer.v1`` on the
+    #: broker. The contract and the outbox rows keep the logical names; the prefix is applied
+    #: only at the Kafka boundary (``ensure_topics``, the relay, the hub's consumer and producer).
+    kafka_topic_prefix: str = Field("", max_length=100)
 
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(0, ge=0, le=65535)
@@ -66,6 +75,13 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("kafka_topic_prefix")
+    @classmethod
+    def _topic_prefix(cls, value: str) -> str:
+        if value and not _TOPIC_PREFIX.fullmatch(value):
+            raise ValueError("must be empty or letters, digits, '.', '_', '-' ending in '.' (e.g. 'uat.')")
+        return value
 
     @field_validator("auth_hs256_secret")
     @classmethod

@@ -72,9 +72,14 @@ async def ensure_topics(
     partitions: int = 3,
     replication_factor: int = 1,
     timeout_s: float = 30.0,
+    prefix: str = "",
 ) -> list[str]:
-    """Create missing topics (with their configs, e.g. compaction); returns those created."""
-    wanted = dict(TOPIC_CONFIGS if topics is None else topics)
+    """Create missing topics (with their configs, e.g. compaction); returns those created.
+
+    ``topics`` holds logical names (default: the platform's, :data:`TOPIC_CONFIGS`); each is
+    created as ``prefix + name`` (``ZT_KAFKA_TOPIC_PREFIX``, a namespace per environment).
+    """
+    wanted = {prefix + name: cfg for name, cfg in (TOPIC_CONFIGS if topics is None else topics).items()}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout_s * 1000))
     await asyncio.wait_for(admin.start(), timeout_s)
     try:

@@ -7,7 +7,8 @@ Relay side: :class:`OutboxRelay` wakes right after commits (``wake()``, wired as
 ``after_commit`` callback) and also polls. It publishes with an idempotent producer
 (``acks=all``), waits for the broker's acks, then marks the rows. A crash between publish and
 mark re-publishes the same event ids, which consumers' inboxes drop: at-least-once delivery,
-effectively-once effects.
+effectively-once effects. Rows keep the contract's logical topic; the relay sends each one to
+``topic_prefix + row.topic`` (``ZT_KAFKA_TOPIC_PREFIX``: a namespace per environment).
 
 Several relays on PostgreSQL: each claims rows with ``FOR UPDATE SKIP LOCKED`` and then keeps,
 per aggregate, only the rows that are the oldest unpublished ones of that aggregate (a row
@@ -178,8 +179,11 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval_s: float = 0.5,
         owns_producer: bool = False,
+        topic_prefix: str = "",
     ) -> None:
         self._engine = engine
+        # Rows keep the contract's logical topic; the broker's name is the namespaced one.
+        self._topic_prefix = topic_prefix
         self._sessions = sessionmaker(engine)
         self._producer = producer
         self._name = name
@@ -304,16 +308,18 @@ class OutboxRelay:
         spans: list[trace.Span] = []
         futures: list[Any] = []
         send = self._producer.send
+        prefix = self._topic_prefix
         try:
             for row in rows:
+                topic = prefix + row.topic
                 span = _tracer.start_span(
-                    f"{row.topic} publish",
+                    f"{topic} publish",
                     context=context_from_traceparent(row.traceparent),
                     kind=trace.SpanKind.PRODUCER,
                     attributes={
                         "messaging.system": "kafka",
                         "messaging.operation.type": "send",
-                        "messaging.destination.name": row.topic,
+                        "messaging.destination.name": topic,
                         "messaging.message.id": row.event_id,
                     },
                 )
@@ -324,7 +330,7 @@ class OutboxRelay:
                 headers.update(carrier)
                 futures.append(
                     await send(
-                        row.topic, value=row.payload, key=row.key, headers=[(k, v.encode()) for k, v in headers.items()]
+                        topic, value=row.payload, key=row.key, headers=[(k, v.encode()) for k, v in headers.items()]
                     )
                 )
             await asyncio.gather(*futures)  # every ack, or raise and leave the rows unpublished

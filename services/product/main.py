@@ -84,6 +84,7 @@ async def serve(settings: ProductSettings, stop_event: asyncio.Event | None = No
         settings.kafka_bootstrap_servers,
         partitions=settings.kafka_topic_partitions,
         replication_factor=settings.kafka_replication_factor,
+        prefix=settings.kafka_topic_prefix,
     )
     components: list[Component] = [EngineLifecycle(engine)]
     after_commit = []
@@ -96,6 +97,7 @@ async def serve(settings: ProductSettings, stop_event: asyncio.Event | None = No
             owns_producer=True,
             batch_size=settings.outbox_batch_size,
             poll_interval_s=settings.outbox_poll_interval_s,
+            topic_prefix=settings.kafka_topic_prefix,
         )
         components.append(relay)
         after_commit.append(relay.wake)
@@ -128,6 +130,7 @@ async def relay() -> None:
         owns_producer=True,
         batch_size=settings.outbox_batch_size,
         poll_interval_s=settings.outbox_poll_interval_s,
+        topic_prefix=settings.kafka_topic_prefix,
     )
     await run_until_signalled([EngineLifecycle(engine), outbox])
 

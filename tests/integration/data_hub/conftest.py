@@ -1,8 +1,15 @@
-"""Data hub integration helpers: a hub process, events produced as the services produce them."""
+"""Data hub integration helpers: a hub process, events produced as the services produce them.
+
+The topics are fixed by the contract, so every test of the session would share them (and a hub
+would fold in other tests' customers and products): each test gets its own topic namespace
+(``ZT_KAFKA_TOPIC_PREFIX``, :func:`namespace`), its hub consumes and publishes there, and
+:func:`send` produces there.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,12 +32,20 @@ TOKEN = mint_token(DEV_SECRET, ["views:read", "segments:admin"], client_id="dh-t
 META = (("authorization", f"Bearer {TOKEN}"),)
 
 
-def hub(url: str, bootstrap: str, log_dir: Path, *, group: str | None = None, **env: str) -> ServiceProcess:
+def namespace() -> str:
+    """A fresh topic namespace for one test (a valid ``ZT_KAFKA_TOPIC_PREFIX``)."""
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+def hub(
+    url: str, bootstrap: str, log_dir: Path, *, topic_prefix: str, group: str | None = None, **env: str
+) -> ServiceProcess:
     return ServiceProcess(
         "data_hub",
         env={
             "ZT_DATABASE_URL": url,
             "ZT_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "ZT_KAFKA_TOPIC_PREFIX": topic_prefix,
             "ZT_DATAHUB_GROUP_ID": group or f"dh-test-{uuid.uuid4().hex[:8]}",
             "ZT_KAFKA_TOPIC_PARTITIONS": "3",
             **env,
@@ -39,9 +54,11 @@ def hub(url: str, bootstrap: str, log_dir: Path, *, group: str | None = None, **
     )
 
 
-async def send(events: Sequence[SynthEvent], bootstrap: str) -> None:
-    await ensure_topics(bootstrap, partitions=3)
-    await produce([e.record() for e in events], bootstrap, client_id=f"dh-test-{uuid.uuid4().hex[:6]}")
+async def send(events: Sequence[SynthEvent], bootstrap: str, topic_prefix: str) -> None:
+    """Produce the events as the services' relays would in that namespace."""
+    await ensure_topics(bootstrap, partitions=3, prefix=topic_prefix)
+    records = [dataclasses.replace(r, topic=topic_prefix + r.topic) for r in (e.record() for e in events)]
+    await produce(records, bootstrap, client_id=f"dh-test-{uuid.uuid4().hex[:6]}")
 
 
 async def docs_for(engine: AsyncEngine, prefix: str) -> dict[str, bytes]:
@@ -121,21 +138,22 @@ def explain_diff(got: dict[str, bytes], expected: dict[str, bytes]) -> str:
         return f"{len(bad)} of {len(expected)} views differ, e.g. {k}:\n{diff}"
 
 
-async def caught_up(bootstrap: str, group: str) -> bool:
-    """The group has committed every record of the hub's topics (lag 0)."""
+async def caught_up(bootstrap: str, group: str, topic_prefix: str) -> bool:
+    """The hub's group (``ZT_DATAHUB_GROUP_ID`` ``group`` in namespace ``topic_prefix``) has
+    committed every record of the hub's topics (lag 0)."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
     from services.data_hub.main import TOPICS
     from services.data_hub.rebuild import partitions_of
 
-    tps = await partitions_of(bootstrap, TOPICS)
+    tps = await partitions_of(bootstrap, tuple(topic_prefix + t for t in TOPICS))
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await admin.start()
     await consumer.start()
     try:
-        committed = await admin.list_consumer_group_offsets(group)
+        committed = await admin.list_consumer_group_offsets(topic_prefix + group)
         end = await consumer.end_offsets(tps)
     except KafkaError:  # e.g. the group coordinator is not there yet on a fresh broker
         return False

@@ -12,7 +12,7 @@ from services.data_hub import store
 from services.kit.consumer import InboxRow
 from services.kit.db import UnitOfWork, create_engine
 
-from .conftest import caught_up, converge, hub, send, wait_until
+from .conftest import caught_up, converge, hub, namespace, send, wait_until
 from .test_hub import reference
 
 
@@ -29,9 +29,10 @@ async def test_hub_killed_mid_stream_converges_with_no_event_applied_twice(kafka
     ids = {e.event_id for e in events}
     txns = sum(1 for e in events if e.payload.DESCRIPTOR.name == "TransactionPosted")
     engine = create_engine(pg_url)
-    proc = hub(pg_url, bootstrap, tmp_path, group=group, ZT_DATAHUB_MAX_RECORDS="200").start()
+    ns = namespace()
+    proc = hub(pg_url, bootstrap, tmp_path, topic_prefix=ns, group=group, ZT_DATAHUB_MAX_RECORDS="200").start()
     try:
-        producing = asyncio.create_task(send(events, bootstrap))
+        producing = asyncio.create_task(send(events, bootstrap, ns))
         mine = InboxRow.event_id.in_(ids)
         applied = select(func.count()).select_from(InboxRow).where(mine)
 
@@ -46,7 +47,7 @@ async def test_hub_killed_mid_stream_converges_with_no_event_applied_twice(kafka
         proc.start()
         expected = await reference(events, tmp_path, prefix)
         await converge(engine, prefix, expected, timeout=120)
-        await wait_until(lambda: caught_up(bootstrap, group), 60, "the group to commit every offset")
+        await wait_until(lambda: caught_up(bootstrap, group, ns), 60, "the group to commit every offset")
         # Every event of the stream is in the inbox exactly once (the primary key is the event id),
         # and every transaction exists once in the projection.
         assert await count(engine, applied) == len(ids)

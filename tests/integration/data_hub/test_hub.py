@@ -25,7 +25,19 @@ from services.kit.events import TOPIC_CUSTOMER_VIEW, TOPIC_SUBSCRIPTION, build_r
 from tests.support.procs import REPO, base_env
 from tests.unit.data_hub import support
 
-from .conftest import META, caught_up, converge, docs_for, explain_diff, hub, read_all, send, stub, wait_until
+from .conftest import (
+    META,
+    caught_up,
+    converge,
+    docs_for,
+    explain_diff,
+    hub,
+    namespace,
+    read_all,
+    send,
+    stub,
+    wait_until,
+)
 
 SHM = "/dev/shm" if Path("/dev/shm").is_dir() else None
 
@@ -48,11 +60,12 @@ async def test_events_become_views_served_over_grpc_and_published(kafka_server, 
     synth = Synth(seed=5, customers=30, months=4, prefix=prefix, txn_scale=0.5)
     events = synth.events()
     expected = await reference(events, tmp_path, prefix)
-    proc = hub(sqlite_url, bootstrap, tmp_path).start()
+    ns = namespace()
+    proc = hub(sqlite_url, bootstrap, tmp_path, topic_prefix=ns).start()
     engine = create_engine(sqlite_url)
     channel, api = stub(proc.target)
     try:
-        await send(events, bootstrap)
+        await send(events, bootstrap, ns)
 
         await converge(engine, prefix, expected)
         some = sorted(expected)[3]
@@ -76,8 +89,8 @@ async def test_events_become_views_served_over_grpc_and_published(kafka_server, 
         )
         assert again == refreshed  # AIP-155: same request id, same answer
         counts = await api.ListSegments(datahub_pb2.ListSegmentsRequest(), metadata=META, timeout=5)
-        # (the topics are shared by the session's tests: other tests' customers count too)
-        assert counts.total_customers >= len(expected)
+        # (the test's own topic namespace: only its customers)
+        assert counts.total_customers == len(expected)
         assert sum(s.customer_count for s in counts.segments) == counts.total_customers
         assert sum(s.customer_count for s in counts.lifecycle_stages) == counts.total_customers
         assert len(counts.segments) == 6 and counts.refresh_time.seconds > 0
@@ -110,7 +123,7 @@ async def test_events_become_views_served_over_grpc_and_published(kafka_server, 
 
         await wait_until(published, 30, "views published")
         latest: dict[str, datahub_pb2.CustomerView] = {}
-        for key, value, headers in await read_all(bootstrap, TOPIC_CUSTOMER_VIEW):
+        for key, value, headers in await read_all(bootstrap, ns + TOPIC_CUSTOMER_VIEW):
             if key and key.decode().startswith(prefix):
                 v = datahub_pb2.CustomerView.FromString(value or b"")
                 assert headers["ce_type"] == b"bank.datahub.v1.CustomerView"
@@ -134,20 +147,21 @@ async def test_poison_events_go_to_the_dlq_and_the_partition_keeps_flowing(kafka
     customer = f"{prefix}-9-000001"  # a real customer of the data set: same partition as its good events
     synth = Synth(seed=9, customers=3, months=2, prefix=prefix)
     events = synth.events()
-    proc = hub(pg_url, bootstrap, tmp_path, group=group, ZT_DATAHUB_MAX_ATTEMPTS="2").start()
+    ns = namespace()
+    proc = hub(pg_url, bootstrap, tmp_path, topic_prefix=ns, group=group, ZT_DATAHUB_MAX_ATTEMPTS="2").start()
     engine = create_engine(pg_url)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
     await producer.start()
     try:
         # 1. undecodable: no envelope, garbage payload; 2. decodable but never applicable
-        await producer.send_and_wait(TOPIC_SUBSCRIPTION, key=customer.encode(), value=b"\x00garbage",
+        await producer.send_and_wait(ns + TOPIC_SUBSCRIPTION, key=customer.encode(), value=b"\x00garbage",
                                      headers=[("ce_type", b"bank.product.v1.TransactionPosted")])  # fmt: skip
         bad = pev.TransactionPosted(
             customer_id=customer, subscription_id="s-x", version=1, transaction=product_pb2.Transaction(direction=1)
         )  # no id, no amount
         record = build_record(bad, source="test", aggregate_type="subscription", aggregate_id="s-x", version=1)
-        await producer.send_and_wait(record.topic, key=record.key, value=record.value, headers=record.headers)
-        await send(events, bootstrap)  # good events behind the poison on the same partitions
+        await producer.send_and_wait(ns + record.topic, key=record.key, value=record.value, headers=record.headers)
+        await send(events, bootstrap, ns)  # good events behind the poison on the same partitions
         expected = await reference(events, tmp_path, prefix)
 
         await converge(engine, prefix, expected)
@@ -155,7 +169,7 @@ async def test_poison_events_go_to_the_dlq_and_the_partition_keeps_flowing(kafka
         dead: list = []
 
         async def both_dead() -> bool:
-            records = await read_all(bootstrap, f"{group}.dlq")
+            records = await read_all(bootstrap, f"{ns}{group}.dlq")  # the namespace covers the group
             by_offset = {(h["dlq_partition"], h["dlq_offset"]): (k, v, h) for k, v, h in records}
             dead[:] = [r for r in by_offset.values() if r[0] == customer.encode()]
             return len(dead) == 2
@@ -164,7 +178,8 @@ async def test_poison_events_go_to_the_dlq_and_the_partition_keeps_flowing(kafka
         errors = sorted(h["dlq_error"].decode() for _, _, h in dead)
         assert any("BadEvent" in e or "transaction" in e for e in errors), errors
         assert all(
-            h["dlq_group"] == group.encode() and h["dlq_topic"] == TOPIC_SUBSCRIPTION.encode() for _, _, h in dead
+            h["dlq_group"] == (ns + group).encode() and h["dlq_topic"] == (ns + TOPIC_SUBSCRIPTION).encode()
+            for _, _, h in dead
         )
         assert any(h.get("ce_id") == record.event_id.encode() for _, _, h in dead)  # original headers kept
     finally:
@@ -179,21 +194,22 @@ async def test_rebuild_replays_into_the_other_set_and_swaps_while_serving(kafka_
     synth = Synth(seed=21, customers=20, months=3, prefix=prefix, txn_scale=0.5)
     events = synth.events()
     group = f"dh-rebuild-{uuid.uuid4().hex[:6]}"
-    proc = hub(sqlite_url, bootstrap, tmp_path, group=group).start()
+    ns = namespace()
+    proc = hub(sqlite_url, bootstrap, tmp_path, topic_prefix=ns, group=group).start()
     engine = create_engine(sqlite_url)
     channel, api = stub(proc.target)
     try:
-        await send(events, bootstrap)
+        await send(events, bootstrap, ns)
         expected = await reference(events, tmp_path, prefix)
 
         await converge(engine, prefix, expected)
         # RFM quintiles are over the whole population: let the hub finish every topic first.
-        await wait_until(lambda: caught_up(bootstrap, group), 60, "the hub to consume every topic")
+        await wait_until(lambda: caught_up(bootstrap, group, ns), 60, "the hub to consume every topic")
         await api.RefreshSegments(datahub_pb2.RefreshSegmentsRequest(), metadata=META, timeout=30)
         before = await docs_for(engine, prefix)
         some = sorted(expected)[0]
         old = await api.GetCustomerView(datahub_pb2.GetCustomerViewRequest(customer_id=some), metadata=META, timeout=5)
-        env = base_env(ZT_DATABASE_URL=sqlite_url, ZT_KAFKA_BOOTSTRAP_SERVERS=bootstrap)
+        env = base_env(ZT_DATABASE_URL=sqlite_url, ZT_KAFKA_BOOTSTRAP_SERVERS=bootstrap, ZT_KAFKA_TOPIC_PREFIX=ns)
         rebuild = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "services.data_hub.rebuild", cwd=REPO, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -227,7 +243,7 @@ async def test_rebuild_replays_into_the_other_set_and_swaps_while_serving(kafka_
         assert new == old
         # Live events after the swap land in the new set.
         later = Synth(seed=22, customers=3, months=1, prefix=prefix + "z").events()
-        await send(later, bootstrap)
+        await send(later, bootstrap, ns)
         (tmp_path / "later").mkdir()
         expected_later = await reference(later, tmp_path / "later", prefix + "z")
 
