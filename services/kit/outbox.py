@@ -38,8 +38,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
     select,
-    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -132,38 +132,17 @@ def add_event(
 _OUTBOX: Table = OutboxRow.__table__  # type: ignore[assignment]
 
 
-#: Claim a batch (row locks, skipping rows another relay holds) and, in the same round trip,
-#: flag each row that has an older unpublished row of its aggregate outside this batch (held by
-#: another relay, or not yet visible): such a row must wait, or the aggregate would be reordered.
-_CLAIM_SQL = text(
-    """
-    WITH claimed AS MATERIALIZED (
-        SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED
-    )
-    SELECT o.id, o.event_id, o.topic, o.key, o.payload, o.headers, o.traceparent, o.created_at,
-           o.aggregate_id,
-           EXISTS (
-               SELECT 1 FROM outbox p
-               WHERE p.aggregate_id = o.aggregate_id AND p.published_at IS NULL AND p.id < o.id
-                 AND p.id NOT IN (SELECT id FROM claimed)
-           ) AS blocked
-    FROM outbox o JOIN claimed c ON c.id = o.id
-    ORDER BY o.id
-    """
-)
+def _publishable(claimed: Sequence[Any], first_foreign: dict[str, int]) -> list[Any]:
+    """Per aggregate, the claimed rows that come before its oldest pending row outside the batch.
 
-
-def _publishable(claimed: Sequence[Any]) -> list[Any]:
-    """Per aggregate, the claimed rows up to (not including) its first blocked row."""
-    stopped: set[str] = set()
+    ``first_foreign`` maps an aggregate to the smallest id of its pending rows that this batch
+    did not claim (held by another relay, or not visible yet); rows after it must wait.
+    """
     rows = []
     for row in claimed:
-        if row.aggregate_id in stopped:
-            continue
-        if row.blocked:
-            stopped.add(row.aggregate_id)
-            continue
-        rows.append(row)
+        foreign = first_foreign.get(row.aggregate_id)
+        if foreign is None or row.id < foreign:
+            rows.append(row)
     return rows
 
 
@@ -260,11 +239,35 @@ class OutboxRelay:
 
     async def _publish_locked(self) -> int:
         async with self._sessions() as session, session.begin():
-            claimed = (await session.execute(_CLAIM_SQL, {"n": self._batch_size})).all()
+            claimed = (
+                await session.execute(
+                    select(_OUTBOX)
+                    .where(_OUTBOX.c.published_at.is_(None))
+                    .order_by(_OUTBOX.c.id)
+                    .limit(self._batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
             if not claimed:
                 _backlog[self._name] = 0
                 return 0
-            rows = _publishable(claimed)
+            # Older pending rows of the same aggregates that this batch did not claim (another
+            # relay holds them, or they are not visible yet): rows behind them must wait.
+            # Not a correlated subquery: its cost must not depend on the planner's statistics.
+            mine = {row.id for row in claimed}
+            older = (
+                await session.execute(
+                    select(_OUTBOX.c.aggregate_id, func.min(_OUTBOX.c.id))
+                    .where(
+                        _OUTBOX.c.published_at.is_(None),
+                        _OUTBOX.c.aggregate_id.in_({row.aggregate_id for row in claimed}),
+                        _OUTBOX.c.id <= max(mine),
+                        _OUTBOX.c.id.not_in(mine),
+                    )
+                    .group_by(_OUTBOX.c.aggregate_id)
+                )
+            ).all()
+            rows = _publishable(claimed, {agg: first for agg, first in older})
             _backlog[self._name] = len(claimed)
             if rows:
                 await self._send(rows)
