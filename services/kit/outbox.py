@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -38,6 +38,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    delete,
     func,
     select,
     update,
@@ -159,6 +160,7 @@ class OutboxRelay:
         poll_interval_s: float = 0.5,
         owns_producer: bool = False,
         topic_prefix: str = "",
+        retention_s: float = 3600.0,
     ) -> None:
         self._engine = engine
         # Rows keep the contract's logical topic; the broker's name is the namespaced one.
@@ -173,6 +175,9 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._producer_started = False
+        # Published rows are kept this long (for audits and replays by hand), then purged.
+        self._retention_s = retention_s
+        self._next_purge = 0.0
         self.published_total = 0
 
     def wake(self) -> None:
@@ -221,6 +226,9 @@ class OutboxRelay:
             try:
                 while await self.publish_once() >= self._batch_size:
                     pass  # drain a backlog without waiting
+                if time.monotonic() >= self._next_purge:
+                    await self.purge_published()
+                    self._next_purge = time.monotonic() + 60.0
                 backoff = self._poll
             except asyncio.CancelledError:
                 raise
@@ -230,6 +238,20 @@ class OutboxRelay:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), backoff)
             self._wake.clear()
+
+    async def purge_published(self, limit: int = 5000) -> int:
+        """Delete rows published more than ``retention_s`` ago (bounded per call); returns how many."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=self._retention_s)
+        oldest = (
+            select(_OUTBOX.c.id)
+            .where(_OUTBOX.c.published_at.is_not(None), _OUTBOX.c.published_at < cutoff)
+            .order_by(_OUTBOX.c.id)
+            .limit(limit)
+        )
+        lock = write_lock(self._engine)
+        async with lock if lock is not None else contextlib.nullcontext(), self._engine.begin() as conn:
+            result = await conn.execute(delete(_OUTBOX).where(_OUTBOX.c.id.in_(oldest.scalar_subquery())))
+        return int(result.rowcount or 0)
 
     async def publish_once(self) -> int:
         """Publish one batch; returns how many rows were claimed (0 when idle)."""

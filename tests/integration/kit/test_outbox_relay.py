@@ -157,3 +157,22 @@ async def test_relay_killed_after_commit_before_publish_loses_nothing(pg_kit_db,
         restarted.wait(30)
     versions = [parse_record(list(r.headers), r.value).version for r in records]
     assert versions == [1, 2, 3, 4, 5]
+
+
+async def test_published_rows_are_purged_after_the_retention_and_pending_rows_are_kept(kit_db, topics) -> None:  # type: ignore[no-untyped-def]
+    _, engine = kit_db
+    relay = OutboxRelay(engine, make_producer(topics, client_id="t"), owns_producer=True, retention_s=3600)
+    await relay.start()
+    try:
+        await write_events(engine, new_id(), range(1, 4))
+        relay.wake()
+        assert await wait_unpublished(engine, 0) == 0
+        await write_events(engine, new_id(), range(1, 3))  # not yet published when we purge
+        await relay.stop()
+        relay = OutboxRelay(engine, make_producer(topics, client_id="t2"), owns_producer=True, retention_s=0)
+        assert await relay.purge_published() >= 3
+        async with engine.connect() as conn:
+            left = (await conn.execute(select(OutboxRow.published_at))).scalars().all()
+        assert left and all(p is None for p in left)  # only the unpublished rows remain
+    finally:
+        await relay.stop()
