@@ -1,7 +1,8 @@
 """Benchmark: data hub bulk ingest on PostgreSQL vs the raw aiokafka consume rate (not a test).
 
 Uses ZT_TEST_KAFKA_BOOTSTRAP / ZT_TEST_POSTGRES_URL when set, else starts its own Apache Kafka
-and PostgreSQL (devtools.stack). Then:
+and PostgreSQL (devtools.stack). Each run uses its own topic namespace (ZT_KAFKA_TOPIC_PREFIX),
+so runs on one broker do not add up. Then:
 
 1. produces a seeded synthetic history (devtools.synth: customers, subscriptions, months of
    transactions) to bank.customer.v1 / bank.product.v1 / bank.subscription.v1;
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import platform
 import sys
@@ -45,8 +47,8 @@ from services.kit.db import UnitOfWork, create_engine  # noqa: E402
 from services.kit.kafka import ensure_topics  # noqa: E402
 
 
-async def raw_rate(bootstrap: str) -> tuple[int, float]:
-    tps = await partitions_of(bootstrap, TOPICS)
+async def raw_rate(bootstrap: str, ns: str) -> tuple[int, float]:
+    tps = await partitions_of(bootstrap, tuple(ns + t for t in TOPICS))
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
@@ -71,14 +73,14 @@ async def raw_rate(bootstrap: str) -> tuple[int, float]:
         await consumer.stop()
 
 
-async def committed_all(bootstrap: str, group: str) -> bool:
-    tps = await partitions_of(bootstrap, TOPICS)
+async def committed_all(bootstrap: str, group: str, ns: str) -> bool:
+    tps = await partitions_of(bootstrap, tuple(ns + t for t in TOPICS))
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await admin.start()
     await consumer.start()
     try:
-        committed = await admin.list_consumer_group_offsets(group)
+        committed = await admin.list_consumer_group_offsets(ns + group)  # the namespace covers the group
         end = await consumer.end_offsets(tps)
     except KafkaError:  # e.g. the group coordinator is not there yet on a fresh broker
         return False
@@ -88,11 +90,12 @@ async def committed_all(bootstrap: str, group: str) -> bool:
     return all(tp in committed and committed[tp].offset >= end[tp] for tp in tps)
 
 
-async def hub_rate(bootstrap: str, url: str, max_records: int) -> tuple[float, float, int]:
+async def hub_rate(bootstrap: str, url: str, max_records: int, ns: str) -> tuple[float, float, int]:
     group = f"bench-{uuid.uuid4().hex[:8]}"
     settings = DataHubSettings(
         database_url=url,
         kafka_bootstrap_servers=bootstrap,
+        kafka_topic_prefix=ns,
         datahub_group_id=group,
         grpc_port=0,
         environment="test",
@@ -106,7 +109,7 @@ async def hub_rate(bootstrap: str, url: str, max_records: int) -> tuple[float, f
     started = time.perf_counter()
     task = asyncio.create_task(serve(settings, stop))
     try:
-        while not await committed_all(bootstrap, group):
+        while not await committed_all(bootstrap, group, ns):
             if task.done():
                 task.result()
             await asyncio.sleep(0.1)
@@ -144,13 +147,14 @@ async def main() -> int:
     try:
         bootstrap = kafka.bootstrap_servers
         url = pg.create_database(f"bench_hub_{uuid.uuid4().hex[:8]}")
-        await ensure_topics(bootstrap, partitions=3)
+        ns = f"ingest{uuid.uuid4().hex[:8]}."  # this run's topic namespace (ZT_KAFKA_TOPIC_PREFIX)
+        await ensure_topics(bootstrap, partitions=3, prefix=ns)
         synth = Synth(seed=2024, customers=args.customers, months=args.months, prefix=f"b{uuid.uuid4().hex[:4]}")
-        records = synth.records()
+        records = [dataclasses.replace(r, topic=ns + r.topic) for r in synth.records()]
         took = await produce(records, bootstrap, client_id="bench-producer")
         print(f"produced {len(records)} events in {took:.1f}s ({len(records) / took:,.0f}/s)")
-        total, raw_s = await raw_rate(bootstrap)
-        consumed_s, rendered_s, views = await hub_rate(bootstrap, url, args.max_records)
+        total, raw_s = await raw_rate(bootstrap, ns)
+        consumed_s, rendered_s, views = await hub_rate(bootstrap, url, args.max_records, ns)
         raw = total / raw_s
         hub = total / consumed_s
         print(

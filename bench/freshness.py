@@ -1,17 +1,23 @@
 """Benchmark: write acknowledged -> view updated, p50/p99 at a steady write rate (not a test).
 
-The customer and product services are not wired into this benchmark yet, so a "write" here is
-what they publish after a committed write: a TransactionPosted event produced with an
-idempotent producer (acks=all). Latency = from the broker's ack of that event to the moment
-the updated CustomerView (its last_event_time covering the write) arrives on the compacted
-topic bank.customer-view.v1 — i.e. consumed, applied, committed, rendered and published. (A view
-is readable through GetCustomerView right after its commit, before it is published: this is an
-upper bound of that.)
+``--via services`` (default): customer, product and data hub run as real processes
+(``python -m services.cli <name>``) on PostgreSQL and Kafka (devtools.stack); customers,
+subscriptions and the catalogue are created through their gRPC APIs, then writes are
+``ProductService.PostTransaction`` calls at a steady rate. Latency = from the RPC's response
+(the write is committed, with its event in the product service's outbox) to the arrival of the
+CustomerView covering it (``last_event_time`` >= the transaction's ``post_time``) on the view
+topic — i.e. relay publish, hub consume/apply/render/commit, view publish.
 
-Uses ZT_TEST_KAFKA_BOOTSTRAP / ZT_TEST_POSTGRES_URL when set, else starts Kafka + PostgreSQL;
-the hub runs as a real process (``python -m services.cli data_hub``) on PostgreSQL.
+``--via events``: only the hub runs; a "write" is a TransactionPosted event produced with an
+idempotent producer (acks=all) as the product service's relay would; latency runs from the
+broker's ack to the view's arrival.
 
-    .venv/bin/python bench/freshness.py [--rate 200] [--duration 20] [--customers 200]
+Each run uses its own topic namespace (ZT_KAFKA_TOPIC_PREFIX), so runs on one broker do not
+see each other. Uses ZT_TEST_KAFKA_BOOTSTRAP / ZT_TEST_POSTGRES_URL when set, else starts Kafka +
+PostgreSQL. (A view is readable through GetCustomerView right after the hub's commit, before it
+is published: the figures are an upper bound of that.)
+
+    .venv/bin/python bench/freshness.py [--via services|events] [--rate 200] [--duration 20] [--customers 200]
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import random
 import statistics
 import sys
@@ -30,16 +37,27 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
 
-from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
+from collections.abc import Awaitable, Callable  # noqa: E402
+from datetime import date  # noqa: E402
 
+import grpc  # noqa: E402
+from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
+from google.type import date_pb2  # noqa: E402
+
+from bank.customer.v1 import customer_pb2, customer_pb2_grpc  # noqa: E402
 from bank.datahub.v1 import datahub_pb2  # noqa: E402
 from bank.product.v1 import events_pb2 as pev  # noqa: E402
-from bank.product.v1 import product_pb2  # noqa: E402
+from bank.product.v1 import product_pb2, product_pb2_grpc  # noqa: E402
 from devtools import stack  # noqa: E402
-from devtools.synth import Synth, SynthEvent, money, produce, ts  # noqa: E402
+from devtools.synth import SURNAMES, Synth, SynthEvent, catalogue, money, national_id, produce, ts  # noqa: E402
+from services.cli import DEV_SECRET  # noqa: E402
+from services.kit.auth import ALL_SCOPES, mint_token  # noqa: E402
 from services.kit.events import TOPIC_CUSTOMER_VIEW, build_record  # noqa: E402
 from services.kit.kafka import ensure_topics, make_producer  # noqa: E402
 from tests.support.procs import ServiceProcess  # noqa: E402
+
+#: A write: (customer id, the view's last_event_time that covers it in µs, perf_counter at the ack).
+Acked = tuple[str, int, float]
 
 
 def pct(values: list[float], p: float) -> float:
@@ -47,21 +65,20 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rate", type=float, default=200.0, help="writes per second")
-    parser.add_argument("--duration", type=float, default=20.0)
-    parser.add_argument("--customers", type=int, default=200)
-    args = parser.parse_args()
-    kafka, pg = stack.kafka_for_tests(), stack.postgres_for_tests()
-    kafka.start()
-    pg.start()
-    bootstrap = kafka.bootstrap_servers
-    url = pg.create_database(f"bench_fresh_{uuid.uuid4().hex[:8]}")
-    await ensure_topics(bootstrap, partitions=3)
+def us(stamp: object) -> int:
+    return stamp.seconds * 1_000_000 + stamp.nanos // 1000  # type: ignore[attr-defined]
+
+
+def process(component: str, log_dir: Path, **env: str) -> ServiceProcess:
+    return ServiceProcess(component, env={"ZT_LOG_LEVEL": "WARNING", **env}, log_dir=log_dir)
+
+
+async def seed_events(
+    args: argparse.Namespace, bootstrap: str, ns: str
+) -> tuple[list[str], Callable[[int], Awaitable[Acked]]]:
+    """--via events: a synthetic history produced to the namespace; writes are produced events."""
     prefix = f"f{uuid.uuid4().hex[:4]}"
-    seed = Synth(seed=77, customers=args.customers, months=2, prefix=prefix, txn_scale=0.3)
-    events = seed.events()
+    events = Synth(seed=77, customers=args.customers, months=2, prefix=prefix, txn_scale=0.3).events()
     customers = sorted({e.aggregate_id for e in events if e.aggregate_type == "customer"})
     # One bench subscription per customer, opened now; writes post to it with rising versions.
     now = datetime.now(UTC)
@@ -69,58 +86,156 @@ async def main() -> int:
     for cid in customers:
         sid = f"{cid}-bench"
         sub = product_pb2.Subscription(
-            subscription_id=sid,
-            customer_id=cid,
-            product_id="dep-current",
-            product_type=1,
-            amount=money(100_000),
-            balance=money(100_000),
-            state=1,
-            create_time=ts(now),
+            subscription_id=sid, customer_id=cid, product_id="dep-current", product_type=1,
+            amount=money(100_000), balance=money(100_000), state=1, create_time=ts(now),
+        )  # fmt: skip
+        opened = pev.SubscriptionOpened(
+            customer_id=cid, subscription_id=sid, subscription=sub, version=1, occur_time=ts(now)
         )
-        events.append(
-            SynthEvent(
-                pev.SubscriptionOpened(
-                    customer_id=cid, subscription_id=sid, subscription=sub, version=1, occur_time=ts(now)
-                ),
-                "bench",
-                "subscription",
-                sid,
-                1,
-                now,
-                str(uuid.uuid4()),
-            )
-        )
+        events.append(SynthEvent(opened, "bench", "subscription", sid, 1, now, str(uuid.uuid4())))
         versions[sid] = 1
-    await produce([e.record() for e in events], bootstrap, client_id="bench-seed")
-    hub = ServiceProcess(
-        "data_hub",
-        env={
-            "ZT_DATABASE_URL": url,
-            "ZT_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "ZT_DATAHUB_GROUP_ID": f"fresh-{prefix}",
-            "ZT_LOG_LEVEL": "WARNING",
-        },
-        log_dir=Path(tempfile.mkdtemp(prefix="zt-fresh-")),
-    )
-    hub.start()
-    views = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=5,
-        auto_offset_reset="latest",
-    )
-    await views.start()
+    records = [e.record() for e in events]
+    await produce([dataclasses.replace(r, topic=ns + r.topic) for r in records], bootstrap, client_id="bench-seed")
     producer = make_producer(bootstrap, client_id="bench-writes", linger_ms=0)
     await producer.start()
+    rng = random.Random(5)
+
+    async def write(k: int) -> Acked:
+        cid = rng.choice(customers)
+        sid = f"{cid}-bench"
+        versions[sid] += 1
+        when = datetime.now(UTC)
+        txn = product_pb2.Transaction(
+            transaction_id=f"{sid}-{k}", subscription_id=sid, customer_id=cid, direction=1,
+            amount=money(1_000), balance_after=money(100_000 + 1_000 * k), post_time=ts(when),
+        )  # fmt: skip
+        payload = pev.TransactionPosted(
+            customer_id=cid, subscription_id=sid, product_id="dep-current", product_type=1,
+            transaction=txn, version=versions[sid], occur_time=ts(when),
+        )  # fmt: skip
+        rec = build_record(
+            payload, source="bench", aggregate_type="subscription", aggregate_id=sid, version=versions[sid]
+        )
+        await (await producer.send(ns + rec.topic, value=rec.value, key=rec.key, headers=rec.headers))
+        return cid, int(when.timestamp() * 1_000_000), time.perf_counter()
+
+    write.producer = producer  # type: ignore[attr-defined]
+    return customers, write
+
+
+async def seed_services(
+    args: argparse.Namespace, customer: ServiceProcess, product: ServiceProcess
+) -> tuple[list[str], Callable[[int], Awaitable[Acked]], grpc.aio.Channel, grpc.aio.Channel]:
+    """--via services: catalogue, customers (KYC, risk) and one subscription each, over gRPC."""
+    meta = (("authorization", f"Bearer {mint_token(DEV_SECRET, sorted(ALL_SCOPES), client_id='bench')}"),)
+    cch, pch = grpc.aio.insecure_channel(customer.target), grpc.aio.insecure_channel(product.target)
+    customers_api, products_api = customer_pb2_grpc.CustomerServiceStub(cch), product_pb2_grpc.ProductServiceStub(pch)
+    for p in catalogue(datetime.now(UTC)):
+        draft = product_pb2.Product(product_id=p.product_id, display_name=p.display_name, type=p.type,
+                                    risk_level=p.risk_level, terms=p.terms, eligibility=p.eligibility)  # fmt: skip
+        await products_api.CreateProduct(product_pb2.CreateProductRequest(product=draft), metadata=meta, timeout=10)
+        await products_api.PublishProduct(
+            product_pb2.PublishProductRequest(product_id=p.product_id), metadata=meta, timeout=10
+        )
+    rng = random.Random(77)
+    run = uuid.uuid4().hex[:6]
+    subs: dict[str, str] = {}
+    gate = asyncio.Semaphore(16)
+
+    async def onboard(i: int) -> None:
+        birth = date(rng.randint(1960, 2000), rng.randint(1, 12), rng.randint(1, 28))
+        async with gate:
+            created = await customers_api.CreateCustomer(
+                customer_pb2.CreateCustomerRequest(
+                    customer=customer_pb2.Customer(
+                        full_name=rng.choice(SURNAMES) + "伟", national_id=national_id(rng, birth),
+                        mobile=f"13{rng.randint(0, 999_999_999):09d}", email=f"bench{run}-{i}@example.com",
+                        birth_date=date_pb2.Date(year=birth.year, month=birth.month, day=birth.day),
+                    )
+                ), metadata=meta, timeout=10,
+            )  # fmt: skip
+            cid = created.customer_id
+            await customers_api.VerifyCustomer(
+                customer_pb2.VerifyCustomerRequest(
+                    customer_id=cid, outcome=customer_pb2.VerifyCustomerRequest.OUTCOME_APPROVED
+                ), metadata=meta, timeout=10,
+            )  # fmt: skip
+            await customers_api.AssessRisk(
+                customer_pb2.AssessRiskRequest(customer_id=cid, questionnaire_score=rng.randint(5, 95)),
+                metadata=meta, timeout=10,
+            )  # fmt: skip
+            sub = await products_api.CreateSubscription(
+                product_pb2.CreateSubscriptionRequest(
+                    customer_id=cid,
+                    subscription=product_pb2.Subscription(product_id="dep-current", amount=money(10_000_000)),
+                ), metadata=meta, timeout=10,
+            )  # fmt: skip
+            subs[cid] = sub.subscription_id
+
+    await asyncio.gather(*(onboard(i) for i in range(args.customers)))
+    customers = sorted(subs)
+    pick = random.Random(5)
+
+    async def write(k: int) -> Acked:
+        cid = pick.choice(customers)
+        txn = await products_api.PostTransaction(
+            product_pb2.PostTransactionRequest(
+                customer_id=cid, subscription_id=subs[cid],
+                transaction=product_pb2.Transaction(direction=product_pb2.Transaction.DIRECTION_CREDIT,
+                                                    amount=money(1_000)),
+            ), metadata=meta, timeout=10,
+        )  # fmt: skip
+        return cid, us(txn.post_time), time.perf_counter()
+
+    return customers, write, cch, pch
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--via", choices=["services", "events"], default="services")
+    parser.add_argument("--rate", type=float, default=200.0, help="writes per second")
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--customers", type=int, default=200)
+    parser.add_argument("--hub-env", action="append", default=[], help="extra KEY=VALUE for the hub process")
+    args = parser.parse_args()
+    kafka, pg = stack.kafka_for_tests(), stack.postgres_for_tests()
+    kafka.start()
+    pg.start()
+    bootstrap = kafka.bootstrap_servers
+    run = uuid.uuid4().hex[:8]
+    ns = f"fresh{run}."  # this run's topic namespace
+    logs = Path(tempfile.mkdtemp(prefix="zt-fresh-"))
+    common = {"ZT_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ZT_KAFKA_TOPIC_PREFIX": ns}
+    await ensure_topics(bootstrap, partitions=3, prefix=ns)
+    procs: list[ServiceProcess] = []
+    channels: list[grpc.aio.Channel] = []
+    views = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=5,
+        auto_offset_reset="latest",
+    )  # fmt: skip
+    await views.start()
     pending: dict[str, list[tuple[int, float]]] = {}
     latencies: list[float] = []
+    errors = 0
     try:
-        tps = [
-            TopicPartition(TOPIC_CUSTOMER_VIEW, p)
-            for p in sorted(views.partitions_for_topic(TOPIC_CUSTOMER_VIEW) or {0, 1, 2})
-        ]
+        hub_env = dict(kv.split("=", 1) for kv in args.hub_env)
+        hub = process("data_hub", logs, ZT_DATABASE_URL=pg.create_database(f"bench_fresh_hub_{run}"),
+                      ZT_DATAHUB_GROUP_ID="fresh", **common, **hub_env)  # fmt: skip
+        if args.via == "services":
+            customer = process("customer", logs, ZT_DATABASE_URL=pg.create_database(f"bench_fresh_cust_{run}"),
+                               **common)  # fmt: skip
+            procs.append(customer.start(120))
+            product = process("product", logs, ZT_DATABASE_URL=pg.create_database(f"bench_fresh_prod_{run}"),
+                              ZT_CUSTOMER_TARGET=customer.target, **common)  # fmt: skip
+            procs.append(product.start(120))
+            procs.append(hub.start(120))
+            customers, write, *chans = await seed_services(args, customer, product)
+            channels.extend(chans)
+        else:
+            customers, write = await seed_events(args, bootstrap, ns)
+            procs.append(hub.start(120))
+        view_topic = ns + TOPIC_CUSTOMER_VIEW
+        tps = [TopicPartition(view_topic, p) for p in sorted(views.partitions_for_topic(view_topic) or {0, 1, 2})]
         views.assign(tps)
         # Wait until the seed is fully rendered: the view topic goes quiet.
         quiet_since = time.monotonic()
@@ -129,6 +244,7 @@ async def main() -> int:
             if any(got.values()):
                 quiet_since = time.monotonic()
         await views.seek_to_end(*tps)
+        print(f"seeded {len(customers)} customers via {args.via}; writing ...", flush=True)
 
         async def read_views(stop: asyncio.Event) -> None:
             while not stop.is_set() or any(pending.values()):
@@ -137,73 +253,55 @@ async def main() -> int:
                 for records in got.values():
                     for r in records:
                         view = datahub_pb2.CustomerView.FromString(r.value)
-                        covered = view.last_event_time.seconds * 1_000_000 + view.last_event_time.nanos // 1000
+                        covered = us(view.last_event_time)
                         waiting = pending.get(view.customer_id, [])
-                        done = [w for w in waiting if w[0] <= covered]
                         pending[view.customer_id] = [w for w in waiting if w[0] > covered]
-                        latencies.extend((arrived - acked) * 1000 for _, acked in done)
+                        latencies.extend((arrived - acked) * 1000 for t, acked in waiting if t <= covered)
 
-        async def write(cid: str, k: int) -> None:
-            sid = f"{cid}-bench"
-            versions[sid] += 1
-            when = datetime.now(UTC)
-            occur_us = int(when.timestamp() * 1_000_000)
-            txn = product_pb2.Transaction(
-                transaction_id=f"{sid}-{k}",
-                subscription_id=sid,
-                customer_id=cid,
-                direction=1,
-                amount=money(1_000),
-                balance_after=money(100_000 + 1_000 * k),
-                post_time=ts(when),
-            )
-            payload = pev.TransactionPosted(
-                customer_id=cid,
-                subscription_id=sid,
-                product_id="dep-current",
-                product_type=1,
-                transaction=txn,
-                version=versions[sid],
-                occur_time=ts(when),
-            )
-            rec = build_record(
-                payload, source="bench", aggregate_type="subscription", aggregate_id=sid, version=versions[sid]
-            )
-            fut = await producer.send(rec.topic, value=rec.value, key=rec.key, headers=rec.headers)
-            await fut
-            pending.setdefault(cid, []).append((occur_us, time.perf_counter()))
+        async def one(k: int) -> None:
+            nonlocal errors
+            try:
+                cid, covered_us, acked = await write(k)
+            except grpc.aio.AioRpcError:
+                errors += 1
+                return
+            pending.setdefault(cid, []).append((covered_us, acked))
 
         stop = asyncio.Event()
         reader = asyncio.create_task(read_views(stop))
-        rng = random.Random(5)
         interval = 1.0 / args.rate
         total = int(args.rate * args.duration)
         started = time.perf_counter()
         writers = []
         for k in range(total):
-            target = started + k * interval
-            delay = target - time.perf_counter()
+            delay = started + k * interval - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            writers.append(asyncio.create_task(write(rng.choice(customers), k)))
+            writers.append(asyncio.create_task(one(k)))
         await asyncio.gather(*writers)
+        achieved = total / (time.perf_counter() - started)
         stop.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(reader, 30)
         lost = sum(len(v) for v in pending.values())
-        achieved = total / (time.perf_counter() - started)
         print(
-            f"writes: {total} at {args.rate:.0f}/s target ({achieved:.0f}/s achieved); "
+            f"writes: {total} at {args.rate:.0f}/s target ({achieved:.0f}/s achieved); rpc errors: {errors}; "
             f"views matched: {len(latencies)}; unmatched: {lost}"
         )
+        what = "PostTransaction response" if args.via == "services" else "produce ack"
         print(
-            f"ack -> view published: p50 {statistics.median(latencies):.1f} ms, p90 {pct(latencies, 90):.1f} ms, "
+            f"{what} -> view published: p50 {statistics.median(latencies):.1f} ms, p90 {pct(latencies, 90):.1f} ms, "
             f"p99 {pct(latencies, 99):.1f} ms, max {max(latencies):.1f} ms  (target p99 <= 250 ms)"
         )
     finally:
-        await producer.stop()
+        producer = getattr(locals().get("write"), "producer", None)
+        if producer is not None:
+            await producer.stop()
+        for channel in channels:
+            await channel.close()
         await views.stop()
-        hub.stop()
+        for proc in reversed(procs):
+            proc.stop()
         pg.stop()
         kafka.stop()
     return 0

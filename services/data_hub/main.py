@@ -44,6 +44,10 @@ class DataHubSettings(ServiceSettings):
     datahub_max_attempts: int = Field(3, ge=1, le=20)
     datahub_view_batch_size: int = Field(500, ge=1, le=10_000)
     datahub_view_debounce_s: float = Field(0.01, ge=0, le=10)
+    #: A consumer batch touching at most this many customers renders their views in its own
+    #: transaction (live traffic: served at commit); bigger ones (backlog) leave them to the
+    #: view worker, which coalesces. 0 = always the worker.
+    datahub_inline_render_max: int = Field(100, ge=0, le=10_000)
     datahub_publish_views: bool = True
     #: Recompute RFM segments every N seconds (0 = only on RefreshSegments).
     datahub_refresh_interval_s: float = Field(0, ge=0, le=7 * 86_400)
@@ -143,7 +147,7 @@ async def serve(settings: DataHubSettings, stop_event: asyncio.Event | None = No
         debounce_s=settings.datahub_view_debounce_s,
         topic_prefix=settings.kafka_topic_prefix,
     )
-    projector = Projector(on_commit=worker.wake)
+    projector = Projector(on_commit=worker.wake, rules=rules, inline_render_max=settings.datahub_inline_render_max)
     consumer = InboxConsumer(
         engine=engine,
         bootstrap_servers=settings.kafka_bootstrap_servers,

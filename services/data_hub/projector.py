@@ -19,6 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from opentelemetry import metrics
+from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bank.datahub.v1 import datahub_pb2
@@ -45,10 +46,18 @@ SOURCE = "zhongtai/data_hub"
 
 
 class Projector:
-    """Handler + hooks for the inbox consumer (one instance per process)."""
+    """Handler + hooks for the inbox consumer (one instance per process).
 
-    def __init__(self, on_commit: Any = None) -> None:
+    ``rules`` + ``inline_render_max``: a batch touching at most that many customers (live
+    traffic) has their views rendered in the batch's own transaction, so they are served the
+    moment it commits and the view worker only publishes them; bigger batches (a backlog, a
+    replay) leave the views dirty for the worker, which coalesces many batches into one render.
+    """
+
+    def __init__(self, on_commit: Any = None, *, rules: Rules | None = None, inline_render_max: int = 0) -> None:
         self._on_commit = on_commit
+        self._rules = rules
+        self._inline_max = inline_render_max if rules is not None else 0
 
     async def handle(self, session: AsyncSession, event: ReceivedEvent) -> None:
         batch: store.Batch = session.info.setdefault(_BATCH_KEY, store.Batch())
@@ -62,6 +71,17 @@ class Projector:
         # and we wait for it, so no batch lands in the set that is being retired.
         tables = await store.active_tables(session, lock="share")
         await store.apply_batch(session, tables, batch)
+        touched = batch.customers.keys()
+        if self._rules is not None and 0 < len(touched) <= self._inline_max:
+            # (the touched rows are already locked by this transaction: no other render can
+            # interleave, and the worker skips them)
+            rendered, _ = await store.materialize(session, tables, self._rules, limit=len(touched), ids=sorted(touched))
+            if rendered:
+                _views_rendered.add(rendered)
+        if self._on_commit is not None:
+            # Wake the worker on the database commit itself, not after the consumer's offset
+            # commit to Kafka that follows it (one broker round trip sooner).
+            sa_event.listen(session.sync_session, "after_commit", lambda _: self._on_commit(), once=True)
 
     async def committed(self, events: list[ReceivedEvent]) -> None:
         if self._on_commit is not None:

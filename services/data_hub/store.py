@@ -771,15 +771,30 @@ def render(row: Any, facts: domain.CustomerFacts, derived: domain.Derived, rules
 
 
 async def materialize(
-    session: AsyncSession, t: Tables, rules: Rules, *, limit: int = 500, catalogue: list[domain.Product] | None = None
+    session: AsyncSession,
+    t: Tables,
+    rules: Rules,
+    *,
+    limit: int = 500,
+    catalogue: list[domain.Product] | None = None,
+    ids: Sequence[str] | None = None,
 ) -> tuple[int, int]:
-    """Re-render up to ``limit`` dirty views; returns (rendered, changed). The caller commits."""
+    """Re-render up to ``limit`` dirty views (only those of ``ids`` if given); returns
+    (rendered, changed). The caller commits.
+
+    On PostgreSQL the dirty rows are locked (``FOR UPDATE SKIP LOCKED``) from the read to the
+    commit: a render never overwrites a newer render made from newer facts (the consumer renders
+    small batches inline, in its own transaction, while holding those customers' rows), and rows
+    another transaction holds are left for the next pass (they stay dirty, or get rendered there).
+    """
     c, h = t.customers, t.holdings
-    rows = (
-        (await session.execute(select(c).where(c.c.dirty.is_(True)).order_by(c.c.customer_id).limit(limit)))
-        .mappings()
-        .all()
-    )
+    stmt = select(c).where(c.c.dirty.is_(True))
+    if ids is not None:
+        stmt = stmt.where(c.c.customer_id.in_(ids))
+    stmt = stmt.order_by(c.c.customer_id).limit(limit)
+    if session.bind.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    rows = (await session.execute(stmt)).mappings().all()
     if not rows:
         return 0, 0
     ids = [r["customer_id"] for r in rows]
@@ -988,15 +1003,32 @@ async def pending_views(session: AsyncSession, t: Tables, limit: int) -> list[tu
 
 
 async def mark_published(session: AsyncSession, t: Tables, published: Iterable[tuple[str, int]]) -> None:
+    """Clear ``pending_publish`` of the views published at these versions.
+
+    On PostgreSQL rows that a consumer batch holds right now are skipped instead of waited for
+    (they keep the flag and are published again: at-least-once, consumers keep the highest
+    version) — waiting here made the view worker and the consumer queue behind each other.
+    """
     c = t.customers
     params = [{"b_id": cid, "b_version": v} for cid, v in published]
-    if params:
-        await session.execute(
-            update(c)
-            .where(c.c.customer_id == bindparam("b_id"), c.c.version == bindparam("b_version"))
-            .values(pending_publish=False, published_version=bindparam("b_version")),
-            params,
+    if not params:
+        return
+    if session.bind.dialect.name == "postgresql":
+        free = (
+            select(c.c.customer_id)
+            .where(c.c.customer_id.in_([p["b_id"] for p in params]))
+            .with_for_update(skip_locked=True)
         )
+        held = set((await session.scalars(free)).all())
+        params = [p for p in params if p["b_id"] in held]
+        if not params:
+            return
+    await session.execute(
+        update(c)
+        .where(c.c.customer_id == bindparam("b_id"), c.c.version == bindparam("b_version"))
+        .values(pending_publish=False, published_version=bindparam("b_version")),
+        params,
+    )
 
 
 async def all_docs(session: AsyncSession, t: Tables) -> dict[str, bytes]:

@@ -1,0 +1,54 @@
+"""Small consumer batches render their customers' views in their own transaction (Projector)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from devtools.synth import Synth
+from services.data_hub import store
+from services.data_hub.domain import Rules
+from services.data_hub.projector import Projector
+from services.kit.db import UnitOfWork
+
+from . import support
+
+
+async def test_inline_rendered_views_equal_the_worker_rendered_ones_and_wake_after_the_commit(tmp_path: Path) -> None:
+    events = Synth(seed=11, customers=12, months=3, prefix="il", txn_scale=0.5).events()
+    reference = await support.projection(tmp_path / "ref.db")
+    await support.apply(reference, events, batch_size=40)
+    expected = await support.docs(reference)
+    await reference.dispose()
+
+    engine = await support.projection(tmp_path / "inline.db")
+    wakes: list[int] = []
+    projector = Projector(on_commit=lambda: wakes.append(1), rules=Rules(), inline_render_max=100)
+    try:
+        commits = 0
+        for i in range(0, len(events), 40):
+            async with UnitOfWork(engine) as uow:
+                for e in events[i : i + 40]:
+                    await projector.handle(uow.session, support.received(e))
+                await projector.flush(uow.session)
+                assert len(wakes) == commits  # not before the commit
+                await uow.commit()
+            commits += 1
+            assert len(wakes) == commits  # once per commit
+            async with UnitOfWork(engine) as uow:
+                t = await store.active_tables(uow.session)
+                touched = {e.payload.customer_id for e in events[i : i + 40] if hasattr(e.payload, "customer_id")}
+                c = t.customers
+                dirty = select(func.count()).select_from(c).where(c.c.dirty.is_(True), c.c.customer_id.in_(touched))
+                # the batch's own customers are rendered at commit (a catalogue change may mark others)
+                assert (await uow.session.execute(dirty)).scalar_one() == 0
+        # A rolled-back batch does not wake the worker.
+        async with UnitOfWork(engine) as uow:
+            await projector.handle(uow.session, support.received(events[0]))
+            await projector.flush(uow.session)
+        assert len(wakes) == commits
+        await support.render_all(engine, Rules())  # what the worker still has to do (catalogue changes)
+        assert await support.docs(engine) == expected
+    finally:
+        await engine.dispose()
