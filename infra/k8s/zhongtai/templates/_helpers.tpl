@@ -185,6 +185,7 @@ ZT_LOG_LEVEL: {{ $v.config.logLevel | quote }}
 ZT_KAFKA_BOOTSTRAP_SERVERS: {{ $v.config.kafka.bootstrapServers | quote }}
 ZT_KAFKA_TOPIC_PARTITIONS: {{ $v.config.kafka.topicPartitions | quote }}
 ZT_KAFKA_REPLICATION_FACTOR: {{ $v.config.kafka.replicationFactor | quote }}
+ZT_KAFKA_TOPIC_PREFIX: {{ $v.config.kafka.topicPrefix | default "" | quote }}
 ZT_GRPC_HOST: {{ $v.config.grpc.host | quote }}
 ZT_GRPC_SHUTDOWN_GRACE_S: {{ $v.config.grpc.shutdownGraceSeconds | quote }}
 ZT_GRPC_MAX_CONCURRENT_RPCS: {{ $v.config.grpc.maxConcurrentRpcs | int | quote }}
