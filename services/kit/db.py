@@ -73,10 +73,18 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 
 def _instrument(engine: AsyncEngine) -> None:
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+    """Trace this engine's statements (not the parameters, which may hold PII).
 
-    # Statements only: parameters (which may hold PII) are never recorded by this instrumentation.
-    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, enable_commenter=False)
+    ``EngineTracer`` per engine rather than ``SQLAlchemyInstrumentor().instrument(engine=...)``:
+    the instrumentor is a process-wide singleton that ignores every engine after the first.
+    """
+    from opentelemetry import metrics, trace
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+
+    usage = metrics.get_meter("zhongtai.db").create_up_down_counter(
+        "db.client.connections.usage", unit="connections", description="connections by state"
+    )
+    EngineTracer(trace.get_tracer("zhongtai.db"), engine.sync_engine, usage, enable_commenter=False)
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -146,11 +146,14 @@ class GrpcServer:
         self.port = 0
 
     async def start(self) -> None:
-        from opentelemetry.instrumentation.grpc import aio_server_interceptor
+        from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
+        # Health (Watch is a server stream the OTel aio interceptor cannot wrap) and reflection
+        # are not traced: probes would flood the traces anyway.
+        untraced = filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection"))
         server = grpc.aio.server(
             interceptors=[
-                aio_server_interceptor(),
+                aio_server_interceptor(filter_=filters.negate(untraced)),
                 KitServerInterceptor(self._verifier, validate=self._validate),
             ],
             options=SERVER_OPTIONS,

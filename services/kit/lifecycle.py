@@ -34,6 +34,9 @@ async def run_until_signalled(components: list[Component], *, stop_event: asynci
         await stop.wait()
         log.info("stopping")
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
         for component in reversed(started):
             try:
                 await component.stop()

@@ -202,13 +202,6 @@ async def test_health_turns_not_serving_once_stop_begins() -> None:
         assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-@pytest.mark.filterwarnings("ignore:coroutine 'HealthServicer.Watch' was never awaited:RuntimeWarning")
-@pytest.mark.xfail(
-    strict=True,
-    raises=grpc.aio.AioRpcError,
-    reason="kit bug: OpenTelemetry's aio server interceptor wraps Health/Watch (a coroutine using "
-    "context.write) as an async generator, so Watch fails with UNKNOWN 'async for requires __aiter__'",
-)
 async def test_health_watch_streams_the_serving_status(channel: grpc.aio.Channel) -> None:
     watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=SERVICE), timeout=5)
     try:
