@@ -3,9 +3,13 @@
 One run, same backend, same concurrency. The backend is a CustomerService on the kit's
 GrpcServer (auth + protovalidate interceptor, like the real service) answering from memory, in
 its own process; the gateway runs as ``python -m services.cli gateway`` in its own process
-(granian and/or uvicorn); the load generator is this process: a grpc.aio client for the direct
-calls and a minimal keep-alive HTTP/1.1 client for the gateway (so the client is not the
-bottleneck). Not a test: figures go to docs/perf/gateway.md.
+(granian and/or uvicorn) with its JSON access log on (``--gateway-log-level INFO``, as in
+production); the load generator is this process: a grpc.aio client for the direct calls and a
+minimal keep-alive HTTP/1.1 client for the gateway (so the client is not the bottleneck). Each
+gateway cell runs right after its direct cell (side by side), and every row also reports the
+CPU time per request of the client, the gateway and the backend processes (Linux /proc), which
+a shared machine's load disturbs far less than req/s and latency. Not a test: figures go to
+docs/perf/gateway.md.
 
     .venv/bin/python bench/gateway.py                     # granian and uvicorn, c=1 and c=32
     .venv/bin/python bench/gateway.py --servers granian --seconds 10
@@ -103,8 +107,24 @@ class HttpClient:
             self._writer.close()
 
 
+#: Processes whose CPU time per request is reported (name → pid), besides this one ("client").
+WATCH: dict[str, int] = {}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all threads (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def measure(
-    make_call: Callable[[int], Awaitable[Callable[[], Awaitable[None]]]], concurrency: int, seconds: float
+    make_call: Callable[[int], Awaitable[Callable[[], Awaitable[None]]]],
+    concurrency: int,
+    seconds: float,
+    watch: tuple[str, ...] = (),
 ) -> dict[str, float]:
     calls = [await make_call(i) for i in range(concurrency)]
     latencies: list[float] = []
@@ -119,16 +139,22 @@ async def measure(
 
     stop_at = time.perf_counter() + min(1.0, seconds / 3)  # warm-up
     await asyncio.gather(*(worker(c, False) for c in calls))
+    cpu_before = {name: _cpu_seconds(WATCH[name]) for name in watch}
+    client_before = time.process_time()
     began = time.perf_counter()
     stop_at = began + seconds
     await asyncio.gather(*(worker(c, True) for c in calls))
     elapsed = time.perf_counter() - began
+    n = len(latencies)
+    cpu = {f"cpu_{name}_us": (_cpu_seconds(WATCH[name]) - cpu_before[name]) * 1e6 / n for name in watch}
     latencies.sort()
     return {
-        "rps": len(latencies) / elapsed,
+        "rps": n / elapsed,
         "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
-        "n": float(len(latencies)),
+        "p99_ms": latencies[int(n * 0.99) - 1] * 1000,
+        "n": float(n),
+        "cpu_client_us": (time.process_time() - client_before) * 1e6 / n,
+        **cpu,
     }
 
 
@@ -149,7 +175,7 @@ async def grpc_direct(target: str, token: str, concurrency: int, seconds: float)
 
             return call
 
-        return await measure(make, concurrency, seconds)
+        return await measure(make, concurrency, seconds, watch=("backend",))
 
 
 async def via_gateway(port: int, token: str, concurrency: int, seconds: float) -> dict[str, float]:
@@ -167,7 +193,7 @@ async def via_gateway(port: int, token: str, concurrency: int, seconds: float) -
         return call
 
     try:
-        return await measure(make, concurrency, seconds)
+        return await measure(make, concurrency, seconds, watch=("gateway", "backend"))
     finally:
         for c in clients:
             await c.close()
@@ -207,12 +233,16 @@ def _wait_grpc(target: str, timeout: float = 30) -> None:
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZT_")}
-    env.update(ZT_ENVIRONMENT="test", ZT_AUTH_HS256_SECRET=DEV_SECRET, ZT_LOG_LEVEL="WARNING", **extra)
+    env.update(ZT_ENVIRONMENT="test", ZT_AUTH_HS256_SECRET=DEV_SECRET, ZT_LOG_LEVEL="WARNING")
+    env.update(extra)
     return env
 
 
 def _fmt(row: dict[str, float]) -> str:
-    return f"{row['rps']:8.0f} req/s   p50 {row['p50_ms']:6.2f} ms   p99 {row['p99_ms']:6.2f} ms"
+    cpu = "  ".join(
+        f"{key[4:-3]} {value:4.0f}" for key, value in row.items() if key.startswith("cpu_") and value == value
+    )
+    return f"{row['rps']:8.0f} req/s   p50 {row['p50_ms']:6.2f} ms   p99 {row['p99_ms']:6.2f} ms   CPU µs/req: {cpu}"
 
 
 def main() -> None:
@@ -220,6 +250,11 @@ def main() -> None:
     parser.add_argument("--servers", default="granian,uvicorn")
     parser.add_argument("--concurrency", default="1,32")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--gateway-log-level",
+        default="INFO",
+        help="the gateway's ZT_LOG_LEVEL: INFO writes the JSON access log line per request (as in production)",
+    )
     parser.add_argument("--backend", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.backend:
@@ -235,11 +270,14 @@ def main() -> None:
     backend = subprocess.Popen([sys.executable, __file__, "--backend", str(backend_port)], cwd=REPO, env=_env(),
                                stdout=subprocess.DEVNULL)  # fmt: skip
     procs.append(backend)
+    WATCH["backend"] = backend.pid
     try:
         _wait_grpc(target)
-        print(f"cpus: {os.cpu_count()}  python: {sys.version.split()[0]}  seconds per cell: {args.seconds}")
+        print(
+            f"cpus: {os.cpu_count()}  python: {sys.version.split()[0]}  seconds per cell: {args.seconds}"
+            f"  gateway log level: {args.gateway_log_level}  load average: {os.getloadavg()[0]:.2f}"
+        )
         levels = [int(c) for c in args.concurrency.split(",")]
-        direct = {c: asyncio.run(grpc_direct(target, token, c, args.seconds)) for c in levels}
         for server in args.servers.split(","):
             port = free_port()
             gateway = subprocess.Popen(
@@ -248,15 +286,18 @@ def main() -> None:
                 env=_env(
                     ZT_HTTP_PORT=str(port), ZT_HTTP_SERVER=server, ZT_CUSTOMER_TARGET=target,
                     ZT_PRODUCT_TARGET=target, ZT_DATAHUB_TARGET=target, ZT_QUOTA_READS_RPS="1000000",
-                    ZT_QUOTA_READS_BURST="1000000",
+                    ZT_QUOTA_READS_BURST="1000000", ZT_LOG_LEVEL=args.gateway_log_level,
                 ),
                 stdout=subprocess.DEVNULL,
             )  # fmt: skip
             procs.append(gateway)
+            WATCH["gateway"] = gateway.pid
             _wait_http(port)
             for c in levels:
+                # Side by side: the direct cell right before the gateway cell, so a shared
+                # machine's changing load hits both alike.
+                d = asyncio.run(grpc_direct(target, token, c, args.seconds))
                 via = asyncio.run(via_gateway(port, token, c, args.seconds))
-                d = direct[c]
                 print(f"c={c:<3} direct gRPC        {_fmt(d)}")
                 print(f"c={c:<3} gateway ({server:8}) {_fmt(via)}")
                 print(

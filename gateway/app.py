@@ -9,9 +9,9 @@ JSON response. Every failure becomes ``google.rpc.Status`` JSON in :mod:`gateway
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from importlib import resources
 from typing import Any
@@ -110,7 +110,7 @@ class GatewayApp:
         routes: list[Route] | None = None,
     ) -> None:
         self.settings = settings
-        self.verifier = verifier or TokenVerifier.from_settings(settings)
+        self.verifier = verifier or TokenVerifier.from_settings(settings, cache_size=settings.token_cache_size)
         self.routes = routes if routes is not None else discover_routes(load_contracts())
         self.router = Router(self.routes)
         self.backends = Backends(
@@ -136,6 +136,9 @@ class GatewayApp:
         self._cors_any = "*" in settings.cors_origins
         self._cors = frozenset(settings.cors_origins)
         self._started = False
+        # Bound once (the proxy from get_logger binds on every call): logging must be configured
+        # before the app is created, as gateway.main does.
+        self._access_log = get_logger("zhongtai.gateway").bind() if settings.access_log else None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -180,8 +183,8 @@ class GatewayApp:
         headers: dict[str, str] = {}
         for key, value in scope["headers"]:
             headers[key.decode("latin-1")] = value.decode("latin-1")
-        incoming = headers.get("x-request-id", "")
-        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        incoming = headers.get("x-request-id")
+        request_id = incoming if incoming and _REQUEST_ID.match(incoming) else os.urandom(16).hex()
         method = scope["method"]
         raw_path = scope.get("raw_path")
         path = raw_path.decode("latin-1").split("?", 1)[0] if raw_path else scope["path"]
@@ -192,10 +195,14 @@ class GatewayApp:
         ) as span:
             status, body, content_type = await self._handle(scope, receive, headers, req, span)
             span.update_name(f"{method} {req.route_name}")
-            span.set_attribute("http.request.method", method)
-            span.set_attribute("http.route", req.route_name)
-            span.set_attribute("http.response.status_code", status)
-            span.set_attribute("zhongtai.request_id", request_id)
+            span.set_attributes(
+                {
+                    "http.request.method": method,
+                    "http.route": req.route_name,
+                    "http.response.status_code": status,
+                    "zhongtai.request_id": request_id,
+                }
+            )
             if status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
             out_headers = [
@@ -216,8 +223,8 @@ class GatewayApp:
                 elapsed,
                 {"http.request.method": method, "http.route": req.route_name, "http.response.status_code": status},
             )
-            if self.settings.access_log:  # inside the span: the line carries trace_id/span_id
-                log.info(
+            if self._access_log is not None:  # inside the span: the line carries trace_id/span_id
+                self._access_log.info(
                     "http",
                     method=method,
                     route=req.route_name,
@@ -357,12 +364,9 @@ class GatewayApp:
 
     async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
         limit = self.settings.max_body_bytes
-        too_large = HttpError(
-            InvalidArgument(f"request body exceeds {limit} bytes", reason="BODY_TOO_LARGE"), http_status=413
-        )
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise too_large
+            raise _too_large(limit)
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -372,7 +376,7 @@ class GatewayApp:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise too_large
+                raise _too_large(limit)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -397,7 +401,14 @@ class GatewayApp:
         self._quota(principal, route)
         timeout_s = self._timeout(headers)
         content_type = headers.get("content-type", _JSON).split(";", 1)[0].strip().lower()
-        raw_body = await self._read_body(receive, headers)
+        if (
+            scope.get("http_version") in ("1.1", "1.0")
+            and "content-length" not in headers
+            and ("transfer-encoding" not in headers)
+        ):
+            raw_body = b""  # HTTP/1.x without either header has no body (RFC 9112 §6.3): no receive() round trip
+        else:
+            raw_body = await self._read_body(receive, headers)
         if (
             raw_body
             and content_type not in (_JSON, "application/*+json", "text/json")
@@ -407,7 +418,8 @@ class GatewayApp:
                 InvalidArgument(f"unsupported content type {content_type!r}: send application/json"),
                 http_status=415,
             )
-        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        query_string = scope.get("query_string")
+        query = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True) if query_string else []
         request = build_request(route, match.params, query, raw_body)
 
         key = headers.get("idempotency-key") if route.http_method != "GET" else None
@@ -468,6 +480,10 @@ class GatewayApp:
         except TimeoutError:
             raise DeadlineExceeded("the request did not complete before its deadline") from None
         return 200, render_response(route, response)
+
+
+def _too_large(limit: int) -> HttpError:
+    return HttpError(InvalidArgument(f"request body exceeds {limit} bytes", reason="BODY_TOO_LARGE"), http_status=413)
 
 
 class _StatusError(HttpError):

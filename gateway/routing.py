@@ -18,6 +18,7 @@ import importlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -195,6 +196,23 @@ class Route:
     #: The request message's top-level ``request_id`` field (AIP-155), when it has one.
     request_id_field: descriptor.FieldDescriptor | None
     bound_fields: frozenset[str] = field(default_factory=frozenset)
+
+    @cached_property
+    def direct_path_fields(self) -> tuple[tuple[str, str], ...] | None:
+        """``(path variable, field name)`` pairs when the rule has no body and every path
+        variable is a top-level, singular string field: such a request (without query
+        parameters) is built by setting those fields, with no JSON round trip."""
+        if self.body:
+            return None
+        pairs = []
+        for var in self.template.variables:
+            if len(var.field_path) != 1:
+                return None
+            fd = self.method.input_type.fields_by_name.get(var.field_path[0])
+            if fd is None or fd.type != fd.TYPE_STRING or _is_repeated(fd):
+                return None
+            pairs.append((var.field_path[0], fd.name))
+        return tuple(pairs)
 
     @property
     def operation_id(self) -> str:

@@ -13,6 +13,7 @@ import importlib
 import json
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -50,7 +51,14 @@ current_principal: contextvars.ContextVar[Principal | None] = contextvars.Contex
 
 
 class TokenVerifier:
-    """Checks signature, issuer, audience and expiry; returns the :class:`Principal`."""
+    """Checks signature, issuer, audience and expiry; returns the :class:`Principal`.
+
+    With ``cache_size > 0`` (the gateway), a token that verified is remembered by its exact
+    string in a bounded LRU until its ``exp`` (+ leeway) passes: signature, issuer and
+    audience cannot change for the same string, and the keys are fixed for the process's life.
+    Revocation is by expiry only, cached or not (tokens are short-lived bearer tokens); failed
+    verifications are never cached.
+    """
 
     def __init__(
         self,
@@ -60,6 +68,7 @@ class TokenVerifier:
         hs256_secret: str | None = None,
         jwks_file: Path | None = None,
         leeway_s: int = 30,
+        cache_size: int = 0,
     ) -> None:
         if not hs256_secret and jwks_file is None:
             raise ValueError("a token verifier needs ZT_AUTH_HS256_SECRET or ZT_AUTH_JWKS_FILE")
@@ -68,9 +77,12 @@ class TokenVerifier:
         self._secret = hs256_secret
         self._leeway = leeway_s
         self._jwks = jwt.PyJWKSet.from_dict(json.loads(jwks_file.read_text())) if jwks_file else None
+        self._cache_size = cache_size
+        #: token → (principal, valid until: exp + leeway, epoch seconds)
+        self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     @classmethod
-    def from_settings(cls, settings: Any) -> TokenVerifier:
+    def from_settings(cls, settings: Any, *, cache_size: int = 0) -> TokenVerifier:
         secret = settings.auth_hs256_secret.get_secret_value() if settings.auth_hs256_secret else None
         return cls(
             issuer=settings.auth_issuer,
@@ -78,6 +90,7 @@ class TokenVerifier:
             hs256_secret=secret,
             jwks_file=settings.auth_jwks_file,
             leeway_s=settings.auth_leeway_s,
+            cache_size=cache_size,
         )
 
     def _key_for(self, token: str) -> tuple[Any, list[str]]:
@@ -96,6 +109,21 @@ class TokenVerifier:
     def verify(self, token: str) -> Principal:
         if not token:
             raise Unauthenticated("missing bearer token", reason="MISSING_TOKEN")
+        if self._cache_size:
+            cached = self._cache.get(token)
+            if cached is not None:
+                if time.time() < cached[1]:
+                    self._cache.move_to_end(token)
+                    return cached[0]
+                self._cache.pop(token, None)  # expired: verify again, which says so
+        principal, claims = self._verify(token)
+        if self._cache_size:
+            self._cache[token] = (principal, float(claims["exp"]) + self._leeway)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, dict[str, Any]]:
         try:
             key, algorithms = self._key_for(token)
             claims = jwt.decode(
@@ -118,7 +146,7 @@ class TokenVerifier:
         scope = claims.get("scope", "")
         scopes = frozenset(scope.split() if isinstance(scope, str) else scope)
         subject = str(claims.get("sub", ""))
-        return Principal(str(claims.get("client_id") or subject), subject, scopes, token)
+        return Principal(str(claims.get("client_id") or subject), subject, scopes, token), claims
 
 
 def bearer_token(authorization: str | None) -> str:

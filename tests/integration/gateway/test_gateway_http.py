@@ -398,6 +398,16 @@ async def test_trace_continues_from_traceparent_through_the_backend(stack: Stack
     assert ("SERVER", "/bank.customer.v1.CustomerService/GetCustomer") in kinds  # the backend's server span
     gateway_span = next(s for s in ours if s.name.startswith("GET /v1/"))
     assert gateway_span.parent is not None and format(gateway_span.parent.span_id, "016x") == "00f067aa0ba902b7"
+    # The client span (made inline, no interceptor) is the backend span's parent, with rpc.* attributes.
+    client = next(s for s in ours if s.kind.name == "CLIENT")
+    backend = next(s for s in ours if s.kind.name == "SERVER" and s.name.startswith("/bank."))
+    assert client.parent is not None and client.parent.span_id == gateway_span.context.span_id
+    assert backend.parent is not None and backend.parent.span_id == client.context.span_id
+    assert client.attributes is not None
+    assert client.attributes["rpc.system"] == "grpc"
+    assert client.attributes["rpc.service"] == "bank.customer.v1.CustomerService"
+    assert client.attributes["rpc.method"] == "GetCustomer"
+    assert client.attributes["rpc.grpc.status_code"] == 0
 
 
 async def test_without_traceparent_a_new_trace_is_started_and_returned(stack: Stack) -> None:

@@ -124,3 +124,102 @@ def test_response_prints_zero_values_in_camel_case() -> None:
     body = render_response(match.route, match.route.output_class())
     assert b'"eligible":false' in body
     assert json_format  # imported for parity with the gateway
+
+
+# ------------------------------------------------------------------------------ response printing
+
+
+def _reachable_messages() -> list:  # type: ignore[type-arg]
+    """Every message type a route can answer with (or send), and the types nested in them."""
+    seen: dict[str, object] = {}
+    stack = [r.method.output_type for r in ROUTER.routes] + [r.method.input_type for r in ROUTER.routes]
+    while stack:
+        desc = stack.pop()
+        if desc.full_name in seen:
+            continue
+        seen[desc.full_name] = desc
+        stack.extend(fd.message_type for fd in desc.fields if fd.message_type is not None)
+    return list(seen.values())
+
+
+def _populate(message, depth: int = 0, salt: int = 1) -> None:  # type: ignore[no-untyped-def]
+    """Set every field (first oneof member only) to a non-default value, nested two levels."""
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    done_oneofs: set[str] = set()
+    for fd in message.DESCRIPTOR.fields:
+        if fd.containing_oneof is not None:
+            if fd.containing_oneof.name in done_oneofs:
+                continue
+            done_oneofs.add(fd.containing_oneof.name)
+        if fd.message_type is not None:
+            if fd.message_type.GetOptions().map_entry:
+                container = getattr(message, fd.name)
+                key_fd, value_fd = fd.message_type.fields_by_name["key"], fd.message_type.fields_by_name["value"]
+                key = "k" if key_fd.type == F.TYPE_STRING else (True if key_fd.type == F.TYPE_BOOL else 3)
+                if value_fd.message_type is not None:
+                    if depth < 2:
+                        _populate(container[key], depth + 1, salt)
+                else:
+                    container[key] = _scalar(value_fd, salt)
+                continue
+            full = fd.message_type.full_name
+            if depth >= 2 and not full.startswith("google.protobuf."):
+                continue
+            sub = getattr(message, fd.name).add() if fd.is_repeated else getattr(message, fd.name)
+            if full == "google.protobuf.Timestamp":
+                sub.FromSeconds(1_700_000_000 + salt)
+            elif full == "google.protobuf.Duration":
+                sub.FromSeconds(salt)
+            elif full == "google.protobuf.FieldMask":
+                sub.paths.append("a_b")
+            elif full.startswith("google.protobuf.") and "value" in sub.DESCRIPTOR.fields_by_name:
+                sub.value = _scalar(sub.DESCRIPTOR.fields_by_name["value"], salt)
+            elif not full.startswith("google.protobuf."):
+                _populate(sub, depth + 1, salt)
+            if not fd.is_repeated and not sub.ListFields():
+                sub.SetInParent()
+            continue
+        value = _scalar(fd, salt)
+        if fd.is_repeated:
+            getattr(message, fd.name).extend([value, value])
+        else:
+            setattr(message, fd.name, value)
+
+
+def _scalar(fd, salt: int):  # type: ignore[no-untyped-def]
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    if fd.type == F.TYPE_STRING:
+        return f"s{salt}"
+    if fd.type == F.TYPE_BYTES:
+        return b"\x00b"
+    if fd.type == F.TYPE_BOOL:
+        return True
+    if fd.type == F.TYPE_ENUM:
+        numbers = [v.number for v in fd.enum_type.values]
+        return numbers[salt % len(numbers)] if salt < 3 else 99  # 99: an unknown number (open enum)
+    if fd.type in (F.TYPE_FLOAT, F.TYPE_DOUBLE):
+        return 1.5
+    if fd.type in (F.TYPE_UINT32, F.TYPE_UINT64, F.TYPE_FIXED32, F.TYPE_FIXED64):
+        return 7 * salt
+    return -7 * salt
+
+
+@pytest.mark.parametrize("salt", [0, 1, 2, 3])
+def test_response_printer_matches_json_format_for_every_contract_message(salt: int) -> None:
+    import orjson
+    from google.protobuf import message_factory
+
+    from gateway.transcode import message_to_dict
+
+    messages = _reachable_messages()
+    assert len(messages) > 10
+    for desc in messages:
+        cls = message_factory.GetMessageClass(desc)
+        for message in (cls(),):
+            if salt and not desc.full_name.startswith("google.protobuf."):  # WKTs: only as fields
+                _populate(message, salt=salt)
+            expected = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+            # Same values and the same key order (byte-identical JSON).
+            assert orjson.dumps(message_to_dict(message)) == orjson.dumps(expected), desc.full_name
