@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Protocol, TypeVar
 
 from google.protobuf.message import Message
@@ -283,21 +284,7 @@ class ProductUseCases:
                 session.add(row)
                 await session.flush()
                 snapshot = convert.subscription_message(row)
-                add_event(
-                    session,
-                    events_pb2.SubscriptionOpened(
-                        customer_id=row.customer_id,
-                        subscription_id=row.subscription_id,
-                        subscription=snapshot,
-                        version=row.version,
-                        occur_time=convert.ts(at),
-                    ),
-                    source=SOURCE,
-                    aggregate_type="subscription",
-                    aggregate_id=row.subscription_id,
-                    version=row.version,
-                    subject=row.customer_id,
-                )
+                _add_subscription_event(session, events_pb2.SubscriptionOpened, row, snapshot, at)
                 self._remember(session, key, fp, snapshot)
                 await uow.commit()
         except IntegrityError:
@@ -324,21 +311,7 @@ class ProductUseCases:
                 row.update_time = row.close_time = at
                 await session.flush()
                 snapshot = convert.subscription_message(row)
-                add_event(
-                    session,
-                    events_pb2.SubscriptionClosed(
-                        customer_id=row.customer_id,
-                        subscription_id=row.subscription_id,
-                        subscription=snapshot,
-                        version=row.version,
-                        occur_time=convert.ts(at),
-                    ),
-                    source=SOURCE,
-                    aggregate_type="subscription",
-                    aggregate_id=row.subscription_id,
-                    version=row.version,
-                    subject=row.customer_id,
-                )
+                _add_subscription_event(session, events_pb2.SubscriptionClosed, row, snapshot, at)
                 self._remember(session, key, fp, snapshot)
                 await uow.commit()
         except IntegrityError:
@@ -469,3 +442,28 @@ class ProductUseCases:
     def _remember(session: AsyncSession, key: str | None, fp: str, response: Message) -> None:
         if key is not None:
             store.remember(session, key, fp, response)
+
+
+def _add_subscription_event(
+    session: AsyncSession,
+    event_type: type[events_pb2.SubscriptionOpened] | type[events_pb2.SubscriptionClosed],
+    row: store.SubscriptionRow,
+    snapshot: product_pb2.Subscription,
+    at: datetime,
+) -> None:
+    """Stage a subscription lifecycle event (opened/closed) in the use case's transaction."""
+    add_event(
+        session,
+        event_type(
+            customer_id=row.customer_id,
+            subscription_id=row.subscription_id,
+            subscription=snapshot,
+            version=row.version,
+            occur_time=convert.ts(at),
+        ),
+        source=SOURCE,
+        aggregate_type="subscription",
+        aggregate_id=row.subscription_id,
+        version=row.version,
+        subject=row.customer_id,
+    )
