@@ -7,7 +7,6 @@ python -m services.data_hub.rebuild    # replay from offset 0 into the idle tabl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -25,7 +24,7 @@ from services.kit.db import EngineLifecycle, create_engine
 from services.kit.events import TOPIC_CUSTOMER, TOPIC_PRODUCT, TOPIC_SUBSCRIPTION
 from services.kit.grpc_server import GrpcServer
 from services.kit.kafka import ensure_topics, make_producer
-from services.kit.lifecycle import run_until_signalled
+from services.kit.lifecycle import cancel_and_wait, run_until_signalled
 from services.kit.logging import configure_logging, get_logger
 from services.kit.migrations import upgrade
 from services.kit.telemetry import setup_telemetry
@@ -110,10 +109,7 @@ class PeriodicRefresh:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         while True:

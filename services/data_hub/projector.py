@@ -27,6 +27,7 @@ from services.data_hub import store
 from services.data_hub.domain import Rules
 from services.kit.db import UnitOfWork
 from services.kit.events import ReceivedEvent, build_record
+from services.kit.lifecycle import cancel_and_wait
 from services.kit.logging import get_logger
 
 log = get_logger("zhongtai.data_hub")
@@ -130,10 +131,7 @@ class ViewWorker:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         if self._producer is not None and self._owns_producer:
             self._owns_producer = False
             with contextlib.suppress(Exception):

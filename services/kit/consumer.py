@@ -13,7 +13,6 @@ dead, and the partition keeps flowing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from services.kit.db import Base, UnitOfWork
 from services.kit.events import PoisonEvent, ReceivedEvent, parse_record
 from services.kit.kafka import ensure_topics, make_consumer
+from services.kit.lifecycle import cancel_and_wait
 from services.kit.logging import get_logger
 from services.kit.telemetry import context_from_traceparent
 
@@ -243,10 +243,7 @@ class InboxConsumer:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await consumer.stop()

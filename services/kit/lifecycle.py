@@ -5,12 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from typing import Protocol
+from typing import Any, Protocol
 
 from services.kit.logging import get_logger
 from services.kit.telemetry import shutdown_telemetry
 
 log = get_logger("zhongtai.lifecycle")
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a background task we own and wait until it has finished (safe with None)."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class Component(Protocol):

@@ -48,6 +48,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from services.kit.db import Base, BigIntPK, is_sqlite, sessionmaker, write_lock
 from services.kit.events import build_record
+from services.kit.lifecycle import cancel_and_wait
 from services.kit.logging import get_logger
 from services.kit.telemetry import context_from_traceparent, current_traceparent
 
@@ -194,9 +195,7 @@ class OutboxRelay:
         if task is not None:
             self._stopping = True
             self._wake.set()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         if self._owns_producer:
             self._owns_producer = False
             # Also closes a producer whose start was interrupted (it holds connections).
