@@ -30,27 +30,16 @@ from rich.console import Console
 from rich.text import Text
 
 from devtools import stack
+from services.cli import DEV_SECRET
+from services.kit.auth import ALL_SCOPES
+from services.kit.config import DEFAULT_PORTS
 
-#: The documented dev-only HS256 secret (ZT_ENVIRONMENT=prod refuses HS256 altogether).
-DEV_HS256_SECRET = "zhongtai-dev-secret-change-me-0123456789"  # noqa: S105
 DEV_KAFKA_PORT = 9092
 VAR = stack.REPO_ROOT / "var"
 STOP_GRACE = 10.0
 HEALTH_TIMEOUT = 60.0
 STABLE_AFTER = 60.0  # a child running this long has its restart backoff reset
 
-FALLBACK_PORTS = {"customer": 50051, "product": 50052, "data_hub": 50053, "gateway": 8080}
-FALLBACK_SCOPES = [
-    "customers:read",
-    "customers:write",
-    "pii:read",
-    "products:read",
-    "products:admin",
-    "subscriptions:read",
-    "subscriptions:write",
-    "views:read",
-    "segments:admin",
-]  # services.kit.auth.ALL_SCOPES is used when importable
 COLORS = ("cyan", "magenta", "green", "yellow", "blue", "bright_red")
 
 console = Console(highlight=False, soft_wrap=True)
@@ -81,24 +70,6 @@ def discover_components() -> tuple[list[str], str]:
     if not components:
         return [], "available_components() lists none"
     return components, ""
-
-
-def default_ports() -> dict[str, int]:
-    try:
-        from services.kit.config import DEFAULT_PORTS
-
-        return {**FALLBACK_PORTS, **DEFAULT_PORTS}
-    except Exception:
-        return dict(FALLBACK_PORTS)
-
-
-def all_scopes() -> list[str]:
-    try:
-        from services.kit.auth import ALL_SCOPES
-
-        return list(ALL_SCOPES)
-    except Exception:
-        return list(FALLBACK_SCOPES)
 
 
 def cli_cmd(*args: str) -> list[str]:
@@ -260,7 +231,7 @@ def start_kafka() -> tuple[stack.KafkaServer | None, str]:
 
 def print_usage(env: dict[str, str], components: list[str], ports: dict[str, int]) -> None:
     token = ""
-    scopes = " ".join(all_scopes())
+    scopes = " ".join(ALL_SCOPES)
     if cli_supports("token", env):
         result = subprocess.run(
             cli_cmd("token", "--scope", scopes),
@@ -315,7 +286,7 @@ def main() -> int:
         env = {
             **os.environ,
             "ZT_ENVIRONMENT": "dev",
-            "ZT_AUTH_HS256_SECRET": os.environ.get("ZT_AUTH_HS256_SECRET", DEV_HS256_SECRET),
+            "ZT_AUTH_HS256_SECRET": os.environ.get("ZT_AUTH_HS256_SECRET", DEV_SECRET),
             "ZT_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "PYTHONUNBUFFERED": "1",
         }
@@ -331,7 +302,7 @@ def main() -> int:
         if not run_step("migrate", ["migrate"], env):
             return 1
 
-        ports = default_ports()
+        ports = dict(DEFAULT_PORTS)
         for name in components:
             port = ports.get(name)
             if port and not stack.port_is_free(port):

@@ -20,22 +20,12 @@ from google.protobuf import descriptor, message_factory
 from gateway.app import GatewayApp
 from gateway.routing import discover_routes, load_contracts
 from gateway.settings import GatewaySettings
-from services.kit.auth import TokenVerifier, mint_token
+from services.kit.auth import ALL_SCOPES, TokenVerifier, mint_token
 from services.kit.grpc_server import GrpcServer
 from services.kit.telemetry import InMemoryTelemetry, install_in_memory
 
 SECRET = "gateway-test-secret-0123456789-abcdefgh"
-ALL = [
-    "customers:read",
-    "customers:write",
-    "pii:read",
-    "products:read",
-    "products:admin",
-    "subscriptions:read",
-    "subscriptions:write",
-    "views:read",
-    "segments:admin",
-]
+ALL = list(ALL_SCOPES)
 
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
