@@ -16,13 +16,12 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from cloudevents.core.bindings import kafka as ce_kafka
-from cloudevents.core.v1.event import CloudEvent
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import DecodeError, Message
 
 CONTENT_TYPE = "application/protobuf"
+_CONTENT_TYPE_BYTES = CONTENT_TYPE.encode()
 
 #: Topics of the platform (ARCHITECTURE §5); the view topic is compacted.
 TOPIC_CUSTOMER = "bank.customer.v1"
@@ -39,28 +38,6 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
 
 class PoisonEvent(Exception):
     """A record that can never be applied (bad envelope or undecodable payload)."""
-
-
-class _ProtobufFormat:
-    """CloudEvents data format for an already-serialized protobuf payload."""
-
-    def write_data(self, data: Any, datacontenttype: str | None) -> bytes:
-        return bytes(data or b"")
-
-    def read_data(self, body: bytes, datacontenttype: str | None) -> Any:
-        return bytes(body)
-
-    def read(self, *args: Any, **kwargs: Any) -> Any:  # structured mode is not used
-        raise NotImplementedError
-
-    def write(self, event: Any) -> bytes:
-        raise NotImplementedError
-
-    def get_content_type(self) -> str:
-        return CONTENT_TYPE
-
-
-_FORMAT = _ProtobufFormat()
 
 
 @dataclass(frozen=True)
@@ -100,6 +77,12 @@ class KafkaRecord:
     event_type: str
 
 
+def _ce_time(when: datetime) -> bytes:
+    """``ce_time`` as the CloudEvents SDK writes it: ISO 8601, ``Z`` for UTC."""
+    text = when.isoformat()
+    return (text[:-6] + "Z" if text.endswith("+00:00") else text).encode()
+
+
 def build_record(
     payload: Message,
     *,
@@ -112,29 +95,38 @@ def build_record(
     time: datetime | None = None,
     traceparent: str | None = None,
 ) -> KafkaRecord:
-    """Wrap a payload message in the envelope; topic and key come from the contract."""
+    """Wrap a payload message in the envelope; topic and key come from the contract.
+
+    The headers are what the cloudevents SDK's Kafka binding writes (``to_binary``), byte for
+    byte and in the same order (tests compare the two), built directly: the SDK's generic path
+    cost ~100 µs an event on every write transaction. The SDK's checks on these attributes are
+    kept: a non-empty id, source, type and subject, and a timezone-aware time.
+    """
     spec = event_spec(payload.DESCRIPTOR)
     key = str(value_at(payload, spec.key_field))
-    attributes: dict[str, Any] = {
-        "id": event_id or str(uuid.uuid4()),
-        "source": source,
-        "type": payload.DESCRIPTOR.full_name,
-        "subject": subject or key,
-        "time": time or datetime.now(UTC),
-        "datacontenttype": CONTENT_TYPE,
-        "aggregatetype": aggregate_type,
-        "aggregateid": aggregate_id,
-        "aggregateversion": str(version),
-    }
-    message = ce_kafka.to_binary(
-        CloudEvent(attributes=attributes, data=payload.SerializeToString()),
-        _FORMAT,  # type: ignore[arg-type]
-        key_mapper=lambda _: key,
-    )
-    headers = [(k, v) for k, v in message.headers.items()]
+    event_id = event_id or str(uuid.uuid4())
+    event_type = payload.DESCRIPTOR.full_name
+    subject = subject or key
+    when = time or datetime.now(UTC)
+    if not source or not subject or not event_type:
+        raise ValueError(f"CloudEvents attributes must not be empty (source={source!r}, subject={subject!r})")
+    if when.tzinfo is None:
+        raise ValueError("CloudEvents attribute 'time' must be timezone aware")
+    headers = [
+        ("ce_id", event_id.encode()),
+        ("ce_source", source.encode()),
+        ("ce_type", event_type.encode()),
+        ("ce_subject", subject.encode()),
+        ("ce_time", _ce_time(when)),
+        ("content-type", _CONTENT_TYPE_BYTES),
+        ("ce_aggregatetype", aggregate_type.encode()),
+        ("ce_aggregateid", aggregate_id.encode()),
+        ("ce_aggregateversion", str(version).encode()),
+        ("ce_specversion", b"1.0"),
+    ]
     if traceparent:
         headers.append(("traceparent", traceparent.encode()))
-    return KafkaRecord(spec.topic, key.encode(), message.value, headers, attributes["id"], attributes["type"])
+    return KafkaRecord(spec.topic, key.encode(), payload.SerializeToString(), headers, event_id, event_type)
 
 
 @dataclass(frozen=True)
@@ -172,8 +164,8 @@ def parse_record(
 ) -> ReceivedEvent:
     """Decode a binary-mode record; raise :class:`PoisonEvent` when it can never be applied.
 
-    Writing goes through the cloudevents SDK (:func:`build_record`); reading is on every
-    consumer's hot path, so it decodes the few binary-mode headers directly (the SDK's generic
+    Like :func:`build_record` on the writing side, reading is on a hot path (every consumer's),
+    so it decodes the few binary-mode headers directly (the SDK's generic
     parser cost ~130 µs an event) and checks what the SDK would: spec version 1.0, the required
     attributes, the content type, a parsable time.
     """

@@ -1,3 +1,5 @@
+from datetime import UTC, datetime, timedelta, timezone
+
 import pytest
 
 from bank.customer.v1 import events_pb2
@@ -73,3 +75,48 @@ def test_envelopes_that_break_the_contract_are_poison(change: dict, reason: str)
     headers = [(k, change.get(k, v)) for k, v in record.headers]
     with pytest.raises(PoisonEvent, match=reason):
         parse_record(headers, record.value)
+
+
+def sdk_headers(**kw) -> tuple[bytes, dict[str, bytes]]:  # type: ignore[no-untyped-def]
+    """What the cloudevents SDK's Kafka binding writes for the same attributes (the reference)."""
+    from cloudevents.core.bindings import kafka as ce_kafka
+    from cloudevents.core.formats.json import JSONFormat
+    from cloudevents.core.v1.event import CloudEvent
+
+    message = ce_kafka.to_binary(CloudEvent(attributes=kw["attributes"], data=kw["data"]), JSONFormat())
+    return message.value, message.headers
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+        datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC),
+        datetime(2024, 1, 2, 3, 4, 5, 120000, tzinfo=timezone(timedelta(hours=8))),
+    ],
+)
+def test_headers_are_byte_identical_to_the_cloudevents_sdk(when: datetime) -> None:
+    event = make_event()
+    record = build_record(
+        event, source="/zhongtai/customer", aggregate_type="customer", aggregate_id="c-1", version=42,
+        event_id="e-1", time=when, subject="subj-ü",
+    )  # fmt: skip
+    attributes = {
+        "id": "e-1", "source": "/zhongtai/customer", "type": "bank.customer.v1.CustomerCreated", "subject": "subj-ü",
+        "time": when, "datacontenttype": "application/protobuf", "aggregatetype": "customer",
+        "aggregateid": "c-1", "aggregateversion": "42",
+    }  # fmt: skip
+    # JSONFormat writes bytes data unchanged: the reference value is the serialized payload
+    value, headers = sdk_headers(attributes=attributes, data=event.SerializeToString())
+    assert record.headers == list(headers.items())  # same names, bytes and order
+    assert record.value == value == event.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"source": ""}, {"time": datetime(2024, 1, 2)}],  # the SDK refuses these too
+)
+def test_an_envelope_the_sdk_would_refuse_is_refused(kwargs: dict) -> None:  # type: ignore[type-arg]
+    args = {"source": "/s", "aggregate_type": "customer", "aggregate_id": "c-1", "version": 1} | kwargs
+    with pytest.raises(ValueError):
+        build_record(make_event(), **args)
