@@ -4,7 +4,9 @@ Writer side: :func:`add_event` inserts a row in the caller's session (same trans
 carrying the CloudEvents headers and the current ``traceparent``.
 
 Relay side: :class:`OutboxRelay` wakes right after commits (``wake()``, wired as a unit-of-work
-``after_commit`` callback) and also polls. It publishes with an idempotent producer
+``after_commit`` callback, for a relay in the writer's process; on PostgreSQL also through
+LISTEN/NOTIFY: :func:`add_event` makes the transaction NOTIFY :data:`NOTIFY_CHANNEL`, which
+PostgreSQL delivers at commit, for relays in other processes) and also polls. It publishes with an idempotent producer
 (``acks=all``), waits for the broker's acks, then marks the rows. A crash between publish and
 mark re-publishes the same event ids, which consumers' inboxes drop: at-least-once delivery,
 effectively-once effects. Rows keep the contract's logical topic; the relay sends each one to
@@ -12,8 +14,10 @@ effectively-once effects. Rows keep the contract's logical topic; the relay send
 
 Several relays on PostgreSQL: each claims rows with ``FOR UPDATE SKIP LOCKED`` and then keeps,
 per aggregate, only the rows that are the oldest unpublished ones of that aggregate (a row
-whose predecessor is held by another relay waits for the next round), so one aggregate's
-events are never reordered. On SQLite run one relay per database.
+whose predecessor is held by another relay, or by another open round of the same relay, waits
+for the next round), so one aggregate's events are never reordered. A relay overlaps up to
+``max_in_flight`` rounds (each on its own connection): new events are claimed while an earlier
+round waits for its acks. On SQLite run one relay per database (one round at a time).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,13 +42,16 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     delete,
-    func,
+    event,
     select,
+    text,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from services.kit.db import Base, BigIntPK, is_sqlite, sessionmaker, write_lock
 from services.kit.events import build_record
@@ -92,6 +99,25 @@ class OutboxRow(Base):
     )
 
 
+#: PostgreSQL channel on which writers NOTIFY at commit and relays LISTEN (per database).
+NOTIFY_CHANNEL = "zt_outbox"
+_NOTIFY_PENDING = "zt_outbox_notify"
+
+
+@event.listens_for(Session, "before_commit")
+def _notify_relays(session: Session) -> None:
+    """NOTIFY in the transaction that staged events: PostgreSQL delivers it only if it commits."""
+    if session.info.pop(_NOTIFY_PENDING, False):
+        conn = session.connection()
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_notify(session: Session) -> None:
+    session.info.pop(_NOTIFY_PENDING, None)
+
+
 def add_event(
     session: AsyncSession,
     payload: Message,
@@ -128,10 +154,41 @@ def add_event(
         attempts=0,
     )
     session.add(row)
+    session.info[_NOTIFY_PENDING] = True
     return row
 
 
 _OUTBOX: Table = OutboxRow.__table__  # type: ignore[assignment]
+
+
+#: PostgreSQL: claim a batch and, in the same statement (one round trip), find per aggregate the
+#: oldest pending row this batch did not claim (held by another round or relay, or not visible
+#: yet). Not a correlated subquery: its cost must not depend on the planner's statistics.
+_PG_CLAIM = text(
+    """
+    WITH claimed AS MATERIALIZED (
+        SELECT id, event_id, aggregate_id, topic, key, payload, headers, traceparent, created_at
+        FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED
+    ), foreign_rows AS (
+        SELECT o.aggregate_id, min(o.id) AS first_foreign
+        FROM outbox o
+        WHERE o.published_at IS NULL
+          AND o.aggregate_id IN (SELECT aggregate_id FROM claimed)
+          AND o.id <= (SELECT max(id) FROM claimed)
+          AND o.id NOT IN (SELECT id FROM claimed)
+        GROUP BY o.aggregate_id
+    )
+    SELECT claimed.*, foreign_rows.first_foreign
+    FROM claimed LEFT JOIN foreign_rows ON foreign_rows.aggregate_id = claimed.aggregate_id
+    ORDER BY claimed.id
+    """
+)
+#: A relay keeps a round's connection for the next round if that comes within this time.
+_KEEP_CONNECTION_S = 10.0
+
+_PG_MARK = text("UPDATE outbox SET published_at = :now WHERE id = ANY(:ids)").bindparams(
+    bindparam("ids", type_=ARRAY(BigInteger))
+)
 
 
 def _publishable(claimed: Sequence[Any], first_foreign: dict[str, int]) -> list[Any]:
@@ -149,7 +206,17 @@ def _publishable(claimed: Sequence[Any], first_foreign: dict[str, int]) -> list[
 
 
 class OutboxRelay:
-    """Publishes outbox rows to Kafka; ``start()``/``stop()``, ``wake()`` after commits."""
+    """Publishes outbox rows to Kafka; ``start()``/``stop()``, ``wake()`` after commits.
+
+    On PostgreSQL up to ``max_in_flight`` rounds (claim, send, wait for the acks, mark, commit)
+    overlap, each on its own connection: an event committed while a round waits for its acks is
+    claimed at once by the next round instead of queueing behind it. A row whose aggregate has
+    an older row in another open round is held back (the claim sees that row as pending) and
+    retried as soon as a round commits, so overlapping rounds never reorder an aggregate. The
+    relay also LISTENs on :data:`NOTIFY_CHANNEL` (writers NOTIFY in their transaction, see
+    :func:`add_event`), so a relay in another process wakes at commit too; polling stays the
+    fallback.
+    """
 
     def __init__(
         self,
@@ -162,6 +229,8 @@ class OutboxRelay:
         owns_producer: bool = False,
         topic_prefix: str = "",
         retention_s: float = 3600.0,
+        max_in_flight: int = 2,
+        listen: bool = True,
     ) -> None:
         self._engine = engine
         # Rows keep the contract's logical topic; the broker's name is the namespaced one.
@@ -176,10 +245,19 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._producer_started = False
+        # SQLite has no row locks: one round at a time there.
+        self._max_in_flight = 1 if is_sqlite(engine) else max(1, max_in_flight)
+        self._listen_enabled = listen and not is_sqlite(engine)
+        self._rounds: set[asyncio.Task[None]] = set()
+        self._idle: list[tuple[AsyncConnection, float]] = []  # connections kept between rounds
+        self._failures = 0
+        self._commits = 0  # publishing rounds committed so far
+        self._held_back = False  # a round held rows back behind a row of a round still open
         # Published rows are kept this long (for audits and replays by hand), then purged.
         self._retention_s = retention_s
         self._next_purge = 0.0
         self.published_total = 0
+        self.listening = asyncio.Event()  # set while the LISTEN connection is up (tests, health)
 
     def wake(self) -> None:
         self._wake.set()
@@ -218,25 +296,87 @@ class OutboxRelay:
                 delay = min(delay * 2, 10.0)
 
     async def _run(self) -> None:
-        if self._owns_producer:
-            await self._start_producer()
-        backoff = self._poll
-        while not self._stopping:
-            try:
-                while await self.publish_once() >= self._batch_size:
-                    pass  # drain a backlog without waiting
-                if time.monotonic() >= self._next_purge:
-                    await self.purge_published()
+        listener = (
+            asyncio.create_task(self._listen(), name=f"outbox-listen-{self._name}") if self._listen_enabled else None
+        )
+        purge: asyncio.Task[None] | None = None
+        slots = asyncio.Semaphore(self._max_in_flight)
+        try:
+            if self._owns_producer:
+                await self._start_producer()
+            self._wake.set()  # a first round at once: rows may be waiting since before the start
+            while not self._stopping:
+                await slots.acquire()
+                backoff = min(self._poll * 2**self._failures, 10.0) if self._failures else self._poll
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), backoff)
+                self._wake.clear()
+                if self._stopping:
+                    slots.release()
+                    break
+                round_ = asyncio.create_task(self._round(slots))
+                self._rounds.add(round_)
+                round_.add_done_callback(self._rounds.discard)
+                if time.monotonic() >= self._next_purge and (purge is None or purge.done()):
                     self._next_purge = time.monotonic() + 60.0
-                backoff = self._poll
+                    purge = asyncio.create_task(self._purge_quietly())
+        finally:
+            await cancel_and_wait(listener)
+            await cancel_and_wait(purge)
+            for round_ in list(self._rounds):
+                await cancel_and_wait(round_)
+            await self._close_idle()
+
+    async def _round(self, slots: asyncio.Semaphore) -> None:
+        try:
+            claimed = await self.publish_once()
+            self._failures = 0
+            if claimed >= self._batch_size:
+                self._wake.set()  # drain a backlog without waiting
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._failures = min(self._failures + 1, 8)
+            log.warning("relay round failed; will retry", error=type(exc).__name__, detail=str(exc)[:200])
+        finally:
+            slots.release()
+
+    async def _purge_quietly(self) -> None:
+        try:
+            await self.purge_published()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("outbox purge failed; will retry", error=type(exc).__name__, detail=str(exc)[:200])
+
+    async def _listen(self) -> None:
+        """LISTEN for writers' commits (PostgreSQL); reconnect when the connection drops."""
+        delay = 0.5
+        while True:
+            closed = asyncio.Event()
+            try:
+                async with self._engine.connect() as conn:
+                    raw: Any = (await conn.get_raw_connection()).driver_connection
+                    try:
+                        raw.add_termination_listener(lambda _conn, closed=closed: closed.set())
+                        await raw.add_listener(NOTIFY_CHANNEL, self._notified)
+                        self.listening.set()
+                        self.wake()  # commits made while nobody listened
+                        delay = 0.5
+                        await closed.wait()
+                    finally:
+                        self.listening.clear()
+                        # The connection holds a LISTEN: never hand it back to the pool.
+                        await conn.invalidate()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("relay round failed; will retry", error=type(exc).__name__, detail=str(exc)[:200])
-                backoff = min(backoff * 2, 10.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), backoff)
-            self._wake.clear()
+                log.warning("relay cannot LISTEN; polling meanwhile", error=type(exc).__name__, retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
 
     async def purge_published(self, limit: int = 5000) -> int:
         """Delete rows published more than ``retention_s`` ago (bounded per call); returns how many."""
@@ -258,44 +398,62 @@ class OutboxRelay:
             return await self._publish_sqlite()
         return await self._publish_locked()
 
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for one round, kept for the next one while rounds keep coming.
+
+        Saves the pool's checkout and pre-ping round trip on each round; a connection idle for
+        more than :data:`_KEEP_CONNECTION_S` goes back through the pool (and its pre-ping).
+        """
+        conn = None
+        now = time.monotonic()
+        while self._idle and conn is None:
+            kept, last_used = self._idle.pop()
+            if now - last_used < _KEEP_CONNECTION_S:
+                conn = kept
+            else:
+                await kept.close()
+        if conn is None:
+            conn = await self._engine.connect()
+        try:
+            yield conn
+        except BaseException:
+            await conn.close()  # back to the pool, which drops it if it is broken
+            raise
+        self._idle.append((conn, time.monotonic()))
+
+    async def _close_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
     async def _publish_locked(self) -> int:
-        async with self._sessions() as session, session.begin():
-            claimed = (
-                await session.execute(
-                    select(_OUTBOX)
-                    .where(_OUTBOX.c.published_at.is_(None))
-                    .order_by(_OUTBOX.c.id)
-                    .limit(self._batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
+        commits_before = self._commits
+        async with self._connection() as conn, conn.begin():
+            claimed = (await conn.execute(_PG_CLAIM, {"limit": self._batch_size})).all()
             if not claimed:
                 _backlog[self._name] = 0
                 return 0
-            # Older pending rows of the same aggregates that this batch did not claim (another
-            # relay holds them, or they are not visible yet): rows behind them must wait.
-            # Not a correlated subquery: its cost must not depend on the planner's statistics.
-            mine = {row.id for row in claimed}
-            older = (
-                await session.execute(
-                    select(_OUTBOX.c.aggregate_id, func.min(_OUTBOX.c.id))
-                    .where(
-                        _OUTBOX.c.published_at.is_(None),
-                        _OUTBOX.c.aggregate_id.in_({row.aggregate_id for row in claimed}),
-                        _OUTBOX.c.id <= max(mine),
-                        _OUTBOX.c.id.not_in(mine),
-                    )
-                    .group_by(_OUTBOX.c.aggregate_id)
-                )
-            ).all()
-            rows = _publishable(claimed, {agg: first for agg, first in older})
+            rows = _publishable(claimed, {r.aggregate_id: r.first_foreign for r in claimed if r.first_foreign})
             _backlog[self._name] = len(claimed)
             if rows:
                 await self._send(rows)
-                await session.execute(
-                    update(_OUTBOX).where(_OUTBOX.c.id.in_([r.id for r in rows])).values(published_at=datetime.now(UTC))
-                )
-            return len(claimed)
+                await conn.execute(_PG_MARK, {"ids": [r.id for r in rows], "now": datetime.now(UTC)})
+        if rows:
+            self._commits += 1
+            if self._held_back:  # rows waited behind one of this relay's rounds: retry now
+                self._held_back = False
+                self._wake.set()
+        if len(rows) < len(claimed):
+            # Held back behind an older row of their aggregate. If a round committed since this
+            # one began, that row may be published now: retry at once; else retry when the next
+            # round commits (or at the poll, when another relay holds it).
+            if self._commits - commits_before > (1 if rows else 0):
+                self._wake.set()
+            else:
+                self._held_back = True
+        return len(claimed)
 
     async def _publish_sqlite(self) -> int:
         # Read without holding SQLite's single write lock during the broker round trip.

@@ -176,3 +176,88 @@ async def test_published_rows_are_purged_after_the_retention_and_pending_rows_ar
         assert left and all(p is None for p in left)  # only the unpublished rows remain
     finally:
         await relay.stop()
+
+
+WRITER = """
+import asyncio, sys
+sys.path[:0] = {path!r}
+from bank.customer.v1 import events_pb2
+from services.kit.db import UnitOfWork, create_engine
+from services.kit.outbox import add_event
+
+async def main():
+    engine = create_engine({url!r})
+    async with UnitOfWork(engine) as uow:  # no in-process relay to wake: only the NOTIFY can
+        event = events_pb2.CustomerCreated(customer_id={customer_id!r}, version=1)
+        event.customer.customer_id = {customer_id!r}
+        add_event(uow.session, event, source="/test", aggregate_type="customer",
+                  aggregate_id={customer_id!r}, version=1)
+        await uow.commit()
+    await engine.dispose()
+
+asyncio.run(main())
+"""
+
+
+async def commit_in_another_process(url: str, customer_id: str) -> None:
+    code = WRITER.format(path=sys.path, url=url, customer_id=customer_id)
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code)
+    assert await proc.wait() == 0
+
+
+@pytest.mark.parametrize("listen", [True, False])
+async def test_a_commit_in_another_process_wakes_the_relay_through_notify(pg_kit_db, topics, listen: bool) -> None:  # type: ignore[no-untyped-def]
+    url, engine = pg_kit_db
+    relay = OutboxRelay(
+        engine, make_producer(topics, client_id="t"), owns_producer=True, poll_interval_s=60, listen=listen
+    )
+    await relay.start()
+    try:
+        if listen:
+            await asyncio.wait_for(relay.listening.wait(), 30)
+        await asyncio.sleep(1.0)  # the start-up rounds are over: only a wake-up can publish now
+        customer_id = new_id()
+        await commit_in_another_process(url, customer_id)
+        if listen:
+            assert await wait_unpublished(engine, 0, timeout=10) == 0
+            assert len(await read_topic(topics, {customer_id}, 1)) == 1
+        else:  # the control: without LISTEN the row waits for the (60 s) poll
+            await asyncio.sleep(1.5)
+            assert await wait_unpublished(engine, 1, timeout=1) == 1
+    finally:
+        await relay.stop()
+
+
+async def test_overlapping_rounds_and_two_relays_keep_each_aggregates_order(pg_kit_db, topics) -> None:  # type: ignore[no-untyped-def]
+    _, engine = pg_kit_db
+    relays = [
+        OutboxRelay(
+            engine,
+            make_producer(topics, client_id=f"t{i}"),
+            owns_producer=True,
+            name=f"r{i}",
+            batch_size=7,
+            max_in_flight=3,
+            poll_interval_s=0.2,
+        )
+        for i in range(2)
+    ]
+    for relay in relays:
+        await relay.start()
+    customers = [new_id() for _ in range(3)]
+    try:
+        wake = [relay.wake for relay in relays]
+        for version in range(1, 31):  # interleaved, each commit waking both relays
+            await asyncio.gather(
+                *(write_events(engine, c, range(version, version + 1), after_commit=wake) for c in customers)
+            )
+        assert await wait_unpublished(engine, 0) == 0
+        records = await read_topic(topics, set(customers), 90)
+    finally:
+        for relay in relays:
+            await relay.stop()
+    by_customer: dict[str, list[int]] = {c: [] for c in customers}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        by_customer[record.key.decode()].append(parse_record(list(record.headers), record.value).version)
+    assert all(versions == list(range(1, 31)) for versions in by_customer.values()), by_customer
+    assert sum(relay.published_total for relay in relays) == 90
