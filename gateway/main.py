@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from gateway.app import GatewayApp
 from gateway.settings import GatewaySettings
@@ -80,7 +80,13 @@ async def serve(settings: GatewaySettings, stop_event: asyncio.Event | None = No
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     app = GatewayApp(settings)
-    log.info("gateway starting", server=settings.http_server, host=settings.http_host, port=settings.http_port)
+    log.info(
+        "gateway starting",
+        server=settings.http_server,
+        loop=type(loop).__module__.partition(".")[0],
+        host=settings.http_host,
+        port=settings.http_port,
+    )
     try:
         if settings.http_server == "uvicorn":
             await _serve_uvicorn(app, settings, stop)
@@ -92,5 +98,18 @@ async def serve(settings: GatewaySettings, stop_event: asyncio.Event | None = No
         log.info("gateway stopped")
 
 
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when asked for and installed, else the standard one (None)."""
+    if name != "uvloop":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
+
+
 def run() -> None:
-    asyncio.run(serve(load_settings(GatewaySettings)))
+    settings = load_settings(GatewaySettings)
+    with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
+        runner.run(serve(settings))

@@ -19,6 +19,8 @@ class GatewaySettings(ServiceSettings):
     http_port: int = Field(8080, ge=0, le=65535)
     #: ASGI server: granian won the benchmark (docs/perf/gateway.md); uvicorn is the fallback.
     http_server: Literal["granian", "uvicorn"] = "granian"
+    #: Event loop of the gateway process: uvloop (when installed) or the standard asyncio one.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     #: Extra backends by capability (the second part of the proto package, ``bank.<capability>.v1``),
     #: JSON, e.g. ``{"loans": "127.0.0.1:50061"}``. customer/product/datahub come from their targets.
