@@ -251,6 +251,7 @@ class OutboxRelay:
         self._rounds: set[asyncio.Task[None]] = set()
         self._idle: list[tuple[AsyncConnection, float]] = []  # connections kept between rounds
         self._failures = 0
+        self._draining = False  # the last round claimed a full batch
         self._commits = 0  # publishing rounds committed so far
         self._held_back = False  # a round held rows back behind a row of a round still open
         # Published rows are kept this long (for audits and replays by hand), then purged.
@@ -311,6 +312,10 @@ class OutboxRelay:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), backoff)
                 self._wake.clear()
+                if self._draining and self._rounds:
+                    # A backlog: overlapping full batches would mostly hold each other's rows
+                    # back (same aggregates), so drain one batch after the other.
+                    await asyncio.wait(set(self._rounds))
                 if self._stopping:
                     slots.release()
                     break
@@ -331,7 +336,8 @@ class OutboxRelay:
         try:
             claimed = await self.publish_once()
             self._failures = 0
-            if claimed >= self._batch_size:
+            self._draining = claimed >= self._batch_size
+            if self._draining:
                 self._wake.set()  # drain a backlog without waiting
         except asyncio.CancelledError:
             raise
