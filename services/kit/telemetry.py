@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import metrics, propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader
 from opentelemetry.sdk.resources import Resource
@@ -22,6 +23,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _state: dict[str, Any] = {}
 
@@ -92,9 +94,16 @@ def current_traceparent() -> str | None:
     return carrier.get("traceparent")
 
 
+_W3C = TraceContextTextMapPropagator()
+
+
 def context_from_traceparent(traceparent: str | None) -> Any:
-    """An OpenTelemetry context carrying a stored traceparent (or the empty context)."""
-    return propagate.extract({"traceparent": traceparent} if traceparent else {})
+    """An OpenTelemetry context carrying a stored W3C traceparent (or the empty context).
+
+    The stored value is always a W3C ``traceparent``, so the W3C propagator reads it directly
+    (the global composite propagator also runs baggage: twice the cost on a consumer's hot path).
+    """
+    return _W3C.extract({"traceparent": traceparent}) if traceparent else Context()
 
 
 tracer = trace.get_tracer("zhongtai.kit")
