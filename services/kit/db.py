@@ -8,12 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, event
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Table,
+    Text,
+    bindparam,
+    cast,
+    column,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
@@ -164,3 +179,90 @@ async def run_in_uow(engine: AsyncEngine, work: Callable[[AsyncSession], Awaitab
         result = await work(uow.session)
         await uow.commit()
     return result
+
+
+# ------------------------------------------------------------------------------------------
+# Bulk statements: one set-based statement per batch on PostgreSQL, executemany elsewhere
+# ------------------------------------------------------------------------------------------
+
+
+class _BindColumns:
+    """``src.c.name`` → ``bindparam(name)``: the executemany form of a bulk statement."""
+
+    def __getattr__(self, name: str) -> Any:
+        return bindparam(name)
+
+
+class _BindSource:
+    c = _BindColumns()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "\\x" + bytes(value).hex()  # bytea's hex input format
+    raise TypeError(f"cannot send {type(value).__name__} in a bulk statement")
+
+
+def _rows_source(rows: Sequence[dict[str, Any]], types: dict[str, Any]) -> Any:
+    """``json_to_recordset(:rows) AS src(a type, …)``: the rows as ONE JSON parameter.
+
+    Serialising with orjson is C-speed (~2 µs a row); the alternatives cost the client far more
+    CPU: an executemany binds and executes row by row, and ``unnest`` over one array per column
+    has asyncpg type-check every element (~6–10 µs a row)."""
+    names = [(str(name), name) for name in types]  # (orjson wants exact str keys, not quoted_name)
+    payload = orjson.dumps([{key: r[name] for key, name in names} for r in rows], default=_json_default).decode()
+    return (
+        func.json_to_recordset(cast(bindparam("bulk_rows", payload, type_=Text), postgresql.JSON))
+        .table_valued(*(column(name, type_) for name, type_ in types.items()))
+        .render_derived(name="src", with_types=True)
+    )
+
+
+async def bulk_insert(
+    session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]], *, skip_conflicts_on: Sequence[str] = ()
+) -> None:
+    """INSERT many rows (every row with the same keys). On PostgreSQL one
+    ``INSERT … SELECT … FROM json_to_recordset(:rows)``: one parameter and one plan for thousands
+    of rows, where an executemany binds and executes each row. ``skip_conflicts_on`` (a unique key) makes
+    conflicting rows no-ops."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    if session.bind.dialect.name == "postgresql":
+        src = _rows_source(rows, {c: table.c[c].type for c in columns})
+        pg_stmt = postgresql.insert(table).from_select(columns, select(*(src.c[c] for c in columns)))
+        if skip_conflicts_on:
+            pg_stmt = pg_stmt.on_conflict_do_nothing(index_elements=list(skip_conflicts_on))
+        await session.execute(pg_stmt)
+        return
+    if skip_conflicts_on:
+        if session.bind.dialect.name != "sqlite":
+            raise RuntimeError(f"unsupported database {session.bind.dialect.name}")
+        await session.execute(
+            sqlite.insert(table).on_conflict_do_nothing(index_elements=list(skip_conflicts_on)), list(rows)
+        )
+        return
+    await session.execute(insert(table), list(rows))
+
+
+async def bulk_update(
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    types: dict[str, Any],
+    *,
+    where: Callable[[Any], list[Any]],
+    values: Callable[[Any], dict[str, Any]],
+) -> None:
+    """UPDATE one row per parameter dict. ``types`` names the parameters (not column names:
+    SQLAlchemy reserves those) with their SQL types; ``where(src)`` and ``values(src)`` build the
+    statement from ``src.c.<parameter>``. On PostgreSQL one ``UPDATE … FROM json_to_recordset(…)``;
+    elsewhere an executemany of the same statement with bound parameters."""
+    if not rows:
+        return
+    if session.bind.dialect.name == "postgresql":
+        src = _rows_source(rows, types)
+        await session.execute(update(table).where(*where(src)).values(**values(src)))
+        return
+    bound = _BindSource()
+    await session.execute(update(table).where(*where(bound)).values(**values(bound)), list(rows))

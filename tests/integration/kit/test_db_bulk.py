@@ -1,0 +1,128 @@
+"""The kit's bulk statements give the same rows on PostgreSQL (one JSON-recordset statement)
+and SQLite (executemany): every column type the projections use, NULLs, awkward strings,
+bytes, conflicts skipped, updates keyed and guarded."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    select,
+)
+
+from services.kit.db import UnitOfWork, bulk_insert, bulk_update, create_engine
+
+metadata = MetaData()
+things = Table(
+    "bulk_things",
+    metadata,
+    Column("thing_id", String(64), primary_key=True),
+    Column("offset", BigInteger, nullable=False),  # a reserved word as a column name
+    Column("n", Integer, nullable=True),
+    Column("score", Float, nullable=False),
+    Column("flag", Boolean, nullable=False),
+    Column("doc", LargeBinary, nullable=True),
+    Column("note", String(200), nullable=True),
+    Column("at", DateTime(timezone=True), nullable=True),
+    Column("version", BigInteger, nullable=False),
+)
+
+AT = datetime(2026, 11, 27, 12, 30, 45, 123456, tzinfo=UTC)
+
+
+def _row(i: int) -> dict[str, object]:
+    return {
+        "thing_id": f"t-{i:04d}",
+        "offset": 2**40 + i,
+        "n": None if i % 3 == 0 else i,
+        "score": 1 / 3 + i,
+        "flag": i % 2 == 0,
+        "doc": bytes([i % 256, 0, 255, 10]) if i % 4 else None,
+        "note": 'it\'s "quoted", {braced}, back\\slash, 中台, \n new line' if i % 5 == 0 else None,
+        "at": AT if i % 2 else None,
+        "version": 1,
+    }
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest) -> str:
+    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
+async def _all(engine) -> dict[str, dict[str, object]]:  # type: ignore[no-untyped-def]
+    async with UnitOfWork(engine) as uow:
+        rows = (await uow.session.execute(select(things).order_by(things.c.thing_id))).mappings().all()
+    return {r["thing_id"]: dict(r) for r in rows}
+
+
+def _normal(row: dict[str, object]) -> dict[str, object]:
+    out = dict(row)
+    at = out.get("at")
+    if isinstance(at, datetime) and at.tzinfo is None:
+        out["at"] = at.replace(tzinfo=UTC)  # SQLite keeps no zone
+    return out
+
+
+async def test_bulk_insert_round_trips_every_type(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        rows = [_row(i) for i in range(300)]
+        async with UnitOfWork(engine) as uow:
+            await bulk_insert(uow.session, things, rows)
+            await uow.commit()
+        stored = await _all(engine)
+        assert [_normal(stored[r["thing_id"]]) for r in rows] == rows  # type: ignore[index]
+    finally:
+        await engine.dispose()
+
+
+async def test_bulk_insert_skips_conflicts_and_bulk_update_is_keyed_and_guarded(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        async with UnitOfWork(engine) as uow:
+            await bulk_insert(uow.session, things, [_row(i) for i in range(10)])
+            await uow.commit()
+        async with UnitOfWork(engine) as uow:
+            clash = {**_row(3), "score": 99.0}
+            await bulk_insert(uow.session, things, [clash, _row(10)], skip_conflicts_on=["thing_id"])
+            await bulk_update(
+                uow.session,
+                things,
+                [
+                    {"b_id": "t-0001", "b_v": 1, "b_doc": b"\x00new", "b_note": None},
+                    {"b_id": "t-0002", "b_v": 7, "b_doc": b"stale", "b_note": "guard says no"},  # version mismatch
+                    {"b_id": "t-9999", "b_v": 1, "b_doc": b"none", "b_note": "no such row"},
+                ],
+                {
+                    "b_id": things.c.thing_id.type,
+                    "b_v": things.c.version.type,
+                    "b_doc": things.c.doc.type,
+                    "b_note": things.c.note.type,
+                },
+                where=lambda src: [things.c.thing_id == src.c.b_id, things.c.version == src.c.b_v],
+                values=lambda src: {"doc": src.c.b_doc, "note": src.c.b_note, "version": things.c.version + 1},
+            )
+            await uow.commit()
+        stored = await _all(engine)
+        assert sorted(stored) == [f"t-{i:04d}" for i in range(11)]
+        assert stored["t-0003"]["score"] == _row(3)["score"]  # the conflicting row was skipped
+        assert (stored["t-0001"]["doc"], stored["t-0001"]["note"], stored["t-0001"]["version"]) == (b"\x00new", None, 2)
+        assert _normal(stored["t-0002"]) == _row(2)
+    finally:
+        await engine.dispose()
