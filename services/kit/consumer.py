@@ -20,12 +20,28 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
-from sqlalchemy import BigInteger, DateTime, Integer, String, Table, Text, bindparam, insert, select, update
+from opentelemetry.trace import Status, StatusCode
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Integer,
+    String,
+    Table,
+    Text,
+    any_,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from services.kit.db import Base, UnitOfWork
+from services.kit.db import Base, UnitOfWork, bulk_insert
 from services.kit.events import PoisonEvent, ReceivedEvent, parse_record
 from services.kit.kafka import ensure_topics, make_consumer
 from services.kit.lifecycle import cancel_and_wait
@@ -33,7 +49,6 @@ from services.kit.logging import get_logger
 from services.kit.telemetry import context_from_traceparent
 
 log = get_logger("zhongtai.consumer")
-_tracer = trace.get_tracer("zhongtai.consumer")
 _meter = metrics.get_meter("zhongtai.consumer")
 _processed = _meter.create_counter("consumer.events", unit="{event}", description="events handled, by outcome")
 _dead = _meter.create_counter("consumer.dlq", unit="{event}", description="events sent to the dead-letter topic")
@@ -90,26 +105,53 @@ class _Batch:
     stored: dict[tuple[str, str], int | None] = field(default_factory=dict)  # version in the DB
     versions: dict[tuple[str, str], int] = field(default_factory=dict)  # newest applied in this batch
     inbox: list[dict[str, Any]] = field(default_factory=list)
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))  # processed_at of its rows
+    outcomes: dict[str, int] = field(default_factory=dict)  # for the consumer.events counter
 
 
 _INBOX: Table = InboxRow.__table__  # type: ignore[assignment]
 _VERSIONS: Table = AggregateVersion.__table__  # type: ignore[assignment]
 
 
-async def _load(session: AsyncSession, records: Sequence[ConsumerRecord[Any, Any]]) -> _Batch:
+def _is_postgres(session: AsyncSession) -> bool:
+    return session.bind.dialect.name == "postgresql"
+
+
+def _text_array(name: str, values: Any) -> Any:
+    return bindparam(name, list(values), type_=postgresql.ARRAY(String))
+
+
+Decoded = ReceivedEvent | PoisonEvent  # a record decoded, or why it never can be
+
+
+def _decode(record: ConsumerRecord[Any, Any]) -> Decoded:
+    try:
+        return parse_record(
+            record.headers or (), record.value, key=record.key, topic=record.topic,
+            partition=record.partition, offset=record.offset,
+        )  # fmt: skip
+    except PoisonEvent as exc:
+        return exc
+
+
+async def _load(session: AsyncSession, decoded: Sequence[Decoded]) -> _Batch:
     """Which of these events were applied before, and the stored versions of their aggregates."""
     batch = _Batch()
-    headers = [dict(r.headers or ()) for r in records]
-    ids = {h["ce_id"].decode() for h in headers if h.get("ce_id")}
-    aggs = {(h["ce_aggregatetype"].decode(), h["ce_aggregateid"].decode())
-            for h in headers if h.get("ce_aggregatetype") and h.get("ce_aggregateid")}  # fmt: skip
+    events = [e for e in decoded if isinstance(e, ReceivedEvent)]
+    ids = {e.id for e in events}
+    aggs = {(e.aggregate_type, e.aggregate_id) for e in events if e.aggregate_type and e.aggregate_id}
+    # PostgreSQL: one array parameter (`= ANY(:ids)`) instead of thousands of IN parameters.
+    pg = _is_postgres(session)
     if ids:
-        present = set((await session.scalars(select(_INBOX.c.event_id).where(_INBOX.c.event_id.in_(ids)))).all())
+        where = _INBOX.c.event_id == any_(_text_array("ids", ids)) if pg else _INBOX.c.event_id.in_(ids)
+        present = set((await session.scalars(select(_INBOX.c.event_id).where(where))).all())
         batch.seen.update({i: i in present for i in ids})
     if aggs:
+        agg_ids = {a for _, a in aggs}
+        col = _VERSIONS.c.aggregate_id
         rows = await session.execute(
-            select(_VERSIONS.c.aggregate_type, _VERSIONS.c.aggregate_id, _VERSIONS.c.version).where(
-                _VERSIONS.c.aggregate_id.in_({a for _, a in aggs})
+            select(_VERSIONS.c.aggregate_type, col, _VERSIONS.c.version).where(
+                col == any_(_text_array("aggs", agg_ids)) if pg else col.in_(agg_ids)
             )
         )
         found = {(t, a): v for t, a, v in rows.all()}
@@ -142,6 +184,40 @@ async def _is_stale(session: AsyncSession, batch: _Batch, event: ReceivedEvent) 
 
 async def _flush(session: AsyncSession, batch: _Batch) -> None:
     """Write the batch's inbox rows and new aggregate versions in bulk."""
+    if _is_postgres(session):
+        await _flush_postgres(session, batch)
+    else:
+        await _flush_generic(session, batch)
+    for key, version in batch.versions.items():
+        batch.stored[key] = version
+    batch.inbox.clear()
+    batch.versions.clear()
+
+
+async def _flush_postgres(session: AsyncSession, batch: _Batch) -> None:
+    """One ``INSERT … SELECT unnest(arrays)`` per table (see :func:`~services.kit.db.bulk_insert`);
+    the versions as one upsert that keeps the greater version."""
+    if batch.inbox:
+        await bulk_insert(session, _INBOX, batch.inbox)
+    if batch.versions:
+        keys = list(batch.versions)
+        stmt = postgresql.insert(_VERSIONS).from_select(
+            ["aggregate_type", "aggregate_id", "version"],
+            select(
+                func.unnest(_text_array("t", (t for t, _ in keys))),
+                func.unnest(_text_array("a", (a for _, a in keys))),
+                func.unnest(bindparam("v", [batch.versions[k] for k in keys], type_=postgresql.ARRAY(BigInteger))),
+            ),
+        )
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["aggregate_type", "aggregate_id"],
+                set_={"version": func.greatest(_VERSIONS.c.version, stmt.excluded.version)},
+            )
+        )
+
+
+async def _flush_generic(session: AsyncSession, batch: _Batch) -> None:
     if batch.inbox:
         await session.execute(insert(_INBOX), batch.inbox)
     new: list[dict[str, Any]] = [
@@ -164,10 +240,6 @@ async def _flush(session: AsyncSession, batch: _Batch) -> None:
             .values(version=bindparam("v")),
             known,
         )
-    for row in new + known:
-        batch.stored[(row["t"], row["a"])] = row["v"]
-    batch.inbox.clear()
-    batch.versions.clear()
 
 
 def _position_id(record: ConsumerRecord[Any, Any]) -> str:
@@ -177,7 +249,7 @@ def _position_id(record: ConsumerRecord[Any, Any]) -> str:
 
 
 def _inbox(record: ConsumerRecord[Any, Any], event_id: str, event_type: str, status: str,
-           error: str | None = None) -> dict[str, Any]:  # fmt: skip
+           error: str | None = None, now: datetime | None = None) -> dict[str, Any]:  # fmt: skip
     return {
         "event_id": event_id,
         "event_type": event_type,
@@ -186,7 +258,7 @@ def _inbox(record: ConsumerRecord[Any, Any], event_id: str, event_type: str, sta
         "offset": record.offset,
         "status": status,
         "error": error,
-        "processed_at": datetime.now(UTC),
+        "processed_at": now or datetime.now(UTC),
     }
 
 
@@ -226,9 +298,13 @@ class InboxConsumer:
         self._before_commit = before_commit
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+        # Resolved now (the process has set up its tracer provider): not the module's proxy.
+        self._tracer = trace.get_tracer("zhongtai.consumer")
         self._dead_lettered: set[tuple[str, int, int]] = set()
         self.applied_total = 0
         self.dead_total = 0
+        #: Records behind the high watermarks of this member's partitions, after the last poll.
+        self.lag = 0
 
     async def start(self) -> None:
         if self._task is not None:
@@ -256,11 +332,15 @@ class InboxConsumer:
             batches = {tp: records for tp, records in batches.items() if records}
             if batches:
                 await self._process(consumer, batches)
+            lag = 0
             for tp in consumer.assignment():
                 high = consumer.highwater(tp)
                 if high is not None:
                     position = await consumer.position(tp)
-                    _lag_by_partition[(self._group, tp.topic, tp.partition)] = max(0, high - position)
+                    behind = max(0, high - position)
+                    _lag_by_partition[(self._group, tp.topic, tp.partition)] = behind
+                    lag += behind
+            self.lag = lag
 
     async def _process(
         self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
@@ -269,16 +349,18 @@ class InboxConsumer:
         records = [record for partition in batches.values() for record in partition]
         applied: list[ReceivedEvent] = []
         try:
+            decoded = [_decode(record) for record in records]  # before the transaction opens
             async with UnitOfWork(self._engine) as uow:
-                batch = await _load(uow.session, records)
-                for record in records:
-                    event = await self._apply(uow.session, batch, record)
+                batch = await _load(uow.session, decoded)
+                for record, item in zip(records, decoded, strict=True):
+                    event = await self._apply(uow.session, batch, record, item)
                     if event is not None:
                         applied.append(event)
                 if self._before_commit is not None:
                     await self._before_commit(uow.session)
                 await _flush(uow.session, batch)
                 await uow.commit()
+            self._count(batch)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -294,26 +376,30 @@ class InboxConsumer:
             await self._after_commit(applied)
 
     async def _apply(
-        self, session: AsyncSession, batch: _Batch, record: ConsumerRecord[Any, Any]
+        self, session: AsyncSession, batch: _Batch, record: ConsumerRecord[Any, Any], event: Decoded
     ) -> ReceivedEvent | None:
-        """Apply one record in the given transaction; None when it was a no-op or poison."""
-        try:
-            event = parse_record(
-                list(record.headers or ()), record.value, key=record.key, topic=record.topic,
-                partition=record.partition, offset=record.offset,
-            )  # fmt: skip
-        except PoisonEvent as exc:
+        """Apply one record in the given transaction; None when it was a no-op or poison.
+
+        The per-event hot path of every consumer: no metric call (outcomes are counted per
+        batch), the processing span started directly from the stored traceparent.
+        """
+        if isinstance(event, PoisonEvent):
             # Never decodable, so retrying cannot help: dead-letter at once.
+            exc = event
             await self._dead_letter(record, str(exc), attempts=1)
             position = _position_id(record)
             if not await _seen(session, batch, position):
-                batch.inbox.append(_inbox(record, position, "unknown", "dead", str(exc)[:1000]))
+                batch.inbox.append(_inbox(record, position, "unknown", "dead", str(exc)[:1000], batch.now))
                 batch.seen[position] = True
             return None
-        if await _seen(session, batch, event.id):
-            _processed.add(1, {"group": self._group, "outcome": "duplicate"})
+        outcomes = batch.outcomes
+        seen = batch.seen.get(event.id)
+        if seen is None:
+            seen = await _seen(session, batch, event.id)
+        if seen:
+            outcomes["duplicate"] = outcomes.get("duplicate", 0) + 1
             return None
-        with _tracer.start_as_current_span(
+        span = self._tracer.start_span(
             f"{record.topic} process",
             context=context_from_traceparent(event.traceparent),
             kind=trace.SpanKind.CONSUMER,
@@ -325,29 +411,46 @@ class InboxConsumer:
                 "messaging.kafka.offset": record.offset,
                 "zhongtai.event_type": event.type,
             },
-        ):
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
             if await _is_stale(session, batch, event):
-                batch.inbox.append(_inbox(record, event.id, event.type, "stale"))
+                batch.inbox.append(_inbox(record, event.id, event.type, "stale", None, batch.now))
                 batch.seen[event.id] = True
-                _processed.add(1, {"group": self._group, "outcome": "stale"})
+                outcomes["stale"] = outcomes.get("stale", 0) + 1
                 return None
             await self._handler(session, event)
-        batch.inbox.append(_inbox(record, event.id, event.type, "applied"))
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
+        batch.inbox.append(_inbox(record, event.id, event.type, "applied", None, batch.now))
         batch.seen[event.id] = True
-        _processed.add(1, {"group": self._group, "outcome": "applied"})
+        outcomes["applied"] = outcomes.get("applied", 0) + 1
         return event
+
+    def _count(self, batch: _Batch) -> None:
+        for outcome, n in batch.outcomes.items():
+            _processed.add(n, {"group": self._group, "outcome": outcome})
+        batch.outcomes.clear()
 
     async def _process_one(self, record: ConsumerRecord[Any, Any]) -> ReceivedEvent | None:
         last_error = ""
         for attempt in range(1, self._max_attempts + 1):
             try:
                 async with UnitOfWork(self._engine) as uow:
-                    batch = await _load(uow.session, [record])
-                    event = await self._apply(uow.session, batch, record)
+                    decoded = _decode(record)
+                    batch = await _load(uow.session, [decoded])
+                    event = await self._apply(uow.session, batch, record, decoded)
                     if self._before_commit is not None:
                         await self._before_commit(uow.session)
                     await _flush(uow.session, batch)
                     await uow.commit()
+                self._count(batch)
                 return event
             except asyncio.CancelledError:
                 raise
