@@ -47,6 +47,12 @@ class DataHubSettings(ServiceSettings):
     #: transaction (live traffic: served at commit); bigger ones (backlog) leave them to the
     #: view worker, which coalesces. 0 = always the worker.
     datahub_inline_render_max: int = Field(100, ge=0, le=10_000)
+    #: While the consumer is more than ``datahub_backlog_records`` behind (catching up after a
+    #: deploy or an outage, a replay), the view worker renders at most every
+    #: ``datahub_backlog_render_interval_s`` so the consumer gets the CPU; live traffic is not
+    #: affected. 0 disables the throttle.
+    datahub_backlog_records: int = Field(5_000, ge=0)
+    datahub_backlog_render_interval_s: float = Field(2.0, ge=0, le=60)
     datahub_publish_views: bool = True
     #: Recompute RFM segments every N seconds (0 = only on RefreshSegments).
     datahub_refresh_interval_s: float = Field(0, ge=0, le=7 * 86_400)
@@ -142,6 +148,8 @@ async def serve(settings: DataHubSettings, stop_event: asyncio.Event | None = No
         batch_size=settings.datahub_view_batch_size,
         debounce_s=settings.datahub_view_debounce_s,
         topic_prefix=settings.kafka_topic_prefix,
+        backlog=lambda: 0 < settings.datahub_backlog_records < consumer.lag,
+        backlog_pause_s=settings.datahub_backlog_render_interval_s,
     )
     projector = Projector(on_commit=worker.wake, rules=rules, inline_render_max=settings.datahub_inline_render_max)
     consumer = InboxConsumer(

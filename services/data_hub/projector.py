@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -61,7 +62,9 @@ class Projector:
         self._inline_max = inline_render_max if rules is not None else 0
 
     async def handle(self, session: AsyncSession, event: ReceivedEvent) -> None:
-        batch: store.Batch = session.info.setdefault(_BATCH_KEY, store.Batch())
+        batch: store.Batch | None = session.info.get(_BATCH_KEY)
+        if batch is None:
+            batch = session.info[_BATCH_KEY] = store.Batch()
         batch.add(event)
 
     async def flush(self, session: AsyncSession) -> None:
@@ -104,6 +107,8 @@ class ViewWorker:
         max_pause_s: float = 0.0,
         owns_producer: bool = False,
         topic_prefix: str = "",
+        backlog: Callable[[], bool] | None = None,
+        backlog_pause_s: float = 0.0,
     ) -> None:
         self._engine = engine
         self._topic_prefix = topic_prefix  # ZT_KAFKA_TOPIC_PREFIX: the view topic's namespace
@@ -114,6 +119,11 @@ class ViewWorker:
         self._poll = poll_interval_s
         self._max_pause = max_pause_s
         self._owns_producer = owns_producer
+        # Catching up (a backlog, a replay): views are stale anyway until the consumer is
+        # through, so render at most every ``backlog_pause_s`` and leave the CPU to the consumer
+        # (each render coalesces every change since the last one).
+        self._backlog = backlog
+        self._backlog_pause = backlog_pause_s
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.rendered_total = 0
@@ -157,6 +167,8 @@ class ViewWorker:
             # longer, and we then wait as long as it took: rendering gets at most about half of
             # the process, the consumer the rest, and each round covers more changes at once.
             pause = max(self._debounce, min(loop.time() - started, self._max_pause))
+            if self._backlog is not None and self._backlog():
+                pause = max(pause, self._backlog_pause)
             if pause:
                 await asyncio.sleep(pause)
 

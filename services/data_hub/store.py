@@ -50,7 +50,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bank.customer.v1 import events_pb2 as customer_events
@@ -58,6 +57,7 @@ from bank.datahub.v1 import datahub_pb2
 from bank.product.v1 import events_pb2 as product_events
 from services.data_hub import domain
 from services.data_hub.domain import DAY_US, MICROS, Rules
+from services.kit.db import bulk_insert, bulk_update
 from services.kit.events import ReceivedEvent
 
 metadata = MetaData()
@@ -251,6 +251,17 @@ _CUSTOMER_EVENTS = (
 )
 
 
+_CUSTOMER, _PRODUCT, _SUBSCRIPTION, _TRANSACTION = range(4)
+_EVENT_KINDS: dict[type, int] = {
+    **dict.fromkeys(_CUSTOMER_EVENTS, _CUSTOMER),
+    product_events.ProductPublished: _PRODUCT,
+    product_events.ProductRetired: _PRODUCT,
+    product_events.SubscriptionOpened: _SUBSCRIPTION,
+    product_events.SubscriptionClosed: _SUBSCRIPTION,
+    product_events.TransactionPosted: _TRANSACTION,
+}
+
+
 @dataclass
 class _CustomerPatch:
     version: int = 0
@@ -289,18 +300,21 @@ class Batch:
 
     def add(self, event: ReceivedEvent) -> None:
         msg = event.message
-        occur = ts_us(msg.occur_time) if hasattr(msg, "occur_time") else None  # type: ignore[attr-defined]
-        event_us = occur or int(event.time.timestamp() * MICROS)
-        if isinstance(msg, _CUSTOMER_EVENTS):
-            self._add_customer(msg, event_us)
-        elif isinstance(msg, (product_events.ProductPublished, product_events.ProductRetired)):
-            self._add_product(msg)
-        elif isinstance(msg, (product_events.SubscriptionOpened, product_events.SubscriptionClosed)):
-            self._add_subscription(msg, event_us)
-        elif isinstance(msg, product_events.TransactionPosted):
-            self._add_transaction(msg, event_us)
-        else:
+        # (dispatch on the exact class: isinstance on protobuf classes goes through ABCMeta)
+        kind = _EVENT_KINDS.get(type(msg))
+        if kind is None:
             return  # an event type the hub does not project: applied as a no-op
+        occur_time = getattr(msg, "occur_time", None)
+        occur = ts_us(occur_time) if occur_time is not None else None
+        event_us = occur or int(event.time.timestamp() * MICROS)
+        if kind == _TRANSACTION:
+            self._add_transaction(msg, event_us)  # type: ignore[arg-type]
+        elif kind == _SUBSCRIPTION:
+            self._add_subscription(msg, event_us)  # type: ignore[arg-type]
+        elif kind == _CUSTOMER:
+            self._add_customer(msg, event_us)
+        else:
+            self._add_product(msg)  # type: ignore[arg-type]
         self.events += 1
 
     def _add_customer(self, msg: Message, event_us: int) -> None:
@@ -379,47 +393,43 @@ class Batch:
             }
 
     def _add_transaction(self, msg: product_events.TransactionPosted, event_us: int) -> None:
+        # The hot path of a bulk ingest: each protobuf field is read once.
         t = msg.transaction
         customer_id = msg.customer_id or t.customer_id
         cpatch = self._customer(customer_id, event_us)
-        if not t.transaction_id:
+        transaction_id = t.transaction_id
+        if not transaction_id:
             raise BadEvent("transaction without transaction_id")
-        if t.direction not in (domain.DIRECTION_CREDIT, domain.DIRECTION_DEBIT):
+        direction = t.direction
+        if direction != domain.DIRECTION_CREDIT and direction != domain.DIRECTION_DEBIT:
             raise BadEvent("transaction without a direction")
-        if len(t.amount.currency_code) != 3:
+        amount = t.amount
+        currency = amount.currency_code
+        if len(currency) != 3:
             raise BadEvent("transaction amount without a currency")
         subscription_id = msg.subscription_id or t.subscription_id
         post_us = ts_us(t.post_time) or event_us
-        cpatch.last_txn_us = post_us if cpatch.last_txn_us is None else max(cpatch.last_txn_us, post_us)
-        self.transactions[t.transaction_id] = {
-            "transaction_id": t.transaction_id,
+        if cpatch.last_txn_us is None or post_us > cpatch.last_txn_us:
+            cpatch.last_txn_us = post_us
+        self.transactions[transaction_id] = {
+            "transaction_id": transaction_id,
             "customer_id": customer_id,
             "subscription_id": subscription_id,
-            "direction": int(t.direction),
-            "amount_micros": money_micros(t.amount),
-            "currency": t.amount.currency_code,
+            "direction": int(direction),
+            "amount_micros": money_micros(amount),
+            "currency": currency,
             "post_us": post_us,
         }
         patch = self._holding(subscription_id, customer_id)
         version = int(msg.version)
         if version > patch.version:
             patch.version = version
-            patch.fields = {
-                **patch.fields,
-                "product_id": msg.product_id or patch.fields.get("product_id", ""),
-                "product_type": int(msg.product_type) or patch.fields.get("product_type", 0),
-                "currency": t.balance_after.currency_code or t.amount.currency_code,
-                "balance_micros": money_micros(t.balance_after),
-            }
-
-
-def _insert(session: AsyncSession, table: Table) -> Any:
-    dialect = session.bind.dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise RuntimeError(f"unsupported database {dialect}")
+            fields = patch.fields
+            balance = t.balance_after
+            fields["product_id"] = msg.product_id or fields.get("product_id", "")
+            fields["product_type"] = int(msg.product_type) or fields.get("product_type", 0)
+            fields["currency"] = balance.currency_code or currency
+            fields["balance_micros"] = money_micros(balance)
 
 
 def _lockable(session: AsyncSession, stmt: Any) -> Any:
@@ -442,6 +452,7 @@ _CUSTOMER_SNAPSHOT_COLUMNS = (
     "email_masked",
     "create_us",
 )
+_CUSTOMER_TIME_COLUMNS = ("last_event_us", "as_of_us", "last_txn_us")
 _HOLDING_COLUMNS = ("product_id", "product_type", "currency", "balance_micros", "state", "close_us")
 
 
@@ -451,8 +462,9 @@ async def apply_batch(session: AsyncSession, t: Tables, batch: Batch) -> bool:
     await _apply_customers(session, t, batch)
     await _apply_holdings(session, t, batch)
     if batch.transactions:
-        stmt = _insert(session, t.transactions).on_conflict_do_nothing(index_elements=["transaction_id"])
-        await session.execute(stmt, list(batch.transactions.values()))
+        await bulk_insert(
+            session, t.transactions, list(batch.transactions.values()), skip_conflicts_on=["transaction_id"]
+        )
     if catalogue_changed:
         # Offers depend on the catalogue: every view must be re-rendered.
         await session.execute(update(t.customers).values(dirty=True, change_seq=t.customers.c.change_seq + 1))
@@ -509,20 +521,28 @@ async def _apply_customers(session: AsyncSession, t: Tables, batch: Batch) -> No
             snapshot_updates.append({**times, **{f"b_{k}": v for k, v in patch.snapshot.items()}})
         else:
             time_updates.append(times)
-    if inserts:
-        await session.execute(insert(c), _fill_defaults(c, inserts))
-    base = {
-        "last_event_us": bindparam("b_last_event_us"),
-        "as_of_us": bindparam("b_as_of_us"),
-        "last_txn_us": bindparam("b_last_txn_us"),
-        "dirty": True,
-        "change_seq": c.c.change_seq + 1,
-    }
-    if time_updates:
-        await session.execute(update(c).where(c.c.customer_id == bindparam("b_id")).values(**base), time_updates)
-    if snapshot_updates:
-        values = {**base, **{k: bindparam(f"b_{k}") for k in _CUSTOMER_SNAPSHOT_COLUMNS}}
-        await session.execute(update(c).where(c.c.customer_id == bindparam("b_id")).values(**values), snapshot_updates)
+    await bulk_insert(session, c, _fill_defaults(c, inserts))
+    times_types = {"b_id": c.c.customer_id.type, **{f"b_{k}": c.c[k].type for k in _CUSTOMER_TIME_COLUMNS}}
+
+    def time_values(src: Any) -> dict[str, Any]:
+        return {
+            **{k: getattr(src.c, f"b_{k}") for k in _CUSTOMER_TIME_COLUMNS},
+            "dirty": True,
+            "change_seq": c.c.change_seq + 1,
+        }
+
+    def by_id(src: Any) -> list[Any]:
+        return [c.c.customer_id == src.c.b_id]
+
+    await bulk_update(session, c, time_updates, times_types, where=by_id, values=time_values)
+    await bulk_update(
+        session,
+        c,
+        snapshot_updates,
+        {**times_types, **{f"b_{k}": c.c[k].type for k in _CUSTOMER_SNAPSHOT_COLUMNS}},
+        where=by_id,
+        values=lambda src: {**time_values(src), **{k: getattr(src.c, f"b_{k}") for k in _CUSTOMER_SNAPSHOT_COLUMNS}},
+    )
 
 
 def _fill_defaults(table: Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -573,22 +593,41 @@ async def _apply_holdings(session: AsyncSession, t: Tables, batch: Batch) -> Non
             open_us = patch.open_us if open_us is None else min(open_us, patch.open_us)
         if patch.version > row["version"] and patch.fields:
             merged = {k: patch.fields.get(k, row[k]) for k in _HOLDING_COLUMNS}
+            # A transaction-only patch lacks the state: the row's own values fill what it does not carry.
             values = {"b_id": sid, "b_open_us": open_us, "b_version": patch.version}
             full_updates.append({**values, **{f"b_{k}": v for k, v in merged.items()}})
         elif open_us != row["open_us"]:
             open_updates.append({"b_id": sid, "b_open_us": open_us})
-    if inserts:
-        await session.execute(insert(h), _fill_defaults(h, inserts))
-    where = h.c.subscription_id == bindparam("b_id")
-    if open_updates:
-        await session.execute(update(h).where(where).values(open_us=bindparam("b_open_us")), open_updates)
-    if full_updates:
-        # A transaction-only patch lacks the state: the row's own values fill what it does not carry.
-        values = {k: bindparam(f"b_{k}") for k in _HOLDING_COLUMNS}
-        await session.execute(
-            update(h).where(where).values(open_us=bindparam("b_open_us"), version=bindparam("b_version"), **values),
-            full_updates,
-        )
+    await bulk_insert(session, h, _fill_defaults(h, inserts))
+
+    def by_id(src: Any) -> list[Any]:
+        return [h.c.subscription_id == src.c.b_id]
+
+    await bulk_update(
+        session,
+        h,
+        open_updates,
+        {"b_id": h.c.subscription_id.type, "b_open_us": h.c.open_us.type},
+        where=by_id,
+        values=lambda src: {"open_us": src.c.b_open_us},
+    )
+    await bulk_update(
+        session,
+        h,
+        full_updates,
+        {
+            "b_id": h.c.subscription_id.type,
+            "b_open_us": h.c.open_us.type,
+            "b_version": h.c.version.type,
+            **{f"b_{k}": h.c[k].type for k in _HOLDING_COLUMNS},
+        },
+        where=by_id,
+        values=lambda src: {
+            "open_us": src.c.b_open_us,
+            "version": src.c.b_version,
+            **{k: getattr(src.c, f"b_{k}") for k in _HOLDING_COLUMNS},
+        },
+    )
 
 
 async def _apply_products(session: AsyncSession, t: Tables, batch: Batch) -> bool:
@@ -782,18 +821,18 @@ async def materialize(
     """Re-render up to ``limit`` dirty views (only those of ``ids`` if given); returns
     (rendered, changed). The caller commits.
 
-    On PostgreSQL the dirty rows are locked (``FOR UPDATE SKIP LOCKED``) from the read to the
-    commit: a render never overwrites a newer render made from newer facts (the consumer renders
-    small batches inline, in its own transaction, while holding those customers' rows), and rows
-    another transaction holds are left for the next pass (they stay dirty, or get rendered there).
+    Optimistic, without row locks while rendering: each row is written back only if it is still
+    dirty at the ``change_seq`` that was read. Every fact change bumps ``change_seq`` in the
+    transaction that writes the fact, so a render made from facts that changed in the meantime
+    (or a row another render already wrote) is dropped and the row stays dirty for the next
+    pass — a render never overwrites a newer one, and the consumer's batches never wait for a
+    render (they used to queue behind ``FOR UPDATE`` locks held for the whole render).
     """
     c, h = t.customers, t.holdings
     stmt = select(c).where(c.c.dirty.is_(True))
     if ids is not None:
         stmt = stmt.where(c.c.customer_id.in_(ids))
     stmt = stmt.order_by(c.c.customer_id).limit(limit)
-    if session.bind.dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
     rows = (await session.execute(stmt)).mappings().all()
     if not rows:
         return 0, 0
@@ -836,21 +875,31 @@ async def materialize(
                 "b_update_us": stamp if is_changed else row["update_us"],
             }
         )
-    await session.execute(
-        update(c)
-        .where(c.c.customer_id == bindparam("b_id"))
-        .values(
-            doc=bindparam("b_doc"),
-            version=c.c.version + bindparam("b_inc"),
-            pending_publish=case((bindparam("b_inc") == 1, True), else_=c.c.pending_publish),
-            segment=bindparam("b_segment"),
-            lifecycle_stage=bindparam("b_stage"),
-            churn_score=bindparam("b_churn"),
-            update_us=bindparam("b_update_us"),
-            # A change applied since we read the row keeps it dirty for the next pass.
-            dirty=c.c.change_seq != bindparam("b_seq"),
-        ),
+    await bulk_update(
+        session,
+        c,
         params,
+        {
+            "b_id": c.c.customer_id.type,
+            "b_seq": c.c.change_seq.type,
+            "b_doc": c.c.doc.type,
+            "b_inc": c.c.version.type,
+            "b_segment": c.c.segment.type,
+            "b_stage": c.c.lifecycle_stage.type,
+            "b_churn": c.c.churn_score.type,
+            "b_update_us": c.c.update_us.type,
+        },
+        where=lambda src: [c.c.customer_id == src.c.b_id, c.c.change_seq == src.c.b_seq, c.c.dirty.is_(True)],
+        values=lambda src: {
+            "doc": src.c.b_doc,
+            "version": c.c.version + src.c.b_inc,
+            "pending_publish": case((src.c.b_inc == 1, True), else_=c.c.pending_publish),
+            "segment": src.c.b_segment,
+            "lifecycle_stage": src.c.b_stage,
+            "churn_score": src.c.b_churn,
+            "update_us": src.c.b_update_us,
+            "dirty": False,
+        },
     )
     return len(rows), changed
 
@@ -1023,11 +1072,13 @@ async def mark_published(session: AsyncSession, t: Tables, published: Iterable[t
         params = [p for p in params if p["b_id"] in held]
         if not params:
             return
-    await session.execute(
-        update(c)
-        .where(c.c.customer_id == bindparam("b_id"), c.c.version == bindparam("b_version"))
-        .values(pending_publish=False, published_version=bindparam("b_version")),
+    await bulk_update(
+        session,
+        c,
         params,
+        {"b_id": c.c.customer_id.type, "b_version": c.c.version.type},
+        where=lambda src: [c.c.customer_id == src.c.b_id, c.c.version == src.c.b_version],
+        values=lambda src: {"pending_publish": False, "published_version": src.c.b_version},
     )
 
 
