@@ -13,6 +13,7 @@ docs/perf/gateway.md.
 
     .venv/bin/python bench/gateway.py                     # granian and uvicorn, c=1 and c=32
     .venv/bin/python bench/gateway.py --servers granian --seconds 10
+    .venv/bin/python bench/gateway.py --seconds 4 --rounds 3   # medians of 3 side-by-side pairs per cell
 """
 
 from __future__ import annotations
@@ -245,6 +246,20 @@ def _fmt(row: dict[str, float]) -> str:
     return f"{row['rps']:8.0f} req/s   p50 {row['p50_ms']:6.2f} ms   p99 {row['p99_ms']:6.2f} ms   CPU µs/req: {cpu}"
 
 
+def _median_pairs(pairs: list[tuple[dict[str, float], dict[str, float]]]) -> str:
+    """Medians over pairs of the per-pair ratio and added p50, and of each process's CPU µs/req."""
+    med = statistics.median
+    cpu = "  ".join(
+        f"{key[4:-3]} {med(v[key] for _, v in pairs):4.0f}" for key in pairs[0][1] if key.startswith("cpu_")
+    )
+    return (
+        f"ratio {med(v['rps'] / d['rps'] for d, v in pairs):.2f}   added p50 "
+        f"{med(v['p50_ms'] - d['p50_ms'] for d, v in pairs):+.2f} ms   gateway-cell CPU µs/req: {cpu}   "
+        f"direct-cell CPU µs/req: client {med(d['cpu_client_us'] for d, _ in pairs):4.0f}"
+        f"  backend {med(d['cpu_backend_us'] for d, _ in pairs):4.0f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--servers", default="granian,uvicorn")
@@ -254,6 +269,12 @@ def main() -> None:
         "--gateway-log-level",
         default="INFO",
         help="the gateway's ZT_LOG_LEVEL: INFO writes the JSON access log line per request (as in production)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="direct/gateway pairs per cell; with more than one, also the median of each pair's figures",
     )
     parser.add_argument("--backend", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -294,18 +315,24 @@ def main() -> None:
             WATCH["gateway"] = gateway.pid
             _wait_http(port)
             for c in levels:
-                # Side by side: the direct cell right before the gateway cell, so a shared
-                # machine's changing load hits both alike.
-                d = asyncio.run(grpc_direct(target, token, c, args.seconds))
-                via = asyncio.run(via_gateway(port, token, c, args.seconds))
-                print(f"c={c:<3} direct gRPC        {_fmt(d)}")
-                print(f"c={c:<3} gateway ({server:8}) {_fmt(via)}")
-                print(
-                    f"c={c:<3} ratio {via['rps'] / d['rps']:.2f}   added p50 {via['p50_ms'] - d['p50_ms']:+.2f} ms"
-                    f"   added p99 {via['p99_ms'] - d['p99_ms']:+.2f} ms"
-                )
+                pairs = []
+                for _ in range(args.rounds):
+                    # Side by side: the direct cell right before the gateway cell, so a shared
+                    # machine's changing load hits both alike.
+                    d = asyncio.run(grpc_direct(target, token, c, args.seconds))
+                    via = asyncio.run(via_gateway(port, token, c, args.seconds))
+                    pairs.append((d, via))
+                    print(f"c={c:<3} direct gRPC        {_fmt(d)}")
+                    print(f"c={c:<3} gateway ({server:8}) {_fmt(via)}")
+                    print(
+                        f"c={c:<3} ratio {via['rps'] / d['rps']:.2f}   added p50 {via['p50_ms'] - d['p50_ms']:+.2f} ms"
+                        f"   added p99 {via['p99_ms'] - d['p99_ms']:+.2f} ms"
+                    )
+                if args.rounds > 1:
+                    print(f"c={c:<3} median of {args.rounds} pairs ({server}): {_median_pairs(pairs)}")
             gateway.terminate()
             gateway.wait(15)
+        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     finally:
         for proc in procs:
             if proc.poll() is None:
