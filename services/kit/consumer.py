@@ -122,6 +122,7 @@ def _text_array(name: str, values: Any) -> Any:
 
 
 Decoded = ReceivedEvent | PoisonEvent  # a record decoded, or why it never can be
+_Polled = dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
 
 
 def _decode(record: ConsumerRecord[Any, Any]) -> Decoded:
@@ -324,32 +325,45 @@ class InboxConsumer:
         if consumer is not None:
             await consumer.stop()
 
+    async def _poll(self, consumer: AIOKafkaConsumer) -> tuple[_Polled, list[Decoded]]:
+        batches = await consumer.getmany(timeout_ms=200, max_records=self._max_records)
+        batches = {tp: records for tp, records in batches.items() if records}
+        return batches, [_decode(record) for partition in batches.values() for record in partition]
+
     async def _run(self) -> None:
         assert self._consumer is not None
         consumer = self._consumer
-        while True:
-            batches = await consumer.getmany(timeout_ms=200, max_records=self._max_records)
-            batches = {tp: records for tp, records in batches.items() if records}
-            if batches:
-                await self._process(consumer, batches)
-            lag = 0
-            for tp in consumer.assignment():
-                high = consumer.highwater(tp)
-                if high is not None:
-                    position = await consumer.position(tp)
-                    behind = max(0, high - position)
-                    _lag_by_partition[(self._group, tp.topic, tp.partition)] = behind
-                    lag += behind
-            self.lag = lag
+        # Pipelined: the next poll (fetch + envelope decode, no database) runs while this batch
+        # waits for PostgreSQL; offsets are still committed only after each batch's DB commit.
+        # (Records of a partition revoked meanwhile may then be applied by two members: the
+        # inbox makes the second a no-op, as for any redelivery.)
+        next_poll = asyncio.create_task(self._poll(consumer))
+        try:
+            while True:
+                batches, decoded = await next_poll
+                next_poll = asyncio.create_task(self._poll(consumer))
+                if batches:
+                    await self._process(consumer, batches, decoded)
+                await self._update_lag(consumer)
+        finally:
+            next_poll.cancel()
 
-    async def _process(
-        self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
-    ) -> None:
+    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        lag = 0
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is not None:
+                position = await consumer.position(tp)
+                behind = max(0, high - position)
+                _lag_by_partition[(self._group, tp.topic, tp.partition)] = behind
+                lag += behind
+        self.lag = lag
+
+    async def _process(self, consumer: AIOKafkaConsumer, batches: _Polled, decoded: list[Decoded]) -> None:
         """Apply one poll's records (all partitions) in one transaction, then commit the offsets."""
         records = [record for partition in batches.values() for record in partition]
         applied: list[ReceivedEvent] = []
         try:
-            decoded = [_decode(record) for record in records]  # before the transaction opens
             async with UnitOfWork(self._engine) as uow:
                 batch = await _load(uow.session, decoded)
                 for record, item in zip(records, decoded, strict=True):
