@@ -42,7 +42,7 @@ class DataHubSettings(ServiceSettings):
     datahub_max_records: int = Field(500, ge=1, le=10_000)
     datahub_max_attempts: int = Field(3, ge=1, le=20)
     datahub_view_batch_size: int = Field(500, ge=1, le=10_000)
-    datahub_view_debounce_s: float = Field(0.01, ge=0, le=10)
+    datahub_view_debounce_s: float = Field(0.002, ge=0, le=10)
     #: A consumer batch touching at most this many customers renders their views in its own
     #: transaction (live traffic: served at commit); bigger ones (backlog) leave them to the
     #: view worker, which coalesces. 0 = always the worker.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -74,22 +75,23 @@ class Projector:
         # Read the active set under a share lock: a rebuild's flip (FOR UPDATE) waits for us,
         # and we wait for it, so no batch lands in the set that is being retired.
         tables = await store.active_tables(session, lock="share")
-        await store.apply_batch(session, tables, batch)
+        catalogue_changed = await store.apply_batch(session, tables, batch)
         touched = batch.customers.keys()
+        render = True  # does the worker have views to render, or only to publish?
         if self._rules is not None and 0 < len(touched) <= self._inline_max:
             # (the touched rows are already locked by this transaction: no other render can
-            # interleave, and the worker skips them)
+            # interleave, and the worker's write-back of an older render is dropped)
             rendered, _ = await store.materialize(session, tables, self._rules, limit=len(touched), ids=sorted(touched))
             if rendered:
                 _views_rendered.add(rendered)
+            render = catalogue_changed or rendered < len(touched)  # (a new catalogue dirties every view)
         if self._on_commit is not None:
             # Wake the worker on the database commit itself, not after the consumer's offset
             # commit to Kafka that follows it (one broker round trip sooner).
-            sa_event.listen(session.sync_session, "after_commit", lambda _: self._on_commit(), once=True)
+            sa_event.listen(session.sync_session, "after_commit", lambda _: self._on_commit(render), once=True)
 
     async def committed(self, events: list[ReceivedEvent]) -> None:
-        if self._on_commit is not None:
-            self._on_commit()
+        """After the offsets: nothing to do (``flush`` woke the worker at the database commit)."""
 
 
 class ViewWorker:
@@ -125,11 +127,15 @@ class ViewWorker:
         self._backlog = backlog
         self._backlog_pause = backlog_pause_s
         self._wake = asyncio.Event()
+        self._render_next = True
         self._task: asyncio.Task[None] | None = None
         self.rendered_total = 0
         self.published_total = 0
 
-    def wake(self) -> None:
+    def wake(self, render: bool = True) -> None:
+        """Run a round soon; ``render=False``: only views are waiting to be published (the
+        consumer rendered them inline), so the round skips looking for dirty ones."""
+        self._render_next = self._render_next or render
         self._wake.set()
 
     async def start(self) -> None:
@@ -152,16 +158,19 @@ class ViewWorker:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
+            render, self._render_next = self._render_next, False
             try:
-                await self.run_once()
+                await self.run_once(render=render)
                 backoff = self._poll
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("view worker round failed; will retry", error=type(exc).__name__, detail=str(exc)[:200])
                 backoff = min(backoff * 2, 10.0)
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._wake.wait(), backoff)
+            except TimeoutError:
+                self._render_next = True  # the periodic pass looks for dirty views too
             self._wake.clear()
             # Debounce: let concurrent commits pile up into one round. Under load a round takes
             # longer, and we then wait as long as it took: rendering gets at most about half of
@@ -172,27 +181,34 @@ class ViewWorker:
             if pause:
                 await asyncio.sleep(pause)
 
-    async def run_once(self) -> tuple[int, int]:
+    async def run_once(self, *, render: bool = True) -> tuple[int, int]:
         """Render every dirty view, then publish every pending one; returns (changed, published)."""
-        changed = 0
-        while True:
+        started = time.perf_counter()
+        changed = rendered_here = 0
+        while render:
             async with UnitOfWork(self._engine) as uow:
                 tables = await store.active_tables(uow.session)
                 rendered, ch = await store.materialize(uow.session, tables, self._rules, limit=self._batch_size)
                 await uow.commit()
             changed += ch
             self.rendered_total += rendered
+            rendered_here += rendered
             if rendered:
                 _views_rendered.add(rendered)
             if rendered < self._batch_size:
                 break
         published = 0
+        render_done = time.perf_counter()
         if self._producer is not None:
             while True:
                 n = await self.publish_once()
                 published += n
                 if n < self._batch_size:
                     break
+        if rendered_here or published:
+            log.debug("views rendered and published", rendered=rendered_here, changed=changed, published=published,
+                      render_ms=round((render_done - started) * 1000, 2),
+                      publish_ms=round((time.perf_counter() - render_done) * 1000, 2))  # fmt: skip
         return changed, published
 
     async def publish_once(self) -> int:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,6 +53,9 @@ from services.kit.telemetry import context_from_traceparent
 log = get_logger("zhongtai.consumer")
 _meter = metrics.get_meter("zhongtai.consumer")
 _processed = _meter.create_counter("consumer.events", unit="{event}", description="events handled, by outcome")
+_batch_seconds = _meter.create_histogram(
+    "consumer.batch.duration", unit="s", description="one poll's records: database transaction and offset commit"
+)
 _dead = _meter.create_counter("consumer.dlq", unit="{event}", description="events sent to the dead-letter topic")
 _lag_by_partition: dict[tuple[str, str, int], int] = {}
 _meter.create_observable_gauge(
@@ -363,15 +368,20 @@ class InboxConsumer:
         """Apply one poll's records (all partitions) in one transaction, then commit the offsets."""
         records = [record for partition in batches.values() for record in partition]
         applied: list[ReceivedEvent] = []
+        clock = time.perf_counter
+        marks = [clock()]
         try:
             async with UnitOfWork(self._engine) as uow:
                 batch = await _load(uow.session, decoded)
+                marks.append(clock())
                 for record, item in zip(records, decoded, strict=True):
                     event = await self._apply(uow.session, batch, record, item)
                     if event is not None:
                         applied.append(event)
+                marks.append(clock())
                 if self._before_commit is not None:
                     await self._before_commit(uow.session)
+                marks.append(clock())
                 await _flush(uow.session, batch)
                 await uow.commit()
             self._count(batch)
@@ -384,7 +394,14 @@ class InboxConsumer:
                 event = await self._process_one(record)
                 if event is not None:
                     applied.append(event)
+        marks.append(clock())
         await consumer.commit({tp: partition[-1].offset + 1 for tp, partition in batches.items()})
+        marks.append(clock())
+        _batch_seconds.record(marks[-1] - marks[0], {"group": self._group})
+        if len(marks) == 6:
+            ms = [round((b - a) * 1000, 2) for a, b in itertools.pairwise(marks)]
+            log.debug("batch applied", records=len(records), load_ms=ms[0], apply_ms=ms[1], before_commit_ms=ms[2],
+                      write_commit_ms=ms[3], offsets_ms=ms[4])  # fmt: skip
         self.applied_total += len(applied)
         if applied and self._after_commit is not None:
             await self._after_commit(applied)
