@@ -307,6 +307,7 @@ class InboxConsumer:
         # Resolved now (the process has set up its tracer provider): not the module's proxy.
         self._tracer = trace.get_tracer("zhongtai.consumer")
         self._dead_lettered: set[tuple[str, int, int]] = set()
+        self._offset_commit: asyncio.Future[None] | None = None
         self.applied_total = 0
         self.dead_total = 0
         #: Records behind the high watermarks of this member's partitions, after the last poll.
@@ -326,6 +327,7 @@ class InboxConsumer:
     async def stop(self) -> None:
         task, self._task = self._task, None
         await cancel_and_wait(task)
+        await self._offsets_committed()  # the last batch's offsets, before the consumer leaves
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await consumer.stop()
@@ -395,16 +397,34 @@ class InboxConsumer:
                 if event is not None:
                     applied.append(event)
         marks.append(clock())
-        await consumer.commit({tp: partition[-1].offset + 1 for tp, partition in batches.items()})
+        # The offsets go to the broker while the next batch is applied (the previous commit is
+        # awaited first, so commits stay in order): never before this batch's DB commit.
+        await self._offsets_committed()
         marks.append(clock())
+        offsets = {tp: partition[-1].offset + 1 for tp, partition in batches.items()}
+        self._offset_commit = asyncio.ensure_future(consumer.commit(offsets))
         _batch_seconds.record(marks[-1] - marks[0], {"group": self._group})
         if len(marks) == 6:
             ms = [round((b - a) * 1000, 2) for a, b in itertools.pairwise(marks)]
             log.debug("batch applied", records=len(records), load_ms=ms[0], apply_ms=ms[1], before_commit_ms=ms[2],
-                      write_commit_ms=ms[3], offsets_ms=ms[4])  # fmt: skip
+                      write_commit_ms=ms[3], previous_offsets_wait_ms=ms[4])  # fmt: skip
         self.applied_total += len(applied)
         if applied and self._after_commit is not None:
             await self._after_commit(applied)
+
+    async def _offsets_committed(self) -> None:
+        """Wait for the last offset commit. A failed one (the group rebalanced meanwhile) is
+        logged and dropped: the new owner of those partitions re-reads the records, and the inbox
+        makes the re-delivery a no-op."""
+        pending, self._offset_commit = self._offset_commit, None
+        if pending is None:
+            return
+        try:
+            await pending
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("offset commit failed; records will be re-delivered", error=type(exc).__name__)
 
     async def _apply(
         self, session: AsyncSession, batch: _Batch, record: ConsumerRecord[Any, Any], event: Decoded
