@@ -52,7 +52,7 @@ class DataHubSettings(ServiceSettings):
     #: ``datahub_backlog_render_interval_s`` so the consumer gets the CPU; live traffic is not
     #: affected. 0 disables the throttle.
     datahub_backlog_records: int = Field(5_000, ge=0)
-    datahub_backlog_render_interval_s: float = Field(2.0, ge=0, le=60)
+    datahub_backlog_render_interval_s: float = Field(5.0, ge=0, le=60)
     datahub_publish_views: bool = True
     #: Recompute RFM segments every N seconds (0 = only on RefreshSegments).
     datahub_refresh_interval_s: float = Field(0, ge=0, le=7 * 86_400)

@@ -48,6 +48,9 @@ NON_SETTINGS_ENV = {
     # The OpenTelemetry SDK's resource detector (deployment.environment on every span).
     "OTEL_SERVICE_NAME",
     "OTEL_RESOURCE_ATTRIBUTES",
+    # Head sampling: the SDK's TracerProvider reads them (config.otel.sampler / samplerArg).
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
 }
 
 # str-typed fields that carry credentials (SecretStr fields are found by type).

@@ -206,6 +206,10 @@ ZT_AUTH_JWKS_FILE: {{ printf "/etc/zhongtai/jwks/%s" $v.config.auth.jwks.key | q
 {{- if $v.config.otel.endpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ $v.config.otel.endpoint | quote }}
 {{- end }}
+{{- if $v.config.otel.sampler }}
+OTEL_TRACES_SAMPLER: {{ $v.config.otel.sampler | quote }}
+OTEL_TRACES_SAMPLER_ARG: {{ $v.config.otel.samplerArg | quote }}
+{{- end }}
 ZT_OTEL_CONSOLE: {{ $v.config.otel.console | quote }}
 {{- range $k, $val := $v.config.extra }}
 {{ $k }}: {{ $val | quote }}
