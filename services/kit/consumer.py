@@ -332,10 +332,35 @@ class InboxConsumer:
         if consumer is not None:
             await consumer.stop()
 
-    async def _poll(self, consumer: AIOKafkaConsumer) -> tuple[_Polled, list[Decoded]]:
-        batches = await consumer.getmany(timeout_ms=200, max_records=self._max_records)
+    async def _poll(
+        self, consumer: AIOKafkaConsumer, *, timeout_ms: int = 200, max_records: int | None = None
+    ) -> tuple[_Polled, list[Decoded]]:
+        batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records or self._max_records)
         batches = {tp: records for tp, records in batches.items() if records}
         return batches, [_decode(record) for partition in batches.values() for record in partition]
+
+    async def _top_up(
+        self, consumer: AIOKafkaConsumer, batches: _Polled, decoded: list[Decoded]
+    ) -> tuple[_Polled, list[Decoded]]:
+        """Add what arrived while the prefetched poll waited for the previous batch: without
+        it, live events would wait for one more whole batch (the prefetch ran at its start)."""
+        room = self._max_records - len(decoded)
+        if room <= 0:
+            return batches, decoded
+        more, more_decoded = await self._poll(consumer, timeout_ms=0, max_records=room)
+        if not more:
+            return batches, decoded
+        merged = {tp: [*batches.get(tp, ()), *records] for tp, records in more.items()}
+        merged = {**batches, **merged}
+        # (decoded follows the records' order in `merged`: partitions as listed, then offsets)
+        by_record = dict(
+            zip(
+                [id(r) for part in batches.values() for r in part] + [id(r) for part in more.values() for r in part],
+                [*decoded, *more_decoded],
+                strict=True,
+            )
+        )
+        return merged, [by_record[id(r)] for part in merged.values() for r in part]
 
     async def _run(self) -> None:
         assert self._consumer is not None
@@ -347,7 +372,7 @@ class InboxConsumer:
         next_poll = asyncio.create_task(self._poll(consumer))
         try:
             while True:
-                batches, decoded = await next_poll
+                batches, decoded = await self._top_up(consumer, *(await next_poll))
                 next_poll = asyncio.create_task(self._poll(consumer))
                 if batches:
                     await self._process(consumer, batches, decoded)
@@ -406,8 +431,11 @@ class InboxConsumer:
         _batch_seconds.record(marks[-1] - marks[0], {"group": self._group})
         if len(marks) == 6:
             ms = [round((b - a) * 1000, 2) for a, b in itertools.pairwise(marks)]
+            times = [e.time for e in decoded if isinstance(e, ReceivedEvent)]
+            age_ms = round((datetime.now(UTC) - min(times)).total_seconds() * 1000, 1) if times else None
             log.debug("batch applied", records=len(records), load_ms=ms[0], apply_ms=ms[1], before_commit_ms=ms[2],
-                      write_commit_ms=ms[3], previous_offsets_wait_ms=ms[4])  # fmt: skip
+                      write_commit_ms=ms[3], previous_offsets_wait_ms=ms[4],
+                      oldest_event_age_ms=age_ms)  # fmt: skip
         self.applied_total += len(applied)
         if applied and self._after_commit is not None:
             await self._after_commit(applied)
