@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -78,17 +78,23 @@ class Projector:
         catalogue_changed = await store.apply_batch(session, tables, batch)
         touched = batch.customers.keys()
         render = True  # does the worker have views to render, or only to publish?
+        ready: list[tuple[str, bytes, int, int]] = []  # views rendered here, for the publisher
         if self._rules is not None and 0 < len(touched) <= self._inline_max:
             # (the touched rows are already locked by this transaction: no other render can
             # interleave, and the worker's write-back of an older render is dropped)
-            rendered, _ = await store.materialize(session, tables, self._rules, limit=len(touched), ids=sorted(touched))
+            rendered, _ = await store.materialize(
+                session, tables, self._rules, limit=len(touched), ids=sorted(touched), written=ready
+            )
             if rendered:
                 _views_rendered.add(rendered)
             render = catalogue_changed or rendered < len(touched)  # (a new catalogue dirties every view)
         if self._on_commit is not None:
             # Wake the worker on the database commit itself, not after the consumer's offset
             # commit to Kafka that follows it (one broker round trip sooner).
-            sa_event.listen(session.sync_session, "after_commit", lambda _: self._on_commit(render), once=True)
+            # The views rendered here go to the publisher as they are (no read-back).
+            sa_event.listen(
+                session.sync_session, "after_commit", lambda _: self._on_commit(render, tables, ready), once=True
+            )
 
     async def committed(self, events: list[ReceivedEvent]) -> None:
         """After the offsets: nothing to do (``flush`` woke the worker at the database commit)."""
@@ -128,14 +134,24 @@ class ViewWorker:
         self._backlog_pause = backlog_pause_s
         self._wake = asyncio.Event()
         self._render_next = True
+        self._ready: list[tuple[store.Tables, list[tuple[str, bytes, int, int]]]] = []
         self._task: asyncio.Task[None] | None = None
         self.rendered_total = 0
         self.published_total = 0
 
-    def wake(self, render: bool = True) -> None:
+    def wake(
+        self,
+        render: bool = True,
+        tables: store.Tables | None = None,
+        ready: Sequence[tuple[str, bytes, int, int]] = (),
+    ) -> None:
         """Run a round soon; ``render=False``: only views are waiting to be published (the
-        consumer rendered them inline), so the round skips looking for dirty ones."""
+        consumer rendered them inline), so the round skips looking for dirty ones. ``ready``:
+        views committed just now (customer_id, doc, version, update_us) in ``tables``, published
+        without being read back."""
         self._render_next = self._render_next or render
+        if ready and tables is not None:
+            self._ready.append((tables, list(ready)))
         self._wake.set()
 
     async def start(self) -> None:
@@ -199,7 +215,11 @@ class ViewWorker:
                 break
         published = 0
         render_done = time.perf_counter()
+        handed, self._ready = self._ready, []
         if self._producer is not None:
+            for tables, rows in handed:
+                published += await self._publish(tables, rows)
+        if self._producer is not None and (render or not handed):
             while True:
                 n = await self.publish_once()
                 published += n
@@ -217,6 +237,11 @@ class ViewWorker:
             tables = await store.active_tables(uow.session)
             rows = await store.pending_views(uow.session, tables, self._batch_size)
         _publish_backlog["views"] = len(rows)
+        return await self._publish(tables, rows)
+
+    async def _publish(self, tables: store.Tables, rows: list[tuple[str, bytes, int, int]]) -> int:
+        """Send these views to the view topic, wait for every ack, then clear their flags."""
+        assert self._producer is not None
         if not rows:
             return 0
         futures = []

@@ -817,6 +817,7 @@ async def materialize(
     limit: int = 500,
     catalogue: list[domain.Product] | None = None,
     ids: Sequence[str] | None = None,
+    written: list[tuple[str, bytes, int, int]] | None = None,
 ) -> tuple[int, int]:
     """Re-render up to ``limit`` dirty views (only those of ``ids`` if given); returns
     (rendered, changed). The caller commits.
@@ -863,6 +864,10 @@ async def materialize(
         doc = render(row, facts, derived, rules).SerializeToString(deterministic=True)
         is_changed = doc != row["doc"]
         changed += is_changed
+        if written is not None and is_changed:
+            # (customer_id, doc, version, update_us) as they will be once committed: the publisher
+            # can send them without reading them back (the caller's own transaction holds the rows)
+            written.append((row["customer_id"], doc, row["version"] + 1, stamp))
         params.append(
             {
                 "b_id": row["customer_id"],
@@ -1055,29 +1060,30 @@ async def mark_published(session: AsyncSession, t: Tables, published: Iterable[t
     """Clear ``pending_publish`` of the views published at these versions.
 
     On PostgreSQL rows that a consumer batch holds right now are skipped instead of waited for
-    (they keep the flag and are published again: at-least-once, consumers keep the highest
-    version) — waiting here made the view worker and the consumer queue behind each other.
+    (``FOR UPDATE SKIP LOCKED`` in the same statement; they keep the flag and are published
+    again: at-least-once, consumers keep the highest version) — waiting here made the view
+    worker and the consumer queue behind each other.
     """
     c = t.customers
     params = [{"b_id": cid, "b_version": v} for cid, v in published]
     if not params:
         return
+    guard: list[Any] = []
     if session.bind.dialect.name == "postgresql":
-        free = (
-            select(c.c.customer_id)
-            .where(c.c.customer_id.in_([p["b_id"] for p in params]))
-            .with_for_update(skip_locked=True)
-        )
-        held = set((await session.scalars(free)).all())
-        params = [p for p in params if p["b_id"] in held]
-        if not params:
-            return
+        free = c.alias("free")
+        guard = [
+            c.c.customer_id.in_(
+                select(free.c.customer_id)
+                .where(free.c.customer_id.in_([p["b_id"] for p in params]))
+                .with_for_update(skip_locked=True)
+            )
+        ]
     await bulk_update(
         session,
         c,
         params,
         {"b_id": c.c.customer_id.type, "b_version": c.c.version.type},
-        where=lambda src: [c.c.customer_id == src.c.b_id, c.c.version == src.c.b_version],
+        where=lambda src: [c.c.customer_id == src.c.b_id, c.c.version == src.c.b_version, *guard],
         values=lambda src: {"pending_publish": False, "published_version": src.c.b_version},
     )
 

@@ -24,7 +24,13 @@ async def test_inline_rendered_views_equal_the_worker_rendered_ones_and_wake_aft
 
     engine = await support.projection(tmp_path / "inline.db")
     wakes: list[bool] = []
-    projector = Projector(on_commit=wakes.append, rules=Rules(), inline_render_max=100)
+    handed: list[tuple[str, bytes, int, int]] = []
+
+    def on_commit(render: bool, tables: store.Tables, ready: list[tuple[str, bytes, int, int]]) -> None:
+        wakes.append(render)
+        handed.extend(ready)
+
+    projector = Projector(on_commit=on_commit, rules=Rules(), inline_render_max=100)
     try:
         commits = 0
         for i in range(0, len(events), 40):
@@ -51,6 +57,14 @@ async def test_inline_rendered_views_equal_the_worker_rendered_ones_and_wake_aft
             await projector.handle(uow.session, support.received(events[0]))
             await projector.flush(uow.session)
         assert len(wakes) == commits
+        # The views handed to the publisher are the committed ones: the last one handed for a
+        # customer is its stored document and version (unless a later catalogue render moved on).
+        async with UnitOfWork(engine) as uow:
+            t = await store.active_tables(uow.session)
+            c = t.customers
+            stored = {r.customer_id: (r.doc, r.version) for r in await uow.session.execute(select(c))}
+        last = {cid: (doc, version) for cid, doc, version, _ in handed}
+        assert last and all(stored[cid] == v for cid, v in last.items())
         await support.render_all(engine, Rules())  # what the worker still has to do (catalogue changes)
         assert await support.docs(engine) == expected
     finally:
