@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -214,7 +215,7 @@ def main() -> None:
     kafka.start()
     postgres.start()
     try:
-        url = postgres.create_database("bench_outbox")
+        url = postgres.create_database(f"bench_outbox_{uuid.uuid4().hex[:8]}")  # (reruns on one server)
         print(f"against {kafka.description} and {postgres.description}")
         asyncio.run(main_async(args, url, kafka.bootstrap_servers))
     finally:

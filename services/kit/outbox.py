@@ -96,6 +96,13 @@ class OutboxRow(Base):
     __table_args__ = (
         Index("ix_outbox_pending", "published_at", "id"),
         Index("ix_outbox_aggregate", "aggregate_id", "id"),
+        # The relay's claim scans pending rows only (see the services' migration 0002).
+        Index(
+            "ix_outbox_unpublished",
+            "id",
+            postgresql_where=text("published_at IS NULL"),
+            sqlite_where=text("published_at IS NULL"),
+        ),
     )
 
 
