@@ -216,10 +216,15 @@ class ViewWorker:
         published = 0
         render_done = time.perf_counter()
         handed, self._ready = self._ready, []
-        if self._producer is not None:
+        scan = render or not handed
+        if self._producer is not None and not scan:
             for tables, rows in handed:
                 published += await self._publish(tables, rows)
-        if self._producer is not None and (render or not handed):
+        if self._producer is not None and scan:
+            # The scan reads every committed view, the handed ones included: drop those handed
+            # so far (published after the scan they could go out older than what it sent);
+            # views handed from here on were committed after it began, so they are not older.
+            self._ready.clear()
             while True:
                 n = await self.publish_once()
                 published += n

@@ -36,7 +36,9 @@ from sqlalchemy import (
     bindparam,
     func,
     insert,
+    literal,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql
@@ -146,22 +148,30 @@ async def _load(session: AsyncSession, decoded: Sequence[Decoded]) -> _Batch:
     events = [e for e in decoded if isinstance(e, ReceivedEvent)]
     ids = {e.id for e in events}
     aggs = {(e.aggregate_type, e.aggregate_id) for e in events if e.aggregate_type and e.aggregate_id}
-    # PostgreSQL: one array parameter (`= ANY(:ids)`) instead of thousands of IN parameters.
+    # PostgreSQL: one array parameter (`= ANY(:ids)`) instead of thousands of IN parameters,
+    # and both lookups in one round trip (UNION ALL; inbox rows come back with a NULL version).
     pg = _is_postgres(session)
-    if ids:
-        where = _INBOX.c.event_id == any_(_text_array("ids", ids)) if pg else _INBOX.c.event_id.in_(ids)
-        present = set((await session.scalars(select(_INBOX.c.event_id).where(where))).all())
-        batch.seen.update({i: i in present for i in ids})
-    if aggs:
-        agg_ids = {a for _, a in aggs}
-        col = _VERSIONS.c.aggregate_id
-        rows = await session.execute(
-            select(_VERSIONS.c.aggregate_type, col, _VERSIONS.c.version).where(
-                col == any_(_text_array("aggs", agg_ids)) if pg else col.in_(agg_ids)
-            )
-        )
-        found = {(t, a): v for t, a, v in rows.all()}
-        batch.stored.update({key: found.get(key) for key in aggs})
+    agg_ids = {a for _, a in aggs}
+    seen_q = select(
+        _INBOX.c.event_id.label("a"), literal(None, String).label("b"), literal(None, BigInteger).label("v")
+    )
+    seen_q = seen_q.where(_INBOX.c.event_id == any_(_text_array("ids", ids)) if pg else _INBOX.c.event_id.in_(ids))
+    col = _VERSIONS.c.aggregate_id
+    versions_q = select(_VERSIONS.c.aggregate_type, col, _VERSIONS.c.version).where(
+        col == any_(_text_array("aggs", agg_ids)) if pg else col.in_(agg_ids)
+    )
+    if ids and aggs:
+        rows = (await session.execute(union_all(seen_q, versions_q))).all()
+    elif ids:
+        rows = (await session.execute(seen_q)).all()
+    elif aggs:
+        rows = (await session.execute(versions_q)).all()
+    else:
+        rows = []
+    present = {a for a, _, v in rows if v is None}
+    found = {(t, a): v for t, a, v in rows if v is not None}
+    batch.seen.update({i: i in present for i in ids})
+    batch.stored.update({key: found.get(key) for key in aggs})
     return batch
 
 
