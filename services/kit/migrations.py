@@ -71,3 +71,29 @@ def run_env(target_metadata: MetaData) -> None:
         await engine.dispose()
 
     asyncio.run(_online())
+
+
+# ------------------------------------------------------------------------------------------
+# Schema steps of the kit's own tables, shared by every service's revisions
+# ------------------------------------------------------------------------------------------
+
+
+def create_outbox_unpublished_index() -> None:
+    """Partial index over the outbox's pending rows (the relay's claim; see ``OutboxRow``).
+
+    Through ``ix_outbox_pending`` (published_at, id) the claim also walked the index entries that
+    published and purged rows leave behind until autovacuum runs: 14 ms a claim (p50) right after
+    a 20,000-row burst, which set the relay's commit → ack latency (bench/outbox_relay.py). The
+    partial index holds pending rows only: 1.5 ms. ``ix_outbox_pending`` stays for the purge.
+    """
+    from alembic import op
+    from sqlalchemy import text
+
+    unpublished = text("published_at IS NULL")
+    op.create_index("ix_outbox_unpublished", "outbox", ["id"], postgresql_where=unpublished, sqlite_where=unpublished)
+
+
+def drop_outbox_unpublished_index() -> None:
+    from alembic import op
+
+    op.drop_index("ix_outbox_unpublished", table_name="outbox")
