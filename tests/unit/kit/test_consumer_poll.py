@@ -4,9 +4,11 @@ stand-in for the Kafka client's ``getmany``)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord
 
 from bank.customer.v1 import events_pb2
@@ -79,10 +81,6 @@ async def test_top_up_does_not_poll_a_full_batch_and_keeps_an_empty_top_up_as_is
 
 
 async def test_a_failed_offset_commit_is_logged_and_dropped_not_raised() -> None:
-    import asyncio
-
-    from aiokafka.errors import CommitFailedError
-
     consumer = _consumer(max_records=10)
     failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     failed.set_exception(CommitFailedError("the group rebalanced"))
