@@ -129,7 +129,8 @@ def _text_array(name: str, values: Any) -> Any:
 
 
 Decoded = ReceivedEvent | PoisonEvent  # a record decoded, or why it never can be
-_Polled = dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+#: One poll: per partition, its records in offset order, each with its decoded event.
+_Polled = dict[TopicPartition, list[tuple[ConsumerRecord[Any, Any], Decoded]]]
 
 
 def _decode(record: ConsumerRecord[Any, Any]) -> Decoded:
@@ -344,33 +345,18 @@ class InboxConsumer:
 
     async def _poll(
         self, consumer: AIOKafkaConsumer, *, timeout_ms: int = 200, max_records: int | None = None
-    ) -> tuple[_Polled, list[Decoded]]:
+    ) -> _Polled:
         batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records or self._max_records)
-        batches = {tp: records for tp, records in batches.items() if records}
-        return batches, [_decode(record) for partition in batches.values() for record in partition]
+        return {tp: [(r, _decode(r)) for r in records] for tp, records in batches.items() if records}
 
-    async def _top_up(
-        self, consumer: AIOKafkaConsumer, batches: _Polled, decoded: list[Decoded]
-    ) -> tuple[_Polled, list[Decoded]]:
+    async def _top_up(self, consumer: AIOKafkaConsumer, batches: _Polled) -> _Polled:
         """Add what arrived while the prefetched poll waited for the previous batch: without
         it, live events would wait for one more whole batch (the prefetch ran at its start)."""
-        room = self._max_records - len(decoded)
+        room = self._max_records - sum(len(part) for part in batches.values())
         if room <= 0:
-            return batches, decoded
-        more, more_decoded = await self._poll(consumer, timeout_ms=0, max_records=room)
-        if not more:
-            return batches, decoded
-        merged = {tp: [*batches.get(tp, ()), *records] for tp, records in more.items()}
-        merged = {**batches, **merged}
-        # (decoded follows the records' order in `merged`: partitions as listed, then offsets)
-        by_record = dict(
-            zip(
-                [id(r) for part in batches.values() for r in part] + [id(r) for part in more.values() for r in part],
-                [*decoded, *more_decoded],
-                strict=True,
-            )
-        )
-        return merged, [by_record[id(r)] for part in merged.values() for r in part]
+            return batches
+        more = await self._poll(consumer, timeout_ms=0, max_records=room)
+        return {**batches, **{tp: [*batches.get(tp, ()), *part] for tp, part in more.items()}}
 
     async def _run(self) -> None:
         assert self._consumer is not None
@@ -382,10 +368,10 @@ class InboxConsumer:
         next_poll = asyncio.create_task(self._poll(consumer))
         try:
             while True:
-                batches, decoded = await self._top_up(consumer, *(await next_poll))
+                batches = await self._top_up(consumer, await next_poll)
                 next_poll = asyncio.create_task(self._poll(consumer))
                 if batches:
-                    await self._process(consumer, batches, decoded)
+                    await self._process(consumer, batches)
                 await self._update_lag(consumer)
         finally:
             next_poll.cancel()
@@ -401,9 +387,11 @@ class InboxConsumer:
                 lag += behind
         self.lag = lag
 
-    async def _process(self, consumer: AIOKafkaConsumer, batches: _Polled, decoded: list[Decoded]) -> None:
+    async def _process(self, consumer: AIOKafkaConsumer, batches: _Polled) -> None:
         """Apply one poll's records (all partitions) in one transaction, then commit the offsets."""
-        records = [record for partition in batches.values() for record in partition]
+        pairs = [pair for partition in batches.values() for pair in partition]
+        records = [record for record, _ in pairs]
+        decoded = [item for _, item in pairs]
         applied: list[ReceivedEvent] = []
         clock = time.perf_counter
         marks = [clock()]
@@ -411,7 +399,7 @@ class InboxConsumer:
             async with UnitOfWork(self._engine) as uow:
                 batch = await _load(uow.session, decoded)
                 marks.append(clock())
-                for record, item in zip(records, decoded, strict=True):
+                for record, item in pairs:
                     event = await self._apply(uow.session, batch, record, item)
                     if event is not None:
                         applied.append(event)
@@ -436,7 +424,7 @@ class InboxConsumer:
         # awaited first, so commits stay in order): never before this batch's DB commit.
         await self._offsets_committed()
         marks.append(clock())
-        offsets = {tp: partition[-1].offset + 1 for tp, partition in batches.items()}
+        offsets = {tp: partition[-1][0].offset + 1 for tp, partition in batches.items()}
         self._offset_commit = asyncio.ensure_future(consumer.commit(offsets))
         _batch_seconds.record(marks[-1] - marks[0], {"group": self._group})
         if len(marks) == 6:
@@ -474,11 +462,10 @@ class InboxConsumer:
         """
         if isinstance(event, PoisonEvent):
             # Never decodable, so retrying cannot help: dead-letter at once.
-            exc = event
-            await self._dead_letter(record, str(exc), attempts=1)
+            await self._dead_letter(record, str(event), attempts=1)
             position = _position_id(record)
             if not await _seen(session, batch, position):
-                batch.inbox.append(_inbox(record, position, "unknown", "dead", str(exc)[:1000], batch.now))
+                batch.inbox.append(_inbox(record, position, "unknown", "dead", str(event)[:1000], batch.now))
                 batch.seen[position] = True
             return None
         outcomes = batch.outcomes
@@ -509,10 +496,9 @@ class InboxConsumer:
                 outcomes["stale"] = outcomes.get("stale", 0) + 1
                 return None
             await self._handler(session, event)
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             raise
         finally:
             otel_context.detach(token)

@@ -56,27 +56,25 @@ async def test_top_up_appends_per_partition_in_offset_order_and_keeps_decoded_al
     client = _Client(first, later)
     consumer = _consumer(max_records=10)
 
-    batches, decoded = await consumer._poll(client)  # type: ignore[arg-type]
-    merged, aligned = await consumer._top_up(client, batches, decoded)  # type: ignore[arg-type]
+    merged = await consumer._top_up(client, await consumer._poll(client))  # type: ignore[arg-type]
 
-    assert {tp: [r.offset for r in records] for tp, records in merged.items()} == {p0: [0, 1], p1: [5, 6, 7], p2: [9]}
-    records = [r for part in merged.values() for r in part]
-    assert all(isinstance(e, ReceivedEvent) for e in aligned)
-    assert [(e.partition, e.offset) for e in aligned] == [(r.partition, r.offset) for r in records]  # type: ignore[union-attr]
+    assert {tp: [r.offset for r, _ in part] for tp, part in merged.items()} == {p0: [0, 1], p1: [5, 6, 7], p2: [9]}
+    pairs = [pair for part in merged.values() for pair in part]
+    assert all(isinstance(e, ReceivedEvent) for _, e in pairs)
+    assert [(e.partition, e.offset) for _, e in pairs] == [(r.partition, r.offset) for r, _ in pairs]  # type: ignore[union-attr]
     assert client.asked[1] == {"timeout_ms": 0, "max_records": 7}  # only what is buffered, up to the room left
 
 
 async def test_top_up_does_not_poll_a_full_batch_and_keeps_an_empty_top_up_as_is() -> None:
     p0 = TopicPartition("t", 0)
-    full = {p0: [_record(p0, n) for n in range(3)]}
+    full = {p0: [(r, _decode(r)) for r in (_record(p0, n) for n in range(3))]}
     client = _Client()
     consumer = _consumer(max_records=3)
-    decoded = [_decode(r) for r in full[p0]]
-    assert await consumer._top_up(client, full, decoded) == (full, decoded)  # type: ignore[arg-type]
+    assert await consumer._top_up(client, full) == full  # type: ignore[arg-type]
     assert client.asked == []
 
     roomy = _consumer(max_records=5)
-    assert await roomy._top_up(client, full, decoded) == (full, decoded)  # type: ignore[arg-type]
+    assert await roomy._top_up(client, full) == full  # type: ignore[arg-type]
     assert client.asked == [{"timeout_ms": 0, "max_records": 2}]
 
 
