@@ -34,18 +34,16 @@ from sqlalchemy import (
     Text,
     any_,
     bindparam,
-    func,
-    insert,
+    case,
     literal,
     select,
     union_all,
-    update,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from services.kit.db import Base, UnitOfWork, bulk_insert
+from services.kit.db import Base, UnitOfWork, bulk_insert, bulk_upsert
 from services.kit.events import PoisonEvent, ReceivedEvent, parse_record
 from services.kit.kafka import ensure_topics, make_consumer
 from services.kit.lifecycle import cancel_and_wait
@@ -200,63 +198,20 @@ async def _is_stale(session: AsyncSession, batch: _Batch, event: ReceivedEvent) 
 
 
 async def _flush(session: AsyncSession, batch: _Batch) -> None:
-    """Write the batch's inbox rows and new aggregate versions in bulk."""
-    if _is_postgres(session):
-        await _flush_postgres(session, batch)
-    else:
-        await _flush_generic(session, batch)
-    for key, version in batch.versions.items():
-        batch.stored[key] = version
+    """Write the batch's inbox rows and new aggregate versions, one bulk statement each (the
+    versions as an upsert that keeps the greater)."""
+    await bulk_insert(session, _INBOX, batch.inbox)
+    version = _VERSIONS.c.version
+    await bulk_upsert(
+        session,
+        _VERSIONS,
+        [{"aggregate_type": t, "aggregate_id": a, "version": v} for (t, a), v in batch.versions.items()],
+        key=["aggregate_type", "aggregate_id"],
+        update_existing=lambda new: {"version": case((new.version > version, new.version), else_=version)},
+    )
+    batch.stored.update(batch.versions)
     batch.inbox.clear()
     batch.versions.clear()
-
-
-async def _flush_postgres(session: AsyncSession, batch: _Batch) -> None:
-    """One ``INSERT … SELECT unnest(arrays)`` per table (see :func:`~services.kit.db.bulk_insert`);
-    the versions as one upsert that keeps the greater version."""
-    if batch.inbox:
-        await bulk_insert(session, _INBOX, batch.inbox)
-    if batch.versions:
-        keys = list(batch.versions)
-        stmt = postgresql.insert(_VERSIONS).from_select(
-            ["aggregate_type", "aggregate_id", "version"],
-            select(
-                func.unnest(_text_array("t", (t for t, _ in keys))),
-                func.unnest(_text_array("a", (a for _, a in keys))),
-                func.unnest(bindparam("v", [batch.versions[k] for k in keys], type_=postgresql.ARRAY(BigInteger))),
-            ),
-        )
-        await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["aggregate_type", "aggregate_id"],
-                set_={"version": func.greatest(_VERSIONS.c.version, stmt.excluded.version)},
-            )
-        )
-
-
-async def _flush_generic(session: AsyncSession, batch: _Batch) -> None:
-    if batch.inbox:
-        await session.execute(insert(_INBOX), batch.inbox)
-    new: list[dict[str, Any]] = [
-        {"t": t, "a": a, "v": v} for (t, a), v in batch.versions.items() if batch.stored.get((t, a)) is None
-    ]
-    known: list[dict[str, Any]] = [
-        {"t": t, "a": a, "v": v} for (t, a), v in batch.versions.items() if batch.stored.get((t, a)) is not None
-    ]
-    if new:
-        await session.execute(
-            insert(_VERSIONS).values(
-                aggregate_type=bindparam("t"), aggregate_id=bindparam("a"), version=bindparam("v")
-            ),
-            new,
-        )
-    if known:
-        await session.execute(
-            update(_VERSIONS)
-            .where(_VERSIONS.c.aggregate_type == bindparam("t"), _VERSIONS.c.aggregate_id == bindparam("a"))
-            .values(version=bindparam("v")),
-            known,
-        )
 
 
 def _position_id(record: ConsumerRecord[Any, Any]) -> str:

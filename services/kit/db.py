@@ -24,7 +24,6 @@ from sqlalchemy import (
     column,
     event,
     func,
-    insert,
     select,
     update,
 )
@@ -218,6 +217,18 @@ def _rows_source(rows: Sequence[dict[str, Any]], types: dict[str, Any]) -> Any:
     )
 
 
+def _insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> tuple[Any, Any]:
+    """The dialect's INSERT of these rows (every row with the same keys) and its parameters."""
+    dialect = session.bind.dialect.name
+    if dialect == "postgresql":
+        columns = list(rows[0])
+        src = _rows_source(rows, {c: table.c[c].type for c in columns})
+        return postgresql.insert(table).from_select(columns, select(*(src.c[c] for c in columns))), None
+    if dialect == "sqlite":
+        return sqlite.insert(table), list(rows)
+    raise RuntimeError(f"unsupported database {dialect}")
+
+
 async def bulk_insert(
     session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]], *, skip_conflicts_on: Sequence[str] = ()
 ) -> None:
@@ -227,22 +238,28 @@ async def bulk_insert(
     conflicting rows no-ops."""
     if not rows:
         return
-    columns = list(rows[0])
-    if session.bind.dialect.name == "postgresql":
-        src = _rows_source(rows, {c: table.c[c].type for c in columns})
-        pg_stmt = postgresql.insert(table).from_select(columns, select(*(src.c[c] for c in columns)))
-        if skip_conflicts_on:
-            pg_stmt = pg_stmt.on_conflict_do_nothing(index_elements=list(skip_conflicts_on))
-        await session.execute(pg_stmt)
-        return
+    stmt, params = _insert_rows(session, table, rows)
     if skip_conflicts_on:
-        if session.bind.dialect.name != "sqlite":
-            raise RuntimeError(f"unsupported database {session.bind.dialect.name}")
-        await session.execute(
-            sqlite.insert(table).on_conflict_do_nothing(index_elements=list(skip_conflicts_on)), list(rows)
-        )
+        stmt = stmt.on_conflict_do_nothing(index_elements=list(skip_conflicts_on))
+    await session.execute(stmt, params)
+
+
+async def bulk_upsert(
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    key: Sequence[str],
+    update_existing: Callable[[Any], dict[str, Any]],
+) -> None:
+    """INSERT many rows as :func:`bulk_insert`; a row whose ``key`` exists is updated instead, with
+    ``update_existing(excluded)`` (``excluded.<column>``: the row that was to be inserted)."""
+    if not rows:
         return
-    await session.execute(insert(table), list(rows))
+    stmt, params = _insert_rows(session, table, rows)
+    await session.execute(
+        stmt.on_conflict_do_update(index_elements=list(key), set_=update_existing(stmt.excluded)), params
+    )
 
 
 async def bulk_update(

@@ -18,10 +18,11 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    case,
     select,
 )
 
-from services.kit.db import UnitOfWork, bulk_insert, bulk_update, create_engine
+from services.kit.db import UnitOfWork, bulk_insert, bulk_update, bulk_upsert, create_engine
 
 metadata = MetaData()
 things = Table(
@@ -124,5 +125,30 @@ async def test_bulk_insert_skips_conflicts_and_bulk_update_is_keyed_and_guarded(
         assert stored["t-0003"]["score"] == _row(3)["score"]  # the conflicting row was skipped
         assert (stored["t-0001"]["doc"], stored["t-0001"]["note"], stored["t-0001"]["version"]) == (b"\x00new", None, 2)
         assert _normal(stored["t-0002"]) == _row(2)
+    finally:
+        await engine.dispose()
+
+
+async def test_bulk_upsert_inserts_new_rows_and_updates_existing_ones(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        async with UnitOfWork(engine) as uow:
+            await bulk_insert(uow.session, things, [_row(i) for i in range(3)])
+            await uow.commit()
+        version = things.c.version
+        async with UnitOfWork(engine) as uow:
+            await bulk_upsert(
+                uow.session,
+                things,
+                [{**_row(1), "version": 5}, {**_row(2), "version": 0}, {**_row(7), "version": 3}],
+                key=["thing_id"],
+                update_existing=lambda new: {"version": case((new.version > version, new.version), else_=version)},
+            )
+            await uow.commit()
+        stored = await _all(engine)
+        assert {k: v["version"] for k, v in stored.items()} == {"t-0000": 1, "t-0001": 5, "t-0002": 1, "t-0007": 3}
+        assert _normal(stored["t-0007"]) == {**_row(7), "version": 3}
     finally:
         await engine.dispose()
