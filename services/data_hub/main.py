@@ -159,7 +159,6 @@ async def serve(settings: DataHubSettings, stop_event: asyncio.Event | None = No
         topics=settings.source_topics,
         handler=projector.handle,
         before_commit=projector.flush,
-        after_commit=projector.committed,
         dlq_producer=producer,
         max_attempts=settings.datahub_max_attempts,
         max_records=settings.datahub_max_records,

@@ -3,8 +3,8 @@
 - :class:`Projector` is what the kit's :class:`~services.kit.consumer.InboxConsumer` calls:
   ``handle`` folds each new event into a per-transaction :class:`~services.data_hub.store.Batch`
   (no SQL per event), ``flush`` (the consumer's ``before_commit`` hook) writes the batch with a
-  few bulk statements in the same transaction as the inbox rows, ``committed`` (its
-  ``after_commit`` hook) wakes the view worker.
+  few bulk statements in the same transaction as the inbox rows (rendering a small batch's views
+  there too) and wakes the view worker on that database commit.
 - :class:`ViewWorker` re-renders dirty views (domain rules) and publishes changed ones to the
   compacted topic ``bank.customer-view.v1``, debounced: the customers table is its own outbox
   (``pending_publish``, latest state only), so several changes between two rounds go out once,
@@ -78,7 +78,7 @@ class Projector:
         catalogue_changed = await store.apply_batch(session, tables, batch)
         touched = batch.customers.keys()
         render = True  # does the worker have views to render, or only to publish?
-        ready: list[tuple[str, bytes, int, int]] = []  # views rendered here, for the publisher
+        ready: list[store.View] = []  # views rendered here, for the publisher
         if self._rules is not None and 0 < len(touched) <= self._inline_max:
             # (the touched rows are already locked by this transaction: no other render can
             # interleave, and the worker's write-back of an older render is dropped)
@@ -95,9 +95,6 @@ class Projector:
             sa_event.listen(
                 session.sync_session, "after_commit", lambda _: self._on_commit(render, tables, ready), once=True
             )
-
-    async def committed(self, events: list[ReceivedEvent]) -> None:
-        """After the offsets: nothing to do (``flush`` woke the worker at the database commit)."""
 
 
 class ViewWorker:
@@ -134,7 +131,7 @@ class ViewWorker:
         self._backlog_pause = backlog_pause_s
         self._wake = asyncio.Event()
         self._render_next = True
-        self._ready: list[tuple[store.Tables, list[tuple[str, bytes, int, int]]]] = []
+        self._ready: list[tuple[store.Tables, list[store.View]]] = []
         self._task: asyncio.Task[None] | None = None
         self.rendered_total = 0
         self.published_total = 0
@@ -143,7 +140,7 @@ class ViewWorker:
         self,
         render: bool = True,
         tables: store.Tables | None = None,
-        ready: Sequence[tuple[str, bytes, int, int]] = (),
+        ready: Sequence[store.View] = (),
     ) -> None:
         """Run a round soon; ``render=False``: only views are waiting to be published (the
         consumer rendered them inline), so the round skips looking for dirty ones. ``ready``:
@@ -244,7 +241,7 @@ class ViewWorker:
         _publish_backlog["views"] = len(rows)
         return await self._publish(tables, rows)
 
-    async def _publish(self, tables: store.Tables, rows: list[tuple[str, bytes, int, int]]) -> int:
+    async def _publish(self, tables: store.Tables, rows: list[store.View]) -> int:
         """Send these views to the view topic, wait for every ack, then clear their flags."""
         assert self._producer is not None
         if not rows:

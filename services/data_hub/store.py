@@ -64,6 +64,9 @@ metadata = MetaData()
 
 SET_NAMES = ("a", "b")
 
+#: A rendered view on its way to the view topic: (customer_id, doc, version, update_us).
+View = tuple[str, bytes, int, int]
+
 
 @dataclass(frozen=True)
 class Tables:
@@ -817,7 +820,7 @@ async def materialize(
     limit: int = 500,
     catalogue: list[domain.Product] | None = None,
     ids: Sequence[str] | None = None,
-    written: list[tuple[str, bytes, int, int]] | None = None,
+    written: list[View] | None = None,
 ) -> tuple[int, int]:
     """Re-render up to ``limit`` dirty views (only those of ``ids`` if given); returns
     (rendered, changed). The caller commits.
@@ -1043,7 +1046,7 @@ async def segment_members(
     return views, encode_token(rows[-1].customer_id) if more and rows else "", total
 
 
-async def pending_views(session: AsyncSession, t: Tables, limit: int) -> list[tuple[str, bytes, int, int]]:
+async def pending_views(session: AsyncSession, t: Tables, limit: int) -> list[View]:
     c = t.customers
     rows = (
         await session.execute(

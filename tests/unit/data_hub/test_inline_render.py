@@ -24,9 +24,9 @@ async def test_inline_rendered_views_equal_the_worker_rendered_ones_and_wake_aft
 
     engine = await support.projection(tmp_path / "inline.db")
     wakes: list[bool] = []
-    handed: list[tuple[str, bytes, int, int]] = []
+    handed: list[store.View] = []
 
-    def on_commit(render: bool, tables: store.Tables, ready: list[tuple[str, bytes, int, int]]) -> None:
+    def on_commit(render: bool, tables: store.Tables, ready: list[store.View]) -> None:
         wakes.append(render)
         handed.extend(ready)
 
