@@ -622,23 +622,13 @@ def _tokenize(expression: str) -> list[tuple[str, Any]]:
 
 
 def _field_type(fd: _d.FieldDescriptor) -> _Typ:
-    if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+    if _is_map(fd):
         raise _Unsupported("CEL: map fields")
     if _is_repeated(fd):
         if fd.type == _FD.TYPE_STRING:
             return "list_string"
         raise _Unsupported("CEL: repeated non-string fields")
-    if fd.type in _INT_TYPES:
-        return "int"
-    if fd.type in _UINT_TYPES:
-        return "uint"
-    if fd.type == _FD.TYPE_STRING:
-        return "string"
-    if fd.type == _FD.TYPE_BOOL:
-        return "bool"
-    if fd.type == _FD.TYPE_MESSAGE:
-        return _message_type(fd.message_type)  # type: ignore[arg-type]
-    raise _Unsupported(f"CEL: fields of type {fd.type}")
+    return _field_type_single(fd)
 
 
 def _message_type(desc: _d.Descriptor) -> _d.Descriptor:
@@ -671,23 +661,22 @@ class _CelParser:
         self.pos += 1
 
     def or_(self) -> _Node:
-        fn, typ = self.and_()
-        while self.peek("||"):
-            self.pos += 1
-            rhs, rtyp = self.and_()
-            if typ != "bool" or rtyp != "bool":
-                raise _Unsupported("CEL: || needs booleans")
-            fn = (lambda a, b: lambda v: a(v) or b(v))(fn, rhs)
-        return fn, typ
+        return self._chain("||", self.and_, lambda a, b: lambda v: a(v) or b(v))
 
     def and_(self) -> _Node:
-        fn, typ = self.relation()
-        while self.peek("&&"):
+        return self._chain("&&", self.relation, lambda a, b: lambda v: a(v) and b(v))
+
+    def _chain(
+        self, op: str, operand: Callable[[], _Node], join: Callable[[Callable[[Any], Any], Callable[[Any], Any]], Any]
+    ) -> _Node:
+        """``operand (op operand)*`` over booleans, left-associative, short-circuiting."""
+        fn, typ = operand()
+        while self.peek(op):
             self.pos += 1
-            rhs, rtyp = self.relation()
+            rhs, rtyp = operand()
             if typ != "bool" or rtyp != "bool":
-                raise _Unsupported("CEL: && needs booleans")
-            fn = (lambda a, b: lambda v: a(v) and b(v))(fn, rhs)
+                raise _Unsupported(f"CEL: {op} needs booleans")
+            fn = join(fn, rhs)
         return fn, typ
 
     def relation(self) -> _Node:
