@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import jsonschema
@@ -31,6 +30,7 @@ from devtools import stack
 from gateway.routing import discover_routes, load_contracts
 from services.cli import DEV_SECRET
 from services.kit.auth import ALL_SCOPES, mint_token
+from tests.support.fuzz import ANY_JSON, request_path
 from tests.support.procs import ServiceProcess
 
 pytestmark = pytest.mark.timeout(600)
@@ -268,18 +268,8 @@ def test_national_id_helper_matches_gb_11643() -> None:
 # --- property-based fuzzing of the running gateway + real services ------------------------------
 
 _ROUTES = discover_routes(load_contracts())
-_JSON = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**70), 2**70)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
-    max_leaves=12,
-)
 _FIELDS = sorted({name for r in _ROUTES for fd in r.method.input_type.fields for name in (fd.name, fd.json_name)})
-_BODIES = st.one_of(_JSON, st.dictionaries(st.sampled_from(_FIELDS), _JSON, max_size=5))
-_SEGMENT = st.text(min_size=1, max_size=12).map(lambda s: quote(s, safe=""))
+_BODIES = st.one_of(ANY_JSON, st.dictionaries(st.sampled_from(_FIELDS), ANY_JSON, max_size=5))
 _QUERY = st.lists(
     st.tuples(st.sampled_from(["pageSize", "page_size", "pageToken", "filter", "x"]), st.text(max_size=8)), max_size=3
 )
@@ -293,9 +283,7 @@ def test_fuzzing_the_running_platform_never_yields_a_5xx_and_answers_match_the_s
     """schemathesis-style: every route of /openapi.json with arbitrary input, against real services."""
     openapi = _openapi(platform.url)
     route = data.draw(st.sampled_from(_ROUTES))
-    path = route.template.openapi_path
-    for var in route.template.variables:
-        path = path.replace("{" + ".".join(var.field_path) + "}", data.draw(_SEGMENT))
+    path = request_path(route, data.draw)
     kwargs: dict[str, Any] = {"params": data.draw(_QUERY), "headers": _headers()}
     if route.body:
         kwargs["json"] = data.draw(_BODIES)

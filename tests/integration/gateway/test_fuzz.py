@@ -9,7 +9,6 @@ error schema.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 import jsonschema
 from hypothesis import HealthCheck, given, settings
@@ -17,17 +16,9 @@ from hypothesis import strategies as st
 
 from gateway.routing import discover_routes, load_contracts
 from tests.integration.gateway.conftest import Stack, auth
+from tests.support.fuzz import ANY_JSON, request_path
 
 ROUTES = discover_routes(load_contracts())
-JSON = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**70), 2**70)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
-    max_leaves=12,
-)
 
 
 def _field_names(route: Any) -> list[str]:
@@ -40,10 +31,9 @@ def _field_names(route: Any) -> list[str]:
 
 
 BODIES = st.one_of(
-    JSON,
-    st.dictionaries(st.sampled_from(sorted({n for r in ROUTES for n in _field_names(r)})), JSON, max_size=5),
+    ANY_JSON,
+    st.dictionaries(st.sampled_from(sorted({n for r in ROUTES for n in _field_names(r)})), ANY_JSON, max_size=5),
 )
-SEGMENT = st.text(min_size=1, max_size=12).map(lambda s: quote(s, safe=""))
 QUERY = st.lists(
     st.tuples(
         st.sampled_from(["pageSize", "page_size", "status", "kycVerified", "x", "pageToken"]), st.text(max_size=8)
@@ -56,9 +46,7 @@ QUERY = st.lists(
 @given(data=st.data())
 async def test_no_input_yields_a_5xx_and_errors_match_the_schema(stack: Stack, data: st.DataObject) -> None:
     route = data.draw(st.sampled_from(ROUTES))
-    path = route.template.openapi_path
-    for var in route.template.variables:
-        path = path.replace("{" + ".".join(var.field_path) + "}", data.draw(SEGMENT))
+    path = request_path(route, data.draw)
     query = data.draw(QUERY)
     kwargs: dict[str, Any] = {"params": query, "headers": auth()}
     if route.body:
