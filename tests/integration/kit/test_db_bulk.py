@@ -4,6 +4,7 @@ bytes, conflicts skipped, updates keyed and guarded."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -21,6 +22,7 @@ from sqlalchemy import (
     case,
     select,
 )
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit.db import UnitOfWork, bulk_insert, bulk_update, bulk_upsert, create_engine
 
@@ -57,9 +59,15 @@ def _row(i: int) -> dict[str, object]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest) -> str:
-    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
-    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+async def engine(request: pytest.FixtureRequest) -> AsyncIterator[AsyncEngine]:
+    """An engine on a fresh SQLite or PostgreSQL database holding the empty test table."""
+    engine = create_engine(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        yield engine
+    finally:
+        await engine.dispose()
 
 
 async def _all(engine) -> dict[str, dict[str, object]]:  # type: ignore[no-untyped-def]
@@ -76,79 +84,61 @@ def _normal(row: dict[str, object]) -> dict[str, object]:
     return out
 
 
-async def test_bulk_insert_round_trips_every_type(url: str) -> None:
-    engine = create_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-        rows = [_row(i) for i in range(300)]
-        async with UnitOfWork(engine) as uow:
-            await bulk_insert(uow.session, things, rows)
-            await uow.commit()
-        stored = await _all(engine)
-        assert [_normal(stored[r["thing_id"]]) for r in rows] == rows  # type: ignore[index]
-    finally:
-        await engine.dispose()
+async def test_bulk_insert_round_trips_every_type(engine: AsyncEngine) -> None:
+    rows = [_row(i) for i in range(300)]
+    async with UnitOfWork(engine) as uow:
+        await bulk_insert(uow.session, things, rows)
+        await uow.commit()
+    stored = await _all(engine)
+    assert [_normal(stored[r["thing_id"]]) for r in rows] == rows  # type: ignore[index]
 
 
-async def test_bulk_insert_skips_conflicts_and_bulk_update_is_keyed_and_guarded(url: str) -> None:
-    engine = create_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-        async with UnitOfWork(engine) as uow:
-            await bulk_insert(uow.session, things, [_row(i) for i in range(10)])
-            await uow.commit()
-        async with UnitOfWork(engine) as uow:
-            clash = {**_row(3), "score": 99.0}
-            await bulk_insert(uow.session, things, [clash, _row(10)], skip_conflicts_on=["thing_id"])
-            await bulk_update(
-                uow.session,
-                things,
-                [
-                    {"b_id": "t-0001", "b_v": 1, "b_doc": b"\x00new", "b_note": None},
-                    {"b_id": "t-0002", "b_v": 7, "b_doc": b"stale", "b_note": "guard says no"},  # version mismatch
-                    {"b_id": "t-9999", "b_v": 1, "b_doc": b"none", "b_note": "no such row"},
-                ],
-                {
-                    "b_id": things.c.thing_id.type,
-                    "b_v": things.c.version.type,
-                    "b_doc": things.c.doc.type,
-                    "b_note": things.c.note.type,
-                },
-                where=lambda src: [things.c.thing_id == src.c.b_id, things.c.version == src.c.b_v],
-                values=lambda src: {"doc": src.c.b_doc, "note": src.c.b_note, "version": things.c.version + 1},
-            )
-            await uow.commit()
-        stored = await _all(engine)
-        assert sorted(stored) == [f"t-{i:04d}" for i in range(11)]
-        assert stored["t-0003"]["score"] == _row(3)["score"]  # the conflicting row was skipped
-        assert (stored["t-0001"]["doc"], stored["t-0001"]["note"], stored["t-0001"]["version"]) == (b"\x00new", None, 2)
-        assert _normal(stored["t-0002"]) == _row(2)
-    finally:
-        await engine.dispose()
+async def test_bulk_insert_skips_conflicts_and_bulk_update_is_keyed_and_guarded(engine: AsyncEngine) -> None:
+    async with UnitOfWork(engine) as uow:
+        await bulk_insert(uow.session, things, [_row(i) for i in range(10)])
+        await uow.commit()
+    async with UnitOfWork(engine) as uow:
+        clash = {**_row(3), "score": 99.0}
+        await bulk_insert(uow.session, things, [clash, _row(10)], skip_conflicts_on=["thing_id"])
+        await bulk_update(
+            uow.session,
+            things,
+            [
+                {"b_id": "t-0001", "b_v": 1, "b_doc": b"\x00new", "b_note": None},
+                {"b_id": "t-0002", "b_v": 7, "b_doc": b"stale", "b_note": "guard says no"},  # version mismatch
+                {"b_id": "t-9999", "b_v": 1, "b_doc": b"none", "b_note": "no such row"},
+            ],
+            {
+                "b_id": things.c.thing_id.type,
+                "b_v": things.c.version.type,
+                "b_doc": things.c.doc.type,
+                "b_note": things.c.note.type,
+            },
+            where=lambda src: [things.c.thing_id == src.c.b_id, things.c.version == src.c.b_v],
+            values=lambda src: {"doc": src.c.b_doc, "note": src.c.b_note, "version": things.c.version + 1},
+        )
+        await uow.commit()
+    stored = await _all(engine)
+    assert sorted(stored) == [f"t-{i:04d}" for i in range(11)]
+    assert stored["t-0003"]["score"] == _row(3)["score"]  # the conflicting row was skipped
+    assert (stored["t-0001"]["doc"], stored["t-0001"]["note"], stored["t-0001"]["version"]) == (b"\x00new", None, 2)
+    assert _normal(stored["t-0002"]) == _row(2)
 
 
-async def test_bulk_upsert_inserts_new_rows_and_updates_existing_ones(url: str) -> None:
-    engine = create_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-        async with UnitOfWork(engine) as uow:
-            await bulk_insert(uow.session, things, [_row(i) for i in range(3)])
-            await uow.commit()
-        version = things.c.version
-        async with UnitOfWork(engine) as uow:
-            await bulk_upsert(
-                uow.session,
-                things,
-                [{**_row(1), "version": 5}, {**_row(2), "version": 0}, {**_row(7), "version": 3}],
-                key=["thing_id"],
-                update_existing=lambda new: {"version": case((new.version > version, new.version), else_=version)},
-            )
-            await uow.commit()
-        stored = await _all(engine)
-        assert {k: v["version"] for k, v in stored.items()} == {"t-0000": 1, "t-0001": 5, "t-0002": 1, "t-0007": 3}
-        assert _normal(stored["t-0007"]) == {**_row(7), "version": 3}
-    finally:
-        await engine.dispose()
+async def test_bulk_upsert_inserts_new_rows_and_updates_existing_ones(engine: AsyncEngine) -> None:
+    async with UnitOfWork(engine) as uow:
+        await bulk_insert(uow.session, things, [_row(i) for i in range(3)])
+        await uow.commit()
+    version = things.c.version
+    async with UnitOfWork(engine) as uow:
+        await bulk_upsert(
+            uow.session,
+            things,
+            [{**_row(1), "version": 5}, {**_row(2), "version": 0}, {**_row(7), "version": 3}],
+            key=["thing_id"],
+            update_existing=lambda new: {"version": case((new.version > version, new.version), else_=version)},
+        )
+        await uow.commit()
+    stored = await _all(engine)
+    assert {k: v["version"] for k, v in stored.items()} == {"t-0000": 1, "t-0001": 5, "t-0002": 1, "t-0007": 3}
+    assert _normal(stored["t-0007"]) == {**_row(7), "version": 3}
