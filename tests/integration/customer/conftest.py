@@ -6,8 +6,6 @@ Tests create their own customers (unique national IDs) so they never depend on e
 
 from __future__ import annotations
 
-import itertools
-import random
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ from bank.customer.v1 import customer_pb2, customer_pb2_grpc
 from services.cli import DEV_SECRET
 from services.kit.auth import mint_token
 from tests.support.procs import ServiceProcess
-from tests.unit.customer.ids import make_id
+from tests.unit.customer.ids import make_id, serial
 
 BACKENDS = ["sqlite", "postgresql"]
 WRITE_SCOPES = ["customers:read", "customers:write"]
@@ -80,8 +78,6 @@ def token(scopes: list[str], client_id: str = "teller-app") -> list[tuple[str, s
 WRITER = token(WRITE_SCOPES)
 PII_READER = token(PII_SCOPES, client_id="kyc-officer")
 
-_counter = itertools.count(random.randrange(1_000_000))
-
 
 @dataclass(frozen=True)
 class Person:
@@ -103,7 +99,7 @@ class Person:
 
 def person(*, age: int = 30) -> Person:
     """A valid, unique person (unique national ID, mobile and e-mail)."""
-    n = next(_counter)
+    n = next(serial)
     born = date.today() - timedelta(days=365 * age + 40 + n % 300)
     return Person(
         full_name="王小明",

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+import random
 from datetime import date
 
 from hypothesis import strategies as st
 
 from services.customer.domain import PROVINCE_CODES, id_check_char
+
+#: One sequence per test process for people who must be unique (national ID, mobile, e-mail).
+#: It lives here, not in a conftest: pytest's importlib mode loads a conftest a second time when
+#: test modules import it by name, and two counters from random starts collided once in a while
+#: (ALREADY_EXISTS for a "unique" person in tests/integration/customer).
+serial = itertools.count(random.randrange(1_000_000))
 
 
 def make_id(born: date, *, region: str = "110101", seq: int = 123) -> str:
