@@ -8,7 +8,6 @@ service runs on PostgreSQL and on SQLite.
 from __future__ import annotations
 
 import base64
-import itertools
 import os
 import random
 import uuid
@@ -27,6 +26,7 @@ from devtools import stack
 from services.cli import DEV_SECRET
 from services.kit.auth import ALL_SCOPES, mint_token
 from tests.support.procs import ServiceProcess
+from tests.unit.customer.ids import make_id, serial
 
 #: The caller of the tests: a channel app with every scope but customers:read — so a working
 #: customer lookup proves the product service calls with its OWN token, not the user's.
@@ -137,23 +137,17 @@ async def clients(product_stack: ProductStack) -> AsyncIterator[Clients]:
 
 # --- customers through the real customer service ------------------------------------------------
 
-_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-
-
 _AREAS = ("110101", "110102", "310101", "310104", "440103", "440104", "330102", "510104")
-_SEQUENCE = itertools.count(random.randint(0, 999))
 
 
 def national_id(birth: date) -> str:
     """A valid mainland resident ID (GB 11643 check digit) for the birth date, unique in this run.
 
-    Many test customers share a birth date, so the sequence is a counter (random sequences
-    collide by the birthday paradox) spread over several area codes.
+    Many test customers share a birth date, so the sequence is the tests' one per-process serial
+    (random sequences collide by the birthday paradox) spread over several area codes.
     """
-    n = next(_SEQUENCE)
-    body = f"{_AREAS[(n // 1000) % len(_AREAS)]}{birth:%Y%m%d}{n % 1000:03d}"
-    check = "10X98765432"[sum(int(c) * w for c, w in zip(body, _WEIGHTS, strict=True)) % 11]
-    return body + check
+    n = next(serial)
+    return make_id(birth, region=_AREAS[(n // 1000) % len(_AREAS)], seq=n % 1000)
 
 
 def birth_for_age(age: int) -> date:
