@@ -57,7 +57,7 @@ from bank.datahub.v1 import datahub_pb2
 from bank.product.v1 import events_pb2 as product_events
 from services.data_hub import domain
 from services.data_hub.domain import DAY_US, MICROS, Rules
-from services.kit.db import bulk_insert, bulk_update
+from services.kit.db import bulk_insert, bulk_update, one_of
 from services.kit.events import ReceivedEvent
 
 metadata = MetaData()
@@ -486,7 +486,7 @@ async def _apply_customers(session: AsyncSession, t: Tables, batch: Batch) -> No
                 _lockable(
                     session,
                     select(c.c.customer_id, c.c.customer_version, c.c.last_event_us, c.c.last_txn_us, c.c.as_of_us)
-                    .where(c.c.customer_id.in_(ids))
+                    .where(one_of(session, c.c.customer_id, ids))
                     .order_by(c.c.customer_id),
                 )
             )
@@ -568,7 +568,9 @@ async def _apply_holdings(session: AsyncSession, t: Tables, batch: Batch) -> Non
         row["subscription_id"]: row
         for row in (
             await session.execute(
-                _lockable(session, select(h).where(h.c.subscription_id.in_(ids)).order_by(h.c.subscription_id))
+                _lockable(
+                    session, select(h).where(one_of(session, h.c.subscription_id, ids)).order_by(h.c.subscription_id)
+                )
             )
         )
         .mappings()
@@ -642,7 +644,7 @@ async def _apply_products(session: AsyncSession, t: Tables, batch: Batch) -> boo
         row.product_id: row.version
         for row in (
             await session.execute(
-                _lockable(session, select(p.c.product_id, p.c.version).where(p.c.product_id.in_(ids)))
+                _lockable(session, select(p.c.product_id, p.c.version).where(one_of(session, p.c.product_id, ids)))
             )
         ).all()
     }
@@ -708,7 +710,7 @@ async def _activity(session: AsyncSession, t: Tables, ids: Sequence[str], rules:
             count_if(and_(x.c.post_us > base_lo, x.c.post_us <= base_hi)).label("base"),
         )
         .select_from(x.join(c, c.c.customer_id == x.c.customer_id))
-        .where(x.c.customer_id.in_(ids), within(365), x.c.post_us <= c.c.as_of_us)
+        .where(one_of(session, x.c.customer_id, ids), within(365), x.c.post_us <= c.c.as_of_us)
         .group_by(x.c.customer_id)
     )
     result = {row.customer_id: dict(row._mapping) for row in (await session.execute(stmt)).all()}
@@ -719,7 +721,7 @@ async def _activity(session: AsyncSession, t: Tables, ids: Sequence[str], rules:
             func.sum(case((x.c.direction == domain.DIRECTION_CREDIT, x.c.amount_micros), else_=-x.c.amount_micros)),
         )
         .select_from(x.join(c, c.c.customer_id == x.c.customer_id))
-        .where(x.c.customer_id.in_(ids), within(rules.balance_lookback_days))
+        .where(one_of(session, x.c.customer_id, ids), within(rules.balance_lookback_days))
         .group_by(x.c.customer_id, x.c.subscription_id)
     )
     for cid, sid, net in (await session.execute(flow)).all():
@@ -835,14 +837,14 @@ async def materialize(
     c, h = t.customers, t.holdings
     stmt = select(c).where(c.c.dirty.is_(True))
     if ids is not None:
-        stmt = stmt.where(c.c.customer_id.in_(ids))
+        stmt = stmt.where(one_of(session, c.c.customer_id, ids))
     stmt = stmt.order_by(c.c.customer_id).limit(limit)
     rows = (await session.execute(stmt)).mappings().all()
     if not rows:
         return 0, 0
     ids = [r["customer_id"] for r in rows]
     holdings: dict[str, list[domain.Holding]] = {}
-    for hr in (await session.execute(select(h).where(h.c.customer_id.in_(ids)))).mappings().all():
+    for hr in (await session.execute(select(h).where(one_of(session, h.c.customer_id, ids)))).mappings().all():
         holdings.setdefault(hr["customer_id"], []).append(
             domain.Holding(
                 hr["subscription_id"],
@@ -1077,7 +1079,7 @@ async def mark_published(session: AsyncSession, t: Tables, published: Iterable[t
         guard = [
             c.c.customer_id.in_(
                 select(free.c.customer_id)
-                .where(free.c.customer_id.in_([p["b_id"] for p in params]))
+                .where(one_of(session, free.c.customer_id, [p["b_id"] for p in params]))
                 .with_for_update(skip_locked=True)
             )
         ]

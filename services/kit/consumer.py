@@ -32,18 +32,15 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    any_,
-    bindparam,
     case,
     literal,
     select,
     union_all,
 )
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from services.kit.db import Base, UnitOfWork, bulk_insert, bulk_upsert
+from services.kit.db import Base, UnitOfWork, bulk_insert, bulk_upsert, one_of
 from services.kit.events import PoisonEvent, ReceivedEvent, parse_record
 from services.kit.kafka import ensure_topics, make_consumer
 from services.kit.lifecycle import cancel_and_wait
@@ -118,14 +115,6 @@ _INBOX: Table = InboxRow.__table__  # type: ignore[assignment]
 _VERSIONS: Table = AggregateVersion.__table__  # type: ignore[assignment]
 
 
-def _is_postgres(session: AsyncSession) -> bool:
-    return session.bind.dialect.name == "postgresql"
-
-
-def _text_array(name: str, values: Any) -> Any:
-    return bindparam(name, list(values), type_=postgresql.ARRAY(String))
-
-
 Decoded = ReceivedEvent | PoisonEvent  # a record decoded, or why it never can be
 #: One poll: per partition, its records in offset order, each with its decoded event.
 _Polled = dict[TopicPartition, list[tuple[ConsumerRecord[Any, Any], Decoded]]]
@@ -147,18 +136,15 @@ async def _load(session: AsyncSession, decoded: Sequence[Decoded]) -> _Batch:
     events = [e for e in decoded if isinstance(e, ReceivedEvent)]
     ids = {e.id for e in events}
     aggs = {(e.aggregate_type, e.aggregate_id) for e in events if e.aggregate_type and e.aggregate_id}
-    # PostgreSQL: one array parameter (`= ANY(:ids)`) instead of thousands of IN parameters,
-    # and both lookups in one round trip (UNION ALL; inbox rows come back with a NULL version).
-    pg = _is_postgres(session)
+    # Both lookups in one round trip (UNION ALL; inbox rows come back with a NULL version);
+    # on PostgreSQL each with one array parameter instead of thousands of IN parameters.
     agg_ids = {a for _, a in aggs}
     seen_q = select(
         _INBOX.c.event_id.label("a"), literal(None, String).label("b"), literal(None, BigInteger).label("v")
     )
-    seen_q = seen_q.where(_INBOX.c.event_id == any_(_text_array("ids", ids)) if pg else _INBOX.c.event_id.in_(ids))
+    seen_q = seen_q.where(one_of(session, _INBOX.c.event_id, ids))
     col = _VERSIONS.c.aggregate_id
-    versions_q = select(_VERSIONS.c.aggregate_type, col, _VERSIONS.c.version).where(
-        col == any_(_text_array("aggs", agg_ids)) if pg else col.in_(agg_ids)
-    )
+    versions_q = select(_VERSIONS.c.aggregate_type, col, _VERSIONS.c.version).where(one_of(session, col, agg_ids))
     if ids and aggs:
         rows = (await session.execute(union_all(seen_q, versions_q))).all()
     elif ids:

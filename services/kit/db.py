@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     Table,
     Text,
+    any_,
     bindparam,
     cast,
     column,
@@ -44,6 +45,23 @@ class Base(DeclarativeBase):
 
 def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+def is_postgres(session: AsyncSession) -> bool:
+    return session.bind.dialect.name == "postgresql"
+
+
+def one_of(session: AsyncSession, column: Any, values: Iterable[Any]) -> Any:
+    """``column IN (values)`` with SQL that does not depend on how many values there are.
+
+    On PostgreSQL ``column = ANY(:array)``: one parameter, so the statement is compiled once and
+    asyncpg's prepared statement is reused. An IN list renders a new statement for every length,
+    and asyncpg prepares each one again (an extra round trip, and server-side planning, per batch).
+    """
+    values = list(values)
+    if is_postgres(session):
+        return column == any_(bindparam(None, values, type_=postgresql.ARRAY(column.type)))
+    return column.in_(values)
 
 
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:

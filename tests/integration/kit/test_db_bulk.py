@@ -1,6 +1,6 @@
 """The kit's bulk statements give the same rows on PostgreSQL (one JSON-recordset statement)
 and SQLite (executemany): every column type the projections use, NULLs, awkward strings,
-bytes, conflicts skipped, updates keyed and guarded."""
+bytes, conflicts skipped, updates keyed and guarded; ``one_of`` matches like IN on both."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit.db import UnitOfWork, bulk_insert, bulk_update, bulk_upsert, create_engine
+from services.kit.db import UnitOfWork, bulk_insert, bulk_update, bulk_upsert, create_engine, one_of
 
 metadata = MetaData()
 things = Table(
@@ -142,3 +142,26 @@ async def test_bulk_upsert_inserts_new_rows_and_updates_existing_ones(engine: As
     stored = await _all(engine)
     assert {k: v["version"] for k, v in stored.items()} == {"t-0000": 1, "t-0001": 5, "t-0002": 1, "t-0007": 3}
     assert _normal(stored["t-0007"]) == {**_row(7), "version": 3}
+
+
+async def test_one_of_matches_like_in_and_its_sql_does_not_depend_on_the_count(engine: AsyncEngine) -> None:
+    async with UnitOfWork(engine) as uow:
+        await bulk_insert(uow.session, things, [_row(i) for i in range(20)])
+        await uow.commit()
+    async with UnitOfWork(engine) as uow:
+        session = uow.session
+
+        async def matching(ids: list[str]) -> list[str]:
+            stmt = select(things.c.thing_id).where(one_of(session, things.c.thing_id, ids)).order_by(things.c.thing_id)
+            return list((await session.execute(stmt)).scalars())
+
+        assert await matching(["t-0003", "t-0011", "t-0404", "it's"]) == ["t-0003", "t-0011"]
+        assert await matching(["t-0019"]) == ["t-0019"]
+        assert await matching([]) == []
+        small = select(things.c.n).where(one_of(session, things.c.n, [1, 2]))
+        large = select(things.c.n).where(one_of(session, things.c.n, range(500)))
+        assert sorted((await session.execute(large)).scalars()) == [i for i in range(20) if i % 3]
+    if engine.dialect.name == "postgresql":
+        # One statement whatever the number of values: compiled once, prepared once by asyncpg.
+        assert str(small.compile(engine.sync_engine)) == str(large.compile(engine.sync_engine))
+        assert "ANY" in str(large.compile(engine.sync_engine))
