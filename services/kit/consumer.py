@@ -13,6 +13,7 @@ dead, and the partition keeps flowing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import itertools
 import time
@@ -40,7 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from services.kit.db import Base, UnitOfWork, bulk_insert, bulk_upsert, one_of
+from services.kit.db import Base, UnitOfWork, bulk_insert, bulk_upsert, in_list
 from services.kit.events import PoisonEvent, ReceivedEvent, parse_record
 from services.kit.kafka import ensure_topics, make_consumer
 from services.kit.lifecycle import cancel_and_wait
@@ -130,29 +131,32 @@ def _decode(record: ConsumerRecord[Any, Any]) -> Decoded:
         return exc
 
 
+@functools.lru_cache(maxsize=8)
+def _load_query(dialect: str, by_ids: bool, by_aggs: bool) -> Any:
+    """Which events were applied before (``ids``), the stored versions (``aggs``): both in one
+    round trip (UNION ALL; inbox rows come back with a NULL version), built once."""
+    seen_q = select(
+        _INBOX.c.event_id.label("a"), literal(None, String).label("b"), literal(None, BigInteger).label("v")
+    ).where(in_list(dialect, _INBOX.c.event_id, "ids"))
+    col = _VERSIONS.c.aggregate_id
+    versions_q = select(_VERSIONS.c.aggregate_type, col, _VERSIONS.c.version).where(in_list(dialect, col, "aggs"))
+    if by_ids and by_aggs:
+        return union_all(seen_q, versions_q)
+    return seen_q if by_ids else versions_q
+
+
 async def _load(session: AsyncSession, decoded: Sequence[Decoded]) -> _Batch:
     """Which of these events were applied before, and the stored versions of their aggregates."""
     batch = _Batch()
     events = [e for e in decoded if isinstance(e, ReceivedEvent)]
     ids = {e.id for e in events}
     aggs = {(e.aggregate_type, e.aggregate_id) for e in events if e.aggregate_type and e.aggregate_id}
-    # Both lookups in one round trip (UNION ALL; inbox rows come back with a NULL version);
-    # on PostgreSQL each with one array parameter instead of thousands of IN parameters.
     agg_ids = {a for _, a in aggs}
-    seen_q = select(
-        _INBOX.c.event_id.label("a"), literal(None, String).label("b"), literal(None, BigInteger).label("v")
-    )
-    seen_q = seen_q.where(one_of(session, _INBOX.c.event_id, ids))
-    col = _VERSIONS.c.aggregate_id
-    versions_q = select(_VERSIONS.c.aggregate_type, col, _VERSIONS.c.version).where(one_of(session, col, agg_ids))
-    if ids and aggs:
-        rows = (await session.execute(union_all(seen_q, versions_q))).all()
-    elif ids:
-        rows = (await session.execute(seen_q)).all()
-    elif aggs:
-        rows = (await session.execute(versions_q)).all()
-    else:
-        rows = []
+    rows: Sequence[Any] = []
+    if ids or aggs:
+        query = _load_query(session.bind.dialect.name, bool(ids), bool(aggs))
+        keys = {"ids": list(ids), "aggs": list(agg_ids)}
+        rows = (await session.execute(query, keys)).all()
     present = {a for a, _, v in rows if v is None}
     found = {(t, a): v for t, a, v in rows if v is not None}
     batch.seen.update({i: i in present for i in ids})

@@ -7,15 +7,17 @@ upgrade) and one writer per process (an asyncio lock). PostgreSQL: asyncpg with 
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from types import TracebackType
+from types import FunctionType, TracebackType
 from typing import Any
 
 import orjson
 from sqlalchemy import (
     BigInteger,
+    Column,
     Integer,
     Table,
     Text,
@@ -28,10 +30,12 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.types import TypeEngine
 
 _write_locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
 
@@ -51,21 +55,24 @@ def is_postgres(session: AsyncSession) -> bool:
     return session.bind.dialect.name == "postgresql"
 
 
-def one_of(session: AsyncSession, column: Any, values: Iterable[Any]) -> Any:
-    """``column IN (values)`` with SQL that does not depend on how many values there are.
+def in_list(dialect: str, column: Any, name: str) -> Any:
+    """``column IN (:name)`` for a statement built once and reused: the list comes with each
+    execution (``{name: [...]}``).
 
-    On PostgreSQL ``column = ANY(:array)``: one parameter, so the statement is compiled once and
-    asyncpg's prepared statement is reused. An IN list renders a new statement for every length,
-    and asyncpg prepares each one again (an extra round trip, and server-side planning, per batch).
-    """
-    values = list(values)
-    if is_postgres(session):
-        return column == any_(bindparam(None, values, type_=postgresql.ARRAY(column.type)))
-    return column.in_(values)
+    On PostgreSQL ``column = ANY(:name)``: one array parameter, so one SQL string whatever the
+    length, and asyncpg's prepared statement is reused. An IN list renders a new statement for
+    every length, which asyncpg prepares again (an extra round trip and server-side planning per
+    batch); elsewhere (SQLite) an expanding IN."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=postgresql.ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
 
 
-def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
-    """An async engine with the right settings for its backend (call at start-up, not import)."""
+def create_engine(url: str, *, pool_size: int = 10, echo: bool = False, ping_after_idle_s: float = 5.0) -> AsyncEngine:
+    """An async engine with the right settings for its backend (call at start-up, not import).
+
+    PostgreSQL: a pooled connection that sat idle for ``ping_after_idle_s`` is pinged at checkout
+    (see :func:`_ping_idle_connections`)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -73,13 +80,41 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
         _configure_sqlite(engine)
     else:
-        engine = create_async_engine(
-            url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
-        )
+        engine = create_async_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+        _ping_idle_connections(engine, ping_after_idle_s)
     _instrument(engine)
     if is_sqlite(engine):
         _write_locks[engine.sync_engine] = asyncio.Lock()
     return engine
+
+
+def _ping_idle_connections(engine: AsyncEngine, idle_s: float) -> None:
+    """``pool_pre_ping``, but only for connections that sat idle in the pool for ``idle_s``.
+
+    asyncpg's ping is three round trips (BEGIN, an empty query, ROLLBACK); pre-pinging every
+    checkout added them to every unit of work — six per live batch of the data hub. A connection
+    that was in use seconds ago is as likely to be alive as a ping would say (a failover between
+    the ping and the query breaks it either way, and that error reaches the caller, who retries);
+    one that sat idle, e.g. across a database restart, is checked. A failed ping invalidates the
+    whole pool, as ``pool_pre_ping`` does, and the checkout continues on a new connection.
+    """
+    dialect = engine.sync_engine.dialect
+
+    @event.listens_for(engine.sync_engine.pool, "checkin")
+    def _checked_in(dbapi_conn: Any, record: Any) -> None:
+        record.info["zt_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine.pool, "checkout")
+    def _checked_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("zt_idle_since", None)
+        if since is None or time.monotonic() - since < idle_s:
+            return  # a new connection, or one in use moments ago
+        try:
+            dialect.do_ping(dbapi_conn)
+        except dialect.loaded_dbapi.Error as error:
+            if dialect.is_disconnect(error, dbapi_conn, None):
+                raise sa_exc.InvalidatePoolError() from error
+            raise
 
 
 def write_lock(engine: AsyncEngine) -> asyncio.Lock | None:
@@ -220,31 +255,90 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot send {type(value).__name__} in a bulk statement")
 
 
-def _rows_source(rows: Sequence[dict[str, Any]], types: dict[str, Any]) -> Any:
-    """``json_to_recordset(:rows) AS src(a type, …)``: the rows as ONE JSON parameter.
+def _json_rows(rows: Sequence[dict[str, Any]], names: Iterable[Any]) -> str:
+    """The rows as one JSON array (orjson: C speed, ~2 µs a row); bytes in bytea's hex form."""
+    keys = [(str(name), name) for name in names]  # (orjson wants exact str keys, not quoted_name)
+    return orjson.dumps([{key: r[name] for key, name in keys} for r in rows], default=_json_default).decode()
 
-    Serialising with orjson is C-speed (~2 µs a row); the alternatives cost the client far more
-    CPU: an executemany binds and executes row by row, and ``unnest`` over one array per column
-    has asyncpg type-check every element (~6–10 µs a row)."""
-    names = [(str(name), name) for name in types]  # (orjson wants exact str keys, not quoted_name)
-    payload = orjson.dumps([{key: r[name] for key, name in names} for r in rows], default=_json_default).decode()
+
+def _rows_source(types: dict[str, Any]) -> Any:
+    """``json_to_recordset(:bulk_rows) AS src(a type, …)``: the rows come as ONE JSON parameter
+    (see :func:`_json_rows`), so one statement and one plan serve any number of rows.
+
+    The alternatives cost the client far more CPU: an executemany binds and executes row by row,
+    and ``unnest`` over one array per column has asyncpg type-check every element (~6–10 µs a row).
+    """
     return (
-        func.json_to_recordset(cast(bindparam("bulk_rows", payload, type_=Text), postgresql.JSON))
+        func.json_to_recordset(cast(bindparam("bulk_rows", type_=Text), postgresql.JSON))
         .table_valued(*(column(name, type_) for name, type_ in types.items()))
         .render_derived(name="src", with_types=True)
     )
 
 
-def _insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> tuple[Any, Any]:
-    """The dialect's INSERT of these rows (every row with the same keys) and its parameters."""
-    dialect = session.bind.dialect.name
-    if dialect == "postgresql":
-        columns = list(rows[0])
-        src = _rows_source(rows, {c: table.c[c].type for c in columns})
-        return postgresql.insert(table).from_select(columns, select(*(src.c[c] for c in columns))), None
-    if dialect == "sqlite":
-        return sqlite.insert(table), list(rows)
-    raise RuntimeError(f"unsupported database {dialect}")
+class _Uncacheable(Exception):
+    pass
+
+
+def _shape(value: Any, depth: int = 0) -> Any:
+    """A hashable stand-in for what a statement builder captured, or :class:`_Uncacheable`.
+
+    Tables, columns and types hash by identity (and the key keeps them alive, so an identity is
+    never reused for another object while cached); functions by their code and captured values.
+    Anything else (a list, a statement with bound values) makes the statement uncacheable."""
+    if value is None or isinstance(value, str | int | float | bool | Table | Column | TypeEngine):
+        return value
+    if isinstance(value, tuple):
+        return tuple(_shape(v, depth) for v in value)
+    if isinstance(value, FunctionType) and depth < 4:
+        return (value.__code__, tuple(_shape(cell.cell_contents, depth + 1) for cell in value.__closure__ or ()))
+    raise _Uncacheable
+
+
+#: Built bulk statements by their shape: a statement object reused keeps SQLAlchemy's memoized
+#: cache key and compiled form (an UPDATE); an INSERT's compiled SQL (PostgreSQL's INSERT is not
+#: cacheable by SQLAlchemy: it would be compiled again for every batch, ~1 ms each).
+_statements: dict[tuple[Any, ...], Any] = {}
+_STATEMENTS_MAX = 512
+
+
+def _cached(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    try:
+        hash_key: tuple[Any, ...] | None = tuple(_shape(part) for part in key)
+    except _Uncacheable:
+        hash_key = None
+    if hash_key is None:
+        return build()
+    found = _statements.get(hash_key)
+    if found is None:
+        if len(_statements) >= _STATEMENTS_MAX:
+            _statements.clear()
+        found = _statements[hash_key] = build()
+    return found
+
+
+async def _pg_insert(
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    finish: Callable[[Any], Any],
+    shape: tuple[Any, ...],
+) -> None:
+    """``INSERT … SELECT … FROM json_to_recordset(:bulk_rows)``, finished by ``finish(stmt)``
+    (ON CONFLICT …), compiled once per shape and sent with the rows as its one parameter."""
+    columns = tuple(rows[0])
+    dialect = session.bind.dialect
+
+    def build() -> tuple[str, bool]:
+        src = _rows_source({c: table.c[c].type for c in columns})
+        stmt = finish(postgresql.insert(table).from_select(columns, select(*(src.c[c] for c in columns))))
+        compiled = stmt.compile(dialect=dialect)
+        return str(compiled), list(compiled.positiontup or ()) == ["bulk_rows"]
+
+    sql, plain = _cached(("insert", dialect.name, table, columns, *shape), build)
+    if not plain:  # (a builder that binds values of its own: run it as a statement)
+        raise RuntimeError(f"bulk insert into {table.name}: the statement binds more than the rows")
+    conn = await session.connection()
+    await conn.exec_driver_sql(sql, (_json_rows(rows, columns),))
 
 
 async def bulk_insert(
@@ -256,10 +350,18 @@ async def bulk_insert(
     conflicting rows no-ops."""
     if not rows:
         return
-    stmt, params = _insert_rows(session, table, rows)
-    if skip_conflicts_on:
-        stmt = stmt.on_conflict_do_nothing(index_elements=list(skip_conflicts_on))
-    await session.execute(stmt, params)
+    conflict = list(skip_conflicts_on)
+    if is_postgres(session):
+
+        def finish(stmt: Any) -> Any:
+            return stmt.on_conflict_do_nothing(index_elements=conflict) if conflict else stmt
+
+        await _pg_insert(session, table, rows, finish, ("skip", tuple(conflict)))
+        return
+    stmt = sqlite.insert(table)
+    if conflict:
+        stmt = stmt.on_conflict_do_nothing(index_elements=conflict)
+    await session.execute(stmt, list(rows))
 
 
 async def bulk_upsert(
@@ -274,10 +376,15 @@ async def bulk_upsert(
     ``update_existing(excluded)`` (``excluded.<column>``: the row that was to be inserted)."""
     if not rows:
         return
-    stmt, params = _insert_rows(session, table, rows)
-    await session.execute(
-        stmt.on_conflict_do_update(index_elements=list(key), set_=update_existing(stmt.excluded)), params
-    )
+    keys = list(key)
+
+    def finish(stmt: Any) -> Any:
+        return stmt.on_conflict_do_update(index_elements=keys, set_=update_existing(stmt.excluded))
+
+    if is_postgres(session):
+        await _pg_insert(session, table, rows, finish, ("upsert", tuple(keys), update_existing))
+        return
+    await session.execute(finish(sqlite.insert(table)), list(rows))
 
 
 async def bulk_update(
@@ -288,16 +395,29 @@ async def bulk_update(
     *,
     where: Callable[[Any], list[Any]],
     values: Callable[[Any], dict[str, Any]],
+    params: dict[str, Any] | None = None,
 ) -> None:
     """UPDATE one row per parameter dict. ``types`` names the parameters (not column names:
     SQLAlchemy reserves those) with their SQL types; ``where(src)`` and ``values(src)`` build the
-    statement from ``src.c.<parameter>``. On PostgreSQL one ``UPDATE … FROM json_to_recordset(…)``;
-    elsewhere an executemany of the same statement with bound parameters."""
+    statement from ``src.c.<parameter>``; ``params``: more bound values, the same for every row.
+    On PostgreSQL one ``UPDATE … FROM json_to_recordset(…)``,
+    built once per shape (table, parameters, and the code of ``where``/``values`` with what they
+    capture) and reused; elsewhere an executemany of the same statement with bound parameters.
+
+    So ``where``/``values`` (and ``bulk_upsert``'s ``update_existing``) must draw every varying
+    value from ``src``: a value they read from elsewhere (a global, a clock) is frozen into the
+    statement the first time. A captured list or bound expression just turns the reuse off."""
     if not rows:
         return
-    if session.bind.dialect.name == "postgresql":
-        src = _rows_source(rows, types)
-        await session.execute(update(table).where(*where(src)).values(**values(src)))
+    if is_postgres(session):
+
+        def build() -> Any:
+            src = _rows_source(types)
+            return update(table).where(*where(src)).values(**values(src))
+
+        stmt = _cached(("update", table, tuple(types.items()), where, values), build)
+        await session.execute(stmt, {**(params or {}), "bulk_rows": _json_rows(rows, types)})
         return
     bound = _BindSource()
-    await session.execute(update(table).where(*where(bound)).values(**values(bound)), list(rows))
+    rows = [{**params, **row} for row in rows] if params else list(rows)
+    await session.execute(update(table).where(*where(bound)).values(**values(bound)), rows)

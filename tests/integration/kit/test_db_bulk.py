@@ -1,6 +1,6 @@
 """The kit's bulk statements give the same rows on PostgreSQL (one JSON-recordset statement)
 and SQLite (executemany): every column type the projections use, NULLs, awkward strings,
-bytes, conflicts skipped, updates keyed and guarded; ``one_of`` matches like IN on both."""
+bytes, conflicts skipped, updates keyed and guarded; ``in_list`` matches like IN on both."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit.db import UnitOfWork, bulk_insert, bulk_update, bulk_upsert, create_engine, one_of
+from services.kit.db import UnitOfWork, bulk_insert, bulk_update, bulk_upsert, create_engine, in_list
 
 metadata = MetaData()
 things = Table(
@@ -40,6 +40,9 @@ things = Table(
     Column("at", DateTime(timezone=True), nullable=True),
     Column("version", BigInteger, nullable=False),
 )
+
+#: The same shape as ``things``: reused bulk statements must not mix the two up.
+twin = things.to_metadata(metadata, name="bulk_things_twin")
 
 AT = datetime(2026, 11, 27, 12, 30, 45, 123456, tzinfo=UTC)
 
@@ -144,24 +147,59 @@ async def test_bulk_upsert_inserts_new_rows_and_updates_existing_ones(engine: As
     assert _normal(stored["t-0007"]) == {**_row(7), "version": 3}
 
 
-async def test_one_of_matches_like_in_and_its_sql_does_not_depend_on_the_count(engine: AsyncEngine) -> None:
+async def test_in_list_matches_like_in_and_its_sql_does_not_depend_on_the_count(engine: AsyncEngine) -> None:
     async with UnitOfWork(engine) as uow:
         await bulk_insert(uow.session, things, [_row(i) for i in range(20)])
         await uow.commit()
+    dialect = engine.dialect.name
+    by_id = select(things.c.thing_id).where(in_list(dialect, things.c.thing_id, "ids")).order_by(things.c.thing_id)
+    by_n = select(things.c.n).where(in_list(dialect, things.c.n, "ns"))
     async with UnitOfWork(engine) as uow:
         session = uow.session
 
         async def matching(ids: list[str]) -> list[str]:
-            stmt = select(things.c.thing_id).where(one_of(session, things.c.thing_id, ids)).order_by(things.c.thing_id)
-            return list((await session.execute(stmt)).scalars())
+            return list((await session.execute(by_id, {"ids": ids})).scalars())
 
         assert await matching(["t-0003", "t-0011", "t-0404", "it's"]) == ["t-0003", "t-0011"]
         assert await matching(["t-0019"]) == ["t-0019"]
         assert await matching([]) == []
-        small = select(things.c.n).where(one_of(session, things.c.n, [1, 2]))
-        large = select(things.c.n).where(one_of(session, things.c.n, range(500)))
-        assert sorted((await session.execute(large)).scalars()) == [i for i in range(20) if i % 3]
-    if engine.dialect.name == "postgresql":
-        # One statement whatever the number of values: compiled once, prepared once by asyncpg.
-        assert str(small.compile(engine.sync_engine)) == str(large.compile(engine.sync_engine))
-        assert "ANY" in str(large.compile(engine.sync_engine))
+        assert sorted((await session.execute(by_n, {"ns": list(range(500))})).scalars()) == [
+            i for i in range(20) if i % 3
+        ]
+    if dialect == "postgresql":
+        # One array parameter: the same SQL whatever the number of values, prepared once.
+        assert "= ANY" in str(by_id.compile(engine.sync_engine))
+
+
+async def test_reused_bulk_statements_keep_tables_and_captured_values_apart(engine: AsyncEngine) -> None:
+    # The same builder code over two tables, and with two captured values: each call must hit
+    # its own table with its own value, however the statements are cached between calls.
+    async def bump(session, table: Table, ids: list[str], by: int) -> None:  # type: ignore[no-untyped-def]
+        await bulk_update(
+            session,
+            table,
+            [{"b_id": i} for i in ids],
+            {"b_id": table.c.thing_id.type},
+            where=lambda src: [table.c.thing_id == src.c.b_id],
+            values=lambda src: {"version": table.c.version + by},
+        )
+
+    for table in (things, twin):
+        async with UnitOfWork(engine) as uow:
+            await bulk_insert(uow.session, table, [_row(i) for i in range(4)], skip_conflicts_on=["thing_id"])
+            await uow.commit()
+    for _ in range(2):
+        async with UnitOfWork(engine) as uow:
+            await bump(uow.session, things, ["t-0001"], 10)
+            await bump(uow.session, twin, ["t-0002"], 100)
+            await bump(uow.session, twin, ["t-0003"], 1000)
+            await uow.commit()
+    async with UnitOfWork(engine) as uow:
+        got = {
+            table.name: dict((await uow.session.execute(select(table.c.thing_id, table.c.version))).tuples().all())
+            for table in (things, twin)
+        }
+    assert got == {
+        "bulk_things": {"t-0000": 1, "t-0001": 21, "t-0002": 1, "t-0003": 1},
+        "bulk_things_twin": {"t-0000": 1, "t-0001": 1, "t-0002": 201, "t-0003": 2001},
+    }
