@@ -257,6 +257,11 @@ def _json_default(value: Any) -> Any:
 
 def _json_rows(rows: Sequence[dict[str, Any]], names: Iterable[Any]) -> str:
     """The rows as one JSON array (orjson: C speed, ~2 µs a row); bytes in bytea's hex form."""
+    names = list(names)
+    first = rows[0] if rows else {}
+    if len(first) == len(names) and all(type(k) is str for k in first) and all(n in first for n in names):
+        # The rows hold exactly these keys (as the bulk helpers require): dump them as they are.
+        return orjson.dumps(rows, default=_json_default).decode()
     keys = [(str(name), name) for name in names]  # (orjson wants exact str keys, not quoted_name)
     return orjson.dumps([{key: r[name] for key, name in keys} for r in rows], default=_json_default).decode()
 
