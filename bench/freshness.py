@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import random
@@ -216,7 +217,7 @@ async def main() -> int:
     await views.start()
     pending: dict[str, list[tuple[int, float]]] = {}
     latencies: list[float] = []
-    errors = 0
+    errors: collections.Counter[str] = collections.Counter()
     try:
         hub_env = dict(kv.split("=", 1) for kv in args.hub_env)
         hub = process("data_hub", logs, ZT_DATABASE_URL=pg.create_database(f"bench_fresh_hub_{run}"),
@@ -259,11 +260,10 @@ async def main() -> int:
                         latencies.extend((arrived - acked) * 1000 for t, acked in waiting if t <= covered)
 
         async def one(k: int) -> None:
-            nonlocal errors
             try:
                 cid, covered_us, acked = await write(k)
-            except grpc.aio.AioRpcError:
-                errors += 1
+            except grpc.aio.AioRpcError as exc:
+                errors[exc.code().name] += 1
                 return
             pending.setdefault(cid, []).append((covered_us, acked))
 
@@ -285,7 +285,8 @@ async def main() -> int:
             await asyncio.wait_for(reader, 30)
         lost = sum(len(v) for v in pending.values())
         print(
-            f"writes: {total} at {args.rate:.0f}/s target ({achieved:.0f}/s achieved); rpc errors: {errors}; "
+            f"writes: {total} at {args.rate:.0f}/s target ({achieved:.0f}/s achieved); "
+            f"rpc errors: {sum(errors.values())} {dict(errors) or ''}; "
             f"views matched: {len(latencies)}; unmatched: {lost}"
         )
         what = "PostTransaction response" if args.via == "services" else "produce ack"
