@@ -415,8 +415,8 @@ class OutboxRelay:
     async def _connection(self) -> AsyncIterator[AsyncConnection]:
         """A connection for one round, kept for the next one while rounds keep coming.
 
-        Saves the pool's checkout and pre-ping round trip on each round; a connection idle for
-        more than :data:`_KEEP_CONNECTION_S` goes back through the pool (and its pre-ping).
+        Saves the pool's checkout on each round; a connection idle for more than
+        :data:`_KEEP_CONNECTION_S` goes back through the pool (which pings it if it sat idle there).
         """
         conn = None
         now = time.monotonic()
