@@ -20,6 +20,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 from opentelemetry import metrics
+from sqlalchemy.exc import DBAPIError
 
 from services.kit.auth import (
     Principal,
@@ -29,7 +30,7 @@ from services.kit.auth import (
     current_principal,
     required_scopes,
 )
-from services.kit.errors import ZhongtaiError, internal_status, to_rpc_status
+from services.kit.errors import Unavailable, ZhongtaiError, internal_status, to_rpc_status
 from services.kit.logging import get_logger
 from services.kit.validation import validate_request
 
@@ -93,10 +94,20 @@ class KitServerInterceptor(grpc.aio.ServerInterceptor):
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 code = context.code() or grpc.StatusCode.CANCELLED  # type: ignore[assignment]
                 raise
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("rpc failed", rpc=method)
-                await context.abort_with_status(rpc_status.to_status(internal_status()))
+            except Exception as exc:
+                if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+                    # The database connection broke (a restart, a failover): the pool has
+                    # dropped it and the same call made again gets a new one. UNAVAILABLE says
+                    # "retry" (the gateway does, for idempotent methods).
+                    lost = Unavailable("database connection lost; retry", reason="DATABASE_UNAVAILABLE")
+                    code = lost.code
+                    log.warning("rpc lost its database connection", rpc=method, error=type(exc.orig).__name__)
+                    status = to_rpc_status(lost)
+                else:
+                    code = grpc.StatusCode.INTERNAL
+                    log.exception("rpc failed", rpc=method)
+                    status = internal_status()
+                await context.abort_with_status(rpc_status.to_status(status))
             finally:
                 if reset is not None:
                     current_principal.reset(reset)

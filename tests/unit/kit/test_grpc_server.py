@@ -14,6 +14,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
+from sqlalchemy.exc import DBAPIError
 
 from bank.customer.v1 import customer_pb2, customer_pb2_grpc
 from services.kit.auth import TokenVerifier, current_principal, mint_token
@@ -25,7 +26,8 @@ SERVICE = "bank.customer.v1.CustomerService"
 
 
 class TinyCustomers(customer_pb2_grpc.CustomerServiceServicer):
-    """GetCustomer: 'missing' → NotFound, 'crash' → an unexpected error, else a customer."""
+    """GetCustomer: 'missing' → NotFound, 'crash' → an unexpected error, 'db-lost' → the database
+    connection broke under the call, else a customer."""
 
     async def GetCustomer(
         self, request: customer_pb2.GetCustomerRequest, context: grpc.aio.ServicerContext
@@ -34,6 +36,9 @@ class TinyCustomers(customer_pb2_grpc.CustomerServiceServicer):
             raise NotFound("customer missing does not exist", reason="CUSTOMER_NOT_FOUND", metadata={"id": "missing"})
         if request.customer_id == "crash":
             raise RuntimeError("connection to db at 10.0.0.7 with password hunter2 failed")
+        if request.customer_id == "db-lost":
+            gone = ConnectionResetError("connection to 10.0.0.7 reset")
+            raise DBAPIError("SELECT secret FROM t", {"p": "hunter2"}, gone, connection_invalidated=True)
         principal = current_principal.get()
         return customer_pb2.Customer(
             customer_id=request.customer_id, full_name=principal.client_id if principal else "<none>"
@@ -172,6 +177,16 @@ async def test_an_unexpected_exception_is_a_bare_internal_error(channel: grpc.ai
     assert status is None or not status.details
     trailers = str(error.trailing_metadata() or "")
     assert "hunter2" not in trailers and "10.0.0.7" not in trailers
+
+
+async def test_a_lost_database_connection_is_unavailable_so_callers_retry(channel: grpc.aio.Channel) -> None:
+    error = await failed_call(channel, "db-lost", auth("customers:read"))
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    _, found = details(error)
+    (info,) = [d for d in found if isinstance(d, error_details_pb2.ErrorInfo)]
+    assert info.reason == "DATABASE_UNAVAILABLE"
+    said = f"{error.details()} {error.trailing_metadata()}"
+    assert "hunter2" not in said and "10.0.0.7" not in said and "SELECT" not in said
 
 
 # --- health, reflection, binding, shutdown ------------------------------------------------------
