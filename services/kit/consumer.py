@@ -38,6 +38,7 @@ from sqlalchemy import (
     select,
     union_all,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -265,6 +266,8 @@ class InboxConsumer:
         self._dead_lettered: set[tuple[str, int, int]] = set()
         self._offset_commit: asyncio.Future[None] | None = None
         self.applied_total = 0
+        self.batches_retried = 0  # a batch that collided with another member's, applied again whole
+        self.batches_split = 0  # a batch that failed, applied one record at a time
         self.dead_total = 0
         #: Records behind the high watermarks of this member's partitions, after the last poll.
         self.lag = 0
@@ -337,28 +340,25 @@ class InboxConsumer:
         pairs = [pair for partition in batches.values() for pair in partition]
         records = [record for record, _ in pairs]
         decoded = [item for _, item in pairs]
-        applied: list[ReceivedEvent] = []
         clock = time.perf_counter
         marks = [clock()]
         try:
-            async with UnitOfWork(self._engine) as uow:
-                batch = await _load(uow.session, decoded)
-                marks.append(clock())
-                for record, item in pairs:
-                    event = await self._apply(uow.session, batch, record, item)
-                    if event is not None:
-                        applied.append(event)
-                marks.append(clock())
-                if self._before_commit is not None:
-                    await self._before_commit(uow.session)
-                marks.append(clock())
-                await _flush(uow.session, batch)
-                await uow.commit()
-            self._count(batch)
+            try:
+                applied = await self._transaction(pairs, decoded, marks)
+            except IntegrityError:
+                # Another member applied some of these records meanwhile (a rebalance hands
+                # partitions over while a batch is in flight): the inbox has them now, so the
+                # batch is applied again, whole, and they are skipped as duplicates — instead of
+                # sending hundreds of records down the one-by-one path.
+                log.info("batch collided with another member's; applying it again", records=len(records))
+                self.batches_retried += 1
+                del marks[1:]
+                applied = await self._transaction(pairs, decoded, marks)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.warning("batch failed; retrying one by one", records=len(records), error=type(exc).__name__)
+            self.batches_split += 1
             applied = []
             for record in records:
                 event = await self._process_one(record)
@@ -382,6 +382,31 @@ class InboxConsumer:
         self.applied_total += len(applied)
         if applied and self._after_commit is not None:
             await self._after_commit(applied)
+
+    async def _transaction(
+        self,
+        pairs: list[tuple[ConsumerRecord[Any, Any], Decoded]],
+        decoded: list[Decoded],
+        marks: list[float],
+    ) -> list[ReceivedEvent]:
+        """Apply the records in one database transaction; the events applied (not no-ops)."""
+        clock = time.perf_counter
+        applied: list[ReceivedEvent] = []
+        async with UnitOfWork(self._engine) as uow:
+            batch = await _load(uow.session, decoded)
+            marks.append(clock())
+            for record, item in pairs:
+                event = await self._apply(uow.session, batch, record, item)
+                if event is not None:
+                    applied.append(event)
+            marks.append(clock())
+            if self._before_commit is not None:
+                await self._before_commit(uow.session)
+            marks.append(clock())
+            await _flush(uow.session, batch)
+            await uow.commit()
+        self._count(batch)
+        return applied
 
     async def _offsets_committed(self) -> None:
         """Wait for the last offset commit. A failed one (the group rebalanced meanwhile) is

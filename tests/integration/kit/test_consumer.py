@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import func, select
@@ -175,3 +176,61 @@ async def test_a_poison_event_goes_to_the_dlq_and_the_partition_keeps_flowing(
         assert await committed.committed(TopicPartition(topic, 0)) == 4  # nothing left behind
     finally:
         await committed.stop()
+
+
+async def test_a_batch_that_collides_with_another_member_is_applied_again_whole(
+    pg_kit_db, kafka_server, kafka_topic
+) -> None:  # type: ignore[no-untyped-def]
+    # Another member (here: another connection) records one of the batch's events in the inbox
+    # while the batch is in flight, as after a rebalance. The batch's inbox insert collides; it
+    # is applied again as a whole, skipping that event, not split into one transaction per record.
+    url, engine = pg_kit_db
+    bootstrap = kafka_server.bootstrap_servers
+    topic = await kafka_topic("kit.collide")
+    customers = [new_id() for _ in range(5)]
+    records = [
+        build_record(payload(c, 1), source="/t", aggregate_type="customer", aggregate_id=c, version=1)
+        for c in customers
+    ]
+    taken = parse_record(records[3].headers, records[3].value)  # applied by "the other member"
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+    await producer.start()
+    try:
+        for rec in records:
+            await producer.send(topic, rec.value, key=rec.key, headers=rec.headers)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    other = create_engine(url)
+    collided = False
+
+    async def handler(session, event: ReceivedEvent) -> None:  # type: ignore[no-untyped-def]
+        nonlocal collided
+        if not collided:
+            collided = True
+            async with other.begin() as conn:
+                await conn.execute(
+                    InboxRow.__table__.insert().values(
+                        event_id=taken.id, event_type=taken.type, topic=topic, partition=0, offset=3,
+                        status="applied", error=None, processed_at=datetime.now(UTC),
+                    )
+                )  # fmt: skip
+        await record_effect(session, event)
+
+    dlq_producer = make_producer(bootstrap, client_id="dlq")
+    await dlq_producer.start()
+    consumer = InboxConsumer(
+        engine=engine, bootstrap_servers=bootstrap, group_id=f"kit-collide-{uuid.uuid4().hex[:8]}",
+        topics=[topic], handler=handler, dlq_producer=dlq_producer,
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        assert await wait_for(lambda: _count_inbox(engine, customers[4], 1))
+    finally:
+        await consumer.stop()
+        await dlq_producer.stop()
+        await other.dispose()
+    assert (consumer.batches_retried, consumer.batches_split) == (1, 0)
+    effects = {c: await effects_for(engine, c) for c in customers}
+    assert effects == {c: ([] if c == customers[3] else [1]) for c in customers}  # each once; the taken one not here
