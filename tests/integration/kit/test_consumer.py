@@ -81,6 +81,41 @@ async def _count_inbox(engine, customer_id: str, expected: int) -> bool:  # type
     return len(await effects_for(engine, customer_id)) >= expected
 
 
+def created(customer_id: str):  # type: ignore[no-untyped-def]
+    """A CustomerCreated record (version 1) for ``customer_id``."""
+    return build_record(
+        payload(customer_id, 1), source="/t", aggregate_type="customer", aggregate_id=customer_id, version=1
+    )
+
+
+async def send_all(bootstrap: str, topic: str, messages) -> None:  # type: ignore[no-untyped-def]
+    """Produce (value, key, headers) triples in order, each acknowledged before the next."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+    await producer.start()
+    try:
+        for value, key, headers in messages:
+            await producer.send_and_wait(topic, value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+
+async def consume_until(engine, bootstrap: str, topic: str, group: str, handler, until, **kw) -> InboxConsumer:  # type: ignore[no-untyped-def]
+    """Run an inbox consumer over ``topic`` until ``until()`` holds (asserted), then stop it."""
+    dlq_producer = make_producer(bootstrap, client_id="dlq")
+    await dlq_producer.start()
+    consumer = InboxConsumer(
+        engine=engine, bootstrap_servers=bootstrap, group_id=group, topics=[topic], handler=handler,
+        dlq_producer=dlq_producer, **kw,
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        assert await wait_for(until)
+    finally:
+        await consumer.stop()
+        await dlq_producer.stop()
+    return consumer
+
+
 async def test_two_relays_on_postgresql_keep_each_aggregates_order(pg_kit_db, topics) -> None:  # type: ignore[no-untyped-def]
     url, _ = pg_kit_db
     engines = [create_engine(url), create_engine(url)]
@@ -118,32 +153,20 @@ async def test_a_poison_event_goes_to_the_dlq_and_the_partition_keeps_flowing(
     bootstrap = kafka_server.bootstrap_servers
     topic = await kafka_topic("kit.poison")
     good_1, bad, good_2 = new_id(), f"poison-{uuid.uuid4().hex[:8]}", new_id()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
-    await producer.start()
-    try:
-        for customer_id in (good_1, bad):
-            rec = build_record(payload(customer_id, 1), source="/t", aggregate_type="customer",
-                               aggregate_id=customer_id, version=1)  # fmt: skip
-            await producer.send_and_wait(topic, rec.value, key=rec.key, headers=rec.headers)
-        await producer.send_and_wait(topic, b"\x00not-an-event", key=b"x", headers=[("origin", b"fuzzer")])
-        rec = build_record(payload(good_2, 1), source="/t", aggregate_type="customer", aggregate_id=good_2, version=1)
-        await producer.send_and_wait(topic, rec.value, key=rec.key, headers=rec.headers)
-    finally:
-        await producer.stop()
-
+    records = [created(good_1), created(bad), None, created(good_2)]
+    await send_all(
+        bootstrap,
+        topic,
+        [
+            (b"\x00not-an-event", b"x", [("origin", b"fuzzer")]) if r is None else (r.value, r.key, r.headers)
+            for r in records
+        ],
+    )
     group = f"kit-poison-{uuid.uuid4().hex[:8]}"
-    dlq_producer = make_producer(bootstrap, client_id="dlq")
-    await dlq_producer.start()
-    consumer = InboxConsumer(
-        engine=engine, bootstrap_servers=bootstrap, group_id=group, topics=[topic], handler=record_effect,
-        dlq_producer=dlq_producer, max_attempts=3, retry_backoff_s=0.01,
+    consumer = await consume_until(
+        engine, bootstrap, topic, group, record_effect, lambda: _count_inbox(engine, good_2, 1),
+        max_attempts=3, retry_backoff_s=0.01,
     )  # fmt: skip
-    await consumer.start()
-    try:
-        assert await wait_for(lambda: _count_inbox(engine, good_2, 1))
-    finally:
-        await consumer.stop()
-        await dlq_producer.stop()
 
     assert await effects_for(engine, good_1) == [1]
     assert await effects_for(engine, good_2) == [1]
@@ -188,19 +211,9 @@ async def test_a_batch_that_collides_with_another_member_is_applied_again_whole(
     bootstrap = kafka_server.bootstrap_servers
     topic = await kafka_topic("kit.collide")
     customers = [new_id() for _ in range(5)]
-    records = [
-        build_record(payload(c, 1), source="/t", aggregate_type="customer", aggregate_id=c, version=1)
-        for c in customers
-    ]
+    records = [created(c) for c in customers]
     taken = parse_record(records[3].headers, records[3].value)  # applied by "the other member"
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
-    await producer.start()
-    try:
-        for rec in records:
-            await producer.send(topic, rec.value, key=rec.key, headers=rec.headers)
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await send_all(bootstrap, topic, [(r.value, r.key, r.headers) for r in records])
 
     other = create_engine(url)
     collided = False
@@ -218,18 +231,12 @@ async def test_a_batch_that_collides_with_another_member_is_applied_again_whole(
                 )  # fmt: skip
         await record_effect(session, event)
 
-    dlq_producer = make_producer(bootstrap, client_id="dlq")
-    await dlq_producer.start()
-    consumer = InboxConsumer(
-        engine=engine, bootstrap_servers=bootstrap, group_id=f"kit-collide-{uuid.uuid4().hex[:8]}",
-        topics=[topic], handler=handler, dlq_producer=dlq_producer,
-    )  # fmt: skip
-    await consumer.start()
     try:
-        assert await wait_for(lambda: _count_inbox(engine, customers[4], 1))
+        consumer = await consume_until(
+            engine, bootstrap, topic, f"kit-collide-{uuid.uuid4().hex[:8]}", handler,
+            lambda: _count_inbox(engine, customers[4], 1),
+        )  # fmt: skip
     finally:
-        await consumer.stop()
-        await dlq_producer.stop()
         await other.dispose()
     assert (consumer.batches_retried, consumer.batches_split) == (1, 0)
     effects = {c: await effects_for(engine, c) for c in customers}
