@@ -238,8 +238,16 @@ class OutboxRelay:
         retention_s: float = 3600.0,
         max_in_flight: int = 2,
         listen: bool = True,
+        notify_coalesce_s: float = 0.003,
     ) -> None:
         self._engine = engine
+        # A NOTIFY (another process committed) starts a round this much later, so one round
+        # takes the rows of several commits: at 500 commits/s a round per NOTIFY cost the relay
+        # ~60 % of a core (most of it in socket writes), and that CPU is what delayed the slow
+        # events. A local wake() (this process's own commit) is served at once, and ends a
+        # coalescing wait already under way.
+        self._notify_coalesce = notify_coalesce_s
+        self._local_wake = asyncio.Event()
         # Rows keep the contract's logical topic; the broker's name is the namespaced one.
         self._topic_prefix = topic_prefix
         self._sessions = sessionmaker(engine)
@@ -268,6 +276,8 @@ class OutboxRelay:
         self.listening = asyncio.Event()  # set while the LISTEN connection is up (tests, health)
 
     def wake(self) -> None:
+        """Run a round now: this process committed outbox rows (call it after the commit)."""
+        self._local_wake.set()
         self._wake.set()
 
     async def start(self) -> None:
@@ -280,7 +290,7 @@ class OutboxRelay:
         task, self._task = self._task, None
         if task is not None:
             self._stopping = True
-            self._wake.set()
+            self.wake()
             await cancel_and_wait(task)
         if self._owns_producer:
             self._owns_producer = False
@@ -312,13 +322,17 @@ class OutboxRelay:
         try:
             if self._owns_producer:
                 await self._start_producer()
-            self._wake.set()  # a first round at once: rows may be waiting since before the start
+            self.wake()  # a first round at once: rows may be waiting since before the start
             while not self._stopping:
                 await slots.acquire()
                 backoff = min(self._poll * 2**self._failures, 10.0) if self._failures else self._poll
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), backoff)
+                if self._notify_coalesce and self._wake.is_set() and not (self._local_wake.is_set() or self._draining):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._local_wake.wait(), self._notify_coalesce)
                 self._wake.clear()
+                self._local_wake.clear()
                 if self._draining and self._rounds:
                     # A backlog: overlapping full batches would mostly hold each other's rows
                     # back (same aggregates), so drain one batch after the other.
@@ -345,7 +359,7 @@ class OutboxRelay:
             self._failures = 0
             self._draining = claimed >= self._batch_size
             if self._draining:
-                self._wake.set()  # drain a backlog without waiting
+                self.wake()  # drain a backlog without waiting
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -457,13 +471,13 @@ class OutboxRelay:
             self._commits += 1
             if self._held_back:  # rows waited behind one of this relay's rounds: retry now
                 self._held_back = False
-                self._wake.set()
+                self.wake()
         if len(rows) < len(claimed):
             # Held back behind an older row of their aggregate. If a round committed since this
             # one began, that row may be published now: retry at once; else retry when the next
             # round commits (or at the poll, when another relay holds it).
             if self._commits - commits_before > (1 if rows else 0):
-                self._wake.set()
+                self.wake()
             else:
                 self._held_back = True
         return len(claimed)

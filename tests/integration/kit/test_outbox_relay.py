@@ -228,6 +228,24 @@ async def test_a_commit_in_another_process_wakes_the_relay_through_notify(pg_kit
         await relay.stop()
 
 
+async def test_a_notify_wake_waits_to_coalesce_commits_and_a_local_wake_does_not(pg_kit_db, topics) -> None:  # type: ignore[no-untyped-def]
+    url, engine = pg_kit_db
+    relay = OutboxRelay(
+        engine, make_producer(topics, client_id="t"), owns_producer=True, poll_interval_s=60, notify_coalesce_s=2.0
+    )
+    await relay.start()
+    try:
+        await asyncio.wait_for(relay.listening.wait(), 30)
+        await asyncio.sleep(1.0)  # the start-up rounds are over: only a wake-up can publish now
+        await write_events(engine, new_id(), range(1, 2), after_commit=[relay.wake])
+        assert await wait_unpublished(engine, 0, timeout=1.5) == 0  # this process's commit: at once
+        await commit_in_another_process(url, new_id())
+        assert await wait_unpublished(engine, 0, timeout=0.8) == 1  # another's: held to gather more commits
+        assert await wait_unpublished(engine, 0, timeout=10) == 0  # then published
+    finally:
+        await relay.stop()
+
+
 async def test_overlapping_rounds_and_two_relays_keep_each_aggregates_order(pg_kit_db, topics) -> None:  # type: ignore[no-untyped-def]
     _, engine = pg_kit_db
     relays = [
