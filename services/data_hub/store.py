@@ -58,7 +58,7 @@ from bank.datahub.v1 import datahub_pb2
 from bank.product.v1 import events_pb2 as product_events
 from services.data_hub import domain
 from services.data_hub.domain import DAY_US, MICROS, Rules
-from services.kit.db import bulk_insert, bulk_update, in_list
+from services.kit.db import bulk_insert, bulk_update, dialect_of, in_list
 from services.kit.events import ReceivedEvent
 
 metadata = MetaData()
@@ -195,10 +195,6 @@ def other(name: str) -> str:
 _built = functools.lru_cache(maxsize=64)
 
 
-def _dialect(session: AsyncSession) -> str:
-    return str(session.bind.dialect.name)
-
-
 @_built
 def _state_query(dialect: str, lock: str | None) -> Any:
     stmt = select(state).where(state.c.id == 1)
@@ -209,7 +205,7 @@ def _state_query(dialect: str, lock: str | None) -> Any:
 
 async def read_state(session: AsyncSession, *, lock: str | None = None) -> dict[str, Any]:
     """The state row; ``lock='share'`` / ``'update'`` takes a row lock on PostgreSQL."""
-    row = (await session.execute(_state_query(_dialect(session), lock))).mappings().first()
+    row = (await session.execute(_state_query(dialect_of(session), lock))).mappings().first()
     if row is None:
         raise RuntimeError("dh_state is empty: run the data hub migrations")
     return dict(row)
@@ -513,7 +509,7 @@ async def _apply_customers(session: AsyncSession, t: Tables, batch: Batch) -> No
     ids = sorted(batch.customers)
     existing = {
         row.customer_id: row
-        for row in (await session.execute(_merge_query(t, _dialect(session), "customers"), {"ids": ids})).all()
+        for row in (await session.execute(_merge_query(t, dialect_of(session), "customers"), {"ids": ids})).all()
     }
     inserts: list[dict[str, Any]] = []
     snapshot_updates: list[dict[str, Any]] = []
@@ -587,7 +583,7 @@ async def _apply_holdings(session: AsyncSession, t: Tables, batch: Batch) -> Non
         return
     h = t.holdings
     ids = sorted(batch.holdings)
-    found = await session.execute(_merge_query(t, _dialect(session), "holdings"), {"ids": ids})
+    found = await session.execute(_merge_query(t, dialect_of(session), "holdings"), {"ids": ids})
     existing = {row["subscription_id"]: row for row in found.mappings().all()}
     inserts: list[dict[str, Any]] = []
     full_updates: list[dict[str, Any]] = []
@@ -653,7 +649,7 @@ async def _apply_products(session: AsyncSession, t: Tables, batch: Batch) -> boo
         return False
     p = t.products
     ids = sorted(batch.products)
-    found = await session.execute(_merge_query(t, _dialect(session), "products"), {"ids": ids})
+    found = await session.execute(_merge_query(t, dialect_of(session), "products"), {"ids": ids})
     existing = {row.product_id: row.version for row in found.all()}
     inserts = [batch.products[i] for i in ids if i not in existing]
     updates = [
@@ -740,7 +736,7 @@ def _activity_queries(t: Tables, dialect: str, cur: str, baseline_days: int, loo
 
 async def _activity(session: AsyncSession, t: Tables, ids: Sequence[str], rules: Rules) -> dict[str, dict[str, Any]]:
     stmt, flow = _activity_queries(
-        t, _dialect(session), rules.reporting_currency, rules.activity_baseline_days, rules.balance_lookback_days
+        t, dialect_of(session), rules.reporting_currency, rules.activity_baseline_days, rules.balance_lookback_days
     )
     keys = {"ids": list(ids)}
     result = {row.customer_id: dict(row._mapping) for row in (await session.execute(stmt, keys)).all()}
@@ -869,7 +865,7 @@ async def materialize(
     render (they used to queue behind ``FOR UPDATE`` locks held for the whole render).
     """
     c = t.customers
-    dialect = _dialect(session)
+    dialect = dialect_of(session)
     stmt = _dirty_query(t, dialect, ids is not None)
     keys: dict[str, Any] = {"limit": limit} if ids is None else {"limit": limit, "ids": list(ids)}
     rows = (await session.execute(stmt, keys)).mappings().all()
@@ -1112,7 +1108,7 @@ async def mark_published(session: AsyncSession, t: Tables, published: Iterable[t
     params = [{"b_id": cid, "b_version": v} for cid, v in published]
     if not params:
         return
-    pg = _dialect(session) == "postgresql"
+    pg = dialect_of(session) == "postgresql"
 
     def where(src: Any) -> list[Any]:
         matched = [c.c.customer_id == src.c.b_id, c.c.version == src.c.b_version]

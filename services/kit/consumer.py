@@ -42,7 +42,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from services.kit.db import Base, UnitOfWork, bulk_insert, bulk_upsert, in_list
+from services.kit.db import Base, UnitOfWork, bulk_insert, bulk_upsert, dialect_of, in_list
 from services.kit.events import PoisonEvent, ReceivedEvent, parse_record
 from services.kit.kafka import ensure_topics, make_consumer
 from services.kit.lifecycle import cancel_and_wait
@@ -155,7 +155,7 @@ async def _load(session: AsyncSession, decoded: Sequence[Decoded]) -> _Batch:
     agg_ids = {a for _, a in aggs}
     rows: Sequence[Any] = []
     if ids or aggs:
-        query = _load_query(session.bind.dialect.name, bool(ids), bool(aggs))
+        query = _load_query(dialect_of(session), bool(ids), bool(aggs))
         keys = {"ids": list(ids), "aggs": list(agg_ids)}
         rows = (await session.execute(query, keys)).all()
     present = {a for a, _, v in rows if v is None}
@@ -212,7 +212,7 @@ def _position_id(record: ConsumerRecord[Any, Any]) -> str:
 
 
 def _inbox(record: ConsumerRecord[Any, Any], event_id: str, event_type: str, status: str,
-           error: str | None = None, now: datetime | None = None) -> dict[str, Any]:  # fmt: skip
+           error: str | None, now: datetime) -> dict[str, Any]:  # fmt: skip
     return {
         "event_id": event_id,
         "event_type": event_type,
@@ -221,7 +221,7 @@ def _inbox(record: ConsumerRecord[Any, Any], event_id: str, event_type: str, sta
         "offset": record.offset,
         "status": status,
         "error": error,
-        "processed_at": now or datetime.now(UTC),
+        "processed_at": now,
     }
 
 
@@ -339,12 +339,11 @@ class InboxConsumer:
         """Apply one poll's records (all partitions) in one transaction, then commit the offsets."""
         pairs = [pair for partition in batches.values() for pair in partition]
         records = [record for record, _ in pairs]
-        decoded = [item for _, item in pairs]
         clock = time.perf_counter
         marks = [clock()]
         try:
             try:
-                applied = await self._transaction(pairs, decoded, marks)
+                applied = await self._transaction(pairs, marks)
             except IntegrityError:
                 # Another member applied some of these records meanwhile (a rebalance hands
                 # partitions over while a batch is in flight): the inbox has them now, so the
@@ -353,7 +352,7 @@ class InboxConsumer:
                 log.info("batch collided with another member's; applying it again", records=len(records))
                 self.batches_retried += 1
                 del marks[1:]
-                applied = await self._transaction(pairs, decoded, marks)
+                applied = await self._transaction(pairs, marks)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -374,7 +373,7 @@ class InboxConsumer:
         _batch_seconds.record(marks[-1] - marks[0], {"group": self._group})
         if len(marks) == 6:
             ms = [round((b - a) * 1000, 2) for a, b in itertools.pairwise(marks)]
-            times = [e.time for e in decoded if isinstance(e, ReceivedEvent)]
+            times = [e.time for _, e in pairs if isinstance(e, ReceivedEvent)]
             age_ms = round((datetime.now(UTC) - min(times)).total_seconds() * 1000, 1) if times else None
             log.debug("batch applied", records=len(records), load_ms=ms[0], apply_ms=ms[1], before_commit_ms=ms[2],
                       write_commit_ms=ms[3], previous_offsets_wait_ms=ms[4],
@@ -384,16 +383,14 @@ class InboxConsumer:
             await self._after_commit(applied)
 
     async def _transaction(
-        self,
-        pairs: list[tuple[ConsumerRecord[Any, Any], Decoded]],
-        decoded: list[Decoded],
-        marks: list[float],
+        self, pairs: list[tuple[ConsumerRecord[Any, Any], Decoded]], marks: list[float]
     ) -> list[ReceivedEvent]:
-        """Apply the records in one database transaction; the events applied (not no-ops)."""
+        """Apply the records in one database transaction; the events applied (not no-ops).
+        ``marks`` gets the clock after the lookups, the handlers and the ``before_commit`` hook."""
         clock = time.perf_counter
         applied: list[ReceivedEvent] = []
         async with UnitOfWork(self._engine) as uow:
-            batch = await _load(uow.session, decoded)
+            batch = await _load(uow.session, [item for _, item in pairs])
             marks.append(clock())
             for record, item in pairs:
                 event = await self._apply(uow.session, batch, record, item)
@@ -439,10 +436,7 @@ class InboxConsumer:
                 batch.seen[position] = True
             return None
         outcomes = batch.outcomes
-        seen = batch.seen.get(event.id)
-        if seen is None:
-            seen = await _seen(session, batch, event.id)
-        if seen:
+        if await _seen(session, batch, event.id):
             outcomes["duplicate"] = outcomes.get("duplicate", 0) + 1
             return None
         span = self._tracer.start_span(
@@ -487,16 +481,8 @@ class InboxConsumer:
         last_error = ""
         for attempt in range(1, self._max_attempts + 1):
             try:
-                async with UnitOfWork(self._engine) as uow:
-                    decoded = _decode(record)
-                    batch = await _load(uow.session, [decoded])
-                    event = await self._apply(uow.session, batch, record, decoded)
-                    if self._before_commit is not None:
-                        await self._before_commit(uow.session)
-                    await _flush(uow.session, batch)
-                    await uow.commit()
-                self._count(batch)
-                return event
+                applied = await self._transaction([(record, _decode(record))], [])
+                return applied[0] if applied else None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -509,7 +495,7 @@ class InboxConsumer:
             event_id = dict(record.headers or ()).get("ce_id", b"").decode()[:64] or _position_id(record)
             batch = _Batch()
             if not await _seen(uow.session, batch, event_id):
-                batch.inbox.append(_inbox(record, event_id, "unknown", "dead", last_error))
+                batch.inbox.append(_inbox(record, event_id, "unknown", "dead", last_error, batch.now))
                 await _flush(uow.session, batch)
             await uow.commit()
         return None

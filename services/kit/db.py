@@ -51,8 +51,13 @@ def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def dialect_of(session: AsyncSession) -> str:
+    """The session's database dialect name (``postgresql``, ``sqlite``)."""
+    return str(session.bind.dialect.name)
+
+
 def is_postgres(session: AsyncSession) -> bool:
-    return session.bind.dialect.name == "postgresql"
+    return dialect_of(session) == "postgresql"
 
 
 def in_list(dialect: str, column: Any, name: str) -> Any:

@@ -49,11 +49,10 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from services.kit.db import Base, BigIntPK, is_sqlite, sessionmaker, write_lock
+from services.kit.db import Base, BigIntPK, in_list, is_sqlite, sessionmaker, write_lock
 from services.kit.events import build_record
 from services.kit.lifecycle import cancel_and_wait
 from services.kit.logging import get_logger
@@ -193,8 +192,10 @@ _PG_CLAIM = text(
 #: A relay keeps a round's connection for the next round if that comes within this time.
 _KEEP_CONNECTION_S = 10.0
 
-_PG_MARK = text("UPDATE outbox SET published_at = :now WHERE id = ANY(:ids)").bindparams(
-    bindparam("ids", type_=ARRAY(BigInteger))
+_PG_MARK = (
+    update(_OUTBOX)
+    .where(in_list("postgresql", _OUTBOX.c.id, "ids"))
+    .values(published_at=bindparam("now", type_=_OUTBOX.c.published_at.type))
 )
 
 
