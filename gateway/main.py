@@ -11,10 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import sys
 from collections.abc import Callable, Iterator
-
-import structlog
 
 from gateway.app import GatewayApp
 from gateway.settings import GatewaySettings
@@ -79,9 +76,6 @@ async def _serve_granian(app: GatewayApp, settings: GatewaySettings, stop: async
 async def serve(settings: GatewaySettings, stop_event: asyncio.Event | None = None) -> None:
     """Serve HTTP until SIGTERM/SIGINT or ``stop_event``."""
     configure_logging(settings.service_name, settings.log_level)
-    # One write per JSON line: structlog's PrintLogger print()s the line and its newline, two
-    # syscalls per access-log line under PYTHONUNBUFFERED (as the image runs); same output.
-    structlog.configure(logger_factory=structlog.WriteLoggerFactory(file=sys.stdout))
     setup_telemetry(settings.service_name, console=settings.otel_console, metrics_port=settings.metrics_port)
     stop = stop_event or asyncio.Event()
     loop = asyncio.get_running_loop()
