@@ -121,36 +121,35 @@ async def hub_rate(bootstrap: str, url: str, max_records: int, ns: str) -> tuple
     )  # type: ignore[call-arg]
     stop = asyncio.Event()
     engine = create_engine(url)
-    watcher = CommitWatcher(bootstrap, ns + group, tuple(ns + t for t in TOPICS))  # the namespace covers the group
-    await watcher.__aenter__()
-    started = time.perf_counter()
-    cpu_started = time.process_time()
-    task = asyncio.create_task(serve(settings, stop))
-    try:
-        while not await watcher.done():
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.1)
-        consumed = time.perf_counter() - started
-        cpu = time.process_time() - cpu_started
-        while True:
-            async with UnitOfWork(engine) as uow:
-                t = await store.active_tables(uow.session)
-                c = t.customers
-                dirty = (
-                    await uow.session.execute(select(func.count()).select_from(c).where(c.c.dirty.is_(True)))
-                ).scalar_one()
-                views = (await uow.session.execute(select(func.count()).select_from(c))).scalar_one()
-            if not dirty:
-                break
-            await asyncio.sleep(0.05)
-        rendered = time.perf_counter() - started
-    finally:
-        await watcher.__aexit__()
-        stop.set()
-        with contextlib.suppress(Exception):
-            await task
-        await engine.dispose()
+    watched = tuple(ns + t for t in TOPICS)
+    async with CommitWatcher(bootstrap, ns + group, watched) as watcher:  # the namespace covers the group
+        started = time.perf_counter()
+        cpu_started = time.process_time()
+        task = asyncio.create_task(serve(settings, stop))
+        try:
+            while not await watcher.done():
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.1)
+            consumed = time.perf_counter() - started
+            cpu = time.process_time() - cpu_started
+            while True:
+                async with UnitOfWork(engine) as uow:
+                    t = await store.active_tables(uow.session)
+                    c = t.customers
+                    dirty = (
+                        await uow.session.execute(select(func.count()).select_from(c).where(c.c.dirty.is_(True)))
+                    ).scalar_one()
+                    views = (await uow.session.execute(select(func.count()).select_from(c))).scalar_one()
+                if not dirty:
+                    break
+                await asyncio.sleep(0.05)
+            rendered = time.perf_counter() - started
+        finally:
+            stop.set()
+            with contextlib.suppress(Exception):
+                await task
+            await engine.dispose()
     return consumed, rendered, int(views), cpu
 
 
