@@ -1,15 +1,15 @@
 """Gateway overhead: ``GET /v1/customers/{id}`` through the gateway vs ``GetCustomer`` over gRPC.
 
 One run, same backend, same concurrency. The backend is a CustomerService on the kit's
-GrpcServer (auth + protovalidate interceptor, like the real service) answering from memory, in
-its own process; the gateway runs as ``python -m services.cli gateway`` in its own process
-(granian and/or uvicorn) with its JSON access log on (``--gateway-log-level INFO``, as in
-production); the load generator is this process: a grpc.aio client for the direct calls and a
-minimal keep-alive HTTP/1.1 client for the gateway (so the client is not the bottleneck). Each
-gateway cell runs right after its direct cell (side by side), and every row also reports the
-CPU time per request of the client, the gateway and the backend processes (Linux /proc), which
-a shared machine's load disturbs far less than req/s and latency. Not a test: figures go to
-docs/perf/gateway.md.
+GrpcServer (auth + protovalidate interceptor, JSON access log at INFO, settings as the real
+service loads them) answering from memory, in its own process; the gateway runs as
+``python -m services.cli gateway`` in its own process (granian and/or uvicorn) with its JSON
+access log on (``--gateway-log-level INFO``, as in production); the load generator is this
+process: a grpc.aio client for the direct calls and a minimal keep-alive HTTP/1.1 client for
+the gateway (so the client is not the bottleneck). Each gateway cell runs right after its
+direct cell (side by side), and every row also reports the CPU time per request of the client,
+the gateway and the backend processes (Linux /proc), which a shared machine's load disturbs far
+less than req/s and latency. Not a test: figures go to docs/perf/gateway.md.
 
     .venv/bin/python bench/gateway.py                     # granian and uvicorn, c=1 and c=32
     .venv/bin/python bench/gateway.py --servers granian --seconds 10
@@ -45,7 +45,14 @@ async def _backend(port: int) -> None:
 
     from bank.customer.v1 import customer_pb2, customer_pb2_grpc
     from services.kit.auth import TokenVerifier
+    from services.kit.config import ServiceSettings, load_settings
     from services.kit.grpc_server import GrpcServer
+    from services.kit.logging import configure_logging
+
+    # Configured as the customer service configures itself (JSON logs at INFO: one access
+    # line per RPC; the token verifier and its cache from the same settings).
+    settings = load_settings(ServiceSettings, service_name="customer")
+    configure_logging(settings.service_name, "INFO")
 
     class Customers(customer_pb2_grpc.CustomerServiceServicer):
         async def GetCustomer(
@@ -68,7 +75,7 @@ async def _backend(port: int) -> None:
         port=port,
         register=lambda s: customer_pb2_grpc.add_CustomerServiceServicer_to_server(Customers(), s),
         service_names=["bank.customer.v1.CustomerService"],
-        verifier=TokenVerifier(issuer="zhongtai-dev", audience="zhongtai", hs256_secret=DEV_SECRET),
+        verifier=TokenVerifier.from_settings(settings),
         max_concurrent_rpcs=1024,
     )
     await server.start()

@@ -112,7 +112,7 @@ class GatewayApp:
         routes: list[Route] | None = None,
     ) -> None:
         self.settings = settings
-        self.verifier = verifier or TokenVerifier.from_settings(settings, cache_size=settings.token_cache_size)
+        self.verifier = verifier or TokenVerifier.from_settings(settings)
         self.routes = routes if routes is not None else discover_routes(load_contracts())
         self.router = Router(self.routes)
         self.backends = Backends(

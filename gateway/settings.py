@@ -55,10 +55,6 @@ class GatewaySettings(ServiceSettings):
     idempotency_ttl_s: float = Field(24 * 3600.0, gt=0)
     idempotency_max_entries: int = Field(10_000, ge=1)
 
-    #: Verified bearer tokens remembered (by exact token string, until they expire) so a
-    #: client's repeated requests skip JWT verification; 0 verifies every request.
-    token_cache_size: int = Field(10_000, ge=0)
-
     #: Per-request JSON access log line (method, route, status, duration, client id).
     access_log: bool = True
 

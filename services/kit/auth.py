@@ -53,11 +53,11 @@ current_principal: contextvars.ContextVar[Principal | None] = contextvars.Contex
 class TokenVerifier:
     """Checks signature, issuer, audience and expiry; returns the :class:`Principal`.
 
-    With ``cache_size > 0`` (the gateway), a token that verified is remembered by its exact
-    string in a bounded LRU until its ``exp`` (+ leeway) passes: signature, issuer and
-    audience cannot change for the same string, and the keys are fixed for the process's life.
-    Revocation is by expiry only, cached or not (tokens are short-lived bearer tokens); failed
-    verifications are never cached.
+    With ``cache_size > 0`` (``ZT_TOKEN_CACHE_SIZE``: the gateway and every service), a token
+    that verified is remembered by its exact string in a bounded LRU until its ``exp`` (+ leeway)
+    passes: signature, issuer and audience cannot change for the same string, and the keys are
+    fixed for the process's life. Revocation is by expiry only, cached or not (tokens are
+    short-lived bearer tokens); failed verifications are never cached.
     """
 
     def __init__(
@@ -82,7 +82,8 @@ class TokenVerifier:
         self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     @classmethod
-    def from_settings(cls, settings: Any, *, cache_size: int = 0) -> TokenVerifier:
+    def from_settings(cls, settings: Any, *, cache_size: int | None = None) -> TokenVerifier:
+        """From the kit's settings; ``cache_size`` defaults to ``settings.token_cache_size``."""
         secret = settings.auth_hs256_secret.get_secret_value() if settings.auth_hs256_secret else None
         return cls(
             issuer=settings.auth_issuer,
@@ -90,7 +91,7 @@ class TokenVerifier:
             hs256_secret=secret,
             jwks_file=settings.auth_jwks_file,
             leeway_s=settings.auth_leeway_s,
-            cache_size=cache_size,
+            cache_size=settings.token_cache_size if cache_size is None else cache_size,
         )
 
     def _key_for(self, token: str) -> tuple[Any, list[str]]:

@@ -62,6 +62,10 @@ class ServiceSettings(BaseSettings):
     auth_issuer: str = "zhongtai-dev"
     auth_audience: str = "zhongtai"
     auth_leeway_s: int = Field(30, ge=0, le=300)
+    #: Verified bearer tokens remembered (by exact token string, until they expire) so a
+    #: client's repeated calls skip JWT verification (~0.2 ms of CPU per call); 0 verifies
+    #: every call. Gateway and services alike: the token the gateway forwards is checked again.
+    token_cache_size: int = Field(10_000, ge=0)
 
     customer_target: str = "127.0.0.1:50051"
     product_target: str = "127.0.0.1:50052"

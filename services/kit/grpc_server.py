@@ -129,6 +129,24 @@ class KitServerInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
+#: Health (Watch is a server stream the OTel aio interceptor cannot wrap) and reflection are
+#: not traced: probes would flood the traces anyway.
+_UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+
+
+def traced(details: grpc.HandlerCallDetails) -> bool:
+    """The OTel server interceptor's filter: everything but health and reflection.
+
+    A plain prefix test: OTel's composable ``filters`` (``negate(any_of(health_check(), ...))``)
+    did the same with ``isinstance`` checks against typing Protocols and ``os.path`` splits on
+    every call, ~6 % of a small RPC's server CPU.
+    """
+    method = details.method  # type: ignore[attr-defined]
+    if isinstance(method, bytes):
+        method = method.decode()
+    return not method.startswith(_UNTRACED_PREFIXES)
+
+
 class GrpcServer:
     """A grpc.aio server with health and reflection; ``start()``/``stop()`` are symmetric."""
 
@@ -157,14 +175,11 @@ class GrpcServer:
         self.port = 0
 
     async def start(self) -> None:
-        from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+        from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-        # Health (Watch is a server stream the OTel aio interceptor cannot wrap) and reflection
-        # are not traced: probes would flood the traces anyway.
-        untraced = filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection"))
         server = grpc.aio.server(
             interceptors=[
-                aio_server_interceptor(filter_=filters.negate(untraced)),
+                aio_server_interceptor(filter_=traced),
                 KitServerInterceptor(self._verifier, validate=self._validate),
             ],
             options=SERVER_OPTIONS,

@@ -102,3 +102,20 @@ def test_plain_values_pass_untouched_and_trace_ids_are_not_scrubbed() -> None:
     assert event["trace_id"] == trace_id
     assert event["request_id"] != trace_id  # a caller-supplied value is still scrubbed
     assert event["mobile"] == "[REDACTED]"
+
+
+@pytest.mark.parametrize("service", ["customer", "product", "data_hub", "gateway"])
+def test_every_service_caches_verified_tokens_by_default_and_zero_turns_it_off(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The services verify the token the gateway forwards again: with the cache, a client's
+    # repeated calls cost one signature check per token, not one per call.
+    from services.kit.config import ServiceSettings, load_settings
+
+    monkeypatch.setenv("ZT_AUTH_HS256_SECRET", SECRET)
+    token = mint_token(SECRET, ["customers:read"])
+    verifier = TokenVerifier.from_settings(load_settings(ServiceSettings, service_name=service))
+    assert verifier.verify(token) is verifier.verify(token)
+    monkeypatch.setenv("ZT_TOKEN_CACHE_SIZE", "0")
+    verifier = TokenVerifier.from_settings(load_settings(ServiceSettings, service_name=service))
+    assert verifier.verify(token) is not verifier.verify(token)

@@ -14,12 +14,14 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
+from opentelemetry.trace import SpanKind
 from sqlalchemy.exc import DBAPIError
 
 from bank.customer.v1 import customer_pb2, customer_pb2_grpc
 from services.kit.auth import TokenVerifier, current_principal, mint_token
 from services.kit.errors import ERROR_DOMAIN, NotFound
-from services.kit.grpc_server import GrpcServer, client_channel
+from services.kit.grpc_server import GrpcServer, client_channel, traced
+from services.kit.telemetry import install_in_memory
 
 SECRET = "unit-test-secret-0123456789-abcdefghij"
 SERVICE = "bank.customer.v1.CustomerService"
@@ -232,6 +234,36 @@ async def test_reflection_lists_the_service_and_health(channel: grpc.aio.Channel
     async for reply in call:
         names |= {s.name for s in reply.list_services_response.service}
     assert {SERVICE, "grpc.health.v1.Health"} <= names
+
+
+async def test_business_rpcs_are_traced_and_health_and_reflection_are_not(channel: grpc.aio.Channel) -> None:
+    memory = install_in_memory()
+    memory.spans.clear()
+    await get(channel, "c-traced", auth("customers:read"))
+    await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    names = [s.name for s in memory.spans.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert f"/{SERVICE}/GetCustomer" in names
+    assert not [n for n in names if "grpc.health" in n or "grpc.reflection" in n], names
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        ("/bank.customer.v1.CustomerService/GetCustomer", True),
+        (b"/bank.product.v1.ProductService/PostTransaction", True),
+        ("/grpc.health.v1.Health/Check", False),
+        ("/grpc.health.v1.Health/Watch", False),
+        ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", False),
+        ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", False),
+    ],
+)
+def test_the_trace_filter_skips_only_health_and_reflection(method: str | bytes, expected: bool) -> None:
+    class Details:
+        pass
+
+    details = Details()
+    details.method = method  # type: ignore[attr-defined]
+    assert traced(details) is expected  # type: ignore[arg-type]
 
 
 async def test_the_server_binds_an_ephemeral_port(server: GrpcServer) -> None:
