@@ -14,18 +14,27 @@ less than req/s and latency. Not a test: figures go to docs/perf/gateway.md.
     .venv/bin/python bench/gateway.py                     # granian and uvicorn, c=1 and c=32
     .venv/bin/python bench/gateway.py --servers granian --seconds 10
     .venv/bin/python bench/gateway.py --seconds 4 --rounds 3   # medians of 3 side-by-side pairs per cell
+    .venv/bin/python bench/gateway.py --backend-kind service   # against the real customer service on PostgreSQL
+
+``--backend-kind memory`` (the default) is the gateway's cost against the cheapest possible backend:
+every microsecond the gateway spends shows. ``service`` answers the issue's question as a channel
+app meets it: the real customer service (PostgreSQL, decrypt and mask), with its own Kafka and
+PostgreSQL, one customer created through it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +43,7 @@ sys.path.insert(0, str(REPO))
 from devtools.stack import free_port  # noqa: E402
 from services.cli import DEV_SECRET  # noqa: E402
 
+#: The customer every call reads: fixed for the in-memory backend, created for the real service.
 CUSTOMER_ID = "c-bench-0001"
 
 
@@ -267,11 +277,75 @@ def _median_pairs(pairs: list[tuple[dict[str, float], dict[str, float]]]) -> str
     )
 
 
+@contextlib.contextmanager
+def _memory_backend() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--backend", str(port)], cwd=REPO, env=_env(),
+                            stdout=subprocess.DEVNULL)  # fmt: skip
+    WATCH["backend"] = proc.pid
+    try:
+        target = f"127.0.0.1:{port}"
+        _wait_grpc(target)
+        yield target
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+@contextlib.contextmanager
+def _service_backend(token: str) -> Iterator[str]:
+    """The real customer service (``python -m services.cli customer``) on its own PostgreSQL and
+    Kafka, with one customer created through it: GetCustomer decrypts and masks that row."""
+    global CUSTOMER_ID
+    import grpc
+
+    from bank.customer.v1 import customer_pb2, customer_pb2_grpc
+    from bench.customer import person
+    from devtools.stack import KafkaServer, PostgresServer
+    from services.kit.auth import mint_token
+    from tests.support.procs import ServiceProcess
+
+    with (
+        tempfile.TemporaryDirectory(prefix="zt-bench-gateway-") as tmp,
+        KafkaServer() as kafka,
+        PostgresServer() as pg,
+    ):
+        env = {
+            "ZT_DATABASE_URL": pg.create_database("bench_gateway"),
+            "ZT_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        }
+        service = ServiceProcess("customer", env=env, log_dir=Path(tmp)).start()
+        try:
+            assert service.proc is not None
+            WATCH["backend"] = service.proc.pid
+
+            async def create() -> str:
+                writer = (("authorization", f"Bearer {mint_token(DEV_SECRET, ['customers:write'])}"),)
+                async with grpc.aio.insecure_channel(service.target) as channel:
+                    request = customer_pb2.CreateCustomerRequest(customer=person(random.randrange(10**6)))
+                    reply = await customer_pb2_grpc.CustomerServiceStub(channel).CreateCustomer(
+                        request, metadata=writer, timeout=10
+                    )
+                    return str(reply.customer_id)
+
+            CUSTOMER_ID = asyncio.run(create())
+            yield service.target
+        finally:
+            service.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--servers", default="granian,uvicorn")
     parser.add_argument("--concurrency", default="1,32")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--backend-kind",
+        choices=("memory", "service"),
+        default="memory",
+        help="memory: a CustomerService on the kit's server answering from memory (the gateway's cost "
+        "against the cheapest backend); service: the real customer service on PostgreSQL",
+    )
     parser.add_argument(
         "--gateway-log-level",
         default="INFO",
@@ -292,18 +366,12 @@ def main() -> None:
     from services.kit.auth import mint_token
 
     token = mint_token(DEV_SECRET, ["customers:read"], client_id="bench")
-    backend_port = free_port()
-    target = f"127.0.0.1:{backend_port}"
-    procs: list[subprocess.Popen[bytes]] = []
-    backend = subprocess.Popen([sys.executable, __file__, "--backend", str(backend_port)], cwd=REPO, env=_env(),
-                               stdout=subprocess.DEVNULL)  # fmt: skip
-    procs.append(backend)
-    WATCH["backend"] = backend.pid
-    try:
-        _wait_grpc(target)
+    backend = _memory_backend() if args.backend_kind == "memory" else _service_backend(token)
+    with backend as target:
         print(
             f"cpus: {os.cpu_count()}  python: {sys.version.split()[0]}  seconds per cell: {args.seconds}"
-            f"  gateway log level: {args.gateway_log_level}  load average: {os.getloadavg()[0]:.2f}"
+            f"  backend: {args.backend_kind}  gateway log level: {args.gateway_log_level}"
+            f"  load average: {os.getloadavg()[0]:.2f}"
         )
         levels = [int(c) for c in args.concurrency.split(",")]
         for server in args.servers.split(","):
@@ -318,33 +386,30 @@ def main() -> None:
                 ),
                 stdout=subprocess.DEVNULL,
             )  # fmt: skip
-            procs.append(gateway)
             WATCH["gateway"] = gateway.pid
-            _wait_http(port)
-            for c in levels:
-                pairs = []
-                for _ in range(args.rounds):
-                    # Side by side: the direct cell right before the gateway cell, so a shared
-                    # machine's changing load hits both alike.
-                    d = asyncio.run(grpc_direct(target, token, c, args.seconds))
-                    via = asyncio.run(via_gateway(port, token, c, args.seconds))
-                    pairs.append((d, via))
-                    print(f"c={c:<3} direct gRPC        {_fmt(d)}")
-                    print(f"c={c:<3} gateway ({server:8}) {_fmt(via)}")
-                    print(
-                        f"c={c:<3} ratio {via['rps'] / d['rps']:.2f}   added p50 {via['p50_ms'] - d['p50_ms']:+.2f} ms"
-                        f"   added p99 {via['p99_ms'] - d['p99_ms']:+.2f} ms"
-                    )
-                if args.rounds > 1:
-                    print(f"c={c:<3} median of {args.rounds} pairs ({server}): {_median_pairs(pairs)}")
-            gateway.terminate()
-            gateway.wait(15)
+            try:
+                _wait_http(port)
+                for c in levels:
+                    pairs = []
+                    for _ in range(args.rounds):
+                        # Side by side: the direct cell right before the gateway cell, so a shared
+                        # machine's changing load hits both alike.
+                        d = asyncio.run(grpc_direct(target, token, c, args.seconds))
+                        via = asyncio.run(via_gateway(port, token, c, args.seconds))
+                        pairs.append((d, via))
+                        print(f"c={c:<3} direct gRPC        {_fmt(d)}")
+                        print(f"c={c:<3} gateway ({server:8}) {_fmt(via)}")
+                        print(
+                            f"c={c:<3} ratio {via['rps'] / d['rps']:.2f}"
+                            f"   added p50 {via['p50_ms'] - d['p50_ms']:+.2f} ms"
+                            f"   added p99 {via['p99_ms'] - d['p99_ms']:+.2f} ms"
+                        )
+                    if args.rounds > 1:
+                        print(f"c={c:<3} median of {args.rounds} pairs ({server}): {_median_pairs(pairs)}")
+            finally:
+                gateway.terminate()
+                gateway.wait(15)
         print(f"load average at the end: {os.getloadavg()[0]:.2f}")
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(15)
 
 
 if __name__ == "__main__":
