@@ -14,7 +14,10 @@ so runs on one broker do not add up. Then:
 
 Prints events/s for both and their ratio (targets: hub >= 10,000 events/s, ratio >= 0.5).
 
-    .venv/bin/python bench/data_hub_ingest.py [--customers 1000] [--months 6]
+    .venv/bin/python bench/data_hub_ingest.py [--customers 1000] [--months 6] [--hubs 2]
+
+``--hubs 2`` runs a second hub process in the same consumer group, as the chart's two data hub
+replicas do: the group splits the partitions between them.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ import contextlib
 import dataclasses
 import os
 import platform
+import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO)]
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
@@ -105,7 +110,36 @@ class CommitWatcher:
         return all(tp in committed and committed[tp].offset >= end for tp, end in self._end.items())
 
 
-async def hub_rate(bootstrap: str, url: str, max_records: int, ns: str) -> tuple[float, float, int, float]:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _more_hubs(n: int, settings: DataHubSettings) -> list[subprocess.Popen[bytes]]:
+    """``n`` more hub processes (``python -m services.cli data_hub``), members of the same
+    consumer group with the same database: the group splits the partitions between them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZT_")}
+    env.update(
+        ZT_DATABASE_URL=settings.database_url, ZT_KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
+        ZT_KAFKA_TOPIC_PREFIX=settings.kafka_topic_prefix, ZT_DATAHUB_GROUP_ID=settings.datahub_group_id,
+        ZT_ENVIRONMENT="test", ZT_LOG_LEVEL="WARNING", ZT_AUTH_HS256_SECRET=DEV_SECRET,
+        ZT_DATAHUB_MAX_RECORDS=str(settings.datahub_max_records), ZT_DATABASE_POOL_SIZE="5",
+    )  # fmt: skip
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "data_hub"],
+            env={**env, "ZT_GRPC_PORT": str(stack.free_port())},
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+        )
+        for _ in range(n)
+    ]
+
+
+async def hub_rate(
+    bootstrap: str, url: str, max_records: int, ns: str, hubs: int = 1
+) -> tuple[float, float, int, float]:
     group = f"bench-{uuid.uuid4().hex[:8]}"
     settings = DataHubSettings(
         database_url=url,
@@ -125,6 +159,8 @@ async def hub_rate(bootstrap: str, url: str, max_records: int, ns: str) -> tuple
     async with CommitWatcher(bootstrap, ns + group, watched) as watcher:  # the namespace covers the group
         started = time.perf_counter()
         cpu_started = time.process_time()
+        # The other members start with this one (their start-up time counts against them).
+        members = _more_hubs(hubs - 1, settings)
         task = asyncio.create_task(serve(settings, stop))
         try:
             while not await watcher.done():
@@ -132,7 +168,7 @@ async def hub_rate(bootstrap: str, url: str, max_records: int, ns: str) -> tuple
                     task.result()
                 await asyncio.sleep(0.1)
             consumed = time.perf_counter() - started
-            cpu = time.process_time() - cpu_started
+            cpu = time.process_time() - cpu_started + sum(_cpu_seconds(m.pid) for m in members)
             while True:
                 async with UnitOfWork(engine) as uow:
                     t = await store.active_tables(uow.session)
@@ -146,6 +182,10 @@ async def hub_rate(bootstrap: str, url: str, max_records: int, ns: str) -> tuple
                 await asyncio.sleep(0.05)
             rendered = time.perf_counter() - started
         finally:
+            for member in members:
+                member.terminate()
+            for member in members:
+                member.wait(30)
             stop.set()
             with contextlib.suppress(Exception):
                 await task
@@ -158,6 +198,13 @@ async def main() -> int:
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--months", type=int, default=6)
     parser.add_argument("--max-records", type=int, default=2000, help="hub batch size (ZT_DATAHUB_MAX_RECORDS)")
+    parser.add_argument(
+        "--hubs",
+        type=int,
+        default=1,
+        help="hub processes in the consumer group: this one plus N-1 `python -m services.cli data_hub` (max 3: "
+        "3 partitions per topic)",
+    )
     args = parser.parse_args()
     kafka = stack.kafka_for_tests()
     pg = stack.postgres_for_tests()
@@ -173,7 +220,7 @@ async def main() -> int:
         took = await produce(records, bootstrap, client_id="bench-producer")
         print(f"produced {len(records)} events in {took:.1f}s ({len(records) / took:,.0f}/s)")
         total, raw_s = await raw_rate(bootstrap, ns)
-        consumed_s, rendered_s, views, cpu_s = await hub_rate(bootstrap, url, args.max_records, ns)
+        consumed_s, rendered_s, views, cpu_s = await hub_rate(bootstrap, url, args.max_records, ns, args.hubs)
         raw = total / raw_s
         hub = total / consumed_s
         print(
@@ -184,8 +231,9 @@ async def main() -> int:
         print(f"raw aiokafka consume: {raw:,.0f} events/s ({raw_s:.2f}s)")
         print(f"hub ingest (offsets committed after DB commit): {hub:,.0f} events/s ({consumed_s:.2f}s)")
         print(
-            f"hub process CPU until committed: {cpu_s:.2f}s = {cpu_s / total * 1e6:.0f} µs/event "
-            f"({cpu_s / consumed_s:.0%} of one core; the rest is waiting: PostgreSQL, the broker, other processes)"
+            f"hub CPU until committed ({args.hubs} process{'es' if args.hubs > 1 else ''}): {cpu_s:.2f}s = "
+            f"{cpu_s / total * 1e6:.0f} µs/event ({cpu_s / consumed_s:.0%} of one core; the rest is waiting: "
+            "PostgreSQL, the broker, other processes)"
         )
         print(f"hub incl. every view rendered: {total / rendered_s:,.0f} events/s ({rendered_s:.2f}s, {views} views)")
         print(f"ratio hub/raw: {hub / raw:.2f}  (targets: >= 10,000 events/s, ratio >= 0.5)")
