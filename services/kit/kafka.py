@@ -8,6 +8,8 @@ from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import TopicAlreadyExistsError
 
 from services.kit.events import TOPIC_CONFIGS
@@ -32,7 +34,16 @@ def make_producer(bootstrap_servers: str, *, client_id: str, linger_ms: int = 2)
 def make_consumer(
     bootstrap_servers: str, *topics: str, group_id: str, client_id: str, max_poll_records: int = 500
 ) -> AIOKafkaConsumer:
-    """A consumer for projections: manual commits, from the earliest offset, short fetch wait."""
+    """A consumer for projections: manual commits, from the earliest offset, short fetch wait.
+
+    Partitions are assigned by range: with several members, partition *k* of every subscribed
+    topic goes to the same member. The topics that carry a customer's events are keyed by
+    customer id and have the same partition count, so each member then holds whole customers
+    and members never update the same customer's rows. aiokafka's default (round robin over
+    all topic-partitions) splits them whenever twice the partition count is not a multiple of
+    the member count — e.g. 3 partitions and 4 members. Round robin stays listed second so a
+    group whose older members only offer it keeps working through a rolling upgrade.
+    """
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap_servers,
@@ -45,6 +56,7 @@ def make_consumer(
         isolation_level="read_committed",
         session_timeout_ms=30_000,
         heartbeat_interval_ms=3_000,
+        partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
     )
 
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 
 from services.kit.kafka import make_consumer, make_producer
 
@@ -48,3 +54,50 @@ async def test_the_consumer_commits_manually_from_earliest_reading_committed_onl
         assert consumer.subscription() == {"t.one", "t.two"}
     finally:
         await consumer.stop()
+
+
+class _Cluster:
+    """What an assignor reads of the cluster: each topic's partitions."""
+
+    def __init__(self, partitions: dict[str, int]) -> None:
+        self._partitions = partitions
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self._partitions[topic]))
+
+
+TOPICS = ("bank.customer.v1", "bank.product.v1", "bank.subscription.v1")
+
+
+def _assign(assignor: Any, members: int, partitions: int) -> dict[str, dict[str, list[int]]]:
+    metadata = {f"m{i}": ConsumerProtocolMemberMetadata(0, list(TOPICS), b"") for i in range(members)}
+    result = assignor.assign(_Cluster(dict.fromkeys(TOPICS, partitions)), metadata)
+    return {member: dict(a.assignment) for member, a in result.items()}
+
+
+def _co_located(assignment: dict[str, dict[str, list[int]]]) -> bool:
+    """Does partition k of the customer topic sit with partition k of the subscription topic?"""
+    return all(
+        sorted(parts.get("bank.customer.v1", [])) == sorted(parts.get("bank.subscription.v1", []))
+        for parts in assignment.values()
+    )
+
+
+async def test_the_consumer_assigns_by_range_first_and_still_offers_round_robin() -> None:
+    consumer = make_consumer(BOOTSTRAP, "t.one", group_id="unit-group", client_id="unit-consumer")
+    try:
+        assert consumer._partition_assignment_strategy == (RangePartitionAssignor, RoundRobinPartitionAssignor)
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.parametrize(("members", "partitions"), [(2, 3), (3, 3), (4, 3), (2, 6), (4, 6), (5, 12)])
+def test_range_assignment_keeps_each_customers_topics_on_one_member(members: int, partitions: int) -> None:
+    # Customer and subscription events are keyed by customer id: co-located partitions mean a
+    # member holds whole customers, so two hub replicas never update the same customer's rows.
+    assert _co_located(_assign(RangePartitionAssignor, members, partitions))
+
+
+def test_round_robin_would_split_a_customers_topics() -> None:
+    # Why the default is not kept: 3 partitions, 4 members.
+    assert not _co_located(_assign(RoundRobinPartitionAssignor, 4, 3))
