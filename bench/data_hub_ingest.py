@@ -227,7 +227,12 @@ async def main() -> int:
             f"machine: {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}; "
             f"Kafka {kafka.version}; {pg.description.split(',')[0]}"
         )
-        print(f"events in the topics: {total}")
+        sampler = os.environ.get("OTEL_TRACES_SAMPLER", "")
+        sampling = f"{sampler} {os.environ.get('OTEL_TRACES_SAMPLER_ARG', '')}".strip() or "every trace (unset)"
+        print(
+            f"events in the topics: {total}; hub processes: {args.hubs}; batch: {args.max_records}; "
+            f"trace sampling: {sampling}"
+        )
         print(f"raw aiokafka consume: {raw:,.0f} events/s ({raw_s:.2f}s)")
         print(f"hub ingest (offsets committed after DB commit): {hub:,.0f} events/s ({consumed_s:.2f}s)")
         print(
