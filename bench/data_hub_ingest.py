@@ -46,10 +46,11 @@ from devtools import stack  # noqa: E402
 from devtools.synth import Synth, produce  # noqa: E402
 from services.cli import DEV_SECRET  # noqa: E402
 from services.data_hub import store  # noqa: E402
-from services.data_hub.main import TOPICS, DataHubSettings, serve  # noqa: E402
+from services.data_hub.main import MIGRATIONS, TOPICS, DataHubSettings, serve  # noqa: E402
 from services.data_hub.rebuild import partitions_of  # noqa: E402
 from services.kit.db import UnitOfWork, create_engine  # noqa: E402
 from services.kit.kafka import ensure_topics  # noqa: E402
+from services.kit.migrations import upgrade  # noqa: E402
 
 
 async def raw_rate(bootstrap: str, ns: str) -> tuple[int, float]:
@@ -155,6 +156,9 @@ async def hub_rate(
     )  # type: ignore[call-arg]
     stop = asyncio.Event()
     engine = create_engine(url)
+    # The schema exists before the clock starts (as the chart's migration Job makes it before
+    # the hubs start): several members would otherwise race to create it.
+    await upgrade(engine, MIGRATIONS)
     watched = tuple(ns + t for t in TOPICS)
     async with CommitWatcher(bootstrap, ns + group, watched) as watcher:  # the namespace covers the group
         started = time.perf_counter()

@@ -293,7 +293,7 @@ def _memory_backend() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _service_backend(token: str) -> Iterator[str]:
+def _service_backend() -> Iterator[str]:
     """The real customer service (``python -m services.cli customer``) on its own PostgreSQL and
     Kafka, with one customer created through it: GetCustomer decrypts and masks that row."""
     global CUSTOMER_ID
@@ -366,7 +366,7 @@ def main() -> None:
     from services.kit.auth import mint_token
 
     token = mint_token(DEV_SECRET, ["customers:read"], client_id="bench")
-    backend = _memory_backend() if args.backend_kind == "memory" else _service_backend(token)
+    backend = _memory_backend() if args.backend_kind == "memory" else _service_backend()
     with backend as target:
         print(
             f"cpus: {os.cpu_count()}  python: {sys.version.split()[0]}  seconds per cell: {args.seconds}"
