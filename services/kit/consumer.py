@@ -256,6 +256,22 @@ def _inbox(record: ConsumerRecord[Any, Any], event_id: str, event_type: str, sta
     }
 
 
+#: A batch that collides with another member's is applied again whole this many times (after
+#: 50, 100, 150 ms) before it is split into one transaction per record.
+_COLLISION_RETRIES = 3
+_COLLISION_PAUSE_S = 0.05
+
+
+def _still_assigned(consumer: AIOKafkaConsumer, batches: _Polled) -> _Polled:
+    """The batch without the partitions this member no longer owns (a rebalance moved them)."""
+    assigned = consumer.assignment()
+    if all(tp in assigned for tp in batches):
+        return batches
+    dropped = sum(len(part) for tp, part in batches.items() if tp not in assigned)
+    log.info("records of partitions moved to another member left to it", records=dropped)
+    return {tp: part for tp, part in batches.items() if tp in assigned}
+
+
 class InboxConsumer:
     """One consumer group applying events through the inbox; ``start()``/``stop()``."""
 
@@ -368,32 +384,50 @@ class InboxConsumer:
 
     async def _process(self, consumer: AIOKafkaConsumer, batches: _Polled) -> None:
         """Apply one poll's records (all partitions) in one transaction, then commit the offsets."""
+        # Records of partitions handed to another member since they were polled are left to it
+        # (it reads them from the last committed offset): applying them here too would only
+        # collide with its transaction.
+        batches = _still_assigned(consumer, batches)
+        if not batches:
+            return
         pairs = [pair for partition in batches.values() for pair in partition]
-        records = [record for record, _ in pairs]
         clock = time.perf_counter
         marks = [clock()]
         try:
-            try:
-                applied = await self._transaction(pairs, marks)
-            except IntegrityError:
-                # Another member applied some of these records meanwhile (a rebalance hands
-                # partitions over while a batch is in flight): the inbox has them now, so the
-                # batch is applied again, whole, and they are skipped as duplicates — instead of
-                # sending hundreds of records down the one-by-one path.
-                log.info("batch collided with another member's; applying it again", records=len(records))
-                self.batches_retried += 1
-                del marks[1:]
-                applied = await self._transaction(pairs, marks)
+            collisions = 0
+            while True:
+                try:
+                    applied = await self._transaction(pairs, marks)
+                    break
+                except IntegrityError:
+                    # Another member applied some of these records meanwhile (a rebalance hands
+                    # partitions over while a batch is in flight): the inbox has them now, so the
+                    # batch is applied again, whole, and they are skipped as duplicates — instead
+                    # of sending hundreds of records down the one-by-one path (~20 ms each). The
+                    # other member may still be committing a later batch of the same records, so
+                    # this is tried a few times, after a short pause, on the partitions still ours.
+                    collisions += 1
+                    if collisions > _COLLISION_RETRIES:
+                        raise
+                    log.info("batch collided with another member's; applying it again", records=len(pairs))
+                    self.batches_retried += 1
+                    await asyncio.sleep(_COLLISION_PAUSE_S * collisions)
+                    batches = _still_assigned(consumer, batches)
+                    pairs = [pair for partition in batches.values() for pair in partition]
+                    del marks[1:]
+                    if not pairs:
+                        return
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("batch failed; retrying one by one", records=len(records), error=type(exc).__name__)
+            log.warning("batch failed; retrying one by one", records=len(pairs), error=type(exc).__name__)
             self.batches_split += 1
             applied = []
-            for record in records:
+            for record, _ in pairs:
                 event = await self._process_one(record)
                 if event is not None:
                     applied.append(event)
+        records = [record for record, _ in pairs]
         marks.append(clock())
         # The offsets go to the broker while the next batch is applied (the previous commit is
         # awaited first, so commits stay in order): never before this batch's DB commit.

@@ -7,6 +7,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import func, select
 
@@ -201,34 +202,39 @@ async def test_a_poison_event_goes_to_the_dlq_and_the_partition_keeps_flowing(
         await committed.stop()
 
 
+@pytest.mark.parametrize("collisions", [1, 2])
 async def test_a_batch_that_collides_with_another_member_is_applied_again_whole(
-    pg_kit_db, kafka_server, kafka_topic
+    pg_kit_db, kafka_server, kafka_topic, collisions: int
 ) -> None:  # type: ignore[no-untyped-def]
     # Another member (here: another connection) records one of the batch's events in the inbox
     # while the batch is in flight, as after a rebalance. The batch's inbox insert collides; it
     # is applied again as a whole, skipping that event, not split into one transaction per record.
+    # With 2: the other member commits again during the retry (its next batch of the same
+    # records) — the batch is retried again, still whole.
     url, engine = pg_kit_db
     bootstrap = kafka_server.bootstrap_servers
     topic = await kafka_topic("kit.collide")
     customers = [new_id() for _ in range(5)]
     records = [created(c) for c in customers]
-    taken = parse_record(records[3].headers, records[3].value)  # applied by "the other member"
+    taken = [parse_record(r.headers, r.value) for r in (records[3], records[2])][:collisions]  # "the other member's"
     await send_all(bootstrap, topic, [(r.value, r.key, r.headers) for r in records])
 
     other = create_engine(url)
-    collided = False
+    attempts = 0
 
     async def handler(session, event: ReceivedEvent) -> None:  # type: ignore[no-untyped-def]
-        nonlocal collided
-        if not collided:
-            collided = True
-            async with other.begin() as conn:
-                await conn.execute(
-                    InboxRow.__table__.insert().values(
-                        event_id=taken.id, event_type=taken.type, topic=topic, partition=0, offset=3,
-                        status="applied", error=None, processed_at=datetime.now(UTC),
-                    )
-                )  # fmt: skip
+        nonlocal attempts
+        if event.aggregate_id == customers[0]:  # the first record: a new attempt at the batch
+            attempts += 1
+            if attempts <= collisions:
+                mine = taken[attempts - 1]
+                async with other.begin() as conn:
+                    await conn.execute(
+                        InboxRow.__table__.insert().values(
+                            event_id=mine.id, event_type=mine.type, topic=topic, partition=0, offset=3,
+                            status="applied", error=None, processed_at=datetime.now(UTC),
+                        )
+                    )  # fmt: skip
         await record_effect(session, event)
 
     try:
@@ -238,6 +244,7 @@ async def test_a_batch_that_collides_with_another_member_is_applied_again_whole(
         )  # fmt: skip
     finally:
         await other.dispose()
-    assert (consumer.batches_retried, consumer.batches_split) == (1, 0)
+    assert (consumer.batches_retried, consumer.batches_split) == (collisions, 0)
     effects = {c: await effects_for(engine, c) for c in customers}
-    assert effects == {c: ([] if c == customers[3] else [1]) for c in customers}  # each once; the taken one not here
+    others = {t.aggregate_id for t in taken}
+    assert effects == {c: ([] if c in others else [1]) for c in customers}  # each once; the taken ones not here

@@ -86,3 +86,23 @@ async def test_a_failed_offset_commit_is_logged_and_dropped_not_raised() -> None
     await consumer._offsets_committed()  # the records are re-delivered to the new owner instead
     assert consumer._offset_commit is None
     await consumer._offsets_committed()  # nothing pending: a no-op
+
+
+class _Assigned:
+    """What ``_still_assigned`` reads of the Kafka client: the current assignment."""
+
+    def __init__(self, *tps: TopicPartition) -> None:
+        self._tps = set(tps)
+
+    def assignment(self) -> set[TopicPartition]:
+        return self._tps
+
+
+def test_records_of_partitions_moved_to_another_member_are_left_to_it() -> None:
+    from services.kit.consumer import _still_assigned
+
+    kept, moved = TopicPartition("t", 0), TopicPartition("t", 1)
+    batches = {tp: [(r, _decode(r)) for r in (_record(tp, 0), _record(tp, 1))] for tp in (kept, moved)}
+    assert _still_assigned(_Assigned(kept, moved), batches) is batches  # nothing moved: as is
+    assert _still_assigned(_Assigned(kept), batches) == {kept: batches[kept]}
+    assert _still_assigned(_Assigned(), batches) == {}  # no partitions assigned: nothing to apply
