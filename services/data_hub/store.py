@@ -58,7 +58,7 @@ from bank.datahub.v1 import datahub_pb2
 from bank.product.v1 import events_pb2 as product_events
 from services.data_hub import domain
 from services.data_hub.domain import DAY_US, MICROS, Rules
-from services.kit.db import bulk_insert, bulk_update, dialect_of, in_list
+from services.kit.db import bulk_insert, bulk_update, dialect_of, in_list, is_postgres
 from services.kit.events import ReceivedEvent
 
 metadata = MetaData()
@@ -1108,7 +1108,7 @@ async def mark_published(session: AsyncSession, t: Tables, published: Iterable[t
     params = [{"b_id": cid, "b_version": v} for cid, v in published]
     if not params:
         return
-    pg = dialect_of(session) == "postgresql"
+    pg = is_postgres(session)
 
     def where(src: Any) -> list[Any]:
         matched = [c.c.customer_id == src.c.b_id, c.c.version == src.c.b_version]

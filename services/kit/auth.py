@@ -82,8 +82,8 @@ class TokenVerifier:
         self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     @classmethod
-    def from_settings(cls, settings: Any, *, cache_size: int | None = None) -> TokenVerifier:
-        """From the kit's settings; ``cache_size`` defaults to ``settings.token_cache_size``."""
+    def from_settings(cls, settings: Any) -> TokenVerifier:
+        """From the kit's settings (``ZT_AUTH_*``, ``ZT_TOKEN_CACHE_SIZE``)."""
         secret = settings.auth_hs256_secret.get_secret_value() if settings.auth_hs256_secret else None
         return cls(
             issuer=settings.auth_issuer,
@@ -91,7 +91,7 @@ class TokenVerifier:
             hs256_secret=secret,
             jwks_file=settings.auth_jwks_file,
             leeway_s=settings.auth_leeway_s,
-            cache_size=settings.token_cache_size if cache_size is None else cache_size,
+            cache_size=settings.token_cache_size,
         )
 
     def _key_for(self, token: str) -> tuple[Any, list[str]]:

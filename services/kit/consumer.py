@@ -384,18 +384,18 @@ class InboxConsumer:
 
     async def _process(self, consumer: AIOKafkaConsumer, batches: _Polled) -> None:
         """Apply one poll's records (all partitions) in one transaction, then commit the offsets."""
-        # Records of partitions handed to another member since they were polled are left to it
-        # (it reads them from the last committed offset): applying them here too would only
-        # collide with its transaction.
-        batches = _still_assigned(consumer, batches)
-        if not batches:
-            return
-        pairs = [pair for partition in batches.values() for pair in partition]
         clock = time.perf_counter
         marks = [clock()]
         try:
             collisions = 0
             while True:
+                # Records of partitions handed to another member since they were polled are left
+                # to it (it reads them from the last committed offset): applying them here too
+                # would only collide with its transaction.
+                batches = _still_assigned(consumer, batches)
+                pairs = [pair for partition in batches.values() for pair in partition]
+                if not pairs:
+                    return
                 try:
                     applied = await self._transaction(pairs, marks)
                     break
@@ -412,11 +412,7 @@ class InboxConsumer:
                     log.info("batch collided with another member's; applying it again", records=len(pairs))
                     self.batches_retried += 1
                     await asyncio.sleep(_COLLISION_PAUSE_S * collisions)
-                    batches = _still_assigned(consumer, batches)
-                    pairs = [pair for partition in batches.values() for pair in partition]
                     del marks[1:]
-                    if not pairs:
-                        return
         except asyncio.CancelledError:
             raise
         except Exception as exc:
