@@ -51,6 +51,7 @@ from services.data_hub.rebuild import partitions_of  # noqa: E402
 from services.kit.db import UnitOfWork, create_engine  # noqa: E402
 from services.kit.kafka import ensure_topics  # noqa: E402
 from services.kit.migrations import upgrade  # noqa: E402
+from tests.support.procs import base_env, cpu_seconds  # noqa: E402
 
 
 async def raw_rate(bootstrap: str, ns: str) -> tuple[int, float]:
@@ -111,21 +112,13 @@ class CommitWatcher:
         return all(tp in committed and committed[tp].offset >= end for tp, end in self._end.items())
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process, all threads (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _more_hubs(n: int, settings: DataHubSettings) -> list[subprocess.Popen[bytes]]:
     """``n`` more hub processes (``python -m services.cli data_hub``), members of the same
     consumer group with the same database: the group splits the partitions between them."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZT_")}
-    env.update(
+    env = base_env(
         ZT_DATABASE_URL=settings.database_url, ZT_KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
         ZT_KAFKA_TOPIC_PREFIX=settings.kafka_topic_prefix, ZT_DATAHUB_GROUP_ID=settings.datahub_group_id,
-        ZT_ENVIRONMENT="test", ZT_LOG_LEVEL="WARNING", ZT_AUTH_HS256_SECRET=DEV_SECRET,
-        ZT_DATAHUB_MAX_RECORDS=str(settings.datahub_max_records), ZT_DATABASE_POOL_SIZE="5",
+        ZT_LOG_LEVEL="WARNING", ZT_DATAHUB_MAX_RECORDS=str(settings.datahub_max_records), ZT_DATABASE_POOL_SIZE="5",
     )  # fmt: skip
     return [
         subprocess.Popen(
@@ -172,7 +165,7 @@ async def hub_rate(
                     task.result()
                 await asyncio.sleep(0.1)
             consumed = time.perf_counter() - started
-            cpu = time.process_time() - cpu_started + sum(_cpu_seconds(m.pid) for m in members)
+            cpu = time.process_time() - cpu_started + sum(cpu_seconds(m.pid) for m in members)
             while True:
                 async with UnitOfWork(engine) as uow:
                     t = await store.active_tables(uow.session)

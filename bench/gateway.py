@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from devtools.stack import free_port  # noqa: E402
 from services.cli import DEV_SECRET  # noqa: E402
+from tests.support.procs import cpu_seconds  # noqa: E402
 
 #: The customer every call reads: fixed for the in-memory backend, created for the real service.
 CUSTOMER_ID = "c-bench-0001"
@@ -129,15 +130,6 @@ class HttpClient:
 WATCH: dict[str, int] = {}
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process, all threads (Linux /proc; NaN elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def measure(
     make_call: Callable[[int], Awaitable[Callable[[], Awaitable[None]]]],
     concurrency: int,
@@ -157,14 +149,14 @@ async def measure(
 
     stop_at = time.perf_counter() + min(1.0, seconds / 3)  # warm-up
     await asyncio.gather(*(worker(c, False) for c in calls))
-    cpu_before = {name: _cpu_seconds(WATCH[name]) for name in watch}
+    cpu_before = {name: cpu_seconds(WATCH[name]) for name in watch}
     client_before = time.process_time()
     began = time.perf_counter()
     stop_at = began + seconds
     await asyncio.gather(*(worker(c, True) for c in calls))
     elapsed = time.perf_counter() - began
     n = len(latencies)
-    cpu = {f"cpu_{name}_us": (_cpu_seconds(WATCH[name]) - cpu_before[name]) * 1e6 / n for name in watch}
+    cpu = {f"cpu_{name}_us": (cpu_seconds(WATCH[name]) - cpu_before[name]) * 1e6 / n for name in watch}
     latencies.sort()
     return {
         "rps": n / elapsed,

@@ -23,6 +23,15 @@ from services.cli import DEV_SECRET
 REPO = Path(__file__).resolve().parents[2]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all threads (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def base_env(**overrides: str) -> dict[str, str]:
     """Environment for a component process: dev auth, quiet logs, the repo on the path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZT_")}
