@@ -47,6 +47,10 @@ class DataHubSettings(ServiceSettings):
     #: transaction (live traffic: served at commit); bigger ones (backlog) leave them to the
     #: view worker, which coalesces. 0 = always the worker.
     datahub_inline_render_max: int = Field(100, ge=0, le=10_000)
+    #: A consumer batch of at most this many records traces each event (a child span of its
+    #: producer's: one trace from the channel's request to the view); a bigger one (a backlog,
+    #: a replay) gets one span for the batch, linked to its events' producer spans.
+    datahub_trace_each_max: int = Field(100, ge=0, le=10_000)
     #: While the consumer is more than ``datahub_backlog_records`` behind (catching up after a
     #: deploy or an outage, a replay), the view worker renders at most every
     #: ``datahub_backlog_render_interval_s`` so the consumer gets the CPU; live traffic is not
@@ -163,6 +167,7 @@ async def serve(settings: DataHubSettings, stop_event: asyncio.Event | None = No
         max_attempts=settings.datahub_max_attempts,
         max_records=settings.datahub_max_records,
         client_id=settings.kafka_client_id,
+        trace_each_max=settings.datahub_trace_each_max,
     )
     servicer = CustomerViewApi(engine=engine, rules=rules, worker=worker)
     server = GrpcServer(

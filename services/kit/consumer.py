@@ -8,6 +8,10 @@ version) are no-ops. If the batch fails, its events are
 retried one by one; an event that still fails after ``max_attempts`` goes to the dead-letter
 topic ``<group>.dlq`` with the error and its original headers, is recorded in the inbox as
 dead, and the partition keeps flowing.
+
+Tracing: a batch of at most ``trace_each_max`` records (live traffic) gets a processing span per
+event, the child of its producer's span; a bigger one (a catch-up, a replay) gets one span for
+the batch, linked to its events' producer spans (docs/adr/0005-batch-spans-for-catch-up.md).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Status, StatusCode
 from sqlalchemy import (
     BigInteger,
@@ -259,6 +264,8 @@ def _inbox(record: ConsumerRecord[Any, Any], event_id: str, event_type: str, sta
 #: A batch that collides with another member's is applied again whole this many times (after
 #: 50, 100, 150 ms) before it is split into one transaction per record.
 _COLLISION_RETRIES = 3
+#: Links on a batch's processing span (OpenTelemetry's default span limit).
+_MAX_LINKS = 128
 _COLLISION_PAUSE_S = 0.05
 
 
@@ -290,6 +297,7 @@ class InboxConsumer:
         client_id: str | None = None,
         after_commit: Callable[[list[ReceivedEvent]], Awaitable[None]] | None = None,
         before_commit: Callable[[AsyncSession], Awaitable[None]] | None = None,
+        trace_each_max: int = 100,
     ) -> None:
         self._engine = engine
         self._bootstrap = bootstrap_servers
@@ -306,6 +314,12 @@ class InboxConsumer:
         # Runs in the batch's transaction right before it commits: a handler that buffers its
         # writes flushes them here in bulk (batch-apply), inside the same transaction as the inbox.
         self._before_commit = before_commit
+        # Tracing: a batch of at most this many records gets a processing span per event, each
+        # the child of its producer's span (live traffic: one trace from the channel's request to
+        # the view). A bigger one (a backlog, a replay) gets ONE span for the batch, linked to the
+        # events' producer spans: OpenTelemetry's messaging convention for batch processing, and
+        # ~25 % of a bulk ingest's CPU saved (a span per event costs ~30 µs here).
+        self._trace_each_max = trace_each_max
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         # Resolved now (the process has set up its tracer provider): not the module's proxy.
@@ -450,21 +464,61 @@ class InboxConsumer:
         ``marks`` gets the clock after the lookups, the handlers and the ``before_commit`` hook."""
         clock = time.perf_counter
         applied: list[ReceivedEvent] = []
-        async with UnitOfWork(self._engine) as uow:
-            batch = await _load(uow.session, [item for _, item in pairs])
-            marks.append(clock())
-            for record, item in pairs:
-                event = await self._apply(uow.session, batch, record, item)
-                if event is not None:
-                    applied.append(event)
-            marks.append(clock())
-            if self._before_commit is not None:
-                await self._before_commit(uow.session)
-            marks.append(clock())
-            await _flush(uow.session, batch)
-            await uow.commit()
+        each = len(pairs) <= self._trace_each_max
+        span = None if each else self._batch_span(pairs)
+        token = None if span is None else otel_context.attach(trace.set_span_in_context(span))
+        try:
+            async with UnitOfWork(self._engine) as uow:
+                batch = await _load(uow.session, [item for _, item in pairs])
+                marks.append(clock())
+                for record, item in pairs:
+                    event = await self._apply(uow.session, batch, record, item, traced=each)
+                    if event is not None:
+                        applied.append(event)
+                marks.append(clock())
+                if self._before_commit is not None:
+                    await self._before_commit(uow.session)
+                marks.append(clock())
+                await _flush(uow.session, batch)
+                await uow.commit()
+        except Exception as exc:
+            if span is not None:
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            if span is not None and token is not None:
+                span.set_attribute("zhongtai.applied", len(applied))
+                otel_context.detach(token)
+                span.end()
         self._count(batch)
         return applied
+
+    def _batch_span(self, pairs: list[tuple[ConsumerRecord[Any, Any], Decoded]]) -> trace.Span:
+        """One processing span for a big batch, linked to (up to ``_MAX_LINKS``) events' producer
+        spans: a trace of such an event shows where it was applied through the link."""
+        links = []
+        for _, item in pairs:
+            if isinstance(item, ReceivedEvent) and item.traceparent:
+                linked = trace.get_current_span(context_from_traceparent(item.traceparent)).get_span_context()
+                if linked.is_valid:
+                    links.append(trace.Link(linked))
+                    if len(links) == _MAX_LINKS:
+                        break
+        topics = sorted({record.topic for record, _ in pairs})
+        return self._tracer.start_span(
+            "process" if len(topics) > 1 else f"{topics[0]} process",
+            context=Context(),  # a root: the batch belongs to none of its events' traces
+            kind=trace.SpanKind.CONSUMER,
+            links=links,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.consumer.group.name": self._group,
+                "messaging.batch.message_count": len(pairs),
+                "zhongtai.topics": topics,
+            },
+        )
 
     async def _offsets_committed(self) -> None:
         """Wait for the last offset commit. A failed one (the group rebalanced meanwhile) is
@@ -481,12 +535,18 @@ class InboxConsumer:
             log.warning("offset commit failed; records will be re-delivered", error=type(exc).__name__)
 
     async def _apply(
-        self, session: AsyncSession, batch: _Batch, record: ConsumerRecord[Any, Any], event: Decoded
+        self,
+        session: AsyncSession,
+        batch: _Batch,
+        record: ConsumerRecord[Any, Any],
+        event: Decoded,
+        *,
+        traced: bool = True,
     ) -> ReceivedEvent | None:
         """Apply one record in the given transaction; None when it was a no-op or poison.
 
         The per-event hot path of every consumer: no metric call (outcomes are counted per
-        batch), the processing span started directly from the stored traceparent.
+        batch), the processing span (``traced``) started directly from the stored traceparent.
         """
         if isinstance(event, PoisonEvent):
             # Never decodable, so retrying cannot help: dead-letter at once.
@@ -500,6 +560,30 @@ class InboxConsumer:
         if await _seen(session, batch, event.id):
             outcomes["duplicate"] = outcomes.get("duplicate", 0) + 1
             return None
+        if traced:
+            if not await self._handle_traced(session, batch, record, event):
+                return None
+        elif await _is_stale(session, batch, event):
+            self._stale(batch, record, event)
+            return None
+        else:
+            await self._handler(session, event)
+        batch.inbox.append(_inbox(record, event.id, event.type, "applied", None, batch.now))
+        batch.seen[event.id] = True
+        outcomes["applied"] = outcomes.get("applied", 0) + 1
+        return event
+
+    @staticmethod
+    def _stale(batch: _Batch, record: ConsumerRecord[Any, Any], event: ReceivedEvent) -> None:
+        batch.inbox.append(_inbox(record, event.id, event.type, "stale", None, batch.now))
+        batch.seen[event.id] = True
+        batch.outcomes["stale"] = batch.outcomes.get("stale", 0) + 1
+
+    async def _handle_traced(
+        self, session: AsyncSession, batch: _Batch, record: ConsumerRecord[Any, Any], event: ReceivedEvent
+    ) -> bool:
+        """The stale check and the handler in the event's own processing span, a child of its
+        producer's; False if the event was stale."""
         span = self._tracer.start_span(
             f"{record.topic} process",
             context=context_from_traceparent(event.traceparent),
@@ -516,11 +600,10 @@ class InboxConsumer:
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
             if await _is_stale(session, batch, event):
-                batch.inbox.append(_inbox(record, event.id, event.type, "stale", None, batch.now))
-                batch.seen[event.id] = True
-                outcomes["stale"] = outcomes.get("stale", 0) + 1
-                return None
+                self._stale(batch, record, event)
+                return False
             await self._handler(session, event)
+            return True
         except Exception as exc:
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
@@ -528,10 +611,6 @@ class InboxConsumer:
         finally:
             otel_context.detach(token)
             span.end()
-        batch.inbox.append(_inbox(record, event.id, event.type, "applied", None, batch.now))
-        batch.seen[event.id] = True
-        outcomes["applied"] = outcomes.get("applied", 0) + 1
-        return event
 
     def _count(self, batch: _Batch) -> None:
         for outcome, n in batch.outcomes.items():

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from opentelemetry import trace
 from sqlalchemy import func, select
 
 from services.kit.consumer import InboxConsumer, InboxRow
@@ -16,6 +17,7 @@ from services.kit.db import create_engine
 from services.kit.events import TOPIC_CUSTOMER, ReceivedEvent, build_record, parse_record
 from services.kit.kafka import make_producer
 from services.kit.outbox import OutboxRelay
+from services.kit.telemetry import current_traceparent, install_in_memory
 
 from .conftest import Effect, new_id
 from .test_outbox_relay import payload, read_topic, run_relay, topics, wait_unpublished, write_events
@@ -248,3 +250,55 @@ async def test_a_batch_that_collides_with_another_member_is_applied_again_whole(
     effects = {c: await effects_for(engine, c) for c in customers}
     others = {t.aggregate_id for t in taken}
     assert effects == {c: ([] if c in others else [1]) for c in customers}  # each once; the taken ones not here
+
+
+async def test_a_small_batch_traces_each_event_and_a_big_one_gets_one_linked_span(
+    kit_db, kafka_server, kafka_topic
+) -> None:  # type: ignore[no-untyped-def]
+    # Live traffic (a batch of at most trace_each_max records): each event's processing span is
+    # the child of its producer's span, one trace end to end. A backlog: ONE span for the batch,
+    # a root linked to the events' producer spans (OpenTelemetry's batch-processing convention).
+    memory = install_in_memory()
+    _, engine = kit_db
+    bootstrap = kafka_server.bootstrap_servers
+    topic = await kafka_topic("kit.traced")
+    tracer = trace.get_tracer("test")
+    sent: list[tuple[str, str]] = []  # (customer id, producer span's trace id)
+    messages = []
+    for _ in range(6):
+        customer_id = new_id()
+        with tracer.start_as_current_span("producer") as producer_span:
+            record = build_record(
+                payload(customer_id, 1), source="/t", aggregate_type="customer", aggregate_id=customer_id,
+                version=1, traceparent=current_traceparent(),
+            )  # fmt: skip
+        sent.append((customer_id, format(producer_span.get_span_context().trace_id, "032x")))
+        messages.append((record.value, record.key, record.headers))
+    await send_all(bootstrap, topic, messages)
+    memory.spans.clear()
+
+    await consume_until(
+        engine, bootstrap, topic, f"kit-traced-{uuid.uuid4().hex[:8]}", record_effect,
+        lambda: _count_inbox(engine, sent[-1][0], 1), max_records=6, trace_each_max=6,
+    )  # fmt: skip
+    each = [s for s in memory.spans.get_finished_spans() if s.name == f"{topic} process"]
+    assert sorted(format(s.context.trace_id, "032x") for s in each) == sorted(t for _, t in sent)
+    assert all(s.parent is not None and s.attributes["messaging.message.id"] for s in each)
+
+    memory.spans.clear()  # a second group: the events are duplicates now, the batches are traced all the same
+    await consume_until(
+        engine, bootstrap, topic, f"kit-traced-{uuid.uuid4().hex[:8]}", record_effect,
+        lambda: _inbox_has(engine, sent), max_records=6, trace_each_max=0,
+    )  # fmt: skip
+    spans = [s for s in memory.spans.get_finished_spans() if s.name == f"{topic} process"]
+    assert spans and all(s.parent is None for s in spans)  # roots: no per-event spans
+    assert sum(s.attributes["messaging.batch.message_count"] for s in spans) == 6
+    linked = {format(link.context.trace_id, "032x") for s in spans for link in s.links}
+    assert linked == {t for _, t in sent}
+
+
+async def _inbox_has(engine, sent) -> bool:  # type: ignore[no-untyped-def]
+    for customer_id, _ in sent:
+        if not await _count_inbox(engine, customer_id, 1):
+            return False
+    return True
