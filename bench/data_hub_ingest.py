@@ -16,6 +16,9 @@ Prints events/s for both and their ratio (targets: hub >= 10,000 events/s, ratio
 
     .venv/bin/python bench/data_hub_ingest.py [--customers 1000] [--months 6] [--hubs 2]
 
+``BENCH_HUB_LOG=DEBUG`` logs the in-process hub's per-batch timings ("batch applied": lookups,
+fold, waiting for the previous write, before-commit, write and commit).
+
 ``--hubs 2`` runs a second hub process in the same consumer group, as the chart's two data hub
 replicas do: the group splits the partitions between them.
 """
@@ -142,7 +145,7 @@ async def hub_rate(
         datahub_group_id=group,
         grpc_port=0,
         environment="test",
-        log_level="WARNING",
+        log_level=os.environ.get("BENCH_HUB_LOG", "WARNING"),
         auth_hs256_secret=DEV_SECRET,
         datahub_max_records=max_records,
         database_pool_size=5,

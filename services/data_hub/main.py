@@ -51,6 +51,10 @@ class DataHubSettings(ServiceSettings):
     #: producer's: one trace from the channel's request to the view); a bigger one (a backlog,
     #: a replay) gets one span for the batch, linked to its events' producer spans.
     datahub_trace_each_max: int = Field(100, ge=0, le=10_000)
+    #: Stage the next consumer batch (inbox lookups, fold) while the previous one is written and
+    #: committed, so the hub's CPU and the database's work overlap (the projector folds in memory
+    #: and writes in the batch's before-commit hook, which runs after the previous commit).
+    datahub_overlap_writes: bool = True
     #: While the consumer is more than ``datahub_backlog_records`` behind (catching up after a
     #: deploy or an outage, a replay), the view worker renders at most every
     #: ``datahub_backlog_render_interval_s`` so the consumer gets the CPU; live traffic is not
@@ -168,6 +172,7 @@ async def serve(settings: DataHubSettings, stop_event: asyncio.Event | None = No
         max_records=settings.datahub_max_records,
         client_id=settings.kafka_client_id,
         trace_each_max=settings.datahub_trace_each_max,
+        overlap_writes=settings.datahub_overlap_writes,
     )
     servicer = CustomerViewApi(engine=engine, rules=rules, worker=worker)
     server = GrpcServer(

@@ -17,6 +17,7 @@ the batch, linked to its events' producer spans (docs/adr/0005-batch-spans-for-c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -269,6 +270,53 @@ _MAX_LINKS = 128
 _COLLISION_PAUSE_S = 0.05
 
 
+@dataclass
+class _Staged:
+    """A batch applied in memory (lookups done, handlers run) in its own open transaction, not yet
+    written: ``marks`` = clock at the start, after the lookups, after the handlers."""
+
+    batches: _Polled
+    pairs: list[tuple[ConsumerRecord[Any, Any], Decoded]]
+    uow: UnitOfWork
+    batch: _Batch
+    applied: list[ReceivedEvent]
+    span: trace.Span | None
+    marks: list[float]
+    #: What its commit will store: the event ids it records in the inbox and the aggregate
+    #: versions it applies (taken now: the write clears them from ``batch``).
+    ids: frozenset[str] = frozenset()
+    versions: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.ids = frozenset(row["event_id"] for row in self.batch.inbox)  # its own, not carried ones
+        self.versions = dict(self.batch.versions)
+
+    async def discard(self) -> None:
+        """Roll back a batch that will not be written (it is read again)."""
+        try:
+            await self.uow.__aexit__(None, None, None)
+        finally:
+            if self.span is not None:
+                self.span.set_attribute("zhongtai.discarded", True)
+                self.span.end()
+
+
+def _carry(batch: _Batch, before: _Staged) -> None:
+    """Count what ``before`` will have stored when it commits (it commits before ``batch`` is
+    written, or ``batch`` is thrown away): its events as in the inbox, its versions as stored."""
+    batch.seen.update(dict.fromkeys(before.ids, True))
+    for key, stored in batch.stored.items():
+        newer = before.versions.get(key)
+        if newer is not None and (stored is None or newer > stored):
+            batch.stored[key] = newer
+
+
+def _failed(span: trace.Span | None, exc: BaseException) -> None:
+    if span is not None and isinstance(exc, Exception):
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+
+
 def _still_assigned(consumer: AIOKafkaConsumer, batches: _Polled) -> _Polled:
     """The batch without the partitions this member no longer owns (a rebalance moved them)."""
     assigned = consumer.assignment()
@@ -298,6 +346,7 @@ class InboxConsumer:
         after_commit: Callable[[list[ReceivedEvent]], Awaitable[None]] | None = None,
         before_commit: Callable[[AsyncSession], Awaitable[None]] | None = None,
         trace_each_max: int = 100,
+        overlap_writes: bool = False,
     ) -> None:
         self._engine = engine
         self._bootstrap = bootstrap_servers
@@ -320,6 +369,12 @@ class InboxConsumer:
         # events' producer spans: OpenTelemetry's messaging convention for batch processing, and
         # ~25 % of a bulk ingest's CPU saved (a span per event costs ~30 µs here).
         self._trace_each_max = trace_each_max
+        # Apply the next poll in memory (its lookups and handlers, in its own transaction) while
+        # the previous batch is written and committed: the process's CPU and the database's work
+        # overlap instead of taking turns. Only for handlers that read nothing the previous batch
+        # writes (they fold events in memory and write in ``before_commit``, which runs after the
+        # previous commit): see ``_run_overlapped``.
+        self._overlap = overlap_writes
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         # Resolved now (the process has set up its tracer provider): not the module's proxy.
@@ -329,6 +384,7 @@ class InboxConsumer:
         self.applied_total = 0
         self.batches_retried = 0  # a batch that collided with another member's, applied again whole
         self.batches_split = 0  # a batch that failed, applied one record at a time
+        self.writes_failed = 0  # an overlapped write that failed: applied again the slow way
         self.dead_total = 0
         #: Records behind the high watermarks of this member's partitions, after the last poll.
         self.lag = 0
@@ -374,6 +430,9 @@ class InboxConsumer:
         # waits for PostgreSQL; offsets are still committed only after each batch's DB commit.
         # (Records of a partition revoked meanwhile may then be applied by two members: the
         # inbox makes the second a no-op, as for any redelivery.)
+        if self._overlap:
+            await self._run_overlapped(consumer)
+            return
         next_poll = asyncio.create_task(self._poll(consumer))
         try:
             while True:
@@ -384,6 +443,80 @@ class InboxConsumer:
                 await self._update_lag(consumer)
         finally:
             next_poll.cancel()
+
+    async def _run_overlapped(self, consumer: AIOKafkaConsumer) -> None:
+        """The loop with batch N+1 staged (lookups and handlers, in its own open transaction)
+        while batch N is written and committed by a task.
+
+        Exactly what the plain loop does, in another order:
+        - N+1 counts N's event ids as in the inbox and N's aggregate versions as stored
+          (``_carry``): N commits before N+1 is written, so that is what N+1 would have read;
+        - N+1's writes (``before_commit``, inbox rows, commit) start only after N's commit, so
+          they see N's rows (READ COMMITTED: each statement reads what is committed);
+        - offsets are committed after each batch's DB commit, in order;
+        - if N's write fails, N+1 (which counted on it) is rolled back, and both go through
+          ``_process`` — the plain path with its whole-batch retries and one-by-one split. So does
+          a batch whose staging failed, after the write before it has landed.
+        """
+        next_poll = asyncio.create_task(self._poll(consumer))
+        writing: asyncio.Task[None] | None = None
+        written: _Staged | None = None  # the batch ``writing`` writes
+        staged: _Staged | None = None
+        try:
+            while True:
+                polled = await self._top_up(consumer, await next_poll)
+                next_poll = asyncio.create_task(self._poll(consumer))
+                polled = _still_assigned(consumer, polled) if polled else polled
+                slow: list[_Polled] = []  # what goes the plain way once the write in flight landed
+                if polled:
+                    try:
+                        staged = await self._stage(polled, after=written)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        log.warning("batch failed to stage; applying it the plain way", error=type(exc).__name__)
+                        slow.append(polled)
+                if writing is not None and written is not None:
+                    if not await self._landed(writing):
+                        if staged is not None:
+                            await staged.discard()
+                            staged = None
+                            slow.append(polled)
+                        slow.insert(0, written.batches)
+                    writing = written = None
+                for batches in slow:
+                    await self._process(consumer, batches)
+                if staged is not None:
+                    written, staged = staged, None
+                    writing = asyncio.create_task(self._write(consumer, written))
+                await self._update_lag(consumer)
+        finally:
+            next_poll.cancel()
+            if staged is not None:
+                await staged.discard()
+            if writing is not None:
+                # Stopping: the batch being written lands (and its offsets go with it), or rolls
+                # back and is read again by whoever owns the partition next.
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await writing
+
+    async def _landed(self, writing: asyncio.Task[None]) -> bool:
+        """Wait for an overlapped write (not cancelled with us: shielded); False if it failed."""
+        try:
+            await asyncio.shield(writing)
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.writes_failed += 1
+            log.warning("batch write failed; applying it again the plain way", error=type(exc).__name__)
+            return False
+
+    async def _write(self, consumer: AIOKafkaConsumer, staged: _Staged) -> None:
+        """Write and commit a staged batch, then hand its offsets to the broker."""
+        staged.marks.append(time.perf_counter())  # (queued behind the previous write until now)
+        await self._commit(staged)
+        await self._finish(consumer, staged.batches, staged.pairs, staged.applied, staged.marks)
 
     async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
         lag = 0
@@ -437,7 +570,19 @@ class InboxConsumer:
                 event = await self._process_one(record)
                 if event is not None:
                     applied.append(event)
-        records = [record for record, _ in pairs]
+        await self._finish(consumer, batches, pairs, applied, marks)
+
+    async def _finish(
+        self,
+        consumer: AIOKafkaConsumer,
+        batches: _Polled,
+        pairs: list[tuple[ConsumerRecord[Any, Any], Decoded]],
+        applied: list[ReceivedEvent],
+        marks: list[float],
+    ) -> None:
+        """After a batch's DB commit: its offsets to the broker, its metrics and log line, and the
+        ``after_commit`` hook."""
+        clock = time.perf_counter
         marks.append(clock())
         # The offsets go to the broker while the next batch is applied (the previous commit is
         # awaited first, so commits stay in order): never before this batch's DB commit.
@@ -446,12 +591,13 @@ class InboxConsumer:
         offsets = {tp: partition[-1][0].offset + 1 for tp, partition in batches.items()}
         self._offset_commit = asyncio.ensure_future(consumer.commit(offsets))
         _batch_seconds.record(marks[-1] - marks[0], {"group": self._group})
-        if len(marks) == 6:
+        if len(marks) in (6, 7):
             ms = [round((b - a) * 1000, 2) for a, b in itertools.pairwise(marks)]
+            queued = ms.pop(2) if len(ms) == 6 else None  # overlapped: waiting for the previous write
             times = [e.time for _, e in pairs if isinstance(e, ReceivedEvent)]
             age_ms = round((datetime.now(UTC) - min(times)).total_seconds() * 1000, 1) if times else None
-            log.debug("batch applied", records=len(records), load_ms=ms[0], apply_ms=ms[1], before_commit_ms=ms[2],
-                      write_commit_ms=ms[3], previous_offsets_wait_ms=ms[4],
+            log.debug("batch applied", records=len(pairs), load_ms=ms[0], apply_ms=ms[1], queued_ms=queued,
+                      before_commit_ms=ms[2], write_commit_ms=ms[3], previous_offsets_wait_ms=ms[4],
                       oldest_event_age_ms=age_ms)  # fmt: skip
         self.applied_total += len(applied)
         if applied and self._after_commit is not None:
@@ -462,37 +608,68 @@ class InboxConsumer:
     ) -> list[ReceivedEvent]:
         """Apply the records in one database transaction; the events applied (not no-ops).
         ``marks`` gets the clock after the lookups, the handlers and the ``before_commit`` hook."""
+        staged = await self._stage(pairs)
+        marks.extend(staged.marks[1:])
+        await self._commit(staged)
+        marks.extend(staged.marks[3:])
+        return staged.applied
+
+    async def _stage(self, records: _Polled | list[tuple[ConsumerRecord[Any, Any], Decoded]],
+                     after: _Staged | None = None) -> _Staged:  # fmt: skip
+        """Open a transaction, look up the records' inbox entries and aggregate versions, and run
+        the handlers; the transaction stays open for :meth:`_commit`. ``after``: a batch being
+        written meanwhile, whose commit this one counts on (``_carry``)."""
         clock = time.perf_counter
-        applied: list[ReceivedEvent] = []
-        each = len(pairs) <= self._trace_each_max
-        span = None if each else self._batch_span(pairs)
+        marks = [clock()]
+        if isinstance(records, dict):
+            batches, pairs = records, [pair for partition in records.values() for pair in partition]
+        else:
+            batches, pairs = {}, records
+        span = None if len(pairs) <= self._trace_each_max else self._batch_span(pairs)
+        uow = UnitOfWork(self._engine)
+        await uow.__aenter__()
         token = None if span is None else otel_context.attach(trace.set_span_in_context(span))
+        applied: list[ReceivedEvent] = []
         try:
-            async with UnitOfWork(self._engine) as uow:
-                batch = await _load(uow.session, [item for _, item in pairs])
-                marks.append(clock())
-                for record, item in pairs:
-                    event = await self._apply(uow.session, batch, record, item, traced=each)
-                    if event is not None:
-                        applied.append(event)
-                marks.append(clock())
-                if self._before_commit is not None:
-                    await self._before_commit(uow.session)
-                marks.append(clock())
-                await _flush(uow.session, batch)
-                await uow.commit()
-        except Exception as exc:
-            if span is not None:
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            batch = await _load(uow.session, [item for _, item in pairs])
+            if after is not None:
+                _carry(batch, after)
+            marks.append(clock())
+            for record, item in pairs:
+                event = await self._apply(uow.session, batch, record, item, traced=span is None)
+                if event is not None:
+                    applied.append(event)
+            marks.append(clock())
+        except BaseException as exc:
+            _failed(span, exc)
+            await uow.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         finally:
-            if span is not None and token is not None:
-                span.set_attribute("zhongtai.applied", len(applied))
+            if token is not None:
                 otel_context.detach(token)
+        return _Staged(batches, pairs, uow, batch, applied, span, marks)
+
+    async def _commit(self, staged: _Staged) -> None:
+        """Run ``before_commit``, write the inbox rows and versions, commit (or roll back and raise)."""
+        span, session = staged.span, staged.uow.session
+        token = None if span is None else otel_context.attach(trace.set_span_in_context(span))
+        try:
+            if self._before_commit is not None:
+                await self._before_commit(session)
+            staged.marks.append(time.perf_counter())
+            await _flush(session, staged.batch)
+            await staged.uow.commit()
+        except BaseException as exc:
+            _failed(span, exc)
+            raise
+        finally:
+            await staged.uow.__aexit__(None, None, None)  # (rolls back unless committed)
+            if token is not None:
+                otel_context.detach(token)
+            if span is not None:
+                span.set_attribute("zhongtai.applied", len(staged.applied))
                 span.end()
-        self._count(batch)
-        return applied
+        self._count(staged.batch)
 
     def _batch_span(self, pairs: list[tuple[ConsumerRecord[Any, Any], Decoded]]) -> trace.Span:
         """One processing span for a big batch, linked to (up to ``_MAX_LINKS``) events' producer

@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -261,36 +262,33 @@ async def test_a_small_batch_traces_each_event_and_a_big_one_gets_one_linked_spa
     memory = install_in_memory()
     _, engine = kit_db
     bootstrap = kafka_server.bootstrap_servers
-    topic = await kafka_topic("kit.traced")
-    tracer = trace.get_tracer("test")
-    sent: list[tuple[str, str]] = []  # (customer id, producer span's trace id)
-    messages = []
-    for _ in range(6):
-        customer_id = new_id()
-        with tracer.start_as_current_span("producer") as producer_span:
-            record = build_record(
-                payload(customer_id, 1), source="/t", aggregate_type="customer", aggregate_id=customer_id,
-                version=1, traceparent=current_traceparent(),
-            )  # fmt: skip
-        sent.append((customer_id, format(producer_span.get_span_context().trace_id, "032x")))
-        messages.append((record.value, record.key, record.headers))
-    await send_all(bootstrap, topic, messages)
-    memory.spans.clear()
 
-    await consume_until(
-        engine, bootstrap, topic, f"kit-traced-{uuid.uuid4().hex[:8]}", record_effect,
-        lambda: _count_inbox(engine, sent[-1][0], 1), max_records=6, trace_each_max=6,
-    )  # fmt: skip
-    each = [s for s in memory.spans.get_finished_spans() if s.name == f"{topic} process"]
+    async def run(trace_each_max: int) -> tuple[str, list[tuple[str, str]], list[Any]]:
+        topic = await kafka_topic(f"kit.traced{trace_each_max}")
+        sent: list[tuple[str, str]] = []  # (customer id, producer span's trace id)
+        messages = []
+        for _ in range(6):
+            customer_id = new_id()
+            with trace.get_tracer("test").start_as_current_span("producer") as producer_span:
+                record = build_record(
+                    payload(customer_id, 1), source="/t", aggregate_type="customer", aggregate_id=customer_id,
+                    version=1, traceparent=current_traceparent(),
+                )  # fmt: skip
+            sent.append((customer_id, format(producer_span.get_span_context().trace_id, "032x")))
+            messages.append((record.value, record.key, record.headers))
+        await send_all(bootstrap, topic, messages)
+        memory.spans.clear()
+        await consume_until(
+            engine, bootstrap, topic, f"kit-traced-{uuid.uuid4().hex[:8]}", record_effect,
+            lambda: _inbox_has(engine, sent), max_records=6, trace_each_max=trace_each_max,
+        )  # fmt: skip
+        return topic, sent, [s for s in memory.spans.get_finished_spans() if s.name == f"{topic} process"]
+
+    _, sent, each = await run(trace_each_max=6)
     assert sorted(format(s.context.trace_id, "032x") for s in each) == sorted(t for _, t in sent)
     assert all(s.parent is not None and s.attributes["messaging.message.id"] for s in each)
 
-    memory.spans.clear()  # a second group: the events are duplicates now, the batches are traced all the same
-    await consume_until(
-        engine, bootstrap, topic, f"kit-traced-{uuid.uuid4().hex[:8]}", record_effect,
-        lambda: _inbox_has(engine, sent), max_records=6, trace_each_max=0,
-    )  # fmt: skip
-    spans = [s for s in memory.spans.get_finished_spans() if s.name == f"{topic} process"]
+    _, sent, spans = await run(trace_each_max=0)
     assert spans and all(s.parent is None for s in spans)  # roots: no per-event spans
     assert sum(s.attributes["messaging.batch.message_count"] for s in spans) == 6
     linked = {format(link.context.trace_id, "032x") for s in spans for link in s.links}
@@ -302,3 +300,71 @@ async def _inbox_has(engine, sent) -> bool:  # type: ignore[no-untyped-def]
         if not await _count_inbox(engine, customer_id, 1):
             return False
     return True
+
+
+def _versioned(customer_id: str, version: int, event_id: str | None = None):  # type: ignore[no-untyped-def]
+    return build_record(
+        payload(customer_id, version), source="/t", aggregate_type="customer", aggregate_id=customer_id,
+        version=version, event_id=event_id,
+    )  # fmt: skip
+
+
+async def test_overlapped_writes_apply_each_event_once_with_duplicates_and_stale_versions_across_batches(
+    kit_db, kafka_server, kafka_topic
+) -> None:  # type: ignore[no-untyped-def]
+    # Batch N+1 is staged while batch N is still being written: a redelivered event whose first
+    # copy is in N, and an old version that N makes stale, must be no-ops in N+1 too (N+1 counts
+    # what N will have stored). Tiny batches put such pairs across batch boundaries.
+    _, engine = kit_db
+    bootstrap = kafka_server.bootstrap_servers
+    topic = await kafka_topic("kit.overlap")
+    customers = [new_id() for _ in range(6)]
+    messages = []
+    for c in customers:
+        first = _versioned(c, 1)
+        messages += [first, _versioned(c, 2), first, _versioned(c, 3), _versioned(c, 1)]  # dup, then stale
+    await send_all(bootstrap, topic, [(m.value, m.key, m.headers) for m in messages])
+
+    async def statuses() -> dict[str, int]:
+        async with engine.connect() as conn:
+            rows = await conn.execute(select(InboxRow.status, func.count()).group_by(InboxRow.status))
+            return dict(rows.all())  # type: ignore[arg-type]
+
+    async def all_recorded() -> bool:  # 4 distinct events per customer (the duplicate is one of them)
+        return sum((await statuses()).values()) >= 4 * len(customers)
+
+    consumer = await consume_until(
+        engine, bootstrap, topic, f"kit-overlap-{uuid.uuid4().hex[:8]}", record_effect, all_recorded,
+        max_records=2, overlap_writes=True,
+    )  # fmt: skip
+    assert {c: await effects_for(engine, c) for c in customers} == {c: [1, 2, 3] for c in customers}
+    assert await statuses() == {"applied": 3 * len(customers), "stale": len(customers)}
+    assert (consumer.writes_failed, consumer.batches_split) == (0, 0)
+
+
+async def test_a_failed_overlapped_write_is_applied_again_with_the_batch_staged_behind_it(
+    kit_db, kafka_server, kafka_topic
+) -> None:  # type: ignore[no-untyped-def]
+    # The write of one batch fails once (its before-commit hook raises): the batch staged behind
+    # it counted on that write, so it is rolled back too, and both are applied the plain way.
+    _, engine = kit_db
+    bootstrap = kafka_server.bootstrap_servers
+    topic = await kafka_topic("kit.overlap-fail")
+    customers = [new_id() for _ in range(8)]
+    await send_all(bootstrap, topic, [(r.value, r.key, r.headers) for r in (created(c) for c in customers)])
+    calls = 0
+
+    async def flaky_before_commit(session) -> None:  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("the database went away for a moment")
+
+    consumer = await consume_until(
+        engine, bootstrap, topic, f"kit-overlap-fail-{uuid.uuid4().hex[:8]}", record_effect,
+        lambda: _inbox_has(engine, [(c, "") for c in customers]), max_records=2, overlap_writes=True,
+        before_commit=flaky_before_commit,
+    )  # fmt: skip
+    assert consumer.writes_failed == 1
+    assert consumer.batches_split == 0  # applied again whole, on the plain path
+    assert {c: await effects_for(engine, c) for c in customers} == {c: [1] for c in customers}

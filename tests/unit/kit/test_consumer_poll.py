@@ -106,3 +106,20 @@ def test_records_of_partitions_moved_to_another_member_are_left_to_it() -> None:
     assert _still_assigned(_Assigned(kept, moved), batches) is batches  # nothing moved: as is
     assert _still_assigned(_Assigned(kept), batches) == {kept: batches[kept]}
     assert _still_assigned(_Assigned(), batches) == {}  # no partitions assigned: nothing to apply
+
+
+def test_a_batch_staged_behind_another_counts_what_that_one_will_store() -> None:
+    from services.kit.consumer import _Batch, _carry, _Staged
+
+    before = _Batch()
+    before.inbox = [{"event_id": "e1"}, {"event_id": "e2"}]
+    before.versions = {("customer", "a"): 3, ("customer", "b"): 1}
+    written = _Staged({}, [], None, before, [], None, [])  # type: ignore[arg-type]
+    assert written.ids == {"e1", "e2"} and written.versions == {("customer", "a"): 3, ("customer", "b"): 1}
+
+    batch = _Batch()
+    batch.seen = {"e2": False, "e3": False}  # as loaded: neither in the inbox yet
+    batch.stored = {("customer", "a"): 1, ("customer", "b"): 5, ("customer", "c"): None}
+    _carry(batch, written)
+    assert batch.seen["e2"] is True and batch.seen["e3"] is False  # e2 is a duplicate of the other batch's
+    assert batch.stored == {("customer", "a"): 3, ("customer", "b"): 5, ("customer", "c"): None}  # the newer wins
