@@ -311,6 +311,10 @@ def _carry(batch: _Batch, before: _Staged) -> None:
             batch.stored[key] = newer
 
 
+def _size(polled: _Polled) -> int:
+    return sum(len(part) for part in polled.values())
+
+
 def _failed(span: trace.Span | None, exc: BaseException) -> None:
     if span is not None and isinstance(exc, Exception):
         span.record_exception(exc)
@@ -347,6 +351,7 @@ class InboxConsumer:
         before_commit: Callable[[AsyncSession], Awaitable[None]] | None = None,
         trace_each_max: int = 100,
         overlap_writes: bool = False,
+        overlap_min_records: int = 100,
     ) -> None:
         self._engine = engine
         self._bootstrap = bootstrap_servers
@@ -374,7 +379,9 @@ class InboxConsumer:
         # overlap instead of taking turns. Only for handlers that read nothing the previous batch
         # writes (they fold events in memory and write in ``before_commit``, which runs after the
         # previous commit): see ``_run_overlapped``.
+        # (a poll of fewer records, live traffic, is applied the plain way: it gains nothing)
         self._overlap = overlap_writes
+        self._overlap_min = overlap_min_records
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         # Resolved now (the process has set up its tracer provider): not the module's proxy.
@@ -417,7 +424,7 @@ class InboxConsumer:
     async def _top_up(self, consumer: AIOKafkaConsumer, batches: _Polled) -> _Polled:
         """Add what arrived while the prefetched poll waited for the previous batch: without
         it, live events would wait for one more whole batch (the prefetch ran at its start)."""
-        room = self._max_records - sum(len(part) for part in batches.values())
+        room = self._max_records - _size(batches)
         if room <= 0:
             return batches
         more = await self._poll(consumer, timeout_ms=0, max_records=room)
@@ -457,6 +464,9 @@ class InboxConsumer:
         - if N's write fails, N+1 (which counted on it) is rolled back, and both go through
           ``_process`` — the plain path with its whole-batch retries and one-by-one split. So does
           a batch whose staging failed, after the write before it has landed.
+
+        Only polls of at least ``overlap_min_records`` (a backlog) are staged this way; smaller ones
+        (live traffic) wait for the write in flight and are applied the plain way.
         """
         next_poll = asyncio.create_task(self._poll(consumer))
         writing: asyncio.Task[None] | None = None
@@ -464,9 +474,22 @@ class InboxConsumer:
         staged: _Staged | None = None
         try:
             while True:
-                polled = await self._top_up(consumer, await next_poll)
+                polled = await next_poll
+                if writing is not None and written is not None and _size(polled) < self._overlap_min:
+                    # Live traffic: a small batch staged behind the write in flight would only wait
+                    # for it, and live traffic would come in more, smaller batches, each paying a
+                    # write's fixed cost (measured: p50 event-to-view +30 ms). So the write lands
+                    # first, and the batch (topped up with what arrived meanwhile) goes the plain way.
+                    if not await self._landed(writing):
+                        await self._process(consumer, written.batches)
+                    writing = written = None
+                polled = await self._top_up(consumer, polled)
                 next_poll = asyncio.create_task(self._poll(consumer))
                 polled = _still_assigned(consumer, polled) if polled else polled
+                if writing is None and 0 < _size(polled) < self._overlap_min:
+                    await self._process(consumer, polled)
+                    await self._update_lag(consumer)
+                    continue
                 slow: list[_Polled] = []  # what goes the plain way once the write in flight landed
                 if polled:
                     try:

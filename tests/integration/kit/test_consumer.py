@@ -335,7 +335,7 @@ async def test_overlapped_writes_apply_each_event_once_with_duplicates_and_stale
 
     consumer = await consume_until(
         engine, bootstrap, topic, f"kit-overlap-{uuid.uuid4().hex[:8]}", record_effect, all_recorded,
-        max_records=2, overlap_writes=True,
+        max_records=2, overlap_writes=True, overlap_min_records=1,
     )  # fmt: skip
     assert {c: await effects_for(engine, c) for c in customers} == {c: [1, 2, 3] for c in customers}
     assert await statuses() == {"applied": 3 * len(customers), "stale": len(customers)}
@@ -363,7 +363,7 @@ async def test_a_failed_overlapped_write_is_applied_again_with_the_batch_staged_
     consumer = await consume_until(
         engine, bootstrap, topic, f"kit-overlap-fail-{uuid.uuid4().hex[:8]}", record_effect,
         lambda: _inbox_has(engine, [(c, "") for c in customers]), max_records=2, overlap_writes=True,
-        before_commit=flaky_before_commit,
+        overlap_min_records=1, before_commit=flaky_before_commit,
     )  # fmt: skip
     assert consumer.writes_failed == 1
     assert consumer.batches_split == 0  # applied again whole, on the plain path
