@@ -309,8 +309,11 @@ class Batch:
     def _customer(self, customer_id: str, event_us: int) -> _CustomerPatch:
         if not customer_id:
             raise BadEvent("event without customer_id")
-        patch = self.customers.setdefault(customer_id, _CustomerPatch())
-        patch.last_event_us = max(patch.last_event_us, event_us)
+        patch = self.customers.get(customer_id)
+        if patch is None:  # (not setdefault: it would build a patch for every event)
+            patch = self.customers[customer_id] = _CustomerPatch()
+        if event_us > patch.last_event_us:
+            patch.last_event_us = event_us
         return patch
 
     def add(self, event: ReceivedEvent) -> None:
@@ -381,7 +384,10 @@ class Batch:
     def _holding(self, subscription_id: str, customer_id: str) -> _HoldingPatch:
         if not subscription_id:
             raise BadEvent("event without subscription_id")
-        return self.holdings.setdefault(subscription_id, _HoldingPatch(customer_id))
+        patch = self.holdings.get(subscription_id)
+        if patch is None:
+            patch = self.holdings[subscription_id] = _HoldingPatch(customer_id)
+        return patch
 
     def _add_subscription(
         self, msg: product_events.SubscriptionOpened | product_events.SubscriptionClosed, event_us: int
