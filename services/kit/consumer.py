@@ -284,8 +284,10 @@ class _Staged:
     marks: list[float]
     #: What its commit will store: the event ids it records in the inbox and the aggregate
     #: versions it applies (taken now: the write clears them from ``batch``).
-    ids: frozenset[str] = frozenset()
-    versions: dict[tuple[str, str], int] = field(default_factory=dict)
+    ids: frozenset[str] = field(init=False)
+    versions: dict[tuple[str, str], int] = field(init=False)
+    #: The task writing it (overlapped mode), once handed over.
+    writing: asyncio.Task[None] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.ids = frozenset(row["event_id"] for row in self.batch.inbox)  # its own, not carried ones
@@ -309,6 +311,10 @@ def _carry(batch: _Batch, before: _Staged) -> None:
         newer = before.versions.get(key)
         if newer is not None and (stored is None or newer > stored):
             batch.stored[key] = newer
+
+
+def _pairs(polled: _Polled) -> list[tuple[ConsumerRecord[Any, Any], Decoded]]:
+    return [pair for partition in polled.values() for pair in partition]
 
 
 def _size(polled: _Polled) -> int:
@@ -469,64 +475,64 @@ class InboxConsumer:
         (live traffic) wait for the write in flight and are applied the plain way.
         """
         next_poll = asyncio.create_task(self._poll(consumer))
-        writing: asyncio.Task[None] | None = None
-        written: _Staged | None = None  # the batch ``writing`` writes
+        written: _Staged | None = None  # the batch being written (by its ``writing`` task)
         staged: _Staged | None = None
         try:
             while True:
                 polled = await next_poll
-                if writing is not None and written is not None and _size(polled) < self._overlap_min:
+                if written is not None and _size(polled) < self._overlap_min:
                     # Live traffic: a small batch staged behind the write in flight would only wait
                     # for it, and live traffic would come in more, smaller batches, each paying a
                     # write's fixed cost (measured: p50 event-to-view +30 ms). So the write lands
                     # first, and the batch (topped up with what arrived meanwhile) goes the plain way.
-                    if not await self._landed(writing):
+                    if not await self._landed(written):
                         await self._process(consumer, written.batches)
-                    writing = written = None
+                    written = None
                 polled = await self._top_up(consumer, polled)
                 next_poll = asyncio.create_task(self._poll(consumer))
                 polled = _still_assigned(consumer, polled) if polled else polled
-                if writing is None and 0 < _size(polled) < self._overlap_min:
+                if written is None and 0 < _size(polled) < self._overlap_min:
                     await self._process(consumer, polled)
                     await self._update_lag(consumer)
                     continue
                 slow: list[_Polled] = []  # what goes the plain way once the write in flight landed
                 if polled:
                     try:
-                        staged = await self._stage(polled, after=written)
+                        staged = await self._stage(_pairs(polled), batches=polled, after=written)
                     except asyncio.CancelledError:
                         raise
                     except Exception as exc:
                         log.warning("batch failed to stage; applying it the plain way", error=type(exc).__name__)
                         slow.append(polled)
-                if writing is not None and written is not None:
-                    if not await self._landed(writing):
+                if written is not None:
+                    if not await self._landed(written):
                         if staged is not None:
                             await staged.discard()
                             staged = None
                             slow.append(polled)
                         slow.insert(0, written.batches)
-                    writing = written = None
+                    written = None
                 for batches in slow:
                     await self._process(consumer, batches)
                 if staged is not None:
                     written, staged = staged, None
-                    writing = asyncio.create_task(self._write(consumer, written))
+                    written.writing = asyncio.create_task(self._write(consumer, written))
                 await self._update_lag(consumer)
         finally:
             next_poll.cancel()
             if staged is not None:
                 await staged.discard()
-            if writing is not None:
+            if written is not None and written.writing is not None:
                 # Stopping: the batch being written lands (and its offsets go with it), or rolls
                 # back and is read again by whoever owns the partition next.
                 with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await writing
+                    await written.writing
 
-    async def _landed(self, writing: asyncio.Task[None]) -> bool:
-        """Wait for an overlapped write (not cancelled with us: shielded); False if it failed."""
+    async def _landed(self, written: _Staged) -> bool:
+        """Wait for a batch's overlapped write (not cancelled with us: shielded); False if it failed."""
+        assert written.writing is not None
         try:
-            await asyncio.shield(writing)
+            await asyncio.shield(written.writing)
             return True
         except asyncio.CancelledError:
             raise
@@ -563,7 +569,7 @@ class InboxConsumer:
                 # to it (it reads them from the last committed offset): applying them here too
                 # would only collide with its transaction.
                 batches = _still_assigned(consumer, batches)
-                pairs = [pair for partition in batches.values() for pair in partition]
+                pairs = _pairs(batches)
                 if not pairs:
                     return
                 try:
@@ -637,17 +643,19 @@ class InboxConsumer:
         marks.extend(staged.marks[3:])
         return staged.applied
 
-    async def _stage(self, records: _Polled | list[tuple[ConsumerRecord[Any, Any], Decoded]],
-                     after: _Staged | None = None) -> _Staged:  # fmt: skip
+    async def _stage(
+        self,
+        pairs: list[tuple[ConsumerRecord[Any, Any], Decoded]],
+        *,
+        batches: _Polled | None = None,
+        after: _Staged | None = None,
+    ) -> _Staged:
         """Open a transaction, look up the records' inbox entries and aggregate versions, and run
-        the handlers; the transaction stays open for :meth:`_commit`. ``after``: a batch being
-        written meanwhile, whose commit this one counts on (``_carry``)."""
+        the handlers; the transaction stays open for :meth:`_commit`. ``batches``: the poll the
+        records came from (for its offsets); ``after``: a batch being written meanwhile, whose
+        commit this one counts on (``_carry``)."""
         clock = time.perf_counter
         marks = [clock()]
-        if isinstance(records, dict):
-            batches, pairs = records, [pair for partition in records.values() for pair in partition]
-        else:
-            batches, pairs = {}, records
         span = None if len(pairs) <= self._trace_each_max else self._batch_span(pairs)
         uow = UnitOfWork(self._engine)
         await uow.__aenter__()
@@ -670,7 +678,7 @@ class InboxConsumer:
         finally:
             if token is not None:
                 otel_context.detach(token)
-        return _Staged(batches, pairs, uow, batch, applied, span, marks)
+        return _Staged(batches or {}, pairs, uow, batch, applied, span, marks)
 
     async def _commit(self, staged: _Staged) -> None:
         """Run ``before_commit``, write the inbox rows and versions, commit (or roll back and raise)."""
@@ -805,8 +813,7 @@ class InboxConsumer:
             await self._handler(session, event)
             return True
         except Exception as exc:
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            _failed(span, exc)
             raise
         finally:
             otel_context.detach(token)
