@@ -280,7 +280,7 @@ async def test_a_small_batch_traces_each_event_and_a_big_one_gets_one_linked_spa
         memory.spans.clear()
         await consume_until(
             engine, bootstrap, topic, f"kit-traced-{uuid.uuid4().hex[:8]}", record_effect,
-            lambda: _inbox_has(engine, sent), max_records=6, trace_each_max=trace_each_max,
+            lambda: _each_applied(engine, [c for c, _ in sent]), max_records=6, trace_each_max=trace_each_max,
         )  # fmt: skip
         return topic, sent, [s for s in memory.spans.get_finished_spans() if s.name == f"{topic} process"]
 
@@ -295,11 +295,15 @@ async def test_a_small_batch_traces_each_event_and_a_big_one_gets_one_linked_spa
     assert linked == {t for _, t in sent}
 
 
-async def _inbox_has(engine, sent) -> bool:  # type: ignore[no-untyped-def]
-    for customer_id, _ in sent:
+async def _each_applied(engine, customers: list[str]) -> bool:  # type: ignore[no-untyped-def]
+    for customer_id in customers:
         if not await _count_inbox(engine, customer_id, 1):
             return False
     return True
+
+
+#: Overlapped writes even for the tiny batches these tests use.
+OVERLAPPED = {"overlap_writes": True, "overlap_min_records": 1}
 
 
 def _versioned(customer_id: str, version: int, event_id: str | None = None):  # type: ignore[no-untyped-def]
@@ -335,7 +339,7 @@ async def test_overlapped_writes_apply_each_event_once_with_duplicates_and_stale
 
     consumer = await consume_until(
         engine, bootstrap, topic, f"kit-overlap-{uuid.uuid4().hex[:8]}", record_effect, all_recorded,
-        max_records=2, overlap_writes=True, overlap_min_records=1,
+        max_records=2, **OVERLAPPED,
     )  # fmt: skip
     assert {c: await effects_for(engine, c) for c in customers} == {c: [1, 2, 3] for c in customers}
     assert await statuses() == {"applied": 3 * len(customers), "stale": len(customers)}
@@ -362,8 +366,7 @@ async def test_a_failed_overlapped_write_is_applied_again_with_the_batch_staged_
 
     consumer = await consume_until(
         engine, bootstrap, topic, f"kit-overlap-fail-{uuid.uuid4().hex[:8]}", record_effect,
-        lambda: _inbox_has(engine, [(c, "") for c in customers]), max_records=2, overlap_writes=True,
-        overlap_min_records=1, before_commit=flaky_before_commit,
+        lambda: _each_applied(engine, customers), max_records=2, before_commit=flaky_before_commit, **OVERLAPPED,
     )  # fmt: skip
     assert consumer.writes_failed == 1
     assert consumer.batches_split == 0  # applied again whole, on the plain path
@@ -401,7 +404,7 @@ async def test_an_overlapped_consumer_stopped_mid_backlog_resumes_with_each_even
 
     first = await consume_until(
         engine, bootstrap, topic, group, slow_effect, some_handled,
-        max_records=4, overlap_writes=True, overlap_min_records=1,
+        max_records=4, **OVERLAPPED,
     )  # fmt: skip
     assert first.applied_total < 60  # stopped mid-way
 
@@ -409,8 +412,7 @@ async def test_an_overlapped_consumer_stopped_mid_backlog_resumes_with_each_even
         return await effects_total() >= 60
 
     await consume_until(
-        engine, bootstrap, topic, group, record_effect, all_applied, max_records=4, overlap_writes=True,
-        overlap_min_records=1,
+        engine, bootstrap, topic, group, record_effect, all_applied, max_records=4, **OVERLAPPED,
     )  # fmt: skip
     await asyncio.sleep(0.5)  # anything applied twice would show by now
     assert {c: await effects_for(engine, c) for c in customers} == {c: [1, 2] for c in customers}
