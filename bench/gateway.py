@@ -1,9 +1,8 @@
 """Gateway overhead: ``GET /v1/customers/{id}`` through the gateway vs ``GetCustomer`` over gRPC.
 
-One run, same backend, same concurrency. The backend is a CustomerService on the kit's
-GrpcServer (auth + protovalidate interceptor, JSON access log at INFO, settings as the real
-service loads them) answering from memory, in its own process; the gateway runs as
-``python -m services.cli gateway`` in its own process (granian and/or uvicorn) with its JSON
+One run, same backend, same concurrency. The backend is the customer service in its own process
+(by default the real one; see ``--backend-kind``); the gateway runs as
+``python -m services.cli gateway`` in its own process (uvicorn and/or granian) with its JSON
 access log on (``--gateway-log-level INFO``, as in production); the load generator is this
 process: a grpc.aio client for the direct calls and a minimal keep-alive HTTP/1.1 client for
 the gateway (so the client is not the bottleneck). Each gateway cell runs right after its
@@ -11,15 +10,18 @@ direct cell (side by side), and every row also reports the CPU time per request 
 the gateway and the backend processes (Linux /proc), which a shared machine's load disturbs far
 less than req/s and latency. Not a test: figures go to docs/perf/gateway.md.
 
-    .venv/bin/python bench/gateway.py                     # granian and uvicorn, c=1 and c=32
-    .venv/bin/python bench/gateway.py --servers granian --seconds 10
+    .venv/bin/python bench/gateway.py                     # uvicorn and granian, c=1 and c=32
+    .venv/bin/python bench/gateway.py --servers uvicorn --seconds 10
     .venv/bin/python bench/gateway.py --seconds 4 --rounds 3   # medians of 3 side-by-side pairs per cell
-    .venv/bin/python bench/gateway.py --backend-kind service   # against the real customer service on PostgreSQL
+    .venv/bin/python bench/gateway.py --backend-kind memory    # against an in-memory stub backend
 
-``--backend-kind memory`` (the default) is the gateway's cost against the cheapest possible backend:
-every microsecond the gateway spends shows. ``service`` answers the issue's question as a channel
-app meets it: the real customer service (PostgreSQL, decrypt and mask), with its own Kafka and
-PostgreSQL, one customer created through it.
+``--backend-kind service`` (the default) answers the issue's question as a channel app meets it:
+the real customer service (``python -m services.cli customer``: PostgreSQL read, decrypt, mask),
+with its own Kafka and PostgreSQL, one customer created through it. ``memory`` is a stress
+variant: a CustomerService on the kit's server answering from memory, the cheapest backend
+possible, which costs less CPU per call than the gateway's own gRPC client; every microsecond
+the gateway spends shows, and on two shared cores the ratio there measures the gateway's CPU
+against the stub's rather than whether the gateway holds a real service back.
 """
 
 from __future__ import annotations
@@ -328,15 +330,15 @@ def _service_backend() -> Iterator[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("--servers", default="granian,uvicorn")
+    parser.add_argument("--servers", default="uvicorn,granian")
     parser.add_argument("--concurrency", default="1,32")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument(
         "--backend-kind",
         choices=("memory", "service"),
-        default="memory",
-        help="memory: a CustomerService on the kit's server answering from memory (the gateway's cost "
-        "against the cheapest backend); service: the real customer service on PostgreSQL",
+        default="service",
+        help="service: the real customer service on PostgreSQL (default); memory: a CustomerService on "
+        "the kit's server answering from memory (the gateway's cost against the cheapest backend)",
     )
     parser.add_argument(
         "--gateway-log-level",

@@ -17,8 +17,9 @@ class GatewaySettings(ServiceSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
-    #: ASGI server: granian won the benchmark (docs/perf/gateway.md); uvicorn is the fallback.
-    http_server: Literal["granian", "uvicorn"] = "granian"
+    #: ASGI server: uvicorn (with uvloop and httptools) won the sixth-round benchmark against the
+    #: real customer service (docs/perf/gateway.md, ADR 0007); granian stays selectable.
+    http_server: Literal["granian", "uvicorn"] = "uvicorn"
     #: Event loop of the gateway process: uvloop (when installed) or the standard asyncio one.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
