@@ -29,12 +29,14 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import platform
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,10 +56,10 @@ from services.data_hub.rebuild import partitions_of  # noqa: E402
 from services.kit.db import UnitOfWork, create_engine  # noqa: E402
 from services.kit.kafka import ensure_topics  # noqa: E402
 from services.kit.migrations import upgrade  # noqa: E402
-from tests.support.procs import base_env, cpu_seconds  # noqa: E402
+from tests.support.procs import base_env, cpu_seconds, tree_cpu_seconds  # noqa: E402
 
 
-async def raw_rate(bootstrap: str, ns: str) -> tuple[int, float]:
+async def raw_rate(bootstrap: str, ns: str) -> tuple[int, float, float]:
     tps = await partitions_of(bootstrap, tuple(ns + t for t in TOPICS))
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -75,10 +77,11 @@ async def raw_rate(bootstrap: str, ns: str) -> tuple[int, float]:
         total = sum(end.values())
         seen = 0
         started = time.perf_counter()
+        cpu_started = time.process_time()
         while seen < total:
             batch = await consumer.getmany(timeout_ms=200, max_records=500)
             seen += sum(len(v) for v in batch.values())
-        return total, time.perf_counter() - started
+        return total, time.perf_counter() - started, time.process_time() - cpu_started
     finally:
         await consumer.stop()
 
@@ -134,9 +137,19 @@ def _more_hubs(n: int, settings: DataHubSettings) -> list[subprocess.Popen[bytes
     ]
 
 
+def servers_cpu(kafka: object, pg: object) -> dict[str, float]:
+    """CPU seconds so far of the broker's JVM and of PostgreSQL (postmaster and backends); NaN for
+    servers not started here (external or containers)."""
+    out = {}
+    for name, server in (("PostgreSQL", pg), ("Kafka", kafka)):
+        pid = getattr(server, "pid", None)
+        out[name] = tree_cpu_seconds(pid) if pid else float("nan")
+    return out
+
+
 async def hub_rate(
-    bootstrap: str, url: str, max_records: int, ns: str, hubs: int = 1
-) -> tuple[float, float, int, float]:
+    bootstrap: str, url: str, max_records: int, ns: str, hubs: int = 1, probe: Callable[[], dict[str, float]] = dict
+) -> tuple[float, float, int, float, dict[str, float]]:
     group = f"bench-{uuid.uuid4().hex[:8]}"
     settings = DataHubSettings(
         database_url=url,
@@ -157,6 +170,7 @@ async def hub_rate(
     await upgrade(engine, MIGRATIONS)
     watched = tuple(ns + t for t in TOPICS)
     async with CommitWatcher(bootstrap, ns + group, watched) as watcher:  # the namespace covers the group
+        servers_before = probe()
         started = time.perf_counter()
         cpu_started = time.process_time()
         # The other members start with this one (their start-up time counts against them).
@@ -169,6 +183,7 @@ async def hub_rate(
                 await asyncio.sleep(0.1)
             consumed = time.perf_counter() - started
             cpu = time.process_time() - cpu_started + sum(cpu_seconds(m.pid) for m in members)
+            servers = {k: v - servers_before[k] for k, v in probe().items()}
             while True:
                 async with UnitOfWork(engine) as uow:
                     t = await store.active_tables(uow.session)
@@ -190,7 +205,7 @@ async def hub_rate(
             with contextlib.suppress(Exception):
                 await task
             await engine.dispose()
-    return consumed, rendered, int(views), cpu
+    return consumed, rendered, int(views), cpu, servers
 
 
 async def main() -> int:
@@ -219,8 +234,13 @@ async def main() -> int:
         records = [dataclasses.replace(r, topic=ns + r.topic) for r in synth.records()]
         took = await produce(records, bootstrap, client_id="bench-producer")
         print(f"produced {len(records)} events in {took:.1f}s ({len(records) / took:,.0f}/s)")
-        total, raw_s = await raw_rate(bootstrap, ns)
-        consumed_s, rendered_s, views, cpu_s = await hub_rate(bootstrap, url, args.max_records, ns, args.hubs)
+        probe = functools.partial(servers_cpu, kafka, pg)
+        raw_servers = probe()
+        total, raw_s, raw_cpu_s = await raw_rate(bootstrap, ns)
+        raw_kafka_s = probe()["Kafka"] - raw_servers["Kafka"]
+        consumed_s, rendered_s, views, cpu_s, servers_s = await hub_rate(
+            bootstrap, url, args.max_records, ns, args.hubs, probe
+        )
         raw = total / raw_s
         hub = total / consumed_s
         print(
@@ -240,6 +260,17 @@ async def main() -> int:
             f"{cpu_s / total * 1e6:.0f} µs/event ({cpu_s / consumed_s:.0%} of one core; the rest is waiting: "
             "PostgreSQL, the broker, other processes)"
         )
+        # The whole machine's CPU per event in each phase: what two cores allow at best.
+        hub_us = {"hub": cpu_s / total * 1e6, **{k: v / total * 1e6 for k, v in servers_s.items()}}
+        raw_us = {"consumer": raw_cpu_s / total * 1e6, "Kafka": raw_kafka_s / total * 1e6}
+        cores = os.cpu_count() or 1
+        for phase, parts in (("raw consume", raw_us), ("hub ingest", hub_us)):
+            whole = sum(v for v in parts.values() if v == v)
+            print(
+                f"CPU per event, {phase}: "
+                + " + ".join(f"{k} {v:.0f}" for k, v in parts.items())
+                + f" = {whole:.0f} µs; {cores} cores at most {cores * 1e6 / whole:,.0f} events/s"
+            )
         print(f"hub incl. every view rendered: {total / rendered_s:,.0f} events/s ({rendered_s:.2f}s, {views} views)")
         print(f"ratio hub/raw: {hub / raw:.2f}  (targets: >= 10,000 events/s, ratio >= 0.5)")
     finally:

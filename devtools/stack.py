@@ -465,6 +465,11 @@ class KafkaServer:
         )
         self.timings["start"] = time.monotonic() - t2
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs here (benchmarks read its CPU time)."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -649,6 +654,11 @@ class PostgresServer(_PostgresDatabases):
         self.version = ""
         self.description = "PostgreSQL (local initdb)"
         self.timings: dict[str, float] = {}
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs here (benchmarks read its CPU time)."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
     def _user_kwargs(self) -> dict[str, Any]:
         if os.geteuid() != 0:

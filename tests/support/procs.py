@@ -32,6 +32,32 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and its descendants (Linux /proc; NaN elsewhere): the live ones' user +
+    system time, and what the root has collected from children that exited (PostgreSQL's
+    backends are children of the postmaster)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # exited while we looked
+    if pid not in stats:
+        return float("nan")
+    children: dict[int, list[int]] = {}
+    for child, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(child)
+    total = int(stats[pid][13]) + int(stats[pid][14])  # cutime + cstime: waited-for children
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        total += int(stats[current][11]) + int(stats[current][12])
+        todo.extend(children.get(current, []))
+    return total / ticks
+
+
 def base_env(**overrides: str) -> dict[str, str]:
     """Environment for a component process: dev auth, quiet logs, the repo on the path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZT_")}
