@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,12 +128,15 @@ class HttpClient:
             self._writer.close()
 
 
+#: Makes the i-th caller of a path (each worker of a cell gets its own).
+Make = Callable[[int], Awaitable[Callable[[], Awaitable[None]]]]
+
 #: Processes whose CPU time per request is reported (name → pid), besides this one ("client").
 WATCH: dict[str, int] = {}
 
 
 async def measure(
-    make_call: Callable[[int], Awaitable[Callable[[], Awaitable[None]]]],
+    make_call: Make,
     concurrency: int,
     seconds: float,
     watch: tuple[str, ...] = (),
@@ -170,7 +173,9 @@ async def measure(
     }
 
 
-async def grpc_direct(target: str, token: str, concurrency: int, seconds: float) -> dict[str, float]:
+@contextlib.asynccontextmanager
+async def _direct_calls(target: str, token: str) -> AsyncIterator[Make]:
+    """Makes a direct ``GetCustomer`` caller (one grpc.aio channel shared by all)."""
     import grpc
 
     from bank.customer.v1 import customer_pb2, customer_pb2_grpc
@@ -187,10 +192,12 @@ async def grpc_direct(target: str, token: str, concurrency: int, seconds: float)
 
             return call
 
-        return await measure(make, concurrency, seconds, watch=("backend",))
+        yield make
 
 
-async def via_gateway(port: int, token: str, concurrency: int, seconds: float) -> dict[str, float]:
+@contextlib.asynccontextmanager
+async def _gateway_calls(port: int, token: str) -> AsyncIterator[Make]:
+    """Makes a ``GET /v1/customers/{id}`` caller through the gateway (a connection each)."""
     clients: list[HttpClient] = []
 
     async def make(_: int) -> Callable[[], Awaitable[None]]:
@@ -205,10 +212,56 @@ async def via_gateway(port: int, token: str, concurrency: int, seconds: float) -
         return call
 
     try:
-        return await measure(make, concurrency, seconds, watch=("gateway", "backend"))
+        yield make
     finally:
         for c in clients:
             await c.close()
+
+
+async def grpc_direct(target: str, token: str, concurrency: int, seconds: float) -> dict[str, float]:
+    async with _direct_calls(target, token) as make:
+        return await measure(make, concurrency, seconds, watch=("backend",))
+
+
+async def via_gateway(port: int, token: str, concurrency: int, seconds: float) -> dict[str, float]:
+    async with _gateway_calls(port, token) as make:
+        return await measure(make, concurrency, seconds, watch=("gateway", "backend"))
+
+
+async def interleaved(target: str, port: int, token: str, seconds: float) -> tuple[dict[str, float], dict[str, float]]:
+    """Concurrency 1 with the two paths in turn — a direct call, then the same read through the
+    gateway (the order alternating) — so whatever the machine does meanwhile hits both alike.
+    Pairs of cells seconds apart do not cancel that: against the real service the direct p50
+    alone moved between 2.3 and 3.7 ms from one cell to the next. Throughput here is calls per
+    second of time spent in each path (1 / mean latency)."""
+    async with _direct_calls(target, token) as make_direct, _gateway_calls(port, token) as make_gateway:
+        paths = {"direct": await make_direct(0), "gateway": await make_gateway(0)}
+        latencies: dict[str, list[float]] = {"direct": [], "gateway": []}
+        warm_until = time.perf_counter() + min(1.0, seconds / 3)
+        while time.perf_counter() < warm_until:
+            for call in paths.values():
+                await call()
+        stop_at = time.perf_counter() + seconds
+        turn = 0
+        while time.perf_counter() < stop_at:
+            order = ("direct", "gateway") if turn % 2 == 0 else ("gateway", "direct")
+            for name in order:
+                started = time.perf_counter()
+                await paths[name]()
+                latencies[name].append(time.perf_counter() - started)
+            turn += 1
+    return _latency_summary(latencies["direct"]), _latency_summary(latencies["gateway"])
+
+
+def _latency_summary(latencies: list[float]) -> dict[str, float]:
+    n = len(latencies)
+    ordered = sorted(latencies)
+    return {
+        "rps": n / sum(ordered),
+        "p50_ms": statistics.median(ordered) * 1000,
+        "p99_ms": ordered[int(n * 0.99) - 1] * 1000,
+        "n": float(n),
+    }
 
 
 # ------------------------------------------------------------------------------ orchestration
@@ -271,17 +324,28 @@ def _median_pairs(pairs: list[tuple[dict[str, float], dict[str, float]]]) -> str
     )
 
 
-def _verdict(server: str, medians: dict[int, tuple[float, float]], rounds: int) -> str:
-    """The issue's targets against this server's figures (medians when there are several pairs):
-    throughput ratio >= 0.85 at every concurrency, added p50 <= 1 ms at concurrency 1."""
-    checks = [
-        f"ratio at c={c} {ratio:.2f} {'met' if ratio >= 0.85 else 'NOT met'}" for c, (ratio, _) in medians.items()
-    ]
-    if 1 in medians:
-        added = medians[1][1]
-        checks.append(f"added p50 at c=1 {added:+.2f} ms {'met' if added <= 1.0 else 'NOT met'}")
+def _verdict(
+    server: str, medians: dict[int, tuple[float, float]], rounds: int, alternating: tuple[float, float] | None
+) -> str:
+    """The issue's targets against this server's figures: the throughput ratio (>= 0.85, "the
+    gateway must not be the bottleneck") at the highest concurrency measured, where throughput is
+    bounded; the added p50 (<= 1 ms) at concurrency 1, from the interleaved cell when it ran.
+    At c=1 throughput is only 1 / latency, which the latency target already judges: the c=1
+    ratio is printed above but not judged."""
     source = f"medians of {rounds} pairs" if rounds > 1 else "one pair"
-    return f"targets ({server}, {source}; ratio >= 0.85, added p50 at c=1 <= 1 ms): " + "; ".join(checks)
+    checks = []
+    top = max(medians)
+    if top > 1:
+        ratio = medians[top][0]
+        checks.append(f"ratio at c={top} {ratio:.2f} ({source}) {'met' if ratio >= 0.85 else 'NOT met'}")
+    if alternating is not None:
+        added, how = alternating[1], "interleaved"
+    elif 1 in medians:
+        added, how = medians[1][1], source
+    else:
+        return f"targets ({server}): " + "; ".join(checks)
+    checks.append(f"added p50 at c=1 {added:+.2f} ms ({how}) {'met' if added <= 1.0 else 'NOT met'}")
+    return f"targets ({server}; ratio >= 0.85 under load, added p50 <= 1 ms at c=1): " + "; ".join(checks)
 
 
 @contextlib.contextmanager
@@ -419,7 +483,17 @@ def main() -> None:
                         statistics.median(v["rps"] / d["rps"] for d, v in pairs),
                         statistics.median(v["p50_ms"] - d["p50_ms"] for d, v in pairs),
                     )
-                print(_verdict(server, medians, args.rounds))
+                alternating = None
+                if 1 in levels:
+                    d, via = asyncio.run(interleaved(target, port, token, args.seconds * args.rounds))
+                    alternating = (via["rps"] / d["rps"], via["p50_ms"] - d["p50_ms"])
+                    print(
+                        f"c=1   interleaved ({server}): direct p50 {d['p50_ms']:.2f} ms p99 {d['p99_ms']:.2f} ms, "
+                        f"gateway p50 {via['p50_ms']:.2f} ms p99 {via['p99_ms']:.2f} ms ({d['n']:.0f} calls each)"
+                        f"   ratio {alternating[0]:.2f}   added p50 {alternating[1]:+.2f} ms"
+                        f"   added p99 {via['p99_ms'] - d['p99_ms']:+.2f} ms"
+                    )
+                print(_verdict(server, medians, args.rounds, alternating))
             finally:
                 gateway.terminate()
                 gateway.wait(15)
