@@ -14,6 +14,8 @@ less than req/s and latency. Not a test: figures go to docs/perf/gateway.md.
     .venv/bin/python bench/gateway.py --servers uvicorn --seconds 10
     .venv/bin/python bench/gateway.py --seconds 4 --rounds 1   # one side-by-side pair per cell (default 3, medians)
     .venv/bin/python bench/gateway.py --backend-kind memory    # against an in-memory stub backend
+    .venv/bin/python bench/gateway.py --backend-kind memory --backend-delay-ms 2.5   # a stub that waits like a DB read
+    .venv/bin/python bench/gateway.py --gateway-env OTEL_TRACES_SAMPLER=always_off  # environment for the gateway only
 
 ``--backend-kind service`` (the default) answers the issue's question as a channel app meets it:
 the real customer service (``python -m services.cli customer``: PostgreSQL read, decrypt, mask),
@@ -53,7 +55,7 @@ CUSTOMER_ID = "c-bench-0001"
 # ------------------------------------------------------------------------------ backend process
 
 
-async def _backend(port: int) -> None:
+async def _backend(port: int, delay_ms: float = 0.0) -> None:
     import grpc
 
     from bank.customer.v1 import customer_pb2, customer_pb2_grpc
@@ -71,6 +73,8 @@ async def _backend(port: int) -> None:
         async def GetCustomer(
             self, request: customer_pb2.GetCustomerRequest, context: grpc.aio.ServicerContext
         ) -> customer_pb2.Customer:
+            if delay_ms:  # a backend that takes time (a database read) without spending CPU
+                await asyncio.sleep(delay_ms / 1000)
             return customer_pb2.Customer(
                 customer_id=request.customer_id,
                 full_name="L*",
@@ -349,9 +353,10 @@ def _verdict(
 
 
 @contextlib.contextmanager
-def _memory_backend() -> Iterator[str]:
+def _memory_backend(delay_ms: float) -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--backend", str(port)], cwd=REPO, env=_env(),
+    proc = subprocess.Popen([sys.executable, __file__, "--backend", str(port), "--backend-delay-ms", str(delay_ms)],
+                            cwd=REPO, env=_env(),
                             stdout=subprocess.DEVNULL)  # fmt: skip
     WATCH["backend"] = proc.pid
     try:
@@ -429,16 +434,29 @@ def main() -> None:
         help="direct/gateway pairs per cell; with more than one, also the median of each pair's figures "
         "(the targets are judged on the medians)",
     )
+    parser.add_argument(
+        "--backend-delay-ms",
+        type=float,
+        default=0.0,
+        help="memory backend only: wait this long in each call (service time without CPU, e.g. a database read)",
+    )
+    parser.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the gateway process only (repeatable), e.g. OTEL_TRACES_SAMPLER=always_off",
+    )
     parser.add_argument("--backend", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.backend:
-        asyncio.run(_backend(args.backend))
+        asyncio.run(_backend(args.backend, args.backend_delay_ms))
         return
 
     from services.kit.auth import mint_token
 
     token = mint_token(DEV_SECRET, ["customers:read"], client_id="bench")
-    backend = _memory_backend() if args.backend_kind == "memory" else _service_backend()
+    backend = _memory_backend(args.backend_delay_ms) if args.backend_kind == "memory" else _service_backend()
     with backend as target:
         print(
             f"cpus: {os.cpu_count()}  python: {sys.version.split()[0]}  seconds per cell: {args.seconds}"
@@ -455,6 +473,7 @@ def main() -> None:
                     ZT_HTTP_PORT=str(port), ZT_HTTP_SERVER=server, ZT_CUSTOMER_TARGET=target,
                     ZT_PRODUCT_TARGET=target, ZT_DATAHUB_TARGET=target, ZT_QUOTA_READS_RPS="1000000",
                     ZT_QUOTA_READS_BURST="1000000", ZT_LOG_LEVEL=args.gateway_log_level,
+                    **dict(e.split("=", 1) for e in args.gateway_env),
                 ),
                 stdout=subprocess.DEVNULL,
             )  # fmt: skip
