@@ -166,12 +166,9 @@ async def measure(
     elapsed = time.perf_counter() - began
     n = len(latencies)
     cpu = {f"cpu_{name}_us": (cpu_seconds(WATCH[name]) - cpu_before[name]) * 1e6 / n for name in watch}
-    latencies.sort()
     return {
-        "rps": n / elapsed,
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[int(n * 0.99) - 1] * 1000,
-        "n": float(n),
+        **_latency_summary(latencies),
+        "rps": n / elapsed,  # wall-clock throughput of the whole cell, all workers together
         "cpu_client_us": (time.process_time() - client_before) * 1e6 / n,
         **cpu,
     }
@@ -258,6 +255,7 @@ async def interleaved(target: str, port: int, token: str, seconds: float) -> tup
 
 
 def _latency_summary(latencies: list[float]) -> dict[str, float]:
+    """p50/p99 of one path's latencies, and its calls per second of time spent in them."""
     n = len(latencies)
     ordered = sorted(latencies)
     return {
@@ -314,15 +312,26 @@ def _fmt(row: dict[str, float]) -> str:
     return f"{row['rps']:8.0f} req/s   p50 {row['p50_ms']:6.2f} ms   p99 {row['p99_ms']:6.2f} ms   CPU µs/req: {cpu}"
 
 
-def _median_pairs(pairs: list[tuple[dict[str, float], dict[str, float]]]) -> str:
+Pairs = list[tuple[dict[str, float], dict[str, float]]]
+
+
+def _ratio_and_added(pairs: Pairs) -> tuple[float, float]:
+    """Medians over (direct, gateway) pairs of the throughput ratio and the added p50 (ms)."""
+    return (
+        statistics.median(v["rps"] / d["rps"] for d, v in pairs),
+        statistics.median(v["p50_ms"] - d["p50_ms"] for d, v in pairs),
+    )
+
+
+def _median_pairs(pairs: Pairs) -> str:
     """Medians over pairs of the per-pair ratio and added p50, and of each process's CPU µs/req."""
     med = statistics.median
     cpu = "  ".join(
         f"{key[4:-3]} {med(v[key] for _, v in pairs):4.0f}" for key in pairs[0][1] if key.startswith("cpu_")
     )
+    ratio, added = _ratio_and_added(pairs)
     return (
-        f"ratio {med(v['rps'] / d['rps'] for d, v in pairs):.2f}   added p50 "
-        f"{med(v['p50_ms'] - d['p50_ms'] for d, v in pairs):+.2f} ms   gateway-cell CPU µs/req: {cpu}   "
+        f"ratio {ratio:.2f}   added p50 {added:+.2f} ms   gateway-cell CPU µs/req: {cpu}   "
         f"direct-cell CPU µs/req: client {med(d['cpu_client_us'] for d, _ in pairs):4.0f}"
         f"  backend {med(d['cpu_backend_us'] for d, _ in pairs):4.0f}"
     )
@@ -498,10 +507,7 @@ def main() -> None:
                         )
                     if args.rounds > 1:
                         print(f"c={c:<3} median of {args.rounds} pairs ({server}): {_median_pairs(pairs)}")
-                    medians[c] = (
-                        statistics.median(v["rps"] / d["rps"] for d, v in pairs),
-                        statistics.median(v["p50_ms"] - d["p50_ms"] for d, v in pairs),
-                    )
+                    medians[c] = _ratio_and_added(pairs)
                 alternating = None
                 if 1 in levels:
                     d, via = asyncio.run(interleaved(target, port, token, args.seconds * args.rounds))

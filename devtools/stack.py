@@ -468,7 +468,7 @@ class KafkaServer:
     @property
     def pid(self) -> int | None:
         """The server's process id while it runs here (benchmarks read its CPU time)."""
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+        return self._proc.pid if self._proc is not None and self.is_running() else None
 
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None

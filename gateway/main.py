@@ -2,9 +2,8 @@
 
 The ASGI server is uvicorn (uvloop, httptools) by default, granian (embedded, in this process
 and loop) with ``ZT_HTTP_SERVER=granian``; docs/perf/gateway.md and ADR 0007 have the benchmark
-behind the choice. Both
-run the app's lifespan, which opens the backend channels; SIGTERM/SIGINT (or ``stop_event``)
-stops accepting, lets in-flight requests finish, then closes the channels.
+behind the choice. Both run the app's lifespan, which opens the backend channels; SIGTERM/SIGINT
+(or ``stop_event``) stops accepting, lets in-flight requests finish, then closes the channels.
 """
 
 from __future__ import annotations

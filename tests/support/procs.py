@@ -23,10 +23,16 @@ from services.cli import DEV_SECRET
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _stat(path: Path) -> list[str]:
+    """The fields of a ``/proc/<pid>/stat`` after the command name (field 3 on is index 0 on):
+    state, ppid (1), ..., utime (11), stime (12), cutime (13), cstime (14)."""
+    return path.read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process, all threads (Linux /proc; NaN elsewhere)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = _stat(Path(f"/proc/{pid}/stat"))
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -41,7 +47,7 @@ def tree_cpu_seconds(pid: int) -> float:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                stats[int(entry.name)] = _stat(entry / "stat")
             except OSError:
                 continue  # exited while we looked
     if pid not in stats:
