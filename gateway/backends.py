@@ -62,6 +62,9 @@ class Backends:
                     route.full_method,
                     request_serializer=route.input_class.SerializeToString,
                     response_deserializer=route.output_class.FromString,
+                    # As generated stubs do: the method is registered with the channel once,
+                    # not interned again on every call.
+                    _registered_method=True,
                 )
 
     async def stop(self) -> None:
