@@ -44,6 +44,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -162,20 +163,32 @@ async def measure(
 
     stop_at = time.perf_counter() + min(1.0, seconds / 3)  # warm-up
     await asyncio.gather(*(worker(c, False) for c in calls))
-    cpu_before = {name: cpu_seconds(WATCH[name]) for name in watch}
-    client_before = time.process_time()
+    cpu_before = _cpu_now(watch)
     began = time.perf_counter()
     stop_at = began + seconds
     await asyncio.gather(*(worker(c, True) for c in calls))
     elapsed = time.perf_counter() - began
     n = len(latencies)
-    cpu = {f"cpu_{name}_us": (cpu_seconds(WATCH[name]) - cpu_before[name]) * 1e6 / n for name in watch}
     return {
         **_latency_summary(latencies),
         "rps": n / elapsed,  # wall-clock throughput of the whole cell, all workers together
-        "cpu_client_us": (time.process_time() - client_before) * 1e6 / n,
-        **cpu,
+        **_cpu_per_call(_cpu_since(cpu_before, watch), n),
     }
+
+
+def _cpu_now(watch: tuple[str, ...]) -> dict[str, float]:
+    """CPU seconds so far of this process ("client") and of each watched process."""
+    return {"client": time.process_time()} | {name: cpu_seconds(WATCH[name]) for name in watch}
+
+
+def _cpu_since(before: dict[str, float], watch: tuple[str, ...]) -> dict[str, float]:
+    now = _cpu_now(watch)
+    return {name: now[name] - used for name, used in before.items()}
+
+
+def _cpu_per_call(used: dict[str, float], calls: float) -> dict[str, float]:
+    """``cpu_<process>_us``: each process's CPU µs per call."""
+    return {f"cpu_{name}_us": seconds * 1e6 / calls for name, seconds in used.items()}
 
 
 @contextlib.asynccontextmanager
@@ -275,14 +288,12 @@ async def in_turns(
             "gateway": [await make_gateway(i) for i in range(concurrency)],
         }
         watch = {"direct": ("backend",), "gateway": ("gateway", "backend")}
-        totals: dict[str, dict[str, float]] = {name: {"done": 0.0, "window": 0.0} for name in paths}
-        latencies: dict[str, list[float]] = {name: [] for name in paths}
 
-        async def run_slice(name: str, settle: float, window: float) -> None:
-            calls = paths[name]
+        async def run_slice(name: str, settle: float, window: float) -> _Slice:
             began = time.perf_counter()
             opens, closes = began + settle, began + settle + window
             finished: list[float] = []
+            latencies: list[float] = []
 
             async def worker(call: Callable[[], Awaitable[None]]) -> None:
                 while (started := time.perf_counter()) < closes:
@@ -290,39 +301,45 @@ async def in_turns(
                     ended = time.perf_counter()
                     finished.append(ended)
                     if started >= opens:
-                        latencies[name].append(ended - started)
+                        latencies.append(ended - started)
 
             async def meter() -> tuple[float, dict[str, float]]:
                 await asyncio.sleep(settle)
-                before = {n: cpu_seconds(WATCH[n]) for n in watch[name]} | {"client": time.process_time()}
+                before = _cpu_now(watch[name])
                 await asyncio.sleep(window)
-                after = {n: cpu_seconds(WATCH[n]) for n in watch[name]} | {"client": time.process_time()}
-                return time.perf_counter() - opens, {n: after[n] - before[n] for n in before}
+                return time.perf_counter() - opens, _cpu_since(before, watch[name])
 
-            *_, (measured, cpu) = await asyncio.gather(*(worker(c) for c in calls), meter())
-            totals[name]["done"] += sum(1 for t in finished if opens <= t < opens + measured)
-            totals[name]["window"] += measured
-            for n, used in cpu.items():
-                totals[name][f"cpu_{n}_s"] = totals[name].get(f"cpu_{n}_s", 0.0) + used
+            *_, (measured, cpu) = await asyncio.gather(*(worker(c) for c in paths[name]), meter())
+            done = sum(1 for t in finished if opens <= t < opens + measured)
+            return _Slice(done, measured, cpu, latencies)
 
         for name in paths:  # warm-up, not counted
             await run_slice(name, 0.0, min(1.0, seconds / 3))
-        for name in paths:
-            latencies[name].clear()
-            totals[name] = {"done": 0.0, "window": 0.0}
+        slices: dict[str, list[_Slice]] = {name: [] for name in paths}
         for turn in range(max(1, round(seconds / slice_s))):
             for name in ("direct", "gateway") if turn % 2 == 0 else ("gateway", "direct"):
-                await run_slice(name, settle_s, slice_s)
+                slices[name].append(await run_slice(name, settle_s, slice_s))
 
-    def summary(name: str) -> dict[str, float]:
-        t = totals[name]
+    def summary(counted: list[_Slice]) -> dict[str, float]:
+        done = sum(s.done for s in counted)
+        used = {n: sum(s.cpu[n] for s in counted) for n in counted[0].cpu}
         return {
-            **_latency_summary(latencies[name]),
-            "rps": t["done"] / t["window"],
-            **{f"{k[:-2]}_us": v * 1e6 / t["done"] for k, v in t.items() if k.startswith("cpu_")},
+            **_latency_summary([lat for s in counted for lat in s.latencies]),
+            "rps": done / sum(s.window for s in counted),
+            **_cpu_per_call(used, done),
         }
 
-    return summary("direct"), summary("gateway")
+    return summary(slices["direct"]), summary(slices["gateway"])
+
+
+class _Slice(NamedTuple):
+    """One counted slice of :func:`in_turns`: completions in its window, the window's length (s),
+    CPU seconds per process in it, latencies of the calls started in it."""
+
+    done: int
+    window: float
+    cpu: dict[str, float]
+    latencies: list[float]
 
 
 def _latency_summary(latencies: list[float]) -> dict[str, float]:
@@ -412,8 +429,8 @@ def _verdict(
     server: str,
     medians: dict[int, tuple[float, float]],
     rounds: int,
-    alternating: tuple[float, float] | None,
-    loaded: tuple[int, float] | None = None,
+    one_by_one: tuple[float, float] | None,
+    in_slices: tuple[int, float] | None = None,
 ) -> str:
     """The issue's targets against this server's figures: the throughput ratio (>= 0.85, "the
     gateway must not be the bottleneck") at the highest concurrency measured, where throughput is
@@ -423,14 +440,14 @@ def _verdict(
     source = f"medians of {rounds} pairs" if rounds > 1 else "one pair"
     checks = []
     top = max(medians)
-    if loaded is not None:
-        top, ratio = loaded
+    if in_slices is not None:
+        top, ratio = in_slices
         checks.append(f"ratio at c={top} {ratio:.2f} (alternating) {'met' if ratio >= 0.85 else 'NOT met'}")
     elif top > 1:
         ratio = medians[top][0]
         checks.append(f"ratio at c={top} {ratio:.2f} ({source}) {'met' if ratio >= 0.85 else 'NOT met'}")
-    if alternating is not None:
-        added, how = alternating[1], "interleaved"
+    if one_by_one is not None:
+        added, how = one_by_one[1], "interleaved"
     elif 1 in medians:
         added, how = medians[1][1], source
     else:
@@ -586,28 +603,28 @@ def main() -> None:
                     if args.rounds > 1:
                         print(f"c={c:<3} median of {args.rounds} pairs ({server}): {_median_pairs(pairs)}")
                     medians[c] = _ratio_and_added(pairs)
-                alternating = None
+                one_by_one = None
                 if 1 in levels:
                     d, via = asyncio.run(interleaved(target, port, token, args.seconds * args.rounds))
-                    alternating = (via["rps"] / d["rps"], via["p50_ms"] - d["p50_ms"])
+                    one_by_one = (via["rps"] / d["rps"], via["p50_ms"] - d["p50_ms"])
                     print(
                         f"c=1   interleaved ({server}): direct p50 {d['p50_ms']:.2f} ms p99 {d['p99_ms']:.2f} ms, "
                         f"gateway p50 {via['p50_ms']:.2f} ms p99 {via['p99_ms']:.2f} ms ({d['n']:.0f} calls each)"
-                        f"   ratio {alternating[0]:.2f}   added p50 {alternating[1]:+.2f} ms"
+                        f"   ratio {one_by_one[0]:.2f}   added p50 {one_by_one[1]:+.2f} ms"
                         f"   added p99 {via['p99_ms'] - d['p99_ms']:+.2f} ms"
                     )
-                loaded = None
+                in_slices = None
                 if max(levels) > 1:
                     top = max(levels)
                     d, via = asyncio.run(in_turns(target, port, token, top, args.seconds * args.rounds))
-                    loaded = (top, via["rps"] / d["rps"])
+                    in_slices = (top, via["rps"] / d["rps"])
                     print(f"c={top:<3} alternating direct   {_fmt(d)}")
                     print(f"c={top:<3} alternating gateway  {_fmt(via)}")
                     print(
                         f"c={top:<3} alternating ({server}, {d['n']:.0f}/{via['n']:.0f} calls in 1 s slices):"
-                        f" ratio {loaded[1]:.2f}   added p50 {via['p50_ms'] - d['p50_ms']:+.2f} ms"
+                        f" ratio {in_slices[1]:.2f}   added p50 {via['p50_ms'] - d['p50_ms']:+.2f} ms"
                     )
-                print(_verdict(server, medians, args.rounds, alternating, loaded))
+                print(_verdict(server, medians, args.rounds, one_by_one, in_slices))
             finally:
                 gateway.terminate()
                 gateway.wait(15)
