@@ -62,6 +62,12 @@ class DataHubSettings(ServiceSettings):
     datahub_backlog_records: int = Field(5_000, ge=0)
     datahub_backlog_render_interval_s: float = Field(5.0, ge=0, le=60)
     datahub_publish_views: bool = True
+    #: Static membership of the consumer group (Kafka's ``group.instance.id``): unique per
+    #: replica and stable across its restarts (the pod name). A member restarted with it gets its
+    #: partitions back at once; without it, only after the dead member's session times out.
+    datahub_group_instance_id: str = Field("", max_length=249, pattern=r"^[A-Za-z0-9._-]*$")
+    #: How long a member that stopped heart-beating keeps its partitions (docs/adr/0010).
+    datahub_session_timeout_ms: int = Field(10_000, ge=6_000, le=300_000)
     #: Recompute RFM segments every N seconds (0 = only on RefreshSegments).
     datahub_refresh_interval_s: float = Field(0, ge=0, le=7 * 86_400)
 
@@ -173,6 +179,10 @@ async def serve(settings: DataHubSettings, stop_event: asyncio.Event | None = No
         client_id=settings.kafka_client_id,
         trace_each_max=settings.datahub_trace_each_max,
         overlap_writes=settings.datahub_overlap_writes,
+        # Readiness follows consumption: NOT_SERVING while a failure is waited out (liveness not).
+        on_state=lambda consuming, reason: server.set_ready(consuming, reason),
+        group_instance_id=settings.datahub_group_instance_id or None,
+        session_timeout_ms=settings.datahub_session_timeout_ms,
     )
     servicer = CustomerViewApi(engine=engine, rules=rules, worker=worker)
     server = GrpcServer(

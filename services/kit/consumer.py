@@ -9,6 +9,14 @@ retried one by one; an event that still fails after ``max_attempts`` goes to the
 topic ``<group>.dlq`` with the error and its original headers, is recorded in the inbox as
 dead, and the partition keeps flowing.
 
+Faults (:func:`services.kit.faults.is_infrastructure_error`): a batch that fails because the
+database or the broker is unreachable, starting up or refusing says nothing about its events, so
+it is neither split nor dead-lettered: it is applied again, whole, with capped exponential
+back-off, for as long as the failure lasts. Only an event's own error counts towards
+``max_attempts``. The consumer's task is supervised: if it dies it is restarted (a new Kafka
+consumer, from the committed offsets) with back-off. ``consuming`` is False (and ``on_state`` is
+told, e.g. to set the gRPC health NOT_SERVING) while a failure is waited out or the task restarts.
+
 Tracing: a batch of at most ``trace_each_max`` records (live traffic) gets a processing span per
 event, the child of its producer's span; a bigger one (a catch-up, a replay) gets one span for
 the batch, linked to its events' producer spans (docs/adr/0005-batch-spans-for-catch-up.md).
@@ -21,6 +29,7 @@ import contextlib
 import functools
 import hashlib
 import itertools
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +63,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from services.kit.db import Base, UnitOfWork, bulk_insert, bulk_upsert, dialect_of, in_list
 from services.kit.events import PoisonEvent, ReceivedEvent, parse_record
+from services.kit.faults import is_infrastructure_error
 from services.kit.kafka import ensure_topics, make_consumer
 from services.kit.lifecycle import cancel_and_wait
 from services.kit.logging import get_logger
@@ -66,7 +76,22 @@ _batch_seconds = _meter.create_histogram(
     "consumer.batch.duration", unit="s", description="one poll's records: database transaction and offset commit"
 )
 _dead = _meter.create_counter("consumer.dlq", unit="{event}", description="events sent to the dead-letter topic")
+_restarts = _meter.create_counter(
+    "consumer.restarts", unit="{restart}", description="consumer tasks that died and were restarted by their supervisor"
+)
+_stalls = _meter.create_counter(
+    "consumer.infrastructure_retries",
+    unit="{retry}",
+    description="batches held back by a database or broker failure, retried until it passes",
+)
 _lag_by_partition: dict[tuple[str, str, int], int] = {}
+_consuming_by_group: dict[str, int] = {}
+_meter.create_observable_gauge(
+    "consumer.consuming",
+    callbacks=[lambda _: [metrics.Observation(v, {"group": g}) for g, v in _consuming_by_group.items()]],
+    unit="1",
+    description="1 while the group's consumer applies events, 0 while it waits out a failure or restarts",
+)
 _meter.create_observable_gauge(
     "consumer.lag",
     callbacks=[
@@ -358,6 +383,10 @@ class InboxConsumer:
         trace_each_max: int = 100,
         overlap_writes: bool = False,
         overlap_min_records: int = 100,
+        on_state: Callable[[bool, str], Awaitable[None]] | None = None,
+        group_instance_id: str | None = None,
+        session_timeout_ms: int = 10_000,
+        max_fault_backoff_s: float = 2.0,
     ) -> None:
         self._engine = engine
         self._bootstrap = bootstrap_servers
@@ -394,6 +423,18 @@ class InboxConsumer:
         self._tracer = trace.get_tracer("zhongtai.consumer")
         self._dead_lettered: set[tuple[str, int, int]] = set()
         self._offset_commit: asyncio.Future[None] | None = None
+        # Told (consuming, reason) whenever ``consuming`` changes: readiness follows it.
+        self._on_state = on_state
+        # Static membership (KIP-345): a member restarted with the same id gets its partitions
+        # back at once instead of after the dead member's session timeout.
+        self._instance_id = group_instance_id or None
+        self._session_timeout_ms = session_timeout_ms
+        self._max_fault_backoff = max_fault_backoff_s
+        #: False while a database or broker failure is waited out, or the task is restarting.
+        self.consuming = True
+        self.state_reason = "starting"
+        self.restarts = 0  # the consumer's task died and its supervisor started it again
+        self.fault_retries = 0  # a batch held back by an infrastructure failure, applied again
         self.applied_total = 0
         self.batches_retried = 0  # a batch that collided with another member's, applied again whole
         self.batches_split = 0  # a batch that failed, applied one record at a time
@@ -403,23 +444,80 @@ class InboxConsumer:
         self.lag = 0
 
     async def start(self) -> None:
+        """Start consuming in the background and return at once: joining the group (which waits
+        for a rebalance, up to a dead member's session timeout) must not hold back the process's
+        other components, e.g. a data hub serving views that are already in its database."""
         if self._task is not None:
             return
-        await ensure_topics(self._bootstrap, {self.dlq_topic: {}})
-        self._consumer = make_consumer(
-            self._bootstrap, *self._topics, group_id=self._group, client_id=self._client_id,
-            max_poll_records=self._max_records,
-        )  # fmt: skip
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._run(), name=f"consumer-{self._group}")
+        _consuming_by_group[self._group] = 1
+        self._task = asyncio.create_task(self._supervise(), name=f"consumer-{self._group}")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
         await cancel_and_wait(task)
-        await self._offsets_committed()  # the last batch's offsets, before the consumer leaves
+        await self._close()
+        _consuming_by_group.pop(self._group, None)
+
+    async def _open(self) -> AIOKafkaConsumer:
+        await ensure_topics(self._bootstrap, {self.dlq_topic: {}})
+        consumer = make_consumer(
+            self._bootstrap, *self._topics, group_id=self._group, client_id=self._client_id,
+            max_poll_records=self._max_records, group_instance_id=self._instance_id,
+            session_timeout_ms=self._session_timeout_ms,
+        )  # fmt: skip
+        self._consumer = consumer
+        await consumer.start()  # joins the group: returns once partitions are assigned
+        return consumer
+
+    async def _close(self) -> None:
+        """The last batch's offsets, then the Kafka consumer leaves (safe to call twice)."""
+        await self._offsets_committed()
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            await consumer.stop()
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    async def _supervise(self) -> None:
+        """Run the consumer; if its loop dies, say so, close it and start a new one (from the
+        committed offsets) with capped exponential back-off, until stopped."""
+        failures = 0
+        while True:
+            try:
+                consumer = await self._open()
+                failures = 0
+                await self._state(True, "consuming")
+                await self._run(consumer)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                self.restarts += 1
+                _restarts.add(1, {"group": self._group})
+                reason = f"consumer stopped: {type(exc).__name__}"
+                await self._state(False, reason)
+                log.error("consumer task died; restarting it", group=self._group, error=type(exc).__name__,
+                          detail=str(exc)[:300], restarts=self.restarts)  # fmt: skip
+                await self._close()
+                await asyncio.sleep(self._fault_pause(failures))
+
+    def _fault_pause(self, failures: int) -> float:
+        """Capped exponential back-off with jitter: 0.1, 0.2, 0.4 … ``max_fault_backoff_s``."""
+        return min(self._max_fault_backoff, 0.1 * 2 ** min(failures - 1, 10)) * (0.75 + random.random() / 2)
+
+    async def _state(self, consuming: bool, reason: str) -> None:
+        if consuming == self.consuming and reason == self.state_reason:
+            return
+        self.consuming, self.state_reason = consuming, reason
+        _consuming_by_group[self._group] = int(consuming)
+        if consuming:
+            log.info("consumer is consuming", group=self._group)
+        else:
+            log.warning("consumer is not consuming", group=self._group, reason=reason)
+        if self._on_state is not None:
+            try:
+                await self._on_state(consuming, reason)
+            except Exception as exc:  # readiness reporting must never stop consumption
+                log.warning("consumer state hook failed", error=type(exc).__name__)
 
     async def _poll(
         self, consumer: AIOKafkaConsumer, *, timeout_ms: int = 200, max_records: int | None = None
@@ -436,9 +534,7 @@ class InboxConsumer:
         more = await self._poll(consumer, timeout_ms=0, max_records=room)
         return {**batches, **{tp: [*batches.get(tp, ()), *part] for tp, part in more.items()}}
 
-    async def _run(self) -> None:
-        assert self._consumer is not None
-        consumer = self._consumer
+    async def _run(self, consumer: AIOKafkaConsumer) -> None:
         # Pipelined: the next poll (fetch + envelope decode, no database) runs while this batch
         # waits for PostgreSQL; offsets are still committed only after each batch's DB commit.
         # (Records of a partition revoked meanwhile may then be applied by two members: the
@@ -559,6 +655,35 @@ class InboxConsumer:
         self.lag = lag
 
     async def _process(self, consumer: AIOKafkaConsumer, batches: _Polled) -> None:
+        """Apply one poll's records, waiting out database and broker failures: the batch is
+        applied again, whole, with back-off, for as long as the failure lasts (never split, never
+        dead-lettered for it); records of partitions moved to another member meanwhile are left
+        to it."""
+        failures = 0
+        while True:
+            try:
+                await self._apply_batch(consumer, batches)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not is_infrastructure_error(exc):
+                    raise
+                failures += 1
+                self.fault_retries += 1
+                _stalls.add(1, {"group": self._group})
+                await self._state(False, f"waiting for the database or broker: {type(exc).__name__}")
+                pause = self._fault_pause(failures)
+                log.warning("batch held back by an infrastructure failure; retrying", group=self._group,
+                            error=type(exc).__name__, detail=str(exc)[:200], attempt=failures,
+                            retry_in_s=round(pause, 2))  # fmt: skip
+                await asyncio.sleep(pause)
+                batches = _still_assigned(consumer, batches)
+                continue
+            if failures:
+                await self._state(True, "consuming")
+            return
+
+    async def _apply_batch(self, consumer: AIOKafkaConsumer, batches: _Polled) -> None:
         """Apply one poll's records (all partitions) in one transaction, then commit the offsets."""
         clock = time.perf_counter
         marks = [clock()]
@@ -592,6 +717,8 @@ class InboxConsumer:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if is_infrastructure_error(exc):
+                raise  # not the events' fault: the whole batch is retried (``_process``)
             log.warning("batch failed; retrying one by one", records=len(pairs), error=type(exc).__name__)
             self.batches_split += 1
             applied = []
@@ -833,6 +960,8 @@ class InboxConsumer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if is_infrastructure_error(exc):
+                    raise  # the database or broker failed, not this event: never dead-letter it
                 last_error = f"{type(exc).__name__}: {exc}"[:1000]
                 log.warning("event failed", topic=record.topic, partition=record.partition, offset=record.offset,
                             attempt=attempt, error=type(exc).__name__)  # fmt: skip
@@ -853,7 +982,6 @@ class InboxConsumer:
             return  # already sent in an earlier (rolled back) attempt at this batch
         if len(self._dead_lettered) > 10_000:
             self._dead_lettered.clear()
-        self._dead_lettered.add(position)
         headers = [
             *(record.headers or ()),
             ("dlq_error", error.encode()[:2000]),
@@ -864,6 +992,7 @@ class InboxConsumer:
             ("dlq_attempts", str(attempts).encode()),
         ]
         await self._dlq.send_and_wait(self.dlq_topic, value=record.value, key=record.key, headers=headers)
+        self._dead_lettered.add(position)  # (only once sent: a send that failed is made again)
         self.dead_total += 1
         _dead.add(1, {"group": self._group, "topic": record.topic})
         log.error("event dead-lettered", topic=record.topic, partition=record.partition, offset=record.offset,

@@ -147,8 +147,19 @@ def traced(details: grpc.HandlerCallDetails) -> bool:
     return not method.startswith(_UNTRACED_PREFIXES)
 
 
+#: The gRPC health service name that answers SERVING while the process runs, whatever its
+#: readiness: liveness probes ask for it, so a process waiting out a database outage (NOT_SERVING
+#: overall) is not restarted for it.
+LIVENESS_SERVICE = "liveness"
+
+
 class GrpcServer:
-    """A grpc.aio server with health and reflection; ``start()``/``stop()`` are symmetric."""
+    """A grpc.aio server with health and reflection; ``start()``/``stop()`` are symmetric.
+
+    Health: the overall status (service ``""``) and each service's are the process's readiness,
+    SERVING unless :meth:`set_ready` says otherwise (e.g. a consumer that cannot apply events);
+    :data:`LIVENESS_SERVICE` stays SERVING until shutdown.
+    """
 
     def __init__(
         self,
@@ -172,7 +183,19 @@ class GrpcServer:
         self._validate = validate
         self._server: grpc.aio.Server | None = None
         self._health: health_aio.HealthServicer | None = None
+        self._ready = True
         self.port = 0
+
+    async def set_ready(self, ready: bool, reason: str = "") -> None:
+        """Report the process ready (SERVING) or not (NOT_SERVING) in the gRPC health service;
+        before ``start()`` it is remembered."""
+        if ready != self._ready:
+            log.info("readiness changed", ready=ready, reason=reason)
+        self._ready = ready
+        if self._health is not None:
+            status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in ["", *self._service_names]:
+                await self._health.set(name, status)
 
     async def start(self) -> None:
         from opentelemetry.instrumentation.grpc import aio_server_interceptor
@@ -194,9 +217,9 @@ class GrpcServer:
         if not self.port:
             raise RuntimeError(f"cannot bind gRPC on {self._host}:{self._requested_port}")
         await server.start()
-        for name in ["", *self._service_names]:
-            await health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._server, self._health = server, health
+        await health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        await self.set_ready(self._ready)
         log.info("grpc server started", port=self.port, services=self._service_names)
 
     async def stop(self) -> None:

@@ -32,7 +32,13 @@ def make_producer(bootstrap_servers: str, *, client_id: str, linger_ms: int = 2)
 
 
 def make_consumer(
-    bootstrap_servers: str, *topics: str, group_id: str, client_id: str, max_poll_records: int = 500
+    bootstrap_servers: str,
+    *topics: str,
+    group_id: str,
+    client_id: str,
+    max_poll_records: int = 500,
+    group_instance_id: str | None = None,
+    session_timeout_ms: int = 10_000,
 ) -> AIOKafkaConsumer:
     """A consumer for projections: manual commits, from the earliest offset, short fetch wait.
 
@@ -54,8 +60,11 @@ def make_consumer(
         fetch_max_wait_ms=20,  # the 500 ms default alone ruins event-to-view latency
         max_poll_records=max_poll_records,
         isolation_level="read_committed",
-        session_timeout_ms=30_000,
-        heartbeat_interval_ms=3_000,
+        # A member that died holds its partitions until this runs out (or, with a static
+        # ``group_instance_id``, until the same member comes back): docs/adr/0010.
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=min(3_000, session_timeout_ms // 3),
+        group_instance_id=group_instance_id,
         partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
     )
 

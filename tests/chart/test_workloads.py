@@ -82,8 +82,12 @@ def test_probes_are_native_grpc_for_services_and_http_for_the_gateway(render, ci
     docs = render(ci_name)
     for component, port in GRPC_PORTS.items():
         c = deployment(docs, component)["spec"]["template"]["spec"]["containers"][0]
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert c[probe]["grpc"] == {"port": port}, (component, probe)  # service "" = whole server
+        # Readiness: service "" (the whole server, NOT_SERVING while it cannot do its work);
+        # startup and liveness: "liveness", SERVING while the process runs (no restart for a
+        # database outage).
+        assert c["readinessProbe"]["grpc"] == {"port": port}, component
+        for probe in ("startupProbe", "livenessProbe"):
+            assert c[probe]["grpc"] == {"port": port, "service": "liveness"}, (component, probe)
         assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"grpc": port, "metrics": METRICS_PORT}
         assert env_of(c)["ZT_GRPC_PORT"] == str(port)
         assert c["args"] == [component.replace("-", "_")]

@@ -416,3 +416,69 @@ async def test_an_overlapped_consumer_stopped_mid_backlog_resumes_with_each_even
     )  # fmt: skip
     await asyncio.sleep(0.5)  # anything applied twice would show by now
     assert {c: await effects_for(engine, c) for c in customers} == {c: [1, 2] for c in customers}
+
+
+async def test_a_batch_failing_on_the_infrastructure_is_retried_whole_and_never_dead_lettered(
+    kit_db, kafka_server, kafka_topic
+) -> None:  # type: ignore[no-untyped-def]
+    """The handler's session fails as a lost database would, many more times than max_attempts:
+    the events wait (the consumer says it is not consuming), then apply once, none dead-lettered."""
+    _, engine = kit_db
+    bootstrap = kafka_server.bootstrap_servers
+    topic = await kafka_topic("kit.outage")
+    ids = [new_id() for _ in range(3)]
+    await send_all(bootstrap, topic, [(r.value, r.key, r.headers) for r in map(created, ids)])
+    outage = {"left": 8}
+    states: list[tuple[bool, str]] = []
+
+    async def flaky(session, event: ReceivedEvent) -> None:  # type: ignore[no-untyped-def]
+        if outage["left"] > 0:
+            outage["left"] -= 1
+            raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+        await record_effect(session, event)
+
+    async def on_state(consuming: bool, reason: str) -> None:
+        states.append((consuming, reason))
+
+    consumer = await consume_until(
+        engine, bootstrap, topic, f"kit-outage-{uuid.uuid4().hex[:8]}", flaky,
+        lambda: _count_inbox(engine, ids[-1], 1), max_attempts=2, retry_backoff_s=0.01,
+        on_state=on_state, max_fault_backoff_s=0.05,
+    )  # fmt: skip
+
+    assert [await effects_for(engine, i) for i in ids] == [[1], [1], [1]]
+    assert consumer.dead_total == 0 and consumer.batches_split == 0
+    assert consumer.fault_retries >= 1
+    async with engine.connect() as conn:
+        dead = await conn.scalar(select(func.count()).select_from(InboxRow).where(InboxRow.status == "dead"))
+    assert dead == 0
+    assert (False, "waiting for the database or broker: ConnectionRefusedError") in states
+    assert states[-1] == (True, "consuming")
+
+
+async def test_a_consumer_task_that_dies_is_restarted_and_applies_everything_once(
+    kit_db, kafka_server, kafka_topic
+) -> None:  # type: ignore[no-untyped-def]
+    _, engine = kit_db
+    bootstrap = kafka_server.bootstrap_servers
+    topic = await kafka_topic("kit.supervised")
+    ids = [new_id() for _ in range(4)]
+    await send_all(bootstrap, topic, [(r.value, r.key, r.headers) for r in map(created, ids)])
+    crashes = {"left": 1}
+
+    async def crash_once(applied: list[ReceivedEvent]) -> None:
+        if crashes["left"]:
+            crashes["left"] -= 1
+            raise RuntimeError("a bug after the commit")
+
+    consumer = await consume_until(
+        engine, bootstrap, topic, f"kit-supervised-{uuid.uuid4().hex[:8]}", record_effect,
+        lambda: _all_applied(engine, ids), after_commit=crash_once, max_fault_backoff_s=0.05,
+    )  # fmt: skip
+
+    assert consumer.restarts == 1
+    assert [await effects_for(engine, i) for i in ids] == [[1]] * 4  # the redelivery was a no-op
+
+
+async def _all_applied(engine, ids: list[str]) -> bool:  # type: ignore[no-untyped-def]
+    return all([await effects_for(engine, i) == [1] for i in ids])

@@ -303,6 +303,14 @@ ZT_OTEL_CONSOLE: {{ $v.config.otel.console | quote }}
   value: {{ $v.data_hub.publishViews | quote }}
 - name: ZT_DATAHUB_REFRESH_INTERVAL_S
   value: {{ $v.data_hub.refreshIntervalSeconds | toString | quote }}
+- name: ZT_DATAHUB_SESSION_TIMEOUT_MS
+  value: {{ $v.data_hub.sessionTimeoutMs | int | quote }}
+{{- if and $v.data_hub.staticMembership (not .migrate) }}
+- name: ZT_DATAHUB_GROUP_INSTANCE_ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- end }}
 {{- else if eq .component "gateway" }}
 - name: ZT_HTTP_HOST
   value: {{ $v.http.host | quote }}
