@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from services.policy import eligibility as policy
+
 DAY_US = 86_400 * 1_000_000
 MICROS = 1_000_000
 
@@ -258,7 +260,7 @@ def churn_risk(facts: CustomerFacts, rules: Rules) -> Churn:
     closed_cutoff = as_of - rules.holdings_closed_days * DAY_US
     if any(h.state == HOLDING_CLOSED and h.close_us is not None and h.close_us > closed_cutoff for h in facts.holdings):
         reasons.append(HOLDINGS_CLOSED)
-    if facts.risk_tolerance_expire_us is not None and facts.risk_tolerance_expire_us < as_of:
+    if policy.assessment_expired(facts.risk_tolerance_expire_us, as_of):
         reasons.append(RISK_TOLERANCE_EXPIRED)
     keep = 1.0
     for reason in reasons:
@@ -325,15 +327,25 @@ def age_at(birth_year: int, as_of_us: int) -> int | None:
 def next_best_offers(
     facts: CustomerFacts, segment_value: int, catalogue: Iterable[Product], rules: Rules
 ) -> tuple[Offer, ...]:
-    """Eligible ACTIVE products the customer does not hold, ranked (score desc, then id), with reasons.
+    """Eligible products the customer does not hold, ranked (score desc, then id), with reasons.
 
-    Eligibility mirrors the product service's rules: an ACTIVE, KYC-verified customer; the
-    product's age range; and for WEALTH the suitability rule — a current risk tolerance at least
-    the product's risk level (C3 may buy R1..R3).
+    Eligibility is the bank-wide policy the product service applies too
+    (:func:`services.policy.eligibility.eligibility_reasons`: an ACTIVE, KYC-verified customer,
+    the product's age range, for WEALTH a valid risk tolerance at least the product's risk
+    level, an ACTIVE product). The hub knows the birth year only, so the customer's age is the
+    range (year difference - 1, year difference) and must fit the bounds at both ends.
     """
-    if not facts.registered or facts.status != STATUS_ACTIVE or not facts.kyc_verified:
+    if not facts.registered:
         return ()
-    age = age_at(facts.birth_year, facts.as_of_us)
+    years = age_at(facts.birth_year, facts.as_of_us)
+    applicant = policy.Applicant(
+        status=facts.status,
+        kyc_verified=facts.kyc_verified,
+        age_low=None if years is None else years - 1,
+        age_high=years,
+        risk_tolerance=facts.risk_tolerance,
+        risk_tolerance_expire_us=facts.risk_tolerance_expire_us,
+    )
     held = {h.product_id for h in facts.holdings if h.state != HOLDING_CLOSED}
     held_types = {h.product_type for h in facts.holdings if h.state != HOLDING_CLOSED}
     idle = sum(
@@ -341,25 +353,17 @@ def next_best_offers(
         for h in facts.holdings
         if h.state != HOLDING_CLOSED and h.product_type == TYPE_DEPOSIT and h.currency == rules.reporting_currency
     )
-    tolerance_valid = facts.risk_tolerance > 0 and (
-        facts.risk_tolerance_expire_us is None or facts.risk_tolerance_expire_us >= facts.as_of_us
-    )
     offers: list[Offer] = []
     for p in catalogue:
-        if p.state != PRODUCT_ACTIVE or p.product_id in held:
+        if p.product_id in held:
             continue
-        if p.min_age or p.max_age:
-            if age is None:
-                continue
-            if p.min_age and age < p.min_age:
-                continue
-            if p.max_age and age > p.max_age:
-                continue
+        offering = policy.Offering(type=p.type, state=p.state, risk_level=p.risk_level, min_age=p.min_age,
+                                   max_age=p.max_age)  # fmt: skip
+        if policy.eligibility_reasons(offering, applicant, facts.as_of_us):
+            continue  # never offer what the product service would refuse
         reasons = [NOT_HELD]
         score = rules.offer_base_score
-        if p.type == TYPE_WEALTH:
-            if not tolerance_valid or facts.risk_tolerance < p.risk_level:
-                continue  # suitability: never offer a product riskier than the customer's tolerance
+        if p.type == TYPE_WEALTH:  # (suitable: the policy checked the tolerance above)
             reasons.append(RISK_MATCH)
             score += 0.2 if facts.risk_tolerance == p.risk_level else 0.1
         if p.type not in held_types:

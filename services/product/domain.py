@@ -16,11 +16,21 @@ Amounts are :class:`services.kit.money.Amount` (integer minor units), never floa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from bank.customer.v1 import customer_pb2
 from bank.product.v1 import product_pb2
 from services.kit.money import Amount, is_supported
+from services.policy import eligibility as policy
+from services.policy.eligibility import (
+    AGE_ABOVE_MAX,
+    AGE_BELOW_MIN,
+    CUSTOMER_NOT_ACTIVE,
+    KYC_NOT_VERIFIED,
+    PRODUCT_NOT_ACTIVE,
+    RISK_TOLERANCE_EXPIRED,
+    RISK_TOLERANCE_MISSING,
+    RISK_TOLERANCE_TOO_LOW,
+)
 
 Product = product_pb2.Product
 Subscription = product_pb2.Subscription
@@ -39,14 +49,8 @@ CREDIT, DEBIT = Transaction.DIRECTION_CREDIT, Transaction.DIRECTION_DEBIT
 MAX_SAVINGS_RATE_BPS = 10_000
 
 # Reason codes of EligibilityResult, in the contract's order (the order they are reported in).
-CUSTOMER_NOT_ACTIVE = "CUSTOMER_NOT_ACTIVE"
-KYC_NOT_VERIFIED = "KYC_NOT_VERIFIED"
-AGE_BELOW_MIN = "AGE_BELOW_MIN"
-AGE_ABOVE_MAX = "AGE_ABOVE_MAX"
-RISK_TOLERANCE_MISSING = "RISK_TOLERANCE_MISSING"
-RISK_TOLERANCE_EXPIRED = "RISK_TOLERANCE_EXPIRED"
-RISK_TOLERANCE_TOO_LOW = "RISK_TOLERANCE_TOO_LOW"
-PRODUCT_NOT_ACTIVE = "PRODUCT_NOT_ACTIVE"
+# The customer, age, suitability and product-state rules are the bank-wide policy's
+# (services.policy.eligibility, shared with the data hub's offers); the amount checks are ours.
 AMOUNT_BELOW_MIN = "AMOUNT_BELOW_MIN"
 AMOUNT_ABOVE_MAX = "AMOUNT_ABOVE_MAX"
 CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
@@ -212,41 +216,58 @@ class Reason:
 def evaluate_eligibility(
     product: ProductFacts, customer: CustomerProfile, amount: Amount | None, now: datetime
 ) -> list[Reason]:
-    """Every failed rule, in contract order; empty means eligible."""
-    reasons: list[Reason] = []
-    if customer.status != customer_pb2.Customer.STATUS_ACTIVE:
-        reasons.append(Reason(CUSTOMER_NOT_ACTIVE, "the customer is not active"))
-    if not customer.kyc_verified:
-        reasons.append(Reason(KYC_NOT_VERIFIED, "the customer's identity is not verified (KYC)"))
+    """Every failed rule, in contract order; empty means eligible: the bank-wide policy's rules
+    (:mod:`services.policy.eligibility`), then the amount against the product's terms."""
+    expires = customer.risk_tolerance_expire_time
+    applicant = policy.Applicant(
+        status=customer.status,
+        kyc_verified=customer.kyc_verified,
+        age_low=customer.age_years,
+        age_high=customer.age_years,
+        risk_tolerance=customer.risk_tolerance,
+        risk_tolerance_expire_us=None if expires is None else _us(expires),
+    )
     rules = product.rules
-    if rules.min_age and customer.age_years < rules.min_age:
-        reasons.append(Reason(AGE_BELOW_MIN, f"the product requires an age of at least {rules.min_age}"))
-    if rules.max_age and customer.age_years > rules.max_age:
-        reasons.append(Reason(AGE_ABOVE_MAX, f"the product requires an age of at most {rules.max_age}"))
-    if product.type == TYPE_WEALTH:
-        reasons.extend(_suitability(product.risk_level, customer, now))
-    if product.state != ACTIVE:
-        reasons.append(Reason(PRODUCT_NOT_ACTIVE, "the product is not on offer"))
+    offering = policy.Offering(
+        type=product.type, state=product.state, risk_level=product.risk_level,
+        min_age=rules.min_age, max_age=rules.max_age,
+    )  # fmt: skip
+    reasons = [
+        Reason(code, _explain(code, product, customer))
+        for code in policy.eligibility_reasons(offering, applicant, _us(now))
+    ]
     if amount is not None:
         reasons.extend(_amount_reasons(product.terms, amount))
     return reasons
 
 
-def _suitability(risk_level: int, customer: CustomerProfile, now: datetime) -> list[Reason]:
-    if not customer.risk_tolerance:
-        return [Reason(RISK_TOLERANCE_MISSING, "no risk assessment on file")]
-    found: list[Reason] = []
-    expires = customer.risk_tolerance_expire_time
-    if expires is not None and expires <= now:
-        found.append(Reason(RISK_TOLERANCE_EXPIRED, "the risk assessment has expired; reassess"))
-    if customer.risk_tolerance < risk_level:
-        found.append(
-            Reason(
-                RISK_TOLERANCE_TOO_LOW,
-                f"risk tolerance C{customer.risk_tolerance} is below the product's risk level R{risk_level}",
-            )
-        )
-    return found
+def _us(moment: datetime) -> int:
+    """Epoch microseconds, exactly (no float rounding)."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _explain(code: str, product: ProductFacts, customer: CustomerProfile) -> str:
+    """The channel-facing sentence of a failed rule."""
+    if code == AGE_BELOW_MIN:
+        return f"the product requires an age of at least {product.rules.min_age}"
+    if code == AGE_ABOVE_MAX:
+        return f"the product requires an age of at most {product.rules.max_age}"
+    if code == RISK_TOLERANCE_TOO_LOW:
+        return f"risk tolerance C{customer.risk_tolerance} is below the product's risk level R{product.risk_level}"
+    return _MESSAGES[code]
+
+
+_MESSAGES = {
+    CUSTOMER_NOT_ACTIVE: "the customer is not active",
+    KYC_NOT_VERIFIED: "the customer's identity is not verified (KYC)",
+    RISK_TOLERANCE_MISSING: "no risk assessment on file",
+    RISK_TOLERANCE_EXPIRED: "the risk assessment has expired; reassess",
+    PRODUCT_NOT_ACTIVE: "the product is not on offer",
+}
 
 
 def _amount_reasons(terms: Terms, amount: Amount) -> list[Reason]:
