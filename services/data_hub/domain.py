@@ -20,37 +20,43 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bank.customer.v1 import customer_pb2
+from bank.datahub.v1 import datahub_pb2
+from bank.product.v1 import product_pb2
 from services.policy import eligibility as policy
 
 DAY_US = 86_400 * 1_000_000
 MICROS = 1_000_000
 
-# Enum numbers of the contracts (bank.customer.v1 / bank.product.v1 / bank.datahub.v1). They are
-# repeated here as plain ints so the rules stay free of generated code and easy to read.
-STATUS_UNSPECIFIED, STATUS_PENDING, STATUS_ACTIVE, STATUS_CLOSED, STATUS_REJECTED = 0, 1, 2, 3, 4
-TYPE_DEPOSIT, TYPE_LOAN, TYPE_WEALTH, TYPE_CARD = 1, 2, 3, 4
-PRODUCT_ACTIVE = 2
-HOLDING_OPEN, HOLDING_CLOSED = 1, 2
-DIRECTION_CREDIT, DIRECTION_DEBIT = 1, 2
-
-SEGMENT_HIGH_VALUE, SEGMENT_GROWTH, SEGMENT_POTENTIAL, SEGMENT_LONG_TAIL, SEGMENT_NEW, SEGMENT_UNSCORED = (
-    1,
-    2,
-    3,
-    4,
-    5,
-    6,
+# The contracts' enum values (generated code: one source of truth, never hand-copied numbers).
+_Customer, _Product = customer_pb2.Customer, product_pb2.Product
+_Subscription, _Transaction = product_pb2.Subscription, product_pb2.Transaction
+STATUS_UNSPECIFIED, STATUS_PENDING, STATUS_ACTIVE = (
+    _Customer.STATUS_UNSPECIFIED,
+    _Customer.STATUS_PENDING,
+    _Customer.STATUS_ACTIVE,
 )
-(
-    STAGE_PROSPECT,
-    STAGE_ONBOARDING,
-    STAGE_NEW,
-    STAGE_ACTIVE,
-    STAGE_MATURE,
-    STAGE_AT_RISK,
-    STAGE_DORMANT,
-    STAGE_CLOSED,
-) = range(1, 9)
+STATUS_CLOSED, STATUS_REJECTED = _Customer.STATUS_CLOSED, _Customer.STATUS_REJECTED
+TYPE_DEPOSIT, TYPE_LOAN, TYPE_WEALTH, TYPE_CARD = (
+    _Product.TYPE_DEPOSIT,
+    _Product.TYPE_LOAN,
+    _Product.TYPE_WEALTH,
+    _Product.TYPE_CARD,
+)
+PRODUCT_ACTIVE = _Product.STATE_ACTIVE
+HOLDING_OPEN, HOLDING_CLOSED = _Subscription.STATE_OPEN, _Subscription.STATE_CLOSED
+DIRECTION_CREDIT, DIRECTION_DEBIT = _Transaction.DIRECTION_CREDIT, _Transaction.DIRECTION_DEBIT
+
+SEGMENT_HIGH_VALUE, SEGMENT_GROWTH, SEGMENT_POTENTIAL = (
+    datahub_pb2.SEGMENT_HIGH_VALUE, datahub_pb2.SEGMENT_GROWTH, datahub_pb2.SEGMENT_POTENTIAL,
+)  # fmt: skip
+SEGMENT_LONG_TAIL, SEGMENT_NEW, SEGMENT_UNSCORED = (
+    datahub_pb2.SEGMENT_LONG_TAIL, datahub_pb2.SEGMENT_NEW, datahub_pb2.SEGMENT_UNSCORED,
+)  # fmt: skip
+STAGE_PROSPECT, STAGE_ONBOARDING = datahub_pb2.LIFECYCLE_STAGE_PROSPECT, datahub_pb2.LIFECYCLE_STAGE_ONBOARDING
+STAGE_NEW, STAGE_ACTIVE = datahub_pb2.LIFECYCLE_STAGE_NEW, datahub_pb2.LIFECYCLE_STAGE_ACTIVE
+STAGE_MATURE, STAGE_AT_RISK = datahub_pb2.LIFECYCLE_STAGE_MATURE, datahub_pb2.LIFECYCLE_STAGE_AT_RISK
+STAGE_DORMANT, STAGE_CLOSED = datahub_pb2.LIFECYCLE_STAGE_DORMANT, datahub_pb2.LIFECYCLE_STAGE_CLOSED
 
 ACTIVITY_DROP = "ACTIVITY_DROP"
 BALANCE_DROP = "BALANCE_DROP"

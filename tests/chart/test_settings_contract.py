@@ -71,7 +71,8 @@ EXISTING_SECRET_DATA = {
 }
 
 # Component-only fields the chart sets deliberately away from the code's default.
-DELIBERATE_OVERRIDES = {"http_host", "http_port", "service_token_file"}
+# (datahub_group_instance_id: the pod name, per replica; the code default is "no static membership")
+DELIBERATE_OVERRIDES = {"http_host", "http_port", "service_token_file", "datahub_group_instance_id"}
 
 
 def env_names(cls: type[BaseSettings]) -> dict[str, str]:
@@ -122,6 +123,11 @@ def resolved_env(docs: Docs, container: dict[str, Any]) -> tuple[dict[str, str],
     for item in container.get("env", []):
         if "value" in item:
             env[item["name"]] = item["value"]
+            continue
+        field_ref = item["valueFrom"].get("fieldRef")
+        if field_ref is not None:  # the downward API: what the kubelet would put there
+            assert field_ref == {"fieldPath": "metadata.name"}, item
+            env[item["name"]] = "zt-zhongtai-data-hub-7c9f8d5b4-x2k9p"
             continue
         ref = item["valueFrom"]["secretKeyRef"]
         data = secrets.get(ref["name"], EXISTING_SECRET_DATA)

@@ -213,3 +213,15 @@ def test_strict_validation_catches_unknown_fields_and_float_topic_config(render)
     problems = " ".join(chart.check_kafka_topic(topic))
     for expected in ("kafka.strimzi.io/v1", "strimzi.io/cluster", "resource-policy", "precision"):
         assert expected in problems
+
+
+def test_the_data_hub_is_a_static_group_member_named_after_its_pod(render, ci_name):
+    """A container restarted in its pod (SIGKILL, OOM) gets its partitions back at once."""
+    docs = render(ci_name)
+    hub = deployment(docs, "data-hub")["spec"]["template"]["spec"]["containers"][0]
+    by_name_env = {e["name"]: e for e in hub["env"]}
+    assert by_name_env["ZT_DATAHUB_GROUP_INSTANCE_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert by_name_env["ZT_DATAHUB_SESSION_TIMEOUT_MS"]["value"] == "10000"
+    off = render(ci_name, set_values={"config.data_hub.staticMembership": False})
+    hub = deployment(off, "data-hub")["spec"]["template"]["spec"]["containers"][0]
+    assert "ZT_DATAHUB_GROUP_INSTANCE_ID" not in {e["name"] for e in hub["env"]}
