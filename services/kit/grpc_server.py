@@ -58,15 +58,21 @@ _duration = _meter.create_histogram("rpc.server.duration", unit="ms", descriptio
 
 
 def _db_error_fields(exc: BaseException) -> dict[str, str | None]:
-    """What the log says of a database failure: the driver's error (type, SQLSTATE, first line of
-    its message). Never ``str()`` of a SQLAlchemy error: that carries the statement's parameters."""
-    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    """What the log says of a database failure: the driver's own error (the innermost of what
+    SQLAlchemy wrapped: type, SQLSTATE, first line of its message). Never ``str()`` of the
+    SQLAlchemy error itself: that carries the statement and its parameters."""
+    cause = exc
+    for _ in range(8):
+        inner = getattr(cause, "orig", None) or cause.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        cause = inner
     state = getattr(cause, "sqlstate", None)
     lines = str(cause).splitlines()
     return {
         "error": type(cause).__name__,
         "sqlstate": state if isinstance(state, str) else None,
-        "detail": lines[0][:200] if lines else "",
+        "detail": lines[0][:200] if lines and not isinstance(cause, DBAPIError) else "",
     }
 
 
