@@ -44,3 +44,30 @@ async def test_a_connection_terminated_inside_a_unit_of_work_is_an_infrastructur
             assert await uow.session.scalar(text("SELECT count(*) FROM t")) == 0
     finally:
         await engine.dispose()
+
+
+async def test_after_one_call_meets_a_dead_connection_the_other_pooled_connections_are_replaced_without_failing(
+    pg_url: str,
+) -> None:
+    """What keeps a restart to one failed call per pool, not one per pooled connection, with no
+    ping (busy connections): the first disconnect invalidates every connection older than it."""
+    engine = create_engine(pg_url, pool_size=3, ping_after_idle_s=3600.0)
+    try:
+        uows = [UnitOfWork(engine) for _ in range(3)]
+        pids = []
+        for uow in uows:  # three connections in the pool
+            await uow.__aenter__()
+            pids.append(int(await uow.session.scalar(text("SELECT pg_backend_pid()"))))
+        for uow in uows:
+            await uow.__aexit__(None, None, None)
+        for pid in pids:
+            await _terminate(pg_url, pid)
+        with pytest.raises(Exception) as failed:
+            async with UnitOfWork(engine) as uow:
+                await uow.session.scalar(text("SELECT 1"))
+        assert is_infrastructure_error(failed.value)
+        for _ in range(3):  # each of the two others (and the failed one) comes back new, no error
+            async with UnitOfWork(engine) as uow:
+                assert int(await uow.session.scalar(text("SELECT pg_backend_pid()"))) not in pids
+    finally:
+        await engine.dispose()
