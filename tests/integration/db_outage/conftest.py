@@ -2,7 +2,8 @@
 makes refuse, or turns into a standby, and brings back — never the session's shared database.
 
 The services run as real processes (``python -m services.cli <name>``) with the session's real
-Kafka (their outbox relays run as in production, on the same connection pool as the RPCs).
+Kafka (the product service checks its topics at start-up; the outbox relays run as in
+production, on the same connection pool as the RPCs, where a test does not turn them off).
 """
 
 from __future__ import annotations

@@ -144,7 +144,7 @@ async def test_postgres_killed_and_down_10s_under_gateway_writes_gives_no_500_re
         # Before the kill every write succeeded; while the database was down every one failed.
         assert all(a.status == 200 for a in attempts if a.done < t.marks["kill"])
         while_down = [a for a in attempts if t.marks["down"] <= a.sent and a.done <= accepted]
-        assert len(while_down) >= 10 * WRITERS, "the flow of writes did not go on while PostgreSQL was down"
+        assert len(while_down) >= 4 * WRITERS, "the flow of writes did not go on while PostgreSQL was down"
         assert all(a.status in (503, 504) for a in while_down)
         # The first write after PostgreSQL accepts connections again succeeds within 2 s, and no
         # write fails after it (no pooled connection from before the outage is handed out again).

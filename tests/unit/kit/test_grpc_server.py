@@ -341,3 +341,17 @@ async def test_stop_twice_and_stop_before_start_are_safe() -> None:
         assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
     finally:
         await ch.close()
+
+
+def test_the_database_unavailable_warning_names_the_drivers_error_without_the_statement_or_its_parameters() -> None:
+    from services.kit.grpc_server import _db_error_fields
+
+    starting = asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
+    wrapped = DBAPIError("SELECT secret FROM t WHERE p = $1", {"p": "hunter2"}, starting)
+    fields = _db_error_fields(wrapped)
+    assert fields == {
+        "error": "CannotConnectNowError",
+        "sqlstate": "57P03",
+        "detail": "the database system is starting up",
+    }
+    assert "hunter2" not in str(fields) and "SELECT" not in str(fields)
