@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -165,18 +165,6 @@ async def until_accepting(pg: stack.PostgresServer, timeout: float = 30.0, every
         accepted = time.monotonic()
         await conn.close()
         return accepted
-
-
-async def first_success(attempt: Callable[[], Awaitable[Failure | None]], timeout: float) -> tuple[float, int]:
-    """Repeat ``attempt`` until it succeeds: (monotonic time of the success, failures before it)."""
-    failures = 0
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await attempt() is None:
-            return time.monotonic(), failures
-        failures += 1
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no success within {timeout}s ({failures} failures)")
 
 
 def log_dir(tmp_path: Path) -> Path:
