@@ -776,6 +776,106 @@ class PostgresServer(_PostgresDatabases):
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    # -- outages: stop the server and bring it back on the same data dir and port -------------
+    # (tests of how the services ride out a database restart, a refusal or a recovery)
+
+    @property
+    def data_dir(self) -> Path:
+        if self._tmp is None:
+            raise StackError("the PostgreSQL cluster is not initialised (start() first)")
+        return self._tmp / "data"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def halt(self, mode: str = "immediate", *, timeout: float = 30.0) -> None:
+        """Stop the server as ``pg_ctl stop -m <mode>`` does (the same signal to the postmaster:
+        SIGQUIT for ``immediate``, a crash that needs recovery at the next start; SIGINT for
+        ``fast``), keeping the data dir and the port for :meth:`resume`. Returns once it has exited."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal({"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}[mode])
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _stop_process_group(proc, signal.SIGKILL, grace=5.0)
+        # An immediate stop leaves backends to exit on their own: reap them so the port is free.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def resume(self, *, wait: bool = True, settings: dict[str, str] | None = None) -> None:
+        """Start the halted server again on its data dir and port (``settings``: ``-c`` options for
+        this run only). ``wait``: return once it accepts connections (see :meth:`wait_accepting`)."""
+        if self.running:
+            raise StackError("PostgreSQL is already running")
+        tmp = self.data_dir.parent
+        options = [arg for k, v in (settings or {}).items() for arg in ("-c", f"{k}={v}")]
+        env = {**os.environ, "LC_ALL": "C", "LANG": "C", "HOME": str(tmp)}
+        with open(tmp / "postgres.log", "ab") as out:
+            self._proc = subprocess.Popen(
+                [str(postgres_bindir() / "postgres"), "-D", str(self.data_dir), *options],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=tmp,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(signal.SIGINT),
+                **self._user_kwargs(),
+            )
+        if wait:
+            self.wait_accepting()
+
+    def wait_accepting(self, timeout: float | None = None) -> None:
+        """Block until the server answers ``SELECT version()`` (raises StackError on timeout)."""
+        deadline = time.monotonic() + (timeout or self._start_timeout)
+        last = "no answer yet"
+        while True:
+            if self._proc is None or self._proc.poll() is not None:
+                raise StackError(f"PostgreSQL is not running:\n{_tail(self.data_dir.parent / 'postgres.log')}")
+            try:
+                self.server_version()
+                return
+            except Exception as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() > deadline:
+                raise StackError(f"PostgreSQL did not accept connections ({last})")
+            time.sleep(0.05)
+
+    def start_as_standby(self) -> None:
+        """Halt (fast) and start again as a standby with ``hot_standby = off`` and no WAL source: it
+        stays in recovery and answers every connection with SQLSTATE 57P03 ("the database system
+        is not accepting connections") until :meth:`promote`."""
+        self.halt("fast")
+        signal_file = self.data_dir / "standby.signal"
+        signal_file.touch()
+        as_user = self._user_kwargs()
+        if as_user:
+            os.chown(signal_file, as_user["user"], as_user["group"])
+        self.resume(wait=False, settings={"hot_standby": "off"})
+        deadline = time.monotonic() + self._start_timeout
+        while "entering standby mode" not in _tail(self.data_dir.parent / "postgres.log", 20):
+            if time.monotonic() > deadline or not self.running:
+                raise StackError(f"no standby:\n{_tail(self.data_dir.parent / 'postgres.log')}")
+            time.sleep(0.05)
+
+    def promote(self, *, wait: bool = True) -> None:
+        """``pg_ctl promote``: end the standby's recovery; ``wait``: until it accepts connections."""
+        done = subprocess.run(
+            [str(postgres_bindir() / "pg_ctl"), "promote", "-D", str(self.data_dir), "-w", "-t", "30"],
+            capture_output=True,
+            text=True,
+            cwd=self.data_dir.parent,
+            check=False,
+            **self._user_kwargs(),
+        )
+        if done.returncode != 0:
+            raise StackError(f"pg_ctl promote failed:\n{done.stdout}{done.stderr}")
+        if wait:
+            self.wait_accepting()
+
 
 class ExternalPostgres(_PostgresDatabases):
     """A server given by URL; `create_database` issues CREATE DATABASE over it."""

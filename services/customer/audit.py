@@ -8,7 +8,7 @@ any edit made by someone who can bypass them (a DBA): changing, deleting, insert
 reordering a row, or cutting the tail, breaks verification. The key comes from
 ``ZT_BLIND_INDEX_KEY`` (domain-separated), so the chain cannot be recomputed without it.
 
-Check the chain (exit code 0 when intact, 1 when not)::
+Check the chain (exit code 0 when intact, 1 when not, 2 when the database is unavailable)::
 
     python -m services.customer.audit verify            # uses ZT_DATABASE_URL and the keys
     python -m services.customer.audit verify --database-url postgresql+asyncpg://...
@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.customer.store import AuditHead, AuditRow, utc
 from services.kit.crypto import BlindIndex
+from services.kit.faults import is_infrastructure_error
 
 GENESIS = "0" * 64
 _PURPOSE = "pii-audit-chain"
@@ -153,6 +154,8 @@ async def verify_database(database_url: str | None = None) -> AuditReport:
     try:
         return await AuditChain(blind).verify(engine)
     except DBAPIError as exc:
+        if is_infrastructure_error(exc):
+            raise  # nothing was verified: not a broken chain (main() says so, exit status 2)
         return AuditReport(False, 0, None, f"cannot read the audit tables ({type(exc.orig).__name__}); migrated?")
     finally:
         await engine.dispose()
@@ -161,10 +164,16 @@ async def verify_database(database_url: str | None = None) -> AuditReport:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.customer.audit", description="PII access audit log")
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("verify", help="verify the hash chain (exit 1 when broken)")
+    check = sub.add_parser("verify", help="verify the hash chain (exit 1: broken, 2: database unavailable)")
     check.add_argument("--database-url", default=None, help="default: ZT_DATABASE_URL")
     args = parser.parse_args(argv)
-    report = asyncio.run(verify_database(args.database_url))
+    try:
+        report = asyncio.run(verify_database(args.database_url))
+    except Exception as exc:
+        if not is_infrastructure_error(exc):
+            raise
+        print(f"audit chain NOT VERIFIED: the database is unavailable ({type(exc).__name__}); retry", file=sys.stderr)
+        return 2
     print(report, file=sys.stdout if report.ok else sys.stderr)
     return 0 if report.ok else 1
 

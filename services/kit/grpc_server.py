@@ -3,7 +3,9 @@
 One interceptor does what every RPC needs, in order: authenticate the bearer token and check
 the method's ``required_scopes`` from the contract, validate the request with protovalidate,
 run the handler, translate :class:`~services.kit.errors.ZhongtaiError` to a rich
-``google.rpc.Status`` (anything unexpected becomes a bare INTERNAL), record RED metrics and an
+``google.rpc.Status`` (an infrastructure failure — database down, refusing, starting up, a lost
+connection; see :func:`services.kit.faults.is_infrastructure_error` — becomes UNAVAILABLE with
+reason ``DATABASE_UNAVAILABLE``; anything else unexpected a bare INTERNAL), record RED metrics and an
 access log line. Tracing comes from OpenTelemetry's own aio server interceptor.
 """
 
@@ -31,6 +33,7 @@ from services.kit.auth import (
     required_scopes,
 )
 from services.kit.errors import Unavailable, ZhongtaiError, internal_status, to_rpc_status
+from services.kit.faults import is_infrastructure_error
 from services.kit.logging import get_logger
 from services.kit.validation import validate_request
 
@@ -52,6 +55,25 @@ SERVER_OPTIONS: list[tuple[str, Any]] = [
 
 _meter = metrics.get_meter("zhongtai.grpc")
 _duration = _meter.create_histogram("rpc.server.duration", unit="ms", description="gRPC server call duration")
+
+
+def _db_error_fields(exc: BaseException) -> dict[str, str | None]:
+    """What the log says of a database failure: the driver's own error (the innermost of what
+    SQLAlchemy wrapped: type, SQLSTATE, first line of its message). Never ``str()`` of the
+    SQLAlchemy error itself: that carries the statement and its parameters."""
+    cause = exc
+    for _ in range(8):
+        inner = getattr(cause, "orig", None) or cause.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        cause = inner
+    state = getattr(cause, "sqlstate", None)
+    lines = str(cause).splitlines()
+    return {
+        "error": type(cause).__name__,
+        "sqlstate": state if isinstance(state, str) else None,
+        "detail": lines[0][:200] if lines and not isinstance(cause, DBAPIError) else "",
+    }
 
 
 class KitServerInterceptor(grpc.aio.ServerInterceptor):
@@ -95,14 +117,16 @@ class KitServerInterceptor(grpc.aio.ServerInterceptor):
                 code = context.code() or grpc.StatusCode.CANCELLED  # type: ignore[assignment]
                 raise
             except Exception as exc:
-                if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-                    # The database connection broke (a restart, a failover): the pool has
-                    # dropped it and the same call made again gets a new one. UNAVAILABLE says
-                    # "retry" (the gateway does, for idempotent methods).
-                    lost = Unavailable("database connection lost; retry", reason="DATABASE_UNAVAILABLE")
-                    code = lost.code
-                    log.warning("rpc lost its database connection", rpc=method, error=type(exc.orig).__name__)
-                    status = to_rpc_status(lost)
+                if is_infrastructure_error(exc):
+                    # The database is down, restarting, refusing or lost the connection (in a
+                    # read, a write or at commit): nothing is wrong with the request. UNAVAILABLE
+                    # (503 at the edge) says "retry" — safe for a write sent with its request_id /
+                    # Idempotency-Key. The pool has dropped the broken connection; the same call
+                    # made again gets a new one. Expected during an outage: no stack trace.
+                    down = Unavailable("the database is unavailable; retry later", reason="DATABASE_UNAVAILABLE")
+                    code = down.code
+                    log.warning("rpc failed: database unavailable", rpc=method, **_db_error_fields(exc))
+                    status = to_rpc_status(down)
                 else:
                     code = grpc.StatusCode.INTERNAL
                     log.exception("rpc failed", rpc=method)

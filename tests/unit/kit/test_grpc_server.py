@@ -6,8 +6,9 @@ contract's scopes (``customers:read``) and protovalidate rules (``customer_id`` 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
+import asyncpg
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
@@ -15,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from opentelemetry.trace import SpanKind
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from bank.customer.v1 import customer_pb2, customer_pb2_grpc
 from services.kit.auth import TokenVerifier, current_principal, mint_token
@@ -27,9 +28,36 @@ SECRET = "unit-test-secret-0123456789-abcdefghij"
 SERVICE = "bank.customer.v1.CustomerService"
 
 
+def _retried_conflict_then_lost() -> BaseException:
+    """An IntegrityError retry path (a use case re-reads after losing a race) whose re-read then
+    finds the connection gone: the error raised is the connection's, with the conflict as context."""
+    try:
+        raise IntegrityError("INSERT INTO t", {"p": "hunter2"}, Exception("duplicate key value"))
+    except IntegrityError:
+        try:
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+        except Exception as lost:
+            return DBAPIError("SELECT 1", None, lost)
+
+
+#: What a handler sees of a database that is down, by customer id (as asyncpg / SQLAlchemy raise it).
+DB_DOWN: dict[str, Callable[[], BaseException]] = {
+    # the pool's new connection: the server is stopped
+    "db-refused": lambda: ConnectionRefusedError(111, "Connect call failed ('10.0.0.7', 5432)"),
+    # the server is starting up / in recovery / a standby without hot standby
+    "db-starting": lambda: asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
+    # ALTER DATABASE ... ALLOW_CONNECTIONS false
+    "db-refusing": lambda: asyncpg.exceptions.ObjectNotInPrerequisiteStateError(
+        'database "customer" is not currently accepting connections'
+    ),
+    "db-retried": _retried_conflict_then_lost,
+}
+
+
 class TinyCustomers(customer_pb2_grpc.CustomerServiceServicer):
     """GetCustomer: 'missing' → NotFound, 'crash' → an unexpected error, 'db-lost' → the database
-    connection broke under the call, else a customer."""
+    connection broke under the call, other 'db-*' ids → the database failures of :data:`DB_DOWN`
+    ('db-conflict': a constraint violation), else a customer."""
 
     async def GetCustomer(
         self, request: customer_pb2.GetCustomerRequest, context: grpc.aio.ServicerContext
@@ -41,6 +69,10 @@ class TinyCustomers(customer_pb2_grpc.CustomerServiceServicer):
         if request.customer_id == "db-lost":
             gone = ConnectionResetError("connection to 10.0.0.7 reset")
             raise DBAPIError("SELECT secret FROM t", {"p": "hunter2"}, gone, connection_invalidated=True)
+        if request.customer_id in DB_DOWN:
+            raise DB_DOWN[request.customer_id]()
+        if request.customer_id == "db-conflict":
+            raise IntegrityError("INSERT INTO t", {"p": "hunter2"}, Exception("duplicate key value"))
         principal = current_principal.get()
         return customer_pb2.Customer(
             customer_id=request.customer_id, full_name=principal.client_id if principal else "<none>"
@@ -191,6 +223,25 @@ async def test_a_lost_database_connection_is_unavailable_so_callers_retry(channe
     assert "hunter2" not in said and "10.0.0.7" not in said and "SELECT" not in said
 
 
+@pytest.mark.parametrize("customer_id", sorted(DB_DOWN))
+async def test_every_kind_of_database_outage_is_unavailable_with_reason_database_unavailable(
+    channel: grpc.aio.Channel, customer_id: str
+) -> None:
+    error = await failed_call(channel, customer_id, auth("customers:read"))
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    _, found = details(error)
+    (info,) = [d for d in found if isinstance(d, error_details_pb2.ErrorInfo)]
+    assert info.reason == "DATABASE_UNAVAILABLE"
+    said = f"{error.details()} {error.trailing_metadata()}"
+    assert "hunter2" not in said and "10.0.0.7" not in said
+
+
+async def test_a_constraint_violation_that_escapes_a_use_case_stays_internal(channel: grpc.aio.Channel) -> None:
+    error = await failed_call(channel, "db-conflict", auth("customers:read"))
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert error.details() == "internal error"
+
+
 # --- health, reflection, binding, shutdown ------------------------------------------------------
 
 
@@ -290,3 +341,17 @@ async def test_stop_twice_and_stop_before_start_are_safe() -> None:
         assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
     finally:
         await ch.close()
+
+
+def test_the_database_unavailable_warning_names_the_drivers_error_without_the_statement_or_its_parameters() -> None:
+    from services.kit.grpc_server import _db_error_fields
+
+    starting = asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
+    wrapped = DBAPIError("SELECT secret FROM t WHERE p = $1", {"p": "hunter2"}, starting)
+    fields = _db_error_fields(wrapped)
+    assert fields == {
+        "error": "CannotConnectNowError",
+        "sqlstate": "57P03",
+        "detail": "the database system is starting up",
+    }
+    assert "hunter2" not in str(fields) and "SELECT" not in str(fields)
