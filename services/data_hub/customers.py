@@ -13,21 +13,15 @@ from __future__ import annotations
 from bank.customer.v1 import customer_pb2, customer_pb2_grpc
 from services.kit.clients import ServiceClient
 from services.kit.errors import NotFound
-from services.kit.service_auth import ServiceTokenProvider
 
 
 class KnownCustomers(ServiceClient[customer_pb2_grpc.CustomerServiceStub]):
-    """``exists(customer_id)``; ``start()``/``stop()`` own the channel to the customer service."""
+    """``exists(customer_id)``; ``start()``/``stop()`` own the channel to the customer service.
 
-    def __init__(self, target: str, tokens: ServiceTokenProvider, *, deadline_s: float = 0.5) -> None:
-        super().__init__(
-            target,
-            tokens,
-            customer_pb2_grpc.CustomerServiceStub,
-            capability="customer",
-            deadline_s=deadline_s,
-            logger="zhongtai.data_hub.customers",
-        )
+    ``KnownCustomers(target, tokens, deadline_s=ZT_DATAHUB_CUSTOMER_DEADLINE_S)``.
+    """
+
+    stub_class = customer_pb2_grpc.CustomerServiceStub
 
     async def exists(self, customer_id: str, *, time_remaining: float | None = None) -> bool:
         """True/False from the customer service; raises Unavailable when it cannot say."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,39 +57,41 @@ Stub = TypeVar("Stub")
 class ServiceClient(Generic[Stub]):
     """Unary reads from another capability; ``start()``/``stop()`` own the channel.
 
-    ``stub`` builds the generated stub on the channel (``customer_pb2_grpc.CustomerServiceStub``);
-    ``capability`` names the service called, in messages and error reasons.
+    A thin layer declares the generated stub class (``stub_class =
+    customer_pb2_grpc.CustomerServiceStub``) and adds its reads on :meth:`call`. The capability
+    called is named after the stub (``CustomerServiceStub`` → ``customer``) in messages and
+    error reasons; the logger after the layer's module (``services.product.customers`` →
+    ``zhongtai.product.customers``).
     """
+
+    stub_class: Callable[[grpc.aio.Channel], Stub]
 
     def __init__(
         self,
         target: str,
         tokens: ServiceTokenProvider,
-        stub: Callable[[grpc.aio.Channel], Stub],
         *,
-        capability: str,
         deadline_s: float = 2.0,
         initial_backoff_s: float = 0.05,
         max_backoff_s: float = 0.5,
-        logger: str = "zhongtai.kit.clients",
     ) -> None:
         self._target = target
         self._tokens = tokens
-        self._make_stub = stub
+        capability = capability_of(self.stub_class)
         self._capability = capability
         self._lookup = f"{capability} lookup"
         self._unavailable = f"{capability.upper()}_SERVICE_UNAVAILABLE"
         self.deadline_s = deadline_s
         self._initial_backoff = initial_backoff_s
         self._max_backoff = max_backoff_s
-        self._log = get_logger(logger)
+        self._log = get_logger("zhongtai." + type(self).__module__.removeprefix("services."))
         self._channel: grpc.aio.Channel | None = None
         self._stub: Stub | None = None
 
     async def start(self) -> None:
         if self._channel is None:
             self._channel = client_channel(self._target)
-            self._stub = self._make_stub(self._channel)
+            self._stub = self.stub_class(self._channel)
 
     async def stop(self) -> None:
         channel, self._channel, self._stub = self._channel, None, None
@@ -136,6 +139,13 @@ class ServiceClient(Generic[Stub]):
             reason=self._unavailable,
             metadata={"upstream_code": last.name},
         )
+
+
+def capability_of(stub_class: Callable[..., Any]) -> str:
+    """``CustomerServiceStub`` → ``customer``, ``CustomerViewServiceStub`` → ``customer_view``."""
+    name = getattr(stub_class, "__name__", "")
+    base = name.removesuffix("Stub").removesuffix("Service") or "upstream"
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", base).lower()
 
 
 class CallerSettings(ServiceSettings):

@@ -16,32 +16,16 @@ from datetime import UTC
 
 from bank.customer.v1 import customer_pb2, customer_pb2_grpc
 from services.kit.clients import ServiceClient
-from services.kit.service_auth import ServiceTokenProvider
 from services.product.domain import CustomerProfile
 
 
 class CustomerDirectory(ServiceClient[customer_pb2_grpc.CustomerServiceStub]):
-    """Eligibility profiles from the customer service; ``start()``/``stop()`` own the channel."""
+    """Eligibility profiles from the customer service; ``start()``/``stop()`` own the channel.
 
-    def __init__(
-        self,
-        target: str,
-        tokens: ServiceTokenProvider,
-        *,
-        deadline_s: float = 2.0,
-        initial_backoff_s: float = 0.05,
-        max_backoff_s: float = 0.5,
-    ) -> None:
-        super().__init__(
-            target,
-            tokens,
-            customer_pb2_grpc.CustomerServiceStub,
-            capability="customer",
-            deadline_s=deadline_s,
-            initial_backoff_s=initial_backoff_s,
-            max_backoff_s=max_backoff_s,
-            logger="zhongtai.product.customers",
-        )
+    ``CustomerDirectory(target, tokens, deadline_s=..., initial_backoff_s=..., max_backoff_s=...)``.
+    """
+
+    stub_class = customer_pb2_grpc.CustomerServiceStub
 
     async def profile(self, customer_id: str, *, time_remaining: float | None = None) -> CustomerProfile:
         """The customer's eligibility facts, within the deadline; raises NotFound / Unavailable."""

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from bank.customer.v1 import customer_pb2, customer_pb2_grpc
-from services.kit.clients import CallerSettings, ServiceClient
+from services.kit.clients import CallerSettings, ServiceClient, capability_of
 from services.kit.errors import Unavailable
 from services.kit.service_auth import DevTokenSigner, FileTokenProvider
 
@@ -48,12 +48,18 @@ def test_bad_caller_settings_are_refused_with_the_variable_named(overrides: dict
 
 
 async def test_a_client_not_started_is_unavailable_named_after_the_capability() -> None:
-    client = ServiceClient(
-        "127.0.0.1:1",
-        DevTokenSigner(secret=SECRET, client_id="x", scopes=["customers:read"]),
-        customer_pb2_grpc.CustomerServiceStub,
-        capability="customer",
-    )
+    class Customers(ServiceClient[customer_pb2_grpc.CustomerServiceStub]):
+        stub_class = customer_pb2_grpc.CustomerServiceStub
+
+    client = Customers("127.0.0.1:1", DevTokenSigner(secret=SECRET, client_id="x", scopes=["customers:read"]))
     with pytest.raises(Unavailable) as info:
         await client.call(lambda s: s.GetEligibilityProfile, customer_pb2.GetEligibilityProfileRequest(customer_id="c"))
     assert info.value.reason == "CUSTOMER_SERVICE_UNAVAILABLE"
+    assert info.value.message == "customer lookup is not started"
+
+
+def test_the_capability_is_named_after_the_stub() -> None:
+    from bank.datahub.v1 import datahub_pb2_grpc
+
+    assert capability_of(customer_pb2_grpc.CustomerServiceStub) == "customer"
+    assert capability_of(datahub_pb2_grpc.CustomerViewServiceStub) == "customer_view"
