@@ -31,6 +31,7 @@ from gateway.errors import (
     http_status_of,
     internal_status,
     render_status,
+    retry_delay_of,
     status_from_rpc_error,
 )
 from gateway.idempotency import IdempotencyStore, KeyReused, StoredResponse, fingerprint
@@ -508,7 +509,12 @@ class _StatusError(HttpError):
         Exception.__init__(self, status.message)
         self.status = status
         self.http_status = http_status_of(status)
-        self.headers = [("retry-after", "1")] if self.http_status in (429, 503) else []
+        if self.http_status in (429, 503):
+            # The service's RetryInfo when it sent one (e.g. VIEW_NOT_BUILT), else 1 s.
+            delay = retry_delay_of(status)
+            self.headers = [("retry-after", retry_after_header(delay) if delay is not None else "1")]
+        else:
+            self.headers = []
 
 
 def create_app(settings: GatewaySettings | None = None, **kwargs: Any) -> GatewayApp:

@@ -52,6 +52,7 @@ _PUBLIC_DETAILS = frozenset(
         "ResourceInfo", "Help", "LocalizedMessage", "RequestInfo",
     )
 )  # fmt: skip
+_RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 _OPAQUE_CODES = frozenset({code_pb2.INTERNAL, code_pb2.UNKNOWN, code_pb2.DATA_LOSS})
 
 #: Messages for failures the gRPC runtime reports (no details from one of our services).
@@ -122,6 +123,16 @@ def status_from_rpc_error(error: grpc.aio.AioRpcError) -> status_pb2.Status:
 def render_status(status: status_pb2.Status) -> bytes:
     """google.rpc.Status as JSON (``code``, ``message``, ``details`` with ``@type``)."""
     return orjson.dumps(json_format.MessageToDict(status, always_print_fields_with_no_presence=True))
+
+
+def retry_delay_of(status: status_pb2.Status) -> float | None:
+    """The seconds of the status's ``RetryInfo`` detail, if a service sent one."""
+    for detail in status.details:
+        if detail.type_url == _RETRY_INFO:
+            info = error_details_pb2.RetryInfo()
+            if detail.Unpack(info):
+                return info.retry_delay.ToNanoseconds() / 1e9
+    return None
 
 
 def http_status_of(status: status_pb2.Status) -> int:

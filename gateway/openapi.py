@@ -54,7 +54,7 @@ ERROR_STATUSES = {
     "409": "Conflict (already exists, stale etag, Idempotency-Key reused for another request)",
     "413": "Request body too large",
     "429": "Quota exceeded (see Retry-After)",
-    "503": "A backend service is unavailable",
+    "503": "A backend service is unavailable, or the resource is not ready yet (e.g. VIEW_NOT_BUILT); see Retry-After",
     "504": "Deadline exceeded",
 }
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import binascii
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -16,9 +16,49 @@ from services.data_hub import store
 from services.data_hub.domain import Rules
 from services.data_hub.projector import ViewWorker
 from services.kit.db import UnitOfWork, sessionmaker
-from services.kit.errors import NotFound, invalid
+from services.kit.errors import NotFound, Unavailable, ZhongtaiError, invalid
 
 DEFAULT_PAGE_SIZE = 50
+#: When a channel app should ask again for a view that is being built (RetryInfo → Retry-After).
+VIEW_RETRY_AFTER_S = 1.0
+
+
+class CustomerCheck(Protocol):
+    """The system of record's answer to "does this customer exist?" (:class:`KnownCustomers`)."""
+
+    async def exists(self, customer_id: str, *, time_remaining: float | None = None) -> bool: ...
+
+
+async def view_miss(
+    customer_id: str, customers: CustomerCheck, *, time_remaining: float | None = None
+) -> ZhongtaiError:
+    """What "no view for this id" means, asked of the customer service (ADR 0008).
+
+    - the customer exists: its events have not reached the hub yet (new customer, broker or
+      consumer down, replay) → UNAVAILABLE ``VIEW_NOT_BUILT`` with RetryInfo: retry, it will come;
+    - the customer service does not know it → NOT_FOUND ``CUSTOMER_NOT_FOUND``;
+    - the customer service cannot say (down, too slow, no service token) → UNAVAILABLE with its
+      reason (``CUSTOMER_SERVICE_UNAVAILABLE``, ``SERVICE_TOKEN_UNAVAILABLE``): the hub cannot
+      tell the two apart and says so, it never guesses NOT_FOUND.
+    """
+    meta = {"customer_id": customer_id}
+    try:
+        known = await customers.exists(customer_id, time_remaining=time_remaining)
+    except Unavailable as exc:
+        return Unavailable(
+            f"no view for customer {customer_id}, and the customer service cannot say whether the "
+            "customer exists; retry later",
+            reason=exc.reason,
+            metadata={**exc.metadata, **meta},
+        )
+    if known:
+        return Unavailable(
+            f"the view of customer {customer_id} is being built; retry in {VIEW_RETRY_AFTER_S:g} s",
+            reason="VIEW_NOT_BUILT",
+            metadata=meta,
+            retry_delay_s=VIEW_RETRY_AFTER_S,
+        )
+    return NotFound(f"customer {customer_id} not found", reason="CUSTOMER_NOT_FOUND", metadata=meta)
 
 
 async def refresh_segments(
@@ -57,8 +97,11 @@ def _stage_values() -> list[int]:
 
 
 class CustomerViewApi(datahub_pb2_grpc.CustomerViewServiceServicer):
-    def __init__(self, *, engine: AsyncEngine, rules: Rules, worker: ViewWorker | None = None) -> None:
+    def __init__(
+        self, *, engine: AsyncEngine, rules: Rules, customers: CustomerCheck, worker: ViewWorker | None = None
+    ) -> None:
         self._engine = engine
+        self._customers = customers
         self._sessions = sessionmaker(engine)
         self._rules = rules
         self._worker = worker
@@ -72,11 +115,7 @@ class CustomerViewApi(datahub_pb2_grpc.CustomerViewServiceServicer):
             tables = await store.active_tables(session)
             view = await store.get_view(session, tables, request.customer_id)
         if view is None:
-            raise NotFound(
-                f"no view for customer {request.customer_id}",
-                reason="VIEW_NOT_FOUND",
-                metadata={"customer_id": request.customer_id},
-            )
+            raise await view_miss(request.customer_id, self._customers, time_remaining=context.time_remaining())
         return view
 
     async def ListSegments(

@@ -15,10 +15,12 @@ from pydantic import Field, field_validator
 from bank.datahub.v1 import datahub_pb2, datahub_pb2_grpc
 from services.data_hub import store
 from services.data_hub.api import CustomerViewApi, refresh_segments
+from services.data_hub.customers import KnownCustomers
 from services.data_hub.domain import Rules
 from services.data_hub.projector import Projector, ViewWorker
 from services.kit.auth import TokenVerifier
-from services.kit.config import ServiceSettings, load_settings
+from services.kit.clients import CallerSettings
+from services.kit.config import load_settings
 from services.kit.consumer import InboxConsumer
 from services.kit.db import EngineLifecycle, create_engine
 from services.kit.events import TOPIC_CUSTOMER, TOPIC_PRODUCT, TOPIC_SUBSCRIPTION
@@ -34,7 +36,7 @@ TOPICS = (TOPIC_CUSTOMER, TOPIC_PRODUCT, TOPIC_SUBSCRIPTION)
 log = get_logger("zhongtai.data_hub")
 
 
-class DataHubSettings(ServiceSettings):
+class DataHubSettings(CallerSettings):
     service_name: str = "data_hub"
     datahub_group_id: str = "data-hub"
     #: JSON object overriding fields of services.data_hub.domain.Rules, e.g. {"dormant_days": 120}.
@@ -70,6 +72,12 @@ class DataHubSettings(ServiceSettings):
     datahub_session_timeout_ms: int = Field(10_000, ge=6_000, le=300_000)
     #: Recompute RFM segments every N seconds (0 = only on RefreshSegments).
     datahub_refresh_interval_s: float = Field(0, ge=0, le=7 * 86_400)
+    #: A view miss asks the customer service whether the customer exists (ADR 0008): the budget
+    #: of that lookup, retries included, shortened to the incoming call's remaining deadline.
+    datahub_customer_deadline_s: float = Field(0.5, gt=0, le=60)
+    #: The hub's own client id and scopes for that call (``ZT_SERVICE_*``, see CallerSettings).
+    service_client_id: str = "zhongtai-data-hub"
+    service_token_scopes: str = "customers:read"  # noqa: S105 - scope names, not a secret
 
     @field_validator("datahub_rules")
     @classmethod
@@ -184,7 +192,10 @@ async def serve(settings: DataHubSettings, stop_event: asyncio.Event | None = No
         group_instance_id=settings.datahub_group_instance_id or None,
         session_timeout_ms=settings.datahub_session_timeout_ms,
     )
-    servicer = CustomerViewApi(engine=engine, rules=rules, worker=worker)
+    customers = KnownCustomers(
+        settings.customer_target, settings.service_tokens(), deadline_s=settings.datahub_customer_deadline_s
+    )
+    servicer = CustomerViewApi(engine=engine, rules=rules, worker=worker, customers=customers)
     server = GrpcServer(
         host=settings.grpc_host,
         port=settings.grpc_port,
@@ -203,6 +214,7 @@ async def serve(settings: DataHubSettings, stop_event: asyncio.Event | None = No
             worker,
             consumer,
             PeriodicRefresh(settings, engine, worker),
+            customers,
             server,
         ],
         stop_event=stop_event,

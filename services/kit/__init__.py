@@ -4,6 +4,7 @@ Public face (import from the submodules for the rest):
 """
 
 from services.kit.auth import Principal, TokenVerifier, current_principal, mint_token
+from services.kit.clients import CallerSettings, ServiceClient
 from services.kit.config import ServiceSettings, load_settings
 from services.kit.consumer import InboxConsumer
 from services.kit.db import UnitOfWork, create_engine
@@ -30,6 +31,7 @@ from services.kit.telemetry import setup_telemetry
 __all__ = [
     "Aborted",
     "AlreadyExists",
+    "CallerSettings",
     "FailedPrecondition",
     "FieldViolation",
     "GrpcServer",
@@ -40,6 +42,7 @@ __all__ = [
     "PermissionDenied",
     "Principal",
     "ReceivedEvent",
+    "ServiceClient",
     "ServiceSettings",
     "TokenVerifier",
     "Unauthenticated",

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "zhongtai.bank"
@@ -39,12 +39,15 @@ class ZhongtaiError(Exception):
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
         violations: Iterable[FieldViolation] = (),
+        retry_delay_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason or re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).upper()
         self.metadata = dict(metadata or {})
         self.violations = tuple(violations)
+        #: When to retry, if the service knows (a ``RetryInfo`` detail; the gateway's Retry-After).
+        self.retry_delay_s = retry_delay_s
 
 
 class InvalidArgument(ZhongtaiError):
@@ -122,7 +125,7 @@ def _pack(message: object) -> any_pb2.Any:
 
 
 def to_rpc_status(error: ZhongtaiError) -> status_pb2.Status:
-    """The google.rpc.Status for an error, with ErrorInfo and BadRequest details."""
+    """The google.rpc.Status for an error, with ErrorInfo, BadRequest and RetryInfo details."""
     status = status_pb2.Status(code=error.code.value[0], message=error.message)
     info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata)
     status.details.append(_pack(info))
@@ -134,6 +137,10 @@ def to_rpc_status(error: ZhongtaiError) -> status_pb2.Status:
             ]
         )
         status.details.append(_pack(bad))
+    if error.retry_delay_s is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(round(error.retry_delay_s * 1e9))
+        status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     return status
 
 

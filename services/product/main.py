@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field
 
 from bank.product.v1 import product_pb2, product_pb2_grpc
 from services.kit.auth import TokenVerifier
-from services.kit.config import ServiceSettings, load_settings
+from services.kit.clients import CallerSettings
+from services.kit.config import load_settings
 from services.kit.db import EngineLifecycle, create_engine
 from services.kit.grpc_server import GrpcServer
 from services.kit.kafka import ensure_topics, make_producer
@@ -17,7 +18,6 @@ from services.kit.lifecycle import Component, run_until_signalled
 from services.kit.logging import configure_logging
 from services.kit.migrations import upgrade
 from services.kit.outbox import OutboxRelay
-from services.kit.service_auth import parse_scopes, service_token_provider
 from services.kit.telemetry import setup_telemetry
 from services.product.api import ProductApi
 from services.product.customers import CustomerDirectory
@@ -27,8 +27,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = product_pb2.DESCRIPTOR.services_by_name["ProductService"].full_name
 
 
-class ProductSettings(ServiceSettings):
-    """``ZT_`` settings of the product service (on top of the shared ones)."""
+class ProductSettings(CallerSettings):
+    """``ZT_`` settings of the product service (on top of the shared ones and the ``ZT_SERVICE_*``
+    ones of its own token, :class:`services.kit.clients.CallerSettings`)."""
 
     service_name: str = "product"
     #: Overall budget of one customer lookup, retries included (ZT_CUSTOMER_DEADLINE_S).
@@ -36,34 +37,6 @@ class ProductSettings(ServiceSettings):
     #: The product service's own client id and scopes when it calls other services.
     service_client_id: str = "zhongtai-product"
     service_token_scopes: str = "customers:read"  # noqa: S105 - scope names, not a secret
-    #: prod: a token file kept fresh by the platform (client-credentials grant); dev/test sign.
-    service_token_file: Path | None = None
-    service_token_ttl_s: int = Field(300, ge=30, le=3600)
-
-    @field_validator("service_token_scopes")
-    @classmethod
-    def _known_scopes(cls, value: str) -> str:
-        return " ".join(parse_scopes(value))
-
-    @model_validator(mode="after")
-    def _prod_token_file(self) -> ProductSettings:
-        if self.environment == "prod" and self.service_token_file is None:
-            raise ValueError("ZT_SERVICE_TOKEN_FILE is required when ZT_ENVIRONMENT=prod")
-        return self
-
-
-def _tokens(settings: ProductSettings):  # type: ignore[no-untyped-def]
-    secret = settings.auth_hs256_secret.get_secret_value() if settings.auth_hs256_secret else None
-    return service_token_provider(
-        environment=settings.environment,
-        client_id=settings.service_client_id,
-        scopes=settings.service_token_scopes.split(),
-        hs256_secret=secret,
-        token_file=settings.service_token_file,
-        issuer=settings.auth_issuer,
-        audience=settings.auth_audience,
-        ttl_s=settings.service_token_ttl_s,
-    )
 
 
 async def migrate() -> None:
@@ -101,7 +74,9 @@ async def serve(settings: ProductSettings, stop_event: asyncio.Event | None = No
         )
         components.append(relay)
         after_commit.append(relay.wake)
-    customers = CustomerDirectory(settings.customer_target, _tokens(settings), deadline_s=settings.customer_deadline_s)
+    customers = CustomerDirectory(
+        settings.customer_target, settings.service_tokens(), deadline_s=settings.customer_deadline_s
+    )
     servicer = ProductApi(ProductUseCases(engine, customers, after_commit=after_commit))
     server = GrpcServer(
         host=settings.grpc_host,

@@ -176,8 +176,18 @@ def test_turning_a_component_off_removes_all_its_objects(render, component):
         assert TARGET_VARS[component] not in config
 
 
-def test_product_off_closes_the_customer_port_to_it(render):
-    docs = render("hardened-values", set_values=_toggle_values("product"))
+@pytest.mark.parametrize(
+    ("off", "left"),
+    [
+        # the data hub still asks the customer service on a view miss (ADR 0008)
+        (["product"], {"gateway", "data-hub", "helm-test"}),
+        (["data_hub"], {"gateway", "product", "helm-test"}),
+        (["product", "data_hub"], {"gateway", "helm-test"}),
+    ],
+)
+def test_a_caller_turned_off_loses_the_customer_port(render, off, left):
+    values = {**ALL_ON, **{f"components.{c}.enabled": False for c in off}}
+    docs = render("hardened-values", set_values=values)
     policy = by_name(docs, "NetworkPolicy", f"{FULLNAME}-customer")
     callers = {
         peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
@@ -185,7 +195,7 @@ def test_product_off_closes_the_customer_port_to_it(render):
         for peer in rule.get("from", [])
         if "podSelector" in peer
     }
-    assert callers == {"gateway", "helm-test"}
+    assert callers == left
 
 
 def test_no_callers_means_no_open_ingress(render):

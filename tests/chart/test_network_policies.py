@@ -50,7 +50,12 @@ def test_every_chart_pod_is_selected_by_exactly_one_policy(render):
 def test_ingress_least_privilege(render):
     policies = _policies(render("hardened-values"))
     allowed = {c: _chart_peers(np["spec"]["ingress"], "from") for c, np in policies.items()}
-    assert allowed["customer"] == {"gateway": {50051}, "product": {50051}, "helm-test": {50051}}
+    assert allowed["customer"] == {
+        "gateway": {50051},
+        "product": {50051},
+        "data-hub": {50051},  # a view miss asks whether the customer exists (ADR 0008)
+        "helm-test": {50051},
+    }
     assert allowed["product"] == {"gateway": {50052}, "helm-test": {50052}}
     assert allowed["data-hub"] == {"gateway": {50053}, "helm-test": {50053}}
     assert allowed["gateway"] == {"helm-test": {8080}}
@@ -81,7 +86,8 @@ def test_egress_least_privilege(render):
     calls = {c: _chart_peers(np["spec"]["egress"], "to") for c, np in policies.items()}
     assert calls["gateway"] == {"customer": {50051}, "product": {50052}, "data-hub": {50053}}
     assert calls["product"] == {"customer": {50051}}
-    assert calls["customer"] == {} and calls["data-hub"] == {}
+    assert calls["data-hub"] == {"customer": {50051}}
+    assert calls["customer"] == {}
     assert calls["helm-test"] == {"customer": {50051}, "product": {50052}, "data-hub": {50053}, "gateway": {8080}}
 
     def external(component: str) -> dict[int, list]:

@@ -227,6 +227,25 @@ def test_prod_product_needs_a_service_token_volume(render, render_error):
     assert "config.product.serviceToken.volume" in err
 
 
+def test_prod_data_hub_needs_its_own_service_token_volume(render, render_error):
+    docs = render("hardened-values")
+    spec = by_name(docs, "Deployment", "zt-zhongtai-data-hub")["spec"]["template"]["spec"]
+    volume = next(v for v in spec["volumes"] if v["name"] == "service-token")
+    assert volume["secret"] == {"secretName": "zhongtai-data-hub-token"}
+    env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    assert env["ZT_SERVICE_CLIENT_ID"] == "zhongtai-data-hub"
+    assert env["ZT_SERVICE_TOKEN_FILE"] == "/var/run/zhongtai/service-token/token"
+    err = render_error("hardened-values", set_values={"config.data_hub.serviceToken.volume": None})
+    assert "config.data_hub.serviceToken.volume" in err
+
+
+def test_the_data_hub_needs_a_customer_service_to_ask(render_error):
+    err = render_error(
+        "default-values", set_values={"components.customer.enabled": False, "components.product.enabled": False}
+    )
+    assert "components.data_hub asks the customer service" in err
+
+
 def test_chart_defaults_equal_the_code_defaults(render, load):
     """Component-only settings: the chart renders them explicitly, with the code's values."""
     docs = render("default-values")
@@ -246,7 +265,13 @@ def test_chart_defaults_equal_the_code_defaults(render, load):
             value = getattr(settings, field)
             assert value == default, f"{label}: {name}={env[name]!r} differs from the code default {default!r}"
             checked.add(name)
-    assert {"ZT_CUSTOMER_DEADLINE_S", "ZT_MAX_BODY_BYTES", "ZT_QUOTA_READS_RPS", "ZT_BUSINESS_TIMEZONE"} <= checked
+    assert {
+        "ZT_CUSTOMER_DEADLINE_S",
+        "ZT_DATAHUB_CUSTOMER_DEADLINE_S",
+        "ZT_MAX_BODY_BYTES",
+        "ZT_QUOTA_READS_RPS",
+        "ZT_BUSINESS_TIMEZONE",
+    } <= checked
 
 
 def test_values_reach_the_settings(render, load):
@@ -257,6 +282,7 @@ def test_values_reach_the_settings(render, load):
             "config.gateway.quotas.readsRps": 12.5,
             "config.product.customerDeadlineSeconds": 0.75,
             "config.data_hub.refreshIntervalSeconds": 86400,
+            "config.data_hub.customerDeadlineSeconds": 1.5,
             "config.database.poolSize": 25,
             "config.gateway.corsOrigins": ["https://a.example", "https://b.example"],
         },
@@ -268,7 +294,7 @@ def test_values_reach_the_settings(render, load):
             "cors_origins": ["https://a.example", "https://b.example"],
         },
         ProductSettings: {"customer_deadline_s": 0.75, "database_pool_size": 25},
-        DataHubSettings: {"datahub_refresh_interval_s": 86400.0},
+        DataHubSettings: {"datahub_refresh_interval_s": 86400.0, "datahub_customer_deadline_s": 1.5},
     }
     for label, cls, _spec, container in workloads(docs):
         if label.startswith("Deployment/") and cls in wanted:

@@ -81,7 +81,13 @@ def platform(
         started.append(product.start(120))
         data_hub = ServiceProcess(
             "data_hub",
-            env={**common, "ZT_DATABASE_URL": dbs["data_hub"], "ZT_DATAHUB_GROUP_ID": f"e2e-{suffix}"},
+            env={
+                **common,
+                "ZT_DATABASE_URL": dbs["data_hub"],
+                "ZT_DATAHUB_GROUP_ID": f"e2e-{suffix}",
+                # a view miss asks the customer service whether the customer exists (ADR 0008)
+                "ZT_CUSTOMER_TARGET": customer.target,
+            },
             log_dir=logs,
         )
         started.append(data_hub.start(120))

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bank.datahub.v1 import datahub_pb2, datahub_pb2_grpc
+from devtools.stack import free_port
 from devtools.synth import SynthEvent, produce
 from services.cli import DEV_SECRET
 from services.data_hub import store
@@ -48,6 +49,9 @@ def hub(
             "ZT_KAFKA_TOPIC_PREFIX": topic_prefix,
             "ZT_DATAHUB_GROUP_ID": group or f"dh-test-{uuid.uuid4().hex[:8]}",
             "ZT_KAFKA_TOPIC_PARTITIONS": "3",
+            # A view miss asks the customer service (ADR 0008): nobody listens here unless a test
+            # starts one and passes its target (never a stray service on the default port).
+            "ZT_CUSTOMER_TARGET": f"127.0.0.1:{free_port()}",
             **env,
         },
         log_dir=log_dir,
@@ -82,6 +86,22 @@ async def wait_until(
 def stub(target: str) -> tuple[grpc.aio.Channel, datahub_pb2_grpc.CustomerViewServiceStub]:
     channel = grpc.aio.insecure_channel(target)
     return channel, datahub_pb2_grpc.CustomerViewServiceStub(channel)
+
+
+def error_details(error: grpc.aio.AioRpcError) -> tuple[str, dict[str, str], float | None]:
+    """The ErrorInfo reason and metadata of a failed call, and its RetryInfo delay (s) if any."""
+    from google.rpc import error_details_pb2, status_pb2
+
+    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    assert isinstance(raw, bytes), f"no rich status in {error}"
+    info, retry, delay = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo(), None
+    for detail in status_pb2.Status.FromString(raw).details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            detail.Unpack(retry)
+            delay = retry.retry_delay.ToNanoseconds() / 1e9
+        else:
+            detail.Unpack(info)
+    return info.reason, dict(info.metadata), delay
 
 
 Record = tuple[bytes | None, bytes | None, dict[str, bytes]]

@@ -30,6 +30,7 @@ from .conftest import (
     caught_up,
     converge,
     docs_for,
+    error_details,
     explain_diff,
     hub,
     namespace,
@@ -75,7 +76,10 @@ async def test_events_become_views_served_over_grpc_and_published(kafka_server, 
             await api.GetCustomerView(
                 datahub_pb2.GetCustomerViewRequest(customer_id="nobody"), metadata=META, timeout=5
             )
-        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        # No customer service runs here: the hub cannot tell "not built yet" from "no such
+        # customer", and says so (ADR 0008; test_view_not_built.py has the real answers).
+        assert missing.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert error_details(missing.value)[0] == "CUSTOMER_SERVICE_UNAVAILABLE"
         with pytest.raises(grpc.aio.AioRpcError) as denied:
             await api.GetCustomerView(datahub_pb2.GetCustomerViewRequest(customer_id=some), timeout=5)
         assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -26,3 +26,14 @@ def test_internal_status_leaks_nothing() -> None:
     status = internal_status()
     assert status.message == "internal error"
     assert not status.details
+
+
+def test_an_error_with_a_retry_delay_carries_retry_info_and_others_do_not() -> None:
+    from services.kit.errors import Unavailable
+
+    status = to_rpc_status(Unavailable("being built", reason="VIEW_NOT_BUILT", retry_delay_s=1.5))
+    retry = error_details_pb2.RetryInfo()
+    assert any(d.Unpack(retry) for d in status.details)
+    assert retry.retry_delay.ToNanoseconds() == 1_500_000_000
+    plain = to_rpc_status(Unavailable("down"))
+    assert not any(d.Is(error_details_pb2.RetryInfo.DESCRIPTOR) for d in plain.details)

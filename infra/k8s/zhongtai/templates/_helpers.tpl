@@ -164,8 +164,13 @@ app.kubernetes.io/component: {{ include "zhongtai.componentName" .component }}
 {{- if and $v.ingress.enabled (not $v.components.gateway.enabled) -}}
 {{- fail "ingress.enabled needs components.gateway.enabled" -}}
 {{- end -}}
-{{- if and $v.components.product.enabled (or (eq $v.environment "prod") (eq $v.config.auth.mode "rs256")) (not $v.config.product.serviceToken.volume) -}}
-{{- fail "components.product calls the customer service with its own token: with environment=prod or config.auth.mode=rs256 set config.product.serviceToken.volume (a volume holding the token file your platform keeps fresh, e.g. {secret: {secretName: zhongtai-product-token}}); ZT_SERVICE_TOKEN_FILE points into it" -}}
+{{- range $caller := list "product" "data_hub" }}
+{{- if and (index $v.components $caller).enabled (or (eq $v.environment "prod") (eq $v.config.auth.mode "rs256")) (not (index $v.config $caller).serviceToken.volume) -}}
+{{- fail (printf "components.%s calls the customer service with its own token: with environment=prod or config.auth.mode=rs256 set config.%s.serviceToken.volume (a volume holding the token file your platform keeps fresh, e.g. {secret: {secretName: zhongtai-%s-token}}); ZT_SERVICE_TOKEN_FILE points into it" $caller $caller (replace "_" "-" $caller)) -}}
+{{- end -}}
+{{- end -}}
+{{- if and $v.components.data_hub.enabled (not $v.components.customer.enabled) (not $v.config.serviceTargets.customer) -}}
+{{- fail "components.data_hub asks the customer service whether a customer exists when it has no view (ADR 0008): enable components.customer or set config.serviceTargets.customer" -}}
 {{- end -}}
 {{- $gw := $v.config.gateway -}}
 {{- if gt (float64 $gw.defaultTimeoutSeconds) (float64 $gw.maxTimeoutSeconds) -}}
@@ -280,16 +285,7 @@ ZT_OTEL_CONSOLE: {{ $v.config.otel.console | quote }}
 {{- else if eq .component "product" }}
 - name: ZT_CUSTOMER_DEADLINE_S
   value: {{ $v.product.customerDeadlineSeconds | toString | quote }}
-- name: ZT_SERVICE_CLIENT_ID
-  value: {{ $v.product.serviceClientId | quote }}
-- name: ZT_SERVICE_TOKEN_SCOPES
-  value: {{ $v.product.serviceTokenScopes | quote }}
-- name: ZT_SERVICE_TOKEN_TTL_S
-  value: {{ $v.product.serviceTokenTtlSeconds | int | quote }}
-{{- if $v.product.serviceToken.volume }}
-- name: ZT_SERVICE_TOKEN_FILE
-  value: {{ printf "%s/%s" (include "zhongtai.serviceTokenDir" .root) $v.product.serviceToken.file | quote }}
-{{- end }}
+{{- include "zhongtai.serviceTokenEnv" (dict "root" .root "caller" $v.product) }}
 {{- else if eq .component "data_hub" }}
 - name: ZT_DATAHUB_GROUP_ID
   value: {{ $v.data_hub.groupId | quote }}
@@ -311,6 +307,9 @@ ZT_OTEL_CONSOLE: {{ $v.config.otel.console | quote }}
     fieldRef:
       fieldPath: metadata.name
 {{- end }}
+- name: ZT_DATAHUB_CUSTOMER_DEADLINE_S
+  value: {{ $v.data_hub.customerDeadlineSeconds | toString | quote }}
+{{- include "zhongtai.serviceTokenEnv" (dict "root" .root "caller" $v.data_hub) }}
 {{- else if eq .component "gateway" }}
 - name: ZT_HTTP_HOST
   value: {{ $v.http.host | quote }}
@@ -354,7 +353,25 @@ ZT_OTEL_CONSOLE: {{ $v.config.otel.console | quote }}
 {{- end }}
 {{- end -}}
 
-{{/* Where the product service's token volume is mounted. */}}
+{{/*
+  The ZT_SERVICE_* env of a service that calls the customer service as itself (product, data
+  hub): dict "root" $ "caller" .Values.config.<component>.
+*/}}
+{{- define "zhongtai.serviceTokenEnv" -}}
+{{- $c := .caller }}
+- name: ZT_SERVICE_CLIENT_ID
+  value: {{ $c.serviceClientId | quote }}
+- name: ZT_SERVICE_TOKEN_SCOPES
+  value: {{ $c.serviceTokenScopes | quote }}
+- name: ZT_SERVICE_TOKEN_TTL_S
+  value: {{ $c.serviceTokenTtlSeconds | int | quote }}
+{{- if $c.serviceToken.volume }}
+- name: ZT_SERVICE_TOKEN_FILE
+  value: {{ printf "%s/%s" (include "zhongtai.serviceTokenDir" .root) $c.serviceToken.file | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Where a calling service's token volume (product, data hub) is mounted. */}}
 {{- define "zhongtai.serviceTokenDir" -}}
 /var/run/zhongtai/service-token
 {{- end -}}
