@@ -438,6 +438,12 @@ class KafkaServer:
     serves metadata (the `make run` supervisor restarts it that way, without blocking).
     """
 
+    #: Appended to kafka_server_properties(). After a crash the controller (same JVM) refuses
+    #: the broker's new incarnation (DuplicateBrokerRegistrationException) until the dead one's
+    #: session expires: 9 s by default, counted from the controller's start-up. Heartbeats go
+    #: every 0.5 s, so 3 s still leaves several missed heartbeats before a live broker is fenced.
+    RESTART_PROPERTIES = (("broker.session.timeout.ms", "3000"),)
+
     def __init__(
         self,
         version: str = KAFKA_VERSION,
@@ -524,7 +530,10 @@ class KafkaServer:
             controller_port = free_port()  # a static quorum (no --standalone) may change it
         self._controller_port = controller_port
         props = self.data_dir / "server.properties"
-        props.write_text(kafka_server_properties(port=port, controller_port=controller_port, log_dir=log_dir))
+        props.write_text(
+            kafka_server_properties(port=port, controller_port=controller_port, log_dir=log_dir)
+            + "".join(f"{k}={v}\n" for k, v in self.RESTART_PROPERTIES)
+        )
 
         t1 = time.monotonic()
         if not (log_dir / "meta.properties").exists():
