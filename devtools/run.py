@@ -1,12 +1,13 @@
 """`make run`: the whole platform on one machine, supervised. Ctrl-C stops everything.
 
 1. Kafka: a local single-node KRaft broker with persistent data in var/kafka (port 9092, or a
-   free port when 9092 is taken), or the broker named by ZT_KAFKA_BOOTSTRAP_SERVERS if set.
+   free port when a live process listens on 9092), or the broker named by ZT_KAFKA_BOOTSTRAP_SERVERS if set.
 2. `python -m services.cli migrate`, then every component from
    `services.cli.available_components()` as a child process (`python -m services.cli <name>`),
    each waited for on its gRPC health check / the gateway's /healthz.
 3. `demo-data` (when the CLI has it), a dev token and example requests.
-4. Supervision: a crashed child is restarted with backoff; Ctrl-C/SIGTERM stops the children in
+4. Supervision: a crashed child, or the local Kafka, is restarted with backoff (same port, same
+   data; one log line per attempt); Ctrl-C/SIGTERM stops the children in
    reverse order (SIGTERM, SIGKILL after a grace period) and Kafka last.
 
 Children get ZT_ENVIRONMENT=dev, the documented dev HS256 secret and the Kafka bootstrap; each
@@ -15,7 +16,6 @@ service uses its default SQLite file var/<service>.db unless ZT_DATABASE_URL is 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -229,6 +229,12 @@ def start_kafka() -> tuple[stack.KafkaServer | None, str]:
     return kafka, kafka.bootstrap_servers
 
 
+def held_ports(ports: dict[str, int]) -> dict[str, str]:
+    """{name: holder} for each port a live listener holds (TIME_WAIT leftovers of a previous
+    run do not count: the servers bind with SO_REUSEADDR, see stack.port_is_free)."""
+    return {name: stack.port_holder(port) for name, port in ports.items() if not stack.port_is_free(port)}
+
+
 def print_usage(env: dict[str, str], components: list[str], ports: dict[str, int]) -> None:
     token = ""
     scopes = " ".join(ALL_SCOPES)
@@ -293,21 +299,18 @@ def main() -> int:
         components, reason = discover_components()
         if not components:
             say(f"no services yet: Kafka is up at {bootstrap} ({reason}). Ctrl-C to stop.", "bold yellow")
-            while not stopping.wait(1.0):
-                if kafka is not None and not kafka.is_running():
-                    say("Kafka exited; see its log: " + str(kafka.log_file), "bold red")
-                    return 1
+            supervise([], kafka, stopping)
             return 0
 
         if not run_step("migrate", ["migrate"], env):
             return 1
 
         ports = dict(DEFAULT_PORTS)
-        for name in components:
-            port = ports.get(name)
-            if port and not stack.port_is_free(port):
-                say(f"port {port} for {name} is held by {stack.port_holder(port)}; stop it first", "bold red")
-                return 1
+        held = held_ports({name: ports[name] for name in components if ports.get(name)})
+        for name, holder in held.items():
+            say(f"port {ports[name]} for {name} is held by {holder}; stop it first", "bold red")
+        if held:
+            return 1
         for i, name in enumerate(components):
             if stopping.is_set():
                 return 0
@@ -341,14 +344,73 @@ def main() -> int:
         say("stopped.", "dim")
 
 
+def restart_delay(restarts: int) -> float:
+    """Back-off before restart attempt `restarts + 1`: 1 s, 2 s, 4 s ... 30 s."""
+    return min(30.0, 2.0**restarts)
+
+
+@dataclass
+class KafkaWatch:
+    """Supervision of the local broker: restarted with back-off like the children, one log
+    line per attempt, and it counts as back only once it answers a metadata request.
+
+    Never blocks: `KafkaServer.start(wait=False)` launches the JVM (same port, same data dir)
+    and each tick probes it once.
+    """
+
+    kafka: stack.KafkaServer
+    restarts: int = 0  # attempts since it last stayed up STABLE_AFTER seconds
+    next_start: float = 0.0  # when the next attempt is due (0: none scheduled)
+    down_since: float = 0.0  # when the outage was noticed (0: broker up)
+    launched_at: float = 0.0  # when the JVM of the current attempt was launched
+    up_since: float = field(default_factory=time.monotonic)
+
+    def tick(self, now: float) -> None:
+        kafka = self.kafka
+        if kafka.is_running():
+            if self.down_since == 0.0:
+                if self.restarts and now - self.up_since > STABLE_AFTER:
+                    self.restarts = 0
+            elif kafka.answers():
+                say(
+                    f"Kafka answers at {kafka.bootstrap_servers} again, {now - self.down_since:.1f}s after it "
+                    f"went down (JVM start-up {now - self.launched_at:.1f}s, attempt {self.restarts})",
+                    "bold green",
+                )
+                self.down_since, self.up_since = 0.0, now
+            elif now - self.launched_at > kafka.start_timeout:
+                say(f"Kafka did not answer within {kafka.start_timeout:.0f}s; killing it (log: {kafka.log_file})")
+                kafka.kill()
+            return
+        if self.down_since == 0.0:
+            self.down_since = now
+        if self.next_start == 0.0:
+            delay = restart_delay(self.restarts)
+            say(
+                f"Kafka exited (code {kafka.returncode}); restart attempt {self.restarts + 1} in {delay:.0f}s "
+                f"(log: {kafka.log_file})",
+                "bold red",
+            )
+            self.next_start = now + delay
+        elif now >= self.next_start:
+            self.restarts += 1
+            self.next_start = 0.0
+            try:
+                kafka.start(wait=False)
+            except stack.StackError as exc:
+                say(f"Kafka restart attempt {self.restarts} failed: {exc}", "bold red")
+                return
+            self.launched_at = time.monotonic()
+            say(f"Kafka restart attempt {self.restarts}: JVM pid {kafka.pid} launched on {kafka.bootstrap_servers}")
+
+
 def supervise(children: list[Child], kafka: stack.KafkaServer | None, stopping: threading.Event) -> None:
-    """Restart crashed children with exponential backoff (1 s .. 30 s) until asked to stop."""
+    """Restart a crashed broker or child with exponential backoff (1 s .. 30 s) until asked to stop."""
+    watch = KafkaWatch(kafka) if kafka is not None else None
     while not stopping.wait(0.5):
         now = time.monotonic()
-        if kafka is not None and not kafka.is_running():
-            say(f"Kafka exited; restarting it (log: {kafka.log_file})", "bold red")
-            with contextlib.suppress(stack.StackError):
-                kafka.start()
+        if watch is not None:
+            watch.tick(now)
         for child in children:
             if child.running():
                 if child.restarts and now - child.started_at > STABLE_AFTER:
@@ -356,7 +418,7 @@ def supervise(children: list[Child], kafka: stack.KafkaServer | None, stopping: 
                 continue
             if child.next_start == 0.0:
                 code = child.proc.returncode if child.proc is not None else None
-                delay = min(30.0, 2.0**child.restarts)
+                delay = restart_delay(child.restarts)
                 say(f"{child.name} exited (code {code}); restarting in {delay:.0f}s", "bold red")
                 child.next_start = now + delay
             elif now >= child.next_start:

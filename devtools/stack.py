@@ -102,26 +102,102 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when a server could listen on host:port now.
+
+    Tested the way real servers bind (Kafka's JVM, grpcio and uvicorn all set SO_REUSEADDR):
+    sockets a closed connection left in TIME_WAIT (60 s on Linux) do not hold the port, a
+    listener does. A plain bind would refuse the port for that minute after every restart.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
+            s.listen(1)  # Linux checks again on listen (e.g. against bound, not yet listening sockets)
         except OSError:
             return False
         return True
 
 
+# /proc/net/tcp{,6} `st` column (include/net/tcp_states.h)
+_TCP_STATES = {
+    "01": "ESTABLISHED",
+    "02": "SYN_SENT",
+    "03": "SYN_RECV",
+    "04": "FIN_WAIT1",
+    "05": "FIN_WAIT2",
+    "06": "TIME_WAIT",
+    "07": "CLOSE",
+    "08": "CLOSE_WAIT",
+    "09": "LAST_ACK",
+    "0A": "LISTEN",
+    "0B": "CLOSING",
+}
+
+
+def port_sockets(port: int) -> list[tuple[str, int]]:
+    """(state, inode) of every TCP socket (IPv4 and IPv6) whose local port is `port`.
+
+    Read from /proc/net/tcp and /proc/net/tcp6; TIME_WAIT sockets belong to no process (inode 0).
+    """
+    found: list[tuple[str, int]] = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or int(fields[1].rpartition(":")[2], 16) != port:
+                continue
+            found.append((_TCP_STATES.get(fields[3], fields[3]), int(fields[9])))
+    return found
+
+
+def port_listeners(port: int) -> list[tuple[int | None, str]]:
+    """(pid, command line) of each process listening on TCP `port`; pid None when not visible.
+
+    Socket inodes from /proc/net/tcp{,6} in state LISTEN, matched against /proc/<pid>/fd links.
+    """
+    inodes = {inode for state, inode in port_sockets(port) if state == "LISTEN"}
+    if not inodes:
+        return []
+    owners: dict[int, tuple[int | None, str]] = {}
+    for fd_dir in glob.glob("/proc/[0-9]*/fd"):
+        pid = int(fd_dir.split("/")[2])
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:  # gone, or another user's process
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"{fd_dir}/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:[") and (inode := int(link[8:-1])) in inodes and inode not in owners:
+                try:
+                    raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    command = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+                except OSError:
+                    command = ""
+                owners[inode] = (pid, command or "?")
+    return [owners.get(inode, (None, f"a process not visible here (socket inode {inode})")) for inode in sorted(inodes)]
+
+
 def port_holder(port: int) -> str:
-    """Best-effort description of the process listening on `port` (for error messages)."""
-    if shutil.which("ss"):
-        out = subprocess.run(
-            ["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-        if out:
-            users = re.findall(r'users:\(\("([^"]+)",pid=(\d+)', out)
-            if users:
-                return ", ".join(f"{name} (pid {pid})" for name, pid in users)
-            return out.splitlines()[0]
-    return "an unknown process"
+    """Who holds `port`, for error messages: the listening process(es) by pid and command line.
+
+    Without a listener, says so and counts the other sockets (TIME_WAIT etc.), which do not
+    keep a server from binding the port (see port_is_free).
+    """
+    listeners = port_listeners(port)
+    if listeners:
+        return ", ".join(f"pid {pid} ({command[:120]})" if pid is not None else command for pid, command in listeners)
+    states: dict[str, int] = {}
+    for state, _ in port_sockets(port):
+        states[state] = states.get(state, 0) + 1
+    if not states:
+        return "no process (nothing listens on it)"
+    return "no listener (only " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + " sockets)"
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -355,7 +431,18 @@ class KafkaServer:
 
     `data_dir=None` uses a temp dir removed on stop (tests); a given dir persists and is
     formatted only when it holds no Kafka data yet (`make run`: var/kafka).
+
+    `start()` again after the JVM died (crash, SIGKILL) restarts it on the same broker port and
+    data dir: nothing acknowledged is lost (the data dir is only removed by `stop()`).
+    `start(wait=False)` returns once the JVM is launched; `answers()` then tells when it
+    serves metadata (the `make run` supervisor restarts it that way, without blocking).
     """
+
+    #: Appended to kafka_server_properties(). After a crash the controller (same JVM) refuses
+    #: the broker's new incarnation (DuplicateBrokerRegistrationException) until the dead one's
+    #: session expires: 9 s by default, counted from the controller's start-up. Heartbeats go
+    #: every 0.5 s, so 3 s still leaves several missed heartbeats before a live broker is fenced.
+    RESTART_PROPERTIES = (("broker.session.timeout.ms", "3000"),)
 
     def __init__(
         self,
@@ -370,9 +457,12 @@ class KafkaServer:
         self._persistent = data_dir is not None
         self._data_dir: Path | None = Path(data_dir).resolve() if data_dir is not None else None
         self._port = port
+        self._controller_port: int | None = None
         self._heap = heap
-        self._start_timeout = start_timeout
+        self.start_timeout = start_timeout
         self._proc: subprocess.Popen[bytes] | None = None
+        self._returncode: int | None = None
+        self._atexit = False
         self.bootstrap_servers = ""
         self.description = f"Apache Kafka {version} (local JVM, KRaft)"
         self.timings: dict[str, float] = {}
@@ -402,16 +492,26 @@ class KafkaServer:
             *main,
         ]
 
-    def start(self) -> None:
+    def start(self, *, wait: bool = True) -> None:
+        """Start (or restart after a crash) the broker; with `wait`, until it answers metadata.
+
+        A failed first start of a temp-dir broker removes the temp dir; a failed restart only
+        stops the JVM and keeps the data. The JVM gets SIGTERM when the *thread* that started
+        it ends (PR_SET_PDEATHSIG is per thread): start it from one that outlives it.
+        """
         if self._proc is not None and self._proc.poll() is None:
             return
+        restart = self._data_dir is not None and (self._data_dir / "kraft-logs" / "meta.properties").exists()
         try:
-            self._start()
+            self._start(wait)
         except BaseException:
-            self.stop()
+            if restart:
+                self.kill()
+            else:
+                self.stop()
             raise
 
-    def _start(self) -> None:
+    def _start(self, wait: bool) -> None:
         t0 = time.monotonic()
         libs = kafka_libs(self.version)
         self.timings["fetch"] = time.monotonic() - t0
@@ -419,12 +519,21 @@ class KafkaServer:
             self._data_dir = _make_tempdir("kafka")
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         log_dir = self.data_dir / "kraft-logs"
+        # The same ports on a restart: clients keep their bootstrap address. A port a closed
+        # connection left in TIME_WAIT is free for the JVM (it binds with SO_REUSEADDR).
         port = self._port or free_port()
         if not port_is_free(port):
             raise StackError(f"port {port} for Kafka is taken by {port_holder(port)}")
-        controller_port = free_port()
+        self._port = port
+        controller_port = self._controller_port
+        if controller_port is None or not port_is_free(controller_port):
+            controller_port = free_port()  # a static quorum (no --standalone) may change it
+        self._controller_port = controller_port
         props = self.data_dir / "server.properties"
-        props.write_text(kafka_server_properties(port=port, controller_port=controller_port, log_dir=log_dir))
+        props.write_text(
+            kafka_server_properties(port=port, controller_port=controller_port, log_dir=log_dir)
+            + "".join(f"{k}={v}\n" for k, v in self.RESTART_PROPERTIES)
+        )
 
         t1 = time.monotonic()
         if not (log_dir / "meta.properties").exists():
@@ -455,20 +564,45 @@ class KafkaServer:
                 start_new_session=True,
                 preexec_fn=_die_with_parent(signal.SIGTERM),
             )
-        atexit.register(self.stop)
+        self._returncode = None
+        if not self._atexit:
+            atexit.register(self.stop)
+            self._atexit = True
         self.bootstrap_servers = f"127.0.0.1:{port}"
+        if not wait:
+            return
         wait_for_kafka(
             self.bootstrap_servers,
-            self._start_timeout,
+            self.start_timeout,
             alive=lambda: self._proc is not None and self._proc.poll() is None,
             on_fail=self._failure,
         )
         self.timings["start"] = time.monotonic() - t2
 
+    def answers(self, timeout: float = 2.0) -> bool:
+        """One probe: the running broker answers a metadata request (DescribeCluster) with a broker."""
+        if not self.is_running() or not self.bootstrap_servers:
+            return False
+        host, _, port = self.bootstrap_servers.rpartition(":")
+        if not _port_open(host, int(port)):
+            return False
+        try:
+            meta = run_coro(lambda: _kafka_metadata(self.bootstrap_servers, int(timeout * 1000)))
+        except Exception:
+            return False
+        return bool(meta.get("brokers"))
+
     @property
     def pid(self) -> int | None:
         """The server's process id while it runs here (benchmarks read its CPU time)."""
         return self._proc.pid if self._proc is not None and self.is_running() else None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code of the JVM that ran last (None while it runs or if none ran)."""
+        if self._proc is not None:
+            return self._proc.poll()
+        return self._returncode
 
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -480,11 +614,20 @@ class KafkaServer:
             f"--- {stdout} (tail) ---\n{_tail(stdout, 20)}"
         )
 
+    def kill(self) -> None:
+        """Stop the JVM now (SIGKILL) and keep the data dir (a failed start, a hung restart)."""
+        proc, self._proc = self._proc, None
+        _stop_process_group(proc, signal.SIGKILL, grace=10.0)
+        if proc is not None:
+            self._returncode = proc.returncode
+
     def stop(self) -> None:
         """Idempotent: SIGTERM the JVM's process group, SIGKILL after a grace period."""
         proc, self._proc = self._proc, None
         # Throw-away data: no need for a controlled shutdown.
         _stop_process_group(proc, signal.SIGTERM, grace=15.0 if self._persistent else 5.0)
+        if proc is not None:
+            self._returncode = proc.returncode
         if not self._persistent and self._data_dir is not None:
             shutil.rmtree(self._data_dir, ignore_errors=True)
             self._data_dir = None
