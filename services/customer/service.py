@@ -25,9 +25,10 @@ from services.customer.audit import AuditChain, AuditEntry
 from services.customer.store import CustomerRepository, IdempotencyKeys, IdempotencyRow, PageKey, PiiCodec
 from services.kit.db import UnitOfWork, sessionmaker
 from services.kit.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
+from services.kit.events import source_of
 from services.kit.outbox import add_event
 
-SOURCE = "/zhongtai/customer"
+SOURCE = source_of("customer")
 AGGREGATE = "customer"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000

@@ -48,6 +48,14 @@ class EventSpec:
     key_field: str
 
 
+def source_of(service: str) -> str:
+    """The CloudEvents ``source`` of everything a service publishes: one format for every
+    capability, a URI-reference ``/zhongtai/<service>`` (e.g. ``/zhongtai/customer``)."""
+    if not service or "/" in service:
+        raise ValueError(f"a service name, not {service!r}")
+    return f"/zhongtai/{service}"
+
+
 @lru_cache(maxsize=256)
 def event_spec(descriptor: Descriptor) -> EventSpec:
     options_pb2 = importlib.import_module("bank.api.v1.options_pb2")

@@ -29,11 +29,12 @@ from services.kit.errors import (
     NotFound,
     invalid,
 )
+from services.kit.events import source_of
 from services.kit.outbox import add_event
 from services.product import convert, domain, store
 from services.product.domain import CustomerProfile
 
-SOURCE = "//zhongtai/product"
+SOURCE = source_of("product")
 M = TypeVar("M", bound=Message)
 
 

@@ -120,3 +120,12 @@ def test_an_envelope_the_sdk_would_refuse_is_refused(kwargs: dict) -> None:  # t
     args = {"source": "/s", "aggregate_type": "customer", "aggregate_id": "c-1", "version": 1} | kwargs
     with pytest.raises(ValueError):
         build_record(make_event(), **args)
+
+
+def test_every_service_names_its_events_source_one_way() -> None:
+    from services.kit.events import source_of
+
+    assert source_of("customer") == "/zhongtai/customer"
+    assert source_of("data_hub") == "/zhongtai/data_hub"
+    with pytest.raises(ValueError):
+        source_of("//zhongtai/product")
