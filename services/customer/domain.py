@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
+from bank.customer.v1 import customer_pb2
+
 ADULT_AGE = 18
 MAX_AGE = 150
 MIN_BIRTH_YEAR = 1900
@@ -35,23 +37,26 @@ DEFAULT_RISK_VALIDITY = timedelta(days=365)
 # --------------------------------------------------------------------------------------------
 
 
-class Status(enum.IntEnum):
-    """Numbers match bank.customer.v1.Customer.Status."""
+_Customer = customer_pb2.Customer
 
-    PENDING = 1
-    ACTIVE = 2
-    CLOSED = 3
-    REJECTED = 4
+
+class Status(enum.IntEnum):
+    """bank.customer.v1.Customer.Status, the values taken from the generated contract."""
+
+    PENDING = _Customer.STATUS_PENDING
+    ACTIVE = _Customer.STATUS_ACTIVE
+    CLOSED = _Customer.STATUS_CLOSED
+    REJECTED = _Customer.STATUS_REJECTED
 
 
 class RiskTolerance(enum.IntEnum):
-    """Numbers match bank.customer.v1.RiskTolerance; C1 is the most conservative."""
+    """bank.customer.v1.RiskTolerance (from the generated contract); C1 is the most conservative."""
 
-    C1 = 1
-    C2 = 2
-    C3 = 3
-    C4 = 4
-    C5 = 5
+    C1 = customer_pb2.RISK_TOLERANCE_C1
+    C2 = customer_pb2.RISK_TOLERANCE_C2
+    C3 = customer_pb2.RISK_TOLERANCE_C3
+    C4 = customer_pb2.RISK_TOLERANCE_C4
+    C5 = customer_pb2.RISK_TOLERANCE_C5
 
 
 TERMINAL = frozenset({Status.CLOSED, Status.REJECTED})

@@ -147,3 +147,12 @@ def test_no_sequence_reaches_an_illegal_state(steps: list[tuple[str, int]], adul
             assert not c.kyc_verified
         if c.risk_tolerance is not None:
             assert c.risk_tolerance_expire_time is not None
+
+
+def test_domain_enums_are_exactly_the_contracts_values() -> None:
+    from bank.customer.v1 import customer_pb2
+
+    contract_status = {k.removeprefix("STATUS_"): v for k, v in customer_pb2.Customer.Status.items() if v}
+    assert {m.name: m.value for m in Status} == contract_status
+    contract_risk = {k.removeprefix("RISK_TOLERANCE_"): v for k, v in customer_pb2.RiskTolerance.items() if v}
+    assert {m.name: m.value for m in RiskTolerance} == contract_risk
