@@ -74,8 +74,76 @@ def run_env(target_metadata: MetaData) -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# Schema steps of the kit's own tables, shared by every service's revisions
+# Schema steps of the kit's own tables, shared by every service's revisions.
+# Each is versioned (``_v1``) and never changes once released: a later change to a kit table is
+# a new step (like ``create_outbox_unpublished_index``) that services add as a new revision.
 # ------------------------------------------------------------------------------------------
+
+
+def create_outbox_v1() -> None:
+    """The transactional outbox (``services.kit.outbox.OutboxRow``) and its two indexes."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    ts = sa.DateTime(timezone=True)
+    op.create_table(
+        "outbox",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("event_id", sa.String(64), nullable=False, unique=True),
+        sa.Column("event_type", sa.String(200), nullable=False),
+        sa.Column("aggregate_type", sa.String(64), nullable=False),
+        sa.Column("aggregate_id", sa.String(64), nullable=False),
+        sa.Column("aggregate_version", sa.BigInteger(), nullable=False),
+        sa.Column("topic", sa.String(200), nullable=False),
+        sa.Column("key", sa.LargeBinary(), nullable=False),
+        sa.Column("payload", sa.LargeBinary(), nullable=False),
+        sa.Column("headers", sa.Text(), nullable=False),
+        sa.Column("traceparent", sa.String(64), nullable=True),
+        sa.Column("created_at", ts, nullable=False),
+        sa.Column("published_at", ts, nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+    )
+    op.create_index("ix_outbox_pending", "outbox", ["published_at", "id"])
+    op.create_index("ix_outbox_aggregate", "outbox", ["aggregate_id", "id"])
+
+
+def drop_outbox_v1() -> None:
+    from alembic import op
+
+    op.drop_index("ix_outbox_aggregate", table_name="outbox")
+    op.drop_index("ix_outbox_pending", table_name="outbox")
+    op.drop_table("outbox")
+
+
+def create_consumer_tables_v1() -> None:
+    """The inbox consumer's tables (``services.kit.consumer.InboxRow``, ``AggregateVersion``)."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    op.create_table(
+        "inbox",
+        sa.Column("event_id", sa.String(64), primary_key=True),
+        sa.Column("event_type", sa.String(200), nullable=False),
+        sa.Column("topic", sa.String(200), nullable=False),
+        sa.Column("partition", sa.Integer(), nullable=False),
+        sa.Column("offset", sa.BigInteger(), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
+        "aggregate_versions",
+        sa.Column("aggregate_type", sa.String(64), primary_key=True),
+        sa.Column("aggregate_id", sa.String(64), primary_key=True),
+        sa.Column("version", sa.BigInteger(), nullable=False),
+    )
+
+
+def drop_consumer_tables_v1() -> None:
+    from alembic import op
+
+    op.drop_table("aggregate_versions")
+    op.drop_table("inbox")
 
 
 def create_outbox_unpublished_index() -> None:

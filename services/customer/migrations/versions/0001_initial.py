@@ -10,6 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from services.kit.migrations import create_outbox_v1, drop_outbox_v1
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -104,26 +106,8 @@ def upgrade() -> None:
     for statement in PG_APPEND_ONLY if dialect == "postgresql" else SQLITE_APPEND_ONLY:
         op.execute(statement)
 
-    # The kit's transactional outbox (services/kit/outbox.py OutboxRow).
-    op.create_table(
-        "outbox",
-        sa.Column("id", BIGINT_PK, primary_key=True, autoincrement=True),
-        sa.Column("event_id", sa.String(64), nullable=False, unique=True),
-        sa.Column("event_type", sa.String(200), nullable=False),
-        sa.Column("aggregate_type", sa.String(64), nullable=False),
-        sa.Column("aggregate_id", sa.String(64), nullable=False),
-        sa.Column("aggregate_version", sa.BigInteger(), nullable=False),
-        sa.Column("topic", sa.String(200), nullable=False),
-        sa.Column("key", sa.LargeBinary(), nullable=False),
-        sa.Column("payload", sa.LargeBinary(), nullable=False),
-        sa.Column("headers", sa.Text(), nullable=False),
-        sa.Column("traceparent", sa.String(64), nullable=True),
-        sa.Column("created_at", TS, nullable=False),
-        sa.Column("published_at", TS, nullable=True),
-        sa.Column("attempts", sa.Integer(), nullable=False),
-    )
-    op.create_index("ix_outbox_pending", "outbox", ["published_at", "id"])
-    op.create_index("ix_outbox_aggregate", "outbox", ["aggregate_id", "id"])
+    # The kit's transactional outbox, created by the kit's own versioned step.
+    create_outbox_v1()
 
 
 def downgrade() -> None:
@@ -132,5 +116,6 @@ def downgrade() -> None:
         op.execute("DROP TRIGGER IF EXISTS pii_audit_log_no_truncate ON pii_audit_log")
         op.execute("DROP TRIGGER IF EXISTS pii_audit_log_append_only ON pii_audit_log")
         op.execute("DROP FUNCTION IF EXISTS pii_audit_log_append_only()")
-    for table in ("outbox", "pii_audit_head", "pii_audit_log", "idempotency_keys", "customers"):
+    drop_outbox_v1()
+    for table in ("pii_audit_head", "pii_audit_log", "idempotency_keys", "customers"):
         op.drop_table(table)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from services.kit.migrations import create_consumer_tables_v1, drop_consumer_tables_v1
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -105,24 +107,8 @@ def _projection_set(name: str) -> None:
 
 
 def upgrade() -> None:
-    # The kit's consumer tables (services/kit/consumer.py InboxRow, AggregateVersion).
-    op.create_table(
-        "inbox",
-        sa.Column("event_id", sa.String(64), primary_key=True),
-        sa.Column("event_type", sa.String(200), nullable=False),
-        sa.Column("topic", sa.String(200), nullable=False),
-        sa.Column("partition", sa.Integer(), nullable=False),
-        sa.Column("offset", sa.BigInteger(), nullable=False),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("error", sa.Text(), nullable=True),
-        sa.Column("processed_at", TS, nullable=False),
-    )
-    op.create_table(
-        "aggregate_versions",
-        sa.Column("aggregate_type", sa.String(64), primary_key=True),
-        sa.Column("aggregate_id", sa.String(64), primary_key=True),
-        sa.Column("version", sa.BigInteger(), nullable=False),
-    )
+    # The kit's consumer tables, created by the kit's own versioned step.
+    create_consumer_tables_v1()
     state = op.create_table(
         "dh_state",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -140,5 +126,5 @@ def downgrade() -> None:
     for name in ("a", "b"):
         for table in ("rfm", "products", "transactions", "holdings", "customers"):
             op.drop_table(f"dh_{name}_{table}")
-    for table in ("dh_state", "aggregate_versions", "inbox"):
-        op.drop_table(table)
+    op.drop_table("dh_state")
+    drop_consumer_tables_v1()

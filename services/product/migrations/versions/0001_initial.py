@@ -9,6 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from services.kit.migrations import create_outbox_v1, drop_outbox_v1
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -83,36 +85,17 @@ def upgrade() -> None:
         sa.Column("response", sa.LargeBinary(), nullable=False),
         sa.Column("create_time", TS, nullable=False),
     )
-    # The kit's transactional outbox (services/kit/outbox.py OutboxRow).
-    op.create_table(
-        "outbox",
-        sa.Column("id", BIGINT_PK, primary_key=True, autoincrement=True),
-        sa.Column("event_id", sa.String(64), nullable=False, unique=True),
-        sa.Column("event_type", sa.String(200), nullable=False),
-        sa.Column("aggregate_type", sa.String(64), nullable=False),
-        sa.Column("aggregate_id", sa.String(64), nullable=False),
-        sa.Column("aggregate_version", sa.BigInteger(), nullable=False),
-        sa.Column("topic", sa.String(200), nullable=False),
-        sa.Column("key", sa.LargeBinary(), nullable=False),
-        sa.Column("payload", sa.LargeBinary(), nullable=False),
-        sa.Column("headers", sa.Text(), nullable=False),
-        sa.Column("traceparent", sa.String(64), nullable=True),
-        sa.Column("created_at", TS, nullable=False),
-        sa.Column("published_at", TS, nullable=True),
-        sa.Column("attempts", sa.Integer(), nullable=False),
-    )
-    op.create_index("ix_outbox_pending", "outbox", ["published_at", "id"])
-    op.create_index("ix_outbox_aggregate", "outbox", ["aggregate_id", "id"])
+    # The kit's transactional outbox, created by the kit's own versioned step.
+    create_outbox_v1()
 
 
 def downgrade() -> None:
+    drop_outbox_v1()
     for index, table in (
-        ("ix_outbox_aggregate", "outbox"),
-        ("ix_outbox_pending", "outbox"),
         ("ix_transactions_subscription", "transactions"),
         ("ix_subscriptions_customer", "subscriptions"),
         ("ix_products_state", "products"),
     ):
         op.drop_index(index, table_name=table)
-    for table in ("outbox", "idempotency_keys", "transactions", "subscriptions", "products"):
+    for table in ("idempotency_keys", "transactions", "subscriptions", "products"):
         op.drop_table(table)
