@@ -121,6 +121,7 @@ class GatewayApp:
             self.routes,
             retry_attempts=settings.retry_attempts,
             backoff_s=settings.retry_backoff_s,
+            connect_wait_s=settings.gateway_connect_wait_s,
         )
         self.quotas = QuotaLimiter(
             {

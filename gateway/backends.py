@@ -7,6 +7,14 @@ much as the call itself. The client span (same name, kind and ``rpc.*`` attribut
 OpenTelemetry instrumentation) and the ``traceparent`` injection are done inline in
 :meth:`Backends.call`. Calls always carry a deadline; only idempotent (GET) calls are
 retried, only on UNAVAILABLE, with jittered backoff, and never beyond the deadline.
+
+A call waits for a ready connection (ADR 0009): on a READY channel it goes straight out (one
+``get_state``, well under a microsecond). Otherwise it waits for the channel to become READY for
+at most ``connect_wait_s`` (and never beyond the deadline) — the channel's short reconnect
+back-off (``CLIENT_OPTIONS``) makes a backend that is back READY within a few hundred ms — and
+if the channel is still not READY, it fails with UNAVAILABLE (``BACKEND_UNAVAILABLE``, HTTP 503)
+without sending anything: a backend that stays down is answered promptly, not at the deadline.
+One waiter per backend is shared by every call waiting on it.
 """
 
 from __future__ import annotations
@@ -18,15 +26,41 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gateway.routing import Route
+from services.kit.errors import ERROR_DOMAIN
 from services.kit.grpc_server import CLIENT_OPTIONS
 
 tracer = trace.get_tracer("zhongtai.gateway.grpc")
 _OK = grpc.StatusCode.OK.value[0]
+_READY = grpc.ChannelConnectivity.READY
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+
+
+class BackendNotReady(grpc.aio.AioRpcError):
+    """UNAVAILABLE raised by the gateway itself: the backend's channel did not become READY in
+    time, so nothing was sent. Carries a ``google.rpc.Status`` (reason ``BACKEND_UNAVAILABLE``,
+    the capability in its metadata) that :func:`gateway.errors.status_from_rpc_error` passes on."""
+
+    def __init__(self, capability: str) -> None:
+        status = status_pb2.Status(
+            code=_UNAVAILABLE.value[0], message=f"the {capability} service is not reachable, retry later"
+        )
+        status.details.add().Pack(
+            error_details_pb2.ErrorInfo(
+                reason="BACKEND_UNAVAILABLE", domain=ERROR_DOMAIN, metadata={"backend": capability}
+            )
+        )
+        super().__init__(
+            _UNAVAILABLE,
+            grpc.aio.Metadata(),
+            grpc.aio.Metadata(("grpc-status-details-bin", status.SerializeToString())),
+            details=status.message,
+        )
 
 
 def _client_attributes(full_method: str) -> dict[str, Any]:
@@ -37,7 +71,15 @@ def _client_attributes(full_method: str) -> dict[str, Any]:
 class Backends:
     """Channels by capability, and a ready-made unary callable per route."""
 
-    def __init__(self, targets: dict[str, str], routes: Iterable[Route], *, retry_attempts: int, backoff_s: float):
+    def __init__(
+        self,
+        targets: dict[str, str],
+        routes: Iterable[Route],
+        *,
+        retry_attempts: int,
+        backoff_s: float,
+        connect_wait_s: float = 1.0,
+    ):
         self._routes = list(routes)
         missing = sorted({r.capability for r in self._routes} - set(targets))
         if missing:
@@ -49,8 +91,12 @@ class Backends:
         self.targets = {k: v for k, v in targets.items() if k in used}
         self._attempts = retry_attempts
         self._backoff = backoff_s
+        self._connect_wait = connect_wait_s
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self._calls: dict[str, Any] = {}
+        # full method -> (unary callable, its channel, capability)
+        self._calls: dict[str, tuple[Any, grpc.aio.Channel, str]] = {}
+        # capability -> the one task waiting for its channel to become READY
+        self._waiters: dict[str, asyncio.Future[None]] = {}
         self._attributes = {r.full_method: _client_attributes(r.full_method) for r in self._routes}
 
     async def start(self) -> None:
@@ -58,7 +104,8 @@ class Backends:
             self._channels[capability] = grpc.aio.insecure_channel(target, options=CLIENT_OPTIONS)
         for route in self._routes:
             if route.full_method not in self._calls:
-                self._calls[route.full_method] = self._channels[route.capability].unary_unary(
+                channel = self._channels[route.capability]
+                call = channel.unary_unary(
                     route.full_method,
                     request_serializer=route.input_class.SerializeToString,
                     response_deserializer=route.output_class.FromString,
@@ -66,23 +113,28 @@ class Backends:
                     # not interned again on every call.
                     _registered_method=True,
                 )
+                self._calls[route.full_method] = (call, channel, route.capability)
 
     async def stop(self) -> None:
         channels, self._channels = self._channels, {}
         self._calls.clear()
+        waiters, self._waiters = self._waiters, {}
+        for waiter in waiters.values():
+            waiter.cancel()
         for channel in channels.values():
             await channel.close(grace=1.0)
 
     async def call(
         self, route: Route, request: Message, *, timeout_s: float, metadata: Sequence[tuple[str, str]]
     ) -> Message:
-        """Invoke the route's RPC with a deadline; retry UNAVAILABLE for idempotent calls only."""
+        """Invoke the route's RPC with a deadline, on a ready connection; retry UNAVAILABLE for
+        idempotent calls only. :class:`BackendNotReady` if no connection is ready in time."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        call = self._calls[route.full_method]
+        call, channel, capability = self._calls[route.full_method]
+        connect_by: float | None = None  # end of this request's connect wait, fixed on first need
         attempt = 0
         while True:
-            remaining = deadline - loop.time()
             # Not made current (nothing runs inside it but the call): cheaper than start_as_current_span.
             span = tracer.start_span(
                 route.full_method, kind=SpanKind.CLIENT, attributes=self._attributes[route.full_method]
@@ -90,6 +142,11 @@ class Backends:
             carrier: dict[str, str] = {}
             propagate.inject(carrier, context=trace.set_span_in_context(span))
             try:
+                if self._connect_wait and channel.get_state() is not _READY:
+                    if connect_by is None:
+                        connect_by = min(deadline, loop.time() + self._connect_wait)
+                    await self._until_ready(capability, channel, connect_by - loop.time())
+                remaining = deadline - loop.time()
                 response = await call(request, timeout=max(remaining, 0.001), metadata=(*metadata, *carrier.items()))
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
@@ -97,7 +154,12 @@ class Backends:
                 span.set_status(Status(StatusCode.ERROR, f"{code.name}: {exc.details()}"))
                 span.end()
                 attempt += 1
-                if code != grpc.StatusCode.UNAVAILABLE or not route.idempotent or attempt >= self._attempts:
+                if (
+                    code != _UNAVAILABLE
+                    or not route.idempotent
+                    or attempt >= self._attempts
+                    or isinstance(exc, BackendNotReady)  # the connect wait is spent: no retry
+                ):
                     raise
                 pause = self._backoff * (2 ** (attempt - 1)) * (0.5 + random.random())
                 if deadline - loop.time() <= pause:
@@ -111,6 +173,25 @@ class Backends:
                 span.end()
                 return response  # type: ignore[no-any-return]
             await asyncio.sleep(pause)
+
+    async def _until_ready(self, capability: str, channel: grpc.aio.Channel, budget_s: float) -> None:
+        """Wait up to ``budget_s`` for the channel to be READY, or raise :class:`BackendNotReady`.
+
+        Every waiting call shares one task per backend (``channel_ready``: asks the channel to
+        connect, then follows its state changes), so a burst of requests to a backend that is
+        down adds one connectivity watch, not one each.
+        """
+        if budget_s > 0:
+            waiter = self._waiters.get(capability)
+            if waiter is None or waiter.done():
+                waiter = self._waiters[capability] = asyncio.ensure_future(channel.channel_ready())
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), budget_s)
+            except TimeoutError:
+                pass
+            else:
+                return
+        raise BackendNotReady(capability)
 
     async def readiness(self, timeout_s: float = 1.0) -> dict[str, str]:
         """Each backend's gRPC health (overall server status), by capability."""

@@ -34,6 +34,13 @@ class GatewaySettings(ServiceSettings):
     #: Attempts of an idempotent (GET) call that fails with UNAVAILABLE (1 = no retry).
     retry_attempts: int = Field(3, ge=1, le=10)
     retry_backoff_s: float = Field(0.05, ge=0, le=5)
+    #: How long a call waits for a backend whose connection is not READY (never beyond the
+    #: call's deadline) before it answers 503 UNAVAILABLE (reason ``BACKEND_UNAVAILABLE``)
+    #: without sending (ADR 0009). A backend that is back is used as soon as its channel
+    #: reconnects (within ~0.4 s: the kit's reconnect back-off); one that stays down costs a
+    #: request this long, not its whole deadline. ``0`` sends at once, whatever the channel's
+    #: state (gRPC then fails fast while it is in reconnect back-off).
+    gateway_connect_wait_s: float = Field(1.0, ge=0, le=30)
 
     #: Request bodies above this many bytes get 413.
     max_body_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)

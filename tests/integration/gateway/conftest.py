@@ -43,6 +43,8 @@ class FakeBackend:
 
     services: list[descriptor.ServiceDescriptor]
     validate: bool = True
+    #: 0: a free port; a fixed one to restart the backend where its clients expect it.
+    port: int = 0
     calls: list[Call] = field(default_factory=list)
     handlers: dict[str, Handler] = field(default_factory=dict)
     server: GrpcServer | None = None
@@ -69,7 +71,7 @@ class FakeBackend:
     async def start(self) -> str:
         self.server = GrpcServer(
             host="127.0.0.1",
-            port=0,
+            port=self.port,
             register=self._register,
             service_names=[s.full_name for s in self.services],
             verifier=TokenVerifier(issuer="zhongtai-dev", audience="zhongtai", hs256_secret=SECRET),
