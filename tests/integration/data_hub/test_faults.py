@@ -14,6 +14,7 @@ import time
 import uuid
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bank.datahub.v1 import datahub_pb2
@@ -114,15 +115,19 @@ async def _is(target: str, status: int) -> bool:
     return await health(target) == status
 
 
+@pytest.mark.parametrize("static", [True, False], ids=["static-member", "dynamic-member"])
 async def test_a_killed_hub_serves_views_within_5s_of_its_restart_and_consumes_again(  # type: ignore[no-untyped-def]
-    kafka_server, pg_url, tmp_path
+    kafka_server, pg_url, tmp_path, static: bool
 ) -> None:
+    """Views come from the database before the group is rejoined. A static member (the chart's
+    pod name as ``group.instance.id``) gets its partitions back at once; a dynamic one after the
+    dead member's session (10 s) times out."""
     bootstrap = kafka_server.bootstrap_servers
     prefix = f"r{uuid.uuid4().hex[:6]}"
     synth = Synth(seed=43, customers=12, months=3, prefix=prefix, txn_scale=0.3)
     events = synth.events()
     ns = namespace()
-    env = {"ZT_DATAHUB_GROUP_INSTANCE_ID": f"hub-{uuid.uuid4().hex[:6]}"}
+    env = {"ZT_DATAHUB_GROUP_INSTANCE_ID": f"hub-{uuid.uuid4().hex[:6]}"} if static else {}
     proc = hub(pg_url, bootstrap, tmp_path, topic_prefix=ns, **env).start()
     engine = create_engine(pg_url)
     customer_id = next(e.aggregate_id for e in events if e.aggregate_type == "customer")
@@ -162,14 +167,15 @@ async def test_a_killed_hub_serves_views_within_5s_of_its_restart_and_consumes_a
                     return False
                 return True
 
-            await wait_until(applied, 20, "a new customer's view after the restart")
+            await wait_until(applied, 30, "a new customer's view after the restart")
             consuming_after = time.monotonic() - restarted
         finally:
             await channel.close()
-        print(
-            f"\nhub restart: views served after {served_after:.2f} s, new events applied after {consuming_after:.2f} s"
-        )
-        assert consuming_after < 10, consuming_after
+        kind = "static" if static else "dynamic"
+        print(f"\nhub restart ({kind}): views after {served_after:.2f} s, new events after {consuming_after:.2f} s")
+        # Static: the partitions come straight back. Dynamic: the dead member's 10 s session
+        # (ZT_DATAHUB_SESSION_TIMEOUT_MS, was 30 s) runs out first.
+        assert consuming_after < (8 if static else 25), consuming_after
     finally:
         proc.stop()
         await engine.dispose()
