@@ -94,7 +94,8 @@ def test_probes_are_native_grpc_for_services_and_http_for_the_gateway(render, ci
     gw = deployment(docs, "gateway")["spec"]["template"]["spec"]["containers"][0]
     assert gw["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert gw["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert gw["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    # (not /readyz: one backend NOT_SERVING must not take every gateway pod out of rotation)
+    assert gw["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert {p["name"]: p["containerPort"] for p in gw["ports"]} == {"http": 8080, "metrics": METRICS_PORT}
     assert env_of(gw)["ZT_HTTP_PORT"] == "8080" and gw["args"] == ["gateway"]
 
