@@ -864,35 +864,11 @@ class PostgresServer(_PostgresDatabases):
             conf.writelines(f"{k} = {v}\n" for k, v in settings.items())
 
         t1 = time.monotonic()
-        log = tmp / "postgres.log"
-        with open(log, "ab") as out:
-            self._proc = subprocess.Popen(
-                [str(bindir / "postgres"), "-D", str(data)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=tmp,
-                env=env,
-                start_new_session=True,
-                preexec_fn=_die_with_parent(signal.SIGINT),
-                **as_user,
-            )
+        self._spawn({})
         atexit.register(self.stop)
         self.admin_url = f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
-        deadline = time.monotonic() + self._start_timeout
-        last = "no answer yet"
-        while True:
-            if self._proc.poll() is not None:
-                raise StackError(f"PostgreSQL exited during start-up:\n{_tail(log)}")
-            try:
-                full = self.server_version()
-                break
-            except Exception as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            if time.monotonic() > deadline:
-                msg = f"PostgreSQL did not accept connections within {self._start_timeout:.0f}s ({last}):\n"
-                raise StackError(msg + _tail(log))
-            time.sleep(0.1)
+        self.wait_accepting()
+        full = self.server_version()
         self.timings["start"] = time.monotonic() - t1
         match = re.search(r"PostgreSQL (\S+)", full)
         self.version = match.group(1) if match else full
@@ -953,8 +929,15 @@ class PostgresServer(_PostgresDatabases):
         this run only). ``wait``: return once it accepts connections (see :meth:`wait_accepting`)."""
         if self.running:
             raise StackError("PostgreSQL is already running")
+        self._spawn(settings or {})
+        if wait:
+            self.wait_accepting()
+
+    def _spawn(self, settings: dict[str, str]) -> None:
+        """Start ``postgres`` on the cluster's data dir (``settings``: ``-c`` options), logging to
+        ``postgres.log`` beside it; returns at once."""
         tmp = self.data_dir.parent
-        options = [arg for k, v in (settings or {}).items() for arg in ("-c", f"{k}={v}")]
+        options = [arg for k, v in settings.items() for arg in ("-c", f"{k}={v}")]
         env = {**os.environ, "LC_ALL": "C", "LANG": "C", "HOME": str(tmp)}
         with open(tmp / "postgres.log", "ab") as out:
             self._proc = subprocess.Popen(
@@ -968,8 +951,6 @@ class PostgresServer(_PostgresDatabases):
                 preexec_fn=_die_with_parent(signal.SIGINT),
                 **self._user_kwargs(),
             )
-        if wait:
-            self.wait_accepting()
 
     def wait_accepting(self, timeout: float | None = None) -> None:
         """Block until the server answers ``SELECT version()`` (raises StackError on timeout)."""
@@ -984,7 +965,8 @@ class PostgresServer(_PostgresDatabases):
             except Exception as exc:
                 last = f"{type(exc).__name__}: {exc}"
             if time.monotonic() > deadline:
-                raise StackError(f"PostgreSQL did not accept connections ({last})")
+                log = _tail(self.data_dir.parent / "postgres.log")
+                raise StackError(f"PostgreSQL did not accept connections within the time allowed ({last}):\n{log}")
             time.sleep(0.05)
 
     def start_as_standby(self) -> None:

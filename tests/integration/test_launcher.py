@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from devtools import run, stack
+from tests.integration.test_stack import _consume_all
 
 pytestmark = pytest.mark.integration
 
@@ -107,24 +108,7 @@ async def _produce(bootstrap: str, topic: str, value: bytes) -> None:
 
 
 async def _values(bootstrap: str, topic: str, expected: int) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"g-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    values: list[bytes] = []
-    try:
-        while len(values) < expected:
-            batch = await consumer.getmany(timeout_ms=10_000)
-            if not batch:
-                break
-            values.extend(rec.value for recs in batch.values() for rec in recs if rec.value is not None)
-    finally:
-        await consumer.stop()
-    return values
+    return await _consume_all(bootstrap, topic, expected)
 
 
 def _connected_client(bootstrap: str) -> socket.socket:
