@@ -10,7 +10,8 @@ What it does, in order:
    protoc; buf has them built in.
 2. Runs ``grpc_tools.protoc`` over every ``proto/bank/**/*.proto`` into ``gen/`` (git-ignored):
    ``*_pb2.py``, ``*_pb2_grpc.py`` and mypy-protobuf ``*.pyi`` stubs; plus
-   ``buf/validate/validate_pb2.py``, which protovalidate 1.2 imports but does not ship.
+   ``buf/validate/validate_pb2.py``, which our ``*_pb2`` modules import and no package ships for
+   ``google.protobuf`` (protovalidate 2.x embeds its copy as a protobuf-py module).
    ``google.api``/``google.rpc``/``google.type`` modules are NOT generated: they come from the
    ``googleapis-common-protos`` package.
 3. Adds ``__init__.py`` files so ``from bank.customer.v1 import customer_pb2`` works with ``gen/``
@@ -231,7 +232,7 @@ def generate(out_dir: Path, deps_dir: Path, protos: Sequence[str]) -> None:
             *protos,
         ]
     )
-    # protovalidate 1.2 imports buf.validate.validate_pb2 but does not ship it.
+    # Our *_pb2 modules import buf.validate.validate_pb2; no package ships it for google.protobuf.
     _protoc(
         [
             *includes,
