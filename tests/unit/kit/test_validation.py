@@ -22,6 +22,7 @@ from google.protobuf.message import Message
 from hypothesis import given
 from hypothesis import strategies as st
 
+from devtools.protogen import library_validate_proto, validate_proto_drift
 from services.kit import validation
 from services.kit.errors import InvalidArgument
 from tests.unit.kit.validation_cases import (
@@ -217,3 +218,25 @@ def test_a_broken_rule_raises_instead_of_passing_the_request() -> None:
     message = new(pool.FindMessageTypeByName("zhongtai.test.validation.v1.Broken"))
     with pytest.raises(protovalidate.CompilationError):
         validation.violations_of(message)
+
+
+# ----------------------------------------------------------------------------------------------
+# The contract's validate.proto is the library's
+# ----------------------------------------------------------------------------------------------
+
+
+def test_generated_validate_proto_is_the_one_protovalidate_evaluates() -> None:
+    from buf.validate import validate_pb2
+
+    assert validate_proto_drift(validate_pb2.DESCRIPTOR.serialized_pb, library_validate_proto()) == []
+
+
+def test_validate_proto_drift_names_what_differs() -> None:
+    from buf.validate import validate_pb2
+
+    changed = descriptor_pb2.FileDescriptorProto.FromString(validate_pb2.DESCRIPTOR.serialized_pb)
+    rules = next(m for m in changed.message_type if m.name == "StringRules")
+    next(f for f in rules.field if f.name == "min_len").options.Clear()  # drop the rule's CEL
+    changed.options.java_package = "elsewhere"  # codegen options do not count
+    drift = validate_proto_drift(changed.SerializeToString(), library_validate_proto())
+    assert drift == ["message StringRules differs"]
