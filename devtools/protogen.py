@@ -10,11 +10,18 @@ What it does, in order:
    protoc; buf has them built in.
 2. Runs ``grpc_tools.protoc`` over every ``proto/bank/**/*.proto`` into ``gen/`` (git-ignored):
    ``*_pb2.py``, ``*_pb2_grpc.py`` and mypy-protobuf ``*.pyi`` stubs; plus
-   ``buf/validate/validate_pb2.py``, which protovalidate 1.2 imports but does not ship.
+   ``buf/validate/validate_pb2.py``: our ``*_pb2`` modules import it (``google.protobuf`` needs
+   every dependency in its descriptor pool) and tests build rules with its extensions.
+   protovalidate 2.x ships its own copy of ``buf/validate/validate.proto`` only for its
+   ``protobuf-py`` runtime (``protovalidate._gen.buf.validate.validate_pb``, in protobuf-py's own
+   registry), so the two never meet in one pool; but both must say the same, or the rules the
+   contracts write would not be the rules the library evaluates: the import check compares them
+   (:func:`validate_proto_drift`) and fails on any difference beyond codegen file options.
    ``google.api``/``google.rpc``/``google.type`` modules are NOT generated: they come from the
    ``googleapis-common-protos`` package.
 3. Adds ``__init__.py`` files so ``from bank.customer.v1 import customer_pb2`` works with ``gen/``
-   on ``sys.path``, and checks in a subprocess that the result (and ``protovalidate``) imports.
+   on ``sys.path``, and checks in a subprocess that the result (and ``protovalidate``) imports and
+   that ``buf/validate/validate.proto`` is the one the installed protovalidate evaluates.
 
 Generation happens in a scratch directory that replaces ``gen/`` at the end, so stale modules of
 deleted protos disappear. A hash of all inputs is kept in ``gen/.inputs.sha256``: when nothing
@@ -42,6 +49,8 @@ DEPS_DIR = REPO / "build" / "proto-deps"
 GEN_DIR = REPO / "gen"
 HASH_FILE = ".inputs.sha256"
 
+# The jar's buf/validate/validate.proto is the one protovalidate (Python) 2.1 embeds and evaluates:
+# bump the two together (the import check fails when they differ).
 PROTOVALIDATE_ARTIFACT = "build.buf:protovalidate:1.3.0"
 PROTOVALIDATE_JAR = "protovalidate-1.3.0.jar"
 VALIDATE_PROTO = "buf/validate/validate.proto"
@@ -49,8 +58,13 @@ GOOGLEAPIS_DIRS = ("google/api", "google/rpc", "google/type")
 
 # Modules that must import after generation (gen/ first on sys.path).
 IMPORT_CHECK = (
+    "import sys\n"
     "import protovalidate\n"
     "from buf.validate import validate_pb2\n"
+    "from devtools.protogen import library_validate_proto, validate_proto_drift\n"
+    "drift = validate_proto_drift(validate_pb2.DESCRIPTOR.serialized_pb, library_validate_proto())\n"
+    "if drift:\n"
+    "    sys.exit('buf/validate/validate.proto is not the one protovalidate evaluates: ' + '; '.join(drift))\n"
     "from google.type import money_pb2, date_pb2\n"
     "from google.api import annotations_pb2, field_behavior_pb2\n"
     "from google.rpc import status_pb2\n"
@@ -58,6 +72,63 @@ IMPORT_CHECK = (
     "for name in sys.argv[1:]:\n"
     "    importlib.import_module(name)\n"
 )
+
+
+def library_validate_proto() -> bytes:
+    """The ``buf/validate/validate.proto`` the installed protovalidate (2.x) evaluates, serialized.
+
+    protovalidate 2.x embeds it in its protobuf-py module ``protovalidate._gen.buf.validate.validate_pb``
+    (reached through the public ``protovalidate.ViolationPb``, which that module defines).
+    """
+    import protovalidate
+
+    module = sys.modules[protovalidate.ViolationPb.__module__]
+    return bytes(module.desc().proto.to_binary())
+
+
+def validate_proto_drift(ours: bytes, theirs: bytes) -> list[str]:
+    """Differences between two serialized ``buf/validate/validate.proto`` descriptors that matter.
+
+    File options (java_package, go_package... set by whoever generated the code) and ``json_name``
+    (protoc leaves it out of the ``_pb2`` descriptor) are ignored: what is compared is every
+    message, field, rule (with its CEL), enum and extension.
+    """
+    from google.protobuf import descriptor_pb2
+
+    def normalized(data: bytes) -> descriptor_pb2.FileDescriptorProto:
+        proto = descriptor_pb2.FileDescriptorProto.FromString(data)
+        proto.ClearField("options")
+        proto.ClearField("source_code_info")
+        fields = list(proto.extension)
+        pending = list(proto.message_type)
+        while pending:
+            message = pending.pop()
+            fields += [*message.field, *message.extension]
+            pending += message.nested_type
+        for field in fields:
+            field.ClearField("json_name")
+        return proto
+
+    a, b = normalized(ours), normalized(theirs)
+    if a == b:
+        return []
+    drift: list[str] = []
+    if a.name != b.name or a.package != b.package:
+        drift.append(f"file {a.name} ({a.package}) vs {b.name} ({b.package})")
+    ours_messages = {m.name: m for m in a.message_type}
+    theirs_messages = {m.name: m for m in b.message_type}
+    for name in sorted(ours_messages.keys() ^ theirs_messages.keys()):
+        drift.append(f"message {name} only in {'ours' if name in ours_messages else 'the library'}")
+    for name in sorted(ours_messages.keys() & theirs_messages.keys()):
+        if ours_messages[name] != theirs_messages[name]:
+            drift.append(f"message {name} differs")
+    if list(a.enum_type) != list(b.enum_type):
+        drift.append("enums differ")
+    if list(a.extension) != list(b.extension):
+        drift.append("extensions differ")
+    if list(a.dependency) != list(b.dependency):
+        drift.append("imports differ")
+    return drift or ["descriptors differ"]
 
 
 class ProtogenError(RuntimeError):
@@ -196,7 +267,7 @@ def _inputs_hash(files: Iterable[Path]) -> str:
         digest.update(b"\0")
         digest.update(path.read_bytes())
         digest.update(b"\0")
-    for dist in ("grpcio-tools", "mypy-protobuf", "protobuf"):
+    for dist in ("grpcio-tools", "mypy-protobuf", "protobuf", "protovalidate"):
         try:
             digest.update(f"{dist}={version(dist)};".encode())
         except PackageNotFoundError:
@@ -231,7 +302,8 @@ def generate(out_dir: Path, deps_dir: Path, protos: Sequence[str]) -> None:
             *protos,
         ]
     )
-    # protovalidate 1.2 imports buf.validate.validate_pb2 but does not ship it.
+    # Our *_pb2 modules import buf.validate.validate_pb2; no package ships it for google.protobuf
+    # (protovalidate 2.x's own copy is a protobuf-py module: see the module docstring).
     _protoc(
         [
             *includes,

@@ -23,12 +23,14 @@ FILES = sorted(EXAMPLES.glob("*/*.json"))
 
 
 def field_path(violation: Any) -> str:
+    # protovalidate 2.x: violation.proto is a protobuf-py message (unset fields are None; a oneof
+    # is a protobuf.Oneof(field, value)).
+    field = violation.proto.field
     parts = []
-    for element in violation.proto.field.elements:
+    for element in field.elements if field is not None else []:
         name = element.field_name
-        which = element.WhichOneof("subscript")
-        if which is not None:
-            name += f"[{getattr(element, which)}]"
+        if element.subscript is not None:
+            name += f"[{element.subscript.value}]"
         parts.append(name)
     return ".".join(parts)
 
