@@ -35,7 +35,7 @@ from services.kit.auth import (
 from services.kit.errors import Unavailable, ZhongtaiError, internal_status, to_rpc_status
 from services.kit.faults import is_infrastructure_error
 from services.kit.logging import get_logger
-from services.kit.validation import validate_request
+from services.kit.validation import validate_request, warm_up
 
 log = get_logger("zhongtai.grpc")
 
@@ -233,6 +233,8 @@ class GrpcServer:
             maximum_concurrent_rpcs=self._max_concurrent,
         )
         self._register(server)
+        if self._validate:
+            warm_up(self._service_names)  # (compiles each request type's rules before serving)
         health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         names = [*self._service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]

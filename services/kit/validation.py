@@ -12,9 +12,11 @@ violations: they are contract bugs, not bad requests.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import protovalidate
+from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
 
 from services.kit.errors import FieldViolation, InvalidArgument
@@ -54,3 +56,17 @@ def validate_request(message: Message) -> None:
     if found:
         summary = "; ".join(f"{v.field}: {v.description}" for v in found[:5])
         raise InvalidArgument(f"invalid request: {summary}", reason="INVALID_FIELDS", violations=found)
+
+
+def warm_up(service_names: Iterable[str]) -> int:
+    """Compile the rules of every request type of these gRPC services now (at start-up), so the
+    first request of each method does not pay it (~10-15 ms each, blocking the event loop).
+    Returns how many request types were compiled."""
+    pool = descriptor_pool.Default()
+    seen: set[str] = set()
+    for name in service_names:
+        for method in pool.FindServiceByName(name).methods:
+            if method.input_type.full_name not in seen:
+                seen.add(method.input_type.full_name)
+                _VALIDATOR.collect_violations(message_factory.GetMessageClass(method.input_type)())
+    return len(seen)

@@ -240,3 +240,12 @@ def test_validate_proto_drift_names_what_differs() -> None:
     changed.options.java_package = "elsewhere"  # codegen options do not count
     drift = validate_proto_drift(changed.SerializeToString(), library_validate_proto())
     assert drift == ["message StringRules differs"]
+
+
+def test_warm_up_compiles_every_request_type_of_the_services() -> None:
+    from bank.customer.v1 import customer_pb2
+    from services.kit.validation import warm_up
+
+    service = customer_pb2.DESCRIPTOR.services_by_name["CustomerService"]
+    inputs = {m.input_type.full_name for m in service.methods}
+    assert warm_up([service.full_name]) == len(inputs) > 5
