@@ -9,11 +9,9 @@ SQLite has one writer at a time anyway.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 
-from google.protobuf.message import Message
-from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, LargeBinary, String, Text, select, update
+from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, String, Text, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -87,17 +85,6 @@ class TransactionRow(ProductBase):
     __table_args__ = (Index("ix_transactions_subscription", "subscription_id", "seq"),)
 
 
-class IdempotencyRow(ProductBase):
-    """AIP-155: the first response to a request_id, replayed for retries of the same request."""
-
-    __tablename__ = "idempotency_keys"
-
-    key: Mapped[str] = mapped_column(String(128), primary_key=True)  # "<method>:<request_id>"
-    fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of the request without request_id
-    response: Mapped[bytes] = mapped_column(LargeBinary)
-    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
 def utc(value: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; everything stored is UTC."""
     if value is None:
@@ -112,27 +99,6 @@ def now() -> datetime:
 # ------------------------------------------------------------------------------------------
 # idempotency
 # ------------------------------------------------------------------------------------------
-
-
-def fingerprint(request: Message) -> str:
-    """A digest of the request without its request_id (a retry must be the same request)."""
-    copy = type(request)()
-    copy.CopyFrom(request)
-    if "request_id" in copy.DESCRIPTOR.fields_by_name:
-        copy.ClearField("request_id")  # type: ignore[arg-type]
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
-
-
-async def stored_response(session: AsyncSession, key: str) -> IdempotencyRow | None:
-    return await session.get(IdempotencyRow, key)
-
-
-def remember(session: AsyncSession, key: str, request_fingerprint: str, response: Message) -> None:
-    session.add(
-        IdempotencyRow(
-            key=key, fingerprint=request_fingerprint, response=response.SerializeToString(), create_time=now()
-        )
-    )
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
-"""Use cases of the product service: one command, one unit of work, its events in the outbox.
+"""Use cases of the product service: each write decides; the kit's command port does the rest.
 
-Each write: (1) replay the stored response if the request_id was seen (AIP-155), (2) check
-what needs I/O outside the transaction (the customer lookup never holds a DB transaction open),
-(3) in ONE unit of work change the aggregate (version bump first), stage its event with
-``add_event`` and remember the response under the request_id, commit. A concurrent duplicate
-loses on the idempotency key's primary key, rolls back, and replays the winner's response.
+Every write runs through :class:`services.kit.commands.Commands`: replay of a seen request_id
+(AIP-155, the first response), ONE unit of work around the decision here (change the aggregate,
+version bump first, stage its event with ``add_event``), the response remembered in it, the
+commit and the relay's wake-up, and the retry when a concurrent duplicate wins a unique key.
+I/O outside the transaction (the customer lookup) comes first, after a replay check, so it never
+holds a database transaction open and a retry is answered without it.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from datetime import datetime
 from typing import Protocol, TypeVar
 
 from google.protobuf.message import Message
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bank.product.v1 import events_pb2, product_pb2
-from services.kit.db import UnitOfWork, sessionmaker
+from services.kit.commands import Commands
+from services.kit.db import sessionmaker
 from services.kit.errors import (
     Aborted,
     AlreadyExists,
@@ -65,41 +66,13 @@ class ProductUseCases:
         *,
         after_commit: list[Callable[[], None]] | None = None,
     ) -> None:
-        self._engine = engine
         self._reads = sessionmaker(engine)
         self._customers = customers
-        self._after_commit = list(after_commit or [])
-
-    def _uow(self) -> UnitOfWork:
-        return UnitOfWork(self._engine, after_commit=self._after_commit)
-
-    # -- idempotency ---------------------------------------------------------------------------
-
-    async def _replay(self, key: str | None, fingerprint: str, cls: type[M]) -> M | None:
-        if key is None:
-            return None
-        async with self._reads() as session:
-            row = await store.stored_response(session, key)
-        return self._replayed(row, fingerprint, cls)
-
-    @staticmethod
-    def _replayed(row: store.IdempotencyRow | None, fingerprint: str, cls: type[M]) -> M | None:
-        if row is None:
-            return None
-        if row.fingerprint != fingerprint:
-            raise AlreadyExists("request_id was already used for a different request", reason="REQUEST_ID_REUSED")
-        return cls.FromString(row.response)
-
-    @staticmethod
-    def _key(method: str, request_id: str) -> str | None:
-        return f"{method}:{request_id}" if request_id else None
+        self._commands = Commands(engine, after_commit=after_commit)
 
     # -- catalogue -------------------------------------------------------------------------------
 
     async def create_product(self, request: product_pb2.CreateProductRequest) -> product_pb2.Product:
-        key, fp = self._key("CreateProduct", request.request_id), store.fingerprint(request)
-        if (done := await self._replay(key, fp, product_pb2.Product)) is not None:
-            return done
         given = request.product
         terms, rules = convert.terms_of(given)
         try:
@@ -110,38 +83,34 @@ class ProductUseCases:
                 reason="INVALID_TERMS",
                 violations=[FieldViolation(f, d) for f, d in exc.violations],
             ) from None
-        at = store.now()
-        row = store.ProductRow(
-            product_id=given.product_id or _new_id("P"),
-            display_name=given.display_name,
-            description=given.description,
-            type=given.type,
-            risk_level=given.risk_level,
-            state=domain.DRAFT,
-            currency=terms.currency,
-            min_minor=terms.min.minor if terms.min else None,
-            max_minor=terms.max.minor if terms.max else None,
-            term_months=terms.term_months,
-            annual_rate_bps=terms.annual_rate_bps,
-            min_age=rules.min_age,
-            max_age=rules.max_age,
-            version=1,
-            create_time=at,
-            update_time=at,
-        )
-        try:
-            async with self._uow() as uow:
-                if await store.get_product(uow.session, row.product_id) is not None:
-                    raise AlreadyExists(f"product {row.product_id} exists", reason="PRODUCT_EXISTS")
-                uow.session.add(row)
-                response = convert.product_message(row)
-                self._remember(uow.session, key, fp, response)
-                await uow.commit()
-        except IntegrityError:
-            if (done := await self._replay(key, fp, product_pb2.Product)) is not None:
-                return done
-            raise AlreadyExists(f"product {row.product_id} exists", reason="PRODUCT_EXISTS") from None
-        return response
+        product_id = given.product_id or _new_id("P")
+
+        async def decide(session: AsyncSession) -> product_pb2.Product:
+            if await store.get_product(session, product_id) is not None:
+                raise AlreadyExists(f"product {product_id} exists", reason="PRODUCT_EXISTS")
+            at = store.now()
+            row = store.ProductRow(
+                product_id=product_id,
+                display_name=given.display_name,
+                description=given.description,
+                type=given.type,
+                risk_level=given.risk_level,
+                state=domain.DRAFT,
+                currency=terms.currency,
+                min_minor=terms.min.minor if terms.min else None,
+                max_minor=terms.max.minor if terms.max else None,
+                term_months=terms.term_months,
+                annual_rate_bps=terms.annual_rate_bps,
+                min_age=rules.min_age,
+                max_age=rules.max_age,
+                version=1,
+                create_time=at,
+                update_time=at,
+            )
+            session.add(row)
+            return convert.product_message(row)
+
+        return await self._commands.run("CreateProduct", request, product_pb2.Product, decide)
 
     async def publish_product(self, request: product_pb2.PublishProductRequest) -> product_pb2.Product:
         return await self._transition(request, "PublishProduct", domain.publish, events_pb2.ProductPublished)
@@ -156,44 +125,36 @@ class ProductUseCases:
         rule: Callable[[int], int],
         event: type[events_pb2.ProductPublished] | type[events_pb2.ProductRetired],
     ) -> product_pb2.Product:
-        key, fp = self._key(method, request.request_id), store.fingerprint(request)
-        if (done := await self._replay(key, fp, product_pb2.Product)) is not None:
-            return done
-        try:
-            async with self._uow() as uow:
-                session = uow.session
-                row = await session.get(store.ProductRow, request.product_id, with_for_update=True)
-                if row is None:
-                    raise NotFound(f"product {request.product_id} not found", reason="PRODUCT_NOT_FOUND")
-                _check_etag(request.etag, row.version)
-                try:
-                    row.state = rule(row.state)
-                except domain.DomainError as exc:
-                    raise _refused(exc) from None
-                at = store.now()
-                row.version += 1
-                row.update_time = at
-                if row.state == domain.ACTIVE:
-                    row.publish_time = at
-                else:
-                    row.retire_time = at
-                await session.flush()  # the version bump precedes the outbox row
-                snapshot = convert.product_message(row)
-                add_event(
-                    session,
-                    event(product_id=row.product_id, product=snapshot, version=row.version, occur_time=convert.ts(at)),
-                    source=SOURCE,
-                    aggregate_type="product",
-                    aggregate_id=row.product_id,
-                    version=row.version,
-                )
-                self._remember(session, key, fp, snapshot)
-                await uow.commit()
-        except IntegrityError:
-            if (done := await self._replay(key, fp, product_pb2.Product)) is not None:
-                return done
-            raise
-        return snapshot
+
+        async def decide(session: AsyncSession) -> product_pb2.Product:
+            row = await session.get(store.ProductRow, request.product_id, with_for_update=True)
+            if row is None:
+                raise NotFound(f"product {request.product_id} not found", reason="PRODUCT_NOT_FOUND")
+            _check_etag(request.etag, row.version)
+            try:
+                row.state = rule(row.state)
+            except domain.DomainError as exc:
+                raise _refused(exc) from None
+            at = store.now()
+            row.version += 1
+            row.update_time = at
+            if row.state == domain.ACTIVE:
+                row.publish_time = at
+            else:
+                row.retire_time = at
+            await session.flush()  # the version bump precedes the outbox row
+            snapshot = convert.product_message(row)
+            add_event(
+                session,
+                event(product_id=row.product_id, product=snapshot, version=row.version, occur_time=convert.ts(at)),
+                source=SOURCE,
+                aggregate_type="product",
+                aggregate_id=row.product_id,
+                version=row.version,
+            )
+            return snapshot
+
+        return await self._commands.run(method, request, product_pb2.Product, decide)
 
     async def get_product(self, product_id: str) -> product_pb2.Product:
         async with self._reads() as session:
@@ -243,9 +204,8 @@ class ProductUseCases:
     async def create_subscription(
         self, request: product_pb2.CreateSubscriptionRequest, *, time_remaining: float | None = None
     ) -> product_pb2.Subscription:
-        key, fp = self._key("CreateSubscription", request.request_id), store.fingerprint(request)
-        if (done := await self._replay(key, fp, product_pb2.Subscription)) is not None:
-            return done
+        if (done := await self._commands.replayed("CreateSubscription", request, product_pb2.Subscription)) is not None:
+            return done  # (answered without asking the customer service again)
         amount = convert.amount_of(request.subscription.amount, "subscription.amount")
         product = await self._product_facts(request.subscription.product_id)
         profile = await self._customers.profile(request.customer_id, time_remaining=time_remaining)
@@ -257,69 +217,58 @@ class ProductUseCases:
                 reason="NOT_ELIGIBLE",
                 metadata={"reasons": ",".join(codes), "product_id": product.product_id},
             )
-        at = store.now()
-        row = store.SubscriptionRow(
-            subscription_id=_new_id("S"),
-            customer_id=request.customer_id,
-            product_id=product.product_id,
-            product_type=product.type,
-            currency=amount.currency,
-            amount_minor=amount.minor,
-            balance_minor=amount.minor,
-            no_overdraft=not domain.may_go_negative(product.type),
-            state=domain.OPEN,
-            version=1,
-            create_time=at,
-            update_time=at,
+
+        async def decide(session: AsyncSession) -> product_pb2.Subscription:
+            current = await store.get_product(session, product.product_id)
+            if current is None or current.state != domain.ACTIVE:  # retired meanwhile
+                raise FailedPrecondition(
+                    "the product is no longer on offer",
+                    reason="NOT_ELIGIBLE",
+                    metadata={"reasons": domain.PRODUCT_NOT_ACTIVE, "product_id": product.product_id},
+                )
+            at = store.now()
+            row = store.SubscriptionRow(
+                subscription_id=_new_id("S"),
+                customer_id=request.customer_id,
+                product_id=product.product_id,
+                product_type=product.type,
+                currency=amount.currency,
+                amount_minor=amount.minor,
+                balance_minor=amount.minor,
+                no_overdraft=not domain.may_go_negative(product.type),
+                state=domain.OPEN,
+                version=1,
+                create_time=at,
+                update_time=at,
+            )
+            session.add(row)
+            await session.flush()
+            snapshot = convert.subscription_message(row)
+            _add_subscription_event(session, events_pb2.SubscriptionOpened, row, snapshot, at)
+            return snapshot
+
+        return await self._commands.run(
+            "CreateSubscription", request, product_pb2.Subscription, decide, replay_checked=True
         )
-        try:
-            async with self._uow() as uow:
-                session = uow.session
-                current = await store.get_product(session, product.product_id)
-                if current is None or current.state != domain.ACTIVE:  # retired meanwhile
-                    raise FailedPrecondition(
-                        "the product is no longer on offer",
-                        reason="NOT_ELIGIBLE",
-                        metadata={"reasons": domain.PRODUCT_NOT_ACTIVE, "product_id": product.product_id},
-                    )
-                session.add(row)
-                await session.flush()
-                snapshot = convert.subscription_message(row)
-                _add_subscription_event(session, events_pb2.SubscriptionOpened, row, snapshot, at)
-                self._remember(session, key, fp, snapshot)
-                await uow.commit()
-        except IntegrityError:
-            if (done := await self._replay(key, fp, product_pb2.Subscription)) is not None:
-                return done
-            raise
-        return snapshot
 
     async def close_subscription(self, request: product_pb2.CloseSubscriptionRequest) -> product_pb2.Subscription:
-        key, fp = self._key("CloseSubscription", request.request_id), store.fingerprint(request)
-        if (done := await self._replay(key, fp, product_pb2.Subscription)) is not None:
-            return done
-        try:
-            async with self._uow() as uow:
-                session = uow.session
-                row = await self._owned_subscription(session, request.customer_id, request.subscription_id, lock=True)
-                _check_etag(request.etag, row.version)
-                try:
-                    row.state = domain.close(row.state)
-                except domain.DomainError as exc:
-                    raise _refused(exc) from None
-                at = store.now()
-                row.version += 1
-                row.update_time = row.close_time = at
-                await session.flush()
-                snapshot = convert.subscription_message(row)
-                _add_subscription_event(session, events_pb2.SubscriptionClosed, row, snapshot, at)
-                self._remember(session, key, fp, snapshot)
-                await uow.commit()
-        except IntegrityError:
-            if (done := await self._replay(key, fp, product_pb2.Subscription)) is not None:
-                return done
-            raise
-        return snapshot
+
+        async def decide(session: AsyncSession) -> product_pb2.Subscription:
+            row = await self._owned_subscription(session, request.customer_id, request.subscription_id, lock=True)
+            _check_etag(request.etag, row.version)
+            try:
+                row.state = domain.close(row.state)
+            except domain.DomainError as exc:
+                raise _refused(exc) from None
+            at = store.now()
+            row.version += 1
+            row.update_time = row.close_time = at
+            await session.flush()
+            snapshot = convert.subscription_message(row)
+            _add_subscription_event(session, events_pb2.SubscriptionClosed, row, snapshot, at)
+            return snapshot
+
+        return await self._commands.run("CloseSubscription", request, product_pb2.Subscription, decide)
 
     async def list_subscriptions(
         self, request: product_pb2.ListSubscriptionsRequest
@@ -349,75 +298,65 @@ class ProductUseCases:
     # -- postings --------------------------------------------------------------------------------
 
     async def post_transaction(self, request: product_pb2.PostTransactionRequest) -> product_pb2.Transaction:
-        key, fp = self._key("PostTransaction", request.request_id), store.fingerprint(request)
         txn = request.transaction
         amount = convert.amount_of(txn.amount, "transaction.amount")
-        # The hot path: replay check, read, conditional update and inserts share ONE transaction
-        # (one connection checkout, no extra BEGIN/ROLLBACK round trips).
-        try:
-            async with self._uow() as uow:
-                session = uow.session
-                if key is not None:
-                    done = self._replayed(await store.stored_response(session, key), fp, product_pb2.Transaction)
-                    if done is not None:
-                        return done
-                sub = await self._owned_subscription(session, request.customer_id, request.subscription_id)
-                balance = domain.Amount(sub.balance_minor, sub.currency)
-                try:
-                    # The rule, on the balance as read; the conditional UPDATE re-checks it atomically.
-                    domain.post(balance, txn.direction, amount, sub.product_type, sub.state)
-                except domain.CurrencyMismatch as exc:
-                    raise invalid("transaction.amount.currency_code", exc.message) from None
-                except domain.DomainError as exc:
-                    raise _refused(exc) from None
-                delta = domain.signed(txn.direction, amount).minor
-                at = store.now()
-                applied = await store.apply_posting(session, sub.subscription_id, delta, at)
-                if applied is None:
-                    fresh = await store.get_subscription(session, sub.subscription_id)
-                    if fresh is None or fresh.state != domain.OPEN:
-                        raise FailedPrecondition("the subscription is not open", reason="SUBSCRIPTION_NOT_OPEN")
-                    raise FailedPrecondition(
-                        "the debit exceeds the available balance", reason=domain.InsufficientFunds.reason
-                    )
-                balance_after, version = applied
-                row = store.TransactionRow(
-                    transaction_id=_new_id("T"),
-                    subscription_id=sub.subscription_id,
+
+        # The hot path: the replay check, read, conditional update and inserts share ONE
+        # transaction (the port checks the request_id inside it: one connection checkout).
+        async def decide(session: AsyncSession) -> product_pb2.Transaction:
+            sub = await self._owned_subscription(session, request.customer_id, request.subscription_id)
+            balance = domain.Amount(sub.balance_minor, sub.currency)
+            try:
+                # The rule, on the balance as read; the conditional UPDATE re-checks it atomically.
+                domain.post(balance, txn.direction, amount, sub.product_type, sub.state)
+            except domain.CurrencyMismatch as exc:
+                raise invalid("transaction.amount.currency_code", exc.message) from None
+            except domain.DomainError as exc:
+                raise _refused(exc) from None
+            delta = domain.signed(txn.direction, amount).minor
+            at = store.now()
+            applied = await store.apply_posting(session, sub.subscription_id, delta, at)
+            if applied is None:
+                fresh = await store.get_subscription(session, sub.subscription_id)
+                if fresh is None or fresh.state != domain.OPEN:
+                    raise FailedPrecondition("the subscription is not open", reason="SUBSCRIPTION_NOT_OPEN")
+                raise FailedPrecondition(
+                    "the debit exceeds the available balance", reason=domain.InsufficientFunds.reason
+                )
+            balance_after, version = applied
+            row = store.TransactionRow(
+                transaction_id=_new_id("T"),
+                subscription_id=sub.subscription_id,
+                customer_id=sub.customer_id,
+                direction=txn.direction,
+                currency=amount.currency,
+                amount_minor=amount.minor,
+                balance_after_minor=balance_after,
+                description=txn.description,
+                post_time=at,
+            )
+            session.add(row)
+            response = convert.transaction_message(row)
+            add_event(
+                session,
+                events_pb2.TransactionPosted(
                     customer_id=sub.customer_id,
-                    direction=txn.direction,
-                    currency=amount.currency,
-                    amount_minor=amount.minor,
-                    balance_after_minor=balance_after,
-                    description=txn.description,
-                    post_time=at,
-                )
-                session.add(row)
-                response = convert.transaction_message(row)
-                add_event(
-                    session,
-                    events_pb2.TransactionPosted(
-                        customer_id=sub.customer_id,
-                        subscription_id=sub.subscription_id,
-                        product_id=sub.product_id,
-                        product_type=sub.product_type,  # type: ignore[arg-type]
-                        transaction=response,
-                        version=version,
-                        occur_time=convert.ts(at),
-                    ),
-                    source=SOURCE,
-                    aggregate_type="subscription",
-                    aggregate_id=sub.subscription_id,
+                    subscription_id=sub.subscription_id,
+                    product_id=sub.product_id,
+                    product_type=sub.product_type,  # type: ignore[arg-type]
+                    transaction=response,
                     version=version,
-                    subject=sub.customer_id,
-                )
-                self._remember(session, key, fp, response)
-                await uow.commit()
-        except IntegrityError:
-            if (done := await self._replay(key, fp, product_pb2.Transaction)) is not None:
-                return done
-            raise
-        return response
+                    occur_time=convert.ts(at),
+                ),
+                source=SOURCE,
+                aggregate_type="subscription",
+                aggregate_id=sub.subscription_id,
+                version=version,
+                subject=sub.customer_id,
+            )
+            return response
+
+        return await self._commands.run("PostTransaction", request, product_pb2.Transaction, decide)
 
     async def list_transactions(
         self, request: product_pb2.ListTransactionsRequest
@@ -436,13 +375,6 @@ class ProductUseCases:
         if len(rows) > size:
             response.next_page_token = convert.encode_token(rows[size - 1].seq, query)
         return response
-
-    # -- helpers ---------------------------------------------------------------------------------
-
-    @staticmethod
-    def _remember(session: AsyncSession, key: str | None, fp: str, response: Message) -> None:
-        if key is not None:
-            store.remember(session, key, fp, response)
 
 
 def _add_subscription_event(

@@ -1,0 +1,156 @@
+"""The command port: one way to run a state-changing use case (ARCHITECTURE §9).
+
+:meth:`Commands.run` does the plumbing every write needs, so a use case only decides:
+
+1. **Replay** (AIP-155): a request carrying a ``request_id`` seen before for the same method
+   returns the first call's response, if the request is the same (its fingerprint: a digest of
+   the request without its ``request_id``); the same key with a different request is refused
+   with ALREADY_EXISTS, reason ``REQUEST_ID_REUSED`` (docs/adr/0013).
+2. **Decide** in ONE unit of work: the use case's ``decide(session)`` changes the aggregate and
+   stages its events with :func:`services.kit.outbox.add_event`; the response is remembered under
+   the key in the same transaction, then it commits and the ``after_commit`` callbacks wake the
+   outbox relay.
+3. **Unique violations**: a concurrent duplicate loses on a primary or unique key and rolls
+   back; the whole step runs once more, where it replays the winner's response (same key) or
+   meets the winner's row in ``decide`` (e.g. "already exists"). A second collision is ABORTED,
+   reason ``CONCURRENT_MODIFICATION`` (retry).
+
+A use case that must call another service first (outside any transaction) asks
+:meth:`Commands.replayed` before that call, so a retry is answered without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from google.protobuf.message import Message
+from sqlalchemy import DateTime, LargeBinary, String
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from services.kit.db import UnitOfWork, sessionmaker
+from services.kit.errors import Aborted, AlreadyExists, FieldViolation
+
+M = TypeVar("M", bound=Message)
+Fingerprint = Callable[[str, Message], str]
+
+
+class _CommandBase(DeclarativeBase):
+    pass
+
+
+class CommandRecord(_CommandBase):
+    """The first response to a request_id (``idempotency_keys``; created by a service's migration)."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)  # "<method>:<request_id>"
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    response: Mapped[bytes] = mapped_column(LargeBinary)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+def digest(method: str, request: Message) -> str:
+    """The default fingerprint: SHA-256 of the request without its ``request_id``."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    if "request_id" in copy.DESCRIPTOR.fields_by_name:
+        copy.ClearField("request_id")  # type: ignore[arg-type]
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+def request_id_reused(request_id: str) -> AlreadyExists:
+    return AlreadyExists(
+        f"request_id {request_id} was already used for a different request",
+        reason="REQUEST_ID_REUSED",
+        metadata={"request_id": request_id},
+        violations=[FieldViolation("request_id", "already used for a different request")],
+    )
+
+
+class Commands:
+    """The command port of one service's database."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        after_commit: list[Callable[[], None]] | None = None,
+        fingerprint: Fingerprint = digest,
+    ) -> None:
+        self._engine = engine
+        self._after_commit = list(after_commit or [])
+        self._reads = sessionmaker(engine)
+        self._fingerprint = fingerprint
+
+    async def replayed(self, method: str, request: Message, response: type[M]) -> M | None:
+        """The first response to this request's ``request_id``, if there was one (its own read)."""
+        if not _request_id(request):
+            return None
+        async with self._reads() as session:
+            return await self._replay(session, method, request, response)
+
+    async def run(
+        self,
+        method: str,
+        request: Message,
+        response: type[M],
+        decide: Callable[[AsyncSession], Awaitable[M]],
+        *,
+        replay_checked: bool = False,
+    ) -> M:
+        """Replay, or ``decide`` and remember in one unit of work; see the module docstring.
+        ``replay_checked``: the caller asked :meth:`replayed` just before (skip that read once)."""
+        for attempt in (1, 2):
+            try:
+                return await self._once(method, request, response, decide, check=attempt == 2 or not replay_checked)
+            except IntegrityError as exc:
+                if attempt == 2:
+                    raise Aborted("concurrent conflicting request; retry", reason="CONCURRENT_MODIFICATION") from exc
+        raise AssertionError("unreachable")
+
+    async def _once(
+        self,
+        method: str,
+        request: Message,
+        response: type[M],
+        decide: Callable[[AsyncSession], Awaitable[M]],
+        *,
+        check: bool,
+    ) -> M:
+        async with UnitOfWork(self._engine, after_commit=self._after_commit) as uow:
+            session = uow.session
+            # (in the write transaction itself: one connection checkout on the hot path)
+            if check and (done := await self._replay(session, method, request, response)) is not None:
+                return done
+            result = await decide(session)
+            if request_id := _request_id(request):
+                session.add(
+                    CommandRecord(
+                        key=f"{method}:{request_id}",
+                        fingerprint=self._fingerprint(method, request),
+                        response=result.SerializeToString(),
+                        create_time=datetime.now(UTC),
+                    )
+                )
+            await uow.commit()
+        return result
+
+    async def _replay(self, session: AsyncSession, method: str, request: Message, response: type[M]) -> M | None:
+        request_id = _request_id(request)
+        if not request_id:
+            return None
+        row = await session.get(CommandRecord, f"{method}:{request_id}")
+        if row is None:
+            return None
+        if row.fingerprint != self._fingerprint(method, request):
+            raise request_id_reused(request_id)
+        return response.FromString(row.response)
+
+
+def _request_id(request: Message) -> str:
+    return str(getattr(request, "request_id", "") or "")
