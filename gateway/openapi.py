@@ -157,60 +157,65 @@ def _query_parameters(schemas: _Schemas, desc: Descriptor, bound: frozenset[str]
     return params
 
 
+_TIMEOUT_HEADER = {
+    "name": "X-Timeout-Ms",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 1},
+    "description": "Deadline for this request in milliseconds (capped by the gateway).",
+}
+_IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 8, "maxLength": 64, "pattern": _KEY_PATTERN},
+    "description": "Makes retries safe: copied into request_id; a replay returns the first response.",
+}
+
+
+def _operation(schemas: _Schemas, route: Route) -> dict[str, Any]:
+    """One route's OpenAPI operation: parameters (path, query, headers), body, responses."""
+    desc = route.method.input_type
+    parameters: list[dict[str, Any]] = [
+        {"name": ".".join(var.field_path), "in": "path", "required": True, "schema": {"type": "string"}}
+        for var in route.template.variables
+    ]
+    if route.body != "*":
+        parameters.extend(_query_parameters(schemas, desc, route.bound_fields))
+    if route.http_method != "GET":
+        parameters.append(dict(_IDEMPOTENCY_HEADER))
+    parameters.append(dict(_TIMEOUT_HEADER))
+    operation: dict[str, Any] = {
+        "operationId": route.operation_id,
+        "summary": f"{route.method.containing_service.full_name}.{route.method.name}",
+        "tags": [route.method.containing_service.name],
+        "parameters": parameters,
+        "security": [{"bearerAuth": list(route.scopes)}],
+        "x-required-scopes": list(route.scopes),
+        "x-grpc-method": route.full_method,
+        "responses": {
+            "200": {
+                "description": "OK",
+                "content": {"application/json": {"schema": schemas.message(route.method.output_type)}},
+            },
+            **{code: {"$ref": f"#/components/responses/E{code}"} for code in ERROR_STATUSES},
+            "default": {"$ref": "#/components/responses/Error"},
+        },
+    }
+    if route.body:
+        body_schema = schemas.message(desc) if route.body == "*" else schemas.field(desc.fields_by_name[route.body])
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body_schema}}}
+    return operation
+
+
 def build_openapi(routes: Iterable[Route], *, title: str = "Zhongtai API", version: str = "v1") -> dict[str, Any]:
     schemas = _Schemas()
     _error_schemas(schemas)
     paths: dict[str, dict[str, Any]] = {}
     all_scopes: set[str] = set()
     for route in routes:
-        desc = route.method.input_type
-        parameters: list[dict[str, Any]] = []
-        for var in route.template.variables:
-            dotted = ".".join(var.field_path)
-            parameters.append({"name": dotted, "in": "path", "required": True, "schema": {"type": "string"}})
-        if route.body != "*":
-            parameters.extend(_query_parameters(schemas, desc, route.bound_fields))
-        operation: dict[str, Any] = {
-            "operationId": route.operation_id,
-            "summary": f"{route.method.containing_service.full_name}.{route.method.name}",
-            "tags": [route.method.containing_service.name],
-            "parameters": parameters,
-            "security": [{"bearerAuth": list(route.scopes)}],
-            "x-required-scopes": list(route.scopes),
-            "x-grpc-method": route.full_method,
-            "responses": {
-                "200": {
-                    "description": "OK",
-                    "content": {"application/json": {"schema": schemas.message(route.method.output_type)}},
-                },
-                **{code: {"$ref": f"#/components/responses/E{code}"} for code in ERROR_STATUSES},
-                "default": {"$ref": "#/components/responses/Error"},
-            },
-        }
+        paths.setdefault(route.template.openapi_path, {})[route.http_method.lower()] = _operation(schemas, route)
         all_scopes.update(route.scopes)
-        if route.http_method != "GET":
-            operation["parameters"].append(
-                {
-                    "name": "Idempotency-Key",
-                    "in": "header",
-                    "required": False,
-                    "schema": {"type": "string", "minLength": 8, "maxLength": 64, "pattern": _KEY_PATTERN},
-                    "description": "Makes retries safe: copied into request_id; a replay returns the first response.",
-                }
-            )
-        operation["parameters"].append(
-            {
-                "name": "X-Timeout-Ms",
-                "in": "header",
-                "required": False,
-                "schema": {"type": "integer", "minimum": 1},
-                "description": "Deadline for this request in milliseconds (capped by the gateway).",
-            }
-        )
-        if route.body:
-            body_schema = schemas.message(desc) if route.body == "*" else schemas.field(desc.fields_by_name[route.body])
-            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body_schema}}}
-        paths.setdefault(route.template.openapi_path, {})[route.http_method.lower()] = operation
     responses = {
         f"E{code}": {"description": text, "content": {"application/json": {"schema": _ref(ERROR_SCHEMA)}}}
         for code, text in ERROR_STATUSES.items()

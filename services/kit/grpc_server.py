@@ -76,6 +76,21 @@ def _db_error_fields(exc: BaseException) -> dict[str, str | None]:
     }
 
 
+def _unexpected(exc: Exception, method: str) -> tuple[grpc.StatusCode, Any]:
+    """The status of an exception that is no :class:`ZhongtaiError`, logged once."""
+    if is_infrastructure_error(exc):
+        # The database is down, restarting, refusing or lost the connection (in a read, a write
+        # or at commit): nothing is wrong with the request. UNAVAILABLE (503 at the edge) says
+        # "retry" — safe for a write sent with its request_id / Idempotency-Key. The pool has
+        # dropped the broken connection; the same call made again gets a new one. Expected
+        # during an outage: no stack trace.
+        down = Unavailable("the database is unavailable; retry later", reason="DATABASE_UNAVAILABLE")
+        log.warning("rpc failed: database unavailable", rpc=method, **_db_error_fields(exc))
+        return down.code, to_rpc_status(down)
+    log.exception("rpc failed", rpc=method)
+    return grpc.StatusCode.INTERNAL, internal_status()
+
+
 class KitServerInterceptor(grpc.aio.ServerInterceptor):
     """Auth + scopes, validation, error translation, RED metrics and access logs."""
 
@@ -117,20 +132,7 @@ class KitServerInterceptor(grpc.aio.ServerInterceptor):
                 code = context.code() or grpc.StatusCode.CANCELLED  # type: ignore[assignment]
                 raise
             except Exception as exc:
-                if is_infrastructure_error(exc):
-                    # The database is down, restarting, refusing or lost the connection (in a
-                    # read, a write or at commit): nothing is wrong with the request. UNAVAILABLE
-                    # (503 at the edge) says "retry" — safe for a write sent with its request_id /
-                    # Idempotency-Key. The pool has dropped the broken connection; the same call
-                    # made again gets a new one. Expected during an outage: no stack trace.
-                    down = Unavailable("the database is unavailable; retry later", reason="DATABASE_UNAVAILABLE")
-                    code = down.code
-                    log.warning("rpc failed: database unavailable", rpc=method, **_db_error_fields(exc))
-                    status = to_rpc_status(down)
-                else:
-                    code = grpc.StatusCode.INTERNAL
-                    log.exception("rpc failed", rpc=method)
-                    status = internal_status()
+                code, status = _unexpected(exc, method)
                 await context.abort_with_status(rpc_status.to_status(status))
             finally:
                 if reset is not None:
