@@ -16,7 +16,7 @@ from bank.datahub.v1 import datahub_pb2, datahub_pb2_grpc
 from services.data_hub import store
 from services.data_hub.api import CustomerViewApi, refresh_segments
 from services.data_hub.domain import Rules
-from services.data_hub.projector import Projector, ViewWorker
+from services.data_hub.projector import HubProjection, ViewWorker
 from services.kit.auth import TokenVerifier
 from services.kit.config import ServiceSettings, load_settings
 from services.kit.consumer import InboxConsumer
@@ -165,14 +165,13 @@ async def serve(settings: DataHubSettings, stop_event: asyncio.Event | None = No
         backlog=lambda: 0 < settings.datahub_backlog_records < consumer.lag,
         backlog_pause_s=settings.datahub_backlog_render_interval_s,
     )
-    projector = Projector(on_commit=worker.wake, rules=rules, inline_render_max=settings.datahub_inline_render_max)
+    projection = HubProjection(on_commit=worker.wake, rules=rules, inline_render_max=settings.datahub_inline_render_max)
     consumer = InboxConsumer(
         engine=engine,
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=settings.group_id,
         topics=settings.source_topics,
-        handler=projector.handle,
-        before_commit=projector.flush,
+        projection=projection,
         dlq_producer=producer,
         max_attempts=settings.datahub_max_attempts,
         max_records=settings.datahub_max_records,
