@@ -812,9 +812,8 @@ class InboxConsumer:
     ) -> _Staged:
         """Open a transaction, look up the records' inbox entries and aggregate versions, and run
         the handlers (or the projection's ``fold`` of the new events); the transaction stays open
-        for :meth:`_commit`. ``batches``: the poll the
-        records came from (for its offsets); ``after``: a batch being written meanwhile, whose
-        commit this one counts on (``_carry``)."""
+        for :meth:`_commit`. ``batches``: the poll the records came from (for its offsets);
+        ``after``: a batch being written meanwhile, whose commit this one counts on (``_carry``)."""
         clock = time.perf_counter
         marks = [clock()]
         span = None if len(pairs) <= self._trace_each_max else self._batch_span(pairs)
@@ -847,15 +846,15 @@ class InboxConsumer:
         raise); then tell the projection it committed."""
         span, session = staged.span, staged.uow.session
         token = None if span is None else otel_context.attach(trace.set_span_in_context(span))
-        applied = None
+        result = None  # what the projection's ``apply`` returned
         try:
             if self._projection is not None and staged.folded is not None:
-                applied = await self._projection.apply(session, staged.folded)
+                result = await self._projection.apply(session, staged.folded)
             staged.marks.append(time.perf_counter())
             await _flush(session, staged.batch)
             await staged.uow.commit()
-            if applied is not None:
-                self._committed(applied)  # (at once: no await between the commit and the news)
+            if result is not None:
+                self._committed(result)  # (at once: no await between the commit and the news)
         except BaseException as exc:
             _failed(span, exc)
             raise
@@ -868,11 +867,11 @@ class InboxConsumer:
                 span.end()
         self._count(staged.batch)
 
-    def _committed(self, applied: Any) -> None:
+    def _committed(self, result: Any) -> None:
         """Tell the projection its batch committed (right away: before the offsets go to Kafka)."""
         assert self._projection is not None
         try:
-            self._projection.committed(applied)
+            self._projection.committed(result)
         except Exception as exc:  # the batch is committed: a failing notification must not re-apply it
             log.warning("projection's committed hook failed", group=self._group, error=type(exc).__name__)
 
