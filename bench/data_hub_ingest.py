@@ -17,7 +17,7 @@ Prints events/s for both and their ratio (targets: hub >= 10,000 events/s, ratio
     .venv/bin/python bench/data_hub_ingest.py [--customers 1000] [--months 6] [--hubs 2]
 
 ``BENCH_HUB_LOG=DEBUG`` logs the in-process hub's per-batch timings ("batch applied": lookups,
-fold, waiting for the previous write, before-commit, write and commit).
+fold, waiting for the previous write, the projection's write, inbox rows and commit).
 
 ``--hubs 2`` runs a second hub process in the same consumer group, as the chart's two data hub
 replicas do: the group splits the partitions between them.

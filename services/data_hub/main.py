@@ -17,7 +17,7 @@ from services.data_hub import store
 from services.data_hub.api import CustomerViewApi, refresh_segments
 from services.data_hub.customers import KnownCustomers
 from services.data_hub.domain import Rules
-from services.data_hub.projector import Projector, ViewWorker
+from services.data_hub.projector import HubProjection, ViewWorker
 from services.kit.auth import TokenVerifier
 from services.kit.clients import CallerSettings
 from services.kit.config import load_settings
@@ -173,14 +173,13 @@ async def serve(settings: DataHubSettings, stop_event: asyncio.Event | None = No
         backlog=lambda: 0 < settings.datahub_backlog_records < consumer.lag,
         backlog_pause_s=settings.datahub_backlog_render_interval_s,
     )
-    projector = Projector(on_commit=worker.wake, rules=rules, inline_render_max=settings.datahub_inline_render_max)
+    projection = HubProjection(on_commit=worker.wake, rules=rules, inline_render_max=settings.datahub_inline_render_max)
     consumer = InboxConsumer(
         engine=engine,
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=settings.group_id,
         topics=settings.source_topics,
-        handler=projector.handle,
-        before_commit=projector.flush,
+        projection=projection,
         dlq_producer=producer,
         max_attempts=settings.datahub_max_attempts,
         max_records=settings.datahub_max_records,

@@ -1,10 +1,10 @@
-"""Runtime of the projection: the inbox consumer's handler and the view worker.
+"""Runtime of the projection: the inbox consumer's projection and the view worker.
 
-- :class:`Projector` is what the kit's :class:`~services.kit.consumer.InboxConsumer` calls:
-  ``handle`` folds each new event into a per-transaction :class:`~services.data_hub.store.Batch`
-  (no SQL per event), ``flush`` (the consumer's ``before_commit`` hook) writes the batch with a
-  few bulk statements in the same transaction as the inbox rows (rendering a small batch's views
-  there too) and wakes the view worker on that database commit.
+- :class:`HubProjection` is the data hub's :class:`~services.kit.consumer.Projection`, called
+  by the kit's :class:`~services.kit.consumer.InboxConsumer` once per batch: ``fold`` reduces the
+  batch's new events in memory (services/data_hub/fold.py, pure); ``apply`` writes them in the
+  batch's transaction with a few bulk statements (services/data_hub/facts.py), rendering a small
+  batch's views there too; ``committed`` wakes the view worker once that transaction committed.
 - :class:`ViewWorker` re-renders dirty views (domain rules) and publishes changed ones to the
   compacted topic ``bank.customer-view.v1``, debounced: the customers table is its own outbox
   (``pending_publish``, latest state only), so several changes between two rounds go out once,
@@ -17,16 +17,17 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
 from opentelemetry import metrics
-from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bank.datahub.v1 import datahub_pb2
-from services.data_hub import store
+from services.data_hub import facts, schema, views
 from services.data_hub.domain import Rules
+from services.data_hub.fold import Patches
+from services.data_hub.fold import fold as fold_batch
 from services.kit.db import UnitOfWork
 from services.kit.events import ReceivedEvent, build_record
 from services.kit.lifecycle import cancel_and_wait
@@ -44,12 +45,24 @@ _meter.create_observable_gauge(
     description="changed views not yet published",
 )
 
-_BATCH_KEY = "data_hub.batch"
 SOURCE = "zhongtai/data_hub"
 
+#: Told once a batch committed: (does the worker have views to render, or only to publish?,
+#: the table set written, the views rendered in the batch's transaction).
+OnCommit = Callable[[bool, schema.Tables, Sequence[views.View]], None]
 
-class Projector:
-    """Handler + hooks for the inbox consumer (one instance per process).
+
+@dataclass(frozen=True)
+class Applied:
+    """What a batch's transaction did, for the view worker once it committed."""
+
+    render: bool  # views left dirty for the worker (else it only publishes)
+    tables: schema.Tables
+    ready: list[views.View] = field(default_factory=list)  # rendered here, for the publisher
+
+
+class HubProjection:
+    """The data hub's projection port (one instance per process).
 
     ``rules`` + ``inline_render_max``: a batch touching at most that many customers (live
     traffic) has their views rendered in the batch's own transaction, so they are served the
@@ -57,44 +70,43 @@ class Projector:
     replay) leave the views dirty for the worker, which coalesces many batches into one render.
     """
 
-    def __init__(self, on_commit: Any = None, *, rules: Rules | None = None, inline_render_max: int = 0) -> None:
+    def __init__(
+        self, on_commit: OnCommit | None = None, *, rules: Rules | None = None, inline_render_max: int = 0
+    ) -> None:
         self._on_commit = on_commit
         self._rules = rules
         self._inline_max = inline_render_max if rules is not None else 0
 
-    async def handle(self, session: AsyncSession, event: ReceivedEvent) -> None:
-        batch: store.Batch | None = session.info.get(_BATCH_KEY)
-        if batch is None:
-            batch = session.info[_BATCH_KEY] = store.Batch()
-        batch.add(event)
+    def fold(self, events: Sequence[ReceivedEvent]) -> Patches:
+        return fold_batch(events)
 
-    async def flush(self, session: AsyncSession) -> None:
-        batch: store.Batch | None = session.info.pop(_BATCH_KEY, None)
-        if not batch:
-            return
+    async def apply(self, session: AsyncSession, patches: Patches) -> Applied | None:
+        if not patches:
+            return None
         # Read the active set under a share lock: a rebuild's flip (FOR UPDATE) waits for us,
         # and we wait for it, so no batch lands in the set that is being retired.
-        tables = await store.active_tables(session, lock="share")
-        catalogue_changed = await store.apply_batch(session, tables, batch)
-        touched = batch.customers.keys()
-        render = True  # does the worker have views to render, or only to publish?
-        ready: list[store.View] = []  # views rendered here, for the publisher
-        if self._rules is not None and 0 < len(touched) <= self._inline_max:
-            # (the touched rows are already locked by this transaction: no other render can
-            # interleave, and the worker's write-back of an older render is dropped)
-            rendered, _ = await store.materialize(
-                session, tables, self._rules, limit=len(touched), ids=sorted(touched), written=ready
-            )
-            if rendered:
-                _views_rendered.add(rendered)
-            render = catalogue_changed or rendered < len(touched)  # (a new catalogue dirties every view)
+        tables = await schema.active_tables(session, lock="share")
+        catalogue_changed = await facts.apply_patches(session, tables, patches)
+        touched = patches.customers.keys()
+        if self._rules is None or not 0 < len(touched) <= self._inline_max:
+            return Applied(True, tables)
+        # (the touched rows are already locked by this transaction: no other render can
+        # interleave, and the worker's write-back of an older render is dropped)
+        ready: list[views.View] = []
+        rendered, _ = await views.materialize(
+            session, tables, self._rules, limit=len(touched), ids=sorted(touched), written=ready
+        )
+        if rendered:
+            _views_rendered.add(rendered)
+        # (a new catalogue dirties every view)
+        return Applied(catalogue_changed or rendered < len(touched), tables, ready)
+
+    def committed(self, applied: Applied) -> None:
+        # Called on the database commit itself, not after the consumer's offset commit to Kafka
+        # that follows it (one broker round trip sooner). The views rendered in the batch go to
+        # the publisher as they are (no read-back).
         if self._on_commit is not None:
-            # Wake the worker on the database commit itself, not after the consumer's offset
-            # commit to Kafka that follows it (one broker round trip sooner).
-            # The views rendered here go to the publisher as they are (no read-back).
-            sa_event.listen(
-                session.sync_session, "after_commit", lambda _: self._on_commit(render, tables, ready), once=True
-            )
+            self._on_commit(applied.render, applied.tables, applied.ready)
 
 
 class ViewWorker:
@@ -131,7 +143,7 @@ class ViewWorker:
         self._backlog_pause = backlog_pause_s
         self._wake = asyncio.Event()
         self._render_next = True
-        self._ready: list[tuple[store.Tables, list[store.View]]] = []
+        self._ready: list[tuple[schema.Tables, list[views.View]]] = []
         self._task: asyncio.Task[None] | None = None
         self.rendered_total = 0
         self.published_total = 0
@@ -139,8 +151,8 @@ class ViewWorker:
     def wake(
         self,
         render: bool = True,
-        tables: store.Tables | None = None,
-        ready: Sequence[store.View] = (),
+        tables: schema.Tables | None = None,
+        ready: Sequence[views.View] = (),
     ) -> None:
         """Run a round soon; ``render=False``: only views are waiting to be published (the
         consumer rendered them inline), so the round skips looking for dirty ones. ``ready``:
@@ -200,8 +212,8 @@ class ViewWorker:
         changed = rendered_here = 0
         while render:
             async with UnitOfWork(self._engine) as uow:
-                tables = await store.active_tables(uow.session)
-                rendered, ch = await store.materialize(uow.session, tables, self._rules, limit=self._batch_size)
+                tables = await schema.active_tables(uow.session)
+                rendered, ch = await views.materialize(uow.session, tables, self._rules, limit=self._batch_size)
                 await uow.commit()
             changed += ch
             self.rendered_total += rendered
@@ -236,19 +248,19 @@ class ViewWorker:
     async def publish_once(self) -> int:
         assert self._producer is not None
         async with UnitOfWork(self._engine) as uow:
-            tables = await store.active_tables(uow.session)
-            rows = await store.pending_views(uow.session, tables, self._batch_size)
+            tables = await schema.active_tables(uow.session)
+            rows = await views.pending_views(uow.session, tables, self._batch_size)
         _publish_backlog["views"] = len(rows)
         return await self._publish(tables, rows)
 
-    async def _publish(self, tables: store.Tables, rows: list[store.View]) -> int:
+    async def _publish(self, tables: schema.Tables, rows: list[views.View]) -> int:
         """Send these views to the view topic, wait for every ack, then clear their flags."""
         assert self._producer is not None
         if not rows:
             return 0
         futures = []
         for customer_id, doc, version, update_us in rows:
-            view: datahub_pb2.CustomerView = store.served(doc, version, update_us)
+            view: datahub_pb2.CustomerView = views.served(doc, version, update_us)
             record = build_record(
                 view, source=SOURCE, aggregate_type="customer_view", aggregate_id=customer_id, version=version
             )
@@ -259,7 +271,7 @@ class ViewWorker:
             )
         await asyncio.gather(*futures)  # every ack, or raise and keep the rows pending
         async with UnitOfWork(self._engine) as uow:
-            await store.mark_published(uow.session, tables, [(cid, v) for cid, _, v, _ in rows])
+            await views.mark_published(uow.session, tables, [(cid, v) for cid, _, v, _ in rows])
             await uow.commit()
         _views_published.add(len(rows))
         self.published_total += len(rows)

@@ -6,8 +6,9 @@
 2. Replay bank.customer.v1, bank.product.v1 and bank.subscription.v1 (with the environment's
    ``ZT_KAFKA_TOPIC_PREFIX``) from offset 0 with manual
    partition assignment (no consumer group: the live group's offsets are untouched) up to the
-   end offsets seen at the start, batch-applying with the same code as the live consumer.
-   Duplicates and stale versions are no-ops by the projection's own version checks.
+   end offsets seen at the start, through the live consumer's projection port: the same fold
+   (services/data_hub/fold.py) and the same adapter (services/data_hub/facts.py). Duplicates and
+   stale versions are no-ops by the projection's own version checks.
 3. Render every view; if segments were ever refreshed, recompute RFM at that same time.
 4. Swap, in one transaction holding the ``dh_state`` row lock (live batches wait on it): catch
    up with what arrived meanwhile, continue view versions above the old ones (so consumers of
@@ -31,6 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.data_hub import store
 from services.data_hub.domain import Rules
+from services.data_hub.facts import apply_patches
+from services.data_hub.fold import BadEvent, Patches
 from services.data_hub.main import MIGRATIONS, DataHubSettings
 from services.kit.config import load_settings
 from services.kit.db import UnitOfWork, create_engine
@@ -125,7 +128,7 @@ class _Replayer:
             if not pending:
                 return applied
             fetched = await self.consumer.getmany(*pending, timeout_ms=500, max_records=self._batch)
-            batch = store.Batch()
+            patches = Patches()
             for records in fetched.values():
                 for r in records:
                     try:
@@ -138,17 +141,17 @@ class _Replayer:
                             offset=r.offset,
                         )
                         if self._is_new(event):
-                            batch.add(event)
-                    except (PoisonEvent, store.BadEvent):
+                            patches.add(event)  # (event by event: a bad one is counted and skipped)
+                    except (PoisonEvent, BadEvent):
                         report.poison += 1  # the live consumer dead-lettered it too
                     applied += 1
-            if not batch:
+            if not patches:
                 continue
             if session is not None:
-                await store.apply_batch(session, t, batch)
+                await apply_patches(session, t, patches)
             else:
                 async with UnitOfWork(engine) as uow:
-                    await store.apply_batch(uow.session, t, batch)
+                    await apply_patches(uow.session, t, patches)
                     await uow.commit()
 
 

@@ -1,11 +1,11 @@
 """Idempotent Kafka consumers: inbox, bounded retries, dead letters, offsets after commits.
 
 For each poll (up to ``max_records`` over its partitions), :class:`InboxConsumer` applies every
-new event in ONE database transaction (handler + inbox rows + aggregate versions, written in
-bulk), commits it, and only then commits each partition's offset+1 to Kafka. Duplicates (an
-event id already in the inbox) and stale versions (not newer than the aggregate's last applied
-version) are no-ops. If the batch fails, its events are
-retried one by one; an event that still fails after ``max_attempts`` goes to the dead-letter
+new event in ONE database transaction (a handler per event, or a :class:`Projection` per batch,
++ inbox rows + aggregate versions, written in bulk), commits it, and only then commits each
+partition's offset+1 to Kafka. Duplicates (an event id already in the inbox) and stale
+versions (not newer than the aggregate's last applied version) are no-ops. If the batch fails,
+its events are retried one by one; an event that still fails after ``max_attempts`` goes to the dead-letter
 topic ``<group>.dlq`` with the error and its original headers, is recorded in the inbox as
 dead, and the partition keeps flowing.
 
@@ -34,7 +34,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from opentelemetry import context as otel_context
@@ -105,6 +105,33 @@ _meter.create_observable_gauge(
 )
 
 Handler = Callable[[AsyncSession, ReceivedEvent], Awaitable[None]]
+
+Folded = TypeVar("Folded")
+Applied = TypeVar("Applied")
+
+
+class Projection(Protocol[Folded, Applied]):
+    """A consumer's fold as a port, called once per batch (docs/adr/0012-projection-port.md).
+
+    The consumer decides when each step runs; the projection does no I/O but in ``apply``:
+
+    - ``fold(events)``: the batch's new events (duplicates and stale versions already dropped),
+      in offset order per partition, folded in memory. Runs while the batch is staged —
+      overlapped (ADR 0006), while the previous batch is still being written — so it must not
+      depend on what that batch writes. May raise for an event that can never be applied: the
+      batch then goes one record at a time, and that record to the dead-letter topic.
+    - ``apply(session, folded)``: writes in the batch's transaction, after the previous batch
+      committed, right before the inbox rows are written and the transaction commits. Returns
+      what ``committed`` is told, or None for nothing.
+    - ``committed(applied)``: right after that transaction committed (before the offsets are
+      committed to Kafka); never for a batch that rolled back. Must not raise (it is logged).
+    """
+
+    def fold(self, events: Sequence[ReceivedEvent]) -> Folded: ...
+
+    async def apply(self, session: AsyncSession, folded: Folded) -> Applied | None: ...
+
+    def committed(self, applied: Applied) -> None: ...
 
 
 class InboxRow(Base):
@@ -297,8 +324,9 @@ _COLLISION_PAUSE_S = 0.05
 
 @dataclass
 class _Staged:
-    """A batch applied in memory (lookups done, handlers run) in its own open transaction, not yet
-    written: ``marks`` = clock at the start, after the lookups, after the handlers."""
+    """A batch applied in memory (lookups done, handlers or the projection's fold run) in its own
+    open transaction, not yet written: ``marks`` = clock at the start, after the lookups, after
+    the handlers; ``folded``: what the projection's ``fold`` made of it (None without one)."""
 
     batches: _Polled
     pairs: list[tuple[ConsumerRecord[Any, Any], Decoded]]
@@ -307,6 +335,7 @@ class _Staged:
     applied: list[ReceivedEvent]
     span: trace.Span | None
     marks: list[float]
+    folded: Any = None
     #: What its commit will store: the event ids it records in the inbox and the aggregate
     #: versions it applies (taken now: the write clears them from ``batch``).
     ids: frozenset[str] = field(init=False)
@@ -372,14 +401,14 @@ class InboxConsumer:
         bootstrap_servers: str,
         group_id: str,
         topics: Sequence[str],
-        handler: Handler,
+        handler: Handler | None = None,
+        projection: Projection[Any, Any] | None = None,
         dlq_producer: AIOKafkaProducer,
         max_attempts: int = 3,
         retry_backoff_s: float = 0.2,
         max_records: int = 500,
         client_id: str | None = None,
         after_commit: Callable[[list[ReceivedEvent]], Awaitable[None]] | None = None,
-        before_commit: Callable[[AsyncSession], Awaitable[None]] | None = None,
         trace_each_max: int = 100,
         overlap_writes: bool = False,
         overlap_min_records: int = 100,
@@ -392,7 +421,10 @@ class InboxConsumer:
         self._bootstrap = bootstrap_servers
         self._group = group_id
         self._topics = list(topics)
+        if handler is not None and projection is not None:
+            raise TypeError("an InboxConsumer takes a per-event handler or a projection, not both")
         self._handler = handler
+        self._projection = projection  # per batch: fold while staged, apply before the commit, told after
         self._dlq = dlq_producer
         self.dlq_topic = f"{group_id}.dlq"
         self._max_attempts = max_attempts
@@ -400,9 +432,6 @@ class InboxConsumer:
         self._max_records = max_records
         self._client_id = client_id or group_id
         self._after_commit = after_commit
-        # Runs in the batch's transaction right before it commits: a handler that buffers its
-        # writes flushes them here in bulk (batch-apply), inside the same transaction as the inbox.
-        self._before_commit = before_commit
         # Tracing: a batch of at most this many records gets a processing span per event, each
         # the child of its producer's span (live traffic: one trace from the channel's request to
         # the view). A bigger one (a backlog, a replay) gets ONE span for the batch, linked to the
@@ -411,18 +440,11 @@ class InboxConsumer:
         self._trace_each_max = trace_each_max
         # Apply the next poll in memory (its lookups and handlers, in its own transaction) while
         # the previous batch is written and committed: the process's CPU and the database's work
-        # overlap instead of taking turns. Only for handlers that read nothing the previous batch
-        # writes (they fold events in memory and write in ``before_commit``, which runs after the
-        # previous commit): see ``_run_overlapped``.
+        # overlap instead of taking turns. Only for a projection (its ``apply`` runs after the
+        # previous commit) or handlers that read nothing that batch writes: ``_run_overlapped``.
         # (a poll of fewer records, live traffic, is applied the plain way: it gains nothing)
         self._overlap = overlap_writes
         self._overlap_min = overlap_min_records
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
-        # Resolved now (the process has set up its tracer provider): not the module's proxy.
-        self._tracer = trace.get_tracer("zhongtai.consumer")
-        self._dead_lettered: set[tuple[str, int, int]] = set()
-        self._offset_commit: asyncio.Future[None] | None = None
         # Told (consuming, reason) whenever ``consuming`` changes: readiness follows it.
         self._on_state = on_state
         # Static membership (KIP-345): a member restarted with the same id gets its partitions
@@ -430,6 +452,17 @@ class InboxConsumer:
         self._instance_id = group_instance_id or None
         self._session_timeout_ms = session_timeout_ms
         self._max_fault_backoff = max_fault_backoff_s
+        self._init_state()
+
+    def _init_state(self) -> None:
+        """What changes while it runs: its Kafka consumer and task, and the public state and
+        counters (read by readiness, benchmarks and tests)."""
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        # Resolved now (the process has set up its tracer provider): not the module's proxy.
+        self._tracer = trace.get_tracer("zhongtai.consumer")
+        self._dead_lettered: set[tuple[str, int, int]] = set()
+        self._offset_commit: asyncio.Future[None] | None = None
         #: False while a database or broker failure is waited out, or the task is restarting.
         self.consuming = True
         self.state_reason = "starting"
@@ -560,7 +593,7 @@ class InboxConsumer:
         Exactly what the plain loop does, in another order:
         - N+1 counts N's event ids as in the inbox and N's aggregate versions as stored
           (``_carry``): N commits before N+1 is written, so that is what N+1 would have read;
-        - N+1's writes (``before_commit``, inbox rows, commit) start only after N's commit, so
+        - N+1's writes (the projection's ``apply``, inbox rows, commit) start only after N's commit, so
           they see N's rows (READ COMMITTED: each statement reads what is committed);
         - offsets are committed after each batch's DB commit, in order;
         - if N's write fails, N+1 (which counted on it) is rolled back, and both go through
@@ -736,8 +769,8 @@ class InboxConsumer:
         applied: list[ReceivedEvent],
         marks: list[float],
     ) -> None:
-        """After a batch's DB commit: its offsets to the broker, its metrics and log line, and the
-        ``after_commit`` hook."""
+        """After a batch's DB commit (and the projection's ``committed``): its offsets to the
+        broker, its metrics and log line, and the ``after_commit`` hook."""
         clock = time.perf_counter
         marks.append(clock())
         # The offsets go to the broker while the next batch is applied (the previous commit is
@@ -753,7 +786,7 @@ class InboxConsumer:
             times = [e.time for _, e in pairs if isinstance(e, ReceivedEvent)]
             age_ms = round((datetime.now(UTC) - min(times)).total_seconds() * 1000, 1) if times else None
             log.debug("batch applied", records=len(pairs), load_ms=ms[0], apply_ms=ms[1], queued_ms=queued,
-                      before_commit_ms=ms[2], write_commit_ms=ms[3], previous_offsets_wait_ms=ms[4],
+                      projection_write_ms=ms[2], write_commit_ms=ms[3], previous_offsets_wait_ms=ms[4],
                       oldest_event_age_ms=age_ms)  # fmt: skip
         self.applied_total += len(applied)
         if applied and self._after_commit is not None:
@@ -763,7 +796,7 @@ class InboxConsumer:
         self, pairs: list[tuple[ConsumerRecord[Any, Any], Decoded]], marks: list[float]
     ) -> list[ReceivedEvent]:
         """Apply the records in one database transaction; the events applied (not no-ops).
-        ``marks`` gets the clock after the lookups, the handlers and the ``before_commit`` hook."""
+        ``marks`` gets the clock after the lookups, the handlers and the projection's ``apply``."""
         staged = await self._stage(pairs)
         marks.extend(staged.marks[1:])
         await self._commit(staged)
@@ -778,9 +811,9 @@ class InboxConsumer:
         after: _Staged | None = None,
     ) -> _Staged:
         """Open a transaction, look up the records' inbox entries and aggregate versions, and run
-        the handlers; the transaction stays open for :meth:`_commit`. ``batches``: the poll the
-        records came from (for its offsets); ``after``: a batch being written meanwhile, whose
-        commit this one counts on (``_carry``)."""
+        the handlers (or the projection's ``fold`` of the new events); the transaction stays open
+        for :meth:`_commit`. ``batches``: the poll the records came from (for its offsets);
+        ``after``: a batch being written meanwhile, whose commit this one counts on (``_carry``)."""
         clock = time.perf_counter
         marks = [clock()]
         span = None if len(pairs) <= self._trace_each_max else self._batch_span(pairs)
@@ -797,6 +830,7 @@ class InboxConsumer:
                 event = await self._apply(uow.session, batch, record, item, traced=span is None)
                 if event is not None:
                     applied.append(event)
+            folded = self._projection.fold(applied) if self._projection is not None and applied else None
             marks.append(clock())
         except BaseException as exc:
             _failed(span, exc)
@@ -805,18 +839,22 @@ class InboxConsumer:
         finally:
             if token is not None:
                 otel_context.detach(token)
-        return _Staged(batches or {}, pairs, uow, batch, applied, span, marks)
+        return _Staged(batches or {}, pairs, uow, batch, applied, span, marks, folded)
 
     async def _commit(self, staged: _Staged) -> None:
-        """Run ``before_commit``, write the inbox rows and versions, commit (or roll back and raise)."""
+        """Run the projection's ``apply``, write the inbox rows and versions, commit (or roll back and
+        raise); then tell the projection it committed."""
         span, session = staged.span, staged.uow.session
         token = None if span is None else otel_context.attach(trace.set_span_in_context(span))
+        result = None  # what the projection's ``apply`` returned
         try:
-            if self._before_commit is not None:
-                await self._before_commit(session)
+            if self._projection is not None and staged.folded is not None:
+                result = await self._projection.apply(session, staged.folded)
             staged.marks.append(time.perf_counter())
             await _flush(session, staged.batch)
             await staged.uow.commit()
+            if result is not None:
+                self._committed(result)  # (at once: no await between the commit and the news)
         except BaseException as exc:
             _failed(span, exc)
             raise
@@ -828,6 +866,14 @@ class InboxConsumer:
                 span.set_attribute("zhongtai.applied", len(staged.applied))
                 span.end()
         self._count(staged.batch)
+
+    def _committed(self, result: Any) -> None:
+        """Tell the projection its batch committed (right away: before the offsets go to Kafka)."""
+        assert self._projection is not None
+        try:
+            self._projection.committed(result)
+        except Exception as exc:  # the batch is committed: a failing notification must not re-apply it
+            log.warning("projection's committed hook failed", group=self._group, error=type(exc).__name__)
 
     def _batch_span(self, pairs: list[tuple[ConsumerRecord[Any, Any], Decoded]]) -> trace.Span:
         """One processing span for a big batch, linked to (up to ``_MAX_LINKS``) events' producer
@@ -901,7 +947,7 @@ class InboxConsumer:
         elif await _is_stale(session, batch, event):
             self._stale(batch, record, event)
             return None
-        else:
+        elif self._handler is not None:
             await self._handler(session, event)
         batch.inbox.append(_inbox(record, event.id, event.type, "applied", None, batch.now))
         batch.seen[event.id] = True
@@ -937,7 +983,8 @@ class InboxConsumer:
             if await _is_stale(session, batch, event):
                 self._stale(batch, record, event)
                 return False
-            await self._handler(session, event)
+            if self._handler is not None:
+                await self._handler(session, event)
             return True
         except Exception as exc:
             _failed(span, exc)

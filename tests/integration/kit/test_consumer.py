@@ -346,31 +346,53 @@ async def test_overlapped_writes_apply_each_event_once_with_duplicates_and_stale
     assert (consumer.writes_failed, consumer.batches_split) == (0, 0)
 
 
+class FlakyEffects:
+    """A projection recording each event's effect in its batch's transaction, whose second write
+    fails once; it keeps which events it was told were committed."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+        self.told: list[str] = []
+
+    def fold(self, events: list[ReceivedEvent]) -> list[ReceivedEvent]:
+        return list(events)
+
+    async def apply(self, session, events: list[ReceivedEvent]) -> list[str]:  # type: ignore[no-untyped-def]
+        self.writes += 1
+        if self.writes == 2:
+            raise RuntimeError("the database went away for a moment")
+        for event in events:
+            await record_effect(session, event)
+        return [event.aggregate_id for event in events]
+
+    def committed(self, aggregate_ids: list[str]) -> None:
+        self.told.extend(aggregate_ids)
+
+
 async def test_a_failed_overlapped_write_is_applied_again_with_the_batch_staged_behind_it(
     kit_db, kafka_server, kafka_topic
 ) -> None:  # type: ignore[no-untyped-def]
-    # The write of one batch fails once (its before-commit hook raises): the batch staged behind
+    # The write of one batch fails once (its projection's apply raises): the batch staged behind
     # it counted on that write, so it is rolled back too, and both are applied the plain way.
     _, engine = kit_db
     bootstrap = kafka_server.bootstrap_servers
     topic = await kafka_topic("kit.overlap-fail")
     customers = [new_id() for _ in range(8)]
     await send_all(bootstrap, topic, [(r.value, r.key, r.headers) for r in (created(c) for c in customers)])
-    calls = 0
+    projection = FlakyEffects()
 
-    async def flaky_before_commit(session) -> None:  # type: ignore[no-untyped-def]
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            raise RuntimeError("the database went away for a moment")
+    async def applied_and_told() -> bool:
+        return await _each_applied(engine, customers) and len(projection.told) >= len(customers)
 
     consumer = await consume_until(
-        engine, bootstrap, topic, f"kit-overlap-fail-{uuid.uuid4().hex[:8]}", record_effect,
-        lambda: _each_applied(engine, customers), max_records=2, before_commit=flaky_before_commit, **OVERLAPPED,
+        engine, bootstrap, topic, f"kit-overlap-fail-{uuid.uuid4().hex[:8]}", None, applied_and_told,
+        max_records=2, projection=projection, **OVERLAPPED,
     )  # fmt: skip
     assert consumer.writes_failed == 1
     assert consumer.batches_split == 0  # applied again whole, on the plain path
     assert {c: await effects_for(engine, c) for c in customers} == {c: [1] for c in customers}
+    # told once per committed event, never for the write that rolled back
+    assert sorted(projection.told) == sorted(customers)
 
 
 async def test_an_overlapped_consumer_stopped_mid_backlog_resumes_with_each_event_applied_once(

@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import random
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devtools.synth import SynthEvent
 from services.data_hub import store
 from services.data_hub.domain import Rules
+from services.data_hub.facts import apply_patches
+from services.data_hub.fold import fold
 from services.data_hub.main import MIGRATIONS
 from services.kit.db import UnitOfWork, create_engine
 from services.kit.events import ReceivedEvent
 from services.kit.migrations import upgrade
+
+T = TypeVar("T")
+
+
+def interleave(streams: Mapping[str, Sequence[T]], rng: random.Random) -> list[T]:
+    """A random merge of the per-key streams that keeps each key's order (as Kafka delivers
+    partitions: in order within one, in any order across them)."""
+    queues = {k: list(v) for k, v in streams.items() if v}
+    merged: list[T] = []
+    while queues:
+        key = rng.choice(sorted(queues))
+        merged.append(queues[key].pop(0))
+        if not queues[key]:
+            del queues[key]
+    return merged
 
 
 def received(e: SynthEvent) -> ReceivedEvent:
@@ -47,12 +66,10 @@ async def apply(
     """Apply in batches (each one transaction), rendering after each batch like the live worker."""
     rules = rules or Rules()
     for i in range(0, len(events), batch_size):
-        batch = store.Batch()
-        for e in events[i : i + batch_size]:
-            batch.add(received(e))
+        patches = fold([received(e) for e in events[i : i + batch_size]])
         async with UnitOfWork(engine) as uow:
             tables = store.SETS[set_name] if set_name else await store.active_tables(uow.session)
-            await store.apply_batch(uow.session, tables, batch)
+            await apply_patches(uow.session, tables, patches)
             await uow.commit()
         await render_all(engine, rules, set_name=set_name)
 

@@ -68,14 +68,7 @@ def interleavings(draw: st.DrawFn) -> tuple[list[SynthEvent], int]:
     streams: dict[str, list[SynthEvent]] = defaultdict(list)
     for e in EVENTS:
         streams[kafka_key(e)].append(e)
-    rng = draw(st.randoms(use_true_random=False))
-    queues = {k: list(v) for k, v in streams.items()}
-    merged: list[SynthEvent] = []
-    while queues:
-        key = rng.choice(sorted(queues))
-        merged.append(queues[key].pop(0))
-        if not queues[key]:
-            del queues[key]
+    merged = support.interleave(streams, draw(st.randoms(use_true_random=False)))
     return merged, draw(st.sampled_from((9, 40, 1000)))
 
 

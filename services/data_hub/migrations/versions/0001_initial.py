@@ -1,7 +1,7 @@
 """Initial schema: the kit's inbox + aggregate_versions, dh_state, and two projection table sets.
 
 The sets ``dh_a_*`` and ``dh_b_*`` are identical (blue/green): one serves while the rebuild
-command replays into the other (see services/data_hub/store.py).
+command replays into the other (see services/data_hub/schema.py).
 
 Revision ID: 0001
 Revises:

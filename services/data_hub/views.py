@@ -1,0 +1,390 @@
+"""The views: stored facts -> the domain rules -> the CustomerView document; serving it; the
+publisher's queue.
+
+Applying events only writes *facts* and marks the customer ``dirty`` (bumping ``change_seq``,
+services/data_hub/facts.py); :func:`materialize` turns dirty facts into the view (the domain
+rules) and bumps ``version`` when the document changed; :func:`pending_views` and
+:func:`mark_published` feed the debounced publisher (services/data_hub/projector.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Integer, and_, bindparam, case, func, literal, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bank.datahub.v1 import datahub_pb2
+from services.data_hub import domain
+from services.data_hub.codecs import micros_money, now_us, us_ts
+from services.data_hub.domain import DAY_US, Rules
+from services.data_hub.schema import Tables, built
+from services.kit.db import bulk_update, dialect_of, in_list, is_postgres
+
+#: A rendered view on its way to the view topic: (customer_id, doc, version, update_us).
+View = tuple[str, bytes, int, int]
+
+
+@built
+def _catalogue_query(t: Tables) -> Any:
+    return select(t.products).order_by(t.products.c.product_id)
+
+
+async def load_catalogue(session: AsyncSession, t: Tables) -> list[domain.Product]:
+    rows = (await session.execute(_catalogue_query(t))).mappings().all()
+    return [
+        domain.Product(
+            r["product_id"], r["display_name"], r["type"], r["risk_level"], r["state"], r["min_age"], r["max_age"]
+        )
+        for r in rows
+    ]
+
+
+@built
+def _activity_queries(t: Tables, dialect: str, cur: str, baseline_days: int, lookback_days: int) -> tuple[Any, Any]:
+    """Per customer of ``ids``: counts and sums over the activity windows; net flow per holding."""
+    c, x = t.customers, t.transactions
+
+    def within(days: int) -> Any:
+        return x.c.post_us > c.c.as_of_us - days * DAY_US
+
+    def count_if(cond: Any) -> Any:
+        return func.sum(case((cond, 1), else_=0))
+
+    def amount_if(cond: Any) -> Any:
+        return func.sum(case((and_(cond, x.c.currency == cur), x.c.amount_micros), else_=0))
+
+    base_hi = c.c.as_of_us - 30 * DAY_US
+    base_lo = c.c.as_of_us - (30 + baseline_days) * DAY_US
+    stmt = (
+        select(
+            x.c.customer_id,
+            count_if(within(30)).label("c30"),
+            count_if(within(90)).label("c90"),
+            func.count().label("c365"),
+            amount_if(within(30)).label("a30"),
+            amount_if(within(90)).label("a90"),
+            amount_if(literal(True)).label("a365"),
+            count_if(and_(x.c.post_us > base_lo, x.c.post_us <= base_hi)).label("base"),
+        )
+        .select_from(x.join(c, c.c.customer_id == x.c.customer_id))
+        .where(in_list(dialect, x.c.customer_id, "ids"), within(365), x.c.post_us <= c.c.as_of_us)
+        .group_by(x.c.customer_id)
+    )
+    flow = (
+        select(
+            x.c.customer_id,
+            x.c.subscription_id,
+            func.sum(case((x.c.direction == domain.DIRECTION_CREDIT, x.c.amount_micros), else_=-x.c.amount_micros)),
+        )
+        .select_from(x.join(c, c.c.customer_id == x.c.customer_id))
+        .where(in_list(dialect, x.c.customer_id, "ids"), within(lookback_days))
+        .group_by(x.c.customer_id, x.c.subscription_id)
+    )
+    return stmt, flow
+
+
+async def _activity(session: AsyncSession, t: Tables, ids: Sequence[str], rules: Rules) -> dict[str, dict[str, Any]]:
+    stmt, flow = _activity_queries(
+        t, dialect_of(session), rules.reporting_currency, rules.activity_baseline_days, rules.balance_lookback_days
+    )
+    keys = {"ids": list(ids)}
+    result = {row.customer_id: dict(row._mapping) for row in (await session.execute(stmt, keys)).all()}
+    for cid, sid, net in (await session.execute(flow, keys)).all():
+        result.setdefault(cid, {}).setdefault("flows", {})[sid] = int(net or 0)
+    return result
+
+
+def _facts(row: Any, holdings: list[domain.Holding], act: dict[str, Any]) -> domain.CustomerFacts:
+    activity = domain.Activity(
+        count_30d=int(act.get("c30") or 0),
+        count_90d=int(act.get("c90") or 0),
+        count_365d=int(act.get("c365") or 0),
+        amount_30d_micros=int(act.get("a30") or 0),
+        amount_90d_micros=int(act.get("a90") or 0),
+        amount_365d_micros=int(act.get("a365") or 0),
+        last_txn_us=row["last_txn_us"],
+        count_baseline=int(act.get("base") or 0),
+        net_flow_since_cutoff=act.get("flows", {}),
+    )
+    return domain.CustomerFacts(
+        customer_id=row["customer_id"],
+        registered=bool(row["registered"]),
+        status=row["status"],
+        kyc_verified=bool(row["kyc_verified"]),
+        risk_tolerance=row["risk_tolerance"],
+        risk_tolerance_expire_us=row["risk_expire_us"],
+        birth_year=row["birth_year"],
+        create_us=row["create_us"],
+        as_of_us=row["as_of_us"],
+        holdings=holdings,
+        activity=activity,
+        rfm=(row["r"], row["f"], row["m"]),
+    )
+
+
+def render(row: Any, facts: domain.CustomerFacts, derived: domain.Derived, rules: Rules) -> datahub_pb2.CustomerView:
+    """The view document (without ``version``/``update_time``, which are set when served)."""
+    cur = rules.reporting_currency
+    a = facts.activity
+    view = datahub_pb2.CustomerView(
+        customer_id=facts.customer_id,
+        full_name_masked=row["full_name_masked"],
+        national_id_masked=row["national_id_masked"],
+        mobile_masked=row["mobile_masked"],
+        email_masked=row["email_masked"],
+        birth_year=facts.birth_year,
+        status=facts.status,  # type: ignore[arg-type]
+        kyc_verified=facts.kyc_verified,
+        risk_tolerance=facts.risk_tolerance,  # type: ignore[arg-type]
+        segment=derived.segment,  # type: ignore[arg-type]
+        lifecycle_stage=derived.lifecycle_stage,  # type: ignore[arg-type]
+    )
+    if (ts := us_ts(facts.risk_tolerance_expire_us)) is not None:
+        view.risk_tolerance_expire_time.CopyFrom(ts)
+    for h in sorted(facts.holdings, key=lambda h: h.subscription_id):
+        holding = view.holdings.add(
+            subscription_id=h.subscription_id, product_id=h.product_id, product_type=h.product_type, state=h.state
+        )  # type: ignore[arg-type]
+        holding.balance.CopyFrom(micros_money(h.balance_micros, h.currency))
+        if (ts := us_ts(h.open_us)) is not None:
+            holding.open_time.CopyFrom(ts)
+    for currency, amount in derived.positions.items():
+        view.position.append(micros_money(amount, currency))
+    act = view.activity
+    act.txn_count_30d, act.txn_count_90d, act.txn_count_365d = a.count_30d, a.count_90d, a.count_365d
+    act.txn_amount_30d.CopyFrom(micros_money(a.amount_30d_micros, cur))
+    act.txn_amount_90d.CopyFrom(micros_money(a.amount_90d_micros, cur))
+    act.txn_amount_365d.CopyFrom(micros_money(a.amount_365d_micros, cur))
+    if (ts := us_ts(a.last_txn_us)) is not None:
+        act.last_txn_time.CopyFrom(ts)
+    r, f, m = facts.rfm
+    view.rfm.recency, view.rfm.frequency, view.rfm.monetary = r, f, m
+    view.rfm.code = domain.rfm_code(facts.rfm)
+    if (ts := us_ts(row["rfm_us"])) is not None and view.rfm.code:
+        view.rfm.score_time.CopyFrom(ts)
+    view.churn_risk.score = derived.churn.score
+    view.churn_risk.reasons.extend(derived.churn.reasons)
+    for o in derived.offers:
+        view.offers.add(
+            product_id=o.product_id,
+            score=o.score,
+            reasons=o.reasons,
+            product_type=o.product_type,  # type: ignore[arg-type]
+            display_name=o.display_name,
+        )
+    if (ts := us_ts(row["last_event_us"] or None)) is not None:
+        view.last_event_time.CopyFrom(ts)
+    if (ts := us_ts(row["create_us"])) is not None:
+        view.customer_create_time.CopyFrom(ts)
+    return view
+
+
+@built
+def _dirty_query(t: Tables, dialect: str, by_ids: bool) -> Any:
+    c = t.customers
+    stmt = select(c).where(c.c.dirty.is_(True))
+    if by_ids:
+        stmt = stmt.where(in_list(dialect, c.c.customer_id, "ids"))
+    return stmt.order_by(c.c.customer_id).limit(bindparam("limit", type_=Integer))
+
+
+@built
+def _holdings_of_query(t: Tables, dialect: str) -> Any:
+    return select(t.holdings).where(in_list(dialect, t.holdings.c.customer_id, "ids"))
+
+
+async def materialize(
+    session: AsyncSession,
+    t: Tables,
+    rules: Rules,
+    *,
+    limit: int = 500,
+    catalogue: list[domain.Product] | None = None,
+    ids: Sequence[str] | None = None,
+    written: list[View] | None = None,
+) -> tuple[int, int]:
+    """Re-render up to ``limit`` dirty views (only those of ``ids`` if given); returns
+    (rendered, changed). The caller commits.
+
+    Optimistic, without row locks while rendering: each row is written back only if it is still
+    dirty at the ``change_seq`` that was read. Every fact change bumps ``change_seq`` in the
+    transaction that writes the fact, so a render made from facts that changed in the meantime
+    (or a row another render already wrote) is dropped and the row stays dirty for the next
+    pass — a render never overwrites a newer one, and the consumer's batches never wait for a
+    render (they used to queue behind ``FOR UPDATE`` locks held for the whole render).
+    """
+    dialect = dialect_of(session)
+    stmt = _dirty_query(t, dialect, ids is not None)
+    keys: dict[str, Any] = {"limit": limit} if ids is None else {"limit": limit, "ids": list(ids)}
+    rows = (await session.execute(stmt, keys)).mappings().all()
+    if not rows:
+        return 0, 0
+    ids = [r["customer_id"] for r in rows]
+    holdings = await _holdings_of(session, t, ids)
+    activity = await _activity(session, t, ids, rules)
+    if catalogue is None:
+        catalogue = await load_catalogue(session, t)
+    stamp = now_us()
+    params: list[dict[str, Any]] = []
+    changed = 0
+    for row in rows:
+        facts = _facts(row, holdings.get(row["customer_id"], []), activity.get(row["customer_id"], {}))
+        derived = domain.derive(facts, catalogue, rules)
+        doc = render(row, facts, derived, rules).SerializeToString(deterministic=True)
+        is_changed = doc != row["doc"]
+        changed += is_changed
+        if written is not None and is_changed:
+            # (customer_id, doc, version, update_us) as they will be once committed: the publisher
+            # can send them without reading them back (the caller's own transaction holds the rows)
+            written.append((row["customer_id"], doc, row["version"] + 1, stamp))
+        params.append(
+            {
+                "b_id": row["customer_id"],
+                "b_seq": row["change_seq"],
+                "b_doc": doc,
+                "b_inc": int(is_changed),
+                "b_segment": derived.segment,
+                "b_stage": derived.lifecycle_stage,
+                "b_churn": derived.churn.score,
+                "b_update_us": stamp if is_changed else row["update_us"],
+            }
+        )
+    await _write_back(session, t, params)
+    return len(rows), changed
+
+
+async def _holdings_of(session: AsyncSession, t: Tables, ids: list[str]) -> dict[str, list[domain.Holding]]:
+    holdings: dict[str, list[domain.Holding]] = {}
+    for hr in (await session.execute(_holdings_of_query(t, dialect_of(session)), {"ids": ids})).mappings().all():
+        holdings.setdefault(hr["customer_id"], []).append(
+            domain.Holding(
+                hr["subscription_id"],
+                hr["product_id"],
+                hr["product_type"],
+                hr["currency"],
+                hr["balance_micros"],
+                hr["state"],
+                hr["open_us"],
+                hr["close_us"],
+            )
+        )
+    return holdings
+
+
+async def _write_back(session: AsyncSession, t: Tables, params: list[dict[str, Any]]) -> None:
+    """Store the rendered documents of the rows still dirty at the ``change_seq`` that was read."""
+    c = t.customers
+    await bulk_update(
+        session,
+        c,
+        params,
+        {
+            "b_id": c.c.customer_id.type,
+            "b_seq": c.c.change_seq.type,
+            "b_doc": c.c.doc.type,
+            "b_inc": c.c.version.type,
+            "b_segment": c.c.segment.type,
+            "b_stage": c.c.lifecycle_stage.type,
+            "b_churn": c.c.churn_score.type,
+            "b_update_us": c.c.update_us.type,
+        },
+        where=lambda src: [c.c.customer_id == src.c.b_id, c.c.change_seq == src.c.b_seq, c.c.dirty.is_(True)],
+        values=lambda src: {
+            "doc": src.c.b_doc,
+            "version": c.c.version + src.c.b_inc,
+            "pending_publish": case((src.c.b_inc == 1, True), else_=c.c.pending_publish),
+            "segment": src.c.b_segment,
+            "lifecycle_stage": src.c.b_stage,
+            "churn_score": src.c.b_churn,
+            "update_us": src.c.b_update_us,
+            "dirty": False,
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Reads (API) and the publisher's queue
+# --------------------------------------------------------------------------------------------
+
+
+def served(doc: bytes, version: int, update_us: int) -> datahub_pb2.CustomerView:
+    view = datahub_pb2.CustomerView.FromString(doc)
+    view.version = version
+    if (ts := us_ts(update_us or None)) is not None:
+        view.update_time.CopyFrom(ts)
+    return view
+
+
+@built
+def _view_query(t: Tables) -> Any:
+    c = t.customers
+    return select(c.c.doc, c.c.version, c.c.update_us).where(c.c.customer_id == bindparam("customer_id"))
+
+
+async def get_view(session: AsyncSession, t: Tables, customer_id: str) -> datahub_pb2.CustomerView | None:
+    row = (await session.execute(_view_query(t), {"customer_id": customer_id})).first()
+    if row is None or row.doc is None:
+        return None
+    return served(row.doc, row.version, row.update_us)
+
+
+@built
+def _pending_query(t: Tables) -> Any:
+    c = t.customers
+    return (
+        select(c.c.customer_id, c.c.doc, c.c.version, c.c.update_us)
+        .where(c.c.pending_publish.is_(True), c.c.doc.is_not(None))
+        .order_by(c.c.customer_id)
+        .limit(bindparam("limit", type_=Integer))
+    )
+
+
+async def pending_views(session: AsyncSession, t: Tables, limit: int) -> list[View]:
+    rows = (await session.execute(_pending_query(t), {"limit": limit})).all()
+    return [(r.customer_id, r.doc, r.version, r.update_us) for r in rows]
+
+
+async def mark_published(session: AsyncSession, t: Tables, published: Iterable[tuple[str, int]]) -> None:
+    """Clear ``pending_publish`` of the views published at these versions.
+
+    On PostgreSQL rows that a consumer batch holds right now are skipped instead of waited for
+    (``FOR UPDATE SKIP LOCKED`` in the same statement; they keep the flag and are published
+    again: at-least-once, consumers keep the highest version) — waiting here made the view
+    worker and the consumer queue behind each other.
+    """
+    c = t.customers
+    params = [{"b_id": cid, "b_version": v} for cid, v in published]
+    if not params:
+        return
+    pg = is_postgres(session)
+
+    def where(src: Any) -> list[Any]:
+        matched = [c.c.customer_id == src.c.b_id, c.c.version == src.c.b_version]
+        if pg:
+            free = c.alias("free")
+            held_elsewhere_skipped = (
+                select(free.c.customer_id)
+                .where(in_list("postgresql", free.c.customer_id, "guard_ids"))
+                .with_for_update(skip_locked=True)
+            )
+            matched.append(c.c.customer_id.in_(held_elsewhere_skipped))
+        return matched
+
+    await bulk_update(
+        session,
+        c,
+        params,
+        {"b_id": c.c.customer_id.type, "b_version": c.c.version.type},
+        where=where,
+        values=lambda src: {"pending_publish": False, "published_version": src.c.b_version},
+        params={"guard_ids": [p["b_id"] for p in params]} if pg else None,
+    )
+
+
+async def all_docs(session: AsyncSession, t: Tables) -> dict[str, bytes]:
+    """customer_id -> view document (tests and the rebuild's comparison)."""
+    c = t.customers
+    rows = (await session.execute(select(c.c.customer_id, c.c.doc).order_by(c.c.customer_id))).all()
+    return {r.customer_id: r.doc for r in rows}
