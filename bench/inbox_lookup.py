@@ -32,9 +32,9 @@ from google.protobuf import empty_pb2  # noqa: E402
 from sqlalchemy import BigInteger, String, literal, select, text, union_all  # noqa: E402
 
 from devtools import stack  # noqa: E402
-from services.kit.consumer import _INBOX, _VERSIONS, _load  # noqa: E402
 from services.kit.db import Base, UnitOfWork, create_engine, in_list  # noqa: E402
 from services.kit.events import ReceivedEvent  # noqa: E402
+from services.kit.inbox import _INBOX, _VERSIONS, _load  # noqa: E402
 
 #: What ``_load`` ran before: aggregate ids alone, as one array (the key's leading column is the type).
 _seen = select(

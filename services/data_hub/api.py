@@ -5,6 +5,7 @@ Auth, scopes and protovalidate run in the kit's interceptor before these handler
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 from collections import OrderedDict
 from typing import Any, Protocol
@@ -17,10 +18,14 @@ from services.data_hub.domain import Rules
 from services.data_hub.projector import ViewWorker
 from services.kit.db import UnitOfWork, sessionmaker
 from services.kit.errors import NotFound, Unavailable, ZhongtaiError, invalid
+from services.kit.lifecycle import cancel_and_wait
+from services.kit.logging import get_logger
 
 DEFAULT_PAGE_SIZE = 50
 #: When a channel app should ask again for a view that is being built (RetryInfo → Retry-After).
 VIEW_RETRY_AFTER_S = 1.0
+
+log = get_logger("zhongtai.data_hub")
 
 
 class CustomerCheck(Protocol):
@@ -159,3 +164,29 @@ class CustomerViewApi(datahub_pb2_grpc.CustomerViewServiceServicer):
             while len(self._refreshes) > 256:
                 self._refreshes.popitem(last=False)
         return reply
+
+
+class PeriodicRefresh:
+    """RefreshSegments on a timer (off unless ZT_DATAHUB_REFRESH_INTERVAL_S > 0)."""
+
+    def __init__(self, interval_s: float, engine: AsyncEngine, rules: Rules, worker: ViewWorker) -> None:
+        self._interval, self._engine, self._rules, self._worker = interval_s, engine, rules, worker
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._interval > 0:
+            self._task = asyncio.create_task(self._run(), name="data-hub-refresh")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await refresh_segments(self._engine, self._rules, self._worker, store.now_us())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("periodic refresh failed", error=type(exc).__name__)

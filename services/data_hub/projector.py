@@ -29,7 +29,7 @@ from services.data_hub.domain import Rules
 from services.data_hub.fold import Patches
 from services.data_hub.fold import fold as fold_batch
 from services.kit.db import UnitOfWork
-from services.kit.events import ReceivedEvent, build_record
+from services.kit.events import ReceivedEvent, build_record, source_of
 from services.kit.lifecycle import cancel_and_wait
 from services.kit.logging import get_logger
 
@@ -45,7 +45,7 @@ _meter.create_observable_gauge(
     description="changed views not yet published",
 )
 
-SOURCE = "zhongtai/data_hub"
+SOURCE = source_of("data_hub")
 
 #: Told once a batch committed: (does the worker have views to render, or only to publish?,
 #: the table set written, the views rendered in the batch's transaction).

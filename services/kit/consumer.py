@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import hashlib
 import itertools
 import random
 import time
@@ -36,38 +34,39 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Status, StatusCode
-from sqlalchemy import (
-    BigInteger,
-    DateTime,
-    Integer,
-    String,
-    Table,
-    Text,
-    and_,
-    bindparam,
-    case,
-    func,
-    literal,
-    select,
-    union_all,
-)
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
 
-from services.kit.db import Base, UnitOfWork, bulk_insert, bulk_upsert, dialect_of, in_list
-from services.kit.events import PoisonEvent, ReceivedEvent, parse_record
+from services.kit.db import UnitOfWork
+from services.kit.dlq import DeadLetters
+from services.kit.events import PoisonEvent, ReceivedEvent
 from services.kit.faults import is_infrastructure_error
+from services.kit.inbox import (
+    AggregateVersion,
+    Decoded,
+    InboxRow,
+    _Batch,
+    _decode,
+    _flush,
+    _inbox,
+    _is_stale,
+    _load,
+    _Polled,
+    _position_id,
+    _seen,
+)
 from services.kit.kafka import ensure_topics, make_consumer
 from services.kit.lifecycle import cancel_and_wait
 from services.kit.logging import get_logger
 from services.kit.telemetry import context_from_traceparent
+
+# (the inbox tables live in inbox.py; re-exported for their users)
+__all__ = ["AggregateVersion", "Handler", "InboxConsumer", "InboxRow", "Projection"]
 
 log = get_logger("zhongtai.consumer")
 _meter = metrics.get_meter("zhongtai.consumer")
@@ -75,7 +74,6 @@ _processed = _meter.create_counter("consumer.events", unit="{event}", descriptio
 _batch_seconds = _meter.create_histogram(
     "consumer.batch.duration", unit="s", description="one poll's records: database transaction and offset commit"
 )
-_dead = _meter.create_counter("consumer.dlq", unit="{event}", description="events sent to the dead-letter topic")
 _restarts = _meter.create_counter(
     "consumer.restarts", unit="{restart}", description="consumer tasks that died and were restarted by their supervisor"
 )
@@ -132,186 +130,6 @@ class Projection(Protocol[Folded, Applied]):
     async def apply(self, session: AsyncSession, folded: Folded) -> Applied | None: ...
 
     def committed(self, applied: Applied) -> None: ...
-
-
-class InboxRow(Base):
-    """An event this service has applied (or dead-lettered): the real duplicate check."""
-
-    __tablename__ = "inbox"
-
-    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    event_type: Mapped[str] = mapped_column(String(200))
-    topic: Mapped[str] = mapped_column(String(200))
-    partition: Mapped[int] = mapped_column(Integer)
-    offset: Mapped[int] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String(16))  # applied | stale | dead
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-class AggregateVersion(Base):
-    """The newest version applied per aggregate: older ones are stale."""
-
-    __tablename__ = "aggregate_versions"
-
-    aggregate_type: Mapped[str] = mapped_column(String(64), primary_key=True)
-    aggregate_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    version: Mapped[int] = mapped_column(BigInteger)
-
-
-@dataclass
-class _Batch:
-    """What one transaction knows and will write about the inbox and aggregate versions.
-
-    Loaded with two queries per batch and written with two or three bulk statements right
-    before the commit (not an ORM object per event): the consumer's fixed cost per event.
-    """
-
-    seen: dict[str, bool] = field(default_factory=dict)  # event id -> in the inbox (or added now)
-    stored: dict[tuple[str, str], int | None] = field(default_factory=dict)  # version in the DB
-    versions: dict[tuple[str, str], int] = field(default_factory=dict)  # newest applied in this batch
-    inbox: list[dict[str, Any]] = field(default_factory=list)
-    now: datetime = field(default_factory=lambda: datetime.now(UTC))  # processed_at of its rows
-    outcomes: dict[str, int] = field(default_factory=dict)  # for the consumer.events counter
-
-
-_INBOX: Table = InboxRow.__table__  # type: ignore[assignment]
-_VERSIONS: Table = AggregateVersion.__table__  # type: ignore[assignment]
-
-
-Decoded = ReceivedEvent | PoisonEvent  # a record decoded, or why it never can be
-#: One poll: per partition, its records in offset order, each with its decoded event.
-_Polled = dict[TopicPartition, list[tuple[ConsumerRecord[Any, Any], Decoded]]]
-
-
-def _decode(record: ConsumerRecord[Any, Any]) -> Decoded:
-    try:
-        return parse_record(
-            record.headers or (), record.value, key=record.key, topic=record.topic,
-            partition=record.partition, offset=record.offset,
-        )  # fmt: skip
-    except PoisonEvent as exc:
-        return exc
-
-
-@functools.lru_cache(maxsize=8)
-def _load_query(dialect: str, by_ids: bool, by_aggs: bool) -> Any:
-    """Which events were applied before (``ids``), the stored versions (``agg_types``/``aggs``,
-    parallel lists): both in one round trip (UNION ALL; inbox rows come back with a NULL
-    version), built once.
-
-    The versions are looked up by their whole primary key (type, id). Matching ``aggregate_id``
-    alone cannot use the key (its leading column is the type): PostgreSQL scanned the table for
-    every batch — 148 ms per 2,000-event batch with 1,000,000 aggregates — and where asyncpg's
-    cached statement got a generic plan, compared each row with each array element: 3.4 s per
-    batch with 30,000 (``bench/inbox_lookup.py``). On PostgreSQL the pairs are ``unnest``-ed
-    into a join on the key (33–45 ms for the whole lookup at either size); elsewhere (SQLite)
-    both columns get an IN list.
-    """
-    seen_q = select(
-        _INBOX.c.event_id.label("a"), literal(None, String).label("b"), literal(None, BigInteger).label("v")
-    ).where(in_list(dialect, _INBOX.c.event_id, "ids"))
-    v = _VERSIONS.c
-    if dialect == "postgresql":
-        keys = (
-            func.unnest(
-                bindparam("agg_types", type_=postgresql.ARRAY(v.aggregate_type.type)),
-                bindparam("aggs", type_=postgresql.ARRAY(v.aggregate_id.type)),
-            )
-            .table_valued("t", "a")
-            .render_derived()
-        )
-        versions_q = select(v.aggregate_type, v.aggregate_id, v.version).select_from(
-            keys.join(_VERSIONS, and_(v.aggregate_type == keys.c.t, v.aggregate_id == keys.c.a))
-        )
-    else:
-        versions_q = select(v.aggregate_type, v.aggregate_id, v.version).where(
-            in_list(dialect, v.aggregate_type, "agg_types"), in_list(dialect, v.aggregate_id, "aggs")
-        )
-    if by_ids and by_aggs:
-        return union_all(seen_q, versions_q)
-    return seen_q if by_ids else versions_q
-
-
-async def _load(session: AsyncSession, decoded: Sequence[Decoded]) -> _Batch:
-    """Which of these events were applied before, and the stored versions of their aggregates."""
-    batch = _Batch()
-    events = [e for e in decoded if isinstance(e, ReceivedEvent)]
-    ids = {e.id for e in events}
-    aggs = list({(e.aggregate_type, e.aggregate_id) for e in events if e.aggregate_type and e.aggregate_id})
-    rows: Sequence[Any] = []
-    if ids or aggs:
-        dialect = dialect_of(session)
-        query = _load_query(dialect, bool(ids), bool(aggs))
-        # PostgreSQL unnests the types and ids as pairs; an IN list needs each type once.
-        types = [t for t, _ in aggs] if dialect == "postgresql" else sorted({t for t, _ in aggs})
-        keys = {"ids": list(ids), "agg_types": types, "aggs": [a for _, a in aggs]}
-        rows = (await session.execute(query, keys)).all()
-    present = {a for a, _, v in rows if v is None}
-    found = {(t, a): v for t, a, v in rows if v is not None}
-    batch.seen.update({i: i in present for i in ids})
-    batch.stored.update({key: found.get(key) for key in aggs})
-    return batch
-
-
-async def _seen(session: AsyncSession, batch: _Batch, event_id: str) -> bool:
-    if event_id not in batch.seen:
-        found = await session.scalar(select(_INBOX.c.event_id).where(_INBOX.c.event_id == event_id))
-        batch.seen[event_id] = found is not None
-    return batch.seen[event_id]
-
-
-async def _is_stale(session: AsyncSession, batch: _Batch, event: ReceivedEvent) -> bool:
-    """True if not newer than the last applied version; records the new version otherwise."""
-    if not event.aggregate_type or not event.version:
-        return False
-    key = (event.aggregate_type, event.aggregate_id)
-    if key not in batch.stored:
-        batch.stored[key] = await session.scalar(
-            select(_VERSIONS.c.version).where(_VERSIONS.c.aggregate_type == key[0], _VERSIONS.c.aggregate_id == key[1])
-        )
-    current = batch.versions.get(key, batch.stored[key])
-    if current is not None and current >= event.version:
-        return True
-    batch.versions[key] = event.version
-    return False
-
-
-async def _flush(session: AsyncSession, batch: _Batch) -> None:
-    """Write the batch's inbox rows and new aggregate versions, one bulk statement each (the
-    versions as an upsert that keeps the greater)."""
-    await bulk_insert(session, _INBOX, batch.inbox)
-    version = _VERSIONS.c.version
-    await bulk_upsert(
-        session,
-        _VERSIONS,
-        [{"aggregate_type": t, "aggregate_id": a, "version": v} for (t, a), v in batch.versions.items()],
-        key=["aggregate_type", "aggregate_id"],
-        update_existing=lambda new: {"version": case((new.version > version, new.version), else_=version)},
-    )
-    batch.stored.update(batch.versions)
-    batch.inbox.clear()
-    batch.versions.clear()
-
-
-def _position_id(record: ConsumerRecord[Any, Any]) -> str:
-    """An inbox id for a record without a usable event id: where it was in the log."""
-    digest = hashlib.sha256(f"{record.topic}:{record.partition}:{record.offset}".encode()).hexdigest()
-    return f"pos:{digest[:48]}"
-
-
-def _inbox(record: ConsumerRecord[Any, Any], event_id: str, event_type: str, status: str,
-           error: str | None, now: datetime) -> dict[str, Any]:  # fmt: skip
-    return {
-        "event_id": event_id,
-        "event_type": event_type,
-        "topic": record.topic,
-        "partition": record.partition,
-        "offset": record.offset,
-        "status": status,
-        "error": error,
-        "processed_at": now,
-    }
 
 
 #: A batch that collides with another member's is applied again whole this many times (after
@@ -425,8 +243,8 @@ class InboxConsumer:
             raise TypeError("an InboxConsumer takes a per-event handler or a projection, not both")
         self._handler = handler
         self._projection = projection  # per batch: fold while staged, apply before the commit, told after
-        self._dlq = dlq_producer
-        self.dlq_topic = f"{group_id}.dlq"
+        self._dead_letters = DeadLetters(dlq_producer, group_id)
+        self.dlq_topic = self._dead_letters.topic
         self._max_attempts = max_attempts
         self._backoff = retry_backoff_s
         self._max_records = max_records
@@ -461,7 +279,6 @@ class InboxConsumer:
         self._task: asyncio.Task[None] | None = None
         # Resolved now (the process has set up its tracer provider): not the module's proxy.
         self._tracer = trace.get_tracer("zhongtai.consumer")
-        self._dead_lettered: set[tuple[str, int, int]] = set()
         self._offset_commit: asyncio.Future[None] | None = None
         #: False while a database or broker failure is waited out, or the task is restarting.
         self.consuming = True
@@ -472,9 +289,13 @@ class InboxConsumer:
         self.batches_retried = 0  # a batch that collided with another member's, applied again whole
         self.batches_split = 0  # a batch that failed, applied one record at a time
         self.writes_failed = 0  # an overlapped write that failed: applied again the slow way
-        self.dead_total = 0
         #: Records behind the high watermarks of this member's partitions, after the last poll.
         self.lag = 0
+
+    @property
+    def dead_total(self) -> int:
+        """Events this process sent to the dead-letter topic."""
+        return self._dead_letters.total
 
     async def start(self) -> None:
         """Start consuming in the background and return at once: joining the group (which waits
@@ -998,6 +819,9 @@ class InboxConsumer:
             _processed.add(n, {"group": self._group, "outcome": outcome})
         batch.outcomes.clear()
 
+    async def _dead_letter(self, record: ConsumerRecord[Any, Any], error: str, *, attempts: int) -> None:
+        await self._dead_letters.send(record, error, attempts=attempts)
+
     async def _process_one(self, record: ConsumerRecord[Any, Any]) -> ReceivedEvent | None:
         last_error = ""
         for attempt in range(1, self._max_attempts + 1):
@@ -1022,25 +846,3 @@ class InboxConsumer:
                 await _flush(uow.session, batch)
             await uow.commit()
         return None
-
-    async def _dead_letter(self, record: ConsumerRecord[Any, Any], error: str, *, attempts: int) -> None:
-        position = (record.topic, record.partition, record.offset)
-        if position in self._dead_lettered:
-            return  # already sent in an earlier (rolled back) attempt at this batch
-        if len(self._dead_lettered) > 10_000:
-            self._dead_lettered.clear()
-        headers = [
-            *(record.headers or ()),
-            ("dlq_error", error.encode()[:2000]),
-            ("dlq_group", self._group.encode()),
-            ("dlq_topic", record.topic.encode()),
-            ("dlq_partition", str(record.partition).encode()),
-            ("dlq_offset", str(record.offset).encode()),
-            ("dlq_attempts", str(attempts).encode()),
-        ]
-        await self._dlq.send_and_wait(self.dlq_topic, value=record.value, key=record.key, headers=headers)
-        self._dead_lettered.add(position)  # (only once sent: a send that failed is made again)
-        self.dead_total += 1
-        _dead.add(1, {"group": self._group, "topic": record.topic})
-        log.error("event dead-lettered", topic=record.topic, partition=record.partition, offset=record.offset,
-                  dlq=self.dlq_topic, attempts=attempts)  # fmt: skip

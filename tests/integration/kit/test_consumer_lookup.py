@@ -14,9 +14,9 @@ from google.protobuf import empty_pb2
 from sqlalchemy import insert, text
 from sqlalchemy.dialects import postgresql
 
-from services.kit.consumer import AggregateVersion, InboxRow, _load, _load_query
 from services.kit.db import UnitOfWork
 from services.kit.events import ReceivedEvent
+from services.kit.inbox import AggregateVersion, InboxRow, _load, _load_query
 
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from opentelemetry.metrics import Counter
 
-from services.kit import consumer
+from services.kit import consumer, dlq
 
 RULES = Path(__file__).resolve().parents[3] / "infra" / "prometheus" / "zhongtai-alerts.yaml"
 
@@ -16,7 +16,7 @@ RULES = Path(__file__).resolve().parents[3] / "infra" / "prometheus" / "zhongtai
 def _exported() -> set[str]:
     """The consumer's instruments as the OpenTelemetry Prometheus exporter names them."""
     names = set()
-    for value in vars(consumer).values():
+    for value in [*vars(consumer).values(), *vars(dlq).values()]:
         # (the module's instruments may still be the API's proxies, which keep ``_name``)
         name = getattr(value, "name", None) or getattr(value, "_name", None)
         if isinstance(name, str) and name.startswith("consumer."):
