@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from services.customer import domain, mapping
 from services.customer.audit import AuditChain, AuditEntry
 from services.customer.store import CustomerRepository, IdempotencyKeys, IdempotencyRow, PageKey, PiiCodec
+from services.kit.commands import request_id_reused
 from services.kit.db import UnitOfWork, sessionmaker
 from services.kit.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from services.kit.events import source_of
@@ -137,22 +138,13 @@ class CustomerService:
             version=customer.version,
         )
 
-    @staticmethod
-    def _reused(request_id: str) -> AlreadyExists:
-        return AlreadyExists(
-            f"request_id {request_id} was already used for a different request",
-            reason="REQUEST_ID_REUSED",
-            metadata={"request_id": request_id},
-            violations=[FieldViolation("request_id", "already used for a different request")],
-        )
-
     async def _replay(
         self, prior: IdempotencyRow, idem: Idempotency, repo: CustomerRepository, customer_id: str | None = None
     ) -> domain.Customer:
         if prior.method != idem.method or prior.fingerprint != idem.fingerprint:
-            raise self._reused(idem.request_id)
+            raise request_id_reused(idem.request_id)
         if customer_id is not None and prior.customer_id != customer_id:
-            raise self._reused(idem.request_id)
+            raise request_id_reused(idem.request_id)
         customer = await repo.get(prior.customer_id)
         if customer is None:  # pragma: no cover - customers are never deleted
             raise NotFound("the customer of this request no longer exists", reason="CUSTOMER_NOT_FOUND")
