@@ -115,6 +115,20 @@ def drop_outbox_v1() -> None:
     op.drop_table("outbox")
 
 
+def create_idempotency_keys_v1() -> None:
+    """The command port's first responses (``services.kit.commands.CommandRecord``)."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    op.create_table(
+        "idempotency_keys",
+        sa.Column("key", sa.String(128), primary_key=True),
+        sa.Column("fingerprint", sa.String(64), nullable=False),
+        sa.Column("response", sa.LargeBinary(), nullable=False),
+        sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
+    )
+
+
 def create_consumer_tables_v1() -> None:
     """The inbox consumer's tables (``services.kit.consumer.InboxRow``, ``AggregateVersion``)."""
     import sqlalchemy as sa

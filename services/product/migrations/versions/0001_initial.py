@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from services.kit.migrations import create_outbox_v1, drop_outbox_v1
+from services.kit.migrations import create_idempotency_keys_v1, create_outbox_v1, drop_outbox_v1
 
 revision = "0001"
 down_revision = None
@@ -78,13 +78,7 @@ def upgrade() -> None:
         sa.Column("post_time", TS, nullable=False),
     )
     op.create_index("ix_transactions_subscription", "transactions", ["subscription_id", "seq"])
-    op.create_table(
-        "idempotency_keys",
-        sa.Column("key", sa.String(128), primary_key=True),
-        sa.Column("fingerprint", sa.String(64), nullable=False),
-        sa.Column("response", sa.LargeBinary(), nullable=False),
-        sa.Column("create_time", TS, nullable=False),
-    )
+    create_idempotency_keys_v1()  # the kit's command port
     # The kit's transactional outbox, created by the kit's own versioned step.
     create_outbox_v1()
 
