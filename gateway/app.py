@@ -13,6 +13,7 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl
@@ -25,21 +26,25 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from gateway import conditional
 from gateway.backends import Backends
+from gateway.body import read_body
 from gateway.errors import (
     HttpError,
     http_status_of,
     internal_status,
+    reason_of,
     render_status,
     retry_delay_of,
     status_from_rpc_error,
+    with_json_field_paths,
 )
 from gateway.idempotency import IdempotencyStore, KeyReused, StoredResponse, fingerprint
 from gateway.openapi import build_openapi
 from gateway.quotas import Limit, QuotaLimiter, retry_after_header
 from gateway.routing import Route, Router, discover_routes, load_contracts
 from gateway.settings import GatewaySettings
-from gateway.transcode import build_request, render_response
+from gateway.transcode import build_request, json_path, render_response
 from services.kit.auth import Principal, TokenVerifier, authorize, bearer_token
 from services.kit.errors import (
     AlreadyExists,
@@ -70,9 +75,10 @@ _GRPC_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9
 _JSON = "application/json"
 _CONTENT_TYPES = {_JSON: b"application/json"}
 _CORS_ALLOW_HEADERS = (
-    "authorization, content-type, idempotency-key, x-request-id, x-timeout-ms, grpc-timeout, traceparent, tracestate"
+    "authorization, content-type, idempotency-key, x-request-id, x-timeout-ms, grpc-timeout, traceparent, tracestate, "
+    "if-match, if-none-match, accept-language"
 )
-_CORS_EXPOSE_HEADERS = "x-request-id, traceparent, retry-after, idempotent-replayed"
+_CORS_EXPOSE_HEADERS = "x-request-id, traceparent, retry-after, idempotent-replayed, etag"
 
 
 def _docs_html() -> bytes:
@@ -89,9 +95,15 @@ def _traceparent(span: trace.Span) -> str | None:
 class _Request:
     """What the pipeline learns about one request (for the response headers, metrics and the log)."""
 
-    __slots__ = ("client_id", "extra_headers", "method", "path", "request_id", "route_name", "started", "status")
+    __slots__ = (
+        "accept_language", "client_id", "conditional", "extra_headers", "method", "path", "request_id", "route_name",
+        "started", "status",
+    )  # fmt: skip
 
     def __init__(self, method: str, path: str, request_id: str) -> None:
+        self.accept_language: str | None = None
+        #: The request carried an If-Match entity tag: an etag mismatch is 412, not 409.
+        self.conditional = False
         self.method = method
         self.path = path
         self.request_id = request_id
@@ -134,6 +146,7 @@ class GatewayApp:
         self.idempotency = IdempotencyStore(
             ttl_s=settings.idempotency_ttl_s, max_entries=settings.idempotency_max_entries
         )
+        self._etag_responses = frozenset(r.full_method for r in self.routes if conditional.response_has_etag(r))
         self.openapi = build_openapi(self.routes)
         self._openapi_bytes = orjson.dumps(self.openapi)
         self._docs = _docs_html()
@@ -227,6 +240,8 @@ class GatewayApp:
             (b"x-request-id", request_id.encode()),
             (b"cache-control", b"no-store"),
         ]
+        if status == 304:  # no content: no content headers (RFC 9110 §15.4.5)
+            del out_headers[:2]
         traceparent = _traceparent(span)
         if traceparent:
             out_headers.append((b"traceparent", traceparent.encode()))
@@ -379,26 +394,6 @@ class GatewayApp:
             return min(int(found.group(1)) * _GRPC_UNITS[found.group(2)], cap)
         return self.settings.default_timeout_s
 
-    async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
-        limit = self.settings.max_body_bytes
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise _too_large(limit)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ZhongtaiError("client disconnected")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
-
     async def _rpc(self, scope: Scope, receive: Receive, headers: dict[str, str], req: _Request) -> tuple[int, bytes]:
         match = self.router.match(req.method if req.method != "HEAD" else "GET", req.path)
         if match is None:
@@ -417,6 +412,10 @@ class GatewayApp:
         req.client_id = principal.client_id
         self._quota(principal, route)
         timeout_s = self._timeout(headers)
+        if_match, if_none_match = headers.get("if-match"), headers.get("if-none-match")
+        if if_match is not None or if_none_match is not None:
+            conditional.check_headers(route, if_match, if_none_match)
+        req.accept_language = headers.get("accept-language")
         content_type = headers.get("content-type", _JSON).split(";", 1)[0].strip().lower()
         if (
             scope.get("http_version") in ("1.1", "1.0")
@@ -425,24 +424,31 @@ class GatewayApp:
         ):
             raw_body = b""  # HTTP/1.x without either header has no body (RFC 9112 §6.3): no receive() round trip
         else:
-            raw_body = await self._read_body(receive, headers)
+            raw_body = await read_body(receive, headers, limit=self.settings.max_body_bytes, timeout_s=timeout_s)
         if (
             raw_body
             and content_type not in (_JSON, "application/*+json", "text/json")
             and not content_type.endswith("+json")
         ):
             raise HttpError(
-                InvalidArgument(f"unsupported content type {content_type!r}: send application/json"),
+                InvalidArgument(
+                    f"unsupported content type {content_type!r}: send application/json", reason="UNSUPPORTED_MEDIA_TYPE"
+                ),
                 http_status=415,
             )
         query_string = scope.get("query_string")
         query = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True) if query_string else []
         request = build_request(route, match.params, query, raw_body)
+        if if_match is not None:
+            req.conditional = conditional.apply_if_match(route, request, if_match)
 
         key = headers.get("idempotency-key") if route.http_method != "GET" else None
         if key is not None:
             return await self._idempotent(route, request, principal, key, timeout_s, req)
-        return await self._call(route, request, principal, timeout_s, req)
+        status, body = await self._call(route, request, principal, timeout_s, req)
+        if if_none_match is not None and conditional.none_match(if_none_match, _etag_of(req)):
+            return 304, b""
+        return status, body
 
     async def _idempotent(
         self, route: Route, request: Any, principal: Principal, key: str, timeout_s: float, req: _Request
@@ -488,19 +494,31 @@ class GatewayApp:
     async def _call(
         self, route: Route, request: Any, principal: Principal, timeout_s: float, req: _Request
     ) -> tuple[int, bytes]:
-        metadata = (("authorization", f"Bearer {principal.token}"), ("x-request-id", req.request_id))
+        metadata: tuple[tuple[str, str], ...] = (
+            ("authorization", f"Bearer {principal.token}"),
+            ("x-request-id", req.request_id),
+        )
+        if req.accept_language:  # services localize refusals (LocalizedMessage)
+            metadata += (("accept-language", req.accept_language),)
         try:
             response = await self.backends.call(route, request, timeout_s=timeout_s, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
-            status = status_from_rpc_error(exc)
-            raise _StatusError(status) from None
+            status = with_json_field_paths(status_from_rpc_error(exc), partial(json_path, route.method.input_type))
+            error = _StatusError(status)
+            if req.conditional and error.http_status == 409 and reason_of(status) == "ETAG_MISMATCH":
+                error.http_status = 412  # the If-Match precondition failed (RFC 9110 §13.1.1)
+            raise error from None
         except TimeoutError:
             raise DeadlineExceeded("the request did not complete before its deadline") from None
+        if route.full_method in self._etag_responses:
+            etag = getattr(response, "etag", "")
+            if etag and conditional.is_entity_tag(etag):
+                req.extra_headers.append(("etag", etag))
         return 200, render_response(route, response)
 
 
-def _too_large(limit: int) -> HttpError:
-    return HttpError(InvalidArgument(f"request body exceeds {limit} bytes", reason="BODY_TOO_LARGE"), http_status=413)
+def _etag_of(req: _Request) -> str:
+    return next((value for name, value in req.extra_headers if name == "etag"), "")
 
 
 class _StatusError(HttpError):

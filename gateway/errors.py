@@ -15,7 +15,7 @@ runtime itself (connection refused, deadline) get a fixed message: no addresses,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import grpc
 import orjson
@@ -133,6 +133,33 @@ def retry_delay_of(status: status_pb2.Status) -> float | None:
             if detail.Unpack(info):
                 return info.retry_delay.ToNanoseconds() / 1e9
     return None
+
+
+_ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+_BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
+
+
+def reason_of(status: status_pb2.Status) -> str:
+    """The ``ErrorInfo.reason`` of a status ('' without one)."""
+    for detail in status.details:
+        if detail.type_url == _ERROR_INFO:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):
+                return info.reason
+    return ""
+
+
+def with_json_field_paths(status: status_pb2.Status, rename: Callable[[str], str]) -> status_pb2.Status:
+    """The status with its ``BadRequest`` field paths in the JSON names of the HTTP surface
+    (AIP-193: ``customer.full_name`` in gRPC is ``customer.fullName`` in JSON)."""
+    for detail in status.details:
+        if detail.type_url == _BAD_REQUEST:
+            bad = error_details_pb2.BadRequest()
+            if detail.Unpack(bad):
+                for violation in bad.field_violations:
+                    violation.field = rename(violation.field)
+                detail.Pack(bad)
+    return status
 
 
 def http_status_of(status: status_pb2.Status) -> int:

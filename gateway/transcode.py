@@ -52,7 +52,9 @@ _INT_RE = re.compile(r"^-?[0-9]+$")
 
 
 def _invalid(field: str, description: str, reason: str = "INVALID_FIELD") -> InvalidArgument:
-    return InvalidArgument(f"{field}: {description}", reason=reason, violations=[FieldViolation(field, description)])
+    return InvalidArgument(
+        f"{field}: {description}", reason=reason, violations=[FieldViolation(field, description, reason)]
+    )
 
 
 @lru_cache(maxsize=4096)
@@ -112,7 +114,8 @@ def _camel_mask(value: str) -> str:
 
 
 def normalize_message(desc: Descriptor, value: Any, path: str) -> dict[str, Any]:
-    """A JSON object for ``desc`` with proto field names; unknown or doubled fields are 400s."""
+    """A JSON object for ``desc`` with proto field names; unknown or doubled fields are 400s
+    (``path``, and the paths in errors, use JSON names: ``customer.birthDate.year``)."""
     if not isinstance(value, dict):
         raise _invalid(path or "body", "expected a JSON object")
     index = _fields(desc)
@@ -122,9 +125,10 @@ def normalize_message(desc: Descriptor, value: Any, path: str) -> dict[str, Any]
         where = f"{path}.{key}" if path else key
         if fd is None:
             raise _invalid(where, "unknown field", reason="UNKNOWN_FIELD")
+        where = f"{path}.{fd.json_name}" if path else fd.json_name
         if fd.name in out:
             raise _invalid(where, f"field given twice (as {fd.name!r} and {fd.json_name!r})", reason="DUPLICATE_FIELD")
-        out[fd.name] = normalize_field(fd, item, f"{path}.{fd.name}" if path else fd.name)
+        out[fd.name] = normalize_field(fd, item, where)
     return out
 
 
@@ -160,6 +164,30 @@ def _resolve(desc: Descriptor, dotted: str) -> tuple[list[FieldDescriptor], str]
         message = fd.message_type
         current = message if message is not None and not message.full_name.startswith(_WKT_PREFIX) else None
     return chain, ".".join(fd.name for fd in chain)
+
+
+_SEGMENT = re.compile(r"^([^\[]+)(.*)$")
+
+
+def json_path(desc: Descriptor, path: str) -> str:
+    """A proto field path (``customer.birth_date``, ``items[2].unit_price``) in JSON names
+    (``customer.birthDate``); parts that name no field (an unknown field as sent) stay as they are."""
+    out: list[str] = []
+    current: Descriptor | None = desc
+    for part in path.split("."):
+        found = _SEGMENT.match(part)
+        name, subscript = found.groups() if found else (part, "")
+        fd = _fields(current).get(name) if current is not None else None
+        if fd is None:
+            out.append(part)
+            current = None
+            continue
+        out.append(fd.json_name + subscript)
+        message = fd.message_type
+        if message is not None and _is_map(fd):
+            message = message.fields_by_name["value"].message_type
+        current = message if message is not None and not message.full_name.startswith(_WKT_PREFIX) else None
+    return ".".join(out)
 
 
 def _scalar_from_text(fd: FieldDescriptor, text: str, name: str) -> Any:
@@ -217,7 +245,7 @@ def _violation_from_parse_error(desc: Descriptor, error: Exception) -> InvalidAr
             chain, path = _resolve(desc, ".".join(names))
         except InvalidArgument:
             return _invalid(".".join(names), "invalid value")
-        return _invalid(path, f"invalid value: expected {type_name(chain[-1])}")
+        return _invalid(json_path(desc, path), f"invalid value: expected {type_name(chain[-1])}")
     return InvalidArgument("invalid request body", reason="INVALID_BODY")
 
 
@@ -249,7 +277,7 @@ def build_request(
     elif route.body:
         fd = desc.fields_by_name[route.body]
         body = parse_json(raw_body)
-        data = {route.body: normalize_field(fd, body, route.body)} if body is not None else {}
+        data = {route.body: normalize_field(fd, body, fd.json_name)} if body is not None else {}
     else:
         if raw_body.strip():
             raise InvalidArgument(f"{route.http_method} {route.template.raw} takes no request body", reason="NO_BODY")
@@ -373,6 +401,9 @@ def _build_plan(desc: Descriptor, plans: dict[Descriptor, _Plan | None]) -> _Pla
             if _is_map(fd):
                 plans[desc] = None
                 return None
+            if message.full_name == _DATE:
+                plan.fields[fd] = (fd.json_name, _partial_date, fd.is_repeated)
+                continue
             sub = _build_plan(message, plans)
             convert = _json_dict if sub is None else partial(_print, sub)
         elif fd.type not in _SIMPLE_SCALARS:
@@ -394,6 +425,15 @@ def _build_plan(desc: Descriptor, plans: dict[Descriptor, _Plan | None]) -> _Pla
         if not fd.has_presence
     )
     return plan
+
+
+_DATE = "google.type.Date"
+
+
+def _partial_date(date: Message) -> dict[str, int]:
+    """A google.type.Date prints only its specified parts: 0 means "not specified" for that
+    type, so a year-only date (a masked birth date) is ``{"year": 1974}``, never 1974-00-00."""
+    return {name: value for name in ("year", "month", "day") if (value := getattr(date, name))}
 
 
 def _enum_name(names: dict[int, Any], number: int) -> Any:

@@ -32,7 +32,7 @@ def domain_errors(prefix: str = "") -> Iterator[None]:
     try:
         yield
     except domain.ValidationFailed as exc:
-        violations = [FieldViolation(prefix + v.field, v.description) for v in exc.violations]
+        violations = [FieldViolation(prefix + v.field, v.description, v.reason) for v in exc.violations]
         summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
         raise InvalidArgument(f"invalid request: {summary}", reason="INVALID_FIELDS", violations=violations) from None
     except domain.IllegalTransition as exc:
@@ -42,7 +42,7 @@ def domain_errors(prefix: str = "") -> Iterator[None]:
 def personal_from(message: customer_pb2.Customer) -> domain.PersonalData:
     born = mapping.from_proto_date(message.birth_date)
     if born is None:
-        raise domain.ValidationFailed([domain.Violation("birth_date", "is not a calendar date")])
+        raise domain.ValidationFailed([domain.Violation("birth_date", "is not a calendar date", "BIRTH_DATE_CALENDAR")])
     return domain.PersonalData(
         full_name=message.full_name,
         birth_date=born,
@@ -58,7 +58,9 @@ def _changes(request: customer_pb2.UpdateCustomerRequest) -> dict[str, object]:
         if path == "birth_date":
             born = mapping.from_proto_date(request.customer.birth_date)
             if born is None:
-                raise domain.ValidationFailed([domain.Violation("birth_date", "is not a calendar date")])
+                raise domain.ValidationFailed(
+                    [domain.Violation("birth_date", "is not a calendar date", "BIRTH_DATE_CALENDAR")]
+                )
             changes[path] = born
         else:  # protovalidate allows only full_name, birth_date, mobile, email
             changes[path] = getattr(request.customer, path)

@@ -79,10 +79,11 @@ UPDATABLE_FIELDS = ("full_name", "birth_date", "mobile", "email")
 
 @dataclass(frozen=True)
 class Violation:
-    """One bad field (proto field name) and why; never contains the value."""
+    """One bad field (proto field name), why (never the value), and the rule's id (UPPER_SNAKE)."""
 
     field: str
     description: str
+    reason: str = "INVALID_VALUE"
 
 
 class DomainError(Exception):
@@ -143,14 +144,14 @@ def validate_national_id(national_id: str, *, today: date) -> list[Violation]:
     """Mainland resident ID: 18 chars, known province, real birth date, GB 11643 check digit."""
     where = "national_id"
     if not _ID_FORMAT.match(national_id):
-        return [Violation(where, "must be 17 digits followed by a digit or X")]
+        return [Violation(where, "must be 17 digits followed by a digit or X", "NATIONAL_ID_FORMAT")]
     if int(national_id[:2]) not in PROVINCE_CODES:
-        return [Violation(where, "region code is not a known province")]
+        return [Violation(where, "region code is not a known province", "NATIONAL_ID_REGION")]
     born = birth_date_in_id(national_id)
     if born is None or born.year < MIN_BIRTH_YEAR or born > today:
-        return [Violation(where, "embedded birth date is not a valid past date")]
+        return [Violation(where, "embedded birth date is not a valid past date", "NATIONAL_ID_BIRTH_DATE")]
     if id_check_char(national_id[:17]) != national_id[17]:
-        return [Violation(where, "check digit does not match (GB 11643)")]
+        return [Violation(where, "check digit does not match (GB 11643)", "NATIONAL_ID_CHECK_DIGIT")]
     return []
 
 
@@ -158,34 +159,34 @@ def validate_full_name(name: str) -> list[Violation]:
     where = "full_name"
     stripped = name.strip()
     if not stripped:
-        return [Violation(where, "must not be empty")]
+        return [Violation(where, "must not be empty", "REQUIRED")]
     if len(stripped) > NAME_MAX_LEN:
-        return [Violation(where, f"must be at most {NAME_MAX_LEN} characters")]
+        return [Violation(where, f"must be at most {NAME_MAX_LEN} characters", "NAME_TOO_LONG")]
     if stripped != name:
-        return [Violation(where, "must not start or end with spaces")]
+        return [Violation(where, "must not start or end with spaces", "NAME_SPACES")]
     for char in name:
         category = unicodedata.category(char)
         if not (category[0] in ("L", "M") or char in _NAME_PUNCTUATION):
-            return [Violation(where, "may contain only letters, spaces and · . - '")]
+            return [Violation(where, "may contain only letters, spaces and · . - '", "NAME_CHARACTERS")]
     if not any(unicodedata.category(c).startswith("L") for c in name):
-        return [Violation(where, "must contain a letter")]
+        return [Violation(where, "must contain a letter", "NAME_CHARACTERS")]
     return []
 
 
 def validate_birth_date(born: date, *, today: date) -> list[Violation]:
     where = "birth_date"
     if born.year < MIN_BIRTH_YEAR:
-        return [Violation(where, f"must be in {MIN_BIRTH_YEAR} or later")]
+        return [Violation(where, f"must be in {MIN_BIRTH_YEAR} or later", "BIRTH_DATE_RANGE")]
     if born > today:
-        return [Violation(where, "must not be in the future")]
+        return [Violation(where, "must not be in the future", "BIRTH_DATE_RANGE")]
     if age_on(born, today) > MAX_AGE:
-        return [Violation(where, f"implies an age above {MAX_AGE}")]
+        return [Violation(where, f"implies an age above {MAX_AGE}", "BIRTH_DATE_RANGE")]
     return []
 
 
 def validate_mobile(mobile: str) -> list[Violation]:
     if not _MOBILE.match(mobile):
-        return [Violation("mobile", "must be an 11-digit mainland mobile number starting 13..19")]
+        return [Violation("mobile", "must be an 11-digit mainland mobile number starting 13..19", "MOBILE_FORMAT")]
     return []
 
 
@@ -194,7 +195,7 @@ def validate_email(email: str) -> list[Violation]:
     if not email:
         return []
     if len(email) > EMAIL_MAX_LEN or not _EMAIL.match(email):
-        return [Violation("email", "must be a valid e-mail address")]
+        return [Violation("email", "must be a valid e-mail address", "EMAIL_FORMAT")]
     return []
 
 
@@ -206,7 +207,7 @@ def age_on(born: date, today: date) -> int:
 def risk_tolerance_for(score: int) -> RiskTolerance:
     """Questionnaire score → C1 0–20, C2 21–40, C3 41–60, C4 61–80, C5 81–100."""
     if not 0 <= score <= 100:
-        raise ValidationFailed([Violation("questionnaire_score", "must be between 0 and 100")])
+        raise ValidationFailed([Violation("questionnaire_score", "must be between 0 and 100", "SCORE_RANGE")])
     if score <= 20:
         return RiskTolerance.C1
     return RiskTolerance(min(5, (score - 1) // 20 + 1))
@@ -241,7 +242,7 @@ def validate_personal(data: PersonalData, *, today: date) -> list[Violation]:
     ]
     checkable = not any(v.field in ("birth_date", "national_id") for v in found)
     if checkable and birth_date_in_id(data.national_id) != data.birth_date:
-        found.append(Violation("birth_date", "does not match the birth date in national_id"))
+        found.append(Violation("birth_date", "does not match the birth date in national_id", "BIRTH_DATE_MISMATCH"))
     return found
 
 
@@ -317,7 +318,7 @@ class Customer:
         self._require_modifiable("update")
         unknown = [name for name in changes if name not in UPDATABLE_FIELDS]
         if unknown:
-            raise ValidationFailed([Violation(name, "cannot be updated") for name in unknown])
+            raise ValidationFailed([Violation(name, "cannot be updated", "IMMUTABLE") for name in unknown])
         personal = replace(self.personal, **changes)  # type: ignore[arg-type]
         found = [v for v in validate_personal(personal, today=today) if v.field in changes]
         if found:

@@ -7,7 +7,6 @@ national ID's blind index.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -17,6 +16,7 @@ from google.type import date_pb2
 
 from bank.customer.v1 import customer_pb2, events_pb2
 from services.customer import domain
+from services.kit import etag_of as kit_etag_of
 from services.kit.logging import scrub_text
 from services.kit.masking import mask_message
 
@@ -40,9 +40,8 @@ def from_proto_date(value: date_pb2.Date) -> date | None:
 
 
 def etag_of(customer: domain.Customer) -> str:
-    """Opaque AIP-154 etag: changes with every version."""
-    digest = hashlib.sha256(f"{customer.customer_id}:{customer.version}".encode()).hexdigest()[:20]
-    return f'W/"{digest}"'
+    """Opaque AIP-154 etag in the platform's one format: changes with every version."""
+    return kit_etag_of(customer.customer_id, customer.version)
 
 
 def to_proto(customer: domain.Customer) -> customer_pb2.Customer:

@@ -21,6 +21,7 @@ from services.kit.errors import (
     Unavailable,
     ZhongtaiError,
 )
+from services.kit.etags import etag_of
 from services.kit.events import ReceivedEvent, build_record, parse_record, source_of
 from services.kit.faults import is_infrastructure_error
 from services.kit.grpc_server import GrpcServer, client_channel
@@ -64,6 +65,7 @@ __all__ = [
     "create_engine",
     "current_principal",
     "ensure_topics",
+    "etag_of",
     "get_logger",
     "is_infrastructure_error",
     "load_settings",

@@ -20,9 +20,21 @@ ERROR_DOMAIN = "zhongtai.bank"
 
 @dataclass(frozen=True)
 class FieldViolation:
-    """One bad field: its path (proto field names, dotted) and why."""
+    """One bad field: its path (proto field names, dotted), why, and the rule's id as an
+    UPPER_SNAKE_CASE ``reason`` (AIP-193; empty: the error's own reason is used)."""
 
     field: str
+    description: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class PreconditionViolation:
+    """One failed precondition (``google.rpc.PreconditionFailure.Violation``): ``type`` is the
+    rule's code, ``subject`` the field or resource it concerns, ``description`` a sentence."""
+
+    type: str
+    subject: str
     description: str
 
 
@@ -40,6 +52,8 @@ class ZhongtaiError(Exception):
         metadata: Mapping[str, str] | None = None,
         violations: Iterable[FieldViolation] = (),
         retry_delay_s: float | None = None,
+        preconditions: Iterable[PreconditionViolation] = (),
+        localized: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -48,6 +62,10 @@ class ZhongtaiError(Exception):
         self.violations = tuple(violations)
         #: When to retry, if the service knows (a ``RetryInfo`` detail; the gateway's Retry-After).
         self.retry_delay_s = retry_delay_s
+        self.preconditions = tuple(preconditions)
+        #: The message in other languages, by BCP 47 tag (``{"en": ..., "zh-CN": ...}``): the
+        #: caller's ``accept-language`` picks one for a ``LocalizedMessage`` detail.
+        self.localized = dict(localized or {})
 
 
 class InvalidArgument(ZhongtaiError):
@@ -124,24 +142,67 @@ def _pack(message: object) -> any_pb2.Any:
     return packed
 
 
-def to_rpc_status(error: ZhongtaiError) -> status_pb2.Status:
-    """The google.rpc.Status for an error, with ErrorInfo, BadRequest and RetryInfo details."""
+def to_rpc_status(error: ZhongtaiError, accept_language: str | None = None) -> status_pb2.Status:
+    """The google.rpc.Status for an error, with ErrorInfo, BadRequest, PreconditionFailure,
+    LocalizedMessage (in the language ``accept_language`` prefers) and RetryInfo details."""
     status = status_pb2.Status(code=error.code.value[0], message=error.message)
     info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata)
     status.details.append(_pack(info))
     if error.violations:
         bad = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description, reason=v.reason or error.reason
+                )
                 for v in error.violations
             ]
         )
         status.details.append(_pack(bad))
+    if error.preconditions:
+        failure = error_details_pb2.PreconditionFailure(
+            violations=[
+                error_details_pb2.PreconditionFailure.Violation(
+                    type=p.type, subject=p.subject, description=p.description
+                )
+                for p in error.preconditions
+            ]
+        )
+        status.details.append(_pack(failure))
+    if error.localized:
+        locale = negotiate_locale(accept_language, list(error.localized))
+        status.details.append(_pack(error_details_pb2.LocalizedMessage(locale=locale, message=error.localized[locale])))
     if error.retry_delay_s is not None:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(round(error.retry_delay_s * 1e9))
         status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     return status
+
+
+_LANGUAGE_RANGE = re.compile(
+    r"^\s*([A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*|\*)\s*(?:;\s*q\s*=\s*([01](?:\.[0-9]{0,3})?))?\s*$"
+)
+
+
+def negotiate_locale(accept_language: str | None, available: list[str]) -> str:
+    """The first of ``available`` the ``Accept-Language`` value prefers (RFC 9110 §12.5.4: by
+    q-value, an exact tag before its language's prefix match); else ``available[0]``."""
+    ranked: list[tuple[float, int, str]] = []
+    for index, part in enumerate((accept_language or "").split(",")):
+        found = _LANGUAGE_RANGE.match(part)
+        if found:
+            q = float(found.group(2)) if found.group(2) is not None else 1.0
+            if q > 0:
+                ranked.append((-q, index, found.group(1).lower()))
+    for _q, _index, wanted in sorted(ranked):
+        if wanted == "*":
+            return available[0]
+        for tag in available:  # exact, then the same primary language (zh-TW → zh-CN, en-GB → en)
+            if tag.lower() == wanted:
+                return tag
+        for tag in available:
+            if tag.lower().split("-")[0] == wanted.split("-")[0]:
+                return tag
+    return available[0]
 
 
 def internal_status() -> status_pb2.Status:

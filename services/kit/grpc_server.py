@@ -91,6 +91,13 @@ def _unexpected(exc: Exception, method: str) -> tuple[grpc.StatusCode, Any]:
     return grpc.StatusCode.INTERNAL, internal_status()
 
 
+def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
+    for name, value in context.invocation_metadata() or ():
+        if name == key and isinstance(value, str):
+            return value
+    return None
+
+
 class KitServerInterceptor(grpc.aio.ServerInterceptor):
     """Auth + scopes, validation, error translation, RED metrics and access logs."""
 
@@ -127,7 +134,8 @@ class KitServerInterceptor(grpc.aio.ServerInterceptor):
                 return await behavior(request, context)
             except ZhongtaiError as exc:
                 code = exc.code
-                await context.abort_with_status(rpc_status.to_status(to_rpc_status(exc)))
+                language = _metadata_value(context, "accept-language") if exc.localized else None
+                await context.abort_with_status(rpc_status.to_status(to_rpc_status(exc, language)))
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 code = context.code() or grpc.StatusCode.CANCELLED  # type: ignore[assignment]
                 raise

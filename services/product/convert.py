@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2
 from google.type import money_pb2
 
 from bank.product.v1 import product_pb2
+from services.kit import etag_of
 from services.kit.errors import invalid
 from services.kit.money import Amount, MoneyError, to_money
 from services.product import domain
@@ -34,8 +35,9 @@ def amount_of(money: money_pb2.Money, field: str) -> Amount:
         raise invalid(field, str(exc)) from None
 
 
-def etag(version: int) -> str:
-    return f"v{version}"
+def etag(resource_id: str, version: int) -> str:
+    """The platform's one etag format (services.kit.etag_of)."""
+    return etag_of(resource_id, version)
 
 
 # ------------------------------------------------------------------------------------------
@@ -82,7 +84,7 @@ def product_message(row: ProductRow) -> product_pb2.Product:
         eligibility=product_pb2.Product.Eligibility(min_age=row.min_age, max_age=row.max_age),
         description=row.description,
         version=row.version,
-        etag=etag(row.version),
+        etag=etag(row.product_id, row.version),
         create_time=ts(row.create_time),
         update_time=ts(row.update_time),
         publish_time=ts(row.publish_time),
@@ -108,7 +110,7 @@ def subscription_message(row: SubscriptionRow) -> product_pb2.Subscription:
         update_time=ts(row.update_time),
         close_time=ts(row.close_time),
         version=row.version,
-        etag=etag(row.version),
+        etag=etag(row.subscription_id, row.version),
     )
 
 

@@ -209,8 +209,11 @@ class CustomerProfile:
 
 @dataclass(frozen=True)
 class Reason:
+    """A failed eligibility rule: its code, the sentence (en) and the same in Chinese (zh-CN)."""
+
     code: str
     message: str
+    message_zh: str = ""
 
 
 def evaluate_eligibility(
@@ -233,7 +236,7 @@ def evaluate_eligibility(
         min_age=rules.min_age, max_age=rules.max_age,
     )  # fmt: skip
     reasons = [
-        Reason(code, _explain(code, product, customer))
+        Reason(code, *_explain(code, product, customer))
         for code in policy.eligibility_reasons(offering, applicant, _us(now))
     ]
     if amount is not None:
@@ -250,34 +253,45 @@ def _us(moment: datetime) -> int:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _explain(code: str, product: ProductFacts, customer: CustomerProfile) -> str:
-    """The channel-facing sentence of a failed rule."""
+def _explain(code: str, product: ProductFacts, customer: CustomerProfile) -> tuple[str, str]:
+    """The channel-facing sentence of a failed rule, in English and in Chinese."""
     if code == AGE_BELOW_MIN:
-        return f"the product requires an age of at least {product.rules.min_age}"
+        low = product.rules.min_age
+        return f"the product requires an age of at least {low}", f"该产品要求年龄不低于 {low} 岁"
     if code == AGE_ABOVE_MAX:
-        return f"the product requires an age of at most {product.rules.max_age}"
+        high = product.rules.max_age
+        return f"the product requires an age of at most {high}", f"该产品要求年龄不高于 {high} 岁"
     if code == RISK_TOLERANCE_TOO_LOW:
-        return f"risk tolerance C{customer.risk_tolerance} is below the product's risk level R{product.risk_level}"
+        have, need = customer.risk_tolerance, product.risk_level
+        return (
+            f"risk tolerance C{have} is below the product's risk level R{need}",
+            f"客户风险承受能力 C{have} 低于产品风险等级 R{need}",
+        )
     return _MESSAGES[code]
 
 
 _MESSAGES = {
-    CUSTOMER_NOT_ACTIVE: "the customer is not active",
-    KYC_NOT_VERIFIED: "the customer's identity is not verified (KYC)",
-    RISK_TOLERANCE_MISSING: "no risk assessment on file",
-    RISK_TOLERANCE_EXPIRED: "the risk assessment has expired; reassess",
-    PRODUCT_NOT_ACTIVE: "the product is not on offer",
+    CUSTOMER_NOT_ACTIVE: ("the customer is not active", "客户状态不是正常（已激活）"),
+    KYC_NOT_VERIFIED: ("the customer's identity is not verified (KYC)", "客户身份尚未核验（KYC）"),
+    RISK_TOLERANCE_MISSING: ("no risk assessment on file", "客户尚无风险测评记录"),
+    RISK_TOLERANCE_EXPIRED: ("the risk assessment has expired; reassess", "风险测评已过期，请重新测评"),
+    PRODUCT_NOT_ACTIVE: ("the product is not on offer", "该产品当前不在售"),
 }
+
+
+def fixed_reason(code: str) -> Reason:
+    """A refusal whose sentence needs no facts (e.g. PRODUCT_NOT_ACTIVE)."""
+    return Reason(code, *_MESSAGES[code])
 
 
 def _amount_reasons(terms: Terms, amount: Amount) -> list[Reason]:
     if amount.currency != terms.currency:
-        return [Reason(CURRENCY_MISMATCH, f"the product is in {terms.currency}")]
+        return [Reason(CURRENCY_MISMATCH, f"the product is in {terms.currency}", f"该产品的币种为 {terms.currency}")]
     found: list[Reason] = []
     if terms.min is not None and amount < terms.min:
-        found.append(Reason(AMOUNT_BELOW_MIN, f"the minimum amount is {terms.min}"))
+        found.append(Reason(AMOUNT_BELOW_MIN, f"the minimum amount is {terms.min}", f"最低金额为 {terms.min}"))
     if terms.max is not None and amount > terms.max:
-        found.append(Reason(AMOUNT_ABOVE_MAX, f"the maximum amount is {terms.max}"))
+        found.append(Reason(AMOUNT_ABOVE_MAX, f"the maximum amount is {terms.max}", f"最高金额为 {terms.max}"))
     return found
 
 

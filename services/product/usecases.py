@@ -28,6 +28,7 @@ from services.kit.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
+    PreconditionViolation,
     invalid,
 )
 from services.kit.events import source_of
@@ -51,8 +52,38 @@ def _refused(exc: domain.DomainError) -> FailedPrecondition:
     return FailedPrecondition(exc.message, reason=exc.reason)
 
 
-def _check_etag(given: str, version: int) -> None:
-    if given and given != convert.etag(version):
+#: What each refusal code concerns (PreconditionFailure.Violation.subject): the customer, the
+#: product, or the request's amount field.
+_PRODUCT_CODES = frozenset({domain.PRODUCT_NOT_ACTIVE})
+_AMOUNT_CODES = frozenset({domain.CURRENCY_MISMATCH, domain.AMOUNT_BELOW_MIN, domain.AMOUNT_ABOVE_MAX})
+
+
+def _not_eligible(reasons: list[domain.Reason], customer_id: str, product_id: str) -> FailedPrecondition:
+    """The refusal of an unsuitable subscription: one PreconditionFailure violation per failed rule
+    (type = its code), and the whole sentence in English and Chinese (a LocalizedMessage)."""
+    codes = [r.code for r in reasons]
+
+    def subject(code: str) -> str:
+        if code in _PRODUCT_CODES:
+            return f"products/{product_id}"
+        return "subscription.amount" if code in _AMOUNT_CODES else f"customers/{customer_id}"
+
+    english = "; ".join(r.message for r in reasons)
+    chinese = "；".join(r.message_zh or r.message for r in reasons)
+    return FailedPrecondition(
+        f"the customer is not eligible: {english}",
+        reason="NOT_ELIGIBLE",
+        metadata={"reasons": ",".join(codes), "product_id": product_id},
+        preconditions=[PreconditionViolation(r.code, subject(r.code), r.message) for r in reasons],
+        localized={
+            "en": f"The customer is not eligible: {english}.",
+            "zh-CN": f"客户不符合该产品的购买条件：{chinese}。",
+        },
+    )
+
+
+def _check_etag(given: str, resource_id: str, version: int) -> None:
+    if given and given != convert.etag(resource_id, version):
         raise Aborted("the resource changed since it was read (etag mismatch)", reason="ETAG_MISMATCH")
 
 
@@ -130,7 +161,7 @@ class ProductUseCases:
             row = await session.get(store.ProductRow, request.product_id, with_for_update=True)
             if row is None:
                 raise NotFound(f"product {request.product_id} not found", reason="PRODUCT_NOT_FOUND")
-            _check_etag(request.etag, row.version)
+            _check_etag(request.etag, row.product_id, row.version)
             try:
                 row.state = rule(row.state)
             except domain.DomainError as exc:
@@ -211,21 +242,13 @@ class ProductUseCases:
         profile = await self._customers.profile(request.customer_id, time_remaining=time_remaining)
         reasons = domain.evaluate_eligibility(product, profile, amount, store.now())
         if reasons:
-            codes = [r.code for r in reasons]
-            raise FailedPrecondition(
-                f"the customer is not eligible: {', '.join(codes)}",
-                reason="NOT_ELIGIBLE",
-                metadata={"reasons": ",".join(codes), "product_id": product.product_id},
-            )
+            raise _not_eligible(reasons, request.customer_id, product.product_id)
 
         async def decide(session: AsyncSession) -> product_pb2.Subscription:
             current = await store.get_product(session, product.product_id)
             if current is None or current.state != domain.ACTIVE:  # retired meanwhile
-                raise FailedPrecondition(
-                    "the product is no longer on offer",
-                    reason="NOT_ELIGIBLE",
-                    metadata={"reasons": domain.PRODUCT_NOT_ACTIVE, "product_id": product.product_id},
-                )
+                retired = domain.fixed_reason(domain.PRODUCT_NOT_ACTIVE)
+                raise _not_eligible([retired], request.customer_id, product.product_id)
             at = store.now()
             row = store.SubscriptionRow(
                 subscription_id=_new_id("S"),
@@ -255,7 +278,7 @@ class ProductUseCases:
 
         async def decide(session: AsyncSession) -> product_pb2.Subscription:
             row = await self._owned_subscription(session, request.customer_id, request.subscription_id, lock=True)
-            _check_etag(request.etag, row.version)
+            _check_etag(request.etag, row.subscription_id, row.version)
             try:
                 row.state = domain.close(row.state)
             except domain.DomainError as exc:

@@ -82,7 +82,9 @@ async def test_catalogue_lifecycle_emits_published_and_retired(uc: ProductUseCas
     assert published.state == P.STATE_ACTIVE and published.version == 2 and published.HasField("publish_time")
     with pytest.raises(FailedPrecondition):
         await uc.publish_product(product_pb2.PublishProductRequest(product_id=created.product_id))
-    retired = await uc.retire_product(product_pb2.RetireProductRequest(product_id=created.product_id, etag="v2"))
+    retired = await uc.retire_product(
+        product_pb2.RetireProductRequest(product_id=created.product_id, etag=published.etag)
+    )
     assert retired.state == P.STATE_RETIRED
     assert await outbox_types(engine) == ["bank.product.v1.ProductPublished", "bank.product.v1.ProductRetired"]
 

@@ -3,6 +3,7 @@
 import pytest
 from google.protobuf import json_format
 
+from bank.customer.v1 import customer_pb2
 from gateway.routing import Router, discover_routes, load_contracts
 from gateway.transcode import build_request, render_response
 from services.kit.errors import InvalidArgument
@@ -59,18 +60,29 @@ def test_enum_number_in_query() -> None:
     ("body", "query", "field", "reason"),
     [
         (b'{"fullName": "x", "nickname": "y"}', [], "customer.nickname", "UNKNOWN_FIELD"),
-        (b'{"birthDate": {"year": 1990, "era": 1}}', [], "customer.birth_date.era", "UNKNOWN_FIELD"),
-        (b'{"fullName": "x", "full_name": "y"}', [], "customer.full_name", "DUPLICATE_FIELD"),
-        (b'{"fullName": 5}', [], "customer.full_name", "INVALID_FIELD"),
-        (b'{"birthDate": {"year": "nineteen"}}', [], "customer.birth_date.year", "INVALID_FIELD"),
+        (b'{"birthDate": {"year": 1990, "era": 1}}', [], "customer.birthDate.era", "UNKNOWN_FIELD"),
+        (b'{"fullName": "x", "full_name": "y"}', [], "customer.fullName", "DUPLICATE_FIELD"),
+        (b'{"fullName": 5}', [], "customer.fullName", "INVALID_FIELD"),
+        (b'{"birthDate": {"year": "nineteen"}}', [], "customer.birthDate.year", "INVALID_FIELD"),
         (b"[1, 2]", [], "customer", "INVALID_FIELD"),
     ],
 )
 def test_bad_bodies_name_the_field(body: bytes, query: list, field: str, reason: str) -> None:
+    """By its JSON path (AIP-193 in JSON), with the rule as the violation's reason."""
     with pytest.raises(InvalidArgument) as info:
         _build("POST", "/v1/customers", body, query)
     assert info.value.reason == reason
     assert _violation(info.value)[0] == field
+    assert info.value.violations[0].reason == reason
+
+
+def test_proto_paths_become_json_paths() -> None:
+    from gateway.transcode import json_path
+
+    desc = customer_pb2.CreateCustomerRequest.DESCRIPTOR
+    assert json_path(desc, "customer.birth_date.year") == "customer.birthDate.year"
+    assert json_path(desc, "customer.nick_name") == "customer.nick_name"  # unknown: as it is
+    assert json_path(desc, "CreateCustomerRequest") == "CreateCustomerRequest"
 
 
 def test_malformed_json() -> None:
@@ -83,7 +95,7 @@ def test_malformed_json() -> None:
     ("query", "field"),
     [
         ([("colour", "red")], "colour"),
-        ([("pageSize", "ten")], "page_size"),
+        ([("pageSize", "ten")], "pageSize"),
         ([("kycVerified", "maybe")], "kycVerified"),
         ([("status", "STATUS_NOPE")], "status"),
         ([("pageSize", "1"), ("page_size", "2")], "page_size"),
@@ -187,6 +199,23 @@ def _populate(message, depth: int = 0, salt: int = 1) -> None:  # type: ignore[n
             setattr(message, fd.name, value)
 
 
+def _partial_dates(desc, printed):  # type: ignore[no-untyped-def]
+    """json_format's output with google.type.Date fields printing only their non-zero parts (the
+    gateway's one deliberate difference: a masked birth date is {"year": 1974}, not 1974-00-00)."""
+    for fd in desc.fields:
+        if fd.message_type is None or fd.json_name not in printed or fd.message_type.GetOptions().map_entry:
+            continue
+        values = printed[fd.json_name] if fd.is_repeated else [printed[fd.json_name]]
+        for i, value in enumerate(values):
+            if fd.message_type.full_name == "google.type.Date":
+                values[i] = {k: v for k, v in value.items() if v}
+            elif isinstance(value, dict) and not fd.message_type.full_name.startswith("google.protobuf."):
+                _partial_dates(fd.message_type, value)
+        if not fd.is_repeated:
+            printed[fd.json_name] = values[0]
+    return printed
+
+
 def _scalar(fd, salt: int):  # type: ignore[no-untyped-def]
     from google.protobuf.descriptor import FieldDescriptor as F
 
@@ -220,6 +249,8 @@ def test_response_printer_matches_json_format_for_every_contract_message(salt: i
         for message in (cls(),):
             if salt and not desc.full_name.startswith("google.protobuf."):  # WKTs: only as fields
                 _populate(message, salt=salt)
-            expected = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+            expected = _partial_dates(
+                desc, json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+            )
             # Same values and the same key order (byte-identical JSON).
             assert orjson.dumps(message_to_dict(message)) == orjson.dumps(expected), desc.full_name

@@ -92,7 +92,22 @@ def test_violations_of_and_validate_request_keep_their_shape() -> None:
         update_mask=field_mask_pb2.FieldMask(paths=["mobile"]),
     )
     found = validation.violations_of(request)
-    assert [(v.field, v.description) for v in found] == [("UpdateCustomerRequest", "mobile cannot be cleared")]
+    # a rule with id customer.mobile.required is reported on that field, with reason REQUIRED
+    assert [(v.field, v.description, v.reason) for v in found] == [
+        ("customer.mobile", "mobile cannot be cleared", "REQUIRED")
+    ]
+    verify = validation.violations_of(customer_pb2.VerifyCustomerRequest(customer_id="c-1"))
+    assert [(v.field, v.description, v.reason) for v in verify] == [
+        ("outcome", "is required: one of OUTCOME_APPROVED, OUTCOME_REJECTED", "REQUIRED")
+    ]
+    create = validation.violations_of(
+        customer_pb2.CreateCustomerRequest(customer=customer_pb2.Customer(full_name="Li"))
+    )
+    assert [(v.field, v.reason) for v in create] == [
+        ("customer.birth_date", "REQUIRED"),
+        ("customer.national_id", "REQUIRED"),
+        ("customer.mobile", "REQUIRED"),
+    ]
     with pytest.raises(InvalidArgument) as info:
         validation.validate_request(customer_pb2.GetCustomerRequest(customer_id="bad id"))
     assert info.value.reason == "INVALID_FIELDS"
@@ -133,9 +148,11 @@ def assert_well_formed(message: Message) -> None:
     for path, rule_id, text in found:
         assert _resolves(message.DESCRIPTOR, path), path
         assert rule_id and text, (path, rule_id, text)
-    assert [(v.field, v.description) for v in validation.violations_of(message)] == [
-        (path or message.DESCRIPTOR.name, text) for path, _rule_id, text in found
-    ]
+    described = validation.violations_of(message)  # what callers see: one per violation, refined
+    assert len(described) == len(found)
+    for violation in described:
+        assert violation.field == message.DESCRIPTOR.name or _resolves(message.DESCRIPTOR, violation.field)
+        assert violation.description and re.fullmatch(r"[A-Z][A-Z0-9_]+[A-Z0-9]", violation.reason), violation
     if found:
         with pytest.raises(InvalidArgument):
             validation.validate_request(message)
