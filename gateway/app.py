@@ -28,7 +28,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gateway import conditional
 from gateway.backends import Backends
-from gateway.body import read_body
+from gateway.body import discard, has_body, read_body
 from gateway.errors import (
     HttpError,
     http_status_of,
@@ -96,14 +96,16 @@ class _Request:
     """What the pipeline learns about one request (for the response headers, metrics and the log)."""
 
     __slots__ = (
-        "accept_language", "client_id", "conditional", "extra_headers", "method", "path", "request_id", "route_name",
-        "started", "status",
+        "accept_language", "body_read", "client_id", "conditional", "extra_headers", "method", "path", "request_id",
+        "route_name", "started", "status",
     )  # fmt: skip
 
     def __init__(self, method: str, path: str, request_id: str) -> None:
         self.accept_language: str | None = None
         #: The request carried an If-Match entity tag: an etag mismatch is 412, not 409.
         self.conditional = False
+        #: The body was read (or refused with its own draining): nothing is left unread.
+        self.body_read = False
         self.method = method
         self.path = path
         self.request_id = request_id
@@ -297,6 +299,10 @@ class GatewayApp:
             log.exception("gateway request failed", route=req.route_name)
             status, body = 500, render_status(internal_status())
         req.status = status
+        if not req.body_read and has_body(headers):  # answered early: drain the body first (gateway/body.py)
+            limit, timeout_s = self.settings.max_body_bytes, self.settings.default_timeout_s
+            if not await discard(receive, headers, limit=limit, timeout_s=timeout_s):
+                req.extra_headers.append(("connection", "close"))
         return status, body, _JSON
 
     async def _builtin(self, req: _Request, headers: dict[str, str]) -> tuple[int, bytes, str] | None:
@@ -424,6 +430,7 @@ class GatewayApp:
         ):
             raw_body = b""  # HTTP/1.x without either header has no body (RFC 9112 §6.3): no receive() round trip
         else:
+            req.body_read = True
             raw_body = await read_body(receive, headers, limit=self.settings.max_body_bytes, timeout_s=timeout_s)
         if (
             raw_body

@@ -7,7 +7,8 @@ oversized body is read and dropped ("drained") before the 413 is sent, when it i
 ``8 × ZT_MAX_BODY_BYTES`` and arrives within the request's deadline; the connection then stays
 usable. A bigger body, or one that does not arrive in time, is answered at once with
 ``Connection: close``; so is a client that sent ``Expect: 100-continue`` (it has sent nothing
-and never will: the 413 is its answer).
+and never will: the 413 is its answer). The same holds for any answer given before the body
+was read (401, 403, 404, 405, 429, a bad header): :func:`discard` drains it first.
 """
 
 from __future__ import annotations
@@ -51,6 +52,24 @@ async def read_body(receive: Receive, headers: dict[str, str], *, limit: int, ti
         if not more:
             break
     return b"".join(chunks)
+
+
+def has_body(headers: dict[str, str]) -> bool:
+    """The request announced a body (``Content-Length`` > 0 or ``Transfer-Encoding``)."""
+    declared = headers.get("content-length")
+    return "transfer-encoding" in headers or (declared is not None and declared not in ("", "0"))
+
+
+async def discard(receive: Receive, headers: dict[str, str], *, limit: int, timeout_s: float) -> bool:
+    """Drain an unread body before an early answer; False when the connection must be closed
+    instead (too big to drain, or not arriving in time)."""
+    if headers.get("expect", "").lower() == "100-continue":
+        return False  # the client is waiting to be asked for the body: it never will be
+    declared = headers.get("content-length")
+    cap = limit * DRAIN_CAP_FACTOR
+    if declared is not None and (not declared.isdigit() or int(declared) > cap):
+        return False
+    return await _drain(receive, cap, timeout_s)
 
 
 async def _refuse(receive: Receive, headers: dict[str, str], limit: int, timeout_s: float, *, drain: bool) -> None:

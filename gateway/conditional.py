@@ -7,7 +7,8 @@ resource; the gateway only translates HTTP to the contract and back:
   writes alike; the value is already an entity tag, ``"…"``, the one format of the kit);
 - ``If-None-Match`` on a GET is compared with the fetched resource's etag (weak comparison,
   ``*`` and lists allowed): a match is ``304 Not Modified`` with the ``ETag`` and no body;
-- ``If-Match`` on a method whose request carries an etag (``etag`` or ``<body>.etag``) is copied
+- ``If-Match`` on a method whose request carries an etag (``etag``, or ``<resource>.etag`` of a
+  PATCH/PUT update) is copied
   into it; the service's ``ETAG_MISMATCH`` then answers ``412 Precondition Failed``. ``*`` asks
   for no check (the resource exists or the service says 404).
 - Either header on a method that cannot honour it is a 400 (``CONDITION_NOT_SUPPORTED``):
@@ -47,7 +48,7 @@ def request_etag_path(route: Route) -> tuple[str, ...] | None:
     desc = route.method.input_type
     if _etag_field(desc.fields_by_name) is not None:
         return ("etag",)
-    if route.body and route.body != "*":
+    if route.body and route.body != "*" and route.http_method in ("PATCH", "PUT"):  # Update, not Create
         body = desc.fields_by_name[route.body].message_type
         if body is not None and _etag_field(body.fields_by_name) is not None:
             return (route.body, "etag")
