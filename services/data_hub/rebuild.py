@@ -35,11 +35,17 @@ from services.data_hub.domain import Rules
 from services.data_hub.facts import apply_patches
 from services.data_hub.fold import BadEvent, Patches
 from services.data_hub.main import MIGRATIONS, DataHubSettings
-from services.kit.config import load_settings
-from services.kit.db import UnitOfWork, create_engine
-from services.kit.events import PoisonEvent, ReceivedEvent, parse_record
-from services.kit.logging import configure_logging, get_logger
-from services.kit.migrations import upgrade
+from services.kit import (
+    PoisonEvent,
+    ReceivedEvent,
+    UnitOfWork,
+    configure_logging,
+    create_engine,
+    get_logger,
+    load_settings,
+    parse_record,
+    upgrade,
+)
 
 log = get_logger("zhongtai.data_hub.rebuild")
 
