@@ -170,6 +170,26 @@ async def _render_all(engine: AsyncEngine, t: store.Tables, rules: Rules) -> Non
             return
 
 
+async def _swap(
+    engine: AsyncEngine, replayer: _Replayer, target: store.Tables, source: store.Tables, report: RebuildReport
+) -> None:
+    """Catch the rebuilt set up with what arrived meanwhile and make it the live one, in one
+    transaction holding the state row's lock (a concurrent rebuild loses and raises)."""
+    async with UnitOfWork(engine) as uow:
+        locked = await store.read_state(uow.session, lock="update")
+        if locked["active"] != report.source:
+            raise RuntimeError("another rebuild swapped meanwhile")
+        report.catch_up_events = await replayer.replay_until(engine, target, report, session=uow.session)
+        await store.carry_versions(uow.session, target, source)
+        await uow.session.execute(
+            update(store.state)
+            .where(store.state.c.id == 1)
+            .values(active=report.target, rebuild_us=store.now_us(), rebuilds=store.state.c.rebuilds + 1)
+        )
+        await uow.commit()
+    report.swapped = True
+
+
 async def rebuild(settings: DataHubSettings, *, swap: bool = True, batch_size: int = 2000) -> RebuildReport:
     started = time.perf_counter()
     rules = settings.rules
@@ -202,23 +222,7 @@ async def rebuild(settings: DataHubSettings, *, swap: bool = True, batch_size: i
         report.customers = len(rebuilt)
         report.differing_views = sorted(k for k in live.keys() | rebuilt.keys() if live.get(k) != rebuilt.get(k))
         if swap:
-            async with UnitOfWork(engine) as uow:
-                locked = await store.read_state(uow.session, lock="update")
-                if locked["active"] != report.source:
-                    raise RuntimeError("another rebuild swapped meanwhile")
-                report.catch_up_events = await replayer.replay_until(engine, target, report, session=uow.session)
-                await store.carry_versions(uow.session, target, source)
-                await uow.session.execute(
-                    update(store.state)
-                    .where(store.state.c.id == 1)
-                    .values(
-                        active=report.target,
-                        rebuild_us=store.now_us(),
-                        rebuilds=store.state.c.rebuilds + 1,
-                    )
-                )
-                await uow.commit()
-            report.swapped = True
+            await _swap(engine, replayer, target, source, report)
             await _render_all(engine, target, rules)
         log.info(
             "rebuild finished",
