@@ -227,28 +227,21 @@ _TIMEOUT_HEADER = {
     "schema": {"type": "integer", "minimum": 1},
     "description": "Deadline for this request in milliseconds (capped by the gateway).",
 }
-_ACCEPT_LANGUAGE_HEADER = {
-    "name": "Accept-Language",
-    "in": "header",
-    "required": False,
-    "schema": {"type": "string"},
-    "description": "Language of an error's LocalizedMessage detail (zh-CN or en; default en).",
-}
-_IF_MATCH_HEADER = {
-    "name": "If-Match",
-    "in": "header",
-    "required": False,
-    "schema": {"type": "string"},
-    "description": "The resource's ETag: the change is applied only if it still matches, else 412. "
-    "* asks for no check.",
-}
-_IF_NONE_MATCH_HEADER = {
-    "name": "If-None-Match",
-    "in": "header",
-    "required": False,
-    "schema": {"type": "string"},
-    "description": "ETag(s) of the copy you hold: 304 Not Modified (no body) while it is current.",
-}
+
+
+def _header(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": False, "schema": {"type": "string"}, "description": description}
+
+
+_ACCEPT_LANGUAGE_HEADER = _header(
+    "Accept-Language", "Language of an error's LocalizedMessage detail (zh-CN or en; default en)."
+)
+_IF_MATCH_HEADER = _header(
+    "If-Match", "The resource's ETag: the change is applied only if it still matches, else 412. * asks for no check."
+)
+_IF_NONE_MATCH_HEADER = _header(
+    "If-None-Match", "ETag(s) of the copy you hold: 304 Not Modified (no body) while it is current."
+)
 _ETAG_RESPONSE_HEADER = {
     "ETag": {
         "description": "The resource's entity tag (the same string as its etag field).",
