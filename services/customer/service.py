@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.customer import domain, mapping
-from services.customer.audit import AuditChain, AuditEntry
+from services.customer.audit import AuditEntry, pii_audit_chain
 from services.customer.store import CustomerRepository, IdempotencyKeys, IdempotencyRow, PageKey, PiiCodec
 from services.kit.commands import request_id_reused
 from services.kit.db import UnitOfWork, sessionmaker
@@ -118,7 +118,7 @@ class CustomerService:
         self.clock = clock or Clock()
         self._risk_validity = risk_validity
         self._tokens = PageTokens(codec)
-        self.audit = AuditChain(codec.blind)
+        self.audit = pii_audit_chain(codec.blind)
 
     def _uow(self) -> UnitOfWork:
         return UnitOfWork(self._engine, after_commit=self._after_commit, factory=self._sessions)

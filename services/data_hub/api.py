@@ -16,6 +16,7 @@ from bank.datahub.v1 import datahub_pb2, datahub_pb2_grpc
 from services.data_hub import store
 from services.data_hub.domain import Rules
 from services.data_hub.projector import ViewWorker
+from services.data_hub.segments import churn_watchlist, decode_churn_token
 from services.kit.db import UnitOfWork, sessionmaker
 from services.kit.errors import NotFound, Unavailable, ZhongtaiError, invalid
 from services.kit.lifecycle import cancel_and_wait
@@ -152,6 +153,21 @@ class CustomerViewApi(datahub_pb2_grpc.CustomerViewServiceServicer):
             tables = await store.active_tables(session)
             views, token, total = await store.segment_members(session, tables, request.segment, size, after)
         return datahub_pb2.ListSegmentMembersResponse(customer_views=views, next_page_token=token, total_size=total)
+
+    async def ListChurnRisks(
+        self, request: datahub_pb2.ListChurnRisksRequest, context: Any
+    ) -> datahub_pb2.ListChurnRisksResponse:
+        after = None
+        if request.page_token:
+            try:
+                after = decode_churn_token(request.page_token)
+            except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+                raise invalid("page_token", "not a page token returned by this method") from exc
+        size = request.page_size or DEFAULT_PAGE_SIZE
+        async with self._sessions() as session:
+            tables = await store.active_tables(session)
+            views, token, total = await churn_watchlist(session, tables, request.min_score, size, after)
+        return datahub_pb2.ListChurnRisksResponse(customer_views=views, next_page_token=token, total_size=total)
 
     async def RefreshSegments(
         self, request: datahub_pb2.RefreshSegmentsRequest, context: Any

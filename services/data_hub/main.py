@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bank.datahub.v1 import datahub_pb2, datahub_pb2_grpc
+import grpc
+
+from bank.datahub.v1 import datahub_pb2, datahub_pb2_grpc, operations_pb2, operations_pb2_grpc
 from services.data_hub.api import CustomerViewApi, PeriodicRefresh
 from services.data_hub.config import TOPICS, DataHubSettings
 from services.data_hub.customers import KnownCustomers
+from services.data_hub.dead_letters import DeadLetterIndex
+from services.data_hub.operations import OperationsApi, PipelineProbe
 from services.data_hub.projector import HubProjection, ViewWorker
 from services.kit.consumer import InboxConsumer
 from services.kit.kafka import ProducerLifecycle, make_producer
@@ -19,6 +23,7 @@ from services.kit.service import Capability, Runtime, Wiring
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = datahub_pb2.DESCRIPTOR.services_by_name["CustomerViewService"].full_name
+OPERATIONS_NAME = operations_pb2.DESCRIPTOR.services_by_name["OperationsService"].full_name
 
 __all__ = ["CAPABILITY", "MIGRATIONS", "TOPICS", "DataHubSettings", "migrate", "run", "serve"]
 
@@ -32,9 +37,10 @@ async def wire(runtime: Runtime[DataHubSettings]) -> Wiring:
         backlog=lambda: 0 < s.datahub_backlog_records < consumer.lag,
         backlog_pause_s=s.datahub_backlog_render_interval_s,
     )  # fmt: skip
+    projection = HubProjection(on_commit=worker.wake, rules=rules, inline_render_max=s.datahub_inline_render_max)
     consumer = InboxConsumer(
         engine=engine, bootstrap_servers=s.kafka_bootstrap_servers, group_id=s.group_id, topics=s.source_topics,
-        projection=HubProjection(on_commit=worker.wake, rules=rules, inline_render_max=s.datahub_inline_render_max),
+        projection=projection,
         dlq_producer=producer, max_attempts=s.datahub_max_attempts, max_records=s.datahub_max_records,
         client_id=s.kafka_client_id, trace_each_max=s.datahub_trace_each_max, overlap_writes=s.datahub_overlap_writes,
         on_state=runtime.set_ready,  # readiness follows consumption (ADR 0010); liveness does not
@@ -43,16 +49,25 @@ async def wire(runtime: Runtime[DataHubSettings]) -> Wiring:
     customers = KnownCustomers(s.customer_target, s.service_tokens(), deadline_s=s.datahub_customer_deadline_s)
     servicer = CustomerViewApi(engine=engine, rules=rules, worker=worker, customers=customers)
     refresh = PeriodicRefresh(s.datahub_refresh_interval_s, engine, rules, worker)
+    operations = OperationsApi(
+        engine=engine, keyring=s.audit_keyring(), projection=projection, probe=PipelineProbe(s.group_id, consumer)
+    )
+    index = DeadLetterIndex(engine, s.kafka_bootstrap_servers, s.dlq_topic, client_id=s.kafka_client_id)
     # Started in this order after the engine, stopped in reverse after the server has drained:
     # consuming stops (its last batch commits), then the worker, then the producer.
     return Wiring(
-        register=lambda server: datahub_pb2_grpc.add_CustomerViewServiceServicer_to_server(servicer, server),
-        components=[ProducerLifecycle(producer), worker, consumer, refresh, customers],
+        register=lambda server: _register(server, servicer, operations),
+        components=[ProducerLifecycle(producer), worker, consumer, refresh, customers, index],
     )
 
 
+def _register(server: grpc.aio.Server, views: CustomerViewApi, operations: OperationsApi) -> None:
+    datahub_pb2_grpc.add_CustomerViewServiceServicer_to_server(views, server)
+    operations_pb2_grpc.add_OperationsServiceServicer_to_server(operations, server)
+
+
 CAPABILITY = Capability(
-    name="data_hub", settings=DataHubSettings, migrations=MIGRATIONS, grpc_services=[SERVICE_NAME], wire=wire,
-    writes_outbox=False,
+    name="data_hub", settings=DataHubSettings, migrations=MIGRATIONS, grpc_services=[SERVICE_NAME, OPERATIONS_NAME],
+    wire=wire, writes_outbox=False,
 )  # fmt: skip
 serve, migrate, relay, run = CAPABILITY.commands()

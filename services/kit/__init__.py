@@ -3,6 +3,7 @@
 Public face (import from the submodules for the rest):
 """
 
+from services.kit.audit import AuditChain, AuditEntry, AuditReport, audit_tables
 from services.kit.auth import Principal, TokenVerifier, current_principal, mint_token
 from services.kit.clients import CallerSettings, ServiceClient
 from services.kit.commands import Commands
@@ -28,12 +29,16 @@ from services.kit.kafka import ensure_topics, make_producer
 from services.kit.lifecycle import run_until_signalled
 from services.kit.logging import configure_logging, get_logger
 from services.kit.outbox import OutboxRelay, add_event
+from services.kit.replay import reapply
 from services.kit.service import Capability, Runtime, Wiring
 from services.kit.telemetry import setup_telemetry
 
 __all__ = [
     "Aborted",
     "AlreadyExists",
+    "AuditChain",
+    "AuditEntry",
+    "AuditReport",
     "CallerSettings",
     "Capability",
     "Commands",
@@ -58,6 +63,7 @@ __all__ = [
     "Wiring",
     "ZhongtaiError",
     "add_event",
+    "audit_tables",
     "build_record",
     "client_channel",
     "configure_logging",
@@ -70,6 +76,7 @@ __all__ = [
     "make_producer",
     "mint_token",
     "parse_record",
+    "reapply",
     "run_until_signalled",
     "setup_telemetry",
     "source_of",
