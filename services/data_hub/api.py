@@ -16,7 +16,7 @@ from bank.datahub.v1 import datahub_pb2, datahub_pb2_grpc
 from services.data_hub import store
 from services.data_hub.domain import Rules
 from services.data_hub.projector import ViewWorker
-from services.data_hub.segments import churn_watchlist, decode_churn_token
+from services.data_hub.segments import churn_watchlist, decode_churn_token, segment_stage_counts
 from services.kit.db import UnitOfWork, sessionmaker
 from services.kit.errors import NotFound, Unavailable, ZhongtaiError, invalid
 from services.kit.lifecycle import cancel_and_wait
@@ -130,11 +130,14 @@ class CustomerViewApi(datahub_pb2_grpc.CustomerViewServiceServicer):
         async with self._sessions() as session:
             st = await store.read_state(session)
             segments, stages, total = await store.segment_counts(session, store.SETS[st["active"]])
+            cells = await segment_stage_counts(session, store.SETS[st["active"]])
         reply = datahub_pb2.ListSegmentsResponse(total_customers=total)
         for value in _segment_values():
             reply.segments.add(segment=value, customer_count=segments.get(value, 0))  # type: ignore[arg-type]
         for value in _stage_values():
             reply.lifecycle_stages.add(lifecycle_stage=value, customer_count=stages.get(value, 0))  # type: ignore[arg-type]
+        for segment, stage, count in cells:
+            reply.segment_stages.add(segment=segment, lifecycle_stage=stage, customer_count=count)  # type: ignore[arg-type]
         if (ts := store.us_ts(st["refresh_us"])) is not None:
             reply.refresh_time.CopyFrom(ts)
         return reply

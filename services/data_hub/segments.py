@@ -97,6 +97,18 @@ async def segment_counts(session: AsyncSession, t: Tables) -> tuple[dict[int, in
     return segs, stages, total
 
 
+async def segment_stage_counts(session: AsyncSession, t: Tables) -> list[tuple[int, int, int]]:
+    """(segment, lifecycle stage, customers) for every non-empty cell."""
+    c = t.customers
+    query = (
+        select(c.c.segment, c.c.lifecycle_stage, func.count())
+        .where(c.c.doc.is_not(None))
+        .group_by(c.c.segment, c.c.lifecycle_stage)
+        .order_by(c.c.segment, c.c.lifecycle_stage)
+    )
+    return [(int(s), int(st), int(n)) for s, st, n in (await session.execute(query)).tuples().all()]
+
+
 def encode_token(last_id: str) -> str:
     return base64.urlsafe_b64encode(f"v1:{last_id}".encode()).decode()
 
