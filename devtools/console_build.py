@@ -28,7 +28,8 @@ def build(output: Path = OUTPUT) -> int:
     """Copy sources and vendored files into ``output`` (replaced whole); the number of files."""
     missing = [name for name in VENDOR if not (MODULES / name).is_file()]
     if missing:
-        raise SystemExit(f"console build: {', '.join(missing)} missing: run `npm ci` in console/ (part of `make setup`)")
+        names = ", ".join(missing)
+        raise SystemExit(f"console build: {names} missing: run `npm ci` in console/ (part of `make setup`)")
     staging = output.with_name(output.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(SOURCE, staging)
