@@ -24,8 +24,7 @@ import sys
 from sqlalchemy.exc import DBAPIError
 
 from services.customer.store import AUDIT
-from services.kit import AuditChain, AuditEntry, AuditReport, is_infrastructure_error
-from services.kit.crypto import BlindIndex
+from services.kit import AuditChain, AuditEntry, AuditReport, BlindIndex, is_infrastructure_error
 
 _PURPOSE = "pii-audit-chain"
 
@@ -42,7 +41,7 @@ async def verify_database(database_url: str | None = None) -> AuditReport:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from services.customer.config import CustomerSettings, build_crypto
-    from services.kit.config import load_settings
+    from services.kit import load_settings
 
     overrides: dict[str, object] = {"database_url": database_url} if database_url else {}
     settings = load_settings(CustomerSettings, **overrides)

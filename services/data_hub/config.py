@@ -6,9 +6,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from services.data_hub.domain import Rules
-from services.kit.clients import CallerSettings
-from services.kit.crypto import BlindIndex, parse_key
-from services.kit.events import TOPIC_CUSTOMER, TOPIC_PRODUCT, TOPIC_SUBSCRIPTION
+from services.kit import TOPIC_CUSTOMER, TOPIC_PRODUCT, TOPIC_SUBSCRIPTION, BlindIndex, CallerSettings, parse_key
 
 #: Documented, PUBLIC dev/test-only key of the operations audit chain (base64 of SHA-256 of
 #: "zhongtai-dev-ops-audit-key"): used when ZT_DATAHUB_AUDIT_KEY is unset outside prod, refused in prod.

@@ -39,11 +39,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from bank.datahub.v1 import operations_pb2
 from services.data_hub.codecs import now_us, us_ts
 from services.data_hub.schema import metadata
-from services.kit import UnitOfWork, get_logger
-from services.kit.db import is_postgres
-from services.kit.kafka import ensure_topics, make_consumer
-from services.kit.lifecycle import cancel_and_wait
-from services.kit.logging import scrub_text
+from services.kit import (
+    UnitOfWork,
+    cancel_and_wait,
+    ensure_topics,
+    get_logger,
+    is_postgres,
+    make_consumer,
+    scrub_text,
+)
 
 log = get_logger("zhongtai.data_hub")
 DeadLetter = operations_pb2.DeadLetter

@@ -6,24 +6,19 @@ projection -> views, served over gRPC and published to ``bank.customer-view.v1``
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
-import grpc
-
-from bank.datahub.v1 import datahub_pb2, datahub_pb2_grpc, operations_pb2, operations_pb2_grpc
+from bank.datahub.v1 import datahub_pb2
 from services.data_hub.api import CustomerViewApi, PeriodicRefresh
 from services.data_hub.config import TOPICS, DataHubSettings
 from services.data_hub.customers import KnownCustomers
-from services.data_hub.dead_letters import DeadLetterIndex
-from services.data_hub.operations import OperationsApi, PipelineProbe
+from services.data_hub.operations import OPERATIONS_NAME, register_services, wire_operations
 from services.data_hub.projector import HubProjection, ViewWorker
-from services.kit.consumer import InboxConsumer
-from services.kit.kafka import ProducerLifecycle, make_producer
-from services.kit.service import Capability, Runtime, Wiring
+from services.kit import Capability, InboxConsumer, ProducerLifecycle, Runtime, Wiring, make_producer
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = datahub_pb2.DESCRIPTOR.services_by_name["CustomerViewService"].full_name
-OPERATIONS_NAME = operations_pb2.DESCRIPTOR.services_by_name["OperationsService"].full_name
 
 __all__ = ["CAPABILITY", "MIGRATIONS", "TOPICS", "DataHubSettings", "migrate", "run", "serve"]
 
@@ -49,21 +44,13 @@ async def wire(runtime: Runtime[DataHubSettings]) -> Wiring:
     customers = KnownCustomers(s.customer_target, s.service_tokens(), deadline_s=s.datahub_customer_deadline_s)
     servicer = CustomerViewApi(engine=engine, rules=rules, worker=worker, customers=customers)
     refresh = PeriodicRefresh(s.datahub_refresh_interval_s, engine, rules, worker)
-    operations = OperationsApi(
-        engine=engine, keyring=s.audit_keyring(), projection=projection, probe=PipelineProbe(s.group_id, consumer)
-    )
-    index = DeadLetterIndex(engine, s.kafka_bootstrap_servers, s.dlq_topic, client_id=s.kafka_client_id)
+    operations, index = wire_operations(s, engine, projection, consumer)  # status, dead letters (ops:admin)
     # Started in this order after the engine, stopped in reverse after the server has drained:
     # consuming stops (its last batch commits), then the worker, then the producer.
     return Wiring(
-        register=lambda server: _register(server, servicer, operations),
+        register=partial(register_services, views=servicer, operations=operations),
         components=[ProducerLifecycle(producer), worker, consumer, refresh, customers, index],
     )
-
-
-def _register(server: grpc.aio.Server, views: CustomerViewApi, operations: OperationsApi) -> None:
-    datahub_pb2_grpc.add_CustomerViewServiceServicer_to_server(views, server)
-    operations_pb2_grpc.add_OperationsServiceServicer_to_server(operations, server)
 
 
 CAPABILITY = Capability(

@@ -19,33 +19,36 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bank.datahub.v1 import operations_pb2, operations_pb2_grpc
+from bank.datahub.v1 import datahub_pb2_grpc, operations_pb2, operations_pb2_grpc
 from services.data_hub import dead_letters as dl
 from services.data_hub import schema
 from services.data_hub.codecs import now_us
+from services.data_hub.config import DataHubSettings
+from services.data_hub.dead_letters import DeadLetterIndex
 from services.data_hub.projector import HubProjection
 from services.kit import (
     AuditChain,
     AuditEntry,
+    BlindIndex,
     FailedPrecondition,
     InboxConsumer,
     NotFound,
+    PoisonEvent,
     UnitOfWork,
     audit_tables,
     current_principal,
+    current_trace_id,
     get_logger,
+    invalid,
     is_infrastructure_error,
     parse_record,
     reapply,
+    scrub_text,
+    sessionmaker,
 )
-from services.kit.audit import current_trace_id
-from services.kit.crypto import BlindIndex
-from services.kit.db import sessionmaker
-from services.kit.errors import invalid
-from services.kit.events import PoisonEvent
-from services.kit.logging import scrub_text
 
 log = get_logger("zhongtai.data_hub")
+OPERATIONS_NAME = operations_pb2.DESCRIPTOR.services_by_name["OperationsService"].full_name
 AUDIT = audit_tables(schema.metadata, "ops_audit_log")
 _PURPOSE = "ops-audit-chain"
 DEFAULT_PAGE_SIZE = 50
@@ -69,6 +72,24 @@ def _entries(method: str, rows: list[Any], what: Callable[[Any], str]) -> list[A
     client = principal.client_id if principal is not None else ""
     at, trace_id = datetime.now(UTC), current_trace_id()
     return [AuditEntry(client, row.subject, (what(row),), method, trace_id, at) for row in rows]
+
+
+def wire_operations(
+    settings: DataHubSettings, engine: AsyncEngine, projection: HubProjection, consumer: InboxConsumer
+) -> tuple[OperationsApi, DeadLetterIndex]:
+    """The servicer and the DLQ topic's index, for the capability's wiring (main.py)."""
+    probe = PipelineProbe(settings.group_id, consumer)
+    api = OperationsApi(engine=engine, keyring=settings.audit_keyring(), projection=projection, probe=probe)
+    index = DeadLetterIndex(
+        engine, settings.kafka_bootstrap_servers, settings.dlq_topic, client_id=settings.kafka_client_id
+    )
+    return api, index
+
+
+def register_services(server: grpc.aio.Server, *, views: Any, operations: OperationsApi) -> None:
+    """The hub's two gRPC services on its server."""
+    datahub_pb2_grpc.add_CustomerViewServiceServicer_to_server(views, server)
+    operations_pb2_grpc.add_OperationsServiceServicer_to_server(operations, server)
 
 
 class OperationsApi(operations_pb2_grpc.OperationsServiceServicer):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from services.kit.migrations import create_audit_chain_v1, drop_audit_chain_v1
+from services.kit import create_audit_chain_v1, drop_audit_chain_v1
 
 revision = "0002"
 down_revision = "0001"
