@@ -9,10 +9,14 @@ STAMP  := $(VENV)/.zt-installed
 GEN_STAMP := gen/.stamp
 PROTOS := $(shell find proto -name '*.proto' -not -path '*/baseline/*' 2>/dev/null)
 PYTEST_ARGS ?=
+# The staff console (console/): pinned npm packages (package-lock.json) + its sources, copied
+# into gateway/static/console/ (package data the gateway serves under /console/).
+CONSOLE_STAMP := gateway/static/console/.stamp
+CONSOLE_SRC := $(shell find console/src -type f 2>/dev/null)
 
-.PHONY: setup proto run test test-unit test-integration lint contract bench chart clean
+.PHONY: setup proto run test test-unit test-integration test-browser lint contract bench chart clean
 
-setup: $(STAMP) $(GEN_STAMP)
+setup: $(STAMP) $(GEN_STAMP) $(CONSOLE_STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "python3 (>= 3.11) is required: apt-get install -y python3 python3-venv"; exit 1; }
@@ -25,6 +29,14 @@ $(STAMP): pyproject.toml constraints.txt
 # Generated code is not committed: it is rebuilt here whenever a .proto changes.
 $(GEN_STAMP): $(STAMP) $(PROTOS) devtools/protogen.py
 	$(PY) -m devtools.protogen
+	touch $@
+
+console/node_modules/.package-lock.json: console/package.json console/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is required for the console: apt-get install -y nodejs npm"; exit 1; }
+	cd console && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+
+$(CONSOLE_STAMP): $(STAMP) console/node_modules/.package-lock.json $(CONSOLE_SRC) devtools/console_build.py
+	$(PY) -m devtools.console_build
 	touch $@
 
 proto: $(STAMP)
@@ -43,6 +55,9 @@ test-unit: setup
 test-integration: setup
 	$(PY) -m pytest tests/integration tests/e2e $(PYTEST_ARGS)
 
+test-browser: setup
+	$(PY) -m pytest tests/e2e/console $(PYTEST_ARGS)
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -59,4 +74,4 @@ chart: setup
 	$(PY) -m devtools.chart
 
 clean:
-	rm -rf $(VENV) gen build var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) gen build var .pytest_cache .mypy_cache .ruff_cache .hypothesis gateway/static/console console/node_modules

@@ -264,6 +264,7 @@ def print_usage(env: dict[str, str], components: list[str], ports: dict[str, int
         console.print(f"  curl -s {base}/healthz")
         console.print(f'  curl -s -H "Authorization: Bearer $TOKEN" {base}/v1/products')
         console.print(f'  curl -s -H "Authorization: Bearer $TOKEN" {base}/v1/customers')
+        console.print(f"\nStaff workbench (sign in: mint a dev token on the page): {base}/console/")
     console.print("\nCtrl-C stops everything.\n")
 
 

@@ -29,6 +29,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from gateway import conditional
 from gateway.backends import Backends
 from gateway.body import discard, has_body, read_body
+from gateway.console import Console
 from gateway.errors import (
     HttpError,
     http_status_of,
@@ -152,6 +153,7 @@ class GatewayApp:
         self.openapi = build_openapi(self.routes)
         self._openapi_bytes = orjson.dumps(self.openapi)
         self._docs = _docs_html()
+        self.console = Console(settings)
         self._cors_any = "*" in settings.cors_origins
         self._cors = frozenset(settings.cors_origins)
         self._started = False
@@ -284,6 +286,12 @@ class GatewayApp:
         self, scope: Scope, receive: Receive, headers: dict[str, str], req: _Request, span: trace.Span
     ) -> tuple[int, bytes, str]:
         try:
+            if Console.handles(req.path):
+                req.route_name = "/console"
+                status, body, content_type, extra = self.console.respond(req.method, req.path, scope["query_string"])
+                req.extra_headers.extend(extra)
+                req.status = status
+                return status, body, content_type
             builtin = await self._builtin(req, headers)
             if builtin is not None:
                 req.status = builtin[0]

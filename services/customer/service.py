@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bank.customer.v1 import customer_pb2
 from services.customer import domain, mapping
-from services.customer.audit import AuditChain, AuditEntry
+from services.customer.audit import AuditEntry, pii_audit_chain
 from services.customer.store import CustomerRepository, PageKey, PiiCodec
 from services.kit import (
     Aborted,
@@ -137,7 +137,7 @@ class CustomerService:
         self.clock = clock or Clock()
         self._risk_validity = risk_validity
         self._tokens = PageTokens(codec)
-        self.audit = AuditChain(codec.blind)
+        self.audit = pii_audit_chain(codec.blind)
         self._commands = Commands(
             engine, after_commit=self._after_commit, fingerprint=self.fingerprint, sealer=SealedResponses(codec.cipher)
         )

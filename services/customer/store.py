@@ -17,7 +17,6 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Index,
-    Integer,
     SmallInteger,
     String,
     Text,
@@ -30,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.customer.domain import Customer, PersonalData, RiskTolerance, Status
-from services.kit import Aborted, BlindIndex, FieldCipher
+from services.kit import Aborted, BlindIndex, FieldCipher, audit_tables
 
 
 class CustomerBase(DeclarativeBase):
@@ -61,30 +60,8 @@ class CustomerRow(CustomerBase):
     )
 
 
-class AuditRow(CustomerBase):
-    """One unmasked read of one customer; hash-chained, append-only (triggers in the migration)."""
-
-    __tablename__ = "pii_audit_log"
-
-    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    client_id: Mapped[str] = mapped_column(String(200))
-    customer_id: Mapped[str] = mapped_column(String(64), index=True)
-    fields: Mapped[str] = mapped_column(Text)
-    method: Mapped[str] = mapped_column(String(200))
-    trace_id: Mapped[str] = mapped_column(String(32))
-    prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64))
-
-
-class AuditHead(CustomerBase):
-    """The chain's head (one row): appends lock it, so the chain never forks."""
-
-    __tablename__ = "pii_audit_head"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    seq: Mapped[int] = mapped_column(BigInteger)
-    hash: Mapped[str] = mapped_column(String(64))
+#: The hash-chained PII read audit (append-only, triggers in the migration): services.kit.audit.
+AUDIT = audit_tables(CustomerBase.metadata, "pii_audit_log")
 
 
 def utc(value: datetime) -> datetime:

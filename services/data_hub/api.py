@@ -16,6 +16,7 @@ from bank.datahub.v1 import datahub_pb2, datahub_pb2_grpc
 from services.data_hub import store
 from services.data_hub.domain import Rules
 from services.data_hub.projector import ViewWorker
+from services.data_hub.segments import churn_watchlist, decode_churn_token, segment_stage_counts
 from services.kit import (
     NotFound,
     Unavailable,
@@ -135,11 +136,14 @@ class CustomerViewApi(datahub_pb2_grpc.CustomerViewServiceServicer):
         async with self._sessions() as session:
             st = await store.read_state(session)
             segments, stages, total = await store.segment_counts(session, store.SETS[st["active"]])
+            cells = await segment_stage_counts(session, store.SETS[st["active"]])
         reply = datahub_pb2.ListSegmentsResponse(total_customers=total)
         for value in _segment_values():
             reply.segments.add(segment=value, customer_count=segments.get(value, 0))  # type: ignore[arg-type]
         for value in _stage_values():
             reply.lifecycle_stages.add(lifecycle_stage=value, customer_count=stages.get(value, 0))  # type: ignore[arg-type]
+        for segment, stage, count in cells:
+            reply.segment_stages.add(segment=segment, lifecycle_stage=stage, customer_count=count)  # type: ignore[arg-type]
         if (ts := store.us_ts(st["refresh_us"])) is not None:
             reply.refresh_time.CopyFrom(ts)
         return reply
@@ -158,6 +162,21 @@ class CustomerViewApi(datahub_pb2_grpc.CustomerViewServiceServicer):
             tables = await store.active_tables(session)
             views, token, total = await store.segment_members(session, tables, request.segment, size, after)
         return datahub_pb2.ListSegmentMembersResponse(customer_views=views, next_page_token=token, total_size=total)
+
+    async def ListChurnRisks(
+        self, request: datahub_pb2.ListChurnRisksRequest, context: Any
+    ) -> datahub_pb2.ListChurnRisksResponse:
+        after = None
+        if request.page_token:
+            try:
+                after = decode_churn_token(request.page_token)
+            except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+                raise invalid("page_token", "not a page token returned by this method") from exc
+        size = request.page_size or DEFAULT_PAGE_SIZE
+        async with self._sessions() as session:
+            tables = await store.active_tables(session)
+            views, token, total = await churn_watchlist(session, tables, request.min_score, size, after)
+        return datahub_pb2.ListChurnRisksResponse(customer_views=views, next_page_token=token, total_size=total)
 
     async def RefreshSegments(
         self, request: datahub_pb2.RefreshSegmentsRequest, context: Any

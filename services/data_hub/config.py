@@ -3,10 +3,14 @@ hub's ``ZT_DATAHUB_*`` ones (documented on each field; the README lists the comm
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from services.data_hub.domain import Rules
-from services.kit import TOPIC_CUSTOMER, TOPIC_PRODUCT, TOPIC_SUBSCRIPTION, CallerSettings
+from services.kit import TOPIC_CUSTOMER, TOPIC_PRODUCT, TOPIC_SUBSCRIPTION, BlindIndex, CallerSettings, parse_key
+
+#: Documented, PUBLIC dev/test-only key of the operations audit chain (base64 of SHA-256 of
+#: "zhongtai-dev-ops-audit-key"): used when ZT_DATAHUB_AUDIT_KEY is unset outside prod, refused in prod.
+DEV_AUDIT_KEY = "hy6z7t9D3rhhjnIFRoWNq7RMfDxrlyaI0TXQ7QqLzm8="
 
 #: The topics the hub consumes (logical names; ``ZT_KAFKA_TOPIC_PREFIX`` applies on the broker).
 TOPICS = (TOPIC_CUSTOMER, TOPIC_PRODUCT, TOPIC_SUBSCRIPTION)
@@ -54,12 +58,39 @@ class DataHubSettings(CallerSettings):
     #: The hub's own client id and scopes for that call (``ZT_SERVICE_*``, see CallerSettings).
     service_client_id: str = "zhongtai-data-hub"
     service_token_scopes: str = "customers:read"  # noqa: S105 - scope names, not a secret
+    #: base64 32-byte HMAC key of the operations audit chain (dead-letter reads, replays,
+    #: quarantines): required in prod, the public dev key otherwise.
+    datahub_audit_key: SecretStr | None = None
 
     @field_validator("datahub_rules")
     @classmethod
     def _rules_parse(cls, value: str) -> str:
         Rules.from_json(value)  # raises ValueError with the bad field named
         return value
+
+    @field_validator("datahub_audit_key")
+    @classmethod
+    def _audit_key_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_key(value.get_secret_value(), name="ZT_DATAHUB_AUDIT_KEY")
+        return value
+
+    @model_validator(mode="after")
+    def _audit_key(self) -> DataHubSettings:
+        given = self.datahub_audit_key.get_secret_value() if self.datahub_audit_key is not None else None
+        if self.environment == "prod" and given in (None, DEV_AUDIT_KEY):
+            raise ValueError("ZT_DATAHUB_AUDIT_KEY is required (not the dev key) when ZT_ENVIRONMENT=prod")
+        return self
+
+    def audit_keyring(self) -> BlindIndex:
+        """The operations audit chain's HMAC key."""
+        key = self.datahub_audit_key.get_secret_value() if self.datahub_audit_key is not None else DEV_AUDIT_KEY
+        return BlindIndex(parse_key(key, name="ZT_DATAHUB_AUDIT_KEY"))
+
+    @property
+    def dlq_topic(self) -> str:
+        """The consumer's dead-letter topic (services.kit.dlq: ``<group>.dlq``)."""
+        return f"{self.group_id}.dlq"
 
     @property
     def rules(self) -> Rules:

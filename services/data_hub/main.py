@@ -6,12 +6,14 @@ projection -> views, served over gRPC and published to ``bank.customer-view.v1``
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
-from bank.datahub.v1 import datahub_pb2, datahub_pb2_grpc
+from bank.datahub.v1 import datahub_pb2
 from services.data_hub.api import CustomerViewApi, PeriodicRefresh
 from services.data_hub.config import TOPICS, DataHubSettings
 from services.data_hub.customers import KnownCustomers
+from services.data_hub.operations import OPERATIONS_NAME, register_services, wire_operations
 from services.data_hub.projector import HubProjection, ViewWorker
 from services.kit import Capability, InboxConsumer, ProducerLifecycle, Runtime, Wiring, make_producer
 
@@ -30,9 +32,10 @@ async def wire(runtime: Runtime[DataHubSettings]) -> Wiring:
         backlog=lambda: 0 < s.datahub_backlog_records < consumer.lag,
         backlog_pause_s=s.datahub_backlog_render_interval_s,
     )  # fmt: skip
+    projection = HubProjection(on_commit=worker.wake, rules=rules, inline_render_max=s.datahub_inline_render_max)
     consumer = InboxConsumer(
         engine=engine, bootstrap_servers=s.kafka_bootstrap_servers, group_id=s.group_id, topics=s.source_topics,
-        projection=HubProjection(on_commit=worker.wake, rules=rules, inline_render_max=s.datahub_inline_render_max),
+        projection=projection,
         dlq_producer=producer, max_attempts=s.datahub_max_attempts, max_records=s.datahub_max_records,
         client_id=s.kafka_client_id, trace_each_max=s.datahub_trace_each_max, overlap_writes=s.datahub_overlap_writes,
         on_state=runtime.set_ready,  # readiness follows consumption (ADR 0010); liveness does not
@@ -41,16 +44,17 @@ async def wire(runtime: Runtime[DataHubSettings]) -> Wiring:
     customers = KnownCustomers(s.customer_target, s.service_tokens(), deadline_s=s.datahub_customer_deadline_s)
     servicer = CustomerViewApi(engine=engine, rules=rules, worker=worker, customers=customers)
     refresh = PeriodicRefresh(s.datahub_refresh_interval_s, engine, rules, worker)
+    operations, index = wire_operations(s, engine, projection, consumer)  # status, dead letters (ops:admin)
     # Started in this order after the engine, stopped in reverse after the server has drained:
     # consuming stops (its last batch commits), then the worker, then the producer.
     return Wiring(
-        register=lambda server: datahub_pb2_grpc.add_CustomerViewServiceServicer_to_server(servicer, server),
-        components=[ProducerLifecycle(producer), worker, consumer, refresh, customers],
+        register=partial(register_services, views=servicer, operations=operations),
+        components=[ProducerLifecycle(producer), worker, consumer, refresh, customers, index],
     )
 
 
 CAPABILITY = Capability(
-    name="data_hub", settings=DataHubSettings, migrations=MIGRATIONS, grpc_services=[SERVICE_NAME], wire=wire,
-    writes_outbox=False,
+    name="data_hub", settings=DataHubSettings, migrations=MIGRATIONS, grpc_services=[SERVICE_NAME, OPERATIONS_NAME],
+    wire=wire, writes_outbox=False,
 )  # fmt: skip
 serve, migrate, relay, run = CAPABILITY.commands()

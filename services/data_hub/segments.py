@@ -1,11 +1,12 @@
-"""Segments: RFM quintiles over the population (RefreshSegments, in SQL) and segment listings."""
+"""Segments: RFM quintiles over the population (RefreshSegments, in SQL), segment listings and the
+churn watch-list."""
 
 from __future__ import annotations
 
 import base64
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, insert, select, update
+from sqlalchemy import and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bank.datahub.v1 import datahub_pb2
@@ -96,6 +97,18 @@ async def segment_counts(session: AsyncSession, t: Tables) -> tuple[dict[int, in
     return segs, stages, total
 
 
+async def segment_stage_counts(session: AsyncSession, t: Tables) -> list[tuple[int, int, int]]:
+    """(segment, lifecycle stage, customers) for every non-empty cell."""
+    c = t.customers
+    query = (
+        select(c.c.segment, c.c.lifecycle_stage, func.count())
+        .where(c.c.doc.is_not(None))
+        .group_by(c.c.segment, c.c.lifecycle_stage)
+        .order_by(c.c.segment, c.c.lifecycle_stage)
+    )
+    return [(int(s), int(st), int(n)) for s, st, n in (await session.execute(query)).tuples().all()]
+
+
 def encode_token(last_id: str) -> str:
     return base64.urlsafe_b64encode(f"v1:{last_id}".encode()).decode()
 
@@ -121,7 +134,41 @@ async def segment_members(
         )
     ).all()
     total = int((await session.execute(select(func.count()).select_from(c).where(cond))).scalar_one())
+    views, last = _page(rows, page_size)
+    return views, encode_token(last.customer_id) if last is not None else "", total
+
+
+def _page(rows: Any, page_size: int) -> tuple[list[datahub_pb2.CustomerView], Any]:
+    """The page's views (of ``page_size + 1`` rows fetched) and its last row when there are more."""
     more = len(rows) > page_size
     rows = rows[:page_size]
-    views = [served(r.doc, r.version, r.update_us) for r in rows]
-    return views, encode_token(rows[-1].customer_id) if more and rows else "", total
+    return [served(r.doc, r.version, r.update_us) for r in rows], rows[-1] if more and rows else None
+
+
+def encode_churn_token(score: float, last_id: str) -> str:
+    return base64.urlsafe_b64encode(f"c1:{score!r}:{last_id}".encode()).decode()
+
+
+def decode_churn_token(token: str) -> tuple[float, str]:
+    raw = base64.urlsafe_b64decode(token.encode()).decode()
+    tag, score, last_id = raw.split(":", 2)
+    if tag != "c1":
+        raise ValueError("bad page token")
+    return float(score), last_id
+
+
+async def churn_watchlist(
+    session: AsyncSession, t: Tables, min_score: float, page_size: int, after: tuple[float, str] | None
+) -> tuple[list[datahub_pb2.CustomerView], str, int]:
+    """Views ranked by churn score (highest first, then customer id); ``min_score`` 0 = above 0."""
+    c = t.customers
+    floor = c.c.churn_score >= min_score if min_score > 0 else c.c.churn_score > 0
+    cond = and_(floor, c.c.doc.is_not(None))
+    query = select(c.c.customer_id, c.c.churn_score, c.c.doc, c.c.version, c.c.update_us).where(cond)
+    if after is not None:
+        score, last_id = after
+        query = query.where(or_(c.c.churn_score < score, and_(c.c.churn_score == score, c.c.customer_id > last_id)))
+    rows = (await session.execute(query.order_by(c.c.churn_score.desc(), c.c.customer_id).limit(page_size + 1))).all()
+    total = int((await session.execute(select(func.count()).select_from(c).where(cond))).scalar_one())
+    views, last = _page(rows, page_size)
+    return views, encode_churn_token(last.churn_score, last.customer_id) if last is not None else "", total

@@ -18,6 +18,7 @@ does: they take the kit's value types from the modules defining them (``services
 ``services.kit.events``). ``make lint`` (import-linter) holds both rules.
 """
 
+from services.kit.audit import AuditChain, AuditEntry, AuditReport, audit_tables, current_trace_id
 from services.kit.auth import ALL_SCOPES, Principal, TokenVerifier, current_principal, mint_token
 from services.kit.clients import CallerSettings, ServiceClient
 from services.kit.commands import Commands, Sealer, canonical_request
@@ -62,15 +63,17 @@ from services.kit.events import (
 )
 from services.kit.faults import is_infrastructure_error
 from services.kit.grpc_server import GrpcServer, client_channel
-from services.kit.kafka import ProducerLifecycle, ensure_topics, make_producer
+from services.kit.kafka import ProducerLifecycle, ensure_topics, make_consumer, make_producer
 from services.kit.lifecycle import cancel_and_wait, run_until_signalled
 from services.kit.logging import configure_logging, get_logger, scrub_text
 from services.kit.masking import PII_READ_SCOPE, mask_message
 from services.kit.migrations import (
+    create_audit_chain_v1,
     create_consumer_tables_v1,
     create_idempotency_keys_v1,
     create_outbox_unpublished_index,
     create_outbox_v1,
+    drop_audit_chain_v1,
     drop_consumer_tables_v1,
     drop_outbox_unpublished_index,
     drop_outbox_v1,
@@ -79,6 +82,7 @@ from services.kit.migrations import (
 )
 from services.kit.money import Amount, MoneyError, is_supported, to_money
 from services.kit.outbox import OutboxRelay, add_event
+from services.kit.replay import reapply
 from services.kit.service import Capability, Runtime, Wiring
 from services.kit.telemetry import setup_telemetry
 
@@ -91,6 +95,9 @@ __all__ = [
     "Aborted",
     "AlreadyExists",
     "Amount",
+    "AuditChain",
+    "AuditEntry",
+    "AuditReport",
     "BigIntPK",
     "BlindIndex",
     "CallerSettings",
@@ -123,6 +130,7 @@ __all__ = [
     "Wiring",
     "ZhongtaiError",
     "add_event",
+    "audit_tables",
     "build_record",
     "bulk_insert",
     "bulk_update",
@@ -130,13 +138,16 @@ __all__ = [
     "canonical_request",
     "client_channel",
     "configure_logging",
+    "create_audit_chain_v1",
     "create_consumer_tables_v1",
     "create_engine",
     "create_idempotency_keys_v1",
     "create_outbox_unpublished_index",
     "create_outbox_v1",
     "current_principal",
+    "current_trace_id",
     "dialect_of",
+    "drop_audit_chain_v1",
     "drop_consumer_tables_v1",
     "drop_outbox_unpublished_index",
     "drop_outbox_v1",
@@ -149,12 +160,14 @@ __all__ = [
     "is_postgres",
     "is_supported",
     "load_settings",
+    "make_consumer",
     "make_producer",
     "mask_message",
     "mint_token",
     "parse_key",
     "parse_old_keys",
     "parse_record",
+    "reapply",
     "run_env",
     "run_until_signalled",
     "scrub_text",

@@ -27,7 +27,7 @@ from services.kit.errors import PermissionDenied, Unauthenticated
 
 ALL_SCOPES = (
     "customers:read", "customers:write", "pii:read", "products:read", "products:admin",
-    "subscriptions:read", "subscriptions:write", "views:read", "segments:admin",
+    "subscriptions:read", "subscriptions:write", "views:read", "segments:admin", "ops:admin",
 )  # fmt: skip
 
 

@@ -179,3 +179,43 @@ def drop_outbox_unpublished_index() -> None:
     from alembic import op
 
     op.drop_index("ix_outbox_unpublished", table_name="outbox")
+
+
+def create_audit_chain_v1(name: str) -> None:
+    """A hash-chained audit log ``name`` and its head row (``services.kit.audit``), append-only:
+    triggers refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL)."""
+    from alembic import op
+    from sqlalchemy import MetaData
+
+    from services.kit.audit import GENESIS, audit_tables
+
+    bind = op.get_bind()
+    tables = audit_tables(MetaData(), name)
+    tables.log.create(bind)
+    tables.head.create(bind)
+    op.bulk_insert(tables.head, [{"id": 1, "seq": 0, "hash": GENESIS}])
+    refusal = f"{name} is append-only"
+    if bind.dialect.name == "postgresql":
+        op.execute(f"CREATE FUNCTION {name}_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                   f"BEGIN RAISE EXCEPTION '{refusal}'; END $$")  # fmt: skip
+        op.execute(f"CREATE TRIGGER {name}_refuse_change BEFORE UPDATE OR DELETE ON {name} "
+                   f"FOR EACH ROW EXECUTE FUNCTION {name}_refuse()")  # fmt: skip
+        op.execute(f"CREATE TRIGGER {name}_refuse_truncate BEFORE TRUNCATE ON {name} "
+                   f"FOR EACH STATEMENT EXECUTE FUNCTION {name}_refuse()")  # fmt: skip
+        return
+    for event in ("UPDATE", "DELETE"):
+        op.execute(f"CREATE TRIGGER {name}_refuse_{event.lower()} BEFORE {event} ON {name} "
+                   f"BEGIN SELECT RAISE(ABORT, '{refusal}'); END")  # fmt: skip
+
+
+def drop_audit_chain_v1(name: str) -> None:
+    from alembic import op
+
+    from services.kit.audit import head_name
+
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(f"DROP TRIGGER IF EXISTS {name}_refuse_truncate ON {name}")
+        op.execute(f"DROP TRIGGER IF EXISTS {name}_refuse_change ON {name}")
+        op.execute(f"DROP FUNCTION IF EXISTS {name}_refuse()")
+    op.drop_table(head_name(name))
+    op.drop_table(name)

@@ -87,7 +87,7 @@ def test_hardened_uses_the_existing_secret_and_renders_none(render):
     assert keys == {
         "customer": {"customer-database-url", "pii-key", "pii-key-id", "pii-old-keys", "blind-index-key"},
         "product": {"product-database-url"},
-        "data-hub": {"data-hub-database-url"},
+        "data-hub": {"data-hub-database-url", "data-hub-audit-key"},
         "gateway": set(),
     }
     config = by_name(docs, "ConfigMap", f"{FULLNAME}-config")["data"]
@@ -122,6 +122,7 @@ def test_dev_secret_is_a_hook_for_the_migrations(render):
         "pii-key",
         "pii-key-id",
         "blind-index-key",
+        "data-hub-audit-key",
     }
     assert int(secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < min(
         int(j["metadata"]["annotations"]["helm.sh/hook-weight"]) for j in of_kind(docs, "Job")

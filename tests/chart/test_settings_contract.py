@@ -67,6 +67,7 @@ EXISTING_SECRET_DATA = {
     "pii-key-id": "2026-01",
     "pii-old-keys": "2025-01:" + base64.b64encode(os.urandom(32)).decode(),
     "blind-index-key": base64.b64encode(os.urandom(32)).decode(),
+    "data-hub-audit-key": base64.b64encode(os.urandom(32)).decode(),
     "auth-hs256-secret": "x" * 40,
 }
 

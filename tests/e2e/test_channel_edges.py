@@ -29,9 +29,9 @@ from openapi_spec_validator import validate
 
 from services.cli import DEV_SECRET
 from services.kit.auth import ALL_SCOPES, mint_token
-from tests.e2e.conftest import Platform
 from tests.e2e.test_channel_journey import national_id
 from tests.support import clientgen
+from tests.support.platform import Platform
 from tests.support.procs import ServiceProcess
 
 pytestmark = pytest.mark.timeout(600)

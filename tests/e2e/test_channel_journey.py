@@ -28,8 +28,8 @@ from gateway.openapi import openapi_path
 from gateway.routing import discover_routes, load_contracts
 from services.cli import DEV_SECRET
 from services.kit.auth import ALL_SCOPES, mint_token
-from tests.e2e.conftest import Platform
 from tests.support.fuzz import ANY_JSON, request_path
+from tests.support.platform import Platform
 from tests.support.procs import ServiceProcess
 
 pytestmark = pytest.mark.timeout(600)

@@ -42,6 +42,7 @@ MODULES = [
     "bank.product.v1.product_pb2",
     "bank.product.v1.events_pb2",
     "bank.datahub.v1.datahub_pb2",
+    "bank.datahub.v1.operations_pb2",
 ]
 FD = descriptor.FieldDescriptor
 

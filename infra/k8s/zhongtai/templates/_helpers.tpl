@@ -260,6 +260,15 @@ ZT_OTEL_CONSOLE: {{ $v.config.otel.console | quote }}
       name: {{ $secret }}
       key: {{ $keys.blindIndexKey }}
 {{- end }}
+{{- if eq .component "data_hub" }}
+- name: ZT_DATAHUB_AUDIT_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $keys.dataHubAuditKey }}
+      # (the hub refuses to start without it when environment=prod, naming the variable)
+      optional: true
+{{- end }}
 {{- if and (eq $root.Values.config.auth.mode "hs256") (not .migrate) }}
 - name: ZT_AUTH_HS256_SECRET
   valueFrom:
