@@ -10,7 +10,7 @@ GEN_STAMP := gen/.stamp
 PROTOS := $(shell find proto -name '*.proto' -not -path '*/baseline/*' 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: setup proto run test test-unit test-integration lint contract bench chart clean
+.PHONY: setup proto run test test-unit test-integration lint contract bench chart chaos clean
 
 setup: $(STAMP) $(GEN_STAMP)
 
@@ -57,6 +57,11 @@ bench: setup
 
 chart: setup
 	$(PY) -m devtools.chart
+
+# Fault injection on real processes (docs/RESILIENCE.md); `make test` runs a short version.
+CHAOS_ARGS ?=
+chaos: setup
+	$(PY) -m devtools.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) gen build var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -6,6 +6,7 @@
     zhongtai token --scope "a b" [--client-id X]        mint a dev HS256 token
     zhongtai demo-data                                  seed demo data through the gRPC APIs (devtools.synth)
     zhongtai healthcheck HOST:PORT                      gRPC health check (exit 0 when SERVING)
+    zhongtai reconcile --product-db URL [...]           ledger vs postings, outbox vs topics, views vs ledger
 
 A component lives in ``services/<name>/main.py`` (``gateway/main.py`` for the gateway) and
 exposes ``run() -> None``; a service with a database also exposes ``async migrate() -> None``
@@ -101,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     health.add_argument("target")
     health.add_argument("--timeout", type=float, default=3.0)
     sub.add_parser("components", help="list the components that exist")
+    sub.add_parser("reconcile", help="compare ledger, outbox, topics and views; exit 1 on any difference")
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["reconcile"]:
+        from services.reconcile import main as reconcile
+
+        return reconcile(argv[1:])
     args = parser.parse_args(argv)
 
     if args.command in COMPONENT_MODULES:
