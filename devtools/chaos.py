@@ -384,13 +384,19 @@ async def check_acknowledged(platform: Platform, ledger: Ledger, stats: Stats) -
         violations.append(f"{stats.statuses['500']} HTTP 500 responses")
     product = create_async_engine(platform.urls["product"])
     customers = create_async_engine(platform.urls["customer"])
+    mine = set(ledger.subscriptions)  # this scenario's subscriptions (earlier ones are in the tables too)
     try:
         async with product.connect() as conn:
             subs = {
                 r[0]: int(r[1])
                 for r in await conn.execute(text("SELECT subscription_id, balance_minor FROM subscriptions"))
+                if r[0] in mine
             }
-            txns = [r[0] for r in await conn.execute(text("SELECT transaction_id FROM transactions"))]
+            txns = [
+                r[0]
+                for r in await conn.execute(text("SELECT transaction_id, subscription_id FROM transactions"))
+                if r[1] in mine
+            ]
         async with customers.connect() as conn:
             known = {r[0] for r in await conn.execute(text("SELECT customer_id FROM customers"))}
     finally:

@@ -3,10 +3,11 @@ debited, and their views read — through the gateway replicas, as a channel app
 
 Bounded in count and time. Every write carries an Idempotency-Key; a request that gets a 429,
 502, 503, 504 or no answer (connection refused or reset, timeout) is sent again with the same
-key, to the other gateway (as a load balancer would), with back-off, for up to
-``retry_budget_s``. What the client saw is recorded: every attempt's status, the operations that
-failed for good, and the acknowledged writes (customers, subscriptions with their opening
-amount, postings), which the invariants are checked against.
+key, to the other gateway, with back-off, for up to ``retry_budget_s``. Like a load balancer's
+passive health check, a gateway that gave no answer is skipped for ``eject_s``. What the client
+saw is recorded: every attempt's status, the operations that failed for good, and the
+acknowledged writes (customers, subscriptions with their opening amount, postings), which the
+invariants are checked against.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from devtools.synth import national_id
 from services.kit.auth import ALL_SCOPES, mint_token
 
 RETRY_STATUSES = {429, 502, 503, 504}
+#: Journeys are numbered across every workload of a process: each is a different person.
+_JOURNEYS = itertools.count()
 CURRENCY = "CNY"
 
 
@@ -82,9 +85,13 @@ class Stats:
 class Client:
     """Requests through the gateways, alternating, retried as described above."""
 
-    def __init__(self, gateways: list[str], *, retry_budget_s: float = 30.0, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, gateways: list[str], *, retry_budget_s: float = 30.0, timeout_s: float = 5.0, eject_s: float = 2.0
+    ) -> None:
         self._clients = [httpx.AsyncClient(base_url=g, timeout=timeout_s) for g in gateways]
         self._next = itertools.cycle(range(len(gateways)))
+        self._ejected_until = [0.0] * len(gateways)
+        self._eject = eject_s
         self._budget = retry_budget_s
         token = mint_token(_secret(), list(ALL_SCOPES), client_id="chaos-app", ttl_s=3 * 3600)
         self._auth = {"authorization": f"Bearer {token}", "x-timeout-ms": str(int(timeout_s * 1000))}
@@ -103,12 +110,13 @@ class Client:
         give_up = time.monotonic() + self._budget
         pause = 0.1
         while True:
-            client = self._clients[next(self._next)]
+            index = self._pick()
             try:
-                response = await client.request(method, path, json=body, headers=headers)
+                response = await self._clients[index].request(method, path, json=body, headers=headers)
                 status = str(response.status_code)
             except httpx.HTTPError as exc:
                 response, status = None, f"no answer ({type(exc).__name__})"
+                self._ejected_until[index] = time.monotonic() + self._eject
             ok = response is not None and response.status_code == 200
             self.stats.record(status, ok)
             if ok:
@@ -121,6 +129,15 @@ class Client:
                 return None
             await asyncio.sleep(pause * (0.5 + random.random()))
             pause = min(pause * 2, 1.0)
+
+    def _pick(self) -> int:
+        """The next gateway in turn that is not ejected (any, if all are)."""
+        now = time.monotonic()
+        for _ in self._clients:
+            index = next(self._next)
+            if self._ejected_until[index] <= now:
+                return index
+        return next(self._next)
 
 
 def _secret() -> str:
@@ -179,12 +196,11 @@ class Workload:
     concurrency: int = 4
     postings: int = 6
     view_reads: int = 0
-    _serial: itertools.count[int] = field(default_factory=itertools.count)
 
     async def run(self, stop: asyncio.Event) -> None:
         async def worker() -> None:
             while not stop.is_set():
-                await self.journey(next(self._serial))
+                await self.journey(next(_JOURNEYS))
 
         await asyncio.gather(*(worker() for _ in range(self.concurrency)))
 
