@@ -360,9 +360,9 @@ class Result:
             f"== {self.name}: {self.description}",
             f"   requests {s.requests} ({s.operations} operations; {statuses})",
             f"   failed for good after retries: {len(s.failed_for_good)}; HTTP 500: {s.statuses.get('500', 0)}",
-            f"   recovery (fault -> first success after the last failure): {s.recovery_s(m.fault_at):.2f} s",
-            f"   fault lasted {((m.restored_at or m.fault_at) - m.fault_at):.1f} s; first success after it was back: "
-            + (f"{back:.2f} s" if back is not None else "none"),
+            f"   fault -> first success: {_secs(s.first_success_after(m.fault_at))}; last failed attempt at "
+            f"+{_secs(s.last_failure_s(m.fault_at))}; the faulty part was back after "
+            f"{((m.restored_at or m.fault_at) - m.fault_at):.1f} s, first success after that: {_secs(back)}",
             f"   view convergence after the load stopped: {self.convergence_s:.1f} s",
             f"   acknowledged: {len(self.ledger.customers)} customers, {len(self.ledger.subscriptions)} subscriptions,"
             f" {len(self.ledger.postings)} postings; reconciled: "
@@ -374,6 +374,10 @@ class Result:
         lines += [f"   RECONCILE: {d}" for d in self.reconcile[:20]]
         lines.append(f"   invariants: {'hold' if self.passed else 'VIOLATED'}")
         return lines
+
+
+def _secs(value: float | None) -> str:
+    return "none" if value is None else f"{value:.2f} s"
 
 
 async def check_acknowledged(platform: Platform, ledger: Ledger, stats: Stats) -> list[str]:

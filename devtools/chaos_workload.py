@@ -68,15 +68,10 @@ class Stats:
     def requests(self) -> int:
         return sum(self.statuses.values())
 
-    def recovery_s(self, fault_at: float) -> float:
-        """Fault → the first success after the last failure that followed the fault (0: none failed)."""
-        after = [(t, ok) for t, ok in self.timeline if t >= fault_at]
-        failures = [t for t, ok in after if not ok]
-        if not failures:
-            return 0.0
-        last = max(failures)
-        first_ok = next((t for t, ok in after if ok and t > last), None)
-        return (first_ok if first_ok is not None else last) - fault_at
+    def last_failure_s(self, fault_at: float) -> float | None:
+        """Seconds from the fault to the last failed attempt (None: no attempt failed)."""
+        failures = [t for t, ok in self.timeline if t >= fault_at and not ok]
+        return max(failures) - fault_at if failures else None
 
     def first_success_after(self, moment: float) -> float | None:
         return next((t - moment for t, ok in self.timeline if ok and t >= moment), None)
