@@ -359,7 +359,9 @@ class Result:
         lines = [
             f"== {self.name}: {self.description}",
             f"   requests {s.requests} ({s.operations} operations; {statuses})",
-            f"   failed for good after retries: {len(s.failed_for_good)}; HTTP 500: {s.statuses.get('500', 0)}",
+            f"   failed for good after retries: {len(s.failed_for_good)} ({len(s.writes_failed_for_good)} writes); "
+            f"HTTP 500: {s.statuses.get('500', 0)}; write attempts refused or unanswered: "
+            + (", ".join(f"{k}: {v}" for k, v in sorted(s.write_refusals.items())) or "0"),
             f"   fault -> first success: {_secs(s.first_success_after(m.fault_at))}; last failed attempt at "
             f"+{_secs(s.last_failure_s(m.fault_at))}; the faulty part was back after "
             f"{((m.restored_at or m.fault_at) - m.fault_at):.1f} s, first success after that: {_secs(back)}",

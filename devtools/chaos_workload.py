@@ -55,6 +55,8 @@ class Stats:
     """What the client saw: attempts by status, failures for good, a timeline of outcomes."""
 
     statuses: Counter[str] = field(default_factory=Counter)
+    #: attempts of writes (POST) that were refused or got no answer, by status
+    write_refusals: Counter[str] = field(default_factory=Counter)
     failed_for_good: list[str] = field(default_factory=list)
     operations: int = 0
     #: (monotonic time, succeeded) of every attempt
@@ -63,6 +65,10 @@ class Stats:
     def record(self, status: str, ok: bool) -> None:
         self.statuses[status] += 1
         self.timeline.append((time.monotonic(), ok))
+
+    @property
+    def writes_failed_for_good(self) -> list[str]:
+        return [f for f in self.failed_for_good if not f.startswith("GET ")]
 
     @property
     def requests(self) -> int:
@@ -114,6 +120,8 @@ class Client:
                 self._ejected_until[index] = time.monotonic() + self._eject
             ok = response is not None and response.status_code == 200
             self.stats.record(status, ok)
+            if not ok and method != "GET":
+                self.stats.write_refusals[status] += 1
             if ok:
                 assert response is not None
                 return response.json()  # type: ignore[no-any-return]

@@ -62,6 +62,7 @@ class Sources:
     customer_db: str = ""
     kafka: str = ""
     topic_prefix: str = ""
+    dlq_topic: str = "data-hub.dlq"
 
 
 def _micros(minor: int, currency: str) -> int:
@@ -124,14 +125,22 @@ async def check_outbox(name: str, engine: AsyncEngine, sources: Sources, report:
 
 
 async def kafka_event_ids(bootstrap: str, topics: set[str]) -> dict[str, set[str]]:
-    """Every ``ce_id`` header on the topics, read from the beginning to the current end."""
+    """Every ``ce_id`` header on the topics, read from the beginning to the current end (a
+    record without one counts as ``record@<topic>:<partition>:<offset>``); a topic that does not
+    exist is empty."""
     from aiokafka import AIOKafkaConsumer
 
     found: dict[str, set[str]] = {t: set() for t in topics}
-    if not topics:
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await probe.start()
+    try:
+        existing = topics & await probe.topics()
+    finally:
+        await probe.stop()
+    if not existing:
         return found
     consumer = AIOKafkaConsumer(
-        *sorted(topics),
+        *sorted(existing),
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         isolation_level="read_committed",
@@ -153,15 +162,23 @@ async def kafka_event_ids(bootstrap: str, topics: set[str]) -> dict[str, set[str
             batch = await consumer.getmany(*ends, timeout_ms=1000, max_records=5000)
             for tp, records in batch.items():
                 for record in records:
-                    ids = [v for k, v in record.headers or () if k == "ce_id"]
-                    if ids:
-                        found[tp.topic].add(ids[0].decode())
+                    ids = [v.decode() for k, v in record.headers or () if k == "ce_id"]
+                    found[tp.topic].add(ids[0] if ids else f"record@{tp.topic}:{tp.partition}:{record.offset}")
             for tp in list(ends):
                 if await consumer.position(tp) >= ends[tp]:
                     del ends[tp]
     finally:
         await consumer.stop()
     return found
+
+
+async def check_dead_letters(sources: Sources, report: Report) -> None:
+    """An event on a dead-letter topic was not applied: a difference until someone replays it."""
+    topic = sources.topic_prefix + sources.dlq_topic
+    dead = (await kafka_event_ids(sources.kafka, {topic}))[topic]
+    if dead:
+        report.differ(f"dead letters: {len(dead)} events on {topic}, e.g. {sorted(dead)[0]}")
+    report.figures["dead_letters"] = len(dead)
 
 
 async def check_views(
@@ -228,6 +245,8 @@ async def reconcile(sources: Sources) -> Report:
         customers = engine(sources.customer_db) if sources.customer_db else None
         if customers is not None:
             await check_outbox("customer", customers, sources, report)
+        if sources.kafka and sources.hub_db:
+            await check_dead_letters(sources, report)
         if sources.hub_db:
             hub = engine(sources.hub_db)
             await check_views(hub, product, ledger, report)
@@ -259,11 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customer-db", default=env("ZT_RECONCILE_CUSTOMER_DATABASE_URL", ""))
     parser.add_argument("--kafka", default=env("ZT_RECONCILE_KAFKA_BOOTSTRAP_SERVERS", ""))
     parser.add_argument("--topic-prefix", default=env("ZT_KAFKA_TOPIC_PREFIX", ""))
+    parser.add_argument("--dlq-topic", default="data-hub.dlq", help="the data hub's dead-letter topic (no prefix)")
     parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the views to catch up")
     args = parser.parse_args(argv)
     if not args.product_db:
         parser.error("--product-db (or ZT_RECONCILE_PRODUCT_DATABASE_URL) is required")
-    sources = Sources(args.product_db, args.hub_db, args.customer_db, args.kafka, args.topic_prefix)
+    sources = Sources(args.product_db, args.hub_db, args.customer_db, args.kafka, args.topic_prefix, args.dlq_topic)
     report, spent = asyncio.run(reconcile_until_clean(sources, args.wait))
     print("checked: " + ", ".join(f"{k} {v}" for k, v in report.figures.items()))
     for line in report.differences:
