@@ -329,6 +329,9 @@ SCENARIOS: dict[str, tuple[str, Fault]] = {
     "product-pg-partition-10s": ("product ↔ PostgreSQL: partition for 10 s", partition("product-pg")),
     "data-hub-pg-partition-10s": ("data hub ↔ PostgreSQL: partition for 10 s", partition("data_hub-pg")),
 }
+#: Scenarios whose fault stops views from being built (no events flow while the broker is down):
+#: a view read of a customer created meanwhile may exhaust the client's retries; writes may not.
+VIEWS_WAIT_FOR_THE_FAULT = {"kafka-down-15s"}
 #: The short run in `make test` (tests/integration/chaos).
 SHORT = ("kill-product", "kill-gateway", "postgres-immediate-restart")
 
@@ -351,6 +354,14 @@ class Result:
     @property
     def passed(self) -> bool:
         return not self.violations and not self.reconcile
+
+    @property
+    def met(self) -> bool:
+        """Invariants hold and nothing failed for good (view reads excepted where the fault
+        itself keeps views from being built)."""
+        reads_may_wait = self.name in VIEWS_WAIT_FOR_THE_FAULT
+        failed = self.stats.writes_failed_for_good if reads_may_wait else self.stats.failed_for_good
+        return self.passed and not failed
 
     def lines(self) -> list[str]:
         s, m = self.stats, self.marks
@@ -488,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     names = args.scenario or (list(SHORT) if args.short else list(SCENARIOS))
     started = time.monotonic()
     results = asyncio.run(run(names, load_s=args.load_s, log=lambda line: print(line, flush=True)))
-    failed = [r.name for r in results if not r.passed or r.stats.failed_for_good]
+    failed = [r.name for r in results if not r.met]
     print(
         f"== {len(results)} scenarios in {time.monotonic() - started:.0f} s; "
         + (f"not met: {', '.join(failed)}" if failed else "every invariant held, nothing failed for good")
