@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 CONSOLE_STAMP := gateway/static/console/.stamp
 CONSOLE_SRC := $(shell find console/src -type f 2>/dev/null)
 
-.PHONY: setup proto run test test-unit test-integration test-browser lint contract bench chart clean
+.PHONY: setup proto run test test-unit test-integration test-browser lint contract bench chart chaos clean
 
 setup: $(STAMP) $(GEN_STAMP) $(CONSOLE_STAMP)
 
@@ -72,6 +72,11 @@ bench: setup
 
 chart: setup
 	$(PY) -m devtools.chart
+
+# Fault injection on real processes (docs/RESILIENCE.md); `make test` runs a short version.
+CHAOS_ARGS ?=
+chaos: setup
+	$(PY) -m devtools.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) gen build var .pytest_cache .mypy_cache .ruff_cache .hypothesis gateway/static/console console/node_modules

@@ -11,7 +11,10 @@
    reverse order (SIGTERM, SIGKILL after a grace period) and Kafka last.
 
 Children get ZT_ENVIRONMENT=dev, the documented dev HS256 secret and the Kafka bootstrap; each
-service uses its default SQLite file var/<service>.db unless ZT_DATABASE_URL is set.
+service uses its default SQLite file var/<service>.db unless ZT_DATABASE_URL is set. The gateway
+keeps its Idempotency-Key records in var/gateway.db (ZT_IDEMPOTENCY_STORE=database, ADR 0022) and
+its quota buckets in a local redis-server (ZT_QUOTA_REDIS_URL, ADR 0023) when Debian's
+`redis-server` is installed; without it, it says so and the gateway counts quotas in memory.
 """
 
 from __future__ import annotations
@@ -229,6 +232,21 @@ def start_kafka() -> tuple[stack.KafkaServer | None, str]:
     return kafka, kafka.bootstrap_servers
 
 
+def start_redis(env: dict[str, str]) -> stack.RedisServer | None:
+    """A local redis-server for the gateway's quota buckets (sets ZT_QUOTA_REDIS_URL in ``env``)."""
+    if env.get("ZT_QUOTA_REDIS_URL"):
+        return None
+    redis = stack.RedisServer()
+    try:
+        redis.start()
+    except stack.StackError as exc:
+        say(f"no shared quotas: {exc} (the gateway counts them in memory meanwhile)", "yellow")
+        return None
+    env["ZT_QUOTA_REDIS_URL"] = redis.url
+    say(f"{redis.description} at {redis.url} (the gateway's quota buckets)")
+    return redis
+
+
 def held_ports(ports: dict[str, int]) -> dict[str, str]:
     """{name: holder} for each port a live listener holds (TIME_WAIT leftovers of a previous
     run do not count: the servers bind with SO_REUSEADDR, see stack.port_is_free)."""
@@ -282,6 +300,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     kafka: stack.KafkaServer | None = None
+    redis: stack.RedisServer | None = None
     children: list[Child] = []
     try:
         try:
@@ -295,8 +314,10 @@ def main() -> int:
             "ZT_ENVIRONMENT": "dev",
             "ZT_AUTH_HS256_SECRET": os.environ.get("ZT_AUTH_HS256_SECRET", DEV_SECRET),
             "ZT_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "ZT_IDEMPOTENCY_STORE": os.environ.get("ZT_IDEMPOTENCY_STORE", "database"),
             "PYTHONUNBUFFERED": "1",
         }
+        redis = start_redis(env)
         components, reason = discover_components()
         if not components:
             say(f"no services yet: Kafka is up at {bootstrap} ({reason}). Ctrl-C to stop.", "bold yellow")
@@ -342,6 +363,8 @@ def main() -> int:
         if kafka is not None:
             say("stopping Kafka ...", "dim")
             kafka.stop()
+        if redis is not None:
+            redis.stop()
         say("stopped.", "dim")
 
 

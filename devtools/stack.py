@@ -789,9 +789,12 @@ class PostgresServer(_PostgresDatabases):
     times faster on slow CI disks.
     """
 
-    def __init__(self, *, port: int | None = None, start_timeout: float = 30.0) -> None:
+    def __init__(self, *, port: int | None = None, start_timeout: float = 30.0, durable: bool = False) -> None:
         self._port = port
         self._start_timeout = start_timeout
+        #: fsync, full-page writes and synchronous commit ON, as in production (the chaos suite:
+        #: an immediate restart must not lose an acknowledged commit).
+        self._durable = durable
         self._proc: subprocess.Popen[bytes] | None = None
         self._tmp: Path | None = None
         self.version = ""
@@ -854,9 +857,9 @@ class PostgresServer(_PostgresDatabases):
             "listen_addresses": "'127.0.0.1'",
             "unix_socket_directories": f"'{tmp}'",
             "max_connections": "200",
-            "fsync": "off",
-            "synchronous_commit": "off",
-            "full_page_writes": "off",
+            "fsync": "on" if self._durable else "off",
+            "synchronous_commit": "on" if self._durable else "off",
+            "full_page_writes": "on" if self._durable else "off",
             "logging_collector": "off",
         }
         with open(data / "postgresql.conf", "a") as conf:
@@ -1052,6 +1055,74 @@ class ContainerPostgres(ExternalPostgres):
         container, self._container = self._container, None
         if container is not None:
             container.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Redis (the gateway's shared quota counters, ADR 0023)
+# --------------------------------------------------------------------------------------------
+
+FIX_REDIS = "apt-get install -y redis-server"
+
+
+class RedisServer:
+    """A throw-away ``redis-server`` on a free port: no persistence, no config file."""
+
+    def __init__(self, *, port: int | None = None, start_timeout: float = 10.0) -> None:
+        self._port = port
+        self._start_timeout = start_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._tmp: Path | None = None
+        self.port = 0
+        self.version = ""
+        self.description = "Redis (local redis-server)"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            return
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not Path(binary).exists():
+            raise StackError(f"redis-server is not installed: {FIX_REDIS}")
+        self.port = self._port or free_port()
+        self._tmp = tmp = _make_tempdir("redis")
+        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        with open(tmp / "redis.log", "ab") as out:
+            self._proc = subprocess.Popen(
+                [*args, "--dir", str(tmp)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(signal.SIGTERM),
+            )
+        atexit.register(self.stop)
+        deadline = time.monotonic() + self._start_timeout
+        while not _port_open("127.0.0.1", self.port):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                log = _tail(tmp / "redis.log")
+                self.stop()
+                raise StackError(f"redis-server did not start:\n{log}")
+            time.sleep(0.05)
+        found = re.search(r"v=(\S+)", subprocess.run([binary, "--version"], capture_output=True, text=True).stdout)
+        self.version = found.group(1) if found else "?"
+        self.description = f"Redis {self.version} (local redis-server)"
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        _stop_process_group(proc, signal.SIGTERM, grace=5.0)
+        tmp, self._tmp = self._tmp, None
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 # --------------------------------------------------------------------------------------------

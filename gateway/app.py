@@ -40,11 +40,12 @@ from gateway.errors import (
     status_from_rpc_error,
     with_json_field_paths,
 )
-from gateway.idempotency import IdempotencyStore, KeyReused, StoredResponse, fingerprint
+from gateway.idempotency import KeyReused, StoredResponse, fingerprint
 from gateway.openapi import build_openapi
-from gateway.quotas import Limit, QuotaLimiter, retry_after_header
+from gateway.quotas import retry_after_header
 from gateway.routing import Route, Router, discover_routes, load_contracts
 from gateway.settings import GatewaySettings
+from gateway.shared_state import build_idempotency, build_quotas, unavailable_store
 from gateway.transcode import build_request, json_path, render_response
 from services.kit.auth import Principal, TokenVerifier, authorize, bearer_token
 from services.kit.errors import (
@@ -138,17 +139,8 @@ class GatewayApp:
             backoff_s=settings.retry_backoff_s,
             connect_wait_s=settings.gateway_connect_wait_s,
         )
-        self.quotas = QuotaLimiter(
-            {
-                "reads": Limit(settings.quota_reads_rps, settings.quota_reads_burst),
-                "writes": Limit(settings.quota_writes_rps, settings.quota_writes_burst),
-                "admin": Limit(settings.quota_admin_rps, settings.quota_admin_burst),
-            },
-            max_clients=settings.quota_max_clients,
-        )
-        self.idempotency = IdempotencyStore(
-            ttl_s=settings.idempotency_ttl_s, max_entries=settings.idempotency_max_entries
-        )
+        self.quotas = build_quotas(settings)
+        self.idempotency = build_idempotency(settings)
         self._etag_responses = frozenset(r.full_method for r in self.routes if conditional.response_has_etag(r))
         self.openapi = build_openapi(self.routes)
         self._openapi_bytes = orjson.dumps(self.openapi)
@@ -165,6 +157,7 @@ class GatewayApp:
 
     async def startup(self) -> None:
         if not self._started:
+            await self.idempotency.start()
             await self.backends.start()
             self._started = True
             log.info("gateway ready", routes=len(self.routes), backends=self.backends.targets)
@@ -173,6 +166,8 @@ class GatewayApp:
         if self._started:
             self._started = False
             await self.backends.stop()
+            await self.quotas.close()
+            await self.idempotency.stop()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -364,8 +359,8 @@ class GatewayApp:
             raise HttpError(exc, headers=[("www-authenticate", challenge)]) from None
         return principal
 
-    def _quota(self, principal: Principal, route: Route) -> None:
-        wait = self.quotas.take(principal.client_id, route.group)
+    async def _quota(self, principal: Principal, route: Route) -> None:
+        wait = await self.quotas.acquire(principal.client_id, route.group)
         if wait is None:
             return
         limit = self.quotas.limit(route.group)
@@ -424,7 +419,7 @@ class GatewayApp:
         req.route_name = f"{route.template.raw}"
         principal = self._authenticate(headers, route)
         req.client_id = principal.client_id
-        self._quota(principal, route)
+        await self._quota(principal, route)
         timeout_s = self._timeout(headers)
         if_match, if_none_match = headers.get("if-match"), headers.get("if-none-match")
         if if_match is not None or if_none_match is not None:
@@ -489,25 +484,28 @@ class GatewayApp:
             ) from None
         except TimeoutError:
             raise DeadlineExceeded("the first request with this Idempotency-Key is still running") from None
+        except Exception as exc:
+            raise unavailable_store(exc) from None
         if stored is not None:
             req.extra_headers.append(("idempotent-replayed", "true"))
             return stored.status, stored.body
         try:
-            status, body = await self._call(route, request, principal, timeout_s, req)
+            # Retried on UNAVAILABLE like a read: the service deduplicates on the request_id.
+            status, body = await self._call(route, request, principal, timeout_s, req, retry=rid is not None)
         except HttpError as exc:
             if exc.http_status >= 500 or exc.http_status == 429:
-                self.idempotency.abandon(client, key)
+                await self.idempotency.abandon(client, key)
             else:
-                self.idempotency.finish(client, key, StoredResponse(exc.http_status, render_status(exc.status)))
+                await self.idempotency.finish(client, key, StoredResponse(exc.http_status, render_status(exc.status)))
             raise
         except BaseException:
-            self.idempotency.abandon(client, key)
+            await self.idempotency.abandon(client, key)
             raise
-        self.idempotency.finish(client, key, StoredResponse(status, body))
+        await self.idempotency.finish(client, key, StoredResponse(status, body))
         return status, body
 
     async def _call(
-        self, route: Route, request: Any, principal: Principal, timeout_s: float, req: _Request
+        self, route: Route, request: Any, principal: Principal, timeout_s: float, req: _Request, *, retry: bool = False
     ) -> tuple[int, bytes]:
         metadata: tuple[tuple[str, str], ...] = (
             ("authorization", f"Bearer {principal.token}"),
@@ -516,7 +514,7 @@ class GatewayApp:
         if req.accept_language:  # services localize refusals (LocalizedMessage)
             metadata += (("accept-language", req.accept_language),)
         try:
-            response = await self.backends.call(route, request, timeout_s=timeout_s, metadata=metadata)
+            response = await self.backends.call(route, request, timeout_s=timeout_s, metadata=metadata, retry=retry)
         except grpc.aio.AioRpcError as exc:
             status = with_json_field_paths(status_from_rpc_error(exc), partial(json_path, route.method.input_type))
             error = _StatusError(status)

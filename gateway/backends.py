@@ -125,10 +125,19 @@ class Backends:
             await channel.close(grace=1.0)
 
     async def call(
-        self, route: Route, request: Message, *, timeout_s: float, metadata: Sequence[tuple[str, str]]
+        self,
+        route: Route,
+        request: Message,
+        *,
+        timeout_s: float,
+        metadata: Sequence[tuple[str, str]],
+        retry: bool = False,
     ) -> Message:
         """Invoke the route's RPC with a deadline, on a ready connection; retry UNAVAILABLE for
-        idempotent calls only. :class:`BackendNotReady` if no connection is ready in time."""
+        idempotent calls only: reads, and writes that carry a request_id (``retry``), which the
+        service deduplicates. Round robin sends the retry to another replica when there is one.
+        :class:`BackendNotReady` if no connection is ready in time."""
+        idempotent = retry or route.idempotent
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         call, channel, capability = self._calls[route.full_method]
@@ -156,7 +165,7 @@ class Backends:
                 attempt += 1
                 if (
                     code != _UNAVAILABLE
-                    or not route.idempotent
+                    or not idempotent
                     or attempt >= self._attempts
                     or isinstance(exc, BackendNotReady)  # the connect wait is spent: no retry
                 ):

@@ -112,6 +112,20 @@ def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop  # type: ignore[no-any-return]
 
 
+async def migrate() -> None:
+    """``zhongtai migrate gateway``: the shared Idempotency-Key table in ZT_DATABASE_URL (ADR 0022)."""
+    from gateway.idempotency import MIGRATIONS
+    from services.kit import create_engine
+    from services.kit.migrations import upgrade
+
+    settings = load_settings(GatewaySettings)
+    engine = create_engine(settings.database_url)
+    try:
+        await upgrade(engine, MIGRATIONS)
+    finally:
+        await engine.dispose()
+
+
 def run() -> None:
     settings = load_settings(GatewaySettings)
     with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:

@@ -55,11 +55,20 @@ class GatewaySettings(ServiceSettings):
     quota_admin_burst: int = Field(10, ge=1)
     #: Clients tracked at once (least recently seen are forgotten first).
     quota_max_clients: int = Field(10_000, ge=1)
+    #: Redis holding the buckets every gateway replica shares (``redis://host:6379/0``, ADR 0023);
+    #: empty: each replica keeps its own (one gateway, or a per-replica limit on purpose).
+    quota_redis_url: str = ""
+    #: How long a quota check waits for Redis before the replica uses its own bucket for 1 s.
+    quota_redis_timeout_s: float = Field(0.1, gt=0, le=5)
 
     #: CORS allow-list: exact origins, comma-separated or JSON list ("*" is refused in prod).
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    #: Idempotency-Key records kept in memory (per replica) and for how long.
+    #: Where Idempotency-Key records live (ADR 0022): ``memory`` (per replica, bounded by
+    #: ``ZT_IDEMPOTENCY_MAX_ENTRIES``) or ``database`` (the table ``gateway_idempotency`` in
+    #: ``ZT_DATABASE_URL``, shared by every replica: PostgreSQL when several run), and how long
+    #: the first response is kept.
+    idempotency_store: Literal["memory", "database"] = "memory"
     idempotency_ttl_s: float = Field(24 * 3600.0, gt=0)
     idempotency_max_entries: int = Field(10_000, ge=1)
 

@@ -2,10 +2,11 @@
 
     zhongtai customer | product | data_hub | gateway    run a component until SIGTERM
     zhongtai relay --service NAME                       a standalone outbox relay
-    zhongtai migrate [NAME ...]                         Alembic migrations to head
+    zhongtai migrate [NAME ...]                         Alembic migrations to head (gateway: its shared table)
     zhongtai token --scope "a b" [--client-id X]        mint a dev HS256 token
     zhongtai demo-data                                  seed demo data through the gRPC APIs (devtools.synth)
     zhongtai healthcheck HOST:PORT                      gRPC health check (exit 0 when SERVING)
+    zhongtai reconcile --product-db URL [...]           ledger vs postings, outbox vs topics, views vs ledger
 
 A component lives in ``services/<name>/main.py`` (``gateway/main.py`` for the gateway) and
 exposes ``run() -> None``; a service with a database also exposes ``async migrate() -> None``
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     relay = sub.add_parser("relay", help="run a standalone outbox relay")
     relay.add_argument("--service", required=True, choices=[s for s in DB_SERVICES if s != "data_hub"])
     migrate = sub.add_parser("migrate", help="run database migrations")
-    migrate.add_argument("services", nargs="*", choices=[[], *DB_SERVICES], default=[])
+    migrate.add_argument("services", nargs="*", choices=[[], *DB_SERVICES, "gateway"], default=[])
     token = sub.add_parser("token", help="mint a dev token (HS256)")
     token.add_argument("--scope", default="", help="space-separated scopes (default: all)")
     token.add_argument("--client-id", default="dev-cli")
@@ -101,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     health.add_argument("target")
     health.add_argument("--timeout", type=float, default=3.0)
     sub.add_parser("components", help="list the components that exist")
+    sub.add_parser("reconcile", help="compare ledger, outbox, topics and views; exit 1 on any difference")
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["reconcile"]:
+        from services.reconcile import main as reconcile
+
+        return reconcile(argv[1:])
     args = parser.parse_args(argv)
 
     if args.command in COMPONENT_MODULES:

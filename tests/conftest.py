@@ -87,6 +87,18 @@ def postgres_server() -> Iterator[stack.PostgresLike]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[stack.RedisServer]:
+    """A real redis-server for the session (the gateway's shared quotas): `.url`."""
+    server = stack.RedisServer()
+    server.start()
+    _STARTED["redis"] = f"{server.description} at {server.url}"
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def pg_url(postgres_server: stack.PostgresLike, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for this test: `postgresql+asyncpg://...`.

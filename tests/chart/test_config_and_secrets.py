@@ -88,7 +88,8 @@ def test_hardened_uses_the_existing_secret_and_renders_none(render):
         "customer": {"customer-database-url", "pii-key", "pii-key-id", "pii-old-keys", "blind-index-key"},
         "product": {"product-database-url"},
         "data-hub": {"data-hub-database-url", "data-hub-audit-key"},
-        "gateway": set(),
+        # shared Idempotency-Key records (ADR 0022) and quota buckets (ADR 0023)
+        "gateway": {"gateway-database-url", "quota-redis-url"},
     }
     config = by_name(docs, "ConfigMap", f"{FULLNAME}-config")["data"]
     assert config["ZT_ENVIRONMENT"] == "prod"
@@ -118,6 +119,8 @@ def test_dev_secret_is_a_hook_for_the_migrations(render):
         "customer-database-url",
         "product-database-url",
         "data-hub-database-url",
+        "gateway-database-url",
+        "quota-redis-url",
         "auth-hs256-secret",
         "pii-key",
         "pii-key-id",
@@ -171,7 +174,7 @@ def test_config_checksum_rolls_pods_only_when_config_changes(render):
     base = _checksums(render("default-values"))
     assert all(c["checksum/config"] for c in base.values())
     changed = _checksums(render("default-values", set_values={"config.logLevel": "DEBUG"}))
-    targets = _checksums(render("default-values", set_values={"headlessServices.enabled": True}))
+    targets = _checksums(render("default-values", set_values={"headlessServices.enabled": False}))
     unrelated = _checksums(render("default-values", set_values={"components.customer.replicas": 5}))
     for name in base:
         assert changed[name]["checksum/config"] != base[name]["checksum/config"]

@@ -31,8 +31,9 @@ def _chart_peers(rules: list[dict[str, Any]], key: str) -> dict[str, set[int]]:
     return out
 
 
-def test_no_policies_unless_enabled(render):
-    assert not of_kind(render("default-values"), "NetworkPolicy")
+def test_policies_are_on_by_default_and_can_be_turned_off(render):
+    assert of_kind(render("default-values"), "NetworkPolicy")
+    assert not of_kind(render("default-values", set_values={"networkPolicy.enabled": False}), "NetworkPolicy")
 
 
 def test_every_chart_pod_is_selected_by_exactly_one_policy(render):
@@ -112,8 +113,12 @@ def test_egress_least_privilege(render):
         assert all(to == dns_to for _, to in ext[53])
         assert ext[9093] == [("TCP", [{"ipBlock": {"cidr": "10.20.0.0/16"}}])]
         assert ext[5432] == [("TCP", [{"ipBlock": {"cidr": "10.30.0.0/24"}}])]
-    # The gateway talks to neither Kafka nor PostgreSQL.
-    assert sorted(external("gateway")) == [53, 4317]
+    # The gateway talks to no Kafka: to PostgreSQL (its Idempotency-Key records) and Redis (quotas).
+    assert sorted(external("gateway")) == [53, 4317, 5432, 6379]
+    assert ext[5432] == external("gateway")[5432]
+    memory = {"config.gateway.idempotency.store": "memory", "config.gateway.quotas.store": "memory"}
+    alone = _policies(render("hardened-values", set_values=memory))["gateway"]["spec"]["egress"]
+    assert {p["port"] for rule in alone for p in rule["ports"]} == {53, 4317, 50051, 50052, 50053}
     # Migrations reach PostgreSQL and DNS only.
     assert sorted(external("migrate")) == [53, 5432]
 

@@ -54,7 +54,7 @@ NON_SETTINGS_ENV = {
 }
 
 # str-typed fields that carry credentials (SecretStr fields are found by type).
-CREDENTIAL_STR_FIELDS = {"database_url"}
+CREDENTIAL_STR_FIELDS = {"database_url", "quota_redis_url"}
 
 # Values for keys of a Secret the chart does not render (secrets.existingSecret): shaped as
 # a platform team would store them (random, non-dev keys).
@@ -63,6 +63,8 @@ EXISTING_SECRET_DATA = {
     "customer-database-url": "postgresql+asyncpg://customer:pw@pg.db.svc:5432/customer",
     "product-database-url": "postgresql+asyncpg://product:pw@pg.db.svc:5432/product",
     "data-hub-database-url": "postgresql+asyncpg://data_hub:pw@pg.db.svc:5432/data_hub",
+    "gateway-database-url": "postgresql+asyncpg://gateway:pw@pg.db.svc:5432/gateway",
+    "quota-redis-url": "redis://:pw@redis.db.svc:6379/0",
     "pii-key": _KEY,
     "pii-key-id": "2026-01",
     "pii-old-keys": "2025-01:" + base64.b64encode(os.urandom(32)).decode(),
@@ -73,7 +75,14 @@ EXISTING_SECRET_DATA = {
 
 # Component-only fields the chart sets deliberately away from the code's default.
 # (datahub_group_instance_id: the pod name, per replica; the code default is "no static membership")
-DELIBERATE_OVERRIDES = {"http_host", "http_port", "service_token_file", "datahub_group_instance_id"}
+# (idempotency_store: shared by every gateway replica in the chart, per process in the code, ADR 0022)
+DELIBERATE_OVERRIDES = {
+    "http_host",
+    "http_port",
+    "service_token_file",
+    "datahub_group_instance_id",
+    "idempotency_store",
+}
 
 
 def env_names(cls: type[BaseSettings]) -> dict[str, str]:

@@ -136,8 +136,10 @@ def test_pdbs_select_their_component(render, ci_name):
 
 
 def test_services_target_the_pods_and_headless_services_back_dns_targets(render):
-    for ci in ("default-values", "hardened-values"):
-        docs = render(ci)
+    # Headless Services (dns:/// round robin over every ready pod) are the default; off, the
+    # clients target the ClusterIP Services.
+    for ci, headless_on in (("default-values", False), ("hardened-values", True), ("default-values", True)):
+        docs = render(ci, set_values={"headlessServices.enabled": headless_on})
         config = by_name(docs, "ConfigMap", f"{FULLNAME}-config")["data"]
         for component, port in GRPC_PORTS.items():
             svc = by_name(docs, "Service", f"{FULLNAME}-{component}")
@@ -146,7 +148,7 @@ def test_services_target_the_pods_and_headless_services_back_dns_targets(render)
             assert {p["name"]: p["port"] for p in svc["spec"]["ports"]}["grpc"] == port
             var = "ZT_DATAHUB_TARGET" if component == "data-hub" else f"ZT_{component.upper()}_TARGET"
             fqdn_suffix = f".{chart.DEFAULT_NAMESPACE}.svc.cluster.local:{port}"
-            if ci == "hardened-values":
+            if headless_on:
                 headless = by_name(docs, "Service", f"{FULLNAME}-{component}-headless")
                 assert headless["spec"]["clusterIP"] == "None"
                 assert headless["spec"]["selector"] == svc["spec"]["selector"]
@@ -168,6 +170,7 @@ def test_migration_jobs_are_pre_install_hooks_per_database(render, ci_name):
     assert sorted(j["metadata"]["name"] for j in jobs) == [
         f"{FULLNAME}-migrate-customer",
         f"{FULLNAME}-migrate-data-hub",
+        f"{FULLNAME}-migrate-gateway",  # the shared Idempotency-Key table (ADR 0022)
         f"{FULLNAME}-migrate-product",
     ]
     secret = "zhongtai-credentials" if ci_name != "default-values" else f"{FULLNAME}-dev"

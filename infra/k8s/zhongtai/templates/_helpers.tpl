@@ -102,6 +102,7 @@ app.kubernetes.io/component: {{ include "zhongtai.componentName" .component }}
 {{- if eq .component "customer" -}}{{ $keys.customerDatabaseUrl }}
 {{- else if eq .component "product" -}}{{ $keys.productDatabaseUrl }}
 {{- else if eq .component "data_hub" -}}{{ $keys.dataHubDatabaseUrl }}
+{{- else if eq .component "gateway" -}}{{ $keys.gatewayDatabaseUrl }}
 {{- end -}}
 {{- end -}}
 
@@ -226,7 +227,8 @@ ZT_OTEL_CONSOLE: {{ $v.config.otel.console | quote }}
 {{- $root := .root -}}
 {{- $keys := $root.Values.secrets.keys -}}
 {{- $secret := include "zhongtai.secretName" $root -}}
-{{- if ne .component "gateway" }}
+{{- $gateway := $root.Values.config.gateway }}
+{{- if or (ne .component "gateway") (eq $gateway.idempotency.store "database") }}
 - name: ZT_DATABASE_URL
   valueFrom:
     secretKeyRef:
@@ -268,6 +270,13 @@ ZT_OTEL_CONSOLE: {{ $v.config.otel.console | quote }}
       key: {{ $keys.dataHubAuditKey }}
       # (the hub refuses to start without it when environment=prod, naming the variable)
       optional: true
+{{- end }}
+{{- if and (eq .component "gateway") (eq $gateway.quotas.store "redis") (not .migrate) }}
+- name: ZT_QUOTA_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $keys.quotaRedisUrl }}
 {{- end }}
 {{- if and (eq $root.Values.config.auth.mode "hs256") (not .migrate) }}
 - name: ZT_AUTH_HS256_SECRET
@@ -349,6 +358,8 @@ ZT_OTEL_CONSOLE: {{ $v.config.otel.console | quote }}
   value: {{ $q.adminBurst | int | quote }}
 - name: ZT_QUOTA_MAX_CLIENTS
   value: {{ $q.maxClients | int | quote }}
+- name: ZT_IDEMPOTENCY_STORE
+  value: {{ $v.gateway.idempotency.store | quote }}
 - name: ZT_IDEMPOTENCY_TTL_S
   value: {{ $v.gateway.idempotency.ttlSeconds | toString | quote }}
 - name: ZT_IDEMPOTENCY_MAX_ENTRIES
