@@ -10,7 +10,7 @@ GEN_STAMP := gen/.stamp
 PROTOS := $(shell find proto -name '*.proto' -not -path '*/baseline/*' 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: setup proto run test test-unit test-integration lint contract bench chart clean
+.PHONY: setup proto run test test-unit test-integration lint contract contract-release contract-examples bench chart clean
 
 setup: $(STAMP) $(GEN_STAMP)
 
@@ -51,6 +51,16 @@ lint: setup
 
 contract: setup
 	$(PY) -m devtools.contract
+
+# Record the contract baselines of a release (docs/contracts.md): make contract-release VERSION=v1.1
+# [BREAK="why a breaking change is accepted"] [NOTE="what is in it"] [FORCE=1 to re-record].
+contract-release: setup
+	@[ -n "$(VERSION)" ] || { echo 'usage: make contract-release VERSION=v1.x [BREAK="why"] [NOTE="..."] [FORCE=1]'; exit 2; }
+	$(PY) -m devtools.contract_release "$(VERSION)" --note "$(NOTE)" --accepts-break "$(BREAK)" $(if $(FORCE),--force)
+
+# Re-record the example events (contracts/examples/events) from the producers' own code.
+contract-examples: setup
+	$(PY) -m devtools.contract_examples
 
 bench: setup
 	@for b in bench/*.py; do n=$$(basename $$b .py); [ "$$n" = "__init__" ] && continue; echo "== $$b"; $(PY) -m bench.$$n || exit 1; done

@@ -1,7 +1,7 @@
 """The gateway as a raw ASGI application (no framework: the HTTP edge is a hot path).
 
 Per request, in order: server span (continuing an incoming ``traceparent``) → built-in
-endpoints (/healthz, /readyz, /openapi.json, /docs, CORS preflight) → route match → bearer
+endpoints (/healthz, /readyz, /openapi.json, /asyncapi.json, /docs, CORS preflight) → route match → bearer
 token + the method's ``required_scopes`` → quota → deadline → body (size limit) → ONE parse
 into the request message → Idempotency-Key → gRPC call (token and request id forwarded) →
 JSON response. Every failure becomes ``google.rpc.Status`` JSON in :mod:`gateway.errors`.
@@ -25,6 +25,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from gateway.asyncapi import build_asyncapi
 from gateway.backends import Backends
 from gateway.errors import (
     HttpError,
@@ -136,6 +137,7 @@ class GatewayApp:
         )
         self.openapi = build_openapi(self.routes)
         self._openapi_bytes = orjson.dumps(self.openapi)
+        self._asyncapi_bytes = orjson.dumps(build_asyncapi(load_contracts()))
         self._docs = _docs_html()
         self._cors_any = "*" in settings.cors_origins
         self._cors = frozenset(settings.cors_origins)
@@ -313,6 +315,9 @@ class GatewayApp:
         if path == "/openapi.json":
             req.route_name = "/openapi.json"
             return 200, self._openapi_bytes, _JSON
+        if path == "/asyncapi.json":
+            req.route_name = "/asyncapi.json"
+            return 200, self._asyncapi_bytes, _JSON
         if path in ("/docs", "/docs/"):
             req.route_name = "/docs"
             return 200, self._docs, "text/html; charset=utf-8"
