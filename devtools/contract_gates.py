@@ -48,6 +48,18 @@ OASDIFF_LEVELS = {
     # AIP-126: enums are open, clients must accept values they do not know; a new value is additive.
     "response-property-enum-value-added": "INFO",
     "response-mediatype-enum-value-added": "INFO",
+    # The bounds, patterns and `required` lists of the contract view are protovalidate *request*
+    # rules (devtools/contract_docs.py); the schemas are shared with responses, which are never
+    # validated against them (and proto3 JSON omits default values anyway). Relaxing a request
+    # rule is not a response change.
+    **dict.fromkeys(
+        [f"response-property-{rule}" for rule in (
+            "max-increased", "max-unset", "min-decreased", "min-unset", "max-length-increased",
+            "max-length-unset", "min-length-decreased", "min-length-unset", "max-items-increased",
+            "max-items-unset", "min-items-decreased", "min-items-unset", "pattern-changed",
+            "pattern-removed", "became-optional")],
+        "INFO",
+    ),  # fmt: skip
 }
 # Producer of each proto package: who answers "can I deploy?" for a contract element.
 OWNERS = {"bank.customer.v1": "customer", "bank.product.v1": "product", "bank.datahub.v1": "data_hub"}
