@@ -40,6 +40,11 @@ CONTRACTS = REPO / "contracts"
 RELEASES = CONTRACTS / "releases"
 CONSUMERS = CONTRACTS / "consumers"
 
+_REQUEST_RULE_CHECKS = (
+    "max-increased", "max-unset", "min-decreased", "min-unset", "max-length-increased", "max-length-unset",
+    "min-length-decreased", "min-length-unset", "max-items-increased", "max-items-unset", "min-items-decreased",
+    "min-items-unset", "pattern-changed", "pattern-removed", "became-optional",
+)  # fmt: skip
 # oasdiff severities, adjusted to proto3 JSON channel apps (fail on WARN and above):
 OASDIFF_LEVELS = {
     # proto3 JSON omits default values, so every response property is optional in the schema,
@@ -52,14 +57,7 @@ OASDIFF_LEVELS = {
     # rules (devtools/contract_docs.py); the schemas are shared with responses, which are never
     # validated against them (and proto3 JSON omits default values anyway). Relaxing a request
     # rule is not a response change.
-    **dict.fromkeys(
-        [f"response-property-{rule}" for rule in (
-            "max-increased", "max-unset", "min-decreased", "min-unset", "max-length-increased",
-            "max-length-unset", "min-length-decreased", "min-length-unset", "max-items-increased",
-            "max-items-unset", "min-items-decreased", "min-items-unset", "pattern-changed",
-            "pattern-removed", "became-optional")],
-        "INFO",
-    ),  # fmt: skip
+    **dict.fromkeys((f"response-property-{rule}" for rule in _REQUEST_RULE_CHECKS), "INFO"),
 }
 # Producer of each proto package: who answers "can I deploy?" for a contract element.
 OWNERS = {"bank.customer.v1": "customer", "bank.product.v1": "product", "bank.datahub.v1": "data_hub"}

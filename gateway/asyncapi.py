@@ -40,14 +40,13 @@ _REQUIRED_HEADERS = ["ce_specversion", "ce_id", "ce_source", "ce_type", "ce_subj
 
 def event_messages(files: Iterable[FileDescriptor]) -> list[Descriptor]:
     """Every message carrying the ``(bank.api.v1.event)`` option (top-level, in file order)."""
-    out: list[Descriptor] = []
-    seen: set[str] = set()
-    for file in files:
-        if file.name in seen:
-            continue
-        seen.add(file.name)
-        out.extend(m for m in file.message_types_by_name.values() if m.GetOptions().HasExtension(options_pb2.event))
-    return out
+    unique = {file.name: file for file in files}
+    return [
+        message
+        for file in unique.values()
+        for message in file.message_types_by_name.values()
+        if message.GetOptions().HasExtension(options_pb2.event)
+    ]
 
 
 def _headers(event_type: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ patterns containing braces (``"^[0-9]{17}[0-9X]$"``) do not confuse it.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from google.protobuf import descriptor_pb2
@@ -33,39 +34,37 @@ def _skip(text: str, i: int) -> int:
     return i
 
 
-def _match_close(text: str, open_index: int) -> int:
-    """Index just after the brace/bracket closing the one at ``open_index``."""
-    depth, i = 0, open_index
-    while i < len(text):
-        j = _skip(text, i)
-        if j != i:
-            i = j
-            continue
-        if text[i] in "{[":
-            depth += 1
-        elif text[i] in "}]":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    raise ValueError("unbalanced braces")
-
-
-def _statement_end(text: str, start: int) -> int:
-    """Index just after the ``;`` ending the statement at ``start`` (depth 0)."""
+def _code(text: str, start: int) -> Iterator[int]:
+    """Indices of ``text`` from ``start`` on that are code (string literals and comments skipped)."""
     i = start
     while i < len(text):
         j = _skip(text, i)
         if j != i:
             i = j
             continue
-        if text[i] in "{[":
-            i = _match_close(text, i)
-            continue
-        if text[i] == ";":
-            return i + 1
+        yield i
         i += 1
-    raise ValueError("statement without ';'")
+
+
+def _scan(text: str, start: int, done: Callable[[str, int], bool]) -> int:
+    """Index just after the first code character ``c`` for which ``done(c, depth)`` holds, where
+    ``depth`` counts the braces and brackets open after it."""
+    depth = 0
+    for i in _code(text, start):
+        depth += (text[i] in "{[") - (text[i] in "}]")
+        if done(text[i], depth):
+            return i + 1
+    raise ValueError(f"unbalanced text after index {start}")
+
+
+def _match_close(text: str, open_index: int) -> int:
+    """Index just after the brace/bracket closing the one at ``open_index``."""
+    return _scan(text, open_index, lambda c, depth: c in "}]" and depth == 0)
+
+
+def _statement_end(text: str, start: int) -> int:
+    """Index just after the ``;`` ending the statement at ``start`` (outside braces/brackets)."""
+    return _scan(text, start, lambda c, depth: c == ";" and depth == 0)
 
 
 def _line_start(text: str, index: int) -> int:
