@@ -67,6 +67,7 @@ async def _customer_journey(url: str) -> tuple[list[OutboxRow], str]:
         await upgrade(engine, MIGRATIONS)
         settings = CustomerSettings()  # type: ignore[call-arg]  # (every value has a default: the dev keys)
         service = CustomerService(engine, PiiCodec(*build_crypto(settings)))
+        C = customer_pb2  # (requests without a request_id: nothing to replay)
         kept = await service.create(
             PersonalData(
                 "张三",
@@ -75,23 +76,29 @@ async def _customer_journey(url: str) -> tuple[list[OutboxRow], str]:
                 "13812345678",
                 "zhang@example.com",
             ),
-            idem=None,
+            request=C.CreateCustomerRequest(),
         )
         cid = kept.customer_id
-        await service.update(cid, {"mobile": "13912345678"}, etag="", idem=None)
-        await service.verify(cid, approve=True, reason="", etag="", idem=None)
-        await service.assess_risk(cid, 55, etag="", idem=None)
+        await service.update(cid, {"mobile": "13912345678"}, etag="", request=C.UpdateCustomerRequest())
+        await service.verify(cid, approve=True, reason="", etag="", request=C.VerifyCustomerRequest())
+        await service.assess_risk(cid, 55, etag="", request=C.AssessRiskRequest())
         refused = await service.create(
             PersonalData("李四", date(1985, 11, 20), _national_id("11010519851120002", id_check_char), "13712345678"),
-            idem=None,
+            request=C.CreateCustomerRequest(),
         )
-        await service.verify(refused.customer_id, approve=False, reason="documents unreadable", etag="", idem=None)
+        await service.verify(
+            refused.customer_id,
+            approve=False,
+            reason="documents unreadable",
+            etag="",
+            request=C.VerifyCustomerRequest(),
+        )
         closing = await service.create(
             PersonalData("王五", date(1978, 1, 2), _national_id("11010519780102001", id_check_char), "13612345678"),
-            idem=None,
+            request=C.CreateCustomerRequest(),
         )
-        await service.verify(closing.customer_id, approve=True, reason="", etag="", idem=None)
-        await service.close(closing.customer_id, reason="moved abroad", etag="", idem=None)
+        await service.verify(closing.customer_id, approve=True, reason="", etag="", request=C.VerifyCustomerRequest())
+        await service.close(closing.customer_id, reason="moved abroad", etag="", request=C.CloseCustomerRequest())
         return await _outbox(engine), cid
     finally:
         await engine.dispose()
