@@ -35,6 +35,8 @@ import yaml
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor
 
+from gateway.asyncapi import PRODUCERS
+
 REPO = Path(__file__).resolve().parents[1]
 CONTRACTS = REPO / "contracts"
 RELEASES = CONTRACTS / "releases"
@@ -59,8 +61,9 @@ OASDIFF_LEVELS = {
     # rule is not a response change.
     **dict.fromkeys((f"response-property-{rule}" for rule in _REQUEST_RULE_CHECKS), "INFO"),
 }
-# Producer of each proto package: who answers "can I deploy?" for a contract element.
-OWNERS = {"bank.customer.v1": "customer", "bank.product.v1": "product", "bank.datahub.v1": "data_hub"}
+# Producer of each proto package: who answers "can I deploy?" for a contract element (the same
+# table names the producers in the AsyncAPI document).
+OWNERS = PRODUCERS
 
 
 @dataclass(frozen=True)
