@@ -100,7 +100,10 @@ def asyncapi_schema(*, log: Any = print) -> dict[str, Any]:
             )  # fmt: skip
             if proc.returncode != 0:
                 raise ToolError(f"`npm ci` of devtools/asyncapi-specs failed:\n{proc.stderr[-3000:]}")
-            if not target.exists():
+            try:
                 os.replace(tmp, target)
                 os.mkdir(tmp)  # TemporaryDirectory removes it again
+            except OSError:
+                if not schema.is_file():  # (else a concurrent run installed it first: fine)
+                    raise
     return json.loads(schema.read_text(encoding="utf-8"))
