@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 CONSOLE_STAMP := gateway/static/console/.stamp
 CONSOLE_SRC := $(shell find console/src -type f 2>/dev/null)
 
-.PHONY: setup proto run test test-unit test-integration test-browser lint contract bench chart chaos clean
+.PHONY: setup proto run test test-unit test-integration test-browser lint contract contract-release contract-examples bench chart chaos clean
 
 setup: $(STAMP) $(GEN_STAMP) $(CONSOLE_STAMP)
 
@@ -66,6 +66,16 @@ lint: setup
 
 contract: setup
 	$(PY) -m devtools.contract
+
+# Record the contract baselines of a release (docs/contracts.md): make contract-release VERSION=v1.1
+# [BREAK="why a breaking change is accepted"] [NOTE="what is in it"] [FORCE=1 to re-record].
+contract-release: setup
+	@[ -n "$(VERSION)" ] || { echo 'usage: make contract-release VERSION=v1.x [BREAK="why"] [NOTE="..."] [FORCE=1]'; exit 2; }
+	$(PY) -m devtools.contract_release "$(VERSION)" --note "$(NOTE)" --accepts-break "$(BREAK)" $(if $(FORCE),--force)
+
+# Re-record the example events (contracts/examples/events) from the producers' own code.
+contract-examples: setup
+	$(PY) -m devtools.contract_examples
 
 bench: setup
 	@for b in bench/*.py; do n=$$(basename $$b .py); case $$n in _*) continue;; esac; echo "== $$b"; $(PY) -m bench.$$n || exit 1; done

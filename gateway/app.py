@@ -5,7 +5,7 @@ router (google.api.http templates with custom verbs, most literal first), behind
 gateway's CPU per request — bench/libraries.py, docs/perf/libraries.md — so the library it is.)
 
 Per request, in order: server span (continuing an incoming ``traceparent``) → built-in
-endpoints (/healthz, /readyz, /openapi.json, /docs, CORS preflight) → route match → bearer
+endpoints (/healthz, /readyz, /openapi.json, /asyncapi.json, /docs, CORS preflight) → route match → bearer
 token + the method's ``required_scopes`` → quota → deadline → body (size limit) → ONE parse
 into the request message → Idempotency-Key → gRPC call (token and request id forwarded) →
 JSON response. Every failure becomes ``google.rpc.Status`` JSON in :mod:`gateway.errors`.
@@ -36,6 +36,7 @@ from starlette.responses import Response
 from starlette.routing import Route as HttpRoute
 
 from gateway import conditional
+from gateway.asyncapi import build_asyncapi
 from gateway.backends import Backends
 from gateway.body import discard, has_body, read_body
 from gateway.console import Console
@@ -153,6 +154,7 @@ class GatewayApp:
         self._etag_responses = frozenset(r.full_method for r in self.routes if conditional.response_has_etag(r))
         self.openapi = build_openapi(self.routes)
         self._openapi_bytes = orjson.dumps(self.openapi)
+        self._asyncapi_bytes = orjson.dumps(build_asyncapi(load_contracts()))
         self._docs = _docs_html()
         self.console = Console(settings)
         self._cors_any = "*" in settings.cors_origins
@@ -336,6 +338,9 @@ class GatewayApp:
         if path == "/openapi.json":
             req.route_name = "/openapi.json"
             return 200, self._openapi_bytes, _JSON
+        if path == "/asyncapi.json":
+            req.route_name = "/asyncapi.json"
+            return 200, self._asyncapi_bytes, _JSON
         if path in ("/docs", "/docs/"):
             req.route_name = "/docs"
             return 200, self._docs, "text/html; charset=utf-8"

@@ -1,15 +1,19 @@
 """Fixtures and helpers local to the contract tests (tests/contract).
 
 The contract tests are pure: they read files (protos, generated descriptors, the shared
-ARCHITECTURE.md, golden JSON examples) and run the `buf` CLI on temporary copies of proto/.
-They need `make proto` (gen/ and build/proto-deps/) to have run; they fail loudly otherwise.
+ARCHITECTURE.md, golden JSON examples, recorded events) and run the `buf` CLI and `oasdiff` on
+temporary copies of proto/ (recompiled into a temporary package when a gate must see the
+mutation), and the producers' use cases on throwaway SQLite files. They need `make proto`
+(gen/ and build/proto-deps/) to have run; they fail loudly otherwise.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +29,6 @@ REPO = Path(__file__).resolve().parents[2]
 GEN = REPO / "gen"
 PROTO = REPO / "proto"
 DEPS = REPO / "build" / "proto-deps"
-BASELINE = PROTO / "baseline" / "bank-v1.binpb"
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 
 OUR_PACKAGES = ("bank.api.v1", "bank.customer.v1", "bank.product.v1", "bank.datahub.v1")
@@ -143,3 +146,39 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "message" in metafunc.fixturenames:
         messages = all_messages()
         metafunc.parametrize("message", messages, ids=[m.full_name for m in messages])
+
+
+# ------------------------------------------------------------------ mutated, recompiled copies ----
+def compile_workspace(workspace: Path) -> Path:
+    """Compile the (mutated) protos of a ``proto_workspace`` into ``<workspace>/gen`` (Python only)."""
+    from devtools.protogen import _add_init_files, _grpc_tools_include, _protoc, bank_protos
+
+    out = workspace / "gen"
+    out.mkdir()
+    protos = bank_protos(workspace / "proto")
+    _protoc([f"-I{workspace / 'proto'}", f"-I{DEPS}", f"-I{_grpc_tools_include()}", f"--python_out={out}", *protos])
+    _add_init_files(out)
+    return out
+
+
+def run_gates(gen: Path, releases: Path, consumers: Path) -> list[dict[str, str]]:
+    """The REST/event/consumer findings of a compiled copy, from a fresh interpreter."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(gen), str(REPO)])
+    proc = subprocess.run(
+        [sys.executable, "-m", "devtools.contract_gates", "--releases", str(releases), "--consumers", str(consumers)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="session")
+def release_of_today(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A release recorded from the current, unmutated tree (in a temp dir): mutations are judged
+    against it, so they never depend on how far the real contracts moved since the last release."""
+    from devtools.contract_release import record
+
+    root = tmp_path_factory.mktemp("releases")
+    record("v0.1", root, note="self-test baseline")
+    return root
