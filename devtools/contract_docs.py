@@ -137,7 +137,7 @@ def _messages(files: Sequence[FileDescriptor]) -> dict[str, Descriptor]:
 
 def openapi_view(files: Sequence[FileDescriptor]) -> dict[str, Any]:
     """The gateway's OpenAPI document with the protos' request constraints added (see module doc)."""
-    from gateway.openapi import build_openapi
+    from gateway.openapi import build_openapi, openapi_path
     from gateway.routing import discover_routes
 
     routes = discover_routes(files)
@@ -147,7 +147,7 @@ def openapi_view(files: Sequence[FileDescriptor]) -> dict[str, Any]:
         if name in messages and isinstance(schema, dict) and "properties" in schema:
             _apply_field_rules(schema, messages[name])
     for route in routes:
-        operation = doc["paths"][route.template.openapi_path][route.http_method.lower()]
+        operation = doc["paths"][openapi_path(route)][route.http_method.lower()]
         rules = sorted(set(_cel_rules(route.method.input_type)))
         if rules:
             operation["x-validation-rules"] = rules

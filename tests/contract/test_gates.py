@@ -455,7 +455,7 @@ def test_a_plain_additive_change_passes_every_gate(
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(gen), str(REPO)])}
     subprocess.run([sys.executable, "-m", "devtools.contract_docs", str(out)], cwd=REPO, env=env, check=True)
     openapi, asyncapi = (json.loads((out / n).read_text()) for n in ("openapi.json", "asyncapi.json"))
-    assert f"/v1/{name.lower()}/{{customer_id}}" in openapi["paths"]
+    assert f"/v1/{name.lower()}/{{customerId}}" in openapi["paths"]  # (path parameters in lowerCamelCase)
     assert "zzSelftestNickname" in openapi["components"]["schemas"]["bank.customer.v1.Customer"]["properties"]
     assert f"bank.{UNLIKELY.replace('_', '-')}.v1" in asyncapi["channels"]
 
