@@ -73,7 +73,7 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def console_stack(
     kafka_server: stack.KafkaLike, postgres_server: stack.PostgresLike, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
@@ -99,13 +99,15 @@ def console_stack(
         yield running
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in this thread
+# while it is started, and pytest-asyncio cannot run the async tests of later modules meanwhile.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
     yield browser
