@@ -41,7 +41,7 @@ from bank.customer.v1 import customer_pb2
 from bank.customer.v1 import events_pb2 as cev
 from bank.product.v1 import events_pb2 as pev
 from bank.product.v1 import product_pb2
-from services.kit.events import KafkaRecord, build_record
+from services.kit.events import KafkaRecord, ReceivedEvent, build_record
 
 CUSTOMER_SOURCE = "zhongtai/customer"
 PRODUCT_SOURCE = "zhongtai/product"
@@ -91,6 +91,20 @@ class SynthEvent:
     version: int
     time: datetime
     event_id: str
+
+    def received(self) -> ReceivedEvent:
+        """As a consumer decodes it (what the hub's fold takes)."""
+        return ReceivedEvent(
+            id=self.event_id,
+            type=self.payload.DESCRIPTOR.full_name,
+            source=self.source,
+            subject=self.aggregate_id,
+            time=self.time,
+            aggregate_type=self.aggregate_type,
+            aggregate_id=self.aggregate_id,
+            version=self.version,
+            message=self.payload,
+        )
 
     def record(self) -> KafkaRecord:
         return build_record(
@@ -237,24 +251,27 @@ class Synth:
             sub.close_time.CopyFrom(ts(s.closed))
         return sub
 
+    def catalogue_events(self) -> list[SynthEvent]:
+        """The catalogue as published (ProductPublished, 800 days before ``now``)."""
+        when = self.now - timedelta(days=800)
+        return [
+            SynthEvent(
+                pev.ProductPublished(product_id=p.product_id, product=p, version=2, occur_time=ts(when)),
+                PRODUCT_SOURCE,
+                "product",
+                p.product_id,
+                2,
+                when,
+                self._id(),
+            )
+            for p in self.products
+        ]
+
     def events(self) -> list[SynthEvent]:
         rng = self._rng = random.Random(self.seed)
         self._ids = random.Random(f"{self.seed}:{self.prefix}")
-        out: list[SynthEvent] = []
+        out = self.catalogue_events()
         start = self.now - timedelta(days=30 * self.months)
-        for p in self.products:
-            when = self.now - timedelta(days=800)
-            out.append(
-                SynthEvent(
-                    pev.ProductPublished(product_id=p.product_id, product=p, version=2, occur_time=ts(when)),
-                    PRODUCT_SOURCE,
-                    "product",
-                    p.product_id,
-                    2,
-                    when,
-                    self._id(),
-                )
-            )
         names, weights = zip(*PROFILES, strict=True)
         for i in range(self.n):
             profile = rng.choices(names, weights)[0]

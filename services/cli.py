@@ -6,6 +6,7 @@
     zhongtai token --scope "a b" [--client-id X]        mint a dev HS256 token
     zhongtai demo-data                                  seed demo data through the gRPC APIs (devtools.synth)
     zhongtai healthcheck HOST:PORT                      gRPC health check (exit 0 when SERVING)
+    zhongtai models train|backtest|snapshot ...         the data hub's trained scores (devtools.models.cli)
 
 A component lives in ``services/<name>/main.py`` (``gateway/main.py`` for the gateway) and
 exposes ``run() -> None``; a service with a database also exposes ``async migrate() -> None``
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     health.add_argument("target")
     health.add_argument("--timeout", type=float, default=3.0)
     sub.add_parser("components", help="list the components that exist")
+    models = sub.add_parser("models", help="train, back-test and snapshot the data hub's scores", add_help=False)
+    models.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
 
     if args.command in COMPONENT_MODULES:
@@ -123,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             print("no demo data generator yet (devtools/synth.py)")
             return 0
         return int(importlib.import_module("devtools.synth").demo_main() or 0)
+    if args.command == "models":
+        # Training and back-testing are tooling (devtools/models; scikit-learn, matplotlib).
+        return int(importlib.import_module("devtools.models.cli").main(args.rest))
     if args.command == "healthcheck":
         return asyncio.run(_healthcheck(args.target, args.timeout))
     if args.command == "components":
