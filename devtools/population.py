@@ -24,17 +24,18 @@ Every parameter is in :class:`Params` (documented in docs/data-hub.md, "Back-tes
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from bank.customer.v1 import events_pb2 as cev
 from bank.product.v1 import events_pb2 as pev
 from bank.product.v1 import product_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from devtools.synth import PRODUCT_SOURCE, SURNAMES, Synth, SynthEvent, _Customer, _Sub, money, national_id, ts
 from services.policy import eligibility as policy
 
@@ -118,28 +119,47 @@ class Population(Synth):
         s = _Sub(self._id(), product, when, amount)
         c.subs.append(s)
         sub = self._sub_snapshot(c, s, amount, when)
-        msg = pev.SubscriptionOpened(customer_id=c.customer_id, subscription_id=s.subscription_id,
-                                     subscription=sub, version=1, occur_time=ts(when))  # fmt: skip
+        msg = pev.SubscriptionOpened(
+            customer_id=c.customer_id,
+            subscription_id=s.subscription_id,
+            subscription=sub,
+            version=1,
+            occur_time=ts(when),
+        )
         return SynthEvent(msg, PRODUCT_SOURCE, "subscription", s.subscription_id, 1, when, self._id())
 
     def _emit_txn(self, c: _Customer, s: _Sub, when: datetime, value: int, credit: bool) -> SynthEvent:
         s.balance += value if credit else -value
         s.version += 1
         txn = product_pb2.Transaction(
-            transaction_id=self._id(), subscription_id=s.subscription_id, customer_id=c.customer_id,
-            direction=1 if credit else 2, amount=money(value), balance_after=money(s.balance),  # type: ignore[arg-type]
+            transaction_id=self._id(),
+            subscription_id=s.subscription_id,
+            customer_id=c.customer_id,
+            direction=1 if credit else 2,  # type: ignore[arg-type]
+            amount=money(value),
+            balance_after=money(s.balance),
             post_time=_ts(when),
-        )  # fmt: skip
-        msg = pev.TransactionPosted(customer_id=c.customer_id, subscription_id=s.subscription_id,
-                                    product_id=s.product.product_id, product_type=s.product.type, transaction=txn,
-                                    version=s.version, occur_time=_ts(when))  # fmt: skip
+        )
+        msg = pev.TransactionPosted(
+            customer_id=c.customer_id,
+            subscription_id=s.subscription_id,
+            product_id=s.product.product_id,
+            product_type=s.product.type,
+            transaction=txn,
+            version=s.version,
+            occur_time=_ts(when),
+        )
         return SynthEvent(msg, PRODUCT_SOURCE, "subscription", s.subscription_id, s.version, when, self._id())
 
     def _emit_close(self, c: _Customer, s: _Sub, when: datetime) -> SynthEvent:
         s.closed, s.version = when, s.version + 1
-        msg = pev.SubscriptionClosed(customer_id=c.customer_id, subscription_id=s.subscription_id,
-                                     subscription=self._sub_snapshot(c, s, s.balance, when), version=s.version,
-                                     occur_time=ts(when))  # fmt: skip
+        msg = pev.SubscriptionClosed(
+            customer_id=c.customer_id,
+            subscription_id=s.subscription_id,
+            subscription=self._sub_snapshot(c, s, s.balance, when),
+            version=s.version,
+            occur_time=ts(when),
+        )
         return SynthEvent(msg, PRODUCT_SOURCE, "subscription", s.subscription_id, s.version, when, self._id())
 
     # ---------------------------------------------------------------- the population
@@ -161,8 +181,16 @@ class Population(Synth):
         else:
             created = start - timedelta(days=rng.uniform(30, 1500))
         nid = national_id(rng, birth)
-        c = _Customer(f"{self.prefix}-{self.seed}-{i:06d}", "latent", birth, rng.choice(SURNAMES) + "某", nid,
-                      f"1{rng.choice('3589')}{rng.randint(0, 999_999_999):09d}", f"p{i}@example.com", created)  # fmt: skip
+        c = _Customer(
+            f"{self.prefix}-{self.seed}-{i:06d}",
+            "latent",
+            birth,
+            rng.choice(SURNAMES) + "某",
+            nid,
+            f"1{rng.choice('3589')}{rng.randint(0, 999_999_999):09d}",
+            f"p{i}@example.com",
+            created,
+        )
         lat = self._latent(c, start)
         self.latents[c.customer_id] = lat
         out = [self._customer_event(cev.CustomerCreated, c, created)]
@@ -171,8 +199,15 @@ class Population(Synth):
         out.append(self._customer_event(cev.CustomerVerified, c, verified))
         c.tolerance = max(1, min(5, round(1 + 4 * lat.appetite + rng.gauss(0, 0.6))))
         c.expire = self.now + timedelta(days=365 * 3)  # re-assessed yearly with the same answer
-        out.append(self._customer_event(cev.CustomerRiskAssessed, c, verified + timedelta(hours=1),
-                                        questionnaire_score=c.tolerance * 20 - 5, previous_risk_tolerance=0))  # fmt: skip
+        out.append(
+            self._customer_event(
+                cev.CustomerRiskAssessed,
+                c,
+                verified + timedelta(hours=1),
+                questionnaire_score=c.tolerance * 20 - 5,
+                previous_risk_tolerance=0,
+            )
+        )
         opening = int(max(lat.salary, 300_000) * rng.uniform(0.5, 6))
         out.append(self._emit_open(c, self.products[0], verified + timedelta(hours=2), opening))
         out.extend(self._months(c, lat, max(start, verified + DAY)))
@@ -185,12 +220,14 @@ class Population(Synth):
         base = {"young": 8_000, "family": 14_000, "established": 16_000, "retired": 5_000}[stage]
         salary = int(rng.lognormvariate(math.log(base * 100), 0.5)) if rng.random() < p.salaried_share else 0
         lat = _Latent(
-            stage=stage, salary=salary, savings=rng.betavariate(2, 5),
+            stage=stage,
+            salary=salary,
+            savings=rng.betavariate(2, 5),
             appetite=rng.betavariate(2, 2) * (0.6 if stage == "retired" else 1.0),
             engagement=rng.lognormvariate(math.log(p.spend_per_month * (1.4 if stage == "young" else 1.0)), 0.5),
             season=(rng.uniform(0, p.season_amplitude_max), rng.choice((1, 2, 2, 10))),
             satisfaction=rng.gauss(0, 1),
-        )  # fmt: skip
+        )
         # Hidden noise (dated up front: it does not depend on what the customer does).
         day = max(start, c.created)
         while day < self.now:
@@ -292,7 +329,7 @@ class Population(Synth):
         for s in c.subs[1:]:
             due = s.opened + timedelta(days=30 * p.term_months)
             if not s.closed and s.product.product_id == "dep-term-12m" and start <= due < end:
-                at(due, lambda w, s=s: self._mature(c, s, w))
+                at(due, functools.partial(self._mature, c, s))
         if fade > 0.5:
             at(mid + timedelta(hours=rng.uniform(0, 240)), lambda w: self._adopt(c, lat, w))
         for when, _, act in sorted(plan, key=lambda x: (x[0], x[1])):
@@ -337,14 +374,24 @@ class Population(Synth):
         rng = self._rng
         cur = c.subs[0]
         held = {s.product.product_id for s in c.subs if not s.closed}
-        applicant = policy.Applicant(status=2, kyc_verified=True, age_low=when.year - c.birth.year - 1,
-                                     age_high=when.year - c.birth.year, risk_tolerance=c.tolerance,
-                                     risk_tolerance_expire_us=None)  # fmt: skip
+        applicant = policy.Applicant(
+            status=2,
+            kyc_verified=True,
+            age_low=when.year - c.birth.year - 1,
+            age_high=when.year - c.birth.year,
+            risk_tolerance=c.tolerance,
+            risk_tolerance_expire_us=None,
+        )
         for product in self.products[1:]:
             if product.product_id in held:
                 continue
-            offering = policy.Offering(type=product.type, state=product.state, risk_level=product.risk_level,
-                                       min_age=product.eligibility.min_age, max_age=product.eligibility.max_age)  # fmt: skip
+            offering = policy.Offering(
+                type=product.type,
+                state=product.state,
+                risk_level=product.risk_level,
+                min_age=product.eligibility.min_age,
+                max_age=product.eligibility.max_age,
+            )
             if policy.eligibility_reasons(offering, applicant, 0):
                 continue
             if rng.random() >= self._needs(c, lat, product, cur.balance):

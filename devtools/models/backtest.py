@@ -9,9 +9,9 @@ held-out seed, beside the rules.
 3. the model is fitted on the training population's training dates (devtools/models/train.py,
    the same code as ``zhongtai models train``) and scored at the evaluation dates of both
    populations (out of time; out of time *and* population), beside the rules' scores;
-4. a table, ``<out>/backtest-seed-<N>.html`` (ROC and lift curves, matplotlib) and one line:
-
-   backtest: churn_auc=<x> churn_top_decile_lift=<x> lead_days_p50=<n> xsell_hit_ratio=<x> rules_churn_auc=<x> (seed <n>)
+4. a table, ``<out>/backtest-seed-<N>.html`` (ROC and lift curves, matplotlib) and one line
+   (:func:`summary_line`): ``backtest: churn_auc=<x> churn_top_decile_lift=<x> lead_days_p50=<n>
+   xsell_hit_ratio=<x> rules_churn_auc=<x> (seed <n>)``.
 """
 
 from __future__ import annotations
@@ -55,19 +55,24 @@ class Scores:
         p, lift = metrics.top_share(self.y, self.model)
         rp, rlift = metrics.top_share(self.y, self.rules)
         return {
-            "rows": len(self.y), "positives": int(self.y.sum()),
-            "auc": metrics.roc_auc(self.y, self.model), "rules_auc": metrics.roc_auc(self.y, self.rules),
-            "top_decile_precision": p, "top_decile_lift": lift,
-            "rules_top_decile_precision": rp, "rules_top_decile_lift": rlift,
+            "rows": len(self.y),
+            "positives": int(self.y.sum()),
+            "auc": metrics.roc_auc(self.y, self.model),
+            "rules_auc": metrics.roc_auc(self.y, self.rules),
+            "top_decile_precision": p,
+            "top_decile_lift": lift,
+            "rules_top_decile_precision": rp,
+            "rules_top_decile_lift": rlift,
             "recall_at_risk": metrics.recall_at(self.y, self.model, AT_RISK),
             "rules_recall_at_risk": metrics.recall_at(self.y, self.rules, AT_RISK),
-            "lead_p25": metrics.percentile(self.lead_model, 25), "lead_p50": metrics.percentile(self.lead_model, 50),
+            "lead_p25": metrics.percentile(self.lead_model, 25),
+            "lead_p50": metrics.percentile(self.lead_model, 50),
             "lead_p75": metrics.percentile(self.lead_model, 75),
             "flagged_leavers": len(self.lead_model) / self.leavers if self.leavers else float("nan"),
             "rules_lead_p50": metrics.percentile(self.lead_rules, 50),
             "rules_flagged_leavers": len(self.lead_rules) / self.leavers if self.leavers else float("nan"),
             **self.xsell,
-        }  # fmt: skip
+        }
 
 
 def churn_scores(scorer: hub_model.ScoreModel, x: np.ndarray) -> np.ndarray:
@@ -118,17 +123,23 @@ def evaluate(name: str, ds: dsm.Dataset, scorer: hub_model.ScoreModel, dates: li
             if lead is not None:
                 leads.append(lead)
     # Cross-sell at the evaluation dates whose 90 days are inside the data.
-    xs = [i for i in range(len(ds)) if int(ds.as_of[i]) in set(dates) and ds.eligible[i]
-          and int(ds.as_of[i]) + dsm.XSELL_DAYS * DAY_US <= ds.end_us]  # fmt: skip
+    xs = [
+        i
+        for i in range(len(ds))
+        if int(ds.as_of[i]) in set(dates) and ds.eligible[i] and int(ds.as_of[i]) + dsm.XSELL_DAYS * DAY_US <= ds.end_us
+    ]
     opened = [dsm.opened_within(ds, i) for i in xs]
     model_top = [offer_rank(scorer, ds.x[i], ds.eligible[i]) for i in xs]
     pop_top = [[p for p in popular if p in ds.eligible[i]][:3] for i in xs]
     rules_top = [ds.rules_offers[i][:3] for i in xs]
     hit, base = metrics.hit_rate(model_top, opened), metrics.hit_rate(pop_top, opened)
     s.xsell = {
-        "xsell_rows": len(xs), "xsell_hit": hit, "xsell_popularity_hit": base,
-        "xsell_rules_hit": metrics.hit_rate(rules_top, opened), "xsell_hit_ratio": hit / base if base else float("nan"),
-    }  # fmt: skip
+        "xsell_rows": len(xs),
+        "xsell_hit": hit,
+        "xsell_popularity_hit": base,
+        "xsell_rules_hit": metrics.hit_rate(rules_top, opened),
+        "xsell_hit_ratio": hit / base if base else float("nan"),
+    }
     return s
 
 
@@ -147,13 +158,18 @@ async def population(seed: int, customers: int, months: int, work: Path, rules: 
     progress(f"seed {seed}: simulate", 0, 1)
     events = Population(seed=seed, customers=customers, months=months).events()
     progress(f"seed {seed}: simulate", 1, 1)
-    return await dsm.build(events, work / f"hub-seed-{seed}.db", rules,
-                           lambda stage, done, total: progress(f"seed {seed}: {stage}", done, total))  # fmt: skip
+    return await dsm.build(
+        events,
+        work / f"hub-seed-{seed}.db",
+        rules,
+        lambda stage, done, total: progress(f"seed {seed}: {stage}", done, total),
+    )
 
 
 def scratch_dir() -> str | None:
     """tmpfs when there is one: the replay databases are scratch, their fsyncs cost minutes."""
-    return "/dev/shm" if Path("/dev/shm").is_dir() else None
+    shm = Path("/dev/shm")  # noqa: S108 - a private TemporaryDirectory is made inside it
+    return str(shm) if shm.is_dir() else None
 
 
 def _day(us: int) -> str:
@@ -207,8 +223,7 @@ async def run(
         held_out = await population(seed, customers, months, Path(tmp), rules, progress)
     trains, evals = split_dates(trained)
     progress("train", 0, 1)
-    artifact = train.fit(trained, trains, training={"seeds": [train_seed], "customers": customers, "months": months,
-                                                    "dates": [_day(trains[0]), _day(trains[-1])]})  # fmt: skip
+    artifact = train.fit(trained, trains, training=train.training_info(train_seed, customers, months, trains))
     progress("train", 1, 1)
     scorer = hub_model.ScoreModel.from_artifact(artifact)
     popular = popularity(trained, set(trains))
@@ -216,8 +231,12 @@ async def run(
         evaluate(f"seed {train_seed} later months", trained, scorer, evals, popular),
         evaluate(f"seed {seed} (held out)", held_out, scorer, evals, popular),
     ]
-    html = report_html(out / f"backtest-seed-{seed}.html", results,
-                       f"Back-test, evaluated {_day(evals[0])}..{_day(evals[-1])}, model {artifact['version']}")  # fmt: skip
+    train.write(artifact, out / "scores.json")  # = ``zhongtai models train`` with the same arguments
+    html = report_html(
+        out / f"backtest-seed-{seed}.html",
+        results,
+        f"Back-test, evaluated {_day(evals[0])}..{_day(evals[-1])}, model {artifact['version']}",
+    )
     return results, artifact, html
 
 
@@ -226,7 +245,7 @@ def summary_line(s: Scores, seed: int) -> str:
     lead = r["lead_p50"]
     return (
         f"backtest: churn_auc={r['auc']:.3f} churn_top_decile_lift={r['top_decile_lift']:.2f} "
-        f"lead_days_p50={'nan' if np.isnan(lead) else int(round(lead))} xsell_hit_ratio={r['xsell_hit_ratio']:.2f} "
+        f"lead_days_p50={'nan' if np.isnan(lead) else round(lead)} xsell_hit_ratio={r['xsell_hit_ratio']:.2f} "
         f"rules_churn_auc={r['rules_auc']:.3f} (seed {seed})"
     )
 
@@ -237,8 +256,9 @@ def main(args: Any) -> int:
     from rich.table import Table
 
     console = Console(stderr=True)
-    with Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as bar:  # fmt: skip
+    with Progress(
+        TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bar:
         tasks: dict[str, Any] = {}
 
         def progress(stage: str, done: int, total: int) -> None:

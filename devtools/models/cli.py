@@ -27,8 +27,7 @@ def _train(args: argparse.Namespace) -> int:
     trains, evals = split_dates(ds)
     # Trained on every date whose window is inside the data (the back-test holds the last ones out).
     dates = trains + evals if args.all_dates else trains
-    artifact = train.fit(ds, dates, training={"seeds": [args.seed], "customers": args.customers,
-                                              "months": args.months, "dates": len(dates)})  # fmt: skip
+    artifact = train.fit(ds, dates, training=train.training_info(args.seed, args.customers, args.months, dates))
     path = train.write(artifact, Path(args.out))
     print(f"trained {artifact['version']}: {artifact['training']} -> {path}")
     return 0
@@ -41,7 +40,7 @@ def _snapshot(args: argparse.Namespace) -> int:
     from services.kit.db import UnitOfWork, create_engine
 
     async def run() -> int:
-        settings = DataHubSettings()
+        settings = DataHubSettings()  # type: ignore[call-arg]
         engine = create_engine(args.database_url or settings.database_url)
         try:
             async with UnitOfWork(engine) as uow:
@@ -63,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="zhongtai models", description=__doc__.split("\n")[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--customers", type=int, default=2000, help="population size (default 2000)")
+    common.add_argument("--customers", type=int, default=800, help="population size (default 800)")
     common.add_argument("--months", type=int, default=33, help="simulated months (default 33)")
     bt = sub.add_parser("backtest", parents=[common], help="train on earlier months, evaluate on later ones")
     bt.add_argument("--seed", type=int, default=101, help="the held-out population evaluated (default 101)")

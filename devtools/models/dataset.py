@@ -69,7 +69,7 @@ class Dataset:
 async def replay(events: Sequence[SynthEvent], path: Path, progress: Progress = _quiet) -> AsyncEngine:
     """A fresh hub database at ``path`` (the hub's migrations) with the events' facts, written by
     the hub's own fold and fact writer (as the rebuild does)."""
-    path.unlink(missing_ok=True)
+    path.unlink(missing_ok=True)  # noqa: ASYNC240 - a scratch file, once, before the replay
     engine = create_engine(f"sqlite+aiosqlite:///{path}")
     await upgrade(engine, MIGRATIONS)
     await replay_more(engine, events, progress)
@@ -131,7 +131,7 @@ async def truth(engine: AsyncEngine) -> tuple[dict[str, Truth], int]:
             txns.setdefault(cid, []).append(int(post))
         holdings: dict[str, list[tuple[int | None, int | None, str]]] = {}
         h = t.holdings
-        for cid, o, c, pid in (await s.execute(select(h.c.customer_id, h.c.open_us, h.c.close_us, h.c.product_id))):
+        for cid, o, c, pid in await s.execute(select(h.c.customer_id, h.c.open_us, h.c.close_us, h.c.product_id)):
             holdings.setdefault(cid, []).append((o, c, pid))
         creates = dict((await s.execute(select(t.customers.c.customer_id, t.customers.c.create_us))).tuples().all())
     out: dict[str, Truth] = {}

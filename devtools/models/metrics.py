@@ -41,7 +41,7 @@ def top_share(y: np.ndarray, score: np.ndarray, share: float = 0.1) -> tuple[flo
     n = len(y)
     if n == 0 or not np.any(y):
         return float("nan"), float("nan")
-    k = max(1, int(round(n * share)))
+    k = max(1, round(n * share))
     top = np.argsort(-np.asarray(score), kind="mergesort")[:k]
     precision = float(np.asarray(y, dtype=bool)[top].mean())
     return precision, precision / float(np.mean(y))
@@ -53,7 +53,7 @@ def lift_curve(y: np.ndarray, score: np.ndarray, points: int = 20) -> tuple[np.n
     yy = np.asarray(y, dtype=bool)[order]
     base = max(float(yy.mean()), 1e-12)
     shares = np.linspace(1 / points, 1.0, points)
-    lifts = np.array([yy[: max(1, int(round(len(yy) * s)))].mean() / base for s in shares])
+    lifts = np.array([yy[: max(1, round(len(yy) * s))].mean() / base for s in shares])
     return shares, lifts
 
 

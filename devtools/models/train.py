@@ -57,7 +57,9 @@ def fit(ds: dsm.Dataset, dates: Sequence[int], *, training: Mapping[str, Any]) -
     churn["at_risk_probability"] = _r(float(1 / (1 + np.exp(-np.quantile(logits, 1 - AT_RISK_SHARE)))))
     offers: dict[str, Any] = {}
     date_set = set(dates)
-    rows = [i for i in range(len(ds)) if int(ds.as_of[i]) in date_set and ds.as_of[i] + 90 * 86_400_000_000 <= ds.end_us]
+    rows = [
+        i for i in range(len(ds)) if int(ds.as_of[i]) in date_set and ds.as_of[i] + 90 * 86_400_000_000 <= ds.end_us
+    ]
     opened = {i: dsm.opened_within(ds, i) for i in rows}
     products = sorted({p for i in rows for p in ds.eligible[i]})
     for pid in products:
@@ -78,6 +80,11 @@ def fit(ds: dsm.Dataset, dates: Sequence[int], *, training: Mapping[str, Any]) -
     digest = hashlib.sha256(json.dumps(artifact, sort_keys=True).encode()).hexdigest()[:12]
     artifact["version"] = f"scores-f{features.VERSION}-{digest}"
     return artifact
+
+
+def training_info(seed: int, customers: int, months: int, dates: Sequence[int]) -> dict[str, Any]:
+    """What the artifact records of its training (part of its content, so of its version)."""
+    return {"seeds": [seed], "customers": customers, "months": months, "dates": [min(dates), max(dates), len(dates)]}
 
 
 def dumps(artifact: Mapping[str, Any]) -> str:

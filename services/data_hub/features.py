@@ -40,7 +40,15 @@ NAMES = (
     "holds_card",
     "holds_loan",
     "holds_wealth",
-    "risk_tolerance",
+    "age_under_30",
+    "age_30_to_45",
+    "age_45_to_60",
+    "log_deposits",
+    "tolerance_c1",
+    "tolerance_c2",
+    "tolerance_c3",
+    "tolerance_c4",
+    "tolerance_c5",
 )
 
 # Reason codes (documented in docs/data-hub.md). Churn: the rules' codes plus INFLOW_DROP (money
@@ -67,7 +75,9 @@ CHURN_REASON = {
     "holds_loan": FEW_PRODUCTS,
     "holds_wealth": FEW_PRODUCTS,
 }
-# Offers: why this product for this customer (after NOT_HELD, always first).
+# Offers: why this product for this customer (after NOT_HELD, always first). Age bands and the
+# tolerance classes are indicators: needs rise and fall with them (a loan in the family years, a
+# fund in a tolerance band), which a linear score of the raw number cannot express.
 LIFE_STAGE = "LIFE_STAGE"
 ENGAGEMENT = "ENGAGEMENT"
 PRODUCT_MIX = "PRODUCT_MIX"
@@ -75,8 +85,12 @@ OFFER_REASON = {
     "log_balance": domain.IDLE_BALANCE,
     "balance_ratio_90d": domain.IDLE_BALANCE,
     "log_credit_90d": domain.IDLE_BALANCE,
-    "risk_tolerance": domain.RISK_MATCH,
+    **{f"tolerance_c{n}": domain.RISK_MATCH for n in range(1, 6)},
+    "log_deposits": domain.IDLE_BALANCE,
     "age_decades": LIFE_STAGE,
+    "age_under_30": LIFE_STAGE,
+    "age_30_to_45": LIFE_STAGE,
+    "age_45_to_60": LIFE_STAGE,
     "tenure_years": LIFE_STAGE,
     "log_txn_30d": ENGAGEMENT,
     "log_txn_90d": ENGAGEMENT,
@@ -113,9 +127,11 @@ def vector(facts: CustomerFacts, rules: Rules) -> tuple[float, ...]:
     types = {h.product_type for h in open_}
     deposits = sum(1 for h in open_ if h.product_type == domain.TYPE_DEPOSIT)
     age = domain.age_at(facts.birth_year, as_of)
+    years = age if age is not None else 200  # (unknown: in no age band)
     tenure = (as_of - facts.create_us) / (365 * DAY_US) if facts.create_us is not None else 0.0
-    valid_tolerance = facts.risk_tolerance if not domain.policy.assessment_expired(
-        facts.risk_tolerance_expire_us, as_of) else 0  # fmt: skip
+    valid_tolerance = (
+        facts.risk_tolerance if not domain.policy.assessment_expired(facts.risk_tolerance_expire_us, as_of) else 0
+    )
     return (
         months_since,
         math.log1p(a.count_30d),
@@ -135,7 +151,11 @@ def vector(facts: CustomerFacts, rules: Rules) -> tuple[float, ...]:
         float(domain.TYPE_CARD in types),
         float(domain.TYPE_LOAN in types),
         float(domain.TYPE_WEALTH in types),
-        float(valid_tolerance),
+        float(years < 30),
+        float(30 <= years < 45),
+        float(45 <= years < 60),
+        _log_cny(sum(h.balance_micros for h in open_ if h.product_type == domain.TYPE_DEPOSIT)),
+        *(float(valid_tolerance == n) for n in range(1, 6)),
     )
 
 

@@ -81,8 +81,10 @@ class ScoreModel:
         if data.get("format") != FORMAT:
             raise ArtifactError(f"format: expected {FORMAT!r}, got {data.get('format')!r}")
         if data.get("feature_version") != features.VERSION or tuple(data.get("features", ())) != features.NAMES:
-            raise ArtifactError(f"features: trained on version {data.get('feature_version')!r}, the hub computes "
-                                f"version {features.VERSION} ({len(features.NAMES)} features)")  # fmt: skip
+            raise ArtifactError(
+                f"features: trained on version {data.get('feature_version')!r}, the hub computes "
+                f"version {features.VERSION} ({len(features.NAMES)} features)"
+            )
         n = len(features.NAMES)
 
         def logistic(d: Mapping[str, Any], where: str) -> Logistic:
@@ -141,6 +143,7 @@ class ScoreModel:
         ranked: list[tuple[float, str, Offer]] = []
         for p in candidates:
             m = self.offer_models.get(p.product_id)
+            reasons: tuple[str, ...]
             if m is None:
                 prob, reasons = 0.0, (domain.NOT_HELD,)
             else:

@@ -122,8 +122,11 @@ async def facts_as_of(
         cid = row["customer_id"]
         if not row["registered"] or row["create_us"] is None or row["create_us"] > as_of_us:
             continue
-        then = [h for h in (holding_as_of(h, as_of_us, flow_after.get(h.subscription_id, 0))
-                            for h in holdings.get(cid, [])) if h is not None]  # fmt: skip
+        then = [
+            h
+            for h in (holding_as_of(h, as_of_us, flow_after.get(h.subscription_id, 0)) for h in holdings.get(cid, []))
+            if h is not None
+        ]
         point = {**row, "as_of_us": as_of_us, "last_txn_us": last_txn.get(cid), "r": 0, "f": 0, "m": 0}
         out.append(views._facts(point, then, activity.get(cid, {})))
     return out

@@ -34,8 +34,9 @@ async def test_a_trained_artifact_scores_the_views_with_reasons(kafka_server, pg
     assert (tmp_path / "models" / f"{version}.json").read_bytes() == path.read_bytes()  # versions kept
 
     ns = namespace()
-    proc = hub(pg_url, kafka_server.bootstrap_servers, tmp_path, topic_prefix=ns,
-               ZT_DATAHUB_MODEL_PATH=str(path)).start()  # fmt: skip
+    proc = hub(
+        pg_url, kafka_server.bootstrap_servers, tmp_path, topic_prefix=ns, ZT_DATAHUB_MODEL_PATH=str(path)
+    ).start()
     gateway = None
     engine = create_engine(pg_url)
     try:
@@ -66,15 +67,22 @@ async def test_a_trained_artifact_scores_the_views_with_reasons(kafka_server, pg
         assert riskiest.churn_risk.reasons and riskiest.churn_risk.score > 0
         with_offers = next(v for v in by_model if v.offers and v.offers[0].model_version == version)
 
-        gateway = ServiceProcess("gateway", env={
-            "ZT_AUTH_HS256_SECRET": DEV_SECRET, "ZT_DATAHUB_TARGET": proc.target,
-            "ZT_CUSTOMER_TARGET": f"127.0.0.1:{free_port()}", "ZT_PRODUCT_TARGET": f"127.0.0.1:{free_port()}",
-        }, log_dir=tmp_path).start()  # fmt: skip
+        gateway = ServiceProcess(
+            "gateway",
+            env={
+                "ZT_AUTH_HS256_SECRET": DEV_SECRET,
+                "ZT_DATAHUB_TARGET": proc.target,
+                "ZT_CUSTOMER_TARGET": f"127.0.0.1:{free_port()}",
+                "ZT_PRODUCT_TARGET": f"127.0.0.1:{free_port()}",
+            },
+            log_dir=tmp_path,
+        ).start()
         token = mint_token(DEV_SECRET, ["views:read"], client_id="models-test")
         async with httpx.AsyncClient(base_url=f"http://{gateway.target}", timeout=10) as client:
             for v in (riskiest, with_offers):
-                reply = await client.get(f"/v1/customers/{v.customer_id}/view",
-                                         headers={"authorization": f"Bearer {token}"})  # fmt: skip
+                reply = await client.get(
+                    f"/v1/customers/{v.customer_id}/view", headers={"authorization": f"Bearer {token}"}
+                )
                 assert reply.status_code == 200, reply.text
                 body = reply.json()
                 assert body["churnRisk"]["modelVersion"] == version

@@ -26,12 +26,18 @@ def artifact(**churn_coef: float) -> dict[str, object]:
     coef = [churn_coef.get(n, 0.0) for n in features.NAMES]
     loves_balance = [3.0 if n == "log_balance" else 0.0 for n in features.NAMES]
     return {
-        "format": model.FORMAT, "version": "scores-test-1", "feature_version": features.VERSION,
-        "features": list(features.NAMES), "mean": [0.0] * N, "scale": [1.0] * N,
+        "format": model.FORMAT,
+        "version": "scores-test-1",
+        "feature_version": features.VERSION,
+        "features": list(features.NAMES),
+        "mean": [0.0] * N,
+        "scale": [1.0] * N,
         "churn": {"coef": coef, "intercept": -2.0, "at_risk_probability": 0.2},
-        "offers": {"wm-pe-r5": {"coef": loves_balance, "intercept": 0.0},
-                   "wm-bond-r2": {"coef": [0.0] * N, "intercept": -1.0}},
-    }  # fmt: skip
+        "offers": {
+            "wm-pe-r5": {"coef": loves_balance, "intercept": 0.0},
+            "wm-bond-r2": {"coef": [0.0] * N, "intercept": -1.0},
+        },
+    }
 
 
 def with_model(a: dict[str, object]) -> Rules:
@@ -90,5 +96,6 @@ def test_offers_never_break_suitability_whatever_the_model_prefers() -> None:
 def test_the_same_facts_give_the_same_scores() -> None:
     rules = with_model(artifact(months_since_txn=0.7, log_txn_30d=-0.3))
     f = facts()
-    assert d.derive(f, CATALOGUE, rules) == d.derive(f, CATALOGUE, with_model(artifact(months_since_txn=0.7,
-                                                                                       log_txn_30d=-0.3)))  # fmt: skip
+    assert d.derive(f, CATALOGUE, rules) == d.derive(
+        f, CATALOGUE, with_model(artifact(months_since_txn=0.7, log_txn_30d=-0.3))
+    )

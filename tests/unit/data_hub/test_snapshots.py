@@ -53,7 +53,9 @@ async def test_a_later_event_never_changes_an_earlier_snapshot_and_a_replay_give
 
 def test_a_holding_as_of_a_date_is_rebuilt_from_todays_row_and_the_flows_since() -> None:
     now = 1_000 * DAY_US
-    h = domain.Holding("s1", "wm-bond-r2", domain.TYPE_WEALTH, "CNY", 0, domain.HOLDING_CLOSED, 100 * DAY_US, 900 * DAY_US)
+    h = domain.Holding(
+        "s1", "wm-bond-r2", domain.TYPE_WEALTH, "CNY", 0, domain.HOLDING_CLOSED, 100 * DAY_US, 900 * DAY_US
+    )
     then = snapshots.holding_as_of(h, 500 * DAY_US, flow_after=-70_000)  # 70k went out after day 500
     assert then is not None and then.state == domain.HOLDING_OPEN and then.close_us is None
     assert then.balance_micros == 70_000
