@@ -31,12 +31,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from bank.customer.v1 import events_pb2 as cev
 from bank.product.v1 import events_pb2 as pev
 from bank.product.v1 import product_pb2
-from devtools.synth import PRODUCT_SOURCE, SURNAMES, Synth, SynthEvent, _Customer, _Sub, money, national_id, ts
+from devtools.synth import PRODUCT_SOURCE, SURNAMES, Synth, SynthEvent, _Customer, _Sub, national_id, ts
 from services.policy import eligibility as policy
 
 DAY = timedelta(days=1)
@@ -81,11 +79,6 @@ class _Latent:
     holidays: list[tuple[datetime, datetime]] = field(default_factory=list)
 
 
-def _ts(when: datetime) -> Timestamp:
-    """(synth.ts, without the datetime conversions: a third of the generator's time)"""
-    return Timestamp(seconds=int(when.timestamp()), nanos=when.microsecond * 1000)
-
-
 def _stage(age: int) -> str:
     return "young" if age < 30 else "family" if age < 45 else "established" if age < 60 else "retired"
 
@@ -127,40 +120,6 @@ class Population(Synth):
             occur_time=ts(when),
         )
         return SynthEvent(msg, PRODUCT_SOURCE, "subscription", s.subscription_id, 1, when, self._id())
-
-    def _emit_txn(self, c: _Customer, s: _Sub, when: datetime, value: int, credit: bool) -> SynthEvent:
-        s.balance += value if credit else -value
-        s.version += 1
-        txn = product_pb2.Transaction(
-            transaction_id=self._id(),
-            subscription_id=s.subscription_id,
-            customer_id=c.customer_id,
-            direction=1 if credit else 2,  # type: ignore[arg-type]
-            amount=money(value),
-            balance_after=money(s.balance),
-            post_time=_ts(when),
-        )
-        msg = pev.TransactionPosted(
-            customer_id=c.customer_id,
-            subscription_id=s.subscription_id,
-            product_id=s.product.product_id,
-            product_type=s.product.type,
-            transaction=txn,
-            version=s.version,
-            occur_time=_ts(when),
-        )
-        return SynthEvent(msg, PRODUCT_SOURCE, "subscription", s.subscription_id, s.version, when, self._id())
-
-    def _emit_close(self, c: _Customer, s: _Sub, when: datetime) -> SynthEvent:
-        s.closed, s.version = when, s.version + 1
-        msg = pev.SubscriptionClosed(
-            customer_id=c.customer_id,
-            subscription_id=s.subscription_id,
-            subscription=self._sub_snapshot(c, s, s.balance, when),
-            version=s.version,
-            occur_time=ts(when),
-        )
-        return SynthEvent(msg, PRODUCT_SOURCE, "subscription", s.subscription_id, s.version, when, self._id())
 
     # ---------------------------------------------------------------- the population
     def events(self) -> list[SynthEvent]:
@@ -292,13 +251,13 @@ class Population(Synth):
             plan.append((when, len(plan), act))
 
         def credit(value: int) -> Callable[[datetime], Iterator[SynthEvent]]:
-            return lambda w: iter((self._emit_txn(c, cur, w, value, True),))
+            return lambda w: iter((self._txn_event(c, cur, w, value, True),))
 
         def debit(value: int, share: float = 0.0) -> Callable[[datetime], Iterator[SynthEvent]]:
             def act(w: datetime) -> Iterator[SynthEvent]:
                 v = min(cur.balance, value or int(cur.balance * share))
                 if v > 100:
-                    yield self._emit_txn(c, cur, w, v, False)
+                    yield self._txn_event(c, cur, w, v, False)
 
             return act
 
@@ -338,9 +297,9 @@ class Population(Synth):
     def _mature(self, c: _Customer, s: _Sub, due: datetime) -> Iterator[SynthEvent]:
         """A term deposit matures: back to the current account, the holding closes."""
         value = s.balance
-        yield self._emit_txn(c, s, due, value, False)
-        yield self._emit_close(c, s, due + timedelta(minutes=1))
-        yield self._emit_txn(c, c.subs[0], due + timedelta(minutes=2), value, True)
+        yield self._txn_event(c, s, due, value, False)
+        yield self._close_event(c, s, due + timedelta(minutes=1), s.balance)
+        yield self._txn_event(c, c.subs[0], due + timedelta(minutes=2), value, True)
 
     def _exit(self, c: _Customer, lat: _Latent, when: datetime) -> Iterator[SynthEvent]:
         open_subs = [s for s in c.subs if not s.closed]
@@ -349,8 +308,8 @@ class Population(Synth):
         for k, s in enumerate(reversed(open_subs)):
             at = when + timedelta(hours=k)
             if s.balance > 0:
-                yield self._emit_txn(c, s, at, s.balance, False)
-            yield self._emit_close(c, s, at + timedelta(minutes=5))
+                yield self._txn_event(c, s, at, s.balance, False)
+            yield self._close_event(c, s, at + timedelta(minutes=5), s.balance)
 
     def _needs(self, c: _Customer, lat: _Latent, product: product_pb2.Product, balance: int) -> float:
         """Monthly probability of opening ``product`` from hidden needs (not the offer rules)."""
@@ -401,7 +360,7 @@ class Population(Synth):
                 amount = int(cur.balance * rng.uniform(0.2, 0.6))
                 if amount < 10_000:
                     continue
-                yield self._emit_txn(c, cur, at, amount, False)
+                yield self._txn_event(c, cur, at, amount, False)
             else:
                 amount = 0
             yield self._emit_open(c, product, at + timedelta(minutes=1), amount)
