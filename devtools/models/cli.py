@@ -19,6 +19,14 @@ def _train(args: argparse.Namespace) -> int:
     from services.data_hub.domain import Rules
 
     async def build() -> dataset.Dataset:
+        if args.from_database:  # a hub's own snapshots and facts (zhongtai models snapshot first)
+            from services.kit.db import create_engine
+
+            engine = create_engine(args.from_database)
+            try:
+                return await dataset.from_database(engine)
+            finally:
+                await engine.dispose()
         events = Population(seed=args.seed, customers=args.customers, months=args.months).events()
         with tempfile.TemporaryDirectory(prefix="zt-train-") as tmp:
             return await dataset.build(events, Path(tmp) / "hub.db", Rules())
@@ -27,7 +35,10 @@ def _train(args: argparse.Namespace) -> int:
     trains, evals = split_dates(ds)
     # Trained on every date whose window is inside the data (the back-test holds the last ones out).
     dates = trains + evals if args.all_dates else trains
-    artifact = train.fit(ds, dates, training=train.training_info(args.seed, args.customers, args.months, dates))
+    info = train.training_info(args.seed, args.customers, args.months, dates)
+    if args.from_database:
+        info = {"source": "hub database", "dates": info["dates"]}
+    artifact = train.fit(ds, dates, training=info)
     path = train.write(artifact, Path(args.out))
     print(f"trained {artifact['version']}: {artifact['training']} -> {path}")
     return 0
@@ -72,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--seed", type=int, default=1, help="the population trained on (default 1)")
     tr.add_argument("--out", default=DEFAULT_ARTIFACT, help=f"artifact path (default {DEFAULT_ARTIFACT})")
     tr.add_argument("--all-dates", action="store_true", help="also train on the dates a back-test holds out")
+    tr.add_argument(
+        "--from-database",
+        default="",
+        metavar="URL",
+        help="train on this hub database's snapshots and facts instead of a simulated population",
+    )
     sn = sub.add_parser("snapshot", help="take the hub database's due monthly feature snapshots")
     sn.add_argument("--database-url", default="", help="default: ZT_DATABASE_URL")
     args = parser.parse_args(argv)
