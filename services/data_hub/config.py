@@ -10,9 +10,7 @@ from pydantic import Field, field_validator
 
 from services.data_hub import model
 from services.data_hub.domain import Rules
-from services.kit import get_logger
-from services.kit.clients import CallerSettings
-from services.kit.events import TOPIC_CUSTOMER, TOPIC_PRODUCT, TOPIC_SUBSCRIPTION
+from services.kit import TOPIC_CUSTOMER, TOPIC_PRODUCT, TOPIC_SUBSCRIPTION, CallerSettings, get_logger
 
 log = get_logger("zhongtai.data_hub")
 
