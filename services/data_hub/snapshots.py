@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.data_hub import domain, features, views
 from services.data_hub.domain import MICROS, Rules
 from services.data_hub.schema import Tables, built, feature_snapshots
-from services.kit.db import bulk_insert, dialect_of, in_list
+from services.kit import bulk_insert, dialect_of, in_list
 
 CHUNK = 500
 
