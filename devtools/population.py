@@ -318,14 +318,14 @@ class Population(Synth):
         young, family = lat.stage == "young", lat.stage == "family"
         age = self.now.year - c.birth.year
         need = {
-            "dep-term-12m": 0.03 * min(rich, 4) ** 1.5 * (1 - a),
-            "card-classic": (0.05 if young else 0.02 if family else 0.002) * min(lat.engagement / 8, 3),
-            "loan-personal": 0.04 if family and rich < 0.5 else 0.002,
+            "dep-term-12m": 0.01 * min(rich, 4) ** 1.5 * (1 - a),
+            "card-classic": (0.035 if young else 0.012 if family else 0.002) * min(lat.engagement / 8, 3),
+            "loan-personal": 0.15 if family and rich < 0.5 else 0.002,
             "wm-cash-r1": 0.02 * min(rich, 3) * (a < 0.35),
             "wm-bond-r2": 0.02 * min(rich, 3) * (0.25 < a < 0.55),
             "wm-mixed-r3": 0.02 * min(rich, 3) * (0.45 < a < 0.75),
-            "wm-equity-r4": 0.03 * min(rich, 3) * (a > 0.65) * (age < 55),
-            "wm-pe-r5": 0.04 * min(max(rich - 4, 0), 3) * (a > 0.7),
+            "wm-equity-r4": 0.05 * min(rich, 3) * (a > 0.65) * (age < 55),
+            "wm-pe-r5": 0.15 * min(max(rich - 2, 0), 3) * (a > 0.7),
         }.get(pid, 0.0)
         return max(0.0, need) * self.params.adoption_scale
 

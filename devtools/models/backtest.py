@@ -77,21 +77,13 @@ class Scores:
 
 def churn_scores(scorer: hub_model.ScoreModel, x: np.ndarray) -> np.ndarray:
     """The view's churn scores of these feature rows, computed by the hub's own code."""
-    mean, scale = np.array(scorer.mean), np.array(scorer.scale)
-    out = np.empty(len(x))
-    for i, z in enumerate((x - mean) / scale):
-        out[i] = scorer.view_score(scorer.churn_probability(z.tolist()))
-    return out
+    return np.array([scorer.view_score(scorer.churn_probability(row)) for row in x.tolist()])
 
 
 def offer_rank(scorer: hub_model.ScoreModel, x: np.ndarray, eligible: list[str], k: int = 3) -> list[str]:
-    z = ((x - np.array(scorer.mean)) / np.array(scorer.scale)).tolist()
-    probs = []
-    for pid in eligible:
-        m = scorer.offer_models.get(pid)
-        prob = hub_model.Logistic.probability(m.intercept + sum(m.contributions(z))) if m else 0.0
-        probs.append((-round(prob, 4), pid))
-    return [pid for _, pid in sorted(probs)[:k]]
+    """The model's top offers among the eligible products (the hub's ``ScoreModel.rank`` order)."""
+    row = x.tolist()
+    return [pid for _, pid in sorted((-round(scorer.offer_probability(pid, row), 4), pid) for pid in eligible)[:k]]
 
 
 def popularity(ds: dsm.Dataset, dates: set[int]) -> list[str]:

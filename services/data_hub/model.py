@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,25 +44,48 @@ class ArtifactError(ValueError):
 
 @dataclass(frozen=True)
 class Logistic:
-    coef: tuple[float, ...]
-    intercept: float
+    """One scorecard, with the standardization folded in: ``logit = b + Σ w·x`` on the raw
+    features (``w = coef / scale``, ``b = intercept - Σ w·mean``); a feature's contribution is
+    ``w·x - w·mean`` (= coef × its standardized value)."""
 
-    def contributions(self, z: Sequence[float]) -> list[float]:
-        return [c * v for c, v in zip(self.coef, z, strict=True)]
+    w: tuple[float, ...]
+    b: float
+    shift: tuple[float, ...]  # w·mean per feature
 
-    @staticmethod
-    def probability(logit: float) -> float:
+    @classmethod
+    def of(cls, coef: Sequence[float], intercept: float, mean: Sequence[float], scale: Sequence[float]) -> Logistic:
+        w = tuple(c / s for c, s in zip(coef, scale, strict=True))
+        shift = tuple(wi * m for wi, m in zip(w, mean, strict=True))
+        return cls(w, intercept - math.fsum(shift), shift)
+
+    def probability(self, x: Sequence[float]) -> float:
+        logit = self.b + sum(map(operator.mul, self.w, x))
         return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, logit))))
 
 
-def _reasons(contrib: Sequence[float], names: Sequence[str], codes: Mapping[str, str], limit: int) -> tuple[str, ...]:
+def _groups(codes: Mapping[str, str]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """(reason code, the indexes of its features), codes in name order."""
+    by_code: dict[str, list[int]] = {}
+    for i, name in enumerate(features.NAMES):
+        if name in codes:
+            by_code.setdefault(codes[name], []).append(i)
+    return tuple((code, tuple(idx)) for code, idx in sorted(by_code.items()))
+
+
+_CHURN_GROUPS, _OFFER_GROUPS = _groups(features.CHURN_REASON), _groups(features.OFFER_REASON)
+
+
+def _reasons(
+    m: Logistic, x: Sequence[float], groups: tuple[tuple[str, tuple[int, ...]], ...], limit: int
+) -> tuple[str, ...]:
     """Codes of the feature groups that push the score up most (ties: the code's name)."""
-    by_code: dict[str, float] = {}
-    for name, value in zip(names, contrib, strict=True):
-        code = codes.get(name)
-        if code is not None:
-            by_code[code] = by_code.get(code, 0.0) + value
-    ranked = sorted((-v, code) for code, v in by_code.items() if v >= MIN_REASON_LOGIT)
+    w, shift = m.w, m.shift
+    ranked = []
+    for code, idx in groups:
+        v = sum([w[i] * x[i] - shift[i] for i in idx])
+        if v >= MIN_REASON_LOGIT:
+            ranked.append((-v, code))
+    ranked.sort()
     return tuple(code for _, code in ranked[:limit])
 
 
@@ -70,8 +94,6 @@ class ScoreModel:
     """A loaded artifact (implements :class:`services.data_hub.domain.ScoreModel`)."""
 
     version: str
-    mean: tuple[float, ...]
-    scale: tuple[float, ...]
     churn_model: Logistic | None
     at_risk_probability: float
     offer_models: Mapping[str, Logistic]
@@ -86,33 +108,27 @@ class ScoreModel:
                 f"version {features.VERSION} ({len(features.NAMES)} features)"
             )
         n = len(features.NAMES)
+        mean, scale = tuple(float(x) for x in data["mean"]), tuple(float(x) or 1.0 for x in data["scale"])
+        if len(mean) != n or len(scale) != n:
+            raise ArtifactError(f"mean/scale: expected {n} values each")
 
         def logistic(d: Mapping[str, Any], where: str) -> Logistic:
             coef = tuple(float(x) for x in d["coef"])
             if len(coef) != n:
                 raise ArtifactError(f"{where}.coef: {len(coef)} values for {n} features")
-            return Logistic(coef, float(d["intercept"]))
+            return Logistic.of(coef, float(d["intercept"]), mean, scale)
 
         churn = data.get("churn")
-        mean, scale = tuple(float(x) for x in data["mean"]), tuple(float(x) or 1.0 for x in data["scale"])
-        if len(mean) != n or len(scale) != n:
-            raise ArtifactError(f"mean/scale: expected {n} values each")
         return cls(
             version=str(data["version"]),
-            mean=mean,
-            scale=scale,
             churn_model=logistic(churn, "churn") if churn else None,
             at_risk_probability=float(churn["at_risk_probability"]) if churn else 0.5,
             offer_models={pid: logistic(m, f"offers.{pid}") for pid, m in (data.get("offers") or {}).items()},
         )
 
-    def standardized(self, facts: CustomerFacts, rules: Rules) -> list[float]:
-        x = features.vector(facts, rules)
-        return [(v - m) / s for v, m, s in zip(x, self.mean, self.scale, strict=True)]
-
-    def churn_probability(self, z: Sequence[float]) -> float:
+    def churn_probability(self, x: Sequence[float]) -> float:
         assert self.churn_model is not None
-        return Logistic.probability(self.churn_model.intercept + sum(self.churn_model.contributions(z)))
+        return self.churn_model.probability(x)
 
     def view_score(self, probability: float) -> float:
         """The probability on the view's scale: ``at_risk_probability`` -> 0.5 (monotone)."""
@@ -128,32 +144,30 @@ class ScoreModel:
         offers_on = bool(self.offer_models) and bool(candidates)
         if not churn_on and not offers_on:
             return None, None
-        z = self.standardized(facts, rules)
+        x = features.vector(facts, rules)
         churn = None
-        if churn_on:
-            assert self.churn_model is not None
-            contrib = self.churn_model.contributions(z)
-            p = Logistic.probability(self.churn_model.intercept + sum(contrib))
-            reasons = _reasons(contrib, features.NAMES, features.CHURN_REASON, MAX_REASONS)
+        if self.churn_model is not None and churn_on:
+            p = self.churn_model.probability(x)
+            reasons = _reasons(self.churn_model, x, _CHURN_GROUPS, MAX_REASONS)
             churn = Churn(self.view_score(p), reasons, self.version)
-        return churn, (self.rank(z, candidates, rules) if offers_on else None)
+        return churn, (self.rank(x, candidates, rules) if offers_on else None)
 
-    def rank(self, z: Sequence[float], candidates: Sequence[Product], rules: Rules) -> tuple[Offer, ...]:
-        """Eligible candidates by the probability of opening them (unknown products last)."""
-        ranked: list[tuple[float, str, Offer]] = []
-        for p in candidates:
+    def offer_probability(self, product_id: str, x: Sequence[float]) -> float:
+        """0 for a product the artifact has no model for (it ranks last)."""
+        m = self.offer_models.get(product_id)
+        return m.probability(x) if m is not None else 0.0
+
+    def rank(self, x: Sequence[float], candidates: Sequence[Product], rules: Rules) -> tuple[Offer, ...]:
+        """Eligible candidates by the probability of opening them; reasons for the ones shown."""
+        ranked = sorted((-round(self.offer_probability(p.product_id, x), 4), p.product_id, p) for p in candidates)
+        out = []
+        for neg, _, p in ranked[: rules.max_offers]:
             m = self.offer_models.get(p.product_id)
-            reasons: tuple[str, ...]
-            if m is None:
-                prob, reasons = 0.0, (domain.NOT_HELD,)
-            else:
-                contrib = m.contributions(z)
-                prob = Logistic.probability(m.intercept + sum(contrib))
-                reasons = (domain.NOT_HELD, *_reasons(contrib, features.NAMES, features.OFFER_REASON, 2))
-            offer = Offer(p.product_id, round(prob, 4), reasons, p.type, p.display_name, self.version)
-            ranked.append((-offer.score, p.product_id, offer))
-        ranked.sort(key=lambda r: (r[0], r[1]))
-        return tuple(o for _, _, o in ranked[: rules.max_offers])
+            reasons: tuple[str, ...] = (domain.NOT_HELD,)
+            if m is not None:
+                reasons += _reasons(m, x, _OFFER_GROUPS, 2)
+            out.append(Offer(p.product_id, -neg, reasons, p.type, p.display_name, self.version))
+        return tuple(out)
 
 
 def parse(text: str) -> ScoreModel:
