@@ -71,8 +71,15 @@ EXISTING_SECRET_DATA = {
 }
 
 # Component-only fields the chart sets deliberately away from the code's default.
-# (datahub_group_instance_id: the pod name, per replica; the code default is "no static membership")
-DELIBERATE_OVERRIDES = {"http_host", "http_port", "service_token_file", "datahub_group_instance_id"}
+# (datahub_group_instance_id: the pod name, per replica; the code default is "no static membership";
+# datahub_model_path: the artifact baked into the image, the code default is "the rules", ADR 0020)
+DELIBERATE_OVERRIDES = {
+    "http_host",
+    "http_port",
+    "service_token_file",
+    "datahub_group_instance_id",
+    "datahub_model_path",
+}
 
 
 def env_names(cls: type[BaseSettings]) -> dict[str, str]:
