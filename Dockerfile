@@ -30,6 +30,8 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 COPY services/ /app/services/
 COPY gateway/ /app/gateway/
 COPY gen/ /app/gen/
+# The data hub's trained scores (zhongtai models train), baked in: ZT_DATAHUB_MODEL_PATH (docs/adr/0020).
+COPY models/ /app/models/
 # Fail the build, not the pod: every component and its run-time files must be in the image
 # (Alembic migrations live in services/<name>/migrations, the docs page in gateway/static).
 # devtools/ is not copied: only `zhongtai demo-data` imports it (lazily) and it is dev tooling.
@@ -37,6 +39,7 @@ RUN test -d /app/gen/bank \
       || { echo "gen/ is empty: run 'make proto' before 'docker build'" >&2; exit 1; } \
  && for s in customer product data_hub; do test -f /app/services/$s/migrations/env.py || exit 1; done \
  && test -f /app/gateway/static/docs.html \
+ && test -f /app/models/scores.json \
  && python -m compileall -q /app \
  && PYTHONPATH=/app:/app/gen python -c "import services.cli, grpc_health.v1.health_pb2, services.customer.main, services.product.main, services.data_hub.main, gateway.main"
 

@@ -38,6 +38,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
@@ -148,7 +149,14 @@ def servers_cpu(kafka: object, pg: object) -> dict[str, float]:
 
 
 async def hub_rate(
-    bootstrap: str, url: str, max_records: int, ns: str, hubs: int = 1, probe: Callable[[], dict[str, float]] = dict
+    bootstrap: str,
+    url: str,
+    max_records: int,
+    ns: str,
+    hubs: int = 1,
+    probe: Callable[[], dict[str, float]] = dict,
+    model_path: str = "",
+    cpu_rendered: list[float] | None = None,
 ) -> tuple[float, float, int, float, dict[str, float]]:
     group = f"bench-{uuid.uuid4().hex[:8]}"
     settings = DataHubSettings(
@@ -162,6 +170,7 @@ async def hub_rate(
         auth_hs256_secret=DEV_SECRET,
         datahub_max_records=max_records,
         database_pool_size=5,
+        datahub_model_path=model_path,
     )  # type: ignore[call-arg]
     stop = asyncio.Event()
     engine = create_engine(url)
@@ -196,6 +205,8 @@ async def hub_rate(
                     break
                 await asyncio.sleep(0.05)
             rendered = time.perf_counter() - started
+            if cpu_rendered is not None:  # (this process only: --hubs 1)
+                cpu_rendered.append(time.process_time() - cpu_started)
         finally:
             for member in members:
                 member.terminate()
@@ -206,6 +217,26 @@ async def hub_rate(
                 await task
             await engine.dispose()
     return consumed, rendered, int(views), cpu, servers
+
+
+async def compare_model(args: argparse.Namespace, bootstrap: str, pg: Any, ns: str, total: int) -> int:
+    """The scoring's CPU cost: the rules vs a trained artifact, alternating, same events."""
+    import statistics
+
+    ratios = []
+    for pair in range(args.pairs):
+        us: dict[str, float] = {}
+        for label in ("rules", "model") if pair % 2 == 0 else ("model", "rules"):
+            url = pg.create_database(f"bench_hub_{uuid.uuid4().hex[:8]}")
+            cpu: list[float] = []
+            await hub_rate(bootstrap, url, args.max_records, ns, 1, dict,
+                           args.compare_model if label == "model" else "", cpu)  # fmt: skip
+            us[label] = cpu[0] / total * 1e6
+            print(f"pair {pair + 1} {label}: hub CPU until every view rendered {us[label]:.0f} µs/event")
+        ratios.append(us["model"] / us["rules"])
+    print(f"model/rules CPU per event: median {statistics.median(ratios):.3f} "
+          f"(pairs: {', '.join(f'{r:.3f}' for r in ratios)}; target <= 1.10)")  # fmt: skip
+    return 0
 
 
 async def main() -> int:
@@ -220,6 +251,14 @@ async def main() -> int:
         help="hub processes in the consumer group: this one plus N-1 `python -m services.cli data_hub` (max 3: "
         "3 partitions per topic)",
     )
+    parser.add_argument(
+        "--compare-model",
+        metavar="ARTIFACT",
+        default="",
+        help="instead: hub runs without and with this trained-scores artifact (ZT_DATAHUB_MODEL_PATH), alternating, "
+        "on the same events; prints the hub's CPU per event until every view is rendered, and the ratio",
+    )
+    parser.add_argument("--pairs", type=int, default=3, help="with --compare-model: alternating pairs of runs")
     args = parser.parse_args()
     kafka = stack.kafka_for_tests()
     pg = stack.postgres_for_tests()
@@ -234,6 +273,8 @@ async def main() -> int:
         records = [dataclasses.replace(r, topic=ns + r.topic) for r in synth.records()]
         took = await produce(records, bootstrap, client_id="bench-producer")
         print(f"produced {len(records)} events in {took:.1f}s ({len(records) / took:,.0f}/s)")
+        if args.compare_model:
+            return await compare_model(args, bootstrap, pg, ns, len(records))
         probe = functools.partial(servers_cpu, kafka, pg)
         raw_servers = probe()
         total, raw_s, raw_cpu_s = await raw_rate(bootstrap, ns)

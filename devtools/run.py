@@ -315,6 +315,8 @@ def main() -> int:
             "ZT_AUTH_HS256_SECRET": os.environ.get("ZT_AUTH_HS256_SECRET", DEV_SECRET),
             "ZT_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "ZT_IDEMPOTENCY_STORE": os.environ.get("ZT_IDEMPOTENCY_STORE", "database"),
+            # the data hub's trained scores, committed in models/ (docs/data-hub.md, "Trained scores")
+            "ZT_DATAHUB_MODEL_PATH": os.environ.get("ZT_DATAHUB_MODEL_PATH", "models/scores.json"),
             "PYTHONUNBUFFERED": "1",
         }
         redis = start_redis(env)

@@ -7,6 +7,7 @@
     zhongtai demo-data                                  seed demo data through the gRPC APIs (devtools.synth)
     zhongtai healthcheck HOST:PORT                      gRPC health check (exit 0 when SERVING)
     zhongtai reconcile --product-db URL [...]           ledger vs postings, outbox vs topics, views vs ledger
+    zhongtai models train|backtest|snapshot ...         the data hub's trained scores (devtools.models.cli)
 
 A component lives in ``services/<name>/main.py`` (``gateway/main.py`` for the gateway) and
 exposes ``run() -> None``; a service with a database also exposes ``async migrate() -> None``
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     health.add_argument("--timeout", type=float, default=3.0)
     sub.add_parser("components", help="list the components that exist")
     sub.add_parser("reconcile", help="compare ledger, outbox, topics and views; exit 1 on any difference")
+    models = sub.add_parser("models", help="train, back-test and snapshot the data hub's scores", add_help=False)
+    models.add_argument("rest", nargs=argparse.REMAINDER)
     if argv is None:
         argv = sys.argv[1:]
     if argv[:1] == ["reconcile"]:
@@ -131,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
             print("no demo data generator yet (devtools/synth.py)")
             return 0
         return int(importlib.import_module("devtools.synth").demo_main() or 0)
+    if args.command == "models":
+        # Training and back-testing are tooling (devtools/models; scikit-learn, matplotlib).
+        return int(importlib.import_module("devtools.models.cli").main(args.rest))
     if args.command == "healthcheck":
         return asyncio.run(_healthcheck(args.target, args.timeout))
     if args.command == "components":

@@ -3,10 +3,24 @@ hub's ``ZT_DATAHUB_*`` ones (documented on each field; the README lists the comm
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from services.data_hub import model
 from services.data_hub.domain import Rules
-from services.kit import TOPIC_CUSTOMER, TOPIC_PRODUCT, TOPIC_SUBSCRIPTION, BlindIndex, CallerSettings, parse_key
+from services.kit import (
+    TOPIC_CUSTOMER,
+    TOPIC_PRODUCT,
+    TOPIC_SUBSCRIPTION,
+    BlindIndex,
+    CallerSettings,
+    get_logger,
+    parse_key,
+)
+
+log = get_logger("zhongtai.data_hub")
 
 #: Documented, PUBLIC dev/test-only key of the operations audit chain (base64 of SHA-256 of
 #: "zhongtai-dev-ops-audit-key"): used when ZT_DATAHUB_AUDIT_KEY is unset outside prod, refused in prod.
@@ -14,6 +28,16 @@ DEV_AUDIT_KEY = "hy6z7t9D3rhhjnIFRoWNq7RMfDxrlyaI0TXQ7QqLzm8="
 
 #: The topics the hub consumes (logical names; ``ZT_KAFKA_TOPIC_PREFIX`` applies on the broker).
 TOPICS = (TOPIC_CUSTOMER, TOPIC_PRODUCT, TOPIC_SUBSCRIPTION)
+
+
+@functools.cache
+def _load_model(path: str) -> model.ScoreModel | None:
+    loaded = model.load(path)
+    if loaded is None:
+        log.warning("no trained scores: churn and offers come from the rules", model_path=path)
+    else:
+        log.info("trained scores loaded", model_path=path, model_version=loaded.version)
+    return loaded
 
 
 class DataHubSettings(CallerSettings):
@@ -44,6 +68,10 @@ class DataHubSettings(CallerSettings):
     datahub_backlog_records: int = Field(5_000, ge=0)
     datahub_backlog_render_interval_s: float = Field(5.0, ge=0, le=60)
     datahub_publish_views: bool = True
+    #: The trained scores' artifact (``zhongtai models train``), loaded at start-up: churn and
+    #: offers are then scored by it and the view names its version; no file there = the rules
+    #: score (logged); a file the hub cannot use stops start-up. Empty = the rules.
+    datahub_model_path: str = ""
     #: Static membership of the consumer group (Kafka's ``group.instance.id``): unique per
     #: replica and stable across its restarts (the pod name). A member restarted with it gets its
     #: partitions back at once; without it, only after the dead member's session times out.
@@ -94,7 +122,8 @@ class DataHubSettings(CallerSettings):
 
     @property
     def rules(self) -> Rules:
-        return Rules.from_json(self.datahub_rules)
+        """The rules, with the trained scores if their artifact is there (read once per process)."""
+        return dataclasses.replace(Rules.from_json(self.datahub_rules), model=_load_model(self.datahub_model_path))
 
     @property
     def source_topics(self) -> tuple[str, ...]:

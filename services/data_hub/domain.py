@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from bank.customer.v1 import customer_pb2
 from bank.datahub.v1 import datahub_pb2
@@ -106,6 +106,9 @@ class Rules:
     max_offers: int = 3
     idle_balance_micros: int = 50_000 * MICROS
     offer_base_score: float = 0.4
+    #: The trained scores (services/data_hub/model.py) loaded at start-up, or None: the rules above
+    #: score churn and rank offers. Not a JSON override (``ZT_DATAHUB_MODEL_PATH`` names the file).
+    model: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_json(cls, text: str) -> Rules:
@@ -115,7 +118,7 @@ class Rules:
         data: dict[str, Any] = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError("rules must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} - {"model"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown rule(s): {', '.join(unknown)}")
@@ -167,6 +170,9 @@ class Activity:
     count_baseline: int = 0
     # Net flow (credits - debits) per subscription since the balance look-back cut-off.
     net_flow_since_cutoff: Mapping[str, int] = field(default_factory=dict)
+    # Credits (money coming in: salary, transfers in) in the last 90 days.
+    credit_count_90d: int = 0
+    credit_amount_90d_micros: int = 0
 
 
 @dataclass(frozen=True)
@@ -190,10 +196,15 @@ class CustomerFacts:
 # --------------------------------------------------------------------------------------------
 
 
+#: Who produced a score when no trained model did (the view's ``model_version``).
+RULES_VERSION = "rules"
+
+
 @dataclass(frozen=True)
 class Churn:
     score: float
     reasons: tuple[str, ...]
+    model_version: str = RULES_VERSION
 
 
 @dataclass(frozen=True)
@@ -203,6 +214,18 @@ class Offer:
     reasons: tuple[str, ...]
     product_type: int
     display_name: str
+    model_version: str = RULES_VERSION
+
+
+class ScoreModel(Protocol):
+    """Trained scores (services/data_hub/model.py): churn and offer ranking for the customers it
+    was trained on; None for what it does not score (the rules do)."""
+
+    version: str
+
+    def score(
+        self, facts: CustomerFacts, candidates: Sequence[Product], rules: Rules
+    ) -> tuple[Churn | None, tuple[Offer, ...] | None]: ...
 
 
 @dataclass(frozen=True)
@@ -239,6 +262,12 @@ def balance_at_cutoff(holdings: Iterable[Holding], activity: Activity, cutoff_us
     return max(total, 0)
 
 
+def is_dormant(facts: CustomerFacts, rules: Rules) -> bool:
+    """DORMANT: nothing for a long time (since the last transaction, or since registration)."""
+    since = facts.activity.last_txn_us if facts.activity.last_txn_us is not None else facts.create_us
+    return since is not None and facts.as_of_us - since >= rules.dormant_days * DAY_US
+
+
 def churn_risk(facts: CustomerFacts, rules: Rules) -> Churn:
     """Reason codes from the customer's own history, combined as a noisy-OR of their weights."""
     if not facts.registered or facts.status in (STATUS_CLOSED, STATUS_REJECTED):
@@ -246,9 +275,7 @@ def churn_risk(facts: CustomerFacts, rules: Rules) -> Churn:
     reasons: list[str] = []
     a = facts.activity
     as_of = facts.as_of_us
-    # DORMANT: nothing for a long time (since the last transaction, or since registration).
-    since = a.last_txn_us if a.last_txn_us is not None else facts.create_us
-    if since is not None and as_of - since >= rules.dormant_days * DAY_US:
+    if is_dormant(facts, rules):
         reasons.append(DORMANT)
     # ACTIVITY_DROP: the last 30 days are well below the customer's own usual monthly rate.
     baseline_per_30d = a.count_baseline * 30 / rules.activity_baseline_days
@@ -281,7 +308,7 @@ def lifecycle_stage(facts: CustomerFacts, churn: Churn, rules: Rules) -> int:
         return STAGE_CLOSED
     if facts.status != STATUS_ACTIVE:
         return STAGE_ONBOARDING
-    if DORMANT in churn.reasons:
+    if is_dormant(facts, rules):
         return STAGE_DORMANT
     if churn.score >= rules.at_risk_score:
         return STAGE_AT_RISK
@@ -341,18 +368,6 @@ def next_best_offers(
     level, an ACTIVE product). The hub knows the birth year only, so the customer's age is the
     range (year difference - 1, year difference) and must fit the bounds at both ends.
     """
-    if not facts.registered:
-        return ()
-    years = age_at(facts.birth_year, facts.as_of_us)
-    applicant = policy.Applicant(
-        status=facts.status,
-        kyc_verified=facts.kyc_verified,
-        age_low=None if years is None else years - 1,
-        age_high=years,
-        risk_tolerance=facts.risk_tolerance,
-        risk_tolerance_expire_us=facts.risk_tolerance_expire_us,
-    )
-    held = {h.product_id for h in facts.holdings if h.state != HOLDING_CLOSED}
     held_types = {h.product_type for h in facts.holdings if h.state != HOLDING_CLOSED}
     idle = sum(
         h.balance_micros
@@ -360,16 +375,10 @@ def next_best_offers(
         if h.state != HOLDING_CLOSED and h.product_type == TYPE_DEPOSIT and h.currency == rules.reporting_currency
     )
     offers: list[Offer] = []
-    for p in catalogue:
-        if p.product_id in held:
-            continue
-        offering = policy.Offering(type=p.type, state=p.state, risk_level=p.risk_level, min_age=p.min_age,
-                                   max_age=p.max_age)  # fmt: skip
-        if policy.eligibility_reasons(offering, applicant, facts.as_of_us):
-            continue  # never offer what the product service would refuse
+    for p in eligible_products(facts, catalogue):
         reasons = [NOT_HELD]
         score = rules.offer_base_score
-        if p.type == TYPE_WEALTH:  # (suitable: the policy checked the tolerance above)
+        if p.type == TYPE_WEALTH:  # (suitable: the policy checked the tolerance)
             reasons.append(RISK_MATCH)
             score += 0.2 if facts.risk_tolerance == p.risk_level else 0.1
         if p.type not in held_types:
@@ -388,16 +397,47 @@ def next_best_offers(
     return tuple(offers[: rules.max_offers])
 
 
+def eligible_products(facts: CustomerFacts, catalogue: Iterable[Product]) -> list[Product]:
+    """The catalogue's products this customer does not hold and may open (the bank-wide
+    eligibility policy, suitability included): the only candidates of any offer, rules or model."""
+    if not facts.registered:
+        return []
+    years = age_at(facts.birth_year, facts.as_of_us)
+    applicant = policy.Applicant(
+        status=facts.status,
+        kyc_verified=facts.kyc_verified,
+        age_low=None if years is None else years - 1,
+        age_high=years,
+        risk_tolerance=facts.risk_tolerance,
+        risk_tolerance_expire_us=facts.risk_tolerance_expire_us,
+    )
+    held = {h.product_id for h in facts.holdings if h.state != HOLDING_CLOSED}
+    out: list[Product] = []
+    for p in catalogue:
+        if p.product_id in held:
+            continue
+        offering = policy.Offering(type=p.type, state=p.state, risk_level=p.risk_level, min_age=p.min_age,
+                                   max_age=p.max_age)  # fmt: skip
+        if not policy.eligibility_reasons(offering, applicant, facts.as_of_us):
+            out.append(p)  # never offer what the product service would refuse
+    return out
+
+
 def derive(facts: CustomerFacts, catalogue: Iterable[Product], rules: Rules) -> Derived:
     """Everything in the view that is computed rather than copied from events."""
-    churn = churn_risk(facts, rules)
     seg = segment(facts, rules)
+    model: ScoreModel | None = rules.model
+    churn: Churn | None = None
+    offers: tuple[Offer, ...] | None = None
+    if model is not None:
+        churn, offers = model.score(facts, eligible_products(facts, catalogue), rules)
+    churn = churn if churn is not None else churn_risk(facts, rules)
     return Derived(
         positions=positions(facts.holdings),
         churn=churn,
         lifecycle_stage=lifecycle_stage(facts, churn, rules),
         segment=seg,
-        offers=next_best_offers(facts, seg, catalogue, rules),
+        offers=offers if offers is not None else next_best_offers(facts, seg, catalogue, rules),
     )
 
 

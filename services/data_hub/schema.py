@@ -169,6 +169,23 @@ state = Table(
 )
 
 
+#: Monthly point-in-time feature snapshots (services/data_hub/snapshots.py): one row per
+#: customer and month end, written once, never updated. Outside the blue/green sets: a snapshot is
+#: a function of the events up to its date, the same whichever set replayed them.
+feature_snapshots = Table(
+    "dh_feature_snapshots",
+    metadata,
+    Column("as_of_us", BigInteger, primary_key=True),
+    Column("customer_id", String(64), primary_key=True),
+    Column("feature_version", Integer, nullable=False),
+    Column("features", String, nullable=False),  # JSON array, features.NAMES order
+    Column("rules_churn", Float, nullable=False),  # the rules' churn score at that date
+    Column("held", String, nullable=False),  # JSON array of the product ids held (open)
+    Column("eligible", String, nullable=False),  # JSON array: eligible, not held
+    Column("rules_offers", String, nullable=False),  # JSON array: the rules' top offers, in order
+)
+
+
 def other(name: str) -> str:
     return "b" if name == "a" else "a"
 

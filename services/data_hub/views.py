@@ -42,12 +42,17 @@ async def load_catalogue(session: AsyncSession, t: Tables) -> list[domain.Produc
 
 
 @built
-def _activity_queries(t: Tables, dialect: str, cur: str, baseline_days: int, lookback_days: int) -> tuple[Any, Any]:
-    """Per customer of ``ids``: counts and sums over the activity windows; net flow per holding."""
+def _activity_queries(
+    t: Tables, dialect: str, cur: str, baseline_days: int, lookback_days: int, fixed_as_of: bool = False
+) -> tuple[Any, Any]:
+    """Per customer of ``ids``: counts and sums over the activity windows; net flow per holding.
+    As of each customer's ``as_of_us``, or (``fixed_as_of``) of the bound ``as_of`` for all of
+    them, counting nothing posted after it (the point-in-time snapshots)."""
     c, x = t.customers, t.transactions
+    as_of = bindparam("as_of", type_=c.c.as_of_us.type) if fixed_as_of else c.c.as_of_us
 
     def within(days: int) -> Any:
-        return x.c.post_us > c.c.as_of_us - days * DAY_US
+        return x.c.post_us > as_of - days * DAY_US
 
     def count_if(cond: Any) -> Any:
         return func.sum(case((cond, 1), else_=0))
@@ -55,8 +60,9 @@ def _activity_queries(t: Tables, dialect: str, cur: str, baseline_days: int, loo
     def amount_if(cond: Any) -> Any:
         return func.sum(case((and_(cond, x.c.currency == cur), x.c.amount_micros), else_=0))
 
-    base_hi = c.c.as_of_us - 30 * DAY_US
-    base_lo = c.c.as_of_us - (30 + baseline_days) * DAY_US
+    base_hi = as_of - 30 * DAY_US
+    base_lo = as_of - (30 + baseline_days) * DAY_US
+    credit_90d = and_(within(90), x.c.direction == domain.DIRECTION_CREDIT)
     stmt = (
         select(
             x.c.customer_id,
@@ -67,11 +73,16 @@ def _activity_queries(t: Tables, dialect: str, cur: str, baseline_days: int, loo
             amount_if(within(90)).label("a90"),
             amount_if(literal(True)).label("a365"),
             count_if(and_(x.c.post_us > base_lo, x.c.post_us <= base_hi)).label("base"),
+            count_if(credit_90d).label("cr90"),
+            amount_if(credit_90d).label("cra90"),
         )
         .select_from(x.join(c, c.c.customer_id == x.c.customer_id))
-        .where(in_list(dialect, x.c.customer_id, "ids"), within(365), x.c.post_us <= c.c.as_of_us)
+        .where(in_list(dialect, x.c.customer_id, "ids"), within(365), x.c.post_us <= as_of)
         .group_by(x.c.customer_id)
     )
+    flow_where = [in_list(dialect, x.c.customer_id, "ids"), within(lookback_days)]
+    if fixed_as_of:
+        flow_where.append(x.c.post_us <= as_of)
     flow = (
         select(
             x.c.customer_id,
@@ -79,17 +90,20 @@ def _activity_queries(t: Tables, dialect: str, cur: str, baseline_days: int, loo
             func.sum(case((x.c.direction == domain.DIRECTION_CREDIT, x.c.amount_micros), else_=-x.c.amount_micros)),
         )
         .select_from(x.join(c, c.c.customer_id == x.c.customer_id))
-        .where(in_list(dialect, x.c.customer_id, "ids"), within(lookback_days))
+        .where(*flow_where)
         .group_by(x.c.customer_id, x.c.subscription_id)
     )
     return stmt, flow
 
 
-async def _activity(session: AsyncSession, t: Tables, ids: Sequence[str], rules: Rules) -> dict[str, dict[str, Any]]:
+async def _activity(
+    session: AsyncSession, t: Tables, ids: Sequence[str], rules: Rules, as_of_us: int | None = None
+) -> dict[str, dict[str, Any]]:
     stmt, flow = _activity_queries(
-        t, dialect_of(session), rules.reporting_currency, rules.activity_baseline_days, rules.balance_lookback_days
-    )
-    keys = {"ids": list(ids)}
+        t, dialect_of(session), rules.reporting_currency, rules.activity_baseline_days, rules.balance_lookback_days,
+        as_of_us is not None,
+    )  # fmt: skip
+    keys: dict[str, Any] = {"ids": list(ids)} if as_of_us is None else {"ids": list(ids), "as_of": as_of_us}
     result = {row.customer_id: dict(row._mapping) for row in (await session.execute(stmt, keys)).all()}
     for cid, sid, net in (await session.execute(flow, keys)).all():
         result.setdefault(cid, {}).setdefault("flows", {})[sid] = int(net or 0)
@@ -107,6 +121,8 @@ def _facts(row: Any, holdings: list[domain.Holding], act: dict[str, Any]) -> dom
         last_txn_us=row["last_txn_us"],
         count_baseline=int(act.get("base") or 0),
         net_flow_since_cutoff=act.get("flows", {}),
+        credit_count_90d=int(act.get("cr90") or 0),
+        credit_amount_90d_micros=int(act.get("cra90") or 0),
     )
     return domain.CustomerFacts(
         customer_id=row["customer_id"],
@@ -166,6 +182,7 @@ def render(row: Any, facts: domain.CustomerFacts, derived: domain.Derived, rules
         view.rfm.score_time.CopyFrom(ts)
     view.churn_risk.score = derived.churn.score
     view.churn_risk.reasons.extend(derived.churn.reasons)
+    view.churn_risk.model_version = derived.churn.model_version
     for o in derived.offers:
         view.offers.add(
             product_id=o.product_id,
@@ -173,6 +190,7 @@ def render(row: Any, facts: domain.CustomerFacts, derived: domain.Derived, rules
             reasons=o.reasons,
             product_type=o.product_type,  # type: ignore[arg-type]
             display_name=o.display_name,
+            model_version=o.model_version,
         )
     if (ts := us_ts(row["last_event_us"] or None)) is not None:
         view.last_event_time.CopyFrom(ts)

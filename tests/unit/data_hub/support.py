@@ -36,17 +36,7 @@ def interleave(streams: Mapping[str, Sequence[T]], rng: random.Random) -> list[T
 
 
 def received(e: SynthEvent) -> ReceivedEvent:
-    return ReceivedEvent(
-        id=e.event_id,
-        type=e.payload.DESCRIPTOR.full_name,
-        source=e.source,
-        subject=e.aggregate_id,
-        time=e.time,
-        aggregate_type=e.aggregate_type,
-        aggregate_id=e.aggregate_id,
-        version=e.version,
-        message=e.payload,
-    )
+    return e.received()
 
 
 async def projection(path: Path) -> AsyncEngine:

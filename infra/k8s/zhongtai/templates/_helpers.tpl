@@ -327,6 +327,8 @@ ZT_OTEL_CONSOLE: {{ $v.config.otel.console | quote }}
 {{- end }}
 - name: ZT_DATAHUB_CUSTOMER_DEADLINE_S
   value: {{ $v.data_hub.customerDeadlineSeconds | toString | quote }}
+- name: ZT_DATAHUB_MODEL_PATH
+  value: {{ $v.data_hub.modelPath | quote }}
 {{- include "zhongtai.serviceTokenEnv" (dict "root" .root "caller" $v.data_hub) }}
 {{- else if eq .component "gateway" }}
 - name: ZT_HTTP_HOST

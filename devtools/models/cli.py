@@ -1,0 +1,105 @@
+"""``zhongtai models``: train | backtest | snapshot (see docs/data-hub.md, "Trained scores")."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+DEFAULT_ARTIFACT = "models/scores.json"
+
+
+def _train(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from devtools.models import dataset, train
+    from devtools.models.backtest import split_dates
+    from devtools.population import Population
+    from services.data_hub.domain import Rules
+
+    async def build() -> dataset.Dataset:
+        if args.from_database:  # a hub's own snapshots and facts (zhongtai models snapshot first)
+            from services.kit.db import create_engine
+
+            engine = create_engine(args.from_database)
+            try:
+                return await dataset.from_database(engine)
+            finally:
+                await engine.dispose()
+        events = Population(seed=args.seed, customers=args.customers, months=args.months).events()
+        with tempfile.TemporaryDirectory(prefix="zt-train-") as tmp:
+            return await dataset.build(events, Path(tmp) / "hub.db", Rules())
+
+    ds = asyncio.run(build())
+    trains, evals = split_dates(ds)
+    # Trained on every date whose window is inside the data (the back-test holds the last ones out).
+    dates = trains + evals if args.all_dates else trains
+    info = train.training_info(args.seed, args.customers, args.months, dates)
+    if args.from_database:
+        info = {"source": "hub database", "dates": info["dates"]}
+    artifact = train.fit(ds, dates, training=info)
+    path = train.write(artifact, Path(args.out))
+    print(f"trained {artifact['version']}: {artifact['training']} -> {path}")
+    return 0
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    from services.data_hub import schema
+    from services.data_hub.config import DataHubSettings
+    from services.data_hub.snapshots import due, take
+    from services.kit.db import UnitOfWork, create_engine
+
+    async def run() -> int:
+        settings = DataHubSettings()  # type: ignore[call-arg]
+        engine = create_engine(args.database_url or settings.database_url)
+        try:
+            async with UnitOfWork(engine) as uow:
+                tables = await schema.active_tables(uow.session)
+                months = await due(uow.session, tables)
+            for month in months:
+                async with UnitOfWork(engine) as uow:
+                    rows = await take(uow.session, tables, month, settings.rules)
+                    await uow.commit()
+                print(f"snapshot {month}: {rows} customers")
+            return 0
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="zhongtai models", description=__doc__.split("\n")[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--customers", type=int, default=800, help="population size (default 800)")
+    common.add_argument("--months", type=int, default=33, help="simulated months (default 33)")
+    bt = sub.add_parser("backtest", parents=[common], help="train on earlier months, evaluate on later ones")
+    bt.add_argument("--seed", type=int, default=101, help="the held-out population evaluated (default 101)")
+    bt.add_argument("--train-seed", type=int, default=1, help="the population trained on (default 1)")
+    bt.add_argument("--out", default="var/backtest", help="where the HTML report goes")
+    tr = sub.add_parser("train", parents=[common], help="fit the scores and write the versioned artifact")
+    tr.add_argument("--seed", type=int, default=1, help="the population trained on (default 1)")
+    tr.add_argument("--out", default=DEFAULT_ARTIFACT, help=f"artifact path (default {DEFAULT_ARTIFACT})")
+    tr.add_argument("--all-dates", action="store_true", help="also train on the dates a back-test holds out")
+    tr.add_argument(
+        "--from-database",
+        default="",
+        metavar="URL",
+        help="train on this hub database's snapshots and facts instead of a simulated population",
+    )
+    sn = sub.add_parser("snapshot", help="take the hub database's due monthly feature snapshots")
+    sn.add_argument("--database-url", default="", help="default: ZT_DATABASE_URL")
+    args = parser.parse_args(argv)
+    if args.command == "backtest":
+        from devtools.models import backtest
+
+        return backtest.main(args)
+    if args.command == "train":
+        return _train(args)
+    return _snapshot(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""The scores' features: one customer's facts as of a time -> a fixed vector of numbers. Pure.
+
+The same function serves three callers, so training and serving can never disagree:
+- the view (services/data_hub/views.py: the facts as of the customer's newest event);
+- the monthly point-in-time snapshots (services/data_hub/snapshots.py: the facts as they were
+  at a month end, rebuilt from the stored rows with nothing later than that date);
+- the training and back-test tooling (devtools/models), which reads those snapshots.
+
+Each feature names the reason code it explains (:data:`CHURN_REASON`, :data:`OFFER_REASON`):
+the model's reasons are the codes of its largest contributions (services/data_hub/model.py).
+Changing a feature's meaning or order is a new :data:`VERSION` (an artifact trained on another
+version is refused at start-up).
+"""
+
+from __future__ import annotations
+
+import math
+
+from services.data_hub import domain
+from services.data_hub.domain import DAY_US, MICROS, CustomerFacts, Rules
+
+VERSION = 1
+
+NAMES = (
+    "months_since_txn",
+    "log_txn_30d",
+    "log_txn_90d",
+    "log_txn_per_month_365d",
+    "activity_ratio_30d",
+    "credit_share_90d",
+    "log_credit_90d",
+    "log_debit_90d",
+    "log_balance",
+    "balance_ratio_90d",
+    "holdings_open",
+    "holdings_closed_90d",
+    "tenure_years",
+    "age_decades",
+    "holds_term_deposit",
+    "holds_card",
+    "holds_loan",
+    "holds_wealth",
+    "age_under_30",
+    "age_30_to_45",
+    "age_45_to_60",
+    "log_deposits",
+    "tolerance_c1",
+    "tolerance_c2",
+    "tolerance_c3",
+    "tolerance_c4",
+    "tolerance_c5",
+)
+
+# Reason codes (documented in docs/data-hub.md). Churn: the rules' codes plus INFLOW_DROP (money
+# stopped coming in: salary moved), FEW_PRODUCTS and NEW_RELATIONSHIP.
+INFLOW_DROP = "INFLOW_DROP"
+FEW_PRODUCTS = "FEW_PRODUCTS"
+NEW_RELATIONSHIP = "NEW_RELATIONSHIP"
+CHURN_REASON = {
+    "months_since_txn": domain.DORMANT,
+    "log_txn_30d": domain.ACTIVITY_DROP,
+    "log_txn_90d": domain.ACTIVITY_DROP,
+    "log_txn_per_month_365d": domain.ACTIVITY_DROP,
+    "activity_ratio_30d": domain.ACTIVITY_DROP,
+    "credit_share_90d": INFLOW_DROP,
+    "log_credit_90d": INFLOW_DROP,
+    "log_debit_90d": domain.BALANCE_DROP,
+    "log_balance": domain.BALANCE_DROP,
+    "balance_ratio_90d": domain.BALANCE_DROP,
+    "holdings_open": FEW_PRODUCTS,
+    "holdings_closed_90d": domain.HOLDINGS_CLOSED,
+    "tenure_years": NEW_RELATIONSHIP,
+    "holds_term_deposit": FEW_PRODUCTS,
+    "holds_card": FEW_PRODUCTS,
+    "holds_loan": FEW_PRODUCTS,
+    "holds_wealth": FEW_PRODUCTS,
+}
+# Offers: why this product for this customer (after NOT_HELD, always first). Age bands and the
+# tolerance classes are indicators: needs rise and fall with them (a loan in the family years, a
+# fund in a tolerance band), which a linear score of the raw number cannot express.
+LIFE_STAGE = "LIFE_STAGE"
+ENGAGEMENT = "ENGAGEMENT"
+PRODUCT_MIX = "PRODUCT_MIX"
+OFFER_REASON = {
+    "log_balance": domain.IDLE_BALANCE,
+    "balance_ratio_90d": domain.IDLE_BALANCE,
+    "log_credit_90d": domain.IDLE_BALANCE,
+    **{f"tolerance_c{n}": domain.RISK_MATCH for n in range(1, 6)},
+    "log_deposits": domain.IDLE_BALANCE,
+    "age_decades": LIFE_STAGE,
+    "age_under_30": LIFE_STAGE,
+    "age_30_to_45": LIFE_STAGE,
+    "age_45_to_60": LIFE_STAGE,
+    "tenure_years": LIFE_STAGE,
+    "log_txn_30d": ENGAGEMENT,
+    "log_txn_90d": ENGAGEMENT,
+    "log_txn_per_month_365d": ENGAGEMENT,
+    "log_debit_90d": ENGAGEMENT,
+    "holdings_open": PRODUCT_MIX,
+    "holds_term_deposit": PRODUCT_MIX,
+    "holds_card": PRODUCT_MIX,
+    "holds_loan": PRODUCT_MIX,
+    "holds_wealth": PRODUCT_MIX,
+}
+
+
+def _log_cny(micros: int) -> float:
+    """log(1 + amount in thousands of the currency)."""
+    return math.log1p(max(micros, 0) / (1_000 * MICROS))
+
+
+def vector(facts: CustomerFacts, rules: Rules) -> tuple[float, ...]:
+    """The features of :data:`NAMES`, in order, as of ``facts.as_of_us``."""
+    a, as_of = facts.activity, facts.as_of_us
+    since = a.last_txn_us if a.last_txn_us is not None else facts.create_us
+    months_since = min(365.0, (as_of - since) / DAY_US) / 30 if since is not None else 12.0
+    baseline_per_30d = a.count_baseline * 30 / rules.activity_baseline_days
+    cut = as_of - rules.balance_lookback_days * DAY_US
+    before = domain.balance_at_cutoff(facts.holdings, a, cut, rules.reporting_currency)
+    now = domain.positions(facts.holdings).get(rules.reporting_currency, 0)
+    open_ = [h for h in facts.holdings if h.state != domain.HOLDING_CLOSED]
+    closed_recently = sum(
+        1
+        for h in facts.holdings
+        if h.state == domain.HOLDING_CLOSED and h.close_us is not None and h.close_us > as_of - 90 * DAY_US
+    )
+    types = {h.product_type for h in open_}
+    deposits = sum(1 for h in open_ if h.product_type == domain.TYPE_DEPOSIT)
+    age = domain.age_at(facts.birth_year, as_of)
+    years = age if age is not None else 200  # (unknown: in no age band)
+    tenure = (as_of - facts.create_us) / (365 * DAY_US) if facts.create_us is not None else 0.0
+    valid_tolerance = (
+        facts.risk_tolerance if not domain.policy.assessment_expired(facts.risk_tolerance_expire_us, as_of) else 0
+    )
+    return (
+        months_since,
+        math.log1p(a.count_30d),
+        math.log1p(a.count_90d),
+        math.log1p(a.count_365d / 12),
+        min(3.0, (a.count_30d + 1) / (baseline_per_30d + 1)),
+        a.credit_count_90d / a.count_90d if a.count_90d else 0.0,
+        _log_cny(a.credit_amount_90d_micros),
+        _log_cny(a.amount_90d_micros - a.credit_amount_90d_micros),
+        _log_cny(now),
+        min(3.0, (now + 1_000 * MICROS) / (before + 1_000 * MICROS)),
+        float(len(open_)),
+        float(closed_recently),
+        min(10.0, max(tenure, 0.0)),
+        (age or 0) / 10,
+        float(deposits >= 2),  # a term deposit beside the current account
+        float(domain.TYPE_CARD in types),
+        float(domain.TYPE_LOAN in types),
+        float(domain.TYPE_WEALTH in types),
+        float(years < 30),
+        float(30 <= years < 45),
+        float(45 <= years < 60),
+        _log_cny(sum(h.balance_micros for h in open_ if h.product_type == domain.TYPE_DEPOSIT)),
+        *(float(valid_tolerance == n) for n in range(1, 6)),
+    )
+
+
+def scorable(facts: CustomerFacts) -> bool:
+    """Who the churn model scores: a registered ACTIVE customer who still holds something (the
+    population it was trained on); everyone else keeps the rules' score."""
+    return (
+        facts.registered
+        and facts.status == domain.STATUS_ACTIVE
+        and any(h.state != domain.HOLDING_CLOSED for h in facts.holdings)
+    )

@@ -1,0 +1,101 @@
+"""Trained scores in the view (services/data_hub/model.py): reasons from contributions, offers
+only among eligible products, the rules when no artifact is there (no fixtures)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from services.data_hub import domain as d
+from services.data_hub import features, model
+from services.data_hub.domain import DAY_US, Rules
+from tests.unit.data_hub.test_scoring import NOW, deposit, facts
+
+N = len(features.NAMES)
+CATALOGUE = [
+    d.Product("card-classic", "Card", d.TYPE_CARD, 2, d.PRODUCT_ACTIVE, 18, 65),
+    d.Product("wm-bond-r2", "Bond fund R2", d.TYPE_WEALTH, 2, d.PRODUCT_ACTIVE, 18, 0),
+    d.Product("wm-pe-r5", "Private equity R5", d.TYPE_WEALTH, 5, d.PRODUCT_ACTIVE, 30, 60),
+]
+
+
+def artifact(**churn_coef: float) -> dict[str, object]:
+    coef = [churn_coef.get(n, 0.0) for n in features.NAMES]
+    loves_balance = [3.0 if n == "log_balance" else 0.0 for n in features.NAMES]
+    return {
+        "format": model.FORMAT,
+        "version": "scores-test-1",
+        "feature_version": features.VERSION,
+        "features": list(features.NAMES),
+        "mean": [0.0] * N,
+        "scale": [1.0] * N,
+        "churn": {"coef": coef, "intercept": -2.0, "at_risk_probability": 0.2},
+        "offers": {
+            "wm-pe-r5": {"coef": loves_balance, "intercept": 0.0},
+            "wm-bond-r2": {"coef": [0.0] * N, "intercept": -1.0},
+        },
+    }
+
+
+def with_model(a: dict[str, object]) -> Rules:
+    return replace(Rules(), model=model.ScoreModel.from_artifact(a))
+
+
+def test_without_an_artifact_the_rules_score_and_say_so(tmp_path: Path) -> None:
+    assert model.load("") is None
+    assert model.load(str(tmp_path / "absent.json")) is None
+    derived = d.derive(facts(activity=d.Activity(last_txn_us=NOW - 200 * DAY_US)), CATALOGUE, Rules())
+    assert derived.churn.model_version == d.RULES_VERSION and derived.churn.reasons == (d.DORMANT,)
+    assert all(o.model_version == d.RULES_VERSION for o in derived.offers)
+
+
+def test_an_unusable_artifact_stops_start_up_naming_the_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "scores.json"
+    bad.write_text(json.dumps({**artifact(), "features": ["x"]}))
+    with pytest.raises(model.ArtifactError, match="features"):
+        model.load(str(bad))
+    bad.write_text("{")
+    with pytest.raises(model.ArtifactError, match="not JSON"):
+        model.load(str(bad))
+
+
+def test_churn_reasons_are_the_codes_of_the_largest_contributions() -> None:
+    rules = with_model(artifact(months_since_txn=1.0, log_balance=-0.5, age_decades=0.0))
+    quiet = facts(activity=d.Activity(last_txn_us=NOW - 100 * DAY_US))  # 3.3 months without a transaction
+    churn = d.derive(quiet, CATALOGUE, rules).churn
+    assert churn.model_version == "scores-test-1"
+    assert churn.reasons[0] == d.DORMANT  # +3.3 to the log-odds
+    # the score is the probability mapped so that at_risk_probability lands on the AT_RISK line
+    m = rules.model
+    assert m.view_score(0.2) == 0.5 and m.view_score(0.1) == 0.25 and m.view_score(1.0) == 1.0
+    busy = facts(activity=d.Activity(count_30d=9, last_txn_us=NOW - DAY_US))
+    assert d.derive(busy, CATALOGUE, rules).churn.score < churn.score
+
+
+def test_the_model_scores_only_active_customers_who_hold_something() -> None:
+    rules = with_model(artifact(months_since_txn=1.0))
+    gone = facts(holdings=(deposit(0, closed_days_ago=10),))
+    assert d.derive(gone, CATALOGUE, rules).churn.model_version == d.RULES_VERSION
+
+
+def test_offers_never_break_suitability_whatever_the_model_prefers() -> None:
+    rules = with_model(artifact())
+    rich = facts(holdings=(deposit(5_000_000),), risk_tolerance=2)  # C2: R5 is not suitable
+    offers = d.derive(rich, CATALOGUE, rules).offers
+    assert "wm-pe-r5" not in {o.product_id for o in offers}
+    assert {o.product_id for o in offers} <= {p.product_id for p in d.eligible_products(rich, CATALOGUE)}
+    bold = replace(rich, risk_tolerance=5)
+    top = d.derive(bold, CATALOGUE, rules).offers[0]
+    assert top.product_id == "wm-pe-r5" and top.model_version == "scores-test-1"
+    assert top.reasons == (d.NOT_HELD, d.IDLE_BALANCE)
+
+
+def test_the_same_facts_give_the_same_scores() -> None:
+    rules = with_model(artifact(months_since_txn=0.7, log_txn_30d=-0.3))
+    f = facts()
+    assert d.derive(f, CATALOGUE, rules) == d.derive(
+        f, CATALOGUE, with_model(artifact(months_since_txn=0.7, log_txn_30d=-0.3))
+    )
