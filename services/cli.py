@@ -52,7 +52,7 @@ def _module(name: str):  # type: ignore[no-untyped-def]
 
 
 def _token(args: argparse.Namespace) -> int:
-    from services.kit.auth import ALL_SCOPES, mint_token
+    from services.kit import ALL_SCOPES, mint_token
 
     secret = os.environ.get("ZT_AUTH_HS256_SECRET", DEV_SECRET)
     scopes = args.scope.split() if args.scope else list(ALL_SCOPES)

@@ -19,9 +19,14 @@ from bank.customer.v1 import customer_pb2, customer_pb2_grpc
 from services.customer import domain, mapping
 from services.customer.audit import AuditEntry
 from services.customer.service import CustomerService, Idempotency
-from services.kit.auth import current_principal
-from services.kit.errors import FailedPrecondition, FieldViolation, InvalidArgument
-from services.kit.masking import PII_READ_SCOPE, mask_message
+from services.kit import (
+    PII_READ_SCOPE,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    current_principal,
+    mask_message,
+)
 
 Outcome = customer_pb2.VerifyCustomerRequest.Outcome
 

@@ -29,8 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.customer.store import AuditHead, AuditRow, utc
-from services.kit.crypto import BlindIndex
-from services.kit.faults import is_infrastructure_error
+from services.kit import BlindIndex, is_infrastructure_error
 
 GENESIS = "0" * 64
 _PURPOSE = "pii-audit-chain"
@@ -145,7 +144,7 @@ async def verify_database(database_url: str | None = None) -> AuditReport:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from services.customer.config import CustomerSettings, build_crypto
-    from services.kit.config import load_settings
+    from services.kit import load_settings
 
     overrides: dict[str, object] = {"database_url": database_url} if database_url else {}
     settings = load_settings(CustomerSettings, **overrides)

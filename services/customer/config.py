@@ -19,8 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from services.kit.config import ServiceSettings
-from services.kit.crypto import BlindIndex, FieldCipher, parse_key, parse_old_keys
+from services.kit import BlindIndex, FieldCipher, ServiceSettings, parse_key, parse_old_keys
 
 # Documented, PUBLIC dev/test-only keys (base64 of SHA-256 of "zhongtai-dev-pii-key" and of
 # "zhongtai-dev-blind-index-key"). Used when the variables are unset outside prod; refused in prod.

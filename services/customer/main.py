@@ -15,7 +15,7 @@ from services.customer.api import CustomerApi
 from services.customer.config import CustomerSettings, build_crypto
 from services.customer.service import Clock, CustomerService
 from services.customer.store import PiiCodec
-from services.kit.service import Capability, Runtime, Wiring
+from services.kit import Capability, Runtime, Wiring
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = customer_pb2.DESCRIPTOR.services_by_name["CustomerService"].full_name

@@ -17,8 +17,7 @@ from google.type import date_pb2
 
 from bank.customer.v1 import customer_pb2, events_pb2
 from services.customer import domain
-from services.kit.logging import scrub_text
-from services.kit.masking import mask_message
+from services.kit import mask_message, scrub_text
 
 
 def timestamp(value: datetime) -> timestamp_pb2.Timestamp:

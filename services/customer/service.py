@@ -23,11 +23,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from services.customer import domain, mapping
 from services.customer.audit import AuditChain, AuditEntry
 from services.customer.store import CustomerRepository, IdempotencyKeys, IdempotencyRow, PageKey, PiiCodec
-from services.kit.commands import request_id_reused
-from services.kit.db import UnitOfWork, sessionmaker
-from services.kit.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
-from services.kit.events import source_of
-from services.kit.outbox import add_event
+from services.kit import (
+    Aborted,
+    AlreadyExists,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    UnitOfWork,
+    add_event,
+    request_id_reused,
+    sessionmaker,
+    source_of,
+)
 
 SOURCE = source_of("customer")
 AGGREGATE = "customer"

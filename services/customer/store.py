@@ -30,8 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.customer.domain import Customer, PersonalData, RiskTolerance, Status
-from services.kit.crypto import BlindIndex, FieldCipher
-from services.kit.errors import Aborted
+from services.kit import Aborted, BlindIndex, FieldCipher
 
 
 class CustomerBase(DeclarativeBase):

@@ -16,10 +16,16 @@ from bank.datahub.v1 import datahub_pb2, datahub_pb2_grpc
 from services.data_hub import store
 from services.data_hub.domain import Rules
 from services.data_hub.projector import ViewWorker
-from services.kit.db import UnitOfWork, sessionmaker
-from services.kit.errors import NotFound, Unavailable, ZhongtaiError, invalid
-from services.kit.lifecycle import cancel_and_wait
-from services.kit.logging import get_logger
+from services.kit import (
+    NotFound,
+    Unavailable,
+    UnitOfWork,
+    ZhongtaiError,
+    cancel_and_wait,
+    get_logger,
+    invalid,
+    sessionmaker,
+)
 
 DEFAULT_PAGE_SIZE = 50
 #: When a channel app should ask again for a view that is being built (RetryInfo → Retry-After).

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from services.data_hub.domain import Rules
-from services.kit.clients import CallerSettings
-from services.kit.events import TOPIC_CUSTOMER, TOPIC_PRODUCT, TOPIC_SUBSCRIPTION
+from services.kit import TOPIC_CUSTOMER, TOPIC_PRODUCT, TOPIC_SUBSCRIPTION, CallerSettings
 
 #: The topics the hub consumes (logical names; ``ZT_KAFKA_TOPIC_PREFIX`` applies on the broker).
 TOPICS = (TOPIC_CUSTOMER, TOPIC_PRODUCT, TOPIC_SUBSCRIPTION)

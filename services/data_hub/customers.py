@@ -11,8 +11,7 @@ the kit's :class:`services.kit.clients.ServiceClient`.
 from __future__ import annotations
 
 from bank.customer.v1 import customer_pb2, customer_pb2_grpc
-from services.kit.clients import ServiceClient
-from services.kit.errors import NotFound
+from services.kit import NotFound, ServiceClient
 
 
 class KnownCustomers(ServiceClient[customer_pb2_grpc.CustomerServiceStub]):

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.data_hub import fold
 from services.data_hub.fold import CUSTOMER_SNAPSHOT_COLUMNS, CUSTOMER_TIME_COLUMNS, HOLDING_COLUMNS, Row
 from services.data_hub.schema import Tables, built
-from services.kit.db import bulk_insert, bulk_update, dialect_of, in_list
+from services.kit import bulk_insert, bulk_update, dialect_of, in_list
 
 
 async def apply_patches(session: AsyncSession, t: Tables, patches: fold.Patches) -> bool:

@@ -30,7 +30,7 @@ from bank.product.v1 import events_pb2 as product_events
 from services.data_hub import domain
 from services.data_hub.codecs import money_micros, ts_us
 from services.data_hub.domain import MICROS
-from services.kit.events import ReceivedEvent
+from services.kit.events import ReceivedEvent  # pure value type: the public face loads I/O
 
 #: A row of column values (column name -> value), as inserted or updated.
 Row = dict[str, Any]

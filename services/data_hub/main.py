@@ -13,9 +13,7 @@ from services.data_hub.api import CustomerViewApi, PeriodicRefresh
 from services.data_hub.config import TOPICS, DataHubSettings
 from services.data_hub.customers import KnownCustomers
 from services.data_hub.projector import HubProjection, ViewWorker
-from services.kit.consumer import InboxConsumer
-from services.kit.kafka import ProducerLifecycle, make_producer
-from services.kit.service import Capability, Runtime, Wiring
+from services.kit import Capability, InboxConsumer, ProducerLifecycle, Runtime, Wiring, make_producer
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = datahub_pb2.DESCRIPTOR.services_by_name["CustomerViewService"].full_name

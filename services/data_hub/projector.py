@@ -28,10 +28,7 @@ from services.data_hub import facts, schema, views
 from services.data_hub.domain import Rules
 from services.data_hub.fold import Patches
 from services.data_hub.fold import fold as fold_batch
-from services.kit.db import UnitOfWork
-from services.kit.events import ReceivedEvent, build_record, source_of
-from services.kit.lifecycle import cancel_and_wait
-from services.kit.logging import get_logger
+from services.kit import ReceivedEvent, UnitOfWork, build_record, cancel_and_wait, get_logger, source_of
 
 log = get_logger("zhongtai.data_hub")
 _meter = metrics.get_meter("zhongtai.data_hub")

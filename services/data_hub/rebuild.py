@@ -35,11 +35,17 @@ from services.data_hub.domain import Rules
 from services.data_hub.facts import apply_patches
 from services.data_hub.fold import BadEvent, Patches
 from services.data_hub.main import MIGRATIONS, DataHubSettings
-from services.kit.config import load_settings
-from services.kit.db import UnitOfWork, create_engine
-from services.kit.events import PoisonEvent, ReceivedEvent, parse_record
-from services.kit.logging import configure_logging, get_logger
-from services.kit.migrations import upgrade
+from services.kit import (
+    PoisonEvent,
+    ReceivedEvent,
+    UnitOfWork,
+    configure_logging,
+    create_engine,
+    get_logger,
+    load_settings,
+    parse_record,
+    upgrade,
+)
 
 log = get_logger("zhongtai.data_hub.rebuild")
 
@@ -164,6 +170,26 @@ async def _render_all(engine: AsyncEngine, t: store.Tables, rules: Rules) -> Non
             return
 
 
+async def _swap(
+    engine: AsyncEngine, replayer: _Replayer, target: store.Tables, source: store.Tables, report: RebuildReport
+) -> None:
+    """Catch the rebuilt set up with what arrived meanwhile and make it the live one, in one
+    transaction holding the state row's lock (a concurrent rebuild loses and raises)."""
+    async with UnitOfWork(engine) as uow:
+        locked = await store.read_state(uow.session, lock="update")
+        if locked["active"] != report.source:
+            raise RuntimeError("another rebuild swapped meanwhile")
+        report.catch_up_events = await replayer.replay_until(engine, target, report, session=uow.session)
+        await store.carry_versions(uow.session, target, source)
+        await uow.session.execute(
+            update(store.state)
+            .where(store.state.c.id == 1)
+            .values(active=report.target, rebuild_us=store.now_us(), rebuilds=store.state.c.rebuilds + 1)
+        )
+        await uow.commit()
+    report.swapped = True
+
+
 async def rebuild(settings: DataHubSettings, *, swap: bool = True, batch_size: int = 2000) -> RebuildReport:
     started = time.perf_counter()
     rules = settings.rules
@@ -196,23 +222,7 @@ async def rebuild(settings: DataHubSettings, *, swap: bool = True, batch_size: i
         report.customers = len(rebuilt)
         report.differing_views = sorted(k for k in live.keys() | rebuilt.keys() if live.get(k) != rebuilt.get(k))
         if swap:
-            async with UnitOfWork(engine) as uow:
-                locked = await store.read_state(uow.session, lock="update")
-                if locked["active"] != report.source:
-                    raise RuntimeError("another rebuild swapped meanwhile")
-                report.catch_up_events = await replayer.replay_until(engine, target, report, session=uow.session)
-                await store.carry_versions(uow.session, target, source)
-                await uow.session.execute(
-                    update(store.state)
-                    .where(store.state.c.id == 1)
-                    .values(
-                        active=report.target,
-                        rebuild_us=store.now_us(),
-                        rebuilds=store.state.c.rebuilds + 1,
-                    )
-                )
-                await uow.commit()
-            report.swapped = True
+            await _swap(engine, replayer, target, source, report)
             await _render_all(engine, target, rules)
         log.info(
             "rebuild finished",

@@ -42,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.data_hub import domain
-from services.kit.db import dialect_of
+from services.kit import dialect_of
 
 metadata = MetaData()
 

@@ -20,7 +20,7 @@ from services.data_hub import domain
 from services.data_hub.codecs import micros_money, now_us, us_ts
 from services.data_hub.domain import DAY_US, Rules
 from services.data_hub.schema import Tables, built
-from services.kit.db import bulk_update, dialect_of, in_list, is_postgres
+from services.kit import bulk_update, dialect_of, in_list, is_postgres
 
 #: A rendered view on its way to the view topic: (customer_id, doc, version, update_us).
 View = tuple[str, bytes, int, int]

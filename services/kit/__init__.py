@@ -1,14 +1,40 @@
 """The service kit: the shared runtime of every Zhongtai service (no business rules here).
 
-Public face (import from the submodules for the rest):
+This is the kit's public face: everything a service author needs, and services import the kit
+only from here (``from services.kit import ...``). The submodules stay importable for the kit's
+own tests and for the gateway's edge plumbing, but they are not a service's API.
+
+- **Building a capability:** ``Capability``, ``Wiring``, ``Runtime``, ``ServiceSettings``,
+  ``CallerSettings``, ``load_settings``, ``GrpcServer``, ``run_until_signalled``.
+- **Writing:** ``Commands`` (the command port), ``UnitOfWork``, ``sessionmaker``, ``add_event``,
+  ``source_of``, the errors (``InvalidArgument``, ``NotFound``, ... and ``invalid``).
+- **Consuming:** ``InboxConsumer``, ``Projection``, ``ReceivedEvent``, ``PoisonEvent``, the topics.
+- **Migrations:** the kit tables' versioned steps (``create_outbox_v1``, ...), ``run_env``, ``upgrade``.
+- **Data protection:** ``FieldCipher``, ``BlindIndex``, ``mask_message``, ``scrub_text``.
+- **Money:** ``Amount``, ``to_money``, ``MoneyError``.
+
+Pure modules (a capability's ``domain``, the hub's ``fold``) must not load I/O, which this face
+does: they take the kit's value types from the modules defining them (``services.kit.money``,
+``services.kit.events``). ``make lint`` (import-linter) holds both rules.
 """
 
-from services.kit.auth import Principal, TokenVerifier, current_principal, mint_token
+from services.kit.auth import ALL_SCOPES, Principal, TokenVerifier, current_principal, mint_token
 from services.kit.clients import CallerSettings, ServiceClient
-from services.kit.commands import Commands
+from services.kit.commands import Commands, request_id_reused
 from services.kit.config import ServiceSettings, load_settings
 from services.kit.consumer import InboxConsumer, Projection
-from services.kit.db import UnitOfWork, create_engine
+from services.kit.crypto import BlindIndex, FieldCipher, parse_key, parse_old_keys
+from services.kit.db import (
+    BigIntPK,
+    UnitOfWork,
+    bulk_insert,
+    bulk_update,
+    create_engine,
+    dialect_of,
+    in_list,
+    is_postgres,
+    sessionmaker,
+)
 from services.kit.errors import (
     Aborted,
     AlreadyExists,
@@ -20,32 +46,67 @@ from services.kit.errors import (
     Unauthenticated,
     Unavailable,
     ZhongtaiError,
+    invalid,
 )
-from services.kit.events import ReceivedEvent, build_record, parse_record, source_of
+from services.kit.events import (
+    TOPIC_CUSTOMER,
+    TOPIC_PRODUCT,
+    TOPIC_SUBSCRIPTION,
+    PoisonEvent,
+    ReceivedEvent,
+    build_record,
+    parse_record,
+    source_of,
+)
 from services.kit.faults import is_infrastructure_error
 from services.kit.grpc_server import GrpcServer, client_channel
-from services.kit.kafka import ensure_topics, make_producer
-from services.kit.lifecycle import run_until_signalled
-from services.kit.logging import configure_logging, get_logger
+from services.kit.kafka import ProducerLifecycle, ensure_topics, make_producer
+from services.kit.lifecycle import cancel_and_wait, run_until_signalled
+from services.kit.logging import configure_logging, get_logger, scrub_text
+from services.kit.masking import PII_READ_SCOPE, mask_message
+from services.kit.migrations import (
+    create_consumer_tables_v1,
+    create_idempotency_keys_v1,
+    create_outbox_unpublished_index,
+    create_outbox_v1,
+    drop_consumer_tables_v1,
+    drop_outbox_unpublished_index,
+    drop_outbox_v1,
+    run_env,
+    upgrade,
+)
+from services.kit.money import Amount, MoneyError, is_supported, to_money
 from services.kit.outbox import OutboxRelay, add_event
 from services.kit.service import Capability, Runtime, Wiring
 from services.kit.telemetry import setup_telemetry
 
 __all__ = [
+    "ALL_SCOPES",
+    "PII_READ_SCOPE",
+    "TOPIC_CUSTOMER",
+    "TOPIC_PRODUCT",
+    "TOPIC_SUBSCRIPTION",
     "Aborted",
     "AlreadyExists",
+    "Amount",
+    "BigIntPK",
+    "BlindIndex",
     "CallerSettings",
     "Capability",
     "Commands",
     "FailedPrecondition",
+    "FieldCipher",
     "FieldViolation",
     "GrpcServer",
     "InboxConsumer",
     "InvalidArgument",
+    "MoneyError",
     "NotFound",
     "OutboxRelay",
     "PermissionDenied",
+    "PoisonEvent",
     "Principal",
+    "ProducerLifecycle",
     "Projection",
     "ReceivedEvent",
     "Runtime",
@@ -59,18 +120,42 @@ __all__ = [
     "ZhongtaiError",
     "add_event",
     "build_record",
+    "bulk_insert",
+    "bulk_update",
+    "cancel_and_wait",
     "client_channel",
     "configure_logging",
+    "create_consumer_tables_v1",
     "create_engine",
+    "create_idempotency_keys_v1",
+    "create_outbox_unpublished_index",
+    "create_outbox_v1",
     "current_principal",
+    "dialect_of",
+    "drop_consumer_tables_v1",
+    "drop_outbox_unpublished_index",
+    "drop_outbox_v1",
     "ensure_topics",
     "get_logger",
+    "in_list",
+    "invalid",
     "is_infrastructure_error",
+    "is_postgres",
+    "is_supported",
     "load_settings",
     "make_producer",
+    "mask_message",
     "mint_token",
+    "parse_key",
+    "parse_old_keys",
     "parse_record",
+    "request_id_reused",
+    "run_env",
     "run_until_signalled",
+    "scrub_text",
+    "sessionmaker",
     "setup_telemetry",
     "source_of",
+    "to_money",
+    "upgrade",
 ]

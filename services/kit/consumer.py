@@ -20,6 +20,22 @@ told, e.g. to set the gRPC health NOT_SERVING) while a failure is waited out or 
 Tracing: a batch of at most ``trace_each_max`` records (live traffic) gets a processing span per
 event, the child of its producer's span; a bigger one (a catch-up, a replay) gets one span for
 the batch, linked to its events' producer spans (docs/adr/0005-batch-spans-for-catch-up.md).
+
+Overlapped writes (``overlap_writes``, ADR 0006): batch N+1 is staged (lookups and handlers or
+the projection's ``fold``, in its own open transaction) while batch N is written and committed
+by a task. It is exactly what the plain loop does, in another order:
+
+- N+1 counts N's event ids as in the inbox and N's aggregate versions as stored (``_carry``): N
+  commits before N+1 is written, so that is what N+1 would have read;
+- N+1's writes (the projection's ``apply``, inbox rows, commit) start only after N's commit, so
+  they see N's rows (READ COMMITTED: each statement reads what is committed);
+- offsets are committed after each batch's DB commit, in order;
+- if N's write fails, N+1 (which counted on it) is rolled back, and both go through ``_process``
+  — the plain path with its whole-batch retries and one-by-one split. So does a batch whose
+  staging failed, after the write before it has landed.
+
+Only polls of at least ``overlap_min_records`` (a backlog) are staged this way; smaller ones
+(live traffic) wait for the write in flight and are applied the plain way.
 """
 
 from __future__ import annotations
@@ -30,47 +46,28 @@ import itertools
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from opentelemetry import context as otel_context
-from opentelemetry import metrics, trace
-from opentelemetry.context import Context
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry import metrics
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit.db import UnitOfWork
+from services.kit.applier import BatchApplier, Handler, Projection, _carry, _pairs, _Staged
 from services.kit.dlq import DeadLetters
-from services.kit.events import PoisonEvent, ReceivedEvent
+from services.kit.events import ReceivedEvent
 from services.kit.faults import is_infrastructure_error
-from services.kit.inbox import (
-    AggregateVersion,
-    Decoded,
-    InboxRow,
-    _Batch,
-    _decode,
-    _flush,
-    _inbox,
-    _is_stale,
-    _load,
-    _Polled,
-    _position_id,
-    _seen,
-)
+from services.kit.inbox import AggregateVersion, Decoded, InboxRow, _Batch, _decode, _Polled
 from services.kit.kafka import ensure_topics, make_consumer
 from services.kit.lifecycle import cancel_and_wait
 from services.kit.logging import get_logger
-from services.kit.telemetry import context_from_traceparent
 
-# (the inbox tables live in inbox.py; re-exported for their users)
-__all__ = ["AggregateVersion", "Handler", "InboxConsumer", "InboxRow", "Projection"]
+# (the inbox tables live in inbox.py, the database side in applier.py; re-exported for their users)
+__all__ = ["AggregateVersion", "Handler", "InboxConsumer", "InboxRow", "Projection", "_Batch", "_Staged", "_carry"]
 
 log = get_logger("zhongtai.consumer")
 _meter = metrics.get_meter("zhongtai.consumer")
-_processed = _meter.create_counter("consumer.events", unit="{event}", description="events handled, by outcome")
 _batch_seconds = _meter.create_histogram(
     "consumer.batch.duration", unit="s", description="one poll's records: database transaction and offset commit"
 )
@@ -102,101 +99,14 @@ _meter.create_observable_gauge(
     description="records behind the high watermark",
 )
 
-Handler = Callable[[AsyncSession, ReceivedEvent], Awaitable[None]]
-
-Folded = TypeVar("Folded")
-Applied = TypeVar("Applied")
-
-
-class Projection(Protocol[Folded, Applied]):
-    """A consumer's fold as a port, called once per batch (docs/adr/0012-projection-port.md).
-
-    The consumer decides when each step runs; the projection does no I/O but in ``apply``:
-
-    - ``fold(events)``: the batch's new events (duplicates and stale versions already dropped),
-      in offset order per partition, folded in memory. Runs while the batch is staged —
-      overlapped (ADR 0006), while the previous batch is still being written — so it must not
-      depend on what that batch writes. May raise for an event that can never be applied: the
-      batch then goes one record at a time, and that record to the dead-letter topic.
-    - ``apply(session, folded)``: writes in the batch's transaction, after the previous batch
-      committed, right before the inbox rows are written and the transaction commits. Returns
-      what ``committed`` is told, or None for nothing.
-    - ``committed(applied)``: right after that transaction committed (before the offsets are
-      committed to Kafka); never for a batch that rolled back. Must not raise (it is logged).
-    """
-
-    def fold(self, events: Sequence[ReceivedEvent]) -> Folded: ...
-
-    async def apply(self, session: AsyncSession, folded: Folded) -> Applied | None: ...
-
-    def committed(self, applied: Applied) -> None: ...
-
-
 #: A batch that collides with another member's is applied again whole this many times (after
 #: 50, 100, 150 ms) before it is split into one transaction per record.
 _COLLISION_RETRIES = 3
-#: Links on a batch's processing span (OpenTelemetry's default span limit).
-_MAX_LINKS = 128
 _COLLISION_PAUSE_S = 0.05
-
-
-@dataclass
-class _Staged:
-    """A batch applied in memory (lookups done, handlers or the projection's fold run) in its own
-    open transaction, not yet written: ``marks`` = clock at the start, after the lookups, after
-    the handlers; ``folded``: what the projection's ``fold`` made of it (None without one)."""
-
-    batches: _Polled
-    pairs: list[tuple[ConsumerRecord[Any, Any], Decoded]]
-    uow: UnitOfWork
-    batch: _Batch
-    applied: list[ReceivedEvent]
-    span: trace.Span | None
-    marks: list[float]
-    folded: Any = None
-    #: What its commit will store: the event ids it records in the inbox and the aggregate
-    #: versions it applies (taken now: the write clears them from ``batch``).
-    ids: frozenset[str] = field(init=False)
-    versions: dict[tuple[str, str], int] = field(init=False)
-    #: The task writing it (overlapped mode), once handed over.
-    writing: asyncio.Task[None] | None = field(default=None, init=False)
-
-    def __post_init__(self) -> None:
-        self.ids = frozenset(row["event_id"] for row in self.batch.inbox)  # its own, not carried ones
-        self.versions = dict(self.batch.versions)
-
-    async def discard(self) -> None:
-        """Roll back a batch that will not be written (it is read again)."""
-        try:
-            await self.uow.__aexit__(None, None, None)
-        finally:
-            if self.span is not None:
-                self.span.set_attribute("zhongtai.discarded", True)
-                self.span.end()
-
-
-def _carry(batch: _Batch, before: _Staged) -> None:
-    """Count what ``before`` will have stored when it commits (it commits before ``batch`` is
-    written, or ``batch`` is thrown away): its events as in the inbox, its versions as stored."""
-    batch.seen.update(dict.fromkeys(before.ids, True))
-    for key, stored in batch.stored.items():
-        newer = before.versions.get(key)
-        if newer is not None and (stored is None or newer > stored):
-            batch.stored[key] = newer
-
-
-def _pairs(polled: _Polled) -> list[tuple[ConsumerRecord[Any, Any], Decoded]]:
-    return [pair for partition in polled.values() for pair in partition]
 
 
 def _size(polled: _Polled) -> int:
     return sum(len(part) for part in polled.values())
-
-
-def _failed(span: trace.Span | None, exc: BaseException) -> None:
-    if span is not None and isinstance(exc, Exception):
-        span.record_exception(exc)
-        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
 
 
 def _still_assigned(consumer: AIOKafkaConsumer, batches: _Polled) -> _Polled:
@@ -235,27 +145,18 @@ class InboxConsumer:
         session_timeout_ms: int = 10_000,
         max_fault_backoff_s: float = 2.0,
     ) -> None:
-        self._engine = engine
         self._bootstrap = bootstrap_servers
         self._group = group_id
         self._topics = list(topics)
-        if handler is not None and projection is not None:
-            raise TypeError("an InboxConsumer takes a per-event handler or a projection, not both")
-        self._handler = handler
-        self._projection = projection  # per batch: fold while staged, apply before the commit, told after
-        self._dead_letters = DeadLetters(dlq_producer, group_id)
-        self.dlq_topic = self._dead_letters.topic
-        self._max_attempts = max_attempts
-        self._backoff = retry_backoff_s
+        self._applier = BatchApplier(
+            engine=engine, group_id=group_id, handler=handler, projection=projection,
+            dead_letters=DeadLetters(dlq_producer, group_id), max_attempts=max_attempts,
+            retry_backoff_s=retry_backoff_s, trace_each_max=trace_each_max,
+        )  # fmt: skip
+        self.dlq_topic = self._applier.dead_letters.topic
         self._max_records = max_records
         self._client_id = client_id or group_id
         self._after_commit = after_commit
-        # Tracing: a batch of at most this many records gets a processing span per event, each
-        # the child of its producer's span (live traffic: one trace from the channel's request to
-        # the view). A bigger one (a backlog, a replay) gets ONE span for the batch, linked to the
-        # events' producer spans: OpenTelemetry's messaging convention for batch processing, and
-        # ~25 % of a bulk ingest's CPU saved (a span per event costs ~30 µs here).
-        self._trace_each_max = trace_each_max
         # Apply the next poll in memory (its lookups and handlers, in its own transaction) while
         # the previous batch is written and committed: the process's CPU and the database's work
         # overlap instead of taking turns. Only for a projection (its ``apply`` runs after the
@@ -277,8 +178,6 @@ class InboxConsumer:
         counters (read by readiness, benchmarks and tests)."""
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
-        # Resolved now (the process has set up its tracer provider): not the module's proxy.
-        self._tracer = trace.get_tracer("zhongtai.consumer")
         self._offset_commit: asyncio.Future[None] | None = None
         #: False while a database or broker failure is waited out, or the task is restarting.
         self.consuming = True
@@ -295,7 +194,7 @@ class InboxConsumer:
     @property
     def dead_total(self) -> int:
         """Events this process sent to the dead-letter topic."""
-        return self._dead_letters.total
+        return self._applier.dead_letters.total
 
     async def start(self) -> None:
         """Start consuming in the background and return at once: joining the group (which waits
@@ -408,22 +307,8 @@ class InboxConsumer:
             next_poll.cancel()
 
     async def _run_overlapped(self, consumer: AIOKafkaConsumer) -> None:
-        """The loop with batch N+1 staged (lookups and handlers, in its own open transaction)
-        while batch N is written and committed by a task.
-
-        Exactly what the plain loop does, in another order:
-        - N+1 counts N's event ids as in the inbox and N's aggregate versions as stored
-          (``_carry``): N commits before N+1 is written, so that is what N+1 would have read;
-        - N+1's writes (the projection's ``apply``, inbox rows, commit) start only after N's commit, so
-          they see N's rows (READ COMMITTED: each statement reads what is committed);
-        - offsets are committed after each batch's DB commit, in order;
-        - if N's write fails, N+1 (which counted on it) is rolled back, and both go through
-          ``_process`` — the plain path with its whole-batch retries and one-by-one split. So does
-          a batch whose staging failed, after the write before it has landed.
-
-        Only polls of at least ``overlap_min_records`` (a backlog) are staged this way; smaller ones
-        (live traffic) wait for the write in flight and are applied the plain way.
-        """
+        """The loop with batch N+1 staged while batch N is written and committed by a task: the
+        rules that keep it equivalent to the plain loop are in the module's doc."""
         next_poll = asyncio.create_task(self._poll(consumer))
         written: _Staged | None = None  # the batch being written (by its ``writing`` task)
         staged: _Staged | None = None
@@ -446,22 +331,13 @@ class InboxConsumer:
                     await self._update_lag(consumer)
                     continue
                 slow: list[_Polled] = []  # what goes the plain way once the write in flight landed
-                if polled:
-                    try:
-                        staged = await self._stage(_pairs(polled), batches=polled, after=written)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as exc:
-                        log.warning("batch failed to stage; applying it the plain way", error=type(exc).__name__)
-                        slow.append(polled)
-                if written is not None:
-                    if not await self._landed(written):
-                        if staged is not None:
-                            await staged.discard()
-                            staged = None
-                            slow.append(polled)
-                        slow.insert(0, written.batches)
-                    written = None
+                staged = await self._try_stage(polled, written, slow)
+                if written is not None and not await self._landed(written):
+                    slow.insert(0, written.batches)  # the failed write goes the plain way first,
+                    if staged is not None:  # and the batch that counted on it after it
+                        await staged.discard()
+                        staged, slow = None, [*slow, polled]
+                written = None
                 for batches in slow:
                     await self._process(consumer, batches)
                 if staged is not None:
@@ -477,6 +353,19 @@ class InboxConsumer:
                 # back and is read again by whoever owns the partition next.
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await written.writing
+
+    async def _try_stage(self, polled: _Polled, written: _Staged | None, slow: list[_Polled]) -> _Staged | None:
+        """Stage a poll behind the batch being written; one that fails to stage goes to ``slow``."""
+        if not polled:
+            return None
+        try:
+            return await self._applier.stage(_pairs(polled), batches=polled, after=written)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("batch failed to stage; applying it the plain way", error=type(exc).__name__)
+            slow.append(polled)
+            return None
 
     async def _landed(self, written: _Staged) -> bool:
         """Wait for a batch's overlapped write (not cancelled with us: shielded); False if it failed."""
@@ -494,7 +383,7 @@ class InboxConsumer:
     async def _write(self, consumer: AIOKafkaConsumer, staged: _Staged) -> None:
         """Write and commit a staged batch, then hand its offsets to the broker."""
         staged.marks.append(time.perf_counter())  # (queued behind the previous write until now)
-        await self._commit(staged)
+        await self._applier.commit(staged)
         await self._finish(consumer, staged.batches, staged.pairs, staged.applied, staged.marks)
 
     async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
@@ -552,7 +441,7 @@ class InboxConsumer:
                 if not pairs:
                     return
                 try:
-                    applied = await self._transaction(pairs, marks)
+                    applied = await self._applier.transaction(pairs, marks)
                     break
                 except IntegrityError:
                     # Another member applied some of these records meanwhile (a rebalance hands
@@ -577,7 +466,7 @@ class InboxConsumer:
             self.batches_split += 1
             applied = []
             for record, _ in pairs:
-                event = await self._process_one(record)
+                event = await self._applier.process_one(record)
                 if event is not None:
                     applied.append(event)
         await self._finish(consumer, batches, pairs, applied, marks)
@@ -613,115 +502,6 @@ class InboxConsumer:
         if applied and self._after_commit is not None:
             await self._after_commit(applied)
 
-    async def _transaction(
-        self, pairs: list[tuple[ConsumerRecord[Any, Any], Decoded]], marks: list[float]
-    ) -> list[ReceivedEvent]:
-        """Apply the records in one database transaction; the events applied (not no-ops).
-        ``marks`` gets the clock after the lookups, the handlers and the projection's ``apply``."""
-        staged = await self._stage(pairs)
-        marks.extend(staged.marks[1:])
-        await self._commit(staged)
-        marks.extend(staged.marks[3:])
-        return staged.applied
-
-    async def _stage(
-        self,
-        pairs: list[tuple[ConsumerRecord[Any, Any], Decoded]],
-        *,
-        batches: _Polled | None = None,
-        after: _Staged | None = None,
-    ) -> _Staged:
-        """Open a transaction, look up the records' inbox entries and aggregate versions, and run
-        the handlers (or the projection's ``fold`` of the new events); the transaction stays open
-        for :meth:`_commit`. ``batches``: the poll the records came from (for its offsets);
-        ``after``: a batch being written meanwhile, whose commit this one counts on (``_carry``)."""
-        clock = time.perf_counter
-        marks = [clock()]
-        span = None if len(pairs) <= self._trace_each_max else self._batch_span(pairs)
-        uow = UnitOfWork(self._engine)
-        await uow.__aenter__()
-        token = None if span is None else otel_context.attach(trace.set_span_in_context(span))
-        applied: list[ReceivedEvent] = []
-        try:
-            batch = await _load(uow.session, [item for _, item in pairs])
-            if after is not None:
-                _carry(batch, after)
-            marks.append(clock())
-            for record, item in pairs:
-                event = await self._apply(uow.session, batch, record, item, traced=span is None)
-                if event is not None:
-                    applied.append(event)
-            folded = self._projection.fold(applied) if self._projection is not None and applied else None
-            marks.append(clock())
-        except BaseException as exc:
-            _failed(span, exc)
-            await uow.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        finally:
-            if token is not None:
-                otel_context.detach(token)
-        return _Staged(batches or {}, pairs, uow, batch, applied, span, marks, folded)
-
-    async def _commit(self, staged: _Staged) -> None:
-        """Run the projection's ``apply``, write the inbox rows and versions, commit (or roll back and
-        raise); then tell the projection it committed."""
-        span, session = staged.span, staged.uow.session
-        token = None if span is None else otel_context.attach(trace.set_span_in_context(span))
-        result = None  # what the projection's ``apply`` returned
-        try:
-            if self._projection is not None and staged.folded is not None:
-                result = await self._projection.apply(session, staged.folded)
-            staged.marks.append(time.perf_counter())
-            await _flush(session, staged.batch)
-            await staged.uow.commit()
-            if result is not None:
-                self._committed(result)  # (at once: no await between the commit and the news)
-        except BaseException as exc:
-            _failed(span, exc)
-            raise
-        finally:
-            await staged.uow.__aexit__(None, None, None)  # (rolls back unless committed)
-            if token is not None:
-                otel_context.detach(token)
-            if span is not None:
-                span.set_attribute("zhongtai.applied", len(staged.applied))
-                span.end()
-        self._count(staged.batch)
-
-    def _committed(self, result: Any) -> None:
-        """Tell the projection its batch committed (right away: before the offsets go to Kafka)."""
-        assert self._projection is not None
-        try:
-            self._projection.committed(result)
-        except Exception as exc:  # the batch is committed: a failing notification must not re-apply it
-            log.warning("projection's committed hook failed", group=self._group, error=type(exc).__name__)
-
-    def _batch_span(self, pairs: list[tuple[ConsumerRecord[Any, Any], Decoded]]) -> trace.Span:
-        """One processing span for a big batch, linked to (up to ``_MAX_LINKS``) events' producer
-        spans: a trace of such an event shows where it was applied through the link."""
-        links = []
-        for _, item in pairs:
-            if isinstance(item, ReceivedEvent) and item.traceparent:
-                linked = trace.get_current_span(context_from_traceparent(item.traceparent)).get_span_context()
-                if linked.is_valid:
-                    links.append(trace.Link(linked))
-                    if len(links) == _MAX_LINKS:
-                        break
-        topics = sorted({record.topic for record, _ in pairs})
-        return self._tracer.start_span(
-            "process" if len(topics) > 1 else f"{topics[0]} process",
-            context=Context(),  # a root: the batch belongs to none of its events' traces
-            kind=trace.SpanKind.CONSUMER,
-            links=links,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.operation.type": "process",
-                "messaging.consumer.group.name": self._group,
-                "messaging.batch.message_count": len(pairs),
-                "zhongtai.topics": topics,
-            },
-        )
-
     async def _offsets_committed(self) -> None:
         """Wait for the last offset commit. A failed one (the group rebalanced meanwhile) is
         logged and dropped: the new owner of those partitions re-reads the records, and the inbox
@@ -735,114 +515,3 @@ class InboxConsumer:
             raise
         except Exception as exc:
             log.warning("offset commit failed; records will be re-delivered", error=type(exc).__name__)
-
-    async def _apply(
-        self,
-        session: AsyncSession,
-        batch: _Batch,
-        record: ConsumerRecord[Any, Any],
-        event: Decoded,
-        *,
-        traced: bool = True,
-    ) -> ReceivedEvent | None:
-        """Apply one record in the given transaction; None when it was a no-op or poison.
-
-        The per-event hot path of every consumer: no metric call (outcomes are counted per
-        batch), the processing span (``traced``) started directly from the stored traceparent.
-        """
-        if isinstance(event, PoisonEvent):
-            # Never decodable, so retrying cannot help: dead-letter at once.
-            await self._dead_letter(record, str(event), attempts=1)
-            position = _position_id(record)
-            if not await _seen(session, batch, position):
-                batch.inbox.append(_inbox(record, position, "unknown", "dead", str(event)[:1000], batch.now))
-                batch.seen[position] = True
-            return None
-        outcomes = batch.outcomes
-        if await _seen(session, batch, event.id):
-            outcomes["duplicate"] = outcomes.get("duplicate", 0) + 1
-            return None
-        if traced:
-            if not await self._handle_traced(session, batch, record, event):
-                return None
-        elif await _is_stale(session, batch, event):
-            self._stale(batch, record, event)
-            return None
-        elif self._handler is not None:
-            await self._handler(session, event)
-        batch.inbox.append(_inbox(record, event.id, event.type, "applied", None, batch.now))
-        batch.seen[event.id] = True
-        outcomes["applied"] = outcomes.get("applied", 0) + 1
-        return event
-
-    @staticmethod
-    def _stale(batch: _Batch, record: ConsumerRecord[Any, Any], event: ReceivedEvent) -> None:
-        batch.inbox.append(_inbox(record, event.id, event.type, "stale", None, batch.now))
-        batch.seen[event.id] = True
-        batch.outcomes["stale"] = batch.outcomes.get("stale", 0) + 1
-
-    async def _handle_traced(
-        self, session: AsyncSession, batch: _Batch, record: ConsumerRecord[Any, Any], event: ReceivedEvent
-    ) -> bool:
-        """The stale check and the handler in the event's own processing span, a child of its
-        producer's; False if the event was stale."""
-        span = self._tracer.start_span(
-            f"{record.topic} process",
-            context=context_from_traceparent(event.traceparent),
-            kind=trace.SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.consumer.group.name": self._group,
-                "messaging.destination.name": record.topic,
-                "messaging.message.id": event.id,
-                "messaging.kafka.offset": record.offset,
-                "zhongtai.event_type": event.type,
-            },
-        )
-        token = otel_context.attach(trace.set_span_in_context(span))
-        try:
-            if await _is_stale(session, batch, event):
-                self._stale(batch, record, event)
-                return False
-            if self._handler is not None:
-                await self._handler(session, event)
-            return True
-        except Exception as exc:
-            _failed(span, exc)
-            raise
-        finally:
-            otel_context.detach(token)
-            span.end()
-
-    def _count(self, batch: _Batch) -> None:
-        for outcome, n in batch.outcomes.items():
-            _processed.add(n, {"group": self._group, "outcome": outcome})
-        batch.outcomes.clear()
-
-    async def _dead_letter(self, record: ConsumerRecord[Any, Any], error: str, *, attempts: int) -> None:
-        await self._dead_letters.send(record, error, attempts=attempts)
-
-    async def _process_one(self, record: ConsumerRecord[Any, Any]) -> ReceivedEvent | None:
-        last_error = ""
-        for attempt in range(1, self._max_attempts + 1):
-            try:
-                applied = await self._transaction([(record, _decode(record))], [])
-                return applied[0] if applied else None
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if is_infrastructure_error(exc):
-                    raise  # the database or broker failed, not this event: never dead-letter it
-                last_error = f"{type(exc).__name__}: {exc}"[:1000]
-                log.warning("event failed", topic=record.topic, partition=record.partition, offset=record.offset,
-                            attempt=attempt, error=type(exc).__name__)  # fmt: skip
-                await asyncio.sleep(self._backoff * attempt)
-        await self._dead_letter(record, last_error, attempts=self._max_attempts)
-        async with UnitOfWork(self._engine) as uow:
-            event_id = dict(record.headers or ()).get("ce_id", b"").decode()[:64] or _position_id(record)
-            batch = _Batch()
-            if not await _seen(uow.session, batch, event_id):
-                batch.inbox.append(_inbox(record, event_id, "unknown", "dead", last_error, batch.now))
-                await _flush(uow.session, batch)
-            await uow.commit()
-        return None

@@ -11,8 +11,7 @@ from google.protobuf import timestamp_pb2
 from google.type import money_pb2
 
 from bank.product.v1 import product_pb2
-from services.kit.errors import invalid
-from services.kit.money import Amount, MoneyError, to_money
+from services.kit import Amount, MoneyError, invalid, to_money
 from services.product import domain
 from services.product.store import ProductRow, SubscriptionRow, TransactionRow, utc
 

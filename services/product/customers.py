@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import UTC
 
 from bank.customer.v1 import customer_pb2, customer_pb2_grpc
-from services.kit.clients import ServiceClient
+from services.kit import ServiceClient
 from services.product.domain import CustomerProfile
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bank.product.v1 import product_pb2
-from services.kit.money import Amount, is_supported
+from services.kit.money import Amount, is_supported  # pure value type: the public face loads I/O
 from services.policy import eligibility as policy
 from services.policy.eligibility import (
     AGE_ABOVE_MAX,

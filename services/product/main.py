@@ -10,8 +10,7 @@ from pathlib import Path
 from pydantic import Field
 
 from bank.product.v1 import product_pb2, product_pb2_grpc
-from services.kit.clients import CallerSettings
-from services.kit.service import Capability, Runtime, Wiring
+from services.kit import CallerSettings, Capability, Runtime, Wiring
 from services.product.api import ProductApi
 from services.product.customers import CustomerDirectory
 from services.product.usecases import ProductUseCases

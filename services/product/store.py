@@ -15,7 +15,7 @@ from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, String, Te
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.kit.db import BigIntPK
+from services.kit import BigIntPK
 from services.product.domain import OPEN
 
 

@@ -19,19 +19,19 @@ from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bank.product.v1 import events_pb2, product_pb2
-from services.kit.commands import Commands
-from services.kit.db import sessionmaker
-from services.kit.errors import (
+from services.kit import (
     Aborted,
     AlreadyExists,
+    Commands,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
+    add_event,
     invalid,
+    sessionmaker,
+    source_of,
 )
-from services.kit.events import source_of
-from services.kit.outbox import add_event
 from services.product import convert, domain, store
 from services.product.domain import CustomerProfile
 

@@ -1,6 +1,6 @@
 """Alembic environment of the customer service (run by services.kit.migrations.upgrade)."""
 
 from services.customer.store import CustomerBase
-from services.kit.migrations import run_env
+from services.kit import run_env
 
 run_env(CustomerBase.metadata)

@@ -1,6 +1,6 @@
 """Alembic environment of the product service (run by services.kit.migrations.upgrade)."""
 
-from services.kit.migrations import run_env
+from services.kit import run_env
 from services.product.store import ProductBase
 
 run_env(ProductBase.metadata)

@@ -109,7 +109,7 @@ def test_records_of_partitions_moved_to_another_member_are_left_to_it() -> None:
 
 
 def test_a_batch_staged_behind_another_counts_what_that_one_will_store() -> None:
-    from services.kit.consumer import _Batch, _carry, _Staged
+    from services.kit.applier import _Batch, _carry, _Staged
 
     before = _Batch()
     before.inbox = [{"event_id": "e1"}, {"event_id": "e2"}]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from services.kit.migrations import create_consumer_tables_v1, drop_consumer_tables_v1
+from services.kit import create_consumer_tables_v1, drop_consumer_tables_v1
 
 revision = "0001"
 down_revision = None

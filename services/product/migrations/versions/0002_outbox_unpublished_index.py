@@ -6,7 +6,7 @@ Revises: 0001
 
 from __future__ import annotations
 
-from services.kit.migrations import create_outbox_unpublished_index, drop_outbox_unpublished_index
+from services.kit import create_outbox_unpublished_index, drop_outbox_unpublished_index
 
 revision = "0002"
 down_revision = "0001"
