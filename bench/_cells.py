@@ -65,6 +65,10 @@ async def create_schema(dsn: str) -> None:
         await conn.close()
 
 
+async def _keep(_conn: asyncpg.Connection) -> None:
+    return None
+
+
 def _customer(customer_id: str) -> customer_pb2.Customer:
     return customer_pb2.Customer(
         customer_id=customer_id,
@@ -102,7 +106,9 @@ async def serve_bare(kind: str, port: int, dsn: str) -> None:
 
         server = _bare_server({GET_CUSTOMER: _unary(get, customer_pb2.GetCustomerRequest)})
     else:
-        pool = await asyncpg.create_pool(dsn, min_size=10, max_size=10)
+        # No reset on release: asyncpg's default runs 4 statements (advisory unlock, CLOSE,
+        # RESET, UNLISTEN) every time a connection goes back; SQLAlchemy's pool does not.
+        pool = await asyncpg.create_pool(dsn, min_size=10, max_size=10, reset=_keep)
         if kind == "C-read":
 
             async def read(request: customer_pb2.GetCustomerRequest, context: Any) -> customer_pb2.Customer:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import tempfile
@@ -77,10 +78,8 @@ def main() -> None:
     def run(coro_fn: Callable[[], Any]) -> Callable[[], Any]:
         def step() -> None:
             coro = coro_fn()
-            try:
+            with contextlib.suppress(StopIteration):
                 coro.send(None)
-            except StopIteration:
-                pass
 
         return step
 
@@ -103,11 +102,10 @@ def main() -> None:
         "  RED histogram record": lambda: gs._duration.record(
             1.0, {"rpc.method": METHOD, "rpc.grpc.status_code": "OK"}
         ),
-        "  access log line": lambda: gs.log.info(
-            "rpc", rpc=METHOD, code="OK", duration_ms=0.42, client_id="bench"
-        ),
+        "  access log line": lambda: gs.log.info("rpc", rpc=METHOD, code="OK", duration_ms=0.42, client_id="bench"),
         "  metadata dict + peer attributes": lambda: gs._peer_attributes(
-            context, {k: v for k, v in context.invocation_metadata()}  # type: ignore[arg-type]
+            context,
+            {k: v for k, v in context.invocation_metadata()},  # type: ignore[arg-type]
         ),
     }
     for name, fn in parts.items():

@@ -7,8 +7,8 @@ Starts Apache Kafka and PostgreSQL (devtools.stack), the customer, product and d
 as real processes (``python -m services.cli ...``, access logs on as in production, the outbox
 relays inside them), and the ceiling cells of ``bench/_cells.py`` (each its own process):
 
-- ``A`` bare grpc.aio from memory; ``B`` the kit's server from memory (``B-nolog``,
-  ``B-notrace``, ``B-noauth`` with one part off: ``--cells`` adds them);
+- ``A`` bare grpc.aio from memory; ``B`` the kit's server from memory, and ``B-nolog``,
+  ``B-notrace``, ``B-noauth`` with one part off (the access log, spans, token + validation);
 - ``C-read`` bare grpc.aio + one asyncpg primary-key SELECT; ``C-write`` bare grpc.aio + an
   asyncpg transaction of 4 statements (SELECT FOR UPDATE, UPDATE RETURNING, 2 INSERT);
 - every business RPC: GetCustomer (masked), GetCustomerView, CheckEligibility, ListCustomers,
@@ -57,7 +57,7 @@ from bank.customer.v1 import customer_pb2
 from bank.datahub.v1 import datahub_pb2
 from bank.product.v1 import product_pb2
 from bench import _cells
-from bench.product import cny, national_id, setup
+from bench.product import national_id, setup
 from devtools.ghz import ghz_binary
 from devtools.stack import KafkaServer, PostgresServer, free_port
 from services.cli import DEV_SECRET
@@ -65,6 +65,7 @@ from services.kit.auth import ALL_SCOPES, mint_token
 from tests.support.procs import REPO, ServiceProcess, cpu_seconds
 
 CUSTOMER = "bank.customer.v1.CustomerService"
+BASE = "@base"  # the suffix of the baseline's processes and cells (--baseline)
 PRODUCT = "bank.product.v1.ProductService"
 VIEWS = "bank.datahub.v1.CustomerViewService"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -230,56 +231,182 @@ def cells(ids: dict[str, Any], run_salt: int) -> list[Cell]:
     return [
         Cell("A", f"{CUSTOMER}.GetCustomer", ("A",), lambda r: [{"customerId": c} for c in ids["cell_customers"]]),
         Cell("B", f"{CUSTOMER}.GetCustomer", ("B",), lambda r: [{"customerId": c} for c in customers], "A", "Kit"),
-        Cell("B-nolog", f"{CUSTOMER}.GetCustomer", ("B-nolog",), lambda r: [{"customerId": c} for c in customers], "A", "Kit-nolog"),  # noqa: E501
-        Cell("B-notrace", f"{CUSTOMER}.GetCustomer", ("B-notrace",), lambda r: [{"customerId": c} for c in customers], "A", "Kit-notrace"),  # noqa: E501
-        Cell("B-noauth", f"{CUSTOMER}.GetCustomer", ("B-noauth",), lambda r: [{"customerId": c} for c in customers], "A", "Kit-noauth"),  # noqa: E501
-        Cell("C-read", f"{CUSTOMER}.GetCustomer", ("C-read",), lambda r: [{"customerId": c} for c in ids["cell_customers"]]),  # noqa: E501
-        Cell("C-write", f"{PRODUCT}.PostTransaction", ("C-write",), lambda r: [
-            {"customerId": f"cell-{i}", "subscriptionId": f"acct-{i}",
-             "transaction": {"direction": "DIRECTION_CREDIT", "amount": {"currencyCode": "CNY", "units": "1"}},
-             "requestId": uuid_id} for i in range(_cells.ACCOUNTS)]),  # fmt: skip
-        Cell("GetCustomer", f"{CUSTOMER}.GetCustomer", ("customer",), lambda r: [{"customerId": c} for c in customers], "C-read"),  # noqa: E501
-        Cell("GetCustomerView", f"{VIEWS}.GetCustomerView", ("data_hub",), lambda r: [{"customerId": c} for c in customers], "C-read"),  # noqa: E501
-        Cell("CheckEligibility", f"{PRODUCT}.CheckEligibility", ("product", "customer"), lambda r: [
-            {"productId": product_id, "customerId": c, "amount": {"currencyCode": "CNY", "units": "100"}}
-            for c in customers], "C-read"),  # fmt: skip
+        Cell(
+            "B-nolog",
+            f"{CUSTOMER}.GetCustomer",
+            ("B-nolog",),
+            lambda r: [{"customerId": c} for c in customers],
+            "A",
+            "Kit-nolog",
+        ),
+        Cell(
+            "B-notrace",
+            f"{CUSTOMER}.GetCustomer",
+            ("B-notrace",),
+            lambda r: [{"customerId": c} for c in customers],
+            "A",
+            "Kit-notrace",
+        ),
+        Cell(
+            "B-noauth",
+            f"{CUSTOMER}.GetCustomer",
+            ("B-noauth",),
+            lambda r: [{"customerId": c} for c in customers],
+            "A",
+            "Kit-noauth",
+        ),
+        Cell(
+            "C-read",
+            f"{CUSTOMER}.GetCustomer",
+            ("C-read",),
+            lambda r: [{"customerId": c} for c in ids["cell_customers"]],
+        ),
+        Cell(
+            "C-write",
+            f"{PRODUCT}.PostTransaction",
+            ("C-write",),
+            lambda r: [
+                {
+                    "customerId": f"cell-{i}",
+                    "subscriptionId": f"acct-{i}",
+                    "transaction": {"direction": "DIRECTION_CREDIT", "amount": {"currencyCode": "CNY", "units": "1"}},
+                    "requestId": uuid_id,
+                }
+                for i in range(_cells.ACCOUNTS)
+            ],
+        ),
+        Cell(
+            "GetCustomer",
+            f"{CUSTOMER}.GetCustomer",
+            ("customer",),
+            lambda r: [{"customerId": c} for c in customers],
+            "C-read",
+        ),
+        Cell(
+            "GetCustomerView",
+            f"{VIEWS}.GetCustomerView",
+            ("data_hub",),
+            lambda r: [{"customerId": c} for c in customers],
+            "C-read",
+        ),
+        Cell(
+            "CheckEligibility",
+            f"{PRODUCT}.CheckEligibility",
+            ("product", "customer"),
+            lambda r: [
+                {"productId": product_id, "customerId": c, "amount": {"currencyCode": "CNY", "units": "100"}}
+                for c in customers
+            ],
+            "C-read",
+        ),
         Cell("ListCustomers", f"{CUSTOMER}.ListCustomers", ("customer",), lambda r: {"pageSize": 20}, "C-read"),
-        Cell("ListTransactions", f"{PRODUCT}.ListTransactions", ("product",), lambda r: [
-            {"customerId": c, "subscriptionId": s, "pageSize": 20} for c, s in accounts], "C-read"),  # fmt: skip
-        Cell("CreateCustomer", f"{CUSTOMER}.CreateCustomer", ("customer",), lambda r: [
-            {"customer": person(run_salt + r * per_round + i), "requestId": uuid_id} for i in range(per_round)],
-            "C-write"),  # fmt: skip
-        Cell("UpdateCustomer", f"{CUSTOMER}.UpdateCustomer", ("customer",), lambda r: [
-            {"customer": {"customerId": pick(i), "mobile": f"137{(r * 1000 + i) % 100_000_000:08d}"},
-             "updateMask": {"paths": ["mobile"]}, "requestId": uuid_id} for i in range(len(customers))], "C-write"),  # fmt: skip
-        Cell("PostTransaction", f"{PRODUCT}.PostTransaction", ("product",), lambda r: [
-            {"customerId": c, "subscriptionId": s,
-             "transaction": {"direction": "DIRECTION_CREDIT", "amount": {"currencyCode": "CNY", "units": "1"}},
-             "requestId": uuid_id} for c, s in accounts], "C-write"),  # fmt: skip
-        Cell("CreateSubscription", f"{PRODUCT}.CreateSubscription", ("product", "customer"), lambda r: [
-            {"customerId": c, "subscription": {"productId": product_id,
-             "amount": {"currencyCode": "CNY", "units": "100"}}, "requestId": uuid_id} for c in customers],
-            "C-write"),  # fmt: skip
+        Cell(
+            "ListTransactions",
+            f"{PRODUCT}.ListTransactions",
+            ("product",),
+            lambda r: [{"customerId": c, "subscriptionId": s, "pageSize": 20} for c, s in accounts],
+            "C-read",
+        ),
+        Cell(
+            "CreateCustomer",
+            f"{CUSTOMER}.CreateCustomer",
+            ("customer",),
+            lambda r: [
+                {"customer": person(run_salt + r * per_round + i), "requestId": uuid_id} for i in range(per_round)
+            ],
+            "C-write",
+        ),
+        Cell(
+            "UpdateCustomer",
+            f"{CUSTOMER}.UpdateCustomer",
+            ("customer",),
+            lambda r: [
+                {
+                    "customer": {"customerId": pick(i), "mobile": f"137{(r * 1000 + i) % 100_000_000:08d}"},
+                    "updateMask": {"paths": ["mobile"]},
+                    "requestId": uuid_id,
+                }
+                for i in range(len(customers))
+            ],
+            "C-write",
+        ),
+        Cell(
+            "PostTransaction",
+            f"{PRODUCT}.PostTransaction",
+            ("product",),
+            lambda r: [
+                {
+                    "customerId": c,
+                    "subscriptionId": s,
+                    "transaction": {"direction": "DIRECTION_CREDIT", "amount": {"currencyCode": "CNY", "units": "1"}},
+                    "requestId": uuid_id,
+                }
+                for c, s in accounts
+            ],
+            "C-write",
+        ),
+        Cell(
+            "CreateSubscription",
+            f"{PRODUCT}.CreateSubscription",
+            ("product", "customer"),
+            lambda r: [
+                {
+                    "customerId": c,
+                    "subscription": {"productId": product_id, "amount": {"currencyCode": "CNY", "units": "100"}},
+                    "requestId": uuid_id,
+                }
+                for c in customers
+            ],
+            "C-write",
+        ),
     ]
 
 
+def baseline_twin(cell: Cell, ids: dict[str, Any]) -> Cell:
+    """The same cell on the baseline's stack (its own processes, databases and seeded ids)."""
+    twin = cells(ids, run_salt=2_000_000)
+    own = next(c for c in twin if c.name == cell.name)
+    return Cell(cell.name + BASE, own.call, tuple(p + BASE for p in own.serving), own.data, own.ceiling,
+                (own.rpc or own.name) + BASE)  # fmt: skip
+
+
 DEFAULT_CELLS = (
-    "A,B,C-read,C-write,GetCustomer,GetCustomerView,CheckEligibility,ListCustomers,ListTransactions,"
+    "A,B,B-nolog,B-notrace,B-noauth,C-read,C-write,GetCustomer,GetCustomerView,CheckEligibility,ListCustomers,ListTransactions,"
     "CreateCustomer,UpdateCustomer,PostTransaction,CreateSubscription"
 )
 
 # -------------------------------------------------------------------------- the platform ---
 
 
-class Platform:
-    """Kafka, PostgreSQL, the three services and the ceiling cells, for one run."""
+class _Proc(ServiceProcess):
+    """A service process run from a given checkout (``--baseline``: the code before a change)."""
 
-    def __init__(self, kafka: KafkaServer, pg: PostgresServer, logs: Path, kit_cells: list[str]) -> None:
+    def __init__(self, component: str, *, env: dict[str, str], log_dir: Path, repo: Path) -> None:
+        super().__init__(component, env=env, log_dir=log_dir)
+        self.repo = repo
+        self.log_path = log_dir / f"{component}-{self.port}.log"
+
+    def start(self, timeout: float = 90.0) -> ServiceProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", self.component],
+            cwd=self.repo, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        self.wait_ready(timeout)
+        return self
+
+
+class Platform:
+    """Kafka, PostgreSQL, the three services (twice with ``--baseline``) and the ceiling cells."""
+
+    def __init__(self, kafka: KafkaServer, pg: PostgresServer, logs: Path, kit_cells: list[str],
+                 baseline: Path | None = None) -> None:  # fmt: skip
         self.kafka, self.pg, self.logs = kafka, pg, logs
         self.procs: dict[str, ServiceProcess] = {}
         self.cell_procs: dict[str, subprocess.Popen[bytes]] = {}
         self.targets: dict[str, str] = {}
         self.kit_cells = kit_cells
+        self.baseline = baseline
 
     def start(self, statements: bool) -> None:
         if statements:  # the extension must be preloaded: restart the server with it
@@ -293,29 +420,39 @@ class Platform:
         }
         self.cells_dsn = self.pg.create_database("bench_cells").replace("postgresql+asyncpg", "postgresql")
         asyncio.run(_cells.create_schema(self.cells_dsn))
-        hub = ServiceProcess("data_hub", env={**common, "ZT_DATABASE_URL": self.pg.create_database("bench_hub")},
-                             log_dir=self.logs).start()  # fmt: skip
-        customer = ServiceProcess(
-            "customer", env={**common, **keys, "ZT_DATABASE_URL": self.pg.create_database("bench_customer")},
-            log_dir=self.logs,
-        ).start()  # fmt: skip
-        product = ServiceProcess(
-            "product", env={**common, "ZT_DATABASE_URL": self.pg.create_database("bench_product"),
-                            "ZT_CUSTOMER_TARGET": customer.target}, log_dir=self.logs,
-        ).start()  # fmt: skip
-        self.procs = {"customer": customer, "product": product, "data_hub": hub}
-        self.targets = {name: p.target for name, p in self.procs.items()}
-        for kind in ["A", *self.kit_cells, "C-read", "C-write"]:
+        self._services(REPO, "", common, keys)
+        cells = [(kind, REPO, kind) for kind in ["A", *self.kit_cells, "C-read", "C-write"]]
+        if self.baseline is not None:
+            # The baseline's own topic namespace: its hub must not apply the other stack's events.
+            self._services(self.baseline, BASE, {**common, "ZT_KAFKA_TOPIC_PREFIX": "base."}, keys)
+            cells += [(kind, self.baseline, kind + BASE) for kind in self.kit_cells]
+        for kind, repo, name in cells:
             port = free_port()
-            log = (self.logs / f"cell-{kind}.log").open("ab")
+            log = (self.logs / f"cell-{name}.log").open("ab")
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            self.cell_procs[kind] = subprocess.Popen(
+            self.cell_procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "bench._cells", kind, str(port), self.cells_dsn],
-                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
-            self.targets[kind] = f"127.0.0.1:{port}"
+            self.targets[name] = f"127.0.0.1:{port}"
         for kind, target in self.targets.items():
             asyncio.run(_wait_serving(target, kind))
+
+    def _services(self, repo: Path, suffix: str, common: dict[str, str], keys: dict[str, str]) -> None:
+        db = suffix.replace("@", "_")
+        hub = _Proc("data_hub", env={**common, "ZT_DATABASE_URL": self.pg.create_database(f"bench_hub{db}")},
+                    log_dir=self.logs, repo=repo).start()  # fmt: skip
+        customer = _Proc(
+            "customer", env={**common, **keys, "ZT_DATABASE_URL": self.pg.create_database(f"bench_customer{db}")},
+            log_dir=self.logs, repo=repo,
+        ).start()  # fmt: skip
+        product = _Proc(
+            "product", env={**common, "ZT_DATABASE_URL": self.pg.create_database(f"bench_product{db}"),
+                            "ZT_CUSTOMER_TARGET": customer.target}, log_dir=self.logs, repo=repo,
+        ).start()  # fmt: skip
+        for name, proc in (("customer", customer), ("product", product), ("data_hub", hub)):
+            self.procs[name + suffix] = proc
+            self.targets[name + suffix] = proc.target
 
     def pids(self) -> dict[str, int]:
         out = {name: p.proc.pid for name, p in self.procs.items() if p.proc is not None}
@@ -330,9 +467,8 @@ class Platform:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
-        for name in ("product", "customer", "data_hub"):
-            if name in self.procs:
-                self.procs[name].stop()
+        for name in sorted(self.procs, reverse=True):  # (product, data_hub, customer)
+            self.procs[name].stop()
 
 
 async def _wait_serving(target: str, kind: str, timeout: float = 60) -> None:
@@ -347,15 +483,17 @@ async def _wait_serving(target: str, kind: str, timeout: float = 60) -> None:
                     raise RuntimeError(f"{kind} at {target} not serving after {timeout}s") from None
 
 
-async def seed(platform: Platform, auth: tuple[tuple[str, str], ...], customers: int) -> dict[str, Any]:
+async def seed(
+    platform: Platform, auth: tuple[tuple[str, str], ...], customers: int, suffix: str = ""
+) -> dict[str, Any]:
     """A published deposit product, ``customers`` verified customers, one subscription each for
     the first 32 (the posting accounts); waits until the hub has a view of each."""
     from bank.customer.v1 import customer_pb2_grpc
     from bank.datahub.v1 import datahub_pb2_grpc
 
-    accounts = await setup(platform.targets["product"], platform.targets["customer"], 32, auth)
+    accounts = await setup(platform.targets["product" + suffix], platform.targets["customer" + suffix], 32, auth)
     ids = [c for c, _ in accounts]
-    async with grpc.aio.insecure_channel(platform.targets["customer"]) as cch:
+    async with grpc.aio.insecure_channel(platform.targets["customer" + suffix]) as cch:
         stub = customer_pb2_grpc.CustomerServiceStub(cch)
         for i in range(32, customers):
             created = await stub.CreateCustomer(
@@ -369,11 +507,13 @@ async def seed(platform: Platform, auth: tuple[tuple[str, str], ...], customers:
                 timeout=10,
             )
             ids.append(created.customer_id)
-    async with grpc.aio.insecure_channel(platform.targets["product"]) as pch:
-        listed = await __import__("bank.product.v1.product_pb2_grpc", fromlist=["x"]).ProductServiceStub(
-            pch
-        ).ListProducts(product_pb2.ListProductsRequest(), metadata=auth, timeout=10)
-    async with grpc.aio.insecure_channel(platform.targets["data_hub"]) as hch:
+    async with grpc.aio.insecure_channel(platform.targets["product" + suffix]) as pch:
+        listed = (
+            await __import__("bank.product.v1.product_pb2_grpc", fromlist=["x"])
+            .ProductServiceStub(pch)
+            .ListProducts(product_pb2.ListProductsRequest(), metadata=auth, timeout=10)
+        )
+    async with grpc.aio.insecure_channel(platform.targets["data_hub" + suffix]) as hch:
         views = datahub_pb2_grpc.CustomerViewServiceStub(hch)
         for cid in ids:
             for _ in range(300):
@@ -455,8 +595,9 @@ def format_line(cell: Cell, r: Result) -> str:
 
 
 def _extra_keys(cell: Cell, r: Result) -> list[str]:
-    keys = [k for k in ("pg", "pg:cells", "pg:customer", "pg:product", "pg:hub") if r.cpu_us.get(k, 0) >= 0.5]
-    keys += [k for k in ("data_hub", "kafka", "ghz") if k not in cell.serving]
+    keys = [k for k in sorted(r.cpu_us) if k.startswith("pg") and r.cpu_us[k] >= 0.5]
+    hub = "data_hub" + (BASE if cell.name.endswith(BASE) else "")
+    keys += [k for k in (hub, "kafka", "ghz") if k not in cell.serving]
     return keys
 
 
@@ -473,7 +614,10 @@ def median_result(results: list[Result]) -> Result:
         sum(r.ok for r in results),
         errors,
         {k: statistics.median(r.cpu_us.get(k, 0.0) for r in results) for k in keys},
-        {k: statistics.median(r.statements.get(k, 0.0) for r in results) for k in set().union(*(r.statements for r in results))},  # noqa: E501
+        {
+            k: statistics.median(r.statements.get(k, 0.0) for r in results)
+            for k in set().union(*(r.statements for r in results))
+        },
     )
 
 
@@ -491,16 +635,17 @@ def report(chosen: list[Cell], medians: dict[str, Result]) -> None:
             f"ratio {cell.rpc or cell.name} rps={mine.rps / base.rps:.2f} cpu={serving_cpu(cell, mine) / base_cpu:.2f}"
             f" (vs {cell.ceiling})"
         )
-    if "C-write" in medians and "PostTransaction" in medians:
-        pt, cw = medians["PostTransaction"], medians["C-write"]
-        print(
-            f"postgres PostTransaction pg:product={pt.cpu_us.get('pg:product', 0):.0f} µs/req vs C-write "
-            f"pg:cells={cw.cpu_us.get('pg:cells', 0):.0f} (ratio {pt.cpu_us.get('pg:product', 0) / max(cw.cpu_us.get('pg:cells', 0), 1e-9):.2f})"  # noqa: E501
-        )
-    for name in ("CreateCustomer", "UpdateCustomer", "PostTransaction", "CreateSubscription"):
-        if name in medians:
-            r = medians[name]
-            print(f"data hub live {name}: {r.cpu_us.get('data_hub', 0):.0f} µs/write, kafka {r.cpu_us.get('kafka', 0):.0f} µs/write")  # noqa: E501
+    for suffix in ("", BASE):
+        name, db, hub = "PostTransaction" + suffix, "pg:product" + suffix.replace("@", "_"), "data_hub" + suffix
+        if "C-write" in medians and name in medians:
+            mine, floor = medians[name].cpu_us.get(db, 0), medians["C-write"].cpu_us.get("pg:cells", 0)
+            print(f"postgres {name} {db}={mine:.0f} µs/req vs C-write pg:cells={floor:.0f} "
+                  f"(ratio {mine / max(floor, 1e-9):.2f})")  # fmt: skip
+        for write in ("CreateCustomer", "UpdateCustomer", "PostTransaction", "CreateSubscription"):
+            if write + suffix in medians:
+                r = medians[write + suffix]
+                print(f"data hub live {write + suffix}: {r.cpu_us.get(hub, 0):.0f} µs/write, "
+                      f"kafka {r.cpu_us.get('kafka', 0):.0f} µs/write")  # fmt: skip
 
 
 def print_statements(chosen: list[Cell], medians: dict[str, Result]) -> None:
@@ -544,6 +689,16 @@ def profile(platform: Platform, cell: Cell, data: Any, ghz: Path, protos: Path, 
         print(f"  self {n / total * 100:5.1f}%  incl {inclusive[name] / total * 100:5.1f}%  {name}")
 
 
+def _pairs(chosen: list[Cell], *, flip: bool) -> list[list[Cell]]:
+    out: list[list[Cell]] = []
+    for cell in chosen:
+        if cell.name.endswith(BASE) and out:
+            out[-1] = [cell, *out[-1]] if flip else [*out[-1], cell]
+        else:
+            out.append([cell])
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -551,9 +706,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--customers", type=int, default=64)
-    parser.add_argument("--cells", default=DEFAULT_CELLS, help="comma-separated; add B-nolog,B-notrace,B-noauth")
+    parser.add_argument("--cells", default=DEFAULT_CELLS, help="comma-separated cell names")
     parser.add_argument("--statements", action="store_true", help="pg_stat_statements per request")
     parser.add_argument("--profile", default="", help="a cell to profile with py-spy after the rounds")
+    parser.add_argument("--baseline", type=Path, help="a checkout of the code before a change: its services "
+                        "and kit cells run beside these, each cell's twin '<cell>@base' in turn with it")  # fmt: skip
     args = parser.parse_args()
 
     ghz = ghz_binary()
@@ -565,12 +722,16 @@ def main() -> None:
     wanted = args.cells.split(",")
     kit_cells = [c for c in wanted if c.startswith("B")]
     with KafkaServer() as kafka, PostgresServer() as pg:
-        platform = Platform(kafka, pg, workdir, kit_cells)
+        platform = Platform(kafka, pg, workdir, kit_cells, args.baseline)
         try:
             platform.start(args.statements)
             ids = asyncio.run(seed(platform, auth, args.customers))
             all_cells = {c.name: c for c in cells(ids, run_salt=1_000_000)}
             chosen = [all_cells[name] for name in wanted]
+            if args.baseline is not None:
+                base_ids = asyncio.run(seed(platform, auth, args.customers, BASE))
+                chosen = [c for cell in chosen for c in
+                          ([cell, baseline_twin(cell, base_ids)] if cell.ceiling or cell.name.startswith("B") else [cell])]  # fmt: skip  # noqa: E501
             meter = Meter(platform.pids(), pg.pid or 0, kafka.pid or 0)
             print(f"PostgreSQL {pg.version}, Kafka {kafka.version}, ghz {ghz}; c={args.concurrency}, "
                   f"{args.duration:.0f}s per cell after {args.warmup:.0f}s warm-up, {args.rounds} rounds; "
@@ -581,15 +742,28 @@ def main() -> None:
             print("idle CPU %: " + " ".join(f"{k}={v:.1f}" for k, v in sorted(idle.items()) if v >= 0.1))
             results: dict[str, list[Result]] = {c.name: [] for c in chosen}
             for round_ in range(args.rounds):
-                for cell in chosen:
-                    r = measure(platform, meter, ghz, protos, cell, cell.data(round_), cell.data(100 + round_), args, token,
-                                workdir)
+                # (a cell and its baseline twin swap places every round)
+                order = [c for pair in _pairs(chosen, flip=round_ % 2 == 1) for c in pair]
+                for cell in order:
+                    r = measure(
+                        platform,
+                        meter,
+                        ghz,
+                        protos,
+                        cell,
+                        cell.data(round_),
+                        cell.data(100 + round_),
+                        args,
+                        token,
+                        workdir,
+                    )
                     results[cell.name].append(r)
                     print(f"[{round_ + 1}] " + format_line(cell, r), flush=True)
-            medians = {name: median_result(rs) for name, rs in results.items()}
-            report(chosen, medians)
-            if args.statements:
-                print_statements(chosen, medians)
+            if args.rounds:
+                medians = {name: median_result(rs) for name, rs in results.items()}
+                report(chosen, medians)
+                if args.statements:
+                    print_statements(chosen, medians)
             if args.profile:
                 cell = all_cells[args.profile]
                 profile(platform, cell, cell.data(args.rounds), ghz, protos, args, token, workdir)

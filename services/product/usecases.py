@@ -29,7 +29,7 @@ from services.kit import (
     NotFound,
     add_event,
     invalid,
-    sessionmaker,
+    read_sessionmaker,
     source_of,
 )
 from services.product import convert, domain, store
@@ -66,7 +66,7 @@ class ProductUseCases:
         *,
         after_commit: list[Callable[[], None]] | None = None,
     ) -> None:
-        self._reads = sessionmaker(engine)
+        self._reads = read_sessionmaker(engine)
         self._customers = customers
         self._commands = Commands(engine, after_commit=after_commit)
 
