@@ -106,7 +106,8 @@ def _stat(pid: int) -> tuple[int, list[str]] | None:
 
 def pg_cpu(postmaster: int) -> dict[str, float]:
     """CPU seconds of PostgreSQL: ``pg`` (the server: postmaster, its helpers, live backends and
-    the exited ones it reaped) and ``pg:<database>`` (live backends, by their process title)."""
+    the exited ones it reaped) and ``pg:<database>|<pid>`` per live backend (by its process
+    title); :func:`pg_deltas` turns the latter into per-database figures."""
     out: dict[str, float] = {"pg": 0.0}
     root = _stat(postmaster)
     if root is None:
@@ -125,8 +126,20 @@ def pg_cpu(postmaster: int) -> dict[str, float]:
         except OSError:
             continue
         if len(title) >= 3 and title[0] == "postgres:" and title[2].startswith("bench_"):
-            key = f"pg:{title[2].removeprefix('bench_')}"
-            out[key] = out.get(key, 0.0) + seconds
+            out[f"pg:{title[2].removeprefix('bench_')}|{entry.name}"] = seconds
+    return out
+
+
+def pg_deltas(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds per database between two reads: the backends alive at the second read (one
+    that started in between counts from zero). A backend that exited in between (an overflow
+    connection closed by the pool) is lost here, so a database's figure is a lower bound; the
+    whole server's ``pg`` counts it (the postmaster reaps it)."""
+    out: dict[str, float] = {}
+    for key, seconds in after.items():
+        if "|" in key:
+            db = key.split("|", 1)[0]
+            out[db] = out.get(db, 0.0) + seconds - before.get(key, 0.0)
     return out
 
 
@@ -572,7 +585,8 @@ def measure(platform: Platform, meter: Meter, ghz: Path, protos: Path, cell: Cel
     after = meter.read()
     result = summarize(report, args.concurrency)
     n = max(result.ok, 1)
-    result.cpu_us = {k: (after[k] - before.get(k, 0.0)) / n * 1e6 for k in after}
+    result.cpu_us = {k: (after[k] - before.get(k, 0.0)) / n * 1e6 for k in after if "|" not in k}
+    result.cpu_us.update({k: v / n * 1e6 for k, v in pg_deltas(before, after).items()})
     if args.statements:
         for db, query, calls in asyncio.run(_statements(platform.cells_dsn, reset=False)):
             key = db.removeprefix("bench_")
@@ -738,7 +752,9 @@ def main() -> None:
                   f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")  # fmt: skip
             before = meter.read()
             time.sleep(3)
-            idle = {k: (v - before.get(k, 0.0)) / 3 * 100 for k, v in meter.read().items()}
+            now = meter.read()
+            idle = {k: (v - before.get(k, 0.0)) / 3 * 100 for k, v in now.items() if "|" not in k}
+            idle.update({k: v / 3 * 100 for k, v in pg_deltas(before, now).items()})
             print("idle CPU %: " + " ".join(f"{k}={v:.1f}" for k, v in sorted(idle.items()) if v >= 0.1))
             results: dict[str, list[Result]] = {c.name: [] for c in chosen}
             for round_ in range(args.rounds):

@@ -10,13 +10,10 @@ and the cache is trusted only when ``ghz --version`` prints the pinned one.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import tempfile
-import time
 from pathlib import Path
 
-from devtools.chart import ChartCheckError, _go_binary, cache_bin_dir
+from devtools.chart import ChartCheckError, cache_bin_dir, go_install
 
 GHZ_VERSION = "v0.120.0"
 GHZ_MODULE = "github.com/bojand/ghz/cmd/ghz"
@@ -35,31 +32,10 @@ def ghz_binary(*, log=print) -> Path:  # type: ignore[no-untyped-def]
     ghz = cache_bin_dir() / "ghz"
     if ghz.exists() and _ghz_version(ghz) == GHZ_VERSION:
         return ghz
-    try:
-        go = _go_binary()
-    except ChartCheckError as exc:
-        raise ChartCheckError(str(exc).replace("helm", "ghz")) from None
-    cache_bin_dir().mkdir(parents=True, exist_ok=True)
-    log(f"building ghz {GHZ_VERSION} with {go} (first run only, a few minutes) ...")
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="zt-ghz-") as tmp:
-        proc = subprocess.run(
-            [go, "install", f"-ldflags=-s -w -X main.version={GHZ_VERSION}", f"{GHZ_MODULE}@{GHZ_VERSION}"],
-            env=dict(os.environ, GOBIN=tmp, CGO_ENABLED="0"),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise ChartCheckError(
-                f"`go install {GHZ_MODULE}@{GHZ_VERSION}` failed:\n{proc.stderr[-4000:]}\n"
-                f"Fix the Go toolchain or its proxy access, or place a ghz {GHZ_VERSION} binary at {ghz}."
-            )
-        os.replace(Path(tmp) / "ghz", ghz)
+    go_install("ghz", GHZ_MODULE, GHZ_VERSION, f"-s -w -X main.version={GHZ_VERSION}", log=log)
     version = _ghz_version(ghz)
     if version != GHZ_VERSION:
         raise ChartCheckError(f"built ghz reports version {version!r}, expected {GHZ_VERSION}")
-    log(f"ghz {GHZ_VERSION} built in {time.monotonic() - started:.0f}s: {ghz}")
     return ghz
 
 
