@@ -344,7 +344,9 @@ class GrpcServer:
         health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, wrapping)
         names = [*self._service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
-        reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], wrapping)
+        # (on the server itself: reflection picks its aio servicer by ``isinstance(server, aio.Server)``,
+        # and its one method is a stream, which the kit does not wrap anyway)
+        reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
         self.port = server.add_insecure_port(f"{self._host}:{self._requested_port}")
         if not self.port:
             raise RuntimeError(f"cannot bind gRPC on {self._host}:{self._requested_port}")
