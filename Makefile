@@ -53,7 +53,7 @@ contract: setup
 	$(PY) -m devtools.contract
 
 bench: setup
-	@for b in bench/*.py; do n=$$(basename $$b .py); case "$$n" in _*) continue;; esac; echo "== $$b"; $(PY) -m bench.$$n || exit 1; done
+	@for b in bench/*.py; do n=$$(basename $$b .py); case $$n in _*) continue;; esac; echo "== $$b"; $(PY) -m bench.$$n || exit 1; done
 
 chart: setup
 	$(PY) -m devtools.chart

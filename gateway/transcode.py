@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import Any
 
 import orjson
-from google.protobuf import json_format, message_factory
-from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from gateway.routing import Route
@@ -289,128 +289,17 @@ def build_request(
 
 
 # ------------------------------------------------------------------------------ responses
-#
-# ``json_format.MessageToDict`` walks descriptors in pure Python on every call (~50-80 µs for a
-# small message). Responses are printed with a plan per message type instead, built once from
-# the descriptor, that reproduces MessageToDict(always_print_fields_with_no_presence=True)
-# exactly (same values, same key order; tests/unit/gateway/test_transcode.py compares the two
-# over every response type of the contracts). The plan covers strings, bools, integers
-# (64-bit ones as strings), open enums, nested messages and repeated fields of those; a message
-# type with any other kind of field (bytes, floats, maps, closed enums, NullValue), and every
-# well-known type, is printed by json_format itself.
 
 _PRINT_OPTIONS: dict[str, Any] = {"always_print_fields_with_no_presence": True}
-_SIMPLE_SCALARS = _INT_TYPES | {FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BOOL, FieldDescriptor.TYPE_ENUM}
-_INT64_TYPES = frozenset(
-    {
-        FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64,
-        FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64,
-    }
-)  # fmt: skip
-_NEW_LIST = object()
-
-
-def _json_dict(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(message, **_PRINT_OPTIONS)
-
-
-class _Plan:
-    """How to print one message type: per field (json name, value converter, repeated), and
-    the values printed for unset fields without presence (in descriptor order)."""
-
-    __slots__ = ("defaults", "fields")
-
-    def __init__(self) -> None:
-        self.fields: dict[FieldDescriptor, tuple[str, Any, bool]] = {}
-        self.defaults: tuple[tuple[str, Any], ...] = ()
-
-
-def _print(plan: _Plan, message: Message) -> dict[str, Any]:
-    js: dict[str, Any] = {}
-    fields = plan.fields
-    for fd, value in message.ListFields():
-        entry = fields.get(fd)
-        if entry is None:  # an extension, or anything the plan did not foresee
-            return _json_dict(message)
-        name, convert, repeated = entry
-        if repeated:
-            js[name] = [convert(v) for v in value] if convert is not None else list(value)
-        else:
-            js[name] = convert(value) if convert is not None else value
-    for name, default in plan.defaults:
-        if name not in js:
-            js[name] = [] if default is _NEW_LIST else default
-    return js
-
-
-def _enum_names(desc: Descriptor, fd: FieldDescriptor, enum: EnumDescriptor) -> dict[int, Any]:
-    """What json_format prints for each defined value of an enum field (honours JSON names)."""
-    cls = message_factory.GetMessageClass(desc)
-    names: dict[int, Any] = {}
-    for value in enum.values:
-        sample = cls()
-        if fd.is_repeated:
-            getattr(sample, fd.name).append(value.number)
-        else:
-            setattr(sample, fd.name, value.number)
-        printed = _json_dict(sample)[fd.json_name]
-        names[value.number] = printed[0] if fd.is_repeated else printed
-    return names
-
-
-def _build_plan(desc: Descriptor, plans: dict[Descriptor, _Plan | None]) -> _Plan | None:
-    if desc in plans:
-        return plans[desc]
-    if desc.full_name.startswith(_WKT_PREFIX) or desc.GetOptions().map_entry:
-        plans[desc] = None
-        return None
-    plan = _Plan()
-    plans[desc] = plan  # before the fields: recursive message types refer to it
-    for fd in desc.fields:
-        convert: Any = None
-        message, enum = fd.message_type, fd.enum_type
-        if fd.type == FieldDescriptor.TYPE_MESSAGE and message is not None:
-            if _is_map(fd):
-                plans[desc] = None
-                return None
-            sub = _build_plan(message, plans)
-            convert = _json_dict if sub is None else partial(_print, sub)
-        elif fd.type not in _SIMPLE_SCALARS:
-            plans[desc] = None
-            return None
-        elif fd.type == FieldDescriptor.TYPE_ENUM:
-            if enum is None or enum.is_closed or enum.full_name == "google.protobuf.NullValue":
-                plans[desc] = None
-                return None
-            names = _enum_names(desc, fd, enum)
-            convert = partial(_enum_name, names)
-        elif fd.type in _INT64_TYPES:
-            convert = str
-        plan.fields[fd] = (fd.json_name, convert, fd.is_repeated)
-    empty = _json_dict(message_factory.GetMessageClass(desc)())
-    plan.defaults = tuple(
-        (fd.json_name, _NEW_LIST if fd.is_repeated else empty[fd.json_name])
-        for fd in desc.fields
-        if not fd.has_presence
-    )
-    return plan
-
-
-def _enum_name(names: dict[int, Any], number: int) -> Any:
-    return names.get(number, number)  # an open enum's unknown number prints as the number
-
-
-_PLANS: dict[Any, _Plan | None] = {}  # by Descriptor
 
 
 def message_to_dict(message: Message) -> dict[str, Any]:
-    """``json_format.MessageToDict(message, always_print_fields_with_no_presence=True)``, faster."""
-    desc: Any = message.DESCRIPTOR
-    try:
-        plan = _PLANS[desc]
-    except KeyError:
-        plan = _build_plan(desc, _PLANS)
-    return _json_dict(message) if plan is None else _print(plan, message)
+    """The response message as JSON data (lowerCamelCase, zero values printed), by json_format.
+
+    (A hand-written printing plan saved ~47 µs a response, 7 % of the gateway's CPU per request:
+    under the 20 % that would justify it — bench/libraries.py, docs/perf/libraries.md.)
+    """
+    return json_format.MessageToDict(message, **_PRINT_OPTIONS)
 
 
 def render_response(route: Route, message: Message) -> bytes:

@@ -18,7 +18,7 @@ from opentelemetry import trace
 from bank.customer.v1 import customer_pb2, customer_pb2_grpc
 from services.customer import domain, mapping
 from services.customer.audit import AuditEntry
-from services.customer.service import CustomerService, Idempotency
+from services.customer.service import CustomerService
 from services.kit import (
     PII_READ_SCOPE,
     FailedPrecondition,
@@ -87,40 +87,33 @@ class CustomerApi(customer_pb2_grpc.CustomerServiceServicer):
     def __init__(self, service: CustomerService) -> None:
         self._service = service
 
-    def _idem(self, method: str, request: Any) -> Idempotency | None:
-        if not request.request_id:
-            return None
-        raw = request.SerializeToString(deterministic=True)
-        return Idempotency(request.request_id, method, self._service.fingerprint(method, raw))
-
-    async def _respond(self, customers: Sequence[domain.Customer], method: str) -> list[customer_pb2.Customer]:
-        """Masked resources, unless the caller holds pii:read; then every clear read is audited first."""
+    async def _respond(self, messages: Sequence[customer_pb2.Customer], method: str) -> list[customer_pb2.Customer]:
+        """The resources (in clear) masked, unless the caller holds pii:read; then every clear
+        read is audited first — a write's answer and its replay alike."""
         principal = current_principal.get()
         reveal = principal is not None and principal.has(PII_READ_SCOPE)
-        messages, entries = [], []
+        entries = []
         now = self._service.clock.now()
-        for customer in customers:
-            message = mapping.to_proto(customer)
+        for message in messages:
             revealed = mask_message(message, reveal_pii=reveal)
             if revealed and principal is not None:
                 entries.append(
-                    AuditEntry(principal.client_id, customer.customer_id, tuple(revealed), method, _trace_id(), now)
+                    AuditEntry(principal.client_id, message.customer_id, tuple(revealed), method, _trace_id(), now)
                 )
-            messages.append(message)
         await self._service.record_reads(entries)
-        return messages
+        return list(messages)
 
-    async def _one(self, customer: domain.Customer, method: str) -> customer_pb2.Customer:
-        return (await self._respond([customer], method))[0]
+    async def _one(self, message: customer_pb2.Customer, method: str) -> customer_pb2.Customer:
+        return (await self._respond([message], method))[0]
 
     async def CreateCustomer(self, request: customer_pb2.CreateCustomerRequest, context: Any) -> customer_pb2.Customer:
         with domain_errors(prefix="customer."):
             personal = personal_from(request.customer)
-            customer = await self._service.create(personal, idem=self._idem("CreateCustomer", request))
+            customer = await self._service.create(personal, request=request)
         return await self._one(customer, "CreateCustomer")
 
     async def GetCustomer(self, request: customer_pb2.GetCustomerRequest, context: Any) -> customer_pb2.Customer:
-        return await self._one(await self._service.get(request.customer_id), "GetCustomer")
+        return await self._one(mapping.to_proto(await self._service.get(request.customer_id)), "GetCustomer")
 
     async def UpdateCustomer(self, request: customer_pb2.UpdateCustomerRequest, context: Any) -> customer_pb2.Customer:
         with domain_errors(prefix="customer."):
@@ -128,7 +121,7 @@ class CustomerApi(customer_pb2_grpc.CustomerServiceServicer):
                 request.customer.customer_id,
                 _changes(request),
                 etag=request.customer.etag,
-                idem=self._idem("UpdateCustomer", request),
+                request=request,
             )
         return await self._one(customer, "UpdateCustomer")
 
@@ -141,7 +134,7 @@ class CustomerApi(customer_pb2_grpc.CustomerServiceServicer):
             page_size=request.page_size,
             page_token=request.page_token,
         )
-        messages = await self._respond(customers, "ListCustomers")
+        messages = await self._respond([mapping.to_proto(c) for c in customers], "ListCustomers")
         return customer_pb2.ListCustomersResponse(customers=messages, next_page_token=token)
 
     async def VerifyCustomer(self, request: customer_pb2.VerifyCustomerRequest, context: Any) -> customer_pb2.Customer:
@@ -151,7 +144,7 @@ class CustomerApi(customer_pb2_grpc.CustomerServiceServicer):
                 approve=request.outcome == customer_pb2.VerifyCustomerRequest.OUTCOME_APPROVED,
                 reason=request.reason,
                 etag=request.etag,
-                idem=self._idem("VerifyCustomer", request),
+                request=request,
             )
         return await self._one(customer, "VerifyCustomer")
 
@@ -161,14 +154,14 @@ class CustomerApi(customer_pb2_grpc.CustomerServiceServicer):
                 request.customer_id,
                 request.questionnaire_score,
                 etag=request.etag,
-                idem=self._idem("AssessRisk", request),
+                request=request,
             )
         return await self._one(customer, "AssessRisk")
 
     async def CloseCustomer(self, request: customer_pb2.CloseCustomerRequest, context: Any) -> customer_pb2.Customer:
         with domain_errors():
             customer = await self._service.close(
-                request.customer_id, reason=request.reason, etag=request.etag, idem=self._idem("CloseCustomer", request)
+                request.customer_id, reason=request.reason, etag=request.etag, request=request
             )
         return await self._one(customer, "CloseCustomer")
 

@@ -1,8 +1,12 @@
 """Use cases of the customer service: one unit of work each, state change + outbox row together.
 
 The gRPC layer (api.py) turns requests into calls here; this module owns transactions,
-idempotency (AIP-155 request_id), optimistic concurrency (etag + version), uniqueness of the
-national ID (blind index), opaque page tokens and the PII read audit. Rules live in domain.py.
+optimistic concurrency (etag + version), uniqueness of the national ID (blind index), opaque
+page tokens and the PII read audit. Rules live in domain.py. Every write runs through the kit's
+command port (:class:`services.kit.Commands`): request_id replay with a keyed fingerprint, the
+unique-violation retry, the outbox row and the relay's wake-up. A write answers with the whole
+resource in clear (the api masks it for the caller); its first response is stored sealed with
+the PII cipher (docs/adr/0013-command-port-replays-the-first-response.md).
 """
 
 from __future__ import annotations
@@ -17,22 +21,25 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy.exc import IntegrityError
+from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from bank.customer.v1 import customer_pb2
 from services.customer import domain, mapping
 from services.customer.audit import AuditChain, AuditEntry
-from services.customer.store import CustomerRepository, IdempotencyKeys, IdempotencyRow, PageKey, PiiCodec
+from services.customer.store import CustomerRepository, PageKey, PiiCodec
 from services.kit import (
     Aborted,
     AlreadyExists,
+    Commands,
+    FieldCipher,
     FieldViolation,
     InvalidArgument,
     NotFound,
     UnitOfWork,
     add_event,
+    canonical_request,
     read_sessionmaker,
-    request_id_reused,
     sessionmaker,
     source_of,
 )
@@ -64,13 +71,18 @@ def new_customer_id() -> str:
     return f"c{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
 
 
-@dataclass(frozen=True)
-class Idempotency:
-    """The request_id of a mutating call and a keyed fingerprint of the whole request."""
+class SealedResponses:
+    """A write's first response holds clear PII: stored encrypted with the PII cipher (its key
+    rotation included), bound to its record's key so it cannot be moved to another."""
 
-    request_id: str
-    method: str
-    fingerprint: str
+    def __init__(self, cipher: FieldCipher) -> None:
+        self._cipher = cipher
+
+    def seal(self, key: str, response: bytes) -> bytes:
+        return self._cipher.encrypt(base64.b64encode(response).decode(), f"command:{key}".encode()).encode()
+
+    def unseal(self, key: str, sealed: bytes) -> bytes:
+        return base64.b64decode(self._cipher.decrypt(sealed.decode(), f"command:{key}".encode()))
 
 
 class PageTokens:
@@ -128,13 +140,13 @@ class CustomerService:
         self._risk_validity = risk_validity
         self._tokens = PageTokens(codec)
         self.audit = AuditChain(codec.blind)
+        self._commands = Commands(
+            engine, after_commit=self._after_commit, fingerprint=self.fingerprint, sealer=SealedResponses(codec.cipher)
+        )
 
-    def _uow(self) -> UnitOfWork:
-        return UnitOfWork(self._engine, after_commit=self._after_commit, factory=self._sessions)
-
-    def fingerprint(self, method: str, request_bytes: bytes) -> str:
+    def fingerprint(self, method: str, request: Message) -> str:
         """Keyed (HMAC) fingerprint of a request: stored, it reveals nothing about the PII inside."""
-        return self._codec.blind.mac(request_bytes, purpose=f"request:{method}").hex()
+        return self._codec.blind.mac(canonical_request(request), purpose=f"request:{method}").hex()
 
     def _stage(self, session: AsyncSession, event: domain.CustomerEvent) -> None:
         customer = event.customer
@@ -147,40 +159,16 @@ class CustomerService:
             version=customer.version,
         )
 
-    async def _replay(
-        self, prior: IdempotencyRow, idem: Idempotency, repo: CustomerRepository, customer_id: str | None = None
-    ) -> domain.Customer:
-        if prior.method != idem.method or prior.fingerprint != idem.fingerprint:
-            raise request_id_reused(idem.request_id)
-        if customer_id is not None and prior.customer_id != customer_id:
-            raise request_id_reused(idem.request_id)
-        customer = await repo.get(prior.customer_id)
-        if customer is None:  # pragma: no cover - customers are never deleted
-            raise NotFound("the customer of this request no longer exists", reason="CUSTOMER_NOT_FOUND")
-        return customer
-
     # -- commands ------------------------------------------------------------------------
 
-    async def create(self, personal: domain.PersonalData, *, idem: Idempotency | None) -> domain.Customer:
-        for attempt in (1, 2):
-            try:
-                return await self._create_once(personal, idem)
-            except IntegrityError as exc:
-                # A concurrent request won a unique key (same request_id or national ID): the
-                # second pass sees its row and answers like a sequential retry would.
-                if attempt == 2:
-                    raise Aborted("concurrent conflicting create; retry", reason="CONCURRENT_MODIFICATION") from exc
-        raise AssertionError("unreachable")
+    async def create(self, personal: domain.PersonalData, *, request: Message) -> customer_pb2.Customer:
+        """Register a customer; the whole resource in clear (mask it before it leaves)."""
 
-    async def _create_once(self, personal: domain.PersonalData, idem: Idempotency | None) -> domain.Customer:
-        async with self._uow() as uow:
-            repo, keys = CustomerRepository(uow.session, self._codec), IdempotencyKeys(uow.session)
-            if idem is not None:
-                prior = await keys.find(idem.request_id)
-                if prior is not None:
-                    return await self._replay(prior, idem, repo)
-            now = self.clock.now()
-            customer, event = domain.register(new_customer_id(), personal, today=self.clock.today(), now=now)
+        async def decide(session: AsyncSession) -> customer_pb2.Customer:
+            repo = CustomerRepository(session, self._codec)
+            customer, event = domain.register(
+                new_customer_id(), personal, today=self.clock.today(), now=self.clock.now()
+            )
             if await repo.exists_national_id(personal.national_id):
                 # Never echo the ID, nor say which customer holds it.
                 raise AlreadyExists(
@@ -189,33 +177,16 @@ class CustomerService:
                     violations=[FieldViolation("customer.national_id", "is already registered")],
                 )
             await repo.add(customer)
-            self._stage(uow.session, event)
-            if idem is not None:
-                keys.remember(idem.request_id, method=idem.method, fingerprint=idem.fingerprint,
-                              customer_id=customer.customer_id, now=now)  # fmt: skip
-            await uow.commit()
-        return customer
+            self._stage(session, event)
+            return mapping.to_proto(customer)
+
+        return await self._commands.run("CreateCustomer", request, customer_pb2.Customer, decide)
 
     async def _mutate(
-        self, customer_id: str, *, etag: str, idem: Idempotency | None, action: Action
-    ) -> domain.Customer:
-        for attempt in (1, 2):
-            try:
-                return await self._mutate_once(customer_id, etag, idem, action)
-            except IntegrityError as exc:
-                if attempt == 2:
-                    raise Aborted("concurrent conflicting request; retry", reason="CONCURRENT_MODIFICATION") from exc
-        raise AssertionError("unreachable")
-
-    async def _mutate_once(
-        self, customer_id: str, etag: str, idem: Idempotency | None, action: Action
-    ) -> domain.Customer:
-        async with self._uow() as uow:
-            repo, keys = CustomerRepository(uow.session, self._codec), IdempotencyKeys(uow.session)
-            if idem is not None:
-                prior = await keys.find(idem.request_id)
-                if prior is not None:
-                    return await self._replay(prior, idem, repo, customer_id)
+        self, method: str, request: Message, customer_id: str, *, etag: str, action: Action
+    ) -> customer_pb2.Customer:
+        async def decide(session: AsyncSession) -> customer_pb2.Customer:
+            repo = CustomerRepository(session, self._codec)
             current = await repo.get(customer_id, for_update=True)
             if current is None:
                 raise self._not_found(customer_id)
@@ -229,44 +200,40 @@ class CustomerService:
             if event is not None:
                 # Row first (version bump), then its outbox row: per-aggregate outbox order = commit order.
                 await repo.save(new, expected_version=current.version)
-                self._stage(uow.session, event)
-            if idem is not None:
-                keys.remember(idem.request_id, method=idem.method, fingerprint=idem.fingerprint,
-                              customer_id=customer_id, now=self.clock.now())  # fmt: skip
-            await uow.commit()
-        return new
+                self._stage(session, event)
+            return mapping.to_proto(new)
+
+        return await self._commands.run(method, request, customer_pb2.Customer, decide)
 
     async def update(
-        self, customer_id: str, changes: dict[str, object], *, etag: str, idem: Idempotency | None
-    ) -> domain.Customer:
+        self, customer_id: str, changes: dict[str, object], *, etag: str, request: Message
+    ) -> customer_pb2.Customer:
         def action(c: domain.Customer) -> tuple[domain.Customer, domain.CustomerEvent | None]:
             return c.update(changes, today=self.clock.today(), now=self.clock.now())
 
-        return await self._mutate(customer_id, etag=etag, idem=idem, action=action)
+        return await self._mutate("UpdateCustomer", request, customer_id, etag=etag, action=action)
 
     async def verify(
-        self, customer_id: str, *, approve: bool, reason: str, etag: str, idem: Idempotency | None
-    ) -> domain.Customer:
+        self, customer_id: str, *, approve: bool, reason: str, etag: str, request: Message
+    ) -> customer_pb2.Customer:
         def action(c: domain.Customer) -> tuple[domain.Customer, domain.CustomerEvent | None]:
             if approve:
                 return c.approve(today=self.clock.today(), now=self.clock.now())
             return c.reject(reason, now=self.clock.now())
 
-        return await self._mutate(customer_id, etag=etag, idem=idem, action=action)
+        return await self._mutate("VerifyCustomer", request, customer_id, etag=etag, action=action)
 
-    async def assess_risk(
-        self, customer_id: str, score: int, *, etag: str, idem: Idempotency | None
-    ) -> domain.Customer:
+    async def assess_risk(self, customer_id: str, score: int, *, etag: str, request: Message) -> customer_pb2.Customer:
         def action(c: domain.Customer) -> tuple[domain.Customer, domain.CustomerEvent | None]:
             return c.assess_risk(score, now=self.clock.now(), validity=self._risk_validity)
 
-        return await self._mutate(customer_id, etag=etag, idem=idem, action=action)
+        return await self._mutate("AssessRisk", request, customer_id, etag=etag, action=action)
 
-    async def close(self, customer_id: str, *, reason: str, etag: str, idem: Idempotency | None) -> domain.Customer:
+    async def close(self, customer_id: str, *, reason: str, etag: str, request: Message) -> customer_pb2.Customer:
         def action(c: domain.Customer) -> tuple[domain.Customer, domain.CustomerEvent | None]:
             return c.close(reason, now=self.clock.now())
 
-        return await self._mutate(customer_id, etag=etag, idem=idem, action=action)
+        return await self._mutate("CloseCustomer", request, customer_id, etag=etag, action=action)
 
     # -- queries -------------------------------------------------------------------------
 

@@ -61,18 +61,6 @@ class CustomerRow(CustomerBase):
     )
 
 
-class IdempotencyRow(CustomerBase):
-    """A request_id already used (AIP-155): which method, which request (keyed fingerprint), result."""
-
-    __tablename__ = "idempotency_keys"
-
-    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    method: Mapped[str] = mapped_column(String(64))
-    fingerprint: Mapped[str] = mapped_column(String(64))
-    customer_id: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
 class AuditRow(CustomerBase):
     """One unmasked read of one customer; hash-chained, append-only (triggers in the migration)."""
 
@@ -245,20 +233,3 @@ class CustomerRepository:
         query = query.order_by(CustomerRow.create_time, CustomerRow.customer_id).limit(limit)
         rows = (await self.session.scalars(query)).all()
         return [self.codec.to_domain(row) for row in rows]
-
-
-class IdempotencyKeys:
-    """request_id → (method, fingerprint, customer) in the caller's transaction."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def find(self, request_id: str) -> IdempotencyRow | None:
-        return await self.session.get(IdempotencyRow, request_id)
-
-    def remember(self, request_id: str, *, method: str, fingerprint: str, customer_id: str, now: datetime) -> None:
-        self.session.add(
-            IdempotencyRow(
-                request_id=request_id, method=method, fingerprint=fingerprint, customer_id=customer_id, created_at=now
-            )
-        )

@@ -21,7 +21,7 @@ does: they take the kit's value types from the modules defining them (``services
 
 from services.kit.auth import ALL_SCOPES, Principal, TokenVerifier, current_principal, mint_token
 from services.kit.clients import CallerSettings, ServiceClient
-from services.kit.commands import Commands, request_id_reused
+from services.kit.commands import Commands, Sealer, canonical_request
 from services.kit.config import ServiceSettings, load_settings
 from services.kit.consumer import InboxConsumer, Projection
 from services.kit.crypto import BlindIndex, FieldCipher, parse_key, parse_old_keys
@@ -112,6 +112,7 @@ __all__ = [
     "Projection",
     "ReceivedEvent",
     "Runtime",
+    "Sealer",
     "ServiceClient",
     "ServiceSettings",
     "TokenVerifier",
@@ -125,6 +126,7 @@ __all__ = [
     "bulk_insert",
     "bulk_update",
     "cancel_and_wait",
+    "canonical_request",
     "client_channel",
     "configure_logging",
     "create_consumer_tables_v1",
@@ -152,7 +154,6 @@ __all__ = [
     "parse_old_keys",
     "parse_record",
     "read_sessionmaker",
-    "request_id_reused",
     "run_env",
     "run_until_signalled",
     "scrub_text",

@@ -17,6 +17,12 @@
 
 A use case that must call another service first (outside any transaction) asks
 :meth:`Commands.replayed` before that call, so a retry is answered without it.
+
+A response that holds personal data is stored sealed: the service gives a :class:`Sealer`
+(e.g. its PII cipher, bound to the record's key), and a keyed ``fingerprint`` (an HMAC, so a
+stored fingerprint cannot be brute-forced back to a national ID). The response is stored as
+the service built it, in clear inside the seal; masking for the caller happens on the way out,
+for the first call and a replay alike.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from google.protobuf.message import Message
 from sqlalchemy import DateTime, LargeBinary, String
@@ -54,13 +60,26 @@ class CommandRecord(_CommandBase):
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-def digest(method: str, request: Message) -> str:
-    """The default fingerprint: SHA-256 of the request without its ``request_id``."""
+class Sealer(Protocol):
+    """Seals a stored response (and opens it again), bound to its record's key."""
+
+    def seal(self, key: str, response: bytes) -> bytes: ...
+
+    def unseal(self, key: str, sealed: bytes) -> bytes: ...
+
+
+def canonical_request(request: Message) -> bytes:
+    """The request's deterministic bytes without its ``request_id``: what a fingerprint covers."""
     copy = type(request)()
     copy.CopyFrom(request)
     if "request_id" in copy.DESCRIPTOR.fields_by_name:
         copy.ClearField("request_id")  # type: ignore[arg-type]
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+    return copy.SerializeToString(deterministic=True)
+
+
+def digest(method: str, request: Message) -> str:
+    """The default fingerprint: SHA-256 of the request without its ``request_id``."""
+    return hashlib.sha256(canonical_request(request)).hexdigest()
 
 
 def request_id_reused(request_id: str) -> AlreadyExists:
@@ -81,8 +100,10 @@ class Commands:
         *,
         after_commit: list[Callable[[], None]] | None = None,
         fingerprint: Fingerprint = digest,
+        sealer: Sealer | None = None,
     ) -> None:
         self._engine = engine
+        self._sealer = sealer
         self._after_commit = list(after_commit or [])
         self._reads = read_sessionmaker(engine)
         self._fingerprint = fingerprint
@@ -129,11 +150,13 @@ class Commands:
                 return done
             result = await decide(session)
             if request_id := _request_id(request):
+                key = f"{method}:{request_id}"
+                stored = result.SerializeToString()
                 session.add(
                     CommandRecord(
-                        key=f"{method}:{request_id}",
+                        key=key,
                         fingerprint=self._fingerprint(method, request),
-                        response=result.SerializeToString(),
+                        response=stored if self._sealer is None else self._sealer.seal(key, stored),
                         create_time=datetime.now(UTC),
                     )
                 )
@@ -144,12 +167,14 @@ class Commands:
         request_id = _request_id(request)
         if not request_id:
             return None
-        row = await session.get(CommandRecord, f"{method}:{request_id}")
+        key = f"{method}:{request_id}"
+        row = await session.get(CommandRecord, key)
         if row is None:
             return None
         if row.fingerprint != self._fingerprint(method, request):
             raise request_id_reused(request_id)
-        return response.FromString(row.response)
+        stored = row.response if self._sealer is None else self._sealer.unseal(key, row.response)
+        return response.FromString(stored)
 
 
 def _request_id(request: Message) -> str:

@@ -103,6 +103,8 @@ _meter.create_observable_gauge(
 #: 50, 100, 150 ms) before it is split into one transaction per record.
 _COLLISION_RETRIES = 3
 _COLLISION_PAUSE_S = 0.05
+#: A consumer task that ran this long before it died restarts with the shortest back-off again.
+_STABLE_RUN_S = 30.0
 
 
 def _size(polled: _Polled) -> int:
@@ -235,15 +237,17 @@ class InboxConsumer:
         committed offsets) with capped exponential back-off, until stopped."""
         failures = 0
         while True:
+            started = time.monotonic()
             try:
                 consumer = await self._open()
-                failures = 0
                 await self._state(True, "consuming")
                 await self._run(consumer)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                failures += 1
+                # The back-off grows while the loop keeps dying soon after each start, and starts
+                # over once it has run for a while (a rejoin alone proves nothing).
+                failures = 1 if time.monotonic() - started > _STABLE_RUN_S else failures + 1
                 self.restarts += 1
                 _restarts.add(1, {"group": self._group})
                 reason = f"consumer stopped: {type(exc).__name__}"

@@ -21,6 +21,7 @@ from services.kit import (
     Capability,
     Commands,
     InboxConsumer,
+    ProducerLifecycle,
     ReceivedEvent,
     Runtime,
     ServiceSettings,
@@ -29,7 +30,6 @@ from services.kit import (
     make_producer,
     source_of,
 )
-from services.kit.kafka import ProducerLifecycle
 
 TOPIC = "bank.kittest-note.v1"
 

@@ -1,4 +1,4 @@
-from services.kit.migrations import run_env
+from services.kit import run_env
 from tests.integration.kit.notes.capability import NotesBase
 
 run_env(NotesBase.metadata)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from services.kit.migrations import create_consumer_tables_v1, create_idempotency_keys_v1, create_outbox_v1
+from services.kit import create_consumer_tables_v1, create_idempotency_keys_v1, create_outbox_v1
 
 revision = "0001"
 down_revision = None
