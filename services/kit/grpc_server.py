@@ -97,8 +97,7 @@ def _unexpected(exc: Exception, method: str) -> tuple[grpc.StatusCode, Any]:
     return grpc.StatusCode.INTERNAL, internal_status()
 
 
-#: Health (Watch is a server stream the OTel aio interceptor cannot wrap) and reflection are
-#: not traced: probes would flood the traces anyway.
+#: Health and reflection are not traced: probes would flood the traces.
 _UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
 
