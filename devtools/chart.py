@@ -106,14 +106,42 @@ def _helm_version(helm: Path) -> str | None:
     return out.stdout.strip()
 
 
+def go_install(name: str, module: str, version: str, ldflags: str, *, log=print) -> Path:
+    """Build ``module@version`` with `go install` into the tool cache as ``name`` (first run only)
+    and return its path; the caller checks the version the binary reports."""
+    target = cache_bin_dir() / name
+    go = _go_binary()
+    bin_dir = cache_bin_dir()
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    log(f"building {name} {version} with {go} (first run only, a few minutes) ...")
+    started = time.monotonic()
+    # Build into a private directory and rename: concurrent runs never see half a binary.
+    with tempfile.TemporaryDirectory(dir=bin_dir) as tmp:
+        env = dict(os.environ, GOBIN=tmp, CGO_ENABLED="0")
+        env["PATH"] = os.pathsep.join([str(Path(go).parent), env.get("PATH", "")])
+        proc = subprocess.run(
+            [go, "install", "-trimpath", "-ldflags", ldflags, f"{module}@{version}"],
+            env=env,
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise ChartCheckError(
+                f"`go install {module}@{version}` failed:\n{proc.stderr[-4000:]}\n"
+                "Fix: check access to the Go module proxy (GOPROXY, default https://proxy.golang.org) "
+                f"or place a {name} {version} binary at {target}."
+            )
+        os.replace(Path(tmp) / module.rsplit("/", 1)[-1], target)
+    log(f"{name} {version} built in {time.monotonic() - started:.0f}s: {target}")
+    return target
+
+
 def helm_binary(*, log=print) -> Path:
     """Return the cached helm, building it with `go install` the first time."""
     helm = cache_bin_dir() / "helm"
     if helm.exists() and _helm_version(helm) == HELM_VERSION:
         return helm
-    go = _go_binary()
-    bin_dir = cache_bin_dir()
-    bin_dir.mkdir(parents=True, exist_ok=True)
     ldflags = " ".join(
         [
             "-s -w",
@@ -124,30 +152,10 @@ def helm_binary(*, log=print) -> Path:
             f"-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor={HELM_K8S_MINOR}",
         ]
     )
-    log(f"building helm {HELM_VERSION} with {go} (first run only, a few minutes) ...")
-    started = time.monotonic()
-    # Build into a private directory and rename: concurrent runs never see half a binary.
-    with tempfile.TemporaryDirectory(dir=bin_dir) as tmp:
-        env = dict(os.environ, GOBIN=tmp, CGO_ENABLED="0")
-        env["PATH"] = os.pathsep.join([str(Path(go).parent), env.get("PATH", "")])
-        proc = subprocess.run(
-            [go, "install", "-trimpath", "-ldflags", ldflags, f"{HELM_MODULE}@{HELM_VERSION}"],
-            env=env,
-            cwd=tmp,
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0:
-            raise ChartCheckError(
-                f"`go install {HELM_MODULE}@{HELM_VERSION}` failed:\n{proc.stderr[-4000:]}\n"
-                "Fix: check access to the Go module proxy (GOPROXY, default https://proxy.golang.org) "
-                "or place a helm " + HELM_VERSION + f" binary at {helm}."
-            )
-        os.replace(Path(tmp) / "helm", helm)
+    go_install("helm", HELM_MODULE, HELM_VERSION, ldflags, log=log)
     version = _helm_version(helm)
     if version != HELM_VERSION:
         raise ChartCheckError(f"built helm reports version {version!r}, expected {HELM_VERSION}")
-    log(f"helm {HELM_VERSION} built in {time.monotonic() - started:.0f}s: {helm}")
     return helm
 
 

@@ -1,6 +1,6 @@
 """The gRPC servicer of bank.customer.v1.CustomerService: request → use case → masked response.
 
-No business rules here. The kit's interceptor has already authenticated the caller, checked
+No business rules here. The kit's per-call wrapper has already authenticated the caller, checked
 the method's ``required_scopes`` and run protovalidate; this layer converts messages, maps
 domain errors to the kit's error classes (one place: :func:`domain_errors`), masks every
 response with the contract-driven :func:`services.kit.masking.mask_message` unless the caller

@@ -39,6 +39,7 @@ from services.kit import (
     UnitOfWork,
     add_event,
     canonical_request,
+    read_sessionmaker,
     sessionmaker,
     source_of,
 )
@@ -134,6 +135,7 @@ class CustomerService:
         self._codec = codec
         self._after_commit = list(after_commit or [])
         self._sessions = sessionmaker(engine)
+        self._reads = read_sessionmaker(engine)  # (BEGIN/ROLLBACK-free single reads, ADR 0026)
         self.clock = clock or Clock()
         self._risk_validity = risk_validity
         self._tokens = PageTokens(codec)
@@ -242,7 +244,7 @@ class CustomerService:
         )
 
     async def get(self, customer_id: str) -> domain.Customer:
-        async with self._sessions() as session:
+        async with self._reads() as session:
             customer = await CustomerRepository(session, self._codec).get(customer_id)
         if customer is None:
             raise self._not_found(customer_id)
@@ -254,7 +256,7 @@ class CustomerService:
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         filter_key = f"{int(status) if status else 0}|{'' if kyc_verified is None else int(kyc_verified)}"
         after = self._tokens.decode(page_token, filter_key) if page_token else None
-        async with self._sessions() as session:
+        async with self._reads() as session:
             page = await CustomerRepository(session, self._codec).page(
                 status=status, kyc_verified=kyc_verified, after=after, limit=size + 1
             )

@@ -1,6 +1,6 @@
 """gRPC servicer of bank.datahub.v1.CustomerViewService: request -> store/use case -> response.
 
-Auth, scopes and protovalidate run in the kit's interceptor before these handlers.
+Auth, scopes and protovalidate run in the kit's per-call wrapper before these handlers.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from services.kit import (
     cancel_and_wait,
     get_logger,
     invalid,
+    read_sessionmaker,
     sessionmaker,
 )
 
@@ -114,7 +115,7 @@ class CustomerViewApi(datahub_pb2_grpc.CustomerViewServiceServicer):
     ) -> None:
         self._engine = engine
         self._customers = customers
-        self._sessions = sessionmaker(engine)
+        self._sessions = read_sessionmaker(engine)  # (reads only: no BEGIN/ROLLBACK, ADR 0026)
         self._rules = rules
         self._worker = worker
         # AIP-155: a retried RefreshSegments with the same request_id gets the first answer.

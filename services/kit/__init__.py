@@ -8,6 +8,7 @@ own tests and for the gateway's edge plumbing, but they are not a service's API.
   ``CallerSettings``, ``load_settings``, ``GrpcServer``, ``run_until_signalled``.
 - **Writing:** ``Commands`` (the command port), ``UnitOfWork``, ``sessionmaker``, ``add_event``,
   ``source_of``, the errors (``InvalidArgument``, ``NotFound``, ... and ``invalid``).
+- **Reading:** ``read_sessionmaker`` (PostgreSQL reads without BEGIN/ROLLBACK round trips).
 - **Consuming:** ``InboxConsumer``, ``Projection``, ``ReceivedEvent``, ``PoisonEvent``, the topics.
 - **Migrations:** the kit tables' versioned steps (``create_outbox_v1``, ...), ``run_env``, ``upgrade``.
 - **Data protection:** ``FieldCipher``, ``BlindIndex``, ``mask_message``, ``scrub_text``.
@@ -34,6 +35,7 @@ from services.kit.db import (
     dialect_of,
     in_list,
     is_postgres,
+    read_sessionmaker,
     sessionmaker,
 )
 from services.kit.errors import (
@@ -167,6 +169,7 @@ __all__ = [
     "parse_key",
     "parse_old_keys",
     "parse_record",
+    "read_sessionmaker",
     "reapply",
     "run_env",
     "run_until_signalled",

@@ -38,7 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.kit.db import UnitOfWork, sessionmaker
+from services.kit.db import UnitOfWork, read_sessionmaker
 from services.kit.errors import Aborted, AlreadyExists, FieldViolation
 
 M = TypeVar("M", bound=Message)
@@ -105,7 +105,7 @@ class Commands:
         self._engine = engine
         self._sealer = sealer
         self._after_commit = list(after_commit or [])
-        self._reads = sessionmaker(engine)
+        self._reads = read_sessionmaker(engine)
         self._fingerprint = fingerprint
 
     async def replayed(self, method: str, request: Message, response: type[M]) -> M | None:

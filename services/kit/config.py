@@ -38,6 +38,10 @@ class ServiceSettings(BaseSettings):
 
     database_url: str = ""
     database_pool_size: int = Field(10, ge=1, le=200)
+    #: A span per SQL statement (OpenTelemetry's SQLAlchemy tracer) and the pool's
+    #: ``db.client.connections.usage``: ~0.5 ms of CPU per statement on a small VM, more than
+    #: the statement itself, so off unless asked for (ADR 0025; docs/perf/services.md).
+    db_trace_statements: bool = False
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_topic_partitions: int = Field(3, ge=1, le=1000)

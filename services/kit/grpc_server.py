@@ -1,12 +1,15 @@
-"""gRPC server bootstrap on grpc.aio: health, reflection, interceptors, graceful drain.
+"""gRPC server bootstrap on grpc.aio: health, reflection, the kit's per-call work, graceful drain.
 
-One interceptor does what every RPC needs, in order: authenticate the bearer token and check
-the method's ``required_scopes`` from the contract, validate the request with protovalidate,
-run the handler, translate :class:`~services.kit.errors.ZhongtaiError` to a rich
-``google.rpc.Status`` (an infrastructure failure — database down, refusing, starting up, a lost
-connection; see :func:`services.kit.faults.is_infrastructure_error` — becomes UNAVAILABLE with
-reason ``DATABASE_UNAVAILABLE``; anything else unexpected a bare INTERNAL), record RED metrics and an
-access log line. Tracing comes from OpenTelemetry's own aio server interceptor.
+Every unary handler is wrapped, when it is registered, in what every RPC needs (:class:`KitCall`),
+in order: a SERVER span (W3C ``traceparent`` from the metadata; health and reflection are not
+traced), authenticate the bearer token and check the method's ``required_scopes`` from the
+contract, validate the request with protovalidate, run the handler, translate
+:class:`~services.kit.errors.ZhongtaiError` to a rich ``google.rpc.Status`` (an infrastructure
+failure — database down, refusing, starting up, a lost connection; see
+:func:`services.kit.faults.is_infrastructure_error` — becomes UNAVAILABLE with reason
+``DATABASE_UNAVAILABLE``; anything else unexpected a bare INTERNAL), record RED metrics and an
+access log line. No ``grpc.aio`` interceptors: they cost every call more than the work itself
+(docs/perf/services.md, ADR 0025).
 """
 
 from __future__ import annotations
@@ -15,13 +18,16 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import unquote
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
-from opentelemetry import metrics
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from sqlalchemy.exc import DBAPIError
 
 from services.kit.auth import (
@@ -91,81 +97,178 @@ def _unexpected(exc: Exception, method: str) -> tuple[grpc.StatusCode, Any]:
     return grpc.StatusCode.INTERNAL, internal_status()
 
 
-def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
-    for name, value in context.invocation_metadata() or ():
-        if name == key and isinstance(value, str):
-            return value
-    return None
-
-
-class KitServerInterceptor(grpc.aio.ServerInterceptor):
-    """Auth + scopes, validation, error translation, RED metrics and access logs."""
-
-    def __init__(self, verifier: TokenVerifier | None, *, validate: bool = True) -> None:
-        self._verifier = verifier
-        self._validate = validate
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
-        behavior = handler.unary_unary
-        verifier = self._verifier
-        validate = self._validate and required_scopes(method) is not None
-
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            reset = None
-            principal: Principal | None = None
-            try:
-                if verifier is not None and required_scopes(method) is not None:
-                    metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
-                    principal = verifier.verify(bearer_token(metadata.get("authorization")))
-                    authorize(principal, method)
-                    reset = current_principal.set(principal)
-                if validate:
-                    validate_request(request)
-                return await behavior(request, context)
-            except ZhongtaiError as exc:
-                code = exc.code
-                language = _metadata_value(context, "accept-language") if exc.localized else None
-                await context.abort_with_status(rpc_status.to_status(to_rpc_status(exc, language)))
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                code = context.code() or grpc.StatusCode.CANCELLED  # type: ignore[assignment]
-                raise
-            except Exception as exc:
-                code, status = _unexpected(exc, method)
-                await context.abort_with_status(rpc_status.to_status(status))
-            finally:
-                if reset is not None:
-                    current_principal.reset(reset)
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-                _duration.record(elapsed_ms, {"rpc.method": method, "rpc.grpc.status_code": code_name})
-                log.info(
-                    "rpc",
-                    rpc=method,
-                    code=code_name,
-                    duration_ms=round(elapsed_ms, 2),
-                    client_id=principal.client_id if principal else None,
-                )
-
-        return grpc.unary_unary_rpc_method_handler(
-            wrapped,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-
-
-#: Health (Watch is a server stream the OTel aio interceptor cannot wrap) and reflection are
-#: not traced: probes would flood the traces anyway.
+#: Health and reflection are not traced: probes would flood the traces.
 _UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+
+
+class KitCall:
+    """One unary method's handler wrapped in what every RPC needs, built once per method.
+
+    In order: a SERVER span (the caller's ``traceparent`` as parent; not for health and
+    reflection), the bearer token and the method's ``required_scopes``, protovalidate, the
+    handler, the translation of errors to ``google.rpc.Status``, RED metrics and the access log
+    line (inside the span: it carries the trace ids). The wrapping happens when the servicer is
+    registered (:class:`_WrappingServer`), not in ``grpc.aio`` interceptors: each aio interceptor
+    costs every call a coroutine chain and a new handler object (ADR 0025).
+    """
+
+    def __init__(self, method: str, behavior: Any, verifier: TokenVerifier | None, *, validate: bool) -> None:
+        self.method = method
+        self._behavior = behavior
+        self._scoped = required_scopes(method) is not None
+        self._verifier = verifier if self._scoped else None
+        self._validate = validate and self._scoped
+        self._traced = not method.startswith(_UNTRACED_PREFIXES)
+        service, _, name = method.lstrip("/").partition("/")
+        self._span_attributes = {"rpc.system": "grpc", "rpc.method": name, "rpc.service": service}
+
+    async def handle(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        if not self._traced:
+            return await self._serve(request, context, metadata, None)
+        span = _tracer.start_span(
+            self.method,
+            context=propagate.extract(metadata) if _PROPAGATED.intersection(metadata) else None,
+            kind=SpanKind.SERVER,
+            attributes={**self._span_attributes, **_peer_attributes(context, metadata)},
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            return await self._serve(request, context, metadata, span)
+        finally:
+            otel_context.detach(token)
+            span.end()
+
+    async def _serve(self, request: Any, context: grpc.aio.ServicerContext, metadata: dict[str, str],
+                     span: Span | None) -> Any:  # fmt: skip
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        reset = None
+        principal: Principal | None = None
+        try:
+            if self._verifier is not None:
+                principal = self._verifier.verify(bearer_token(metadata.get("authorization")))
+                authorize(principal, self.method)
+                reset = current_principal.set(principal)
+            if self._validate:
+                validate_request(request)
+            return await self._behavior(request, context)
+        except ZhongtaiError as exc:
+            code = exc.code
+            language = metadata.get("accept-language") if exc.localized else None  # (LocalizedMessage)
+            await context.abort_with_status(rpc_status.to_status(to_rpc_status(exc, language)))
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            code = context.code() or grpc.StatusCode.CANCELLED  # type: ignore[assignment]
+            raise
+        except Exception as exc:
+            if span is not None:
+                span.record_exception(exc)
+            code, status = _unexpected(exc, self.method)
+            await context.abort_with_status(rpc_status.to_status(status))
+        finally:
+            if reset is not None:
+                current_principal.reset(reset)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+            if span is not None:
+                _end_status(span, code)
+            _duration.record(elapsed_ms, {"rpc.method": self.method, "rpc.grpc.status_code": code_name})
+            log.info(
+                "rpc",
+                rpc=self.method,
+                code=code_name,
+                duration_ms=round(elapsed_ms, 2),
+                client_id=principal.client_id if principal else None,
+            )
+
+
+_tracer = trace.get_tracer("opentelemetry.instrumentation.grpc")
+#: Metadata keys the global propagator reads (W3C trace context and baggage).
+_PROPAGATED = frozenset({"traceparent", "tracestate", "baggage"})
+#: Codes whose server span is an error, as OpenTelemetry's gRPC instrumentation marks them.
+_SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
+def _peer_attributes(context: grpc.aio.ServicerContext, metadata: dict[str, str]) -> dict[str, str]:
+    """The caller's address and user agent, as OpenTelemetry's gRPC instrumentation records them."""
+    out: dict[str, str] = {}
+    if "user-agent" in metadata:
+        out["rpc.user_agent"] = metadata["user-agent"]
+    peer = context.peer() or ""
+    if peer.startswith(("ipv4:", "ipv6:")):
+        ip, _, port = peer.split(",")[0].split(":", 1)[1].rpartition(":")
+        out["net.peer.ip"], out["net.peer.port"] = unquote(ip), port
+        if ip in ("[::1]", "127.0.0.1"):
+            out["net.peer.name"] = "localhost"
+    return out
+
+
+def _end_status(span: Span, code: Any) -> None:
+    if isinstance(code, grpc.StatusCode):
+        span.set_attribute("rpc.grpc.status_code", code.value[0])
+        if code in _SERVER_ERRORS:
+            span.set_status(Status(StatusCode.ERROR, f"{code}"))
+
+
+def wrap_handler(method: str, handler: Any, verifier: TokenVerifier | None, *, validate: bool) -> Any:
+    """A unary-unary handler with :class:`KitCall` around its behaviour; streams as they are."""
+    if handler is None or handler.unary_unary is None:
+        return handler
+    return grpc.unary_unary_rpc_method_handler(
+        # (a bound coroutine method: grpc.aio runs a unary behaviour as a coroutine only if
+        # inspect says it is one, which a callable object is not)
+        KitCall(method, handler.unary_unary, verifier, validate=validate).handle,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+class _WrappedGeneric(grpc.GenericRpcHandler):
+    """A generic handler whose unary methods come wrapped (once per method, then reused)."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, wrap: Callable[[str, Any], Any]) -> None:
+        self._inner = inner
+        self._wrap = wrap
+        self._cache: dict[str, tuple[Any, Any]] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        handler = self._inner.service(handler_call_details)
+        cached = self._cache.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._cache[method] = (handler, wrapped)
+        return wrapped
+
+
+class _WrappingServer:
+    """What a capability's ``register`` is given: the ``grpc.aio`` server, whose handlers get the
+    kit's :class:`KitCall` as they are added (generated ``add_*Servicer_to_server`` and generic
+    handlers alike); everything else is the server's own."""
+
+    def __init__(self, server: grpc.aio.Server, wrap: Callable[[str, Any], Any]) -> None:
+        self._server = server
+        self._wrap = wrap
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(tuple(_WrappedGeneric(h, self._wrap) for h in handlers))
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        wrapped = {name: self._wrap(f"/{service}/{name}", h) for name, h in handlers.items()}
+        self._server.add_registered_method_handlers(service, wrapped)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._server, name)
 
 
 def traced(details: grpc.HandlerCallDetails) -> bool:
@@ -232,22 +335,17 @@ class GrpcServer:
                 await self._health.set(name, status)
 
     async def start(self) -> None:
-        from opentelemetry.instrumentation.grpc import aio_server_interceptor
-
-        server = grpc.aio.server(
-            interceptors=[
-                aio_server_interceptor(filter_=traced),
-                KitServerInterceptor(self._verifier, validate=self._validate),
-            ],
-            options=SERVER_OPTIONS,
-            maximum_concurrent_rpcs=self._max_concurrent,
-        )
-        self._register(server)
+        server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=self._max_concurrent)
+        verifier, validate = self._verifier, self._validate
+        wrapping = _WrappingServer(server, lambda m, h: wrap_handler(m, h, verifier, validate=validate))
+        self._register(wrapping)  # type: ignore[arg-type]
         if self._validate:
             warm_up(self._service_names)  # (compiles each request type's rules before serving)
         health = health_aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        health_pb2_grpc.add_HealthServicer_to_server(health, wrapping)
         names = [*self._service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+        # (on the server itself: reflection picks its aio servicer by ``isinstance(server, aio.Server)``,
+        # and its one method is a stream, which the kit does not wrap anyway)
         reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
         self.port = server.add_insecure_port(f"{self._host}:{self._requested_port}")
         if not self.port:

@@ -6,7 +6,10 @@ carrying the CloudEvents headers and the current ``traceparent``.
 Relay side: :class:`OutboxRelay` wakes right after commits (``wake()``, wired as a unit-of-work
 ``after_commit`` callback, for a relay in the writer's process; on PostgreSQL also through
 LISTEN/NOTIFY: :func:`add_event` makes the transaction NOTIFY :data:`NOTIFY_CHANNEL`, which
-PostgreSQL delivers at commit, for relays in other processes) and also polls. It publishes with an idempotent producer
+PostgreSQL delivers at commit, for relays in other processes — unless a relay in the writer's own
+process publishes that database, :func:`relayed_in_process`: then the wake-up is local and the
+NOTIFY, a round trip and PostgreSQL's notification queue per write, is left out, ADR 0027) and
+also polls. It publishes with an idempotent producer
 (``acks=all``), waits for the broker's acks, then marks the rows. A crash between publish and
 mark re-publishes the same event ids, which consumers' inboxes drop: at-least-once delivery,
 effectively-once effects. Rows keep the contract's logical topic; the relay sends each one to
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -52,7 +56,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from services.kit.db import Base, BigIntPK, in_list, is_sqlite, sessionmaker, write_lock
+from services.kit.db import WAKES_AFTER_COMMIT, Base, BigIntPK, in_list, is_sqlite, sessionmaker, write_lock
 from services.kit.events import build_record
 from services.kit.lifecycle import cancel_and_wait
 from services.kit.logging import get_logger
@@ -110,12 +114,25 @@ NOTIFY_CHANNEL = "zt_outbox"
 _NOTIFY_PENDING = "zt_outbox_notify"
 
 
+#: Connection pools of the engines a relay in this process publishes (it is woken by the unit of
+#: work's ``after_commit`` callback): their transactions do not NOTIFY (ADR 0027).
+_RELAYED_IN_PROCESS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def relayed_in_process(engine: AsyncEngine) -> None:
+    """Say that a relay in this process publishes this engine's outbox and is woken by the units of
+    work's ``after_commit`` callbacks: their writes then skip the NOTIFY (relays elsewhere still
+    poll; a unit of work without callbacks still notifies)."""
+    _RELAYED_IN_PROCESS.add(engine.sync_engine.pool)
+
+
 @event.listens_for(Session, "before_commit")
 def _notify_relays(session: Session) -> None:
     """NOTIFY in the transaction that staged events: PostgreSQL delivers it only if it commits."""
     if session.info.pop(_NOTIFY_PENDING, False):
         conn = session.connection()
-        if conn.dialect.name == "postgresql":
+        woken_here = session.info.get(WAKES_AFTER_COMMIT) and conn.engine.pool in _RELAYED_IN_PROCESS
+        if conn.dialect.name == "postgresql" and not woken_here:
             conn.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
 
 

@@ -39,7 +39,7 @@ from services.kit.kafka import ensure_topics, make_producer
 from services.kit.lifecycle import Component, run_until_signalled
 from services.kit.logging import configure_logging, get_logger
 from services.kit.migrations import upgrade
-from services.kit.outbox import OutboxRelay
+from services.kit.outbox import OutboxRelay, relayed_in_process
 from services.kit.telemetry import setup_telemetry
 
 S = TypeVar("S", bound=ServiceSettings)
@@ -88,7 +88,11 @@ class Capability(Generic[S]):
     async def serve(self, settings: S, stop_event: asyncio.Event | None = None) -> None:
         configure_logging(settings.service_name, settings.log_level)
         setup_telemetry(settings.service_name, console=settings.otel_console, metrics_port=settings.metrics_port)
-        engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+        engine = create_engine(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            trace_statements=settings.db_trace_statements,
+        )
         await upgrade(engine, self.migrations)  # idempotent; in Kubernetes the migrations Job ran it first
         relaying = self.writes_outbox and settings.outbox_relay_enabled
         if relaying or not self.writes_outbox:  # (the topics it publishes to, or consumes)
@@ -99,6 +103,7 @@ class Capability(Generic[S]):
             relay = _relay(settings, engine, name=settings.service_name)
             components.append(relay)
             runtime.after_commit.append(relay.wake)
+            relayed_in_process(engine)  # (its writers' wake-up is local: no NOTIFY per commit, ADR 0027)
         wiring = await self.wire(runtime)
         server = GrpcServer(
             host=settings.grpc_host,
@@ -129,7 +134,7 @@ class Capability(Generic[S]):
         name = f"{settings.service_name}-relay"
         configure_logging(name, settings.log_level)
         setup_telemetry(name, console=settings.otel_console, metrics_port=settings.metrics_port)
-        engine = create_engine(settings.database_url, pool_size=2)
+        engine = create_engine(settings.database_url, pool_size=2, trace_statements=settings.db_trace_statements)
         await _ensure_topics(settings)
         outbox = _relay(settings, engine, name=f"{settings.service_name}-standalone", client_suffix="-relay")
         await run_until_signalled([EngineLifecycle(engine), outbox], stop_event=stop_event)

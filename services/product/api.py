@@ -1,7 +1,7 @@
 """The gRPC servicer of ``bank.product.v1.ProductService``: request → use case → response.
 
 Authentication, the contract's required scopes, protovalidate and the translation of
-``services.kit.errors`` to ``google.rpc.Status`` happen in the kit's server interceptor; no
+``services.kit.errors`` to ``google.rpc.Status`` happen in the kit's per-call wrapper; no
 business rule lives here. The incoming call's remaining deadline bounds the customer lookup.
 """
 

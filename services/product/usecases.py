@@ -30,7 +30,7 @@ from services.kit import (
     PreconditionViolation,
     add_event,
     invalid,
-    sessionmaker,
+    read_sessionmaker,
     source_of,
 )
 from services.product import convert, domain, store
@@ -97,7 +97,7 @@ class ProductUseCases:
         *,
         after_commit: list[Callable[[], None]] | None = None,
     ) -> None:
-        self._reads = sessionmaker(engine)
+        self._reads = read_sessionmaker(engine)
         self._customers = customers
         self._commands = Commands(engine, after_commit=after_commit)
 

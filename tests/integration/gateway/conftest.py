@@ -1,7 +1,7 @@
 """In-process stack for gateway tests: fake backends on the kit's GrpcServer + the ASGI app.
 
 The backends implement the generated services generically (every method answers with an empty
-response unless a test installs a handler), behind the kit's ``KitServerInterceptor``, so
+response unless a test installs a handler), behind the kit's per-call wrapper (``KitCall``), so
 auth, protovalidate and error translation behave exactly as in the real services.
 """
 
