@@ -1,5 +1,5 @@
 """The gateway: a Starlette application (lifespan, request, response) in front of the contract's
-router (google.api.http templates with custom verbs, most literal first), behind one route.
+router (google.api.http templates with custom verbs, most literal first), as its default app.
 
 (It was a raw ASGI application; Starlette costs ~31 µs more per request, under 5 % of the
 gateway's CPU per request — bench/libraries.py, docs/perf/libraries.md — so the library it is.)
@@ -33,7 +33,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route as HttpRoute
+from starlette.routing import request_response
 
 from gateway import conditional
 from gateway.asyncapi import build_asyncapi
@@ -85,7 +85,6 @@ _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{7,63}$")
 _GRPC_TIMEOUT = re.compile(r"^([0-9]{1,8})([HMSmun])$")
 _GRPC_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 _JSON = "application/json"
-_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _CORS_ALLOW_HEADERS = (
     "authorization, content-type, idempotency-key, x-request-id, x-timeout-ms, grpc-timeout, traceparent, tracestate, "
     "if-match, if-none-match, accept-language"
@@ -163,9 +162,12 @@ class GatewayApp:
         # Bound once (the proxy from get_logger binds on every call): logging must be configured
         # before the app is created, as gateway.main does.
         self._access_log = get_logger("zhongtai.gateway").bind() if settings.access_log else None
-        self._asgi = Starlette(
-            routes=[HttpRoute("/{path:path}", self._endpoint, methods=_METHODS)], lifespan=self._lifespan
-        )
+        self._asgi = Starlette(lifespan=self._lifespan)
+        # Every request goes to the pipeline (the contract's router decides what it is): Starlette's
+        # router, holding no routes of its own, hands it to its default app. (A catch-all route
+        # would not do: its pattern's ``.*`` stops at a newline, which a client can send as %0A.)
+        self._asgi.router.default = self._default
+        self._http = request_response(self._endpoint)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -199,6 +201,12 @@ class GatewayApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._asgi(scope, receive, send)
+
+    async def _default(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1003})
 
     async def _endpoint(self, request: Request) -> Response:
         scope = request.scope
