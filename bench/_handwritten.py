@@ -18,21 +18,8 @@ from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from gateway.transcode import _INT_TYPES, _WKT_PREFIX, _is_map  # the gateway's own type tables
 from services.kit.events import KafkaRecord, event_spec, value_at
-
-_WKT_PREFIX = "google.protobuf."
-_INT_TYPES = frozenset(
-    {
-        FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT32,
-        FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SINT64,
-        FieldDescriptor.TYPE_FIXED32, FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED32,
-        FieldDescriptor.TYPE_SFIXED64,
-    }
-)  # fmt: skip
-
-
-def _is_map(fd: FieldDescriptor) -> bool:
-    return fd.message_type is not None and fd.message_type.GetOptions().map_entry
 
 
 def _ce_time(when: datetime) -> bytes:

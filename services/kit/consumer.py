@@ -54,17 +54,17 @@ from opentelemetry import metrics
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit.applier import BatchApplier, Handler, Projection, _carry, _pairs, _Staged
+from services.kit.applier import BatchApplier, Handler, Projection, _pairs, _Staged
 from services.kit.dlq import DeadLetters
 from services.kit.events import ReceivedEvent
 from services.kit.faults import is_infrastructure_error
-from services.kit.inbox import AggregateVersion, Decoded, InboxRow, _Batch, _decode, _Polled
+from services.kit.inbox import AggregateVersion, Decoded, InboxRow, _decode, _Polled
 from services.kit.kafka import ensure_topics, make_consumer
 from services.kit.lifecycle import cancel_and_wait
 from services.kit.logging import get_logger
 
 # (the inbox tables live in inbox.py, the database side in applier.py; re-exported for their users)
-__all__ = ["AggregateVersion", "Handler", "InboxConsumer", "InboxRow", "Projection", "_Batch", "_Staged", "_carry"]
+__all__ = ["AggregateVersion", "Handler", "InboxConsumer", "InboxRow", "Projection"]
 
 log = get_logger("zhongtai.consumer")
 _meter = metrics.get_meter("zhongtai.consumer")
