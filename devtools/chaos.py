@@ -267,28 +267,18 @@ class Marks:
 Fault = Callable[[Platform, Marks], None]
 
 
-def kill_replica(component: str, down_s: float = 3.0) -> Fault:
-    def fault(platform: Platform, marks: Marks) -> None:
-        victim = platform.replicas(component)[0]
-        victim.kill()
-        time.sleep(down_s)
-        marks.restored_at = time.monotonic()
-        victim.start()
-        marks.notes.append(f"{victim.name} ready {victim.wait_ready():.1f} s after its restart")
-
-    return fault
-
-
-def freeze_then_kill(component: str, frozen_s: float = 2.0, down_s: float = 3.0) -> Fault:
-    """SIGSTOP one replica: the calls routed to it hang (its sockets still accept), so writes are
-    in flight on it; SIGKILL it ``frozen_s`` later; restart it ``down_s`` after that."""
+def kill_replica(component: str, down_s: float = 3.0, *, frozen_s: float = 0.0) -> Fault:
+    """SIGKILL one replica, restart it ``down_s`` later. With ``frozen_s``, SIGSTOP it that long
+    first: the calls routed to it hang (its sockets still accept), so writes are in flight on it
+    when it is killed (``Marks.killed_at``)."""
 
     def fault(platform: Platform, marks: Marks) -> None:
         victim = platform.replicas(component)[0]
-        assert victim.proc is not None
-        os.killpg(victim.proc.pid, signal.SIGSTOP)
-        time.sleep(frozen_s)
-        marks.killed_at = time.monotonic()
+        if frozen_s:
+            assert victim.proc is not None
+            os.killpg(victim.proc.pid, signal.SIGSTOP)
+            time.sleep(frozen_s)
+            marks.killed_at = time.monotonic()
         victim.kill()
         time.sleep(down_s)
         marks.restored_at = time.monotonic()
@@ -364,6 +354,21 @@ def toxic(proxy: str, kind: str, attributes: dict[str, Any], for_s: float = 5.0)
     return fault
 
 
+def link_faults(service: str, peer: str, *kinds: str) -> dict[str, tuple[str, Fault]]:
+    """Scenarios on one service's link to PostgreSQL (``pg``) or Kafka (``kafka``), through its
+    toxiproxy proxy: +200 ms latency for 5 s, every connection reset for 2 s, a 10 s partition."""
+    proxy, slug = f"{service}-{peer}", f"{service.replace('_', '-')}-{peer}"
+    link = f"{service.replace('_', ' ')} ↔ {'PostgreSQL' if peer == 'pg' else 'Kafka'}"
+    every = {
+        "latency": (f"{slug}-latency", f"{link}: +200 ms latency for 5 s",
+                    toxic(proxy, "latency", {"latency": 200, "jitter": 50})),
+        "reset": (f"{slug}-reset", f"{link}: every connection reset for 2 s",
+                  toxic(proxy, "reset_peer", {"timeout": 0}, for_s=2.0)),
+        "partition": (f"{slug}-partition-10s", f"{link}: partition for 10 s", partition(proxy)),
+    }  # fmt: skip
+    return {name: (description, fault) for name, description, fault in (every[k] for k in kinds)}
+
+
 SCENARIOS: dict[str, tuple[str, Fault]] = {
     "kill-customer": ("SIGKILL one customer replica, restart it 3 s later", kill_replica("customer")),
     "kill-product": ("SIGKILL one product replica (writes in flight), restart 3 s later", kill_replica("product")),
@@ -372,32 +377,16 @@ SCENARIOS: dict[str, tuple[str, Fault]] = {
     "rolling-restart": ("SIGTERM, restart, ready, next: every replica of every component", rolling_restart),
     "kill-product-write-in-flight": (
         "SIGSTOP one product replica (writes hang on it), SIGKILL it 2 s later, restart 3 s after",
-        freeze_then_kill("product"),
+        kill_replica("product", frozen_s=2.0),
     ),
     "kafka-down-15s": ("SIGKILL the Kafka broker, start it again 15 s later", kafka_down()),
     "kafka-unreachable-15s": ("every service ↔ Kafka link cut for 15 s (the broker runs on)", kafka_unreachable()),
-    "product-kafka-latency": (
-        "product ↔ Kafka: +200 ms latency for 5 s",
-        toxic("product-kafka", "latency", {"latency": 200, "jitter": 50}),
-    ),
-    "data-hub-kafka-reset": (
-        "data hub ↔ Kafka: every connection reset for 2 s",
-        toxic("data_hub-kafka", "reset_peer", {"timeout": 0}, for_s=2.0),
-    ),
-    "product-kafka-partition-10s": ("product ↔ Kafka: partition for 10 s", partition("product-kafka")),
-    "data-hub-kafka-partition-10s": ("data hub ↔ Kafka: partition for 10 s", partition("data_hub-kafka")),
+    **link_faults("product", "kafka", "latency", "partition"),
+    **link_faults("data_hub", "kafka", "reset", "partition"),
     "postgres-immediate-restart": ("pg_ctl stop -m immediate, start at once", postgres_down("immediate")),
     "postgres-down-10s": ("PostgreSQL stopped (fast) for 10 s", postgres_down("fast", 10.0)),
-    "product-pg-latency": (
-        "product ↔ PostgreSQL: +200 ms latency each way for 5 s",
-        toxic("product-pg", "latency", {"latency": 200, "jitter": 50}),
-    ),
-    "product-pg-reset": (
-        "product ↔ PostgreSQL: every connection reset for 2 s",
-        toxic("product-pg", "reset_peer", {"timeout": 0}, for_s=2.0),
-    ),
-    "product-pg-partition-10s": ("product ↔ PostgreSQL: partition for 10 s", partition("product-pg")),
-    "data-hub-pg-partition-10s": ("data hub ↔ PostgreSQL: partition for 10 s", partition("data_hub-pg")),
+    **link_faults("product", "pg", "latency", "reset", "partition"),
+    **link_faults("data_hub", "pg", "partition"),
 }
 #: Scenarios whose fault stops views from being built (no events flow while the broker is down):
 #: a view read of a customer created meanwhile may exhaust the client's retries; writes may not.
