@@ -51,7 +51,7 @@ async def wire(runtime: Runtime[DataHubSettings]) -> Wiring:
     # batch commits), then the worker, then the producer.
     return Wiring(
         register=partial(register_services, views=servicer, operations=operations),
-        after_serving=[customers, ProducerLifecycle(producer), worker, consumer, refresh, index],
+        after_serving=[ProducerLifecycle(producer), worker, consumer, customers, refresh, index],
     )
 
 

@@ -123,10 +123,10 @@ SERVED_WITHIN_S = 5.0
 CPU_SHARE = 0.5
 
 
-def assert_served_in_time(served_after: float, cpu: float) -> None:
-    share = cpu / served_after
-    assert served_after < SERVED_WITHIN_S or (share < CPU_SHARE and cpu < SERVED_WITHIN_S * CPU_SHARE), (
-        f"views served {served_after:.2f} s after the restart, {cpu:.2f} s of CPU (a {share:.0%} share of a core)"
+def assert_in_time(what: str, after: float, cpu: float, within_s: float = SERVED_WITHIN_S) -> None:
+    share = cpu / after
+    assert after < within_s or (share < CPU_SHARE and cpu < within_s * CPU_SHARE), (
+        f"{what} {after:.2f} s after the restart, {cpu:.2f} s of CPU (a {share:.0%} share of a core)"
     )
 
 
@@ -166,7 +166,7 @@ async def test_a_killed_hub_serves_views_within_5s_of_its_restart_and_consumes_a
                     await asyncio.sleep(0.05)
             served_after, cpu = time.monotonic() - restarted, proc.cpu_seconds()
             assert got.customer_id == customer_id
-            assert_served_in_time(served_after, cpu)
+            assert_in_time("views served", served_after, cpu)
 
             # New events are applied again: static membership hands the partitions straight back.
             more = Synth(seed=44, customers=3, months=1, prefix=prefix + "n", txn_scale=0.3).events()
@@ -182,8 +182,8 @@ async def test_a_killed_hub_serves_views_within_5s_of_its_restart_and_consumes_a
                     return False
                 return True
 
-            await wait_until(applied, 30, "a new customer's view after the restart")
-            consuming_after = time.monotonic() - restarted
+            await wait_until(applied, 60, "a new customer's view after the restart")
+            consuming_after, consuming_cpu = time.monotonic() - restarted, proc.cpu_seconds()
         finally:
             await channel.close()
         kind = "static" if static else "dynamic"
@@ -193,7 +193,7 @@ async def test_a_killed_hub_serves_views_within_5s_of_its_restart_and_consumes_a
         )
         # Static: the partitions come straight back. Dynamic: the dead member's 10 s session
         # (ZT_DATAHUB_SESSION_TIMEOUT_MS, was 30 s) runs out first.
-        assert consuming_after < (8 if static else 25), consuming_after
+        assert_in_time("new events applied", consuming_after, consuming_cpu, 8 if static else 25)
     finally:
         proc.stop()
         await engine.dispose()
