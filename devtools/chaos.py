@@ -113,6 +113,8 @@ class Platform:
     toxi: Toxiproxy
     urls: dict[str, str]
     procs: dict[str, Proc] = field(default_factory=dict)
+    #: service → its Kafka bootstrap address, through its own toxiproxy proxy
+    kafka_links: dict[str, str] = field(default_factory=dict)
 
     @property
     def gateways(self) -> list[str]:
@@ -158,10 +160,20 @@ def _via_proxy(url: str, port: int) -> str:
     return make_url(url).set(port=port).render_as_string(hide_password=False)
 
 
+def _kafka_listener(service: str) -> str:
+    return service.upper()
+
+
 def start_platform(log: Callable[[str], None] = print) -> Platform:
     log_dir = Path(tempfile.mkdtemp(prefix="zt-chaos-"))
     pg = stack.PostgresServer(durable=True)
-    kafka = stack.KafkaServer()
+    # One broker listener per service, advertised on the port of that service's toxiproxy proxy:
+    # the service bootstraps through the proxy and is told to connect there again, so every
+    # connection it makes to the broker crosses the proxy (latency, resets, partitions).
+    kafka = stack.KafkaServer(
+        start_timeout=180.0,  # (a JVM start on a loaded 2-core machine: 20-75 s)
+        extra_listeners={_kafka_listener(s): (stack.free_port(), stack.free_port()) for s in SERVICES},
+    )
     redis = stack.RedisServer()
     toxi = Toxiproxy()
     platform = Platform(log_dir, pg, kafka, redis, toxi, {})
@@ -177,9 +189,13 @@ def start_platform(log: Callable[[str], None] = print) -> Platform:
 def _start_infrastructure(platform: Platform, log: Callable[[str], None]) -> None:
     t0 = time.monotonic()
     platform.pg.start()
+    platform.toxi.start(platform.log_dir)
+    for service in SERVICES:
+        listen, advertised = platform.kafka.extra_listeners[_kafka_listener(service)]
+        platform.toxi.proxy(f"{service}-kafka", f"127.0.0.1:{listen}", port=advertised)
+        platform.kafka_links[service] = f"127.0.0.1:{advertised}"
     platform.kafka.start()
     platform.redis.start()
-    platform.toxi.start(platform.log_dir)
     for name in (*SERVICES, "gateway"):
         platform.urls[name] = platform.pg.create_database(f"chaos_{name}")
     log(
@@ -216,6 +232,8 @@ def _start_components(platform: Platform, log: Callable[[str], None]) -> None:
         for i in range(1, REPLICAS + 1):
             name = f"{component}-{i}"
             own = {**env, **extra.get(component, {}), "ZT_DATABASE_URL": db[component]}
+            if component in platform.kafka_links:
+                own["ZT_KAFKA_BOOTSTRAP_SERVERS"] = platform.kafka_links[component]
             own["ZT_HTTP_PORT" if component == "gateway" else "ZT_GRPC_PORT"] = str(ports[name])
             if component == "data_hub":
                 own["ZT_DATAHUB_GROUP_INSTANCE_ID"] = name
@@ -240,20 +258,47 @@ class Marks:
 
     fault_at: float = 0.0
     restored_at: float | None = None
+    #: a replica killed while it held writes (frozen with SIGSTOP first)
+    killed_at: float | None = None
+    load_stopped_at: float = 0.0
     notes: list[str] = field(default_factory=list)
 
 
 Fault = Callable[[Platform, Marks], None]
 
 
-def kill_replica(component: str, down_s: float = 3.0) -> Fault:
+def kill_replica(component: str, down_s: float = 3.0, *, frozen_s: float = 0.0) -> Fault:
+    """SIGKILL one replica, restart it ``down_s`` later. With ``frozen_s``, SIGSTOP it that long
+    first: the calls routed to it hang (its sockets still accept), so writes are in flight on it
+    when it is killed (``Marks.killed_at``)."""
+
     def fault(platform: Platform, marks: Marks) -> None:
         victim = platform.replicas(component)[0]
+        if frozen_s:
+            assert victim.proc is not None
+            os.killpg(victim.proc.pid, signal.SIGSTOP)
+            time.sleep(frozen_s)
+            marks.killed_at = time.monotonic()
         victim.kill()
         time.sleep(down_s)
         marks.restored_at = time.monotonic()
         victim.start()
         marks.notes.append(f"{victim.name} ready {victim.wait_ready():.1f} s after its restart")
+
+    return fault
+
+
+def kafka_unreachable(down_s: float = 15.0) -> Fault:
+    """Every service's link to the broker cut for ``down_s`` (the broker runs on): Kafka down,
+    as its clients see it, for exactly that long."""
+
+    def fault(platform: Platform, marks: Marks) -> None:
+        for service in SERVICES:
+            platform.toxi.enable(f"{service}-kafka", False)
+        time.sleep(down_s)
+        for service in SERVICES:
+            platform.toxi.enable(f"{service}-kafka", True)
+        marks.restored_at = time.monotonic()
 
     return fault
 
@@ -309,31 +354,45 @@ def toxic(proxy: str, kind: str, attributes: dict[str, Any], for_s: float = 5.0)
     return fault
 
 
+def link_faults(service: str, peer: str, *kinds: str) -> dict[str, tuple[str, Fault]]:
+    """Scenarios on one service's link to PostgreSQL (``pg``) or Kafka (``kafka``), through its
+    toxiproxy proxy: +200 ms latency for 5 s, every connection reset for 2 s, a 10 s partition."""
+    proxy, slug = f"{service}-{peer}", f"{service.replace('_', '-')}-{peer}"
+    link = f"{service.replace('_', ' ')} ↔ {'PostgreSQL' if peer == 'pg' else 'Kafka'}"
+    every = {
+        "latency": (f"{slug}-latency", f"{link}: +200 ms latency for 5 s",
+                    toxic(proxy, "latency", {"latency": 200, "jitter": 50})),
+        "reset": (f"{slug}-reset", f"{link}: every connection reset for 2 s",
+                  toxic(proxy, "reset_peer", {"timeout": 0}, for_s=2.0)),
+        "partition": (f"{slug}-partition-10s", f"{link}: partition for 10 s", partition(proxy)),
+    }  # fmt: skip
+    return {name: (description, fault) for name, description, fault in (every[k] for k in kinds)}
+
+
 SCENARIOS: dict[str, tuple[str, Fault]] = {
     "kill-customer": ("SIGKILL one customer replica, restart it 3 s later", kill_replica("customer")),
     "kill-product": ("SIGKILL one product replica (writes in flight), restart 3 s later", kill_replica("product")),
     "kill-data-hub": ("SIGKILL one data hub replica mid-batch, restart 3 s later", kill_replica("data_hub")),
     "kill-gateway": ("SIGKILL one gateway replica, restart 3 s later", kill_replica("gateway")),
     "rolling-restart": ("SIGTERM, restart, ready, next: every replica of every component", rolling_restart),
+    "kill-product-write-in-flight": (
+        "SIGSTOP one product replica (writes hang on it), SIGKILL it 2 s later, restart 3 s after",
+        kill_replica("product", frozen_s=2.0),
+    ),
     "kafka-down-15s": ("SIGKILL the Kafka broker, start it again 15 s later", kafka_down()),
+    "kafka-unreachable-15s": ("every service ↔ Kafka link cut for 15 s (the broker runs on)", kafka_unreachable()),
+    **link_faults("product", "kafka", "latency", "partition"),
+    **link_faults("data_hub", "kafka", "reset", "partition"),
     "postgres-immediate-restart": ("pg_ctl stop -m immediate, start at once", postgres_down("immediate")),
     "postgres-down-10s": ("PostgreSQL stopped (fast) for 10 s", postgres_down("fast", 10.0)),
-    "product-pg-latency": (
-        "product ↔ PostgreSQL: +200 ms latency each way for 5 s",
-        toxic("product-pg", "latency", {"latency": 200, "jitter": 50}),
-    ),
-    "product-pg-reset": (
-        "product ↔ PostgreSQL: every connection reset for 2 s",
-        toxic("product-pg", "reset_peer", {"timeout": 0}, for_s=2.0),
-    ),
-    "product-pg-partition-10s": ("product ↔ PostgreSQL: partition for 10 s", partition("product-pg")),
-    "data-hub-pg-partition-10s": ("data hub ↔ PostgreSQL: partition for 10 s", partition("data_hub-pg")),
+    **link_faults("product", "pg", "latency", "reset", "partition"),
+    **link_faults("data_hub", "pg", "partition"),
 }
 #: Scenarios whose fault stops views from being built (no events flow while the broker is down):
 #: a view read of a customer created meanwhile may exhaust the client's retries; writes may not.
-VIEWS_WAIT_FOR_THE_FAULT = {"kafka-down-15s"}
+VIEWS_WAIT_FOR_THE_FAULT = {"kafka-down-15s", "kafka-unreachable-15s", "data-hub-kafka-partition-10s"}
 #: The short run in `make test` (tests/integration/chaos).
-SHORT = ("kill-product", "kill-gateway", "postgres-immediate-restart")
+SHORT = ("kill-product-write-in-flight", "kill-gateway", "postgres-immediate-restart")
 
 
 # ------------------------------------------------------------------------------------------------- checks
@@ -361,6 +420,10 @@ class Result:
         itself keeps views from being built)."""
         reads_may_wait = self.name in VIEWS_WAIT_FOR_THE_FAULT
         failed = self.stats.writes_failed_for_good if reads_may_wait else self.stats.failed_for_good
+        if self.marks.killed_at is not None:  # it proves something only with writes in flight, all acknowledged
+            spans = self.stats.writes_in_flight(self.marks.killed_at)
+            if not spans or not all(a.ok or any(b.ok for b in later) for a, later in spans):
+                return False
         return self.passed and not failed
 
     def lines(self) -> list[str]:
@@ -376,17 +439,38 @@ class Result:
             f"   fault -> first success: {_secs(s.first_success_after(m.fault_at))}; last failed attempt at "
             f"+{_secs(s.last_failure_s(m.fault_at))}; the faulty part was back after "
             f"{((m.restored_at or m.fault_at) - m.fault_at):.1f} s, first success after that: {_secs(back)}",
-            f"   view convergence after the load stopped: {self.convergence_s:.1f} s",
+            f"   view convergence after the load stopped: {self.convergence_s:.1f} s"
+            + (
+                f" ({m.load_stopped_at + self.convergence_s - m.restored_at:.1f} s after the faulty part was back)"
+                if m.restored_at is not None
+                else ""
+            ),
             f"   acknowledged: {len(self.ledger.customers)} customers, {len(self.ledger.subscriptions)} subscriptions,"
             f" {len(self.ledger.postings)} postings; reconciled: "
             + ", ".join(f"{k} {v}" for k, v in self.figures.items()),
         ]
         lines += [f"   note: {n}" for n in m.notes]
+        if m.killed_at is not None:
+            lines.append(f"   {in_flight_line(s, m.killed_at)}")
         lines += [f"   FAILED FOR GOOD: {f}" for f in s.failed_for_good[:10]]
         lines += [f"   VIOLATION: {v}" for v in self.violations]
         lines += [f"   RECONCILE: {d}" for d in self.reconcile[:20]]
         lines.append(f"   invariants: {'hold' if self.passed else 'VIOLATED'}")
         return lines
+
+
+def in_flight_line(stats: Stats, moment: float) -> str:
+    """What became of the writes in flight on the replica at the instant it was killed."""
+    spans = stats.writes_in_flight(moment)
+    answered = sum(1 for a, _later in spans if a.ok)
+    retried = [(a, later) for a, later in spans if not a.ok]
+    recovered = sum(1 for _a, later in retried if any(b.ok for b in later))
+    return (
+        f"writes in flight at the kill: {len(spans)}; answered 200 on that attempt (the gateway retried"
+        f" on the other replica): {answered}; failed ({', '.join(sorted({a.status for a, _ in retried})) or '-'})"
+        f" then retried by the client with the same Idempotency-Key: {len(retried)}, of which succeeded:"
+        f" {recovered}"
+    )
 
 
 def _secs(value: float | None) -> str:
@@ -452,6 +536,7 @@ async def run_scenario(platform: Platform, name: str, product_id: str, *, load_s
     finally:
         stop.set()
         await load
+        marks.load_stopped_at = time.monotonic()
         await client.close()
     report, convergence = await reconcile_until_clean(platform.sources(), wait_s=60.0)
     violations = await check_acknowledged(platform, workload.ledger, client.stats)

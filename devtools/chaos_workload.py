@@ -50,6 +50,18 @@ class Ledger:
         return balances
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One request of an operation (retries are further attempts of the same ``op``)."""
+
+    op: int
+    method: str
+    started: float
+    ended: float
+    status: str
+    ok: bool
+
+
 @dataclass
 class Stats:
     """What the client saw: attempts by status, failures for good, a timeline of outcomes."""
@@ -61,10 +73,18 @@ class Stats:
     operations: int = 0
     #: (monotonic time, succeeded) of every attempt
     timeline: list[tuple[float, bool]] = field(default_factory=list)
+    #: every write attempt (POST), with when it was sent and answered
+    write_attempts: list[Attempt] = field(default_factory=list)
 
     def record(self, status: str, ok: bool) -> None:
         self.statuses[status] += 1
         self.timeline.append((time.monotonic(), ok))
+
+    def writes_in_flight(self, moment: float) -> list[tuple[Attempt, list[Attempt]]]:
+        """The write attempts sent before ``moment`` and answered after it, each with the later
+        attempts of its operation (the client's retries, same Idempotency-Key)."""
+        spanning = [a for a in self.write_attempts if a.started < moment < a.ended]
+        return [(a, [b for b in self.write_attempts if b.op == a.op and b.started > a.started]) for a in spanning]
 
     @property
     def writes_failed_for_good(self) -> list[str]:
@@ -108,10 +128,12 @@ class Client:
         if key and method != "GET":
             headers["idempotency-key"] = f"chaos-{uuid.uuid4().hex}"
         self.stats.operations += 1
+        op = self.stats.operations
         give_up = time.monotonic() + self._budget
         pause = 0.1
         while True:
             index = self._pick()
+            started = time.monotonic()
             try:
                 response = await self._clients[index].request(method, path, json=body, headers=headers)
                 status = str(response.status_code)
@@ -120,6 +142,8 @@ class Client:
                 self._ejected_until[index] = time.monotonic() + self._eject
             ok = response is not None and response.status_code == 200
             self.stats.record(status, ok)
+            if method != "GET":
+                self.stats.write_attempts.append(Attempt(op, method, started, time.monotonic(), status, ok))
             if not ok and method != "GET":
                 self.stats.write_refusals[status] += 1
             if ok:

@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -355,16 +355,26 @@ def kafka_cluster_id() -> str:
             return cid
 
 
-def kafka_server_properties(*, port: int, controller_port: int, log_dir: Path) -> str:
-    """server.properties for a single-node KRaft broker+controller on loopback."""
+def kafka_server_properties(
+    *, port: int, controller_port: int, log_dir: Path, extra_listeners: Mapping[str, tuple[int, int]] | None = None
+) -> str:
+    """server.properties for a single-node KRaft broker+controller on loopback.
+
+    ``extra_listeners``: name → (port it listens on, port it advertises). A client that
+    bootstraps through a TCP proxy on the advertised port is told to reach the broker there
+    again, so all its connections go through the proxy (the chaos suite's toxiproxy)."""
+    extra = dict(extra_listeners or {})
+    listeners = [f"PLAINTEXT://127.0.0.1:{port}", *(f"{n}://127.0.0.1:{lp}" for n, (lp, _a) in extra.items())]
+    advertised = [f"PLAINTEXT://127.0.0.1:{port}", *(f"{n}://127.0.0.1:{ap}" for n, (_l, ap) in extra.items())]
+    protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT", *(f"{n}:PLAINTEXT" for n in extra)]
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
         # Static quorum: StorageTool format must then run WITHOUT --standalone.
         "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listeners": ",".join([*listeners, f"CONTROLLER://127.0.0.1:{controller_port}"]),
+        "advertised.listeners": ",".join(advertised),
+        "listener.security.protocol.map": ",".join(protocols),
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "log.dirs": str(log_dir),
@@ -452,8 +462,11 @@ class KafkaServer:
         port: int | None = None,
         heap: str = "512m",
         start_timeout: float = 60.0,
+        extra_listeners: Mapping[str, tuple[int, int]] | None = None,
     ) -> None:
         self.version = version
+        #: name → (listen port, advertised port): see kafka_server_properties()
+        self.extra_listeners = dict(extra_listeners or {})
         self._persistent = data_dir is not None
         self._data_dir: Path | None = Path(data_dir).resolve() if data_dir is not None else None
         self._port = port
@@ -526,12 +539,15 @@ class KafkaServer:
             raise StackError(f"port {port} for Kafka is taken by {port_holder(port)}")
         self._port = port
         controller_port = self._controller_port
-        if controller_port is None or not port_is_free(controller_port):
+        taken = {port, *(p for ports in self.extra_listeners.values() for p in ports)}  # (not bound yet)
+        while controller_port is None or controller_port in taken or not port_is_free(controller_port):
             controller_port = free_port()  # a static quorum (no --standalone) may change it
         self._controller_port = controller_port
         props = self.data_dir / "server.properties"
         props.write_text(
-            kafka_server_properties(port=port, controller_port=controller_port, log_dir=log_dir)
+            kafka_server_properties(
+                port=port, controller_port=controller_port, log_dir=log_dir, extra_listeners=self.extra_listeners
+            )
             + "".join(f"{k}={v}\n" for k, v in self.RESTART_PROPERTIES)
         )
 

@@ -79,9 +79,9 @@ class Toxiproxy:
         proc, self._proc = self._proc, None
         stack._stop_process_group(proc, signal.SIGTERM, grace=5.0)
 
-    def proxy(self, name: str, upstream: str) -> int:
-        """A proxy to ``upstream`` (host:port) on a free local port; returns that port."""
-        port = stack.free_port()
+    def proxy(self, name: str, upstream: str, port: int | None = None) -> int:
+        """A proxy to ``upstream`` (host:port) on ``port`` (default: a free one); returns that port."""
+        port = port or stack.free_port()
         body = {"name": name, "listen": f"127.0.0.1:{port}", "upstream": upstream, "enabled": True}
         httpx.post(f"{self.api}/proxies", json=body, timeout=5).raise_for_status()
         return port

@@ -45,11 +45,13 @@ async def wire(runtime: Runtime[DataHubSettings]) -> Wiring:
     servicer = CustomerViewApi(engine=engine, rules=rules, worker=worker, customers=customers)
     refresh = PeriodicRefresh(s.datahub_refresh_interval_s, engine, rules, worker)
     operations, index = wire_operations(s, engine, projection, consumer)  # status, dead letters (ops:admin)
-    # Started in this order after the engine, stopped in reverse after the server has drained:
-    # consuming stops (its last batch commits), then the worker, then the producer.
+    # Views are read from the database: the server serves them first, then these start in this
+    # order (ADR 0035: a restarted hub serves before its Kafka clients connect, even with the
+    # broker down); stopped in reverse after the server has drained: consuming stops (its last
+    # batch commits), then the worker, then the producer.
     return Wiring(
         register=partial(register_services, views=servicer, operations=operations),
-        components=[ProducerLifecycle(producer), worker, consumer, refresh, customers, index],
+        after_serving=[ProducerLifecycle(producer), worker, consumer, customers, refresh, index],
     )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import signal
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from services.kit.logging import get_logger
@@ -28,31 +29,48 @@ class Component(Protocol):
     async def stop(self) -> None: ...
 
 
-async def run_until_signalled(components: list[Component], *, stop_event: asyncio.Event | None = None) -> None:
-    """Start each component; on SIGTERM/SIGINT (or ``stop_event``) stop them in reverse order."""
+async def run_until_signalled(
+    components: Sequence[Component],
+    *,
+    stop_event: asyncio.Event | None = None,
+    after_serving: Sequence[Component] = (),
+) -> None:
+    """Start each component; on SIGTERM/SIGINT (or ``stop_event``) stop them in reverse order.
+
+    ``after_serving`` are started after all of ``components`` — whose last is the gRPC server,
+    already serving then — and stopped right after that last one (the server drains first), before
+    the others: what serving does not need waits no longer than it must (a restarted data hub
+    serves views from its database while its Kafka clients connect, ADR 0035).
+    """
     stop = stop_event or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     started: list[Component] = []
+    later: list[Component] = []
     try:
         for component in components:
             await component.start()
             started.append(component)
-        log.info("started", components=[type(c).__name__ for c in started])
+        for component in after_serving:
+            await component.start()
+            later.append(component)
+        log.info("started", components=[type(c).__name__ for c in [*started, *later]])
         # Everything allocated so far (modules, descriptors, pools) lives as long as the process:
         # move it out of the collector's reach, so full collections stay short (no ~100 ms pauses
-        # in the middle of a request or a consumer batch).
+        # in the middle of a request or a consumer batch). The command line may have switched the
+        # collector off for the start-up (services.cli): it is on from here.
         gc.collect()
         gc.freeze()
+        gc.enable()
         await stop.wait()
         log.info("stopping")
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
-        for component in reversed(started):
+        for component in [*started[-1:], *reversed(later), *reversed(started[:-1])]:
             try:
                 await component.stop()
             except Exception:

@@ -8,8 +8,9 @@ gives every capability the same three commands:
 
 - ``serve``: logging and telemetry (metrics port), engine, migrations to head, topics, the outbox
   relay (``ZT_OUTBOX_RELAY_ENABLED``), the service's components, then the gRPC server with
-  health (readiness + ``liveness``), reflection, auth, validation; SIGTERM/SIGINT stop them in
-  reverse order (the server drains first, the engine is disposed last).
+  health (readiness + ``liveness``), reflection, auth, validation, then the components serving
+  does not wait for (``Wiring.after_serving``); SIGTERM/SIGINT stop them in reverse order (the
+  server drains first, the engine is disposed last).
 - ``migrate``: migrations to head and exit.
 - ``relay``: a standalone outbox relay (same stop signals, topic creation and metrics port).
 
@@ -69,6 +70,10 @@ class Wiring:
 
     register: Callable[[grpc.aio.Server], None]
     components: Sequence[Component] = ()
+    #: Components that serving does not wait for (e.g. a consumer and its Kafka clients, when the
+    #: servicers read only the database): started once the gRPC server serves, stopped right after
+    #: it has drained. A capability with these creates its topics then too (ADR 0035).
+    after_serving: Sequence[Component] = ()
 
 
 @dataclass(frozen=True)
@@ -95,16 +100,17 @@ class Capability(Generic[S]):
         )
         await upgrade(engine, self.migrations)  # idempotent; in Kubernetes the migrations Job ran it first
         relaying = self.writes_outbox and settings.outbox_relay_enabled
-        if relaying or not self.writes_outbox:  # (the topics it publishes to, or consumes)
-            await _ensure_topics(settings)
         runtime = Runtime(settings=settings, engine=engine, after_commit=[])
         components: list[Component] = [EngineLifecycle(engine)]
         if relaying:
             relay = _relay(settings, engine, name=settings.service_name)
-            components.append(relay)
+            components += [_Topics(settings), relay]  # (the topics it publishes to)
             runtime.after_commit.append(relay.wake)
             relayed_in_process(engine)  # (its writers' wake-up is local: no NOTIFY per commit, ADR 0027)
         wiring = await self.wire(runtime)
+        own, after_serving = list(wiring.components), list(wiring.after_serving)
+        if not self.writes_outbox:  # (the topics it consumes): before its first own component
+            (own if own or not after_serving else after_serving).insert(0, _Topics(settings))
         server = GrpcServer(
             host=settings.grpc_host,
             port=settings.grpc_port,
@@ -118,7 +124,7 @@ class Capability(Generic[S]):
         log.info("starting", capability=self.name, relay=relaying)
         # Start in order, stop in reverse: the server drains first, then the capability's own
         # components, the relay, and the engine last.
-        await run_until_signalled([*components, *wiring.components, server], stop_event=stop_event)
+        await run_until_signalled([*components, *own, server], stop_event=stop_event, after_serving=after_serving)
 
     async def migrate(self) -> None:
         settings = load_settings(self.settings)
@@ -154,6 +160,20 @@ async def _ensure_topics(settings: ServiceSettings) -> None:
         replication_factor=settings.kafka_replication_factor,
         prefix=settings.kafka_topic_prefix,
     )
+
+
+class _Topics:
+    """The platform's topics, created if missing when the process starts (a component, so that a
+    capability that serves without Kafka creates them only after it serves)."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self._settings = settings
+
+    async def start(self) -> None:
+        await _ensure_topics(self._settings)
+
+    async def stop(self) -> None:
+        return None
 
 
 def _relay(settings: ServiceSettings, engine: AsyncEngine, *, name: str, client_suffix: str = "") -> OutboxRelay:

@@ -141,6 +141,10 @@ class ServiceProcess:
         except OSError:
             return "(no log)"
 
+    def cpu_seconds(self) -> float:
+        """The CPU (user + system) the running process has used so far."""
+        return cpu_seconds(self.proc.pid) if self.proc is not None else float("nan")
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

@@ -99,3 +99,32 @@ async def test_sigterm_stops_the_components() -> None:
         await task
     assert stop.is_set()
     assert log == ["start a", "start b", "stop b", "stop a"]
+
+
+async def test_after_serving_components_start_last_and_stop_right_after_the_server() -> None:
+    """The last of ``components`` is the server: it drains first, then what started after it."""
+    log: list[str] = []
+    stop = asyncio.Event()
+    stop.set()
+    async with asyncio.timeout(5):
+        await run_until_signalled(
+            [Recorder("engine", log), Recorder("server", log)],  # type: ignore[list-item]
+            stop_event=stop,
+            after_serving=[Recorder("producer", log), Recorder("consumer", log)],  # type: ignore[list-item]
+        )
+    assert log == [
+        *("start engine", "start server", "start producer", "start consumer"),
+        *("stop server", "stop consumer", "stop producer", "stop engine"),
+    ]
+
+
+async def test_a_failed_start_after_serving_stops_everything_started() -> None:
+    log: list[str] = []
+    with pytest.raises(RuntimeError, match="consumer cannot start"):
+        async with asyncio.timeout(5):
+            await run_until_signalled(
+                [Recorder("engine", log), Recorder("server", log)],  # type: ignore[list-item]
+                stop_event=asyncio.Event(),
+                after_serving=[Recorder("producer", log), Recorder("consumer", log, fail_start=True)],  # type: ignore[list-item]
+            )
+    assert log[-3:] == ["stop server", "stop producer", "stop engine"]

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit.db import create_engine
-from services.kit.migrations import alembic_config, upgrade
+from services.kit.migrations import alembic_config, head_revisions, upgrade
 
 ENV_PY = """
 from sqlalchemy import MetaData
@@ -150,3 +150,52 @@ async def test_the_env_runs_from_a_configured_url_with_a_percent_in_the_path(scr
 async def test_the_env_refuses_to_run_without_a_connection_or_url(scripts: Path) -> None:
     with pytest.raises(RuntimeError, match="no connection given"):
         await asyncio.to_thread(command.upgrade, alembic_config(scripts), "head")
+
+
+def test_head_revisions_are_read_from_the_version_files(scripts: Path) -> None:
+    assert head_revisions(scripts) == {"0002"}
+    (scripts / "versions" / "0003_branch.py").write_text('revision = "0003"\ndown_revision = "0001"\n')
+    assert head_revisions(scripts) == {"0002", "0003"}  # two heads
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        'revision = "0003"\ndown_revision = "0002"\nbranch_labels = ("x",)\n',
+        'revision = make()\ndown_revision = "0002"\n',
+    ],
+    ids=["branch-labels", "computed"],
+)
+def test_head_revisions_leave_anything_unusual_to_alembic(scripts: Path, header: str) -> None:
+    (scripts / "versions" / "0003_odd.py").write_text(header)
+    assert head_revisions(scripts) is None
+
+
+async def test_a_database_at_head_is_left_alone_and_a_new_revision_still_runs(scripts: Path, tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        await upgrade(engine, scripts, "0001")
+        await upgrade(engine, scripts)  # behind head: Alembic runs
+        assert await version(engine) == ["0002"]
+        (scripts / "env.py").write_text("raise SystemExit('Alembic ran')\n")
+        await upgrade(engine, scripts)  # at head: Alembic is not run (its env.py would raise)
+        (scripts / "env.py").write_text(textwrap.dedent(ENV_PY))
+        (scripts / "versions" / "0003_note.py").write_text(textwrap.dedent(REVISION_3))
+        await upgrade(engine, scripts)
+        assert await version(engine) == ["0003"]
+        assert await columns(engine, "note") == ["id"]
+    finally:
+        await engine.dispose()
+
+
+REVISION_3 = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+
+
+def upgrade():
+    op.create_table("note", sa.Column("id", sa.Integer, primary_key=True))
+"""
