@@ -13,7 +13,8 @@ Per round: a fresh database with a seeded history (customers, subscriptions, two
 transactions, every view rendered), then ``--batches`` live batches of ``--batch`` postings to
 random customers (TransactionPosted, rising versions), one consumer transaction each, each
 followed by the view worker's round. Printed: hub CPU µs per event, PostgreSQL CPU µs per event
-(the server's processes), statements per batch.
+(the server's processes), transactions per batch
+(pg_stat_database: an autocommit statement counts as one) and views published per batch.
 
     .venv/bin/python bench/data_hub_live.py [--batch 1,5,20] [--batches 200] [--rounds 3]
                                             [--baseline /tmp/zt-main] [--profile]
@@ -111,7 +112,7 @@ class _AckingProducer:
         return done
 
 
-async def _statements(url: str) -> int:
+async def _transactions(url: str) -> int:
     import asyncpg
 
     dsn = url.replace("postgresql+asyncpg://", "postgresql://")
@@ -122,7 +123,7 @@ async def _statements(url: str) -> int:
                 "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
             )
             or 0
-        )  # noqa: E501
+        )
     finally:
         await conn.close()
 
@@ -157,7 +158,7 @@ async def child(url: str, batch: int, batches: int, customers: int, pg_pid: int,
     live_applier = applier(HubProjection(on_commit=worker.wake, rules=rules, inline_render_max=100))
     pairs = [_consumer_records(b, len(seed) + i * batch) for i, b in enumerate(live)]
     sent = producer.sent
-    commits = await _statements(url)
+    commits = await _transactions(url)
     prof = None
     if profile:
         import cProfile
@@ -183,7 +184,7 @@ async def child(url: str, batch: int, batches: int, customers: int, pg_pid: int,
         "pg_us": pg / events * 1e6,
         "sys_us": (t1.system - t0.system) / events * 1e6,
         "wall_ms_per_batch": wall / batches * 1000,
-        "transactions_per_batch": (await _statements(url) - commits) / batches,
+        "transactions_per_batch": (await _transactions(url) - commits) / batches,
         "views_published_per_batch": (producer.sent - sent) / batches,
     }
     await engine.dispose()

@@ -30,7 +30,6 @@ import dataclasses
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -238,10 +237,14 @@ async def one_run(args: argparse.Namespace, kafka: Any, pg: Any, label: str, rep
     write: Callable[[int], Awaitable[Acked]] | None = None
     try:
         hub_env = dict(kv.split("=", 1) for kv in args.hub_env)
-        hub = process("data_hub", logs, ZT_DATABASE_URL=pg.create_database(f"bench_fresh_hub_{run}"),
-                      ZT_DATAHUB_GROUP_ID="fresh", **common, **hub_env)  # fmt: skip
-        if repo is not None:
-            hub = _CheckoutProcess(hub, repo)
+        hub_vars = {"ZT_DATABASE_URL": pg.create_database(f"bench_fresh_hub_{run}"), "ZT_DATAHUB_GROUP_ID": "fresh",
+                    **common, **hub_env}  # fmt: skip
+        if repo is None:
+            hub = process("data_hub", logs, **hub_vars)
+        else:  # the baseline's hub: the same process, run from the other checkout (bench/services.py's)
+            from bench.services import _Proc
+
+            hub = _Proc("data_hub", env={"ZT_LOG_LEVEL": "WARNING", **hub_vars}, log_dir=logs, repo=repo)
         if args.via == "services":
             customer = process("customer", logs, ZT_DATABASE_URL=pg.create_database(f"bench_fresh_cust_{run}"),
                                **common)  # fmt: skip
@@ -318,23 +321,6 @@ async def one_run(args: argparse.Namespace, kafka: Any, pg: Any, label: str, rep
         await views.stop()
         for proc in reversed(procs):
             proc.stop()
-
-
-class _CheckoutProcess(ServiceProcess):
-    """A component run from another checkout (``--baseline``: the code before a change)."""
-
-    def __init__(self, proc: ServiceProcess, repo: Path) -> None:
-        self.__dict__.update(proc.__dict__)
-        self.repo = repo
-
-    def start(self, timeout: float = 60.0) -> ServiceProcess:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", self.component],
-            cwd=self.repo, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        self.wait_ready(timeout)
-        return self
 
 
 def report(run: Run, via: str) -> None:
