@@ -16,7 +16,7 @@ followed by the view worker's round. Printed: hub CPU µs per event, PostgreSQL 
 (the server's processes), transactions per batch
 (pg_stat_database: an autocommit statement counts as one) and views published per batch.
 
-    .venv/bin/python bench/data_hub_live.py [--batch 1,5,20] [--batches 200] [--rounds 3]
+    .venv/bin/python bench/data_hub_live.py [--batch 1,5,20] [--batches 100] [--rounds 2]
                                             [--baseline /tmp/zt-main] [--profile]
 
 ``--baseline DIR``: the same rounds with the code of another checkout (run as a child process
@@ -202,9 +202,9 @@ def _run_child(repo: Path, url: str, args: argparse.Namespace, batch: int, pg_pi
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", default="1,5,20", help="events per consumer batch (comma-separated)")
-    parser.add_argument("--batches", type=int, default=200)
+    parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--customers", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--baseline", type=Path)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
