@@ -27,6 +27,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import os
 import random
 import statistics
 import sys
@@ -35,6 +36,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
 
@@ -55,7 +57,7 @@ from services.cli import DEV_SECRET  # noqa: E402
 from services.kit.auth import ALL_SCOPES, mint_token  # noqa: E402
 from services.kit.events import TOPIC_CUSTOMER_VIEW, build_record  # noqa: E402
 from services.kit.kafka import ensure_topics, make_producer  # noqa: E402
-from tests.support.procs import ServiceProcess  # noqa: E402
+from tests.support.procs import ServiceProcess, cpu_seconds, tree_cpu_seconds  # noqa: E402
 
 #: A write: (customer id, the view's last_event_time that covers it in µs, perf_counter at the ack).
 Acked = tuple[str, int, float]
@@ -191,17 +193,31 @@ async def seed_services(
     return customers, write, cch, pch
 
 
-async def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--via", choices=["services", "events"], default="services")
-    parser.add_argument("--rate", type=float, default=200.0, help="writes per second")
-    parser.add_argument("--duration", type=float, default=20.0)
-    parser.add_argument("--customers", type=int, default=200)
-    parser.add_argument("--hub-env", action="append", default=[], help="extra KEY=VALUE for the hub process")
-    args = parser.parse_args()
-    kafka, pg = stack.kafka_for_tests(), stack.postgres_for_tests()
-    kafka.start()
-    pg.start()
+@dataclasses.dataclass
+class Run:
+    """One measured run: latencies and the CPU each process spent while the writes went in."""
+
+    label: str
+    latencies: list[float]
+    writes: int
+    achieved: float
+    errors: dict[str, int]
+    unmatched: int
+    cpu_s: dict[str, float]  # hub, Kafka, PostgreSQL (whole server): CPU seconds in the write phase
+
+
+def servers_cpu(kafka: object, pg: object, hub: ServiceProcess) -> dict[str, float]:
+    """CPU seconds so far of the hub process, the broker's JVM and PostgreSQL (NaN if not ours)."""
+    out = {"hub": cpu_seconds(hub.proc.pid) if hub.proc is not None else float("nan")}
+    for name, server in (("Kafka", kafka), ("PostgreSQL", pg)):
+        pid = getattr(server, "pid", None)
+        out[name] = tree_cpu_seconds(pid) if pid else float("nan")
+    return out
+
+
+async def one_run(args: argparse.Namespace, kafka: Any, pg: Any, label: str, repo: Path | None) -> Run:
+    """Seed, start the hub (from ``repo`` when given: a baseline checkout), write at the rate,
+    and collect each write's ack -> view latency in a fresh topic namespace."""
     bootstrap = kafka.bootstrap_servers
     run = uuid.uuid4().hex[:8]
     ns = f"fresh{run}."  # this run's topic namespace
@@ -218,10 +234,17 @@ async def main() -> int:
     pending: dict[str, list[tuple[int, float]]] = {}
     latencies: list[float] = []
     errors: collections.Counter[str] = collections.Counter()
+    write: Callable[[int], Awaitable[Acked]] | None = None
     try:
         hub_env = dict(kv.split("=", 1) for kv in args.hub_env)
-        hub = process("data_hub", logs, ZT_DATABASE_URL=pg.create_database(f"bench_fresh_hub_{run}"),
-                      ZT_DATAHUB_GROUP_ID="fresh", **common, **hub_env)  # fmt: skip
+        hub_vars = {"ZT_DATABASE_URL": pg.create_database(f"bench_fresh_hub_{run}"), "ZT_DATAHUB_GROUP_ID": "fresh",
+                    **common, **hub_env}  # fmt: skip
+        if repo is None:
+            hub = process("data_hub", logs, **hub_vars)
+        else:  # the baseline's hub: the same process, run from the other checkout (bench/services.py's)
+            from bench.services import _Proc
+
+            hub = _Proc("data_hub", env={"ZT_LOG_LEVEL": "WARNING", **hub_vars}, log_dir=logs, repo=repo)
         if args.via == "services":
             customer = process("customer", logs, ZT_DATABASE_URL=pg.create_database(f"bench_fresh_cust_{run}"),
                                **common)  # fmt: skip
@@ -245,7 +268,7 @@ async def main() -> int:
             if any(got.values()):
                 quiet_since = time.monotonic()
         await views.seek_to_end(*tps)
-        print(f"seeded {len(customers)} customers via {args.via}; writing ...", flush=True)
+        print(f"[{label}] seeded {len(customers)} customers via {args.via}; writing ...", flush=True)
 
         async def read_views(stop: asyncio.Event) -> None:
             while not stop.is_set() or any(pending.values()):
@@ -260,6 +283,7 @@ async def main() -> int:
                         latencies.extend((arrived - acked) * 1000 for t, acked in waiting if t <= covered)
 
         async def one(k: int) -> None:
+            assert write is not None
             try:
                 cid, covered_us, acked = await write(k)
             except grpc.aio.AioRpcError as exc:
@@ -271,6 +295,7 @@ async def main() -> int:
         reader = asyncio.create_task(read_views(stop))
         interval = 1.0 / args.rate
         total = int(args.rate * args.duration)
+        cpu_before = servers_cpu(kafka, pg, hub)
         started = time.perf_counter()
         writers = []
         for k in range(total):
@@ -283,19 +308,12 @@ async def main() -> int:
         stop.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(reader, 30)
+        cpu_after = servers_cpu(kafka, pg, hub)
         lost = sum(len(v) for v in pending.values())
-        print(
-            f"writes: {total} at {args.rate:.0f}/s target ({achieved:.0f}/s achieved); "
-            f"rpc errors: {sum(errors.values())} {dict(errors) or ''}; "
-            f"views matched: {len(latencies)}; unmatched: {lost}"
-        )
-        what = "PostTransaction response" if args.via == "services" else "produce ack"
-        print(
-            f"{what} -> view published: p50 {statistics.median(latencies):.1f} ms, p90 {pct(latencies, 90):.1f} ms, "
-            f"p99 {pct(latencies, 99):.1f} ms, max {max(latencies):.1f} ms  (target p99 <= 250 ms)"
-        )
+        cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
+        return Run(label, latencies, total, achieved, dict(errors), lost, cpu)
     finally:
-        producer = getattr(locals().get("write"), "producer", None)
+        producer = getattr(write, "producer", None)
         if producer is not None:
             await producer.stop()
         for channel in channels:
@@ -303,6 +321,62 @@ async def main() -> int:
         await views.stop()
         for proc in reversed(procs):
             proc.stop()
+
+
+def report(run: Run, via: str) -> None:
+    lat = run.latencies
+    print(
+        f"[{run.label}] writes: {run.writes} ({run.achieved:.0f}/s achieved); rpc errors: {sum(run.errors.values())} "
+        f"{run.errors or ''}; views matched: {len(lat)}; unmatched: {run.unmatched}"
+    )
+    what = "PostTransaction response" if via == "services" else "produce ack"
+    if lat:
+        print(
+            f"[{run.label}] {what} -> view published: p50 {statistics.median(lat):.1f} ms, p90 {pct(lat, 90):.1f} ms, "
+            f"p99 {pct(lat, 99):.1f} ms, max {max(lat):.1f} ms  (target p99 <= 250 ms)"
+        )
+    per = {k: v / max(run.writes, 1) * 1e6 for k, v in run.cpu_s.items()}
+    print(
+        f"[{run.label}] CPU per write while writing: "
+        + ", ".join(f"{k} {v:.0f} µs" for k, v in per.items())
+        + f"; load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--via", choices=["services", "events"], default="services")
+    parser.add_argument("--rate", type=float, default=200.0, help="writes per second")
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--customers", type=int, default=200)
+    parser.add_argument("--hub-env", action="append", default=[], help="extra KEY=VALUE for the hub process")
+    parser.add_argument("--baseline", type=Path, help="a checkout of the code before a change: its hub runs "
+                        "in turn with this one's, each on its own fresh namespace and database")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=1, help="runs (each side, with --baseline)")
+    args = parser.parse_args()
+    kafka, pg = stack.kafka_for_tests(), stack.postgres_for_tests()
+    kafka.start()
+    pg.start()
+    runs: list[Run] = []
+    try:
+        for round_ in range(args.rounds):
+            sides: list[tuple[str, Path | None]] = [("this", None)]
+            if args.baseline is not None:
+                sides.append(("base", args.baseline))
+                sides = sides if round_ % 2 == 0 else sides[::-1]
+            for label, repo in sides:
+                runs.append(await one_run(args, kafka, pg, label, repo))
+                report(runs[-1], args.via)
+        if len(runs) > 1:
+            print("\nmedians over the runs of each side:")
+            for label in dict.fromkeys(r.label for r in runs):
+                mine = [r for r in runs if r.label == label]
+                p99 = statistics.median(pct(r.latencies, 99) for r in mine if r.latencies)
+                cpu = {k: statistics.median(r.cpu_s[k] / r.writes * 1e6 for r in mine) for k in mine[0].cpu_s}
+                per = ", ".join(f"{k} {v:.0f} µs" for k, v in cpu.items())
+                print(f"  {label}: p99 {p99:.1f} ms; CPU per write {per}")
+    finally:
         pg.stop()
         kafka.stop()
     return 0

@@ -61,6 +61,10 @@ class DataHubSettings(CallerSettings):
     #: committed, so the hub's CPU and the database's work overlap (the projection folds in memory
     #: at stage time and writes in its apply step, which runs after the previous commit).
     datahub_overlap_writes: bool = True
+    #: Live coalescing: the broker holds the consumer's fetch up to this long (or until a
+    #: backlog's worth of records is there), so live events are applied several to a
+    #: transaction; 0 = answer at once (each poll then carries one or two live events).
+    datahub_linger_ms: int = Field(50, ge=0, le=1_000)
     #: While the consumer is more than ``datahub_backlog_records`` behind (catching up after a
     #: deploy or an outage, a replay), the view worker renders at most every
     #: ``datahub_backlog_render_interval_s`` so the consumer gets the CPU; live traffic is not

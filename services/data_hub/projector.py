@@ -142,6 +142,12 @@ class ViewWorker:
         self._render_next = True
         self._ready: list[tuple[schema.Tables, list[views.View]]] = []
         self._task: asyncio.Task[None] | None = None
+        # Clearing the published flags is one UPDATE: on PostgreSQL it runs on its own
+        # (autocommit) instead of between a BEGIN and a COMMIT, two round trips less per round.
+        # (SQLite keeps the unit of work: its transactions are the kit's BEGIN IMMEDIATE.)
+        self._single_statement = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if engine.dialect.name == "postgresql" else None
+        )
         self.rendered_total = 0
         self.published_total = 0
 
@@ -267,9 +273,14 @@ class ViewWorker:
                 )
             )
         await asyncio.gather(*futures)  # every ack, or raise and keep the rows pending
-        async with UnitOfWork(self._engine) as uow:
-            await views.mark_published(uow.session, tables, [(cid, v) for cid, _, v, _ in rows])
-            await uow.commit()
+        published = [(cid, v) for cid, _, v, _ in rows]
+        if self._single_statement is not None:
+            async with AsyncSession(self._single_statement, expire_on_commit=False) as session:
+                await views.mark_published(session, tables, published)
+        else:
+            async with UnitOfWork(self._engine) as uow:
+                await views.mark_published(uow.session, tables, published)
+                await uow.commit()
         _views_published.add(len(rows))
         self.published_total += len(rows)
         return len(rows)

@@ -146,6 +146,7 @@ class InboxConsumer:
         group_instance_id: str | None = None,
         session_timeout_ms: int = 10_000,
         max_fault_backoff_s: float = 2.0,
+        linger_ms: int = 0,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._group = group_id
@@ -173,6 +174,10 @@ class InboxConsumer:
         self._instance_id = group_instance_id or None
         self._session_timeout_ms = session_timeout_ms
         self._max_fault_backoff = max_fault_backoff_s
+        # Coalescing (``make_consumer``): the broker answers a fetch after this long or once a
+        # backlog's worth is there, so live events come several to a batch and share its fixed
+        # cost (the transaction, the lookups, the views' render and publish, the offset commit).
+        self._linger_ms = linger_ms
         self._init_state()
 
     def _init_state(self) -> None:
@@ -218,7 +223,7 @@ class InboxConsumer:
         consumer = make_consumer(
             self._bootstrap, *self._topics, group_id=self._group, client_id=self._client_id,
             max_poll_records=self._max_records, group_instance_id=self._instance_id,
-            session_timeout_ms=self._session_timeout_ms,
+            session_timeout_ms=self._session_timeout_ms, linger_ms=self._linger_ms,
         )  # fmt: skip
         self._consumer = consumer
         await consumer.start()  # joins the group: returns once partitions are assigned

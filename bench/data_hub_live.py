@@ -1,0 +1,256 @@
+"""Benchmark: the data hub's live path, CPU per event, in one process without the broker (not a test).
+
+What a hub process spends on live traffic once a poll has returned: the consumer's batch
+(inbox lookups, the fold, the projection's writes, the inline render of the touched views, the
+inbox rows, the commit) and the view worker's publish round (the view records built, their
+``pending_publish`` flags cleared). Kafka is left out on purpose — the records are built in
+memory as the product service's relay would send them, and the view worker's producer is a stub
+that acknowledges at once — so the figure is the hub's own Python and PostgreSQL per event,
+free of the fetch/produce round trips and of the machine's noise around them.
+``bench/freshness.py`` and ``bench/services.py`` measure the whole path with the broker.
+
+Per round: a fresh database with a seeded history (customers, subscriptions, two months of
+transactions, every view rendered), then ``--batches`` live batches of ``--batch`` postings to
+random customers (TransactionPosted, rising versions), one consumer transaction each, each
+followed by the view worker's round. Printed: hub CPU µs per event, PostgreSQL CPU µs per event
+(the server's processes), transactions per batch
+(pg_stat_database: an autocommit statement counts as one) and views published per batch.
+
+    .venv/bin/python bench/data_hub_live.py [--batch 1,5,20] [--batches 100] [--rounds 2]
+                                            [--baseline /tmp/zt-main] [--profile]
+
+``--baseline DIR``: the same rounds with the code of another checkout (run as a child process
+with DIR first on its path), interleaved with this one's: before/after in one run.
+``--profile``: cProfile of this checkout's live phase (top functions by own time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parents[1]
+
+
+def _records(customers: int, batch: int, batches: int) -> tuple[list[Any], list[list[Any]]]:
+    """The seed history and the live batches, as Kafka records (topic, key, value, headers)."""
+    import random
+    from datetime import UTC, datetime
+
+    from bank.product.v1 import events_pb2 as pev
+    from bank.product.v1 import product_pb2
+    from devtools.synth import Synth, SynthEvent, money, ts
+    from services.kit.events import build_record
+
+    events = Synth(seed=77, customers=customers, months=2, prefix="live", txn_scale=0.3).events()
+    ids = sorted({e.aggregate_id for e in events if e.aggregate_type == "customer"})
+    now = datetime.now(UTC)
+    for cid in ids:
+        sub = product_pb2.Subscription(
+            subscription_id=f"{cid}-bench", customer_id=cid, product_id="dep-current", product_type=1,
+            amount=money(100_000), balance=money(100_000), state=1, create_time=ts(now),
+        )  # type: ignore[arg-type]  # fmt: skip
+        opened = pev.SubscriptionOpened(
+            customer_id=cid, subscription_id=sub.subscription_id, subscription=sub, version=1, occur_time=ts(now)
+        )
+        events.append(SynthEvent(opened, "bench", "subscription", sub.subscription_id, 1, now, str(uuid.uuid4())))
+    seed = [e.record() for e in events]
+    rng = random.Random(5)
+    versions = dict.fromkeys(ids, 1)
+    live = []
+    for b in range(batches):
+        out = []
+        for k in range(batch):
+            cid = rng.choice(ids)
+            versions[cid] += 1
+            when = datetime.now(UTC)
+            sid = f"{cid}-bench"
+            txn = product_pb2.Transaction(
+                transaction_id=f"{sid}-{b}-{k}", subscription_id=sid, customer_id=cid, direction=1,
+                amount=money(1_000), balance_after=money(100_000 + 1_000 * versions[cid]), post_time=ts(when),
+            )  # type: ignore[arg-type]  # fmt: skip
+            payload = pev.TransactionPosted(
+                customer_id=cid, subscription_id=sid, product_id="dep-current", product_type=1,
+                transaction=txn, version=versions[cid], occur_time=ts(when),
+            )  # type: ignore[arg-type]  # fmt: skip
+            out.append(build_record(payload, source="bench", aggregate_type="subscription", aggregate_id=sid,
+                                    version=versions[cid]))  # fmt: skip
+        live.append(out)
+    return seed, live
+
+
+def _consumer_records(records: list[Any], start: int) -> list[Any]:
+    from aiokafka import ConsumerRecord
+
+    from services.kit.inbox import _decode
+
+    out = []
+    for i, r in enumerate(records):
+        rec = ConsumerRecord(r.topic, 0, start + i, 0, 0, r.key, r.value, None, len(r.key), len(r.value), r.headers)
+        out.append((rec, _decode(rec)))
+    return out
+
+
+class _AckingProducer:
+    """The view worker's producer, acknowledging every send at once (the broker is not measured)."""
+
+    sent = 0
+
+    async def send(self, topic: str, value: bytes, key: bytes, headers: Any) -> asyncio.Future[None]:
+        self.sent += 1
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+async def _transactions(url: str) -> int:
+    import asyncpg
+
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
+            )
+            or 0
+        )
+    finally:
+        await conn.close()
+
+
+async def child(url: str, batch: int, batches: int, customers: int, pg_pid: int, profile: bool) -> dict[str, Any]:
+    """One round in this process, with whatever ``services`` is first on the path."""
+    from services.data_hub.domain import Rules
+    from services.data_hub.main import MIGRATIONS
+    from services.data_hub.projector import HubProjection, ViewWorker
+    from services.kit.applier import BatchApplier
+    from services.kit.db import create_engine
+    from services.kit.logging import configure_logging
+    from services.kit.migrations import upgrade
+    from tests.support.procs import tree_cpu_seconds
+
+    configure_logging("data_hub", "WARNING", stream=sys.stderr)
+    rules = Rules.from_json("")
+    engine = create_engine(url)
+    await upgrade(engine, MIGRATIONS)
+    seed, live = _records(customers, batch, batches)
+    producer = _AckingProducer()
+    worker = ViewWorker(engine, producer, rules)  # type: ignore[arg-type]
+
+    def applier(projection: Any) -> Any:
+        return BatchApplier(engine=engine, group_id="bench", handler=None, projection=projection,
+                            dead_letters=None, max_attempts=3, retry_backoff_s=0.1, trace_each_max=100)  # type: ignore[arg-type]  # fmt: skip
+
+    bulk = applier(HubProjection(on_commit=worker.wake))
+    for i in range(0, len(seed), 2000):
+        await bulk.transaction(_consumer_records(seed[i : i + 2000], i), [])
+    await worker.run_once()
+    live_applier = applier(HubProjection(on_commit=worker.wake, rules=rules, inline_render_max=100))
+    pairs = [_consumer_records(b, len(seed) + i * batch) for i, b in enumerate(live)]
+    sent = producer.sent
+    commits = await _transactions(url)
+    prof = None
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile(time.process_time)
+        prof.enable()
+    pg0, cpu0, wall0, t0 = tree_cpu_seconds(pg_pid), time.process_time(), time.perf_counter(), os.times()
+    for b in pairs:
+        await live_applier.transaction(b, [])
+        await worker.run_once(render=False)
+    cpu, wall, pg = time.process_time() - cpu0, time.perf_counter() - wall0, tree_cpu_seconds(pg_pid) - pg0
+    t1 = os.times()
+    if prof is not None:
+        import pstats
+
+        prof.disable()
+        # BENCH_SORT=cumulative BENCH_TOP=70 for the call tree's totals
+        stats = pstats.Stats(prof).sort_stats(os.environ.get("BENCH_SORT", "tottime"))
+        stats.print_stats(int(os.environ.get("BENCH_TOP", "25")))
+    events = batch * batches
+    out = {
+        "hub_us": cpu / events * 1e6,
+        "pg_us": pg / events * 1e6,
+        "sys_us": (t1.system - t0.system) / events * 1e6,
+        "wall_ms_per_batch": wall / batches * 1000,
+        "transactions_per_batch": (await _transactions(url) - commits) / batches,
+        "views_published_per_batch": (producer.sent - sent) / batches,
+    }
+    await engine.dispose()
+    return out
+
+
+def _run_child(repo: Path, url: str, args: argparse.Namespace, batch: int, pg_pid: int) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", url, "--code", str(repo),
+           "--batch", str(batch), "--batches", str(args.batches), "--customers", str(args.customers),
+           "--pg-pid", str(pg_pid)]  # fmt: skip
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=repo)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", default="1,5,20", help="events per consumer batch (comma-separated)")
+    parser.add_argument("--batches", type=int, default=100)
+    parser.add_argument("--customers", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--baseline", type=Path)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--child", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--code", type=Path, default=HERE, help=argparse.SUPPRESS)
+    parser.add_argument("--pg-pid", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sys.path[:0] = [str(args.code)]
+    if args.child:
+        result = asyncio.run(
+            child(args.child, int(args.batch), args.batches, args.customers, args.pg_pid, args.profile)
+        )
+        print(json.dumps(result))
+        return 0
+    from devtools import stack
+
+    pg = stack.postgres_for_tests()
+    pg.start()
+    sides = [("this", HERE)] + ([("base", args.baseline.resolve())] if args.baseline else [])
+    results: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    try:
+        if args.profile:
+            url = pg.create_database(f"bench_live_{uuid.uuid4().hex[:8]}")
+            subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", url, "--batch",
+                            args.batch.split(",")[-1], "--batches", str(args.batches), "--customers",
+                            str(args.customers), "--pg-pid", str(pg.pid or 0), "--profile"], check=True)  # fmt: skip
+            return 0
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {args.batches} batches per run")
+        for round_ in range(args.rounds):
+            for batch in (int(b) for b in args.batch.split(",")):
+                for label, repo in sides if round_ % 2 == 0 else sides[::-1]:
+                    url = pg.create_database(f"bench_live_{uuid.uuid4().hex[:8]}")
+                    r = _run_child(repo, url, args, batch, pg.pid or 0)
+                    results.setdefault((label, batch), []).append(r)
+                    print(f"[{round_ + 1}] {label:4} batch {batch:3}: hub {r['hub_us']:6.0f} µs/event (system "
+                          f"{r['sys_us']:.0f}), PostgreSQL {r['pg_us']:5.0f} µs/event; "
+                          f"{r['transactions_per_batch']:.1f} transactions, "
+                          f"{r['views_published_per_batch']:.1f} views published per batch", flush=True)  # fmt: skip
+        print(f"\nmedians (load average {os.getloadavg()[0]:.1f}):")
+        for (label, batch), rs in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            hub = statistics.median(r["hub_us"] for r in rs)
+            pgu = statistics.median(r["pg_us"] for r in rs)
+            print(f"  {label:4} batch {batch:3}: hub {hub:6.0f} µs/event, PostgreSQL {pgu:5.0f} µs/event")
+    finally:
+        pg.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
