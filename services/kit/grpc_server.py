@@ -40,10 +40,11 @@ from services.kit.auth import (
 )
 from services.kit.errors import Unavailable, ZhongtaiError, internal_status, to_rpc_status
 from services.kit.faults import is_infrastructure_error
-from services.kit.logging import get_logger
+from services.kit.logging import HotLogger
+from services.kit.telemetry import id_only_span, metrics_read, spans_read
 from services.kit.validation import validate_request, warm_up
 
-log = get_logger("zhongtai.grpc")
+log = HotLogger("zhongtai.grpc")  # (the access log: a line per call)
 
 #: Keepalive agreed between our servers and clients (a mismatch kills connections with too_many_pings).
 KEEPALIVE_TIME_MS = 30_000
@@ -126,12 +127,16 @@ class KitCall:
         metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         if not self._traced:
             return await self._serve(request, context, metadata, None)
-        span = _tracer.start_span(
-            self.method,
-            context=propagate.extract(metadata) if _PROPAGATED.intersection(metadata) else None,
-            kind=SpanKind.SERVER,
-            attributes={**self._span_attributes, **_peer_attributes(context, metadata)},
-        )
+        parent = propagate.extract(metadata) if _PROPAGATED.intersection(metadata) else None
+        if spans_read():
+            span = _tracer.start_span(
+                self.method,
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes={**self._span_attributes, **_peer_attributes(context, metadata)},
+            )
+        else:  # (no exporter: the span's ids, not its record — ADR 0030)
+            span = id_only_span(parent)
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
             return await self._serve(request, context, metadata, span)
@@ -170,9 +175,10 @@ class KitCall:
                 current_principal.reset(reset)
             elapsed_ms = (time.perf_counter() - started) * 1000
             code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-            if span is not None:
+            if span is not None and span.is_recording():
                 _end_status(span, code)
-            _duration.record(elapsed_ms, {"rpc.method": self.method, "rpc.grpc.status_code": code_name})
+            if metrics_read():
+                _duration.record(elapsed_ms, {"rpc.method": self.method, "rpc.grpc.status_code": code_name})
             log.info(
                 "rpc",
                 rpc=self.method,
