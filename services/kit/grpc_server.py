@@ -401,9 +401,51 @@ CLIENT_OPTIONS: list[tuple[str, Any]] = [
 
 
 def client_channel(target: str, *, interceptors: Sequence[Any] = ()) -> grpc.aio.Channel:
-    """A long-lived aio channel with agreed keepalive and client tracing (create inside the loop)."""
+    """A long-lived aio channel with agreed keepalive and client tracing (create inside the loop).
+
+    With a span exporter, OpenTelemetry's client interceptors (a CLIENT span per call, the trace
+    context in the metadata). Without one (ADR 0030) no interceptor: each unary call only gets
+    the current trace context added to its metadata, so the callee continues the same trace —
+    an aio interceptor costs every call a task and a wrapped call object, and the span nobody."""
+    if not spans_read():
+        channel = grpc.aio.insecure_channel(target, options=CLIENT_OPTIONS, interceptors=list(interceptors) or None)
+        return _PropagatingChannel(channel)  # type: ignore[return-value]
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
     return grpc.aio.insecure_channel(
         target, options=CLIENT_OPTIONS, interceptors=[*aio_client_interceptors(), *interceptors]
     )
+
+
+class _Propagating:
+    """A unary-unary multi-callable that sends the current trace context (W3C ``traceparent``,
+    baggage: the global propagator, as OpenTelemetry's client interceptor does) with each call."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __call__(self, request: Any, *, metadata: Any = None, **kwargs: Any) -> Any:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        if carrier:
+            metadata = (*(metadata or ()), *carrier.items())
+        return self._inner(request, metadata=metadata, **kwargs)
+
+
+class _PropagatingChannel:
+    """A ``grpc.aio`` channel whose unary-unary calls carry the trace context (see above)."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._channel = channel
+
+    def unary_unary(self, *args: Any, **kwargs: Any) -> _Propagating:
+        return _Propagating(self._channel.unary_unary(*args, **kwargs))
+
+    async def __aenter__(self) -> _PropagatingChannel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._channel.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._channel, name)
