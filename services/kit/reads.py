@@ -18,8 +18,9 @@ and sends the compiled SQL on the pooled asyncpg connection itself:
   (``ZT_DB_TRACE_STATEMENTS``, ADR 0025) run the same statement through a read session instead,
   so both backends answer the same and a traced statement keeps its span.
 
-A connection that fails with an infrastructure error (or is closed under the read) is
-invalidated in the pool, as SQLAlchemy does for its own statements.
+A connection that fails with an infrastructure error invalidates the pool's current generation
+of connections, as SQLAlchemy does on a disconnect (each is replaced at its next checkout); one
+closed or cancelled under the read is invalidated alone.
 """
 
 from __future__ import annotations
@@ -109,8 +110,12 @@ class Reader:
             records = await pooled.driver_connection.fetch(compiled.sql, *args)  # type: ignore[union-attr]
         except BaseException as exc:
             driver = pooled.driver_connection
-            if is_infrastructure_error(exc) or driver is None or driver.is_closed() or not isinstance(exc, Exception):
-                # (a lost connection, or a read cancelled mid-statement: never hand it out again)
+            if is_infrastructure_error(exc):
+                # The database went away (restart, failover): like SQLAlchemy on a disconnect, every
+                # connection of this generation is recycled at its next checkout, not just this one.
+                self._engine.sync_engine.pool._invalidate(pooled, exc)
+            elif driver is None or driver.is_closed() or not isinstance(exc, Exception):
+                # (a closed connection, or a read cancelled mid-statement: never hand it out again)
                 pooled.invalidate(exc if isinstance(exc, Exception) else None)
             raise
         finally:
