@@ -4,8 +4,10 @@
 
 Runs :class:`services.kit.grpc_server.KitCall` (the wrapper around every unary handler) on a
 GetCustomer request with a fake servicer context, as a service is configured (JSON access log to
-a file, an SDK tracer provider without exporter, RED histogram, token cache on), then each part
-alone: the span, the token check, protovalidate, the histogram, the access log line. Prints CPU
+a file, an SDK tracer provider without exporter, token cache on: spans carry ids only and the
+histogram is skipped, ADR 0030), then the same as if an exporter and a metric reader read them
+(full SDK spans, the RED histogram), then each part alone: the span, the token check,
+protovalidate, the histogram, the access log line. Prints CPU
 µs per call (``time.process_time``), the median of 5 repetitions. No gRPC, no network: the
 transport's own cost is cells A/B of ``bench/services.py``; this splits the kit's share.
 """
@@ -24,7 +26,7 @@ from typing import Any
 
 from bank.customer.v1 import customer_pb2
 from services.cli import DEV_SECRET
-from services.kit import TokenVerifier, configure_logging, mint_token, setup_telemetry
+from services.kit import TokenVerifier, configure_logging, mint_token, setup_telemetry, telemetry
 from services.kit import grpc_server as gs
 from services.kit.auth import authorize
 from services.kit.validation import validate_request
@@ -93,9 +95,21 @@ def main() -> None:
         principal = verifier.verify(token)
         authorize(principal, METHOD)
 
+    def read(spans: bool, step: Callable[[], Any]) -> Callable[[], Any]:
+        def with_readers() -> None:
+            telemetry._read.update(spans=spans, metrics=spans)
+            try:
+                step()
+            finally:
+                telemetry._read.update(spans=False, metrics=False)
+
+        return with_readers
+
+    kit = run(lambda: full.handle(request, context))
     parts: dict[str, Callable[[], Any]] = {
         "the handler alone (a coroutine returning a message)": run(lambda: behavior(request, context)),
-        "KitCall: everything": run(lambda: full.handle(request, context)),
+        "KitCall: everything, nothing exported (ids-only span, no histogram)": kit,
+        "KitCall: everything, as if exported (SDK span + histogram)": read(True, kit),
         "  span (start, make current, end)": span_only,
         "  token check (cached) + scopes": auth_only,
         "  protovalidate": lambda: validate_request(request),

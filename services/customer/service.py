@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from bank.customer.v1 import customer_pb2
 from services.customer import domain, mapping
 from services.customer.audit import AuditEntry, pii_audit_chain
-from services.customer.store import CustomerRepository, PageKey, PiiCodec
+from services.customer.store import CustomerRepository, PageKey, PiiCodec, read_customer, read_page
 from services.kit import (
     Aborted,
     AlreadyExists,
@@ -36,10 +36,10 @@ from services.kit import (
     FieldViolation,
     InvalidArgument,
     NotFound,
+    Reader,
     UnitOfWork,
     add_event,
     canonical_request,
-    read_sessionmaker,
     sessionmaker,
     source_of,
 )
@@ -135,7 +135,7 @@ class CustomerService:
         self._codec = codec
         self._after_commit = list(after_commit or [])
         self._sessions = sessionmaker(engine)
-        self._reads = read_sessionmaker(engine)  # (BEGIN/ROLLBACK-free single reads, ADR 0026)
+        self._reader = Reader(engine)  # (one Core statement on the pool's driver connection, ADR 0029)
         self.clock = clock or Clock()
         self._risk_validity = risk_validity
         self._tokens = PageTokens(codec)
@@ -244,8 +244,7 @@ class CustomerService:
         )
 
     async def get(self, customer_id: str) -> domain.Customer:
-        async with self._reads() as session:
-            customer = await CustomerRepository(session, self._codec).get(customer_id)
+        customer = await read_customer(self._reader, self._codec, customer_id)
         if customer is None:
             raise self._not_found(customer_id)
         return customer
@@ -256,10 +255,9 @@ class CustomerService:
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         filter_key = f"{int(status) if status else 0}|{'' if kyc_verified is None else int(kyc_verified)}"
         after = self._tokens.decode(page_token, filter_key) if page_token else None
-        async with self._reads() as session:
-            page = await CustomerRepository(session, self._codec).page(
-                status=status, kyc_verified=kyc_verified, after=after, limit=size + 1
-            )
+        page = await read_page(
+            self._reader, self._codec, status=status, kyc_verified=kyc_verified, after=after, limit=size + 1
+        )
         if len(page) <= size:
             return page, ""
         page = page[:size]

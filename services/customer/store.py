@@ -8,9 +8,10 @@ or comparing the clear ID. The schema itself changes only through ``migrations/`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     and_,
+    bindparam,
     or_,
     select,
     update,
@@ -29,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.customer.domain import Customer, PersonalData, RiskTolerance, Status
-from services.kit import Aborted, BlindIndex, FieldCipher, audit_tables
+from services.kit import Aborted, BlindIndex, FieldCipher, Reader, audit_tables
 
 
 class CustomerBase(DeclarativeBase):
@@ -58,6 +60,26 @@ class CustomerRow(CustomerBase):
         Index("ix_customers_page", "create_time", "customer_id"),
         Index("ix_customers_status_page", "status", "kyc_verified", "create_time", "customer_id"),
     )
+
+
+class CustomerRecord(NamedTuple):
+    """A ``customers`` row read with Core (:class:`services.kit.Reader`): the columns of
+    :class:`CustomerRow` by the same names, without an ORM object to build (ADR 0029)."""
+
+    customer_id: str
+    full_name_enc: str
+    birth_date_enc: str
+    national_id_enc: str
+    national_id_bidx: str
+    mobile_enc: str
+    email_enc: str | None
+    status: int
+    kyc_verified: bool
+    risk_tolerance: int | None
+    risk_tolerance_expire_time: datetime | None
+    version: int
+    create_time: datetime
+    update_time: datetime
 
 
 #: The hash-chained PII read audit (append-only, triggers in the migration): services.kit.audit.
@@ -95,7 +117,7 @@ class PiiCodec:
             "email_enc": self._seal(customer_id, "email", personal.email) if personal.email else None,
         }
 
-    def personal(self, row: CustomerRow) -> PersonalData:
+    def personal(self, row: CustomerRow | CustomerRecord) -> PersonalData:
         cid = row.customer_id
         return PersonalData(
             full_name=self._open(cid, "full_name", row.full_name_enc),
@@ -105,7 +127,7 @@ class PiiCodec:
             email=self._open(cid, "email", row.email_enc) if row.email_enc else "",
         )
 
-    def to_domain(self, row: CustomerRow) -> Customer:
+    def to_domain(self, row: CustomerRow | CustomerRecord) -> Customer:
         return Customer(
             customer_id=row.customer_id,
             personal=self.personal(row),
@@ -192,21 +214,48 @@ class CustomerRepository:
         if getattr(result, "rowcount", 1) != 1:
             raise Aborted("the customer was changed concurrently; re-read and retry", reason="CONCURRENT_MODIFICATION")
 
-    async def page(
-        self, *, status: Status | None, kyc_verified: bool | None, after: PageKey | None, limit: int
-    ) -> Sequence[Customer]:
-        query = select(CustomerRow)
-        if status is not None:
-            query = query.where(CustomerRow.status == int(status))
-        if kyc_verified is not None:
-            query = query.where(CustomerRow.kyc_verified == kyc_verified)
-        if after is not None:
-            query = query.where(
-                or_(
-                    CustomerRow.create_time > after.create_time,
-                    and_(CustomerRow.create_time == after.create_time, CustomerRow.customer_id > after.customer_id),
-                )
-            )
-        query = query.order_by(CustomerRow.create_time, CustomerRow.customer_id).limit(limit)
-        rows = (await self.session.scalars(query)).all()
-        return [self.codec.to_domain(row) for row in rows]
+
+# ------------------------------------------------------------------------------------------
+# Reads (GetCustomer, ListCustomers, GetEligibilityProfile): Core statements built once, run by
+# the kit's Reader (one statement, no ORM object, no session; ADR 0029)
+# ------------------------------------------------------------------------------------------
+
+_customers = CustomerRow.__table__
+_RECORD_COLUMNS = tuple(_customers.c[name] for name in CustomerRecord._fields)
+_BY_ID = select(*_RECORD_COLUMNS).where(_customers.c.customer_id == bindparam("customer_id"))
+
+
+@functools.lru_cache(maxsize=16)
+def _page_query(by_status: bool, by_kyc: bool, after: bool) -> Any:
+    c = _customers.c
+    query = select(*_RECORD_COLUMNS)
+    if by_status:
+        query = query.where(c.status == bindparam("status", type_=SmallInteger))
+    if by_kyc:
+        query = query.where(c.kyc_verified == bindparam("kyc_verified", type_=Boolean))
+    if after:
+        at, cid = bindparam("after_time", type_=DateTime(timezone=True)), bindparam("after_id", type_=String)
+        query = query.where(or_(c.create_time > at, and_(c.create_time == at, c.customer_id > cid)))
+    return query.order_by(c.create_time, c.customer_id).limit(bindparam("limit", type_=BigInteger))
+
+
+async def read_customer(reader: Reader, codec: PiiCodec, customer_id: str) -> Customer | None:
+    """One customer by id, or None."""
+    row = await reader.first(_BY_ID, {"customer_id": customer_id})
+    return codec.to_domain(CustomerRecord(*row)) if row is not None else None
+
+
+async def read_page(
+    reader: Reader, codec: PiiCodec, *, status: Status | None, kyc_verified: bool | None, after: PageKey | None,
+    limit: int,
+) -> list[Customer]:  # fmt: skip
+    """A keyset page in (create_time, customer_id) order."""
+    params: dict[str, object] = {"limit": limit}
+    if status is not None:
+        params["status"] = int(status)
+    if kyc_verified is not None:
+        params["kyc_verified"] = kyc_verified
+    if after is not None:
+        params["after_time"], params["after_id"] = after.create_time, after.customer_id
+    rows = await reader.all(_page_query(status is not None, kyc_verified is not None, after is not None), params)
+    return [codec.to_domain(CustomerRecord(*row)) for row in rows]

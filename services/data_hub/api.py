@@ -19,6 +19,7 @@ from services.data_hub.projector import ViewWorker
 from services.data_hub.segments import churn_watchlist, decode_churn_token, segment_stage_counts
 from services.kit import (
     NotFound,
+    Reader,
     Unavailable,
     UnitOfWork,
     ZhongtaiError,
@@ -116,6 +117,7 @@ class CustomerViewApi(datahub_pb2_grpc.CustomerViewServiceServicer):
         self._engine = engine
         self._customers = customers
         self._sessions = read_sessionmaker(engine)  # (reads only: no BEGIN/ROLLBACK, ADR 0026)
+        self._reader = Reader(engine)  # (one statement on the pool's driver connection, ADR 0029)
         self._rules = rules
         self._worker = worker
         # AIP-155: a retried RefreshSegments with the same request_id gets the first answer.
@@ -124,9 +126,7 @@ class CustomerViewApi(datahub_pb2_grpc.CustomerViewServiceServicer):
     async def GetCustomerView(
         self, request: datahub_pb2.GetCustomerViewRequest, context: Any
     ) -> datahub_pb2.CustomerView:
-        async with self._sessions() as session:
-            tables = await store.active_tables(session)
-            view = await store.get_view(session, tables, request.customer_id)
+        view = await store.get_view(self._reader, request.customer_id)
         if view is None:
             raise await view_miss(request.customer_id, self._customers, time_remaining=context.time_remaining())
         return view

@@ -9,18 +9,19 @@ rules) and bumps ``version`` when the document changed; :func:`pending_views` an
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, case, func, literal, select
+from sqlalchemy import Integer, and_, bindparam, case, func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bank.datahub.v1 import datahub_pb2
 from services.data_hub import domain
 from services.data_hub.codecs import micros_money, now_us, us_ts
 from services.data_hub.domain import DAY_US, Rules
-from services.data_hub.schema import Tables, built
-from services.kit import bulk_update, dialect_of, in_list, is_postgres
+from services.data_hub.schema import SETS, Tables, built, state
+from services.kit import Reader, bulk_update, dialect_of, in_list, is_postgres
 
 #: A rendered view on its way to the view topic: (customer_id, doc, version, update_us).
 View = tuple[str, bytes, int, int]
@@ -335,17 +336,28 @@ def served(doc: bytes, version: int, update_us: int) -> datahub_pb2.CustomerView
     return view
 
 
-@built
-def _view_query(t: Tables) -> Any:
-    c = t.customers
-    return select(c.c.doc, c.c.version, c.c.update_us).where(c.c.customer_id == bindparam("customer_id"))
+@functools.cache
+def _view_query() -> Any:
+    """The view of ``:customer_id`` in the set ``dh_state.active`` names, in ONE statement: each
+    set's branch runs only if it is the active one (PostgreSQL: a one-time filter on the state's
+    init plan), so the read is one round trip and one snapshot, never a view of the idle set."""
+    active = select(state.c.active).where(state.c.id == 1).scalar_subquery()
+    return union_all(
+        *(
+            select(t.customers.c.doc, t.customers.c.version, t.customers.c.update_us).where(
+                t.customers.c.customer_id == bindparam("customer_id"), active == name
+            )
+            for name, t in SETS.items()
+        )
+    )
 
 
-async def get_view(session: AsyncSession, t: Tables, customer_id: str) -> datahub_pb2.CustomerView | None:
-    row = (await session.execute(_view_query(t), {"customer_id": customer_id})).first()
-    if row is None or row.doc is None:
+async def get_view(reader: Reader, customer_id: str) -> datahub_pb2.CustomerView | None:
+    """The served view of a customer, or None (no view yet, or no such customer)."""
+    row = await reader.first(_view_query(), {"customer_id": customer_id})
+    if row is None or row[0] is None:
         return None
-    return served(row.doc, row.version, row.update_us)
+    return served(row[0], row[1], row[2])
 
 
 @built

@@ -8,7 +8,8 @@ own tests and for the gateway's edge plumbing, but they are not a service's API.
   ``CallerSettings``, ``load_settings``, ``GrpcServer``, ``run_until_signalled``.
 - **Writing:** ``Commands`` (the command port), ``UnitOfWork``, ``sessionmaker``, ``add_event``,
   ``source_of``, the errors (``InvalidArgument``, ``NotFound``, ... and ``invalid``).
-- **Reading:** ``read_sessionmaker`` (PostgreSQL reads without BEGIN/ROLLBACK round trips).
+- **Reading:** ``Reader`` (one Core statement at the driver's cost, ADR 0029), ``read_sessionmaker``
+  (PostgreSQL reads without BEGIN/ROLLBACK round trips).
 - **Consuming:** ``InboxConsumer``, ``Projection``, ``ReceivedEvent``, ``PoisonEvent``, the topics.
 - **Migrations:** the kit tables' versioned steps (``create_outbox_v1``, ...), ``run_env``, ``upgrade``.
 - **Data protection:** ``FieldCipher``, ``BlindIndex``, ``mask_message``, ``scrub_text``.
@@ -84,6 +85,7 @@ from services.kit.migrations import (
 )
 from services.kit.money import Amount, MoneyError, is_supported, to_money
 from services.kit.outbox import OutboxRelay, add_event
+from services.kit.reads import Reader
 from services.kit.replay import reapply
 from services.kit.service import Capability, Runtime, Wiring
 from services.kit.telemetry import setup_telemetry
@@ -120,6 +122,7 @@ __all__ = [
     "Principal",
     "ProducerLifecycle",
     "Projection",
+    "Reader",
     "ReceivedEvent",
     "Runtime",
     "Sealer",

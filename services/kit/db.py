@@ -38,6 +38,8 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeEngine
 
 _write_locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+#: Engines whose statements get a span each (``trace_statements``): reads keep going through them.
+_traced: weakref.WeakSet[Any] = weakref.WeakSet()
 
 #: A 64-bit auto-increment key that SQLite also auto-increments (it only does for INTEGER).
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
@@ -97,6 +99,7 @@ def create_engine(
         _ping_idle_connections(engine, ping_after_idle_s)
     if trace_statements:
         _instrument(engine)
+        _traced.add(engine.sync_engine)
     if is_sqlite(engine):
         _write_locks[engine.sync_engine] = asyncio.Lock()
     return engine
@@ -129,6 +132,11 @@ def _ping_idle_connections(engine: AsyncEngine, idle_s: float) -> None:
             if dialect.is_disconnect(error, dbapi_conn, None):
                 raise sa_exc.InvalidatePoolError() from error
             raise
+
+
+def traces_statements(engine: AsyncEngine) -> bool:
+    """True if this engine was created with a span per statement (``trace_statements``)."""
+    return engine.sync_engine in _traced
 
 
 def write_lock(engine: AsyncEngine) -> asyncio.Lock | None:

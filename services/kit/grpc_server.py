@@ -40,10 +40,11 @@ from services.kit.auth import (
 )
 from services.kit.errors import Unavailable, ZhongtaiError, internal_status, to_rpc_status
 from services.kit.faults import is_infrastructure_error
-from services.kit.logging import get_logger
+from services.kit.logging import HotLogger
+from services.kit.telemetry import id_only_span, metrics_read, spans_read
 from services.kit.validation import validate_request, warm_up
 
-log = get_logger("zhongtai.grpc")
+log = HotLogger("zhongtai.grpc")  # (the access log: a line per call)
 
 #: Keepalive agreed between our servers and clients (a mismatch kills connections with too_many_pings).
 KEEPALIVE_TIME_MS = 30_000
@@ -126,12 +127,16 @@ class KitCall:
         metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         if not self._traced:
             return await self._serve(request, context, metadata, None)
-        span = _tracer.start_span(
-            self.method,
-            context=propagate.extract(metadata) if _PROPAGATED.intersection(metadata) else None,
-            kind=SpanKind.SERVER,
-            attributes={**self._span_attributes, **_peer_attributes(context, metadata)},
-        )
+        parent = propagate.extract(metadata) if _PROPAGATED.intersection(metadata) else None
+        if spans_read():
+            span = _tracer.start_span(
+                self.method,
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes={**self._span_attributes, **_peer_attributes(context, metadata)},
+            )
+        else:  # (no exporter: the span's ids, not its record — ADR 0030)
+            span = id_only_span(parent)
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
             return await self._serve(request, context, metadata, span)
@@ -170,9 +175,10 @@ class KitCall:
                 current_principal.reset(reset)
             elapsed_ms = (time.perf_counter() - started) * 1000
             code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-            if span is not None:
+            if span is not None and span.is_recording():
                 _end_status(span, code)
-            _duration.record(elapsed_ms, {"rpc.method": self.method, "rpc.grpc.status_code": code_name})
+            if metrics_read():
+                _duration.record(elapsed_ms, {"rpc.method": self.method, "rpc.grpc.status_code": code_name})
             log.info(
                 "rpc",
                 rpc=self.method,
@@ -395,9 +401,51 @@ CLIENT_OPTIONS: list[tuple[str, Any]] = [
 
 
 def client_channel(target: str, *, interceptors: Sequence[Any] = ()) -> grpc.aio.Channel:
-    """A long-lived aio channel with agreed keepalive and client tracing (create inside the loop)."""
+    """A long-lived aio channel with agreed keepalive and client tracing (create inside the loop).
+
+    With a span exporter, OpenTelemetry's client interceptors (a CLIENT span per call, the trace
+    context in the metadata). Without one (ADR 0030) no interceptor: each unary call only gets
+    the current trace context added to its metadata, so the callee continues the same trace —
+    an aio interceptor costs every call a task and a wrapped call object, and the span nobody."""
+    if not spans_read():
+        channel = grpc.aio.insecure_channel(target, options=CLIENT_OPTIONS, interceptors=list(interceptors) or None)
+        return _PropagatingChannel(channel)  # type: ignore[return-value]
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
     return grpc.aio.insecure_channel(
         target, options=CLIENT_OPTIONS, interceptors=[*aio_client_interceptors(), *interceptors]
     )
+
+
+class _Propagating:
+    """A unary-unary multi-callable that sends the current trace context (W3C ``traceparent``,
+    baggage: the global propagator, as OpenTelemetry's client interceptor does) with each call."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __call__(self, request: Any, *, metadata: Any = None, **kwargs: Any) -> Any:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        if carrier:
+            metadata = (*(metadata or ()), *carrier.items())
+        return self._inner(request, metadata=metadata, **kwargs)
+
+
+class _PropagatingChannel:
+    """A ``grpc.aio`` channel whose unary-unary calls carry the trace context (see above)."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._channel = channel
+
+    def unary_unary(self, *args: Any, **kwargs: Any) -> _Propagating:
+        return _Propagating(self._channel.unary_unary(*args, **kwargs))
+
+    async def __aenter__(self) -> _PropagatingChannel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._channel.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._channel, name)

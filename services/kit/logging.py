@@ -60,15 +60,35 @@ def _scrub(value: Any) -> Any:
     return value
 
 
+#: Keys seen so far → whether they name a sensitive field (log keys come from code: few).
+_KEY_VERDICTS: dict[str, bool] = {}
+_PLAIN = (int, float, bool, type(None))
+
+
+def _sensitive_key(key: str) -> bool:
+    verdict = _KEY_VERDICTS.get(key)
+    if verdict is None:
+        verdict = str(key).lower() in SENSITIVE_KEYS
+        if len(_KEY_VERDICTS) < 4096:
+            _KEY_VERDICTS[key] = verdict
+    return verdict
+
+
 def scrub_pii(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """structlog processor: redact sensitive keys and PII-shaped values."""
-    for key in list(event_dict):
+    """structlog processor: redact sensitive keys and PII-shaped values.
+
+    Runs on every log line (the access log's too): a string is searched once for anything a
+    pattern needs before any substitution, numbers and None are left as they are."""
+    for key, value in list(event_dict.items()):
         if key in _OWN_KEYS:
             continue
-        if key.lower() in SENSITIVE_KEYS:
+        if _sensitive_key(key):
             event_dict[key] = REDACTED
-        else:
-            event_dict[key] = _scrub(event_dict[key])
+        elif type(value) is str:
+            if _MAYBE_SENSITIVE.search(value) is not None:
+                event_dict[key] = scrub_text(value)
+        elif not isinstance(value, _PLAIN):
+            event_dict[key] = _scrub(value)
     return event_dict
 
 
@@ -129,3 +149,30 @@ def configure_logging(service: str, level: str = "INFO", stream: Any = None) -> 
 def get_logger(name: str | None = None) -> Any:
     """A bound structlog logger."""
     return structlog.get_logger(name)
+
+
+class HotLogger:
+    """A logger for a line written on every call (the access log): bound once per structlog
+    configuration instead of on every line.
+
+    ``structlog.get_logger`` returns a lazy proxy that, with ``cache_logger_on_first_use`` off
+    (needed: tests and ``serve()`` reconfigure logging), builds a new bound logger and its
+    ``WriteLogger`` on every method call. This one keeps the bound logger while the configuration
+    (processors, logger factory, wrapper class) stays the same object, and binds again when any
+    of them changes — so ``configure_logging`` and ``structlog.testing.capture_logs`` still take
+    effect on the next line."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._key: tuple[Any, ...] = ()
+        self._bound: Any = None
+
+    def _logger(self) -> Any:
+        config = structlog.get_config()
+        key = (config["processors"], config["logger_factory"], config["wrapper_class"])
+        if not self._key or any(a is not b for a, b in zip(key, self._key, strict=True)):
+            self._bound, self._key = structlog.get_logger(self._name).bind(), key  # (holds them: no id reuse)
+        return self._bound
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger(), name)

@@ -13,7 +13,7 @@ from google.type import money_pb2
 from bank.product.v1 import product_pb2
 from services.kit import Amount, MoneyError, etag_of, invalid, to_money
 from services.product import domain
-from services.product.store import ProductRow, SubscriptionRow, TransactionRow, utc
+from services.product.store import ProductRecord, ProductRow, SubscriptionRow, TransactionRecord, TransactionRow, utc
 
 
 def ts(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -51,7 +51,7 @@ def terms_of(product: product_pb2.Product) -> tuple[domain.Terms, domain.Rules]:
     return terms, domain.Rules(product.eligibility.min_age, product.eligibility.max_age)
 
 
-def facts(row: ProductRow) -> domain.ProductFacts:
+def facts(row: ProductRow | ProductRecord) -> domain.ProductFacts:
     low = Amount(row.min_minor, row.currency) if row.min_minor is not None else None
     high = Amount(row.max_minor, row.currency) if row.max_minor is not None else None
     return domain.ProductFacts(
@@ -64,7 +64,7 @@ def facts(row: ProductRow) -> domain.ProductFacts:
     )
 
 
-def product_message(row: ProductRow) -> product_pb2.Product:
+def product_message(row: ProductRow | ProductRecord) -> product_pb2.Product:
     terms = product_pb2.Product.Terms(
         currency_code=row.currency, term_months=row.term_months, annual_rate_bps=row.annual_rate_bps
     )
@@ -112,7 +112,7 @@ def subscription_message(row: SubscriptionRow) -> product_pb2.Subscription:
     )
 
 
-def transaction_message(row: TransactionRow) -> product_pb2.Transaction:
+def transaction_message(row: TransactionRow | TransactionRecord) -> product_pb2.Transaction:
     return product_pb2.Transaction(
         transaction_id=row.transaction_id,
         subscription_id=row.subscription_id,

@@ -9,13 +9,15 @@ SQLite has one writer at a time anyway.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, String, Text, select, update
+from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, String, Text, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.kit import BigIntPK
+from services.kit import BigIntPK, Reader
 from services.product.domain import OPEN
 
 
@@ -137,15 +139,83 @@ async def list_subscriptions(
     return list((await session.scalars(query)).all())
 
 
-async def list_transactions(
-    session: AsyncSession, subscription_id: str, *, before: int | None, limit: int
-) -> list[TransactionRow]:
+class ProductRecord(NamedTuple):
+    """A ``products`` row read with Core (:class:`services.kit.Reader`): :class:`ProductRow`'s
+    columns by the same names, no ORM object (ADR 0029)."""
+
+    product_id: str
+    display_name: str
+    description: str
+    type: int
+    risk_level: int
+    state: int
+    currency: str
+    min_minor: int | None
+    max_minor: int | None
+    term_months: int
+    annual_rate_bps: int
+    min_age: int
+    max_age: int
+    version: int
+    create_time: datetime
+    update_time: datetime
+    publish_time: datetime | None
+    retire_time: datetime | None
+
+
+class TransactionRecord(NamedTuple):
+    """A ``transactions`` row read with Core: :class:`TransactionRow`'s columns by name."""
+
+    seq: int
+    transaction_id: str
+    subscription_id: str
+    customer_id: str
+    direction: int
+    currency: str
+    amount_minor: int
+    balance_after_minor: int
+    description: str
+    post_time: datetime
+
+
+def _columns(table: Any, record: type[Any]) -> list[Any]:
+    return [table.c[name] for name in record._fields]
+
+
+_products, _subscriptions, _transactions = ProductRow.__table__, SubscriptionRow.__table__, TransactionRow.__table__
+_PRODUCT = select(*_columns(_products, ProductRecord)).where(_products.c.product_id == bindparam("product_id"))
+_OWNER = select(_subscriptions.c.customer_id).where(_subscriptions.c.subscription_id == bindparam("subscription_id"))
+
+
+@functools.lru_cache(maxsize=4)
+def _transactions_query(before: bool) -> Any:
+    t = _transactions.c
+    query = select(*_columns(_transactions, TransactionRecord)).where(t.subscription_id == bindparam("subscription_id"))
+    if before:
+        query = query.where(t.seq < bindparam("before", type_=BigInteger))
+    return query.order_by(t.seq.desc()).limit(bindparam("limit", type_=BigInteger))
+
+
+async def read_product(reader: Reader, product_id: str) -> ProductRecord | None:
+    row = await reader.first(_PRODUCT, {"product_id": product_id})
+    return ProductRecord(*row) if row is not None else None
+
+
+async def read_owner(reader: Reader, subscription_id: str) -> str | None:
+    """The customer holding a subscription, or None if there is no such subscription."""
+    row = await reader.first(_OWNER, {"subscription_id": subscription_id})
+    return row[0] if row is not None else None
+
+
+async def read_transactions(
+    reader: Reader, subscription_id: str, *, before: int | None, limit: int
+) -> list[TransactionRecord]:
     """Newest first."""
-    query = select(TransactionRow).where(TransactionRow.subscription_id == subscription_id)
+    params: dict[str, object] = {"subscription_id": subscription_id, "limit": limit}
     if before is not None:
-        query = query.where(TransactionRow.seq < before)
-    query = query.order_by(TransactionRow.seq.desc()).limit(limit)
-    return list((await session.scalars(query)).all())
+        params["before"] = before
+    rows = await reader.all(_transactions_query(before is not None), params)
+    return [TransactionRecord(*row) for row in rows]
 
 
 async def apply_posting(

@@ -28,6 +28,7 @@ from services.kit import (
     InvalidArgument,
     NotFound,
     PreconditionViolation,
+    Reader,
     add_event,
     invalid,
     read_sessionmaker,
@@ -98,6 +99,7 @@ class ProductUseCases:
         after_commit: list[Callable[[], None]] | None = None,
     ) -> None:
         self._reads = read_sessionmaker(engine)
+        self._reader = Reader(engine)  # (single Core reads on the pool's driver connection, ADR 0029)
         self._customers = customers
         self._commands = Commands(engine, after_commit=after_commit)
 
@@ -188,8 +190,7 @@ class ProductUseCases:
         return await self._commands.run(method, request, product_pb2.Product, decide)
 
     async def get_product(self, product_id: str) -> product_pb2.Product:
-        async with self._reads() as session:
-            row = await store.get_product(session, product_id)
+        row = await store.read_product(self._reader, product_id)
         if row is None:
             raise NotFound(f"product {product_id} not found", reason="PRODUCT_NOT_FOUND")
         return convert.product_message(row)
@@ -224,8 +225,7 @@ class ProductUseCases:
         )
 
     async def _product_facts(self, product_id: str) -> domain.ProductFacts:
-        async with self._reads() as session:
-            row = await store.get_product(session, product_id)
+        row = await store.read_product(self._reader, product_id)
         if row is None:
             raise NotFound(f"product {product_id} not found", reason="PRODUCT_NOT_FOUND")
         return convert.facts(row)
@@ -315,7 +315,7 @@ class ProductUseCases:
         if lock and row is not None:
             await session.refresh(row, with_for_update=True)
         if row is None or row.customer_id != customer_id:  # another customer's holding does not exist for you
-            raise NotFound(f"subscription {subscription_id} not found", reason="SUBSCRIPTION_NOT_FOUND")
+            raise _no_subscription(subscription_id)
         return row
 
     # -- postings --------------------------------------------------------------------------------
@@ -387,17 +387,21 @@ class ProductUseCases:
         query = {"m": "ListTransactions", "c": request.customer_id, "s": request.subscription_id}
         before = convert.decode_token(request.page_token, query)
         size = convert.page_size(request.page_size)
-        async with self._reads() as session:
-            await self._owned_subscription(session, request.customer_id, request.subscription_id)
-            rows = await store.list_transactions(
-                session, request.subscription_id, before=int(before) if before is not None else None, limit=size + 1
-            )
+        if await store.read_owner(self._reader, request.subscription_id) != request.customer_id:
+            raise _no_subscription(request.subscription_id)  # (another customer's holding does not exist for you)
+        rows = await store.read_transactions(
+            self._reader, request.subscription_id, before=int(before) if before is not None else None, limit=size + 1
+        )
         response = product_pb2.ListTransactionsResponse(
             transactions=[convert.transaction_message(r) for r in rows[:size]]
         )
         if len(rows) > size:
             response.next_page_token = convert.encode_token(rows[size - 1].seq, query)
         return response
+
+
+def _no_subscription(subscription_id: str) -> NotFound:
+    return NotFound(f"subscription {subscription_id} not found", reason="SUBSCRIPTION_NOT_FOUND")
 
 
 def _add_subscription_event(

@@ -355,3 +355,45 @@ def test_the_database_unavailable_warning_names_the_drivers_error_without_the_st
         "detail": "the database system is starting up",
     }
     assert "hunter2" not in str(fields) and "SELECT" not in str(fields)
+
+
+async def test_without_a_span_exporter_calls_carry_the_trace_without_client_interceptors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+
+    from services.kit import telemetry
+
+    seen: list[dict[str, str]] = []
+
+    async def answer(request: customer_pb2.GetCustomerRequest, context: grpc.aio.ServicerContext) -> object:
+        seen.append({k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)})
+        return customer_pb2.Customer(customer_id=request.customer_id)
+
+    bare = grpc.aio.server()
+    handler = grpc.unary_unary_rpc_method_handler(
+        answer,
+        request_deserializer=customer_pb2.GetCustomerRequest.FromString,
+        response_serializer=customer_pb2.Customer.SerializeToString,
+    )
+    bare.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"GetCustomer": handler}),))
+    port = bare.add_insecure_port("127.0.0.1:0")
+    await bare.start()
+    monkeypatch.setitem(telemetry._read, "spans", False)
+    try:
+        async with client_channel(f"127.0.0.1:{port}") as ch:
+            stub = customer_pb2_grpc.CustomerServiceStub(ch)
+            span = telemetry.id_only_span(None)
+            token = otel_context.attach(trace.set_span_in_context(span))
+            try:
+                await stub.GetCustomer(customer_pb2.GetCustomerRequest(customer_id="c1"), metadata=auth(), timeout=5)
+            finally:
+                otel_context.detach(token)
+            await stub.GetCustomer(customer_pb2.GetCustomerRequest(customer_id="c2"), timeout=5)  # (no trace)
+    finally:
+        await bare.stop(None)
+    ids = span.get_span_context()
+    assert seen[0]["traceparent"] == f"00-{ids.trace_id:032x}-{ids.span_id:016x}-01"
+    assert seen[0]["authorization"].startswith("Bearer ")
+    assert "traceparent" not in seen[1]

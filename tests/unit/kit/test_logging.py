@@ -37,3 +37,24 @@ def test_logs_carry_trace_ids_inside_a_span() -> None:
         get_logger().info("inside")
     line = json.loads(stream.getvalue().strip().splitlines()[-1])
     assert line["trace_id"] == format(span.get_span_context().trace_id, "032x")
+
+
+def test_a_hot_logger_follows_every_reconfiguration() -> None:
+    from structlog.testing import capture_logs
+
+    from services.kit.logging import HotLogger
+
+    log = HotLogger("hot")
+    first, second = io.StringIO(), io.StringIO()
+    configure_logging("unit", "INFO", stream=first)
+    log.info("one", mobile="13812345678", rpc="/x.Y/Z")
+    configure_logging("unit", "INFO", stream=second)
+    log.info("two")
+    with capture_logs() as captured:
+        log.info("three")
+    configure_logging("unit", "WARNING", stream=second)
+    log.info("filtered")
+    assert [json.loads(x)["message"] for x in first.getvalue().splitlines()] == ["one"]
+    assert json.loads(first.getvalue())["mobile"] == "[REDACTED]"
+    assert [json.loads(x)["message"] for x in second.getvalue().splitlines()] == ["two"]
+    assert [c["event"] for c in captured] == ["three"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from services.kit.telemetry import (
@@ -101,3 +102,35 @@ def test_a_missing_or_malformed_traceparent_gives_an_empty_context() -> None:
             pass
         (span,) = finished(memory, name)
         assert span.parent is None  # type: ignore[attr-defined]  # a new root, not a child
+
+
+def test_an_id_only_span_starts_a_sampled_trace_at_the_root() -> None:
+    from services.kit.telemetry import id_only_span
+
+    span = id_only_span(None)
+    ctx = span.get_span_context()
+    assert not span.is_recording()
+    assert ctx.is_valid and ctx.trace_flags.sampled and not ctx.is_remote
+
+
+def test_an_id_only_span_continues_its_parent_as_the_sdk_sampler_would() -> None:
+    from services.kit.telemetry import id_only_span
+
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"  # (not sampled upstream)
+    span = id_only_span(context_from_traceparent(parent))
+    ctx = span.get_span_context()
+    assert format(ctx.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
+    assert format(ctx.span_id, "016x") != "b7ad6b7169203331"
+    assert not ctx.trace_flags.sampled  # (the parent's decision carries on)
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        assert (current_traceparent() or "").startswith("00-0af7651916cd43dd8448eb211c80319c-")
+    finally:
+        otel_context.detach(token)
+
+
+def test_spans_and_metrics_count_as_read_once_in_memory_exporters_are_installed() -> None:
+    from services.kit.telemetry import metrics_read, spans_read
+
+    install_in_memory()
+    assert spans_read() and metrics_read()
