@@ -86,6 +86,15 @@ async def _healthcheck(target: str, deadline_s: float) -> int:
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
+def _run_component(name: str) -> None:
+    if name in DB_SERVICES:
+        # Importing and wiring a service allocates ~1,000 modules' worth of long-lived objects:
+        # the cyclic collector would walk them again and again (~20 % of the start-up's CPU).
+        # The kit's lifecycle collects once, freezes what is there and switches it on again.
+        gc.disable()
+    _module(name).run()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="zhongtai", description=__doc__.split("\n")[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -116,12 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command in COMPONENT_MODULES:
-        if args.command in DB_SERVICES:
-            # Importing and wiring a service allocates ~1,000 modules' worth of long-lived objects:
-            # the cyclic collector would walk them again and again (~20 % of the start-up's CPU).
-            # The kit's lifecycle collects once, freezes what is there and switches it on again.
-            gc.disable()
-        _module(args.command).run()
+        _run_component(args.command)
         return 0
     if args.command == "relay":
         asyncio.run(_module(args.service).relay())
