@@ -6,7 +6,10 @@ customers through the APIs, then opens each page ``--runs`` times in Debian's ch
 a fresh browser context each time: cold cache) and prints per page the median and worst of
 
 - ``load``: the navigation's load event (HTML, CSS, the scripts incl. ECharts), from navigationStart;
-- ``data``: until the page shows its data (its table or chart filled from the API), from navigationStart.
+- ``data``: until the page shows all its data (every table and chart filled from the API), from
+  navigationStart. Pages: the customer list, a demo customer's 360° view (holdings, activity
+  chart, event feed, transactions), segments (chart + members), churn watch-list, operations
+  (pipeline status, every service's outbox, dead letters).
 
     .venv/bin/python bench/console_load.py [--runs 7]
 """
@@ -23,6 +26,7 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
 
+import httpx  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from devtools import stack  # noqa: E402
@@ -32,23 +36,43 @@ from services.kit.auth import ALL_SCOPES, mint_token  # noqa: E402
 from tests.e2e.console.conftest import chromium_path  # noqa: E402
 from tests.support.platform import running_platform  # noqa: E402
 
-#: page route → the selector that shows its data has arrived.
-PAGES = {"customers": "#customer-list", "segments": "#segments-chart canvas", "churn": "#watch-table, .muted",
-         "ops": "#ops-lag"}  # fmt: skip
+#: page → (route, the elements that show its data has arrived: every one of them).
+PAGES = {
+    "customers": ("customers", ["#customer-list"]),
+    "360-view": (
+        "customers/{holder}",
+        ["#holdings-table", "#activity-chart canvas", "#events-table", "#transactions-table"],
+    ),
+    "segments": ("segments", ["#segments-chart canvas", "#members-table"]),
+    "churn": ("churn", ["#watch-table, .muted"]),
+    "ops": ("ops", ["#ops-lag", "#outbox-table", "#dead-letter-table, #dead-letters .muted"]),
+}
 _SHOWN = "performance.now()"
+
+
+def holder(url: str, token: str) -> str:
+    """A seeded customer whose view has holdings (the 360° page then shows every card)."""
+    headers = {"authorization": f"Bearer {token}"}
+    for customer in httpx.get(f"{url}/v1/customers", params={"pageSize": 50}, headers=headers).json()["customers"]:
+        view = httpx.get(f"{url}/v1/customers/{customer['customerId']}/view", headers=headers)
+        if view.status_code == 200 and view.json()["holdings"]:
+            return str(customer["customerId"])
+    raise SystemExit("no seeded customer with holdings")
 
 
 def measure(url: str, token: str, runs: int) -> dict[str, list[tuple[float, float]]]:
     out: dict[str, list[tuple[float, float]]] = {name: [] for name in PAGES}
+    someone = holder(url, token)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
         for _ in range(runs):
-            for name, selector in PAGES.items():
+            for name, (route, selectors) in PAGES.items():
                 context = browser.new_context()
                 context.add_init_script(f"sessionStorage.setItem('zt.token', {token!r})")
                 page = context.new_page()
-                page.goto(f"{url}/console/#/{name}", wait_until="load")
-                page.wait_for_selector(selector)
+                page.goto(f"{url}/console/#/{route.format(holder=someone)}", wait_until="load")
+                for selector in selectors:
+                    page.wait_for_selector(selector)
                 shown = page.evaluate(_SHOWN)
                 load = page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd")
                 out[name].append((load, shown))
