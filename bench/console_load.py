@@ -11,7 +11,7 @@ a fresh browser context each time: cold cache) and prints per page the median an
   chart, event feed, transactions), segments (chart + members), churn watch-list, operations
   (pipeline status, every service's outbox, dead letters).
 
-    .venv/bin/python bench/console_load.py [--runs 7]
+    .venv/bin/python bench/console_load.py [--runs 7] [--baseline <other checkout>/gateway/static/console]
 """
 
 from __future__ import annotations
@@ -22,15 +22,18 @@ import os
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
 
 import httpx  # noqa: E402
-from playwright.sync_api import sync_playwright  # noqa: E402
+from playwright.sync_api import Route, sync_playwright  # noqa: E402
 
 from devtools import stack  # noqa: E402
 from devtools.synth import seed_via_grpc  # noqa: E402
+from gateway.console import CSP, _content_type  # noqa: E402
 from services.cli import DEV_SECRET  # noqa: E402
 from services.kit.auth import ALL_SCOPES, mint_token  # noqa: E402
 from tests.e2e.console.conftest import chromium_path  # noqa: E402
@@ -47,7 +50,9 @@ PAGES = {
     "churn": ("churn", ["#watch-table, .muted"]),
     "ops": ("ops", ["#ops-lag", "#outbox-table", "#dead-letter-table, #dead-letters .muted"]),
 }
-_SHOWN = "performance.now()"
+#: The frame in which every selector matches (polled each animation frame: a frame's accuracy).
+_SHOWN = "sels => sels.every((s) => document.querySelector(s)) && performance.now()"
+CURRENT = Path(__file__).resolve().parents[1] / "gateway" / "static" / "console"
 
 
 def holder(url: str, token: str) -> str:
@@ -60,23 +65,42 @@ def holder(url: str, token: str) -> str:
     raise SystemExit("no seeded customer with holdings")
 
 
-def measure(url: str, token: str, runs: int) -> dict[str, list[tuple[float, float]]]:
-    out: dict[str, list[tuple[float, float]]] = {name: [] for name in PAGES}
+def _serve_from(directory: Path) -> Callable[[Route], None]:
+    """Answer /console/<file> from ``directory`` as the gateway would (same CSP and types); the
+    rest (the API, config.json) goes to the gateway."""
+
+    def handle(route: Route) -> None:
+        name = urlsplit(route.request.url).path.removeprefix("/console/") or "index.html"
+        file = directory / name
+        if not file.is_file():
+            route.continue_()
+            return
+        headers = {"content-type": _content_type(name), "content-security-policy": CSP}
+        route.fulfill(status=200, body=file.read_bytes(), headers=headers)
+
+    return handle
+
+
+def measure(url: str, token: str, runs: int, variants: dict[str, Path | None]) -> dict[str, list[tuple[float, float]]]:
+    """(load event, data shown) per "page/variant"; variants alternate within each run."""
+    out: dict[str, list[tuple[float, float]]] = {f"{n}/{v}": [] for n in PAGES for v in variants}
     someone = holder(url, token)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
-        for _ in range(runs):
+        for run in range(runs):
             for name, (route, selectors) in PAGES.items():
-                context = browser.new_context()
-                context.add_init_script(f"sessionStorage.setItem('zt.token', {token!r})")
-                page = context.new_page()
-                page.goto(f"{url}/console/#/{route.format(holder=someone)}", wait_until="load")
-                for selector in selectors:
-                    page.wait_for_selector(selector)
-                shown = page.evaluate(_SHOWN)
-                load = page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd")
-                out[name].append((load, shown))
-                context.close()
+                order = list(variants.items())
+                for variant, directory in order if run % 2 == 0 else order[::-1]:
+                    context = browser.new_context()
+                    context.add_init_script(f"sessionStorage.setItem('zt.token', {token!r})")
+                    if directory is not None:
+                        context.route(f"{url}/console/**", _serve_from(directory))
+                    page = context.new_page()
+                    page.goto(f"{url}/console/#/{route.format(holder=someone)}", wait_until="load")
+                    shown = page.wait_for_function(_SHOWN, arg=selectors, polling="raf", timeout=30_000).json_value()
+                    load = page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd")
+                    out[f"{name}/{variant}"].append((load, shown))
+                    context.close()
         browser.close()
     return out
 
@@ -84,7 +108,14 @@ def measure(url: str, token: str, runs: int) -> dict[str, list[tuple[float, floa
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument(
+        "--baseline", type=Path, help="a built console directory (gateway/static/console of another checkout) "
+        "to compare with: both it and this build are then served through the browser's route handler, interleaved"
+    )  # fmt: skip
     args = parser.parse_args()
+    variants: dict[str, Path | None] = {"gateway": None}
+    if args.baseline is not None:
+        variants = {"before": args.baseline.resolve(), "after": CURRENT}
     kafka, pg = stack.kafka_for_tests(), stack.postgres_for_tests()
     kafka.start()
     pg.start()
@@ -94,15 +125,15 @@ def main() -> int:
         with running_platform(kafka, pg, logs, common={"ZT_LOG_LEVEL": "WARNING"}) as platform:
             procs = platform.processes
             asyncio.run(seed_via_grpc(procs["customer"].target, procs["product"].target, token, customers=30))
-            results = measure(platform.url, token, args.runs)
+            results = measure(platform.url, token, args.runs, variants)
     finally:
         kafka.stop()
         pg.stop()
     print(f"console page load, {args.runs} cold loads per page, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'page':<10} {'load p50':>9} {'load max':>9} {'data p50':>9} {'data max':>9}   (ms from navigationStart)")
+    print(f"{'page':<18} {'load p50':>9} {'load max':>9} {'data p50':>9} {'data max':>9}   (ms from navigationStart)")
     for name, samples in results.items():
         loads, shown = [s[0] for s in samples], [s[1] for s in samples]
-        print(f"{name:<10} {statistics.median(loads):9.0f} {max(loads):9.0f} {statistics.median(shown):9.0f} "
+        print(f"{name:<18} {statistics.median(loads):9.0f} {max(loads):9.0f} {statistics.median(shown):9.0f} "
               f"{max(shown):9.0f}")  # fmt: skip
     return 0
 

@@ -47,6 +47,5 @@ setLang(currentLang());
 // Back from the OIDC provider (?code&state): trade the code for the token before the first render.
 const back = await finishSignIn();
 if (back?.ok && !location.hash.replace(/^#\/?/, "")) location.hash = "#/customers";
-// ECharts is a classic deferred script: it has run before this module (modules are deferred too, in order).
 render();
 if (back?.error) toast(`${t("signin.failed")}: ${back.error}`);
