@@ -18,26 +18,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
 
 import httpx  # noqa: E402
-from playwright.sync_api import Route, sync_playwright  # noqa: E402
+from playwright.sync_api import sync_playwright  # noqa: E402
 
 from devtools import stack  # noqa: E402
 from devtools.synth import seed_via_grpc  # noqa: E402
-from gateway.console import CSP, _content_type  # noqa: E402
 from services.cli import DEV_SECRET  # noqa: E402
 from services.kit.auth import ALL_SCOPES, mint_token  # noqa: E402
 from tests.e2e.console.conftest import chromium_path  # noqa: E402
-from tests.support.platform import running_platform  # noqa: E402
+from tests.support.platform import Platform, running_platform  # noqa: E402
+from tests.support.procs import ServiceProcess  # noqa: E402
 
 #: page → (route, the elements that show its data has arrived: every one of them).
 PAGES = {
@@ -52,7 +52,6 @@ PAGES = {
 }
 #: The frame in which every selector matches (polled each animation frame: a frame's accuracy).
 _SHOWN = "sels => sels.every((s) => document.querySelector(s)) && performance.now()"
-CURRENT = Path(__file__).resolve().parents[1] / "gateway" / "static" / "console"
 
 
 def holder(url: str, token: str) -> str:
@@ -65,36 +64,19 @@ def holder(url: str, token: str) -> str:
     raise SystemExit("no seeded customer with holdings")
 
 
-def _serve_from(directory: Path) -> Callable[[Route], None]:
-    """Answer /console/<file> from ``directory`` as the gateway would (same CSP and types); the
-    rest (the API, config.json) goes to the gateway."""
-
-    def handle(route: Route) -> None:
-        name = urlsplit(route.request.url).path.removeprefix("/console/") or "index.html"
-        file = directory / name
-        if not file.is_file():
-            route.continue_()
-            return
-        headers = {"content-type": _content_type(name), "content-security-policy": CSP}
-        route.fulfill(status=200, body=file.read_bytes(), headers=headers)
-
-    return handle
-
-
-def measure(url: str, token: str, runs: int, variants: dict[str, Path | None]) -> dict[str, list[tuple[float, float]]]:
-    """(load event, data shown) per "page/variant"; variants alternate within each run."""
+def measure(token: str, runs: int, variants: dict[str, str]) -> dict[str, list[tuple[float, float]]]:
+    """(load event, data shown) per "page/variant" (variant → its gateway's URL); the variants
+    alternate within each run."""
     out: dict[str, list[tuple[float, float]]] = {f"{n}/{v}": [] for n in PAGES for v in variants}
-    someone = holder(url, token)
+    someone = holder(next(iter(variants.values())), token)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
         for run in range(runs):
             for name, (route, selectors) in PAGES.items():
                 order = list(variants.items())
-                for variant, directory in order if run % 2 == 0 else order[::-1]:
+                for variant, url in order if run % 2 == 0 else order[::-1]:
                     context = browser.new_context()
                     context.add_init_script(f"sessionStorage.setItem('zt.token', {token!r})")
-                    if directory is not None:
-                        context.route(f"{url}/console/**", _serve_from(directory))
                     page = context.new_page()
                     page.goto(f"{url}/console/#/{route.format(holder=someone)}", wait_until="load")
                     shown = page.wait_for_function(_SHOWN, arg=selectors, polling="raf", timeout=30_000).json_value()
@@ -105,17 +87,29 @@ def measure(url: str, token: str, runs: int, variants: dict[str, Path | None]) -
     return out
 
 
+@contextlib.contextmanager
+def second_gateway(platform: Platform, console_dir: Path | None, logs: Path) -> Iterator[str | None]:
+    """Another gateway on the same services serving ``console_dir`` (its URL), or None."""
+    if console_dir is None:
+        yield None
+        return
+    env = {k: v for k, v in platform.gateway.env.items() if k.startswith("ZT_") and k != "ZT_HTTP_PORT"}
+    proc = ServiceProcess("gateway", env={**env, "ZT_CONSOLE_DIR": str(console_dir.resolve())}, log_dir=logs)
+    proc.start(60)
+    try:
+        yield f"http://{proc.target}"
+    finally:
+        proc.stop(15)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument(
-        "--baseline", type=Path, help="a built console directory (gateway/static/console of another checkout) "
-        "to compare with: both it and this build are then served through the browser's route handler, interleaved"
+        "--baseline", type=Path, help="a built console directory (gateway/static/console of another checkout) to "
+        "compare with: a second gateway on the same services serves it (ZT_CONSOLE_DIR), loads interleaved"
     )  # fmt: skip
     args = parser.parse_args()
-    variants: dict[str, Path | None] = {"gateway": None}
-    if args.baseline is not None:
-        variants = {"before": args.baseline.resolve(), "after": CURRENT}
     kafka, pg = stack.kafka_for_tests(), stack.postgres_for_tests()
     kafka.start()
     pg.start()
@@ -125,7 +119,9 @@ def main() -> int:
         with running_platform(kafka, pg, logs, common={"ZT_LOG_LEVEL": "WARNING"}) as platform:
             procs = platform.processes
             asyncio.run(seed_via_grpc(procs["customer"].target, procs["product"].target, token, customers=30))
-            results = measure(platform.url, token, args.runs, variants)
+            with second_gateway(platform, args.baseline, logs) as baseline:
+                variants = {"before": baseline, "after": platform.url} if baseline else {"gateway": platform.url}
+                results = measure(token, args.runs, variants)
     finally:
         kafka.stop()
         pg.stop()

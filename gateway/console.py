@@ -20,6 +20,7 @@ from __future__ import annotations
 import mimetypes
 from importlib import resources
 from importlib.resources.abc import Traversable
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
@@ -55,9 +56,10 @@ def _walk(node: Traversable, prefix: str, out: dict[str, bytes]) -> None:
             out[name] = child.read_bytes()
 
 
-def load_assets() -> dict[str, bytes]:
-    """Relative path → content of every built console file (empty when not built)."""
-    root = resources.files("gateway").joinpath("static/console")
+def load_assets(directory: str = "") -> dict[str, bytes]:
+    """Relative path → content of every built console file (empty when not built): the packaged
+    build, or the one in ``directory`` (``ZT_CONSOLE_DIR``)."""
+    root: Traversable = Path(directory) if directory else resources.files("gateway").joinpath("static/console")
     out: dict[str, bytes] = {}
     if root.is_dir():
         _walk(root, "", out)
@@ -69,7 +71,7 @@ class Console:
     ``google.rpc.Status`` JSON like any other)."""
 
     def __init__(self, settings: GatewaySettings, assets: dict[str, bytes] | None = None) -> None:
-        self._assets = load_assets() if assets is None else assets
+        self._assets = load_assets(settings.console_dir) if assets is None else assets
         secret = settings.auth_hs256_secret
         self._dev_secret = secret.get_secret_value() if secret is not None and settings.environment == "dev" else None
         self._issuer, self._audience = settings.auth_issuer, settings.auth_audience

@@ -73,6 +73,9 @@ class GatewaySettings(ServiceSettings):
     idempotency_ttl_s: float = Field(24 * 3600.0, gt=0)
     idempotency_max_entries: int = Field(10_000, ge=1)
 
+    #: Serve the staff console from this directory (a build of ``console/``) instead of the one
+    #: packaged with the gateway (``gateway/static/console``); empty: the packaged one.
+    console_dir: str = ""
     #: The staff console's OIDC sign-in (authorization code + PKCE, a public client: no secret;
     #: docs/console.md): the provider's authorization and token endpoints, the console's client
     #: id and the scopes it asks for. Unset: the console offers no OIDC sign-in. The token

@@ -37,6 +37,8 @@ async function outboxes(box) {
 async function refresh(main) {
   const status = main.querySelector("#status");
   const outboxesDrawn = outboxes(main.querySelector("#outboxes"));
+  const deadLetters = get("/v1/deadLetters", { pageSize: 50 }); // all three asked at once
+  deadLetters.catch(() => {});
   try {
     const s = await get("/v1/pipelineStatus");
     const item = (key, value, id) => `<dt>${esc(t(key))}</dt><dd id="${id}">${esc(value)}</dd>`;
@@ -48,7 +50,7 @@ async function refresh(main) {
   const box = main.querySelector("#dead-letters");
   if (box.contains(document.activeElement) && document.activeElement.tagName === "INPUT") return; // typing a reason
   try {
-    const page = await get("/v1/deadLetters", { pageSize: 50 });
+    const page = await deadLetters;
     box.innerHTML = table(["ops.event", "ops.source", "ops.error", "view.state", "ops.outcome"], page.deadLetters.map(row), 'id="dead-letter-table"');
     for (const button of box.querySelectorAll("button[data-act]")) button.addEventListener("click", () => act(main, button));
   } catch (err) { box.innerHTML = errorBox(err); }

@@ -110,3 +110,12 @@ def test_oidc_settings_come_complete_and_over_https(changes: dict[str, str], nam
         GatewaySettings(environment="test", auth_hs256_secret=SECRET, **{**OIDC, **changes})
     local = {**OIDC, "console_oidc_token_endpoint": "http://127.0.0.1:5556/token"}
     assert GatewaySettings(environment="test", auth_hs256_secret=SECRET, **local).console_oidc_client_id
+
+
+def test_a_console_directory_replaces_the_packaged_build(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "pages").mkdir()
+    (tmp_path / "index.html").write_bytes(b"<!doctype html><title>custom</title>")
+    (tmp_path / "pages" / "ops.js").write_bytes(b"export {}")
+    custom = Console(GatewaySettings(environment="test", auth_hs256_secret=SECRET, console_dir=str(tmp_path)))
+    assert custom.respond("GET", "/console/", b"")[1] == b"<!doctype html><title>custom</title>"
+    assert custom.respond("GET", "/console/pages/ops.js", b"")[2].startswith("text/javascript")
