@@ -65,8 +65,8 @@ class TopicIndex:
         consumer = make_consumer(
             self._bootstrap, *self.topics, group_id=self._group_id, client_id=self._client_id, max_poll_records=500
         )
-        await consumer.start()
-        try:
+        try:  # (stopped even when cancelled while starting: no unclosed consumer at shutdown)
+            await consumer.start()
             while True:
                 polled = await consumer.getmany(timeout_ms=1000, max_records=500)
                 records = [r for part in polled.values() for r in part]
