@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
@@ -72,6 +73,18 @@ class GatewaySettings(ServiceSettings):
     idempotency_ttl_s: float = Field(24 * 3600.0, gt=0)
     idempotency_max_entries: int = Field(10_000, ge=1)
 
+    #: Serve the staff console from this directory (a build of ``console/``) instead of the one
+    #: packaged with the gateway (``gateway/static/console``); empty: the packaged one.
+    console_dir: str = ""
+    #: The staff console's OIDC sign-in (authorization code + PKCE, a public client: no secret;
+    #: docs/console.md): the provider's authorization and token endpoints, the console's client
+    #: id and the scopes it asks for. Unset: the console offers no OIDC sign-in. The token
+    #: endpoint's origin is added to the console's CSP ``connect-src``.
+    console_oidc_authorization_endpoint: str = ""
+    console_oidc_token_endpoint: str = ""
+    console_oidc_client_id: str = ""
+    console_oidc_scope: str = "openid views:read customers:read products:read subscriptions:read"
+
     #: Per-request JSON access log line (method, route, status, duration, client id).
     access_log: bool = True
 
@@ -88,6 +101,7 @@ class GatewaySettings(ServiceSettings):
             raise ValueError("ZT_DEFAULT_TIMEOUT_S must not exceed ZT_MAX_TIMEOUT_S")
         if self.environment == "prod" and "*" in self.cors_origins:
             raise ValueError("ZT_CORS_ORIGINS must list exact origins in prod, not '*'")
+        _check_oidc(self)
         return self
 
     def backend_targets(self) -> dict[str, str]:
@@ -98,3 +112,21 @@ class GatewaySettings(ServiceSettings):
             "datahub": self.datahub_target,
             **self.backends,
         }
+
+
+def _check_oidc(s: GatewaySettings) -> None:
+    """The console's OIDC settings: all three or none; https endpoints (http only on loopback)."""
+    oidc = {
+        "ZT_CONSOLE_OIDC_AUTHORIZATION_ENDPOINT": s.console_oidc_authorization_endpoint,
+        "ZT_CONSOLE_OIDC_TOKEN_ENDPOINT": s.console_oidc_token_endpoint,
+        "ZT_CONSOLE_OIDC_CLIENT_ID": s.console_oidc_client_id,
+    }
+    if not any(oidc.values()):
+        return
+    if missing := [name for name, value in oidc.items() if not value]:
+        raise ValueError(f"{', '.join(missing)} must be set too (the console's OIDC sign-in needs all three)")
+    for name in list(oidc)[:2]:
+        url = urlsplit(oidc[name])
+        loopback = url.hostname in ("localhost", "127.0.0.1", "::1")
+        if (url.scheme != "https" and not (url.scheme == "http" and loopback)) or not url.hostname:
+            raise ValueError(f"{name} must be an https URL (http only on localhost)")

@@ -1,8 +1,14 @@
 // The gateway's public API, called with the signed-in user's bearer token (no private back door).
 const KEY = "zt.token";
+let inMemory = ""; // a token from the OIDC provider: never written to storage
 
-export function token() { return sessionStorage.getItem(KEY) || ""; }
-export function setToken(value) { value ? sessionStorage.setItem(KEY, value.trim()) : sessionStorage.removeItem(KEY); }
+export function token() { return inMemory || sessionStorage.getItem(KEY) || ""; }
+/** Sign in with a token (a pasted or dev one stays in sessionStorage until the tab closes;
+ *  persist: false keeps it in memory only); an empty value signs out. */
+export function setToken(value, { persist = true } = {}) {
+  inMemory = persist ? "" : (value || "").trim();
+  persist && value ? sessionStorage.setItem(KEY, value.trim()) : sessionStorage.removeItem(KEY);
+}
 
 /** The token's claims (for showing who is signed in and hiding buttons; the server decides). */
 export function claims() {

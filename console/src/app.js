@@ -1,6 +1,7 @@
 // The console shell: hash routes, language switch, who is signed in. Pages render into <main>.
 import { claims } from "./api.js";
 import { currentLang, setLang, t, translate } from "./i18n.js";
+import { finishSignIn } from "./oidc.js";
 import { renderChurn } from "./pages/churn.js";
 import { renderCustomers } from "./pages/customers.js";
 import { renderOps } from "./pages/ops.js";
@@ -43,5 +44,8 @@ document.getElementById("lang").addEventListener("click", () => {
 });
 window.addEventListener("hashchange", render);
 setLang(currentLang());
-// ECharts is a classic deferred script: it has run before this module (modules are deferred too, in order).
+// Back from the OIDC provider (?code&state): trade the code for the token before the first render.
+const back = await finishSignIn();
+if (back?.ok && !location.hash.replace(/^#\/?/, "")) location.hash = "#/customers";
 render();
+if (back?.error) toast(`${t("signin.failed")}: ${back.error}`);

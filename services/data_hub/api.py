@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import binascii
 from collections import OrderedDict
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bank.datahub.v1 import datahub_pb2, datahub_pb2_grpc
-from services.data_hub import store
+from services.data_hub import event_log, store
 from services.data_hub.domain import Rules
 from services.data_hub.projector import ViewWorker
 from services.data_hub.segments import churn_watchlist, decode_churn_token, segment_stage_counts
@@ -31,6 +32,8 @@ from services.kit import (
 )
 
 DEFAULT_PAGE_SIZE = 50
+EVENTS_PAGE_SIZE = 20
+T = TypeVar("T")
 #: When a channel app should ask again for a view that is being built (RetryInfo → Retry-After).
 VIEW_RETRY_AFTER_S = 1.0
 
@@ -110,6 +113,16 @@ def _stage_values() -> list[int]:
     return [v.number for v in datahub_pb2.LifecycleStage.DESCRIPTOR.values if v.number != 0]
 
 
+def _after(token: str, decode: Callable[[str], T]) -> T | None:
+    """The decoded page token (None without one); INVALID_ARGUMENT naming it when not ours."""
+    if not token:
+        return None
+    try:
+        return decode(token)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise invalid("page_token", "not a page token returned by this method") from exc
+
+
 class CustomerViewApi(datahub_pb2_grpc.CustomerViewServiceServicer):
     def __init__(
         self, *, engine: AsyncEngine, rules: Rules, customers: CustomerCheck, worker: ViewWorker | None = None
@@ -152,12 +165,7 @@ class CustomerViewApi(datahub_pb2_grpc.CustomerViewServiceServicer):
     async def ListSegmentMembers(
         self, request: datahub_pb2.ListSegmentMembersRequest, context: Any
     ) -> datahub_pb2.ListSegmentMembersResponse:
-        after = ""
-        if request.page_token:
-            try:
-                after = store.decode_token(request.page_token)
-            except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-                raise invalid("page_token", "not a page token returned by this method") from exc
+        after = _after(request.page_token, store.decode_token) or ""
         size = request.page_size or DEFAULT_PAGE_SIZE
         async with self._sessions() as session:
             tables = await store.active_tables(session)
@@ -167,17 +175,19 @@ class CustomerViewApi(datahub_pb2_grpc.CustomerViewServiceServicer):
     async def ListChurnRisks(
         self, request: datahub_pb2.ListChurnRisksRequest, context: Any
     ) -> datahub_pb2.ListChurnRisksResponse:
-        after = None
-        if request.page_token:
-            try:
-                after = decode_churn_token(request.page_token)
-            except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-                raise invalid("page_token", "not a page token returned by this method") from exc
+        after = _after(request.page_token, decode_churn_token)
         size = request.page_size or DEFAULT_PAGE_SIZE
         async with self._sessions() as session:
             tables = await store.active_tables(session)
             views, token, total = await churn_watchlist(session, tables, request.min_score, size, after)
         return datahub_pb2.ListChurnRisksResponse(customer_views=views, next_page_token=token, total_size=total)
+
+    async def ListCustomerEvents(
+        self, request: datahub_pb2.ListCustomerEventsRequest, context: Any
+    ) -> datahub_pb2.ListCustomerEventsResponse:
+        after = _after(request.page_token, event_log.decode_token)
+        async with self._sessions() as session:
+            return await event_log.page(session, request.customer_id, request.page_size or EVENTS_PAGE_SIZE, after)
 
     async def RefreshSegments(
         self, request: datahub_pb2.RefreshSegmentsRequest, context: Any

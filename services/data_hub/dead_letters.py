@@ -11,7 +11,6 @@ texts and header values are scrubbed of PII-shaped strings before they leave the
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import Sequence
 from typing import Any
@@ -33,23 +32,14 @@ from sqlalchemy import (
     select,
     true,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bank.datahub.v1 import operations_pb2
 from services.data_hub.codecs import now_us, us_ts
 from services.data_hub.schema import metadata
-from services.kit import (
-    UnitOfWork,
-    cancel_and_wait,
-    ensure_topics,
-    get_logger,
-    is_postgres,
-    make_consumer,
-    scrub_text,
-)
+from services.data_hub.topic_index import TopicIndex, decode_page_token, encode_page_token
+from services.kit import scrub_text
 
-log = get_logger("zhongtai.data_hub")
 DeadLetter = operations_pb2.DeadLetter
 DEAD, REPLAYED, QUARANTINED = DeadLetter.STATE_DEAD, DeadLetter.STATE_REPLAYED, DeadLetter.STATE_QUARANTINED
 #: Header values shown as they are: trace context is hex and may hold digit runs that look like PII.
@@ -138,18 +128,11 @@ async def get(session: AsyncSession, dead_letter_id: str, *, lock: bool = False)
 
 
 def encode_token(dead_us: int, dead_letter_id: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(["d1", dead_us, dead_letter_id])).decode()
+    return encode_page_token("d1", dead_us, dead_letter_id)
 
 
 def decode_token(token: str) -> tuple[int, str]:
-    """(dead_us, id) of the last row of the previous page; ValueError when not one of ours."""
-    try:
-        tag, dead_us, last_id = orjson.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, TypeError) as exc:
-        raise ValueError("not a page token") from exc
-    if tag != "d1" or not isinstance(dead_us, int) or not isinstance(last_id, str):
-        raise ValueError("not a page token")
-    return dead_us, last_id
+    return decode_page_token("d1", token)
 
 
 async def page(
@@ -174,51 +157,15 @@ async def counts(session: AsyncSession) -> dict[int, int]:
     return {int(k): int(v) for k, v in (await session.execute(query)).tuples().all()}
 
 
-class DeadLetterIndex:
-    """Indexes the DLQ topic into ``dh_dead_letters``; ``start()``/``stop()``."""
+class DeadLetterIndex(TopicIndex):
+    """Indexes the DLQ topic into ``dh_dead_letters`` (group ``<dlq topic>-index``)."""
+
+    table, key, name = dead_letters, "dead_letter_id", "dead-letter-index"
 
     def __init__(self, engine: AsyncEngine, bootstrap_servers: str, dlq_topic: str, *, client_id: str) -> None:
-        self._engine, self._bootstrap, self.topic, self._client_id = engine, bootstrap_servers, dlq_topic, client_id
-        self._task: asyncio.Task[None] | None = None
+        super().__init__(engine, bootstrap_servers, [dlq_topic], group_id=f"{dlq_topic}-index", client_id=client_id)
+        self.topic = dlq_topic
 
-    async def start(self) -> None:
-        await ensure_topics(self._bootstrap, {self.topic: {}})
-        self._task = asyncio.create_task(self._supervise(), name="dead-letter-index")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        await cancel_and_wait(task)
-
-    async def _supervise(self) -> None:
-        while True:
-            try:
-                await self._run()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a broker or database failure: start again from the committed offsets
-                log.warning("dead-letter index failed; restarting", error=type(exc).__name__)
-                await asyncio.sleep(1.0)
-
-    async def _run(self) -> None:
-        consumer = make_consumer(
-            self._bootstrap, self.topic, group_id=f"{self.topic}-index", client_id=self._client_id, max_poll_records=200
-        )
-        await consumer.start()
-        try:
-            while True:
-                polled = await consumer.getmany(timeout_ms=1000, max_records=200)
-                records = [r for part in polled.values() for r in part]
-                if records:
-                    await self._store(records)
-                    await consumer.commit()
-        finally:
-            await consumer.stop()
-
-    async def _store(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+    def rows(self, records: Sequence[ConsumerRecord[Any, Any]]) -> list[dict[str, Any]]:
         now = now_us()
-        async with UnitOfWork(self._engine) as uow:
-            insert = postgresql.insert if is_postgres(uow.session) else sqlite.insert
-            stmt = insert(dead_letters).on_conflict_do_nothing(index_elements=["dead_letter_id"])
-            await uow.session.execute(stmt, [row_of(r, now) for r in records])  # (few rows: no bulk path)
-            await uow.commit()
-        log.info("dead letters indexed", count=len(records), topic=self.topic)
+        return [row_of(r, now) for r in records]

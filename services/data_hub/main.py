@@ -13,6 +13,7 @@ from bank.datahub.v1 import datahub_pb2
 from services.data_hub.api import CustomerViewApi, PeriodicRefresh
 from services.data_hub.config import TOPICS, DataHubSettings
 from services.data_hub.customers import KnownCustomers
+from services.data_hub.event_log import event_log_index
 from services.data_hub.operations import OPERATIONS_NAME, register_services, wire_operations
 from services.data_hub.projector import HubProjection, ViewWorker
 from services.kit import Capability, InboxConsumer, ProducerLifecycle, Runtime, Wiring, make_producer
@@ -46,13 +47,14 @@ async def wire(runtime: Runtime[DataHubSettings]) -> Wiring:
     servicer = CustomerViewApi(engine=engine, rules=rules, worker=worker, customers=customers)
     refresh = PeriodicRefresh(s.datahub_refresh_interval_s, engine, rules, worker)
     operations, index = wire_operations(s, engine, projection, consumer)  # status, dead letters (ops:admin)
+    events = event_log_index(s, engine)  # the customers' event feed (ListCustomerEvents), its own group
     # Views are read from the database: the server serves them first, then these start in this
     # order (ADR 0035: a restarted hub serves before its Kafka clients connect, even with the
     # broker down); stopped in reverse after the server has drained: consuming stops (its last
     # batch commits), then the worker, then the producer.
     return Wiring(
         register=partial(register_services, views=servicer, operations=operations),
-        after_serving=[ProducerLifecycle(producer), worker, consumer, customers, refresh, index],
+        after_serving=[ProducerLifecycle(producer), worker, consumer, customers, refresh, index, events],
     )
 
 

@@ -20,10 +20,11 @@ import grpc
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bank.api.v1 import outbox_pb2
 from bank.datahub.v1 import datahub_pb2_grpc, operations_pb2, operations_pb2_grpc
 from services.data_hub import dead_letters as dl
 from services.data_hub import schema
-from services.data_hub.codecs import now_us
+from services.data_hub.codecs import now_us, us_ts
 from services.data_hub.config import DataHubSettings
 from services.data_hub.dead_letters import DeadLetterIndex
 from services.data_hub.projector import HubProjection
@@ -123,6 +124,17 @@ class OperationsApi(operations_pb2_grpc.OperationsServiceServicer):
             dead_letters_quarantined=counts.get(dl.QUARANTINED, 0),
             customers=int(customers),
         )
+
+    async def GetOutboxStatus(self, request: Any, context: Any) -> outbox_pb2.OutboxStatus:
+        """The views waiting to be published (the customers table is the hub's outbox)."""
+        async with self._sessions() as session:
+            c = (await schema.active_tables(session)).customers.c
+            query = select(func.count(), func.min(c.update_us)).where(c.pending_publish.is_(True))
+            backlog, oldest_us = (await session.execute(query)).one()
+        status = outbox_pb2.OutboxStatus(capability="data_hub", backlog=int(backlog))
+        if (ts := us_ts(oldest_us)) is not None:
+            status.oldest_pending_time.CopyFrom(ts)
+        return status
 
     async def ListDeadLetters(self, request: Any, context: Any) -> operations_pb2.ListDeadLettersResponse:
         after = None

@@ -85,6 +85,7 @@ from services.kit.migrations import (
 )
 from services.kit.money import Amount, MoneyError, is_supported, to_money
 from services.kit.outbox import OutboxRelay, add_event
+from services.kit.outbox_status import outbox_status, outbox_status_handler
 from services.kit.reads import Reader
 from services.kit.replay import reapply
 from services.kit.service import Capability, Runtime, Wiring
@@ -169,6 +170,8 @@ __all__ = [
     "make_producer",
     "mask_message",
     "mint_token",
+    "outbox_status",
+    "outbox_status_handler",
     "parse_key",
     "parse_old_keys",
     "parse_record",

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import grpc
 from pydantic import Field
 
-from bank.product.v1 import product_pb2, product_pb2_grpc
-from services.kit import CallerSettings, Capability, Runtime, Wiring
+from bank.product.v1 import operations_pb2, product_pb2, product_pb2_grpc
+from services.kit import CallerSettings, Capability, Runtime, Wiring, outbox_status_handler
 from services.product.api import ProductApi
 from services.product.customers import CustomerDirectory
 from services.product.usecases import ProductUseCases
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = product_pb2.DESCRIPTOR.services_by_name["ProductService"].full_name
+#: Its outbox status (ops:admin), served by the kit (ADR 0039).
+OPERATIONS_NAME = operations_pb2.DESCRIPTOR.services_by_name["ProductOperationsService"].full_name
 
 
 class ProductSettings(CallerSettings):
@@ -37,12 +40,20 @@ async def wire(runtime: Runtime[ProductSettings]) -> Wiring:
         settings.customer_target, settings.service_tokens(), deadline_s=settings.customer_deadline_s
     )
     servicer = ProductApi(ProductUseCases(runtime.engine, customers, after_commit=runtime.after_commit))
-    return Wiring(
-        register=lambda s: product_pb2_grpc.add_ProductServiceServicer_to_server(servicer, s), components=[customers]
-    )
+    outbox = outbox_status_handler(runtime.engine, OPERATIONS_NAME, "product")
+
+    def register(server: grpc.aio.Server) -> None:
+        product_pb2_grpc.add_ProductServiceServicer_to_server(servicer, server)
+        server.add_generic_rpc_handlers((outbox,))
+
+    return Wiring(register=register, components=[customers])
 
 
 CAPABILITY = Capability(
-    name="product", settings=ProductSettings, migrations=MIGRATIONS, grpc_services=[SERVICE_NAME], wire=wire
+    name="product",
+    settings=ProductSettings,
+    migrations=MIGRATIONS,
+    grpc_services=[SERVICE_NAME, OPERATIONS_NAME],
+    wire=wire,
 )
 serve, migrate, relay, run = CAPABILITY.commands()

@@ -44,6 +44,10 @@ EXPECTED_SCOPES: dict[str, list[str]] = {
     "bank.datahub.v1.OperationsService.GetDeadLetter": ["ops:admin"],
     "bank.datahub.v1.OperationsService.ReplayDeadLetter": ["ops:admin"],
     "bank.datahub.v1.OperationsService.QuarantineDeadLetter": ["ops:admin"],
+    "bank.datahub.v1.OperationsService.GetOutboxStatus": ["ops:admin"],
+    "bank.datahub.v1.CustomerViewService.ListCustomerEvents": ["views:read"],
+    "bank.customer.v1.CustomerOperationsService.GetOutboxStatus": ["ops:admin"],
+    "bank.product.v1.ProductOperationsService.GetOutboxStatus": ["ops:admin"],
 }
 KNOWN_SCOPES = {
     "customers:read",

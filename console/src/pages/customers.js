@@ -2,7 +2,7 @@
 import { get, hasScope } from "../api.js";
 import { esc, money, riskLevel, score, table, tags, time, yesNo } from "../format.js";
 import { label, t } from "../i18n.js";
-import { chart, errorBox, loading } from "./common.js";
+import { chart, errorBox, loadECharts, loading } from "./common.js";
 
 const POLL_MS = 2000;
 
@@ -16,6 +16,7 @@ export function renderCustomers(main, [customerId]) {
     location.hash = id ? `#/customers/${encodeURIComponent(id)}` : "#/customers";
   });
   const body = main.querySelector("#body");
+  if (customerId) loadECharts().catch(() => {}); // (the activity chart's library loads meanwhile)
   return customerId ? showView(body, customerId) : listCustomers(body, "");
 }
 
@@ -36,13 +37,17 @@ function showView(body, customerId) {
   let version = null;
   let timer = null;
   let stopped = false;
+  const feed = () => get(`/v1/customers/${encodeURIComponent(customerId)}/events`, { pageSize: 15 });
+  let events = feed(); // the first time asked together with the view (one round trip, not two)
+  events.catch(() => {});
   const tick = async () => {
     try {
       const view = await get(`/v1/customers/${encodeURIComponent(customerId)}/view`);
       if (view.version !== version) {
         version = view.version;
-        await drawView(body, view);
+        await drawView(body, view, events ?? feed());
       }
+      events = null;
     } catch (err) {
       if (version === null) body.innerHTML = errorBox(err);
     }
@@ -53,7 +58,7 @@ function showView(body, customerId) {
   return () => { stopped = true; clearTimeout(timer); };
 }
 
-async function drawView(body, v) {
+async function drawView(body, v, events) {
   const a = v.activity || {};
   body.innerHTML = `<div class="grid">
     <div class="card" id="identity"><h2>${esc(t("view.identity"))}</h2><dl>
@@ -84,7 +89,8 @@ async function drawView(body, v) {
       · ${esc(t("view.lastTxn"))}: ${esc(time(a.lastTxnTime))}</p></div>
     <div class="card" id="offers"><h2>${esc(t("view.offers"))}</h2>${table(["view.product", "view.score", "view.reasons"],
       (v.offers || []).map((o) => [esc(o.displayName || o.productId), score(o.score), tags(o.reasons)]))}</div>
-    <div class="card wide" id="events"><h2>${esc(t("view.events"))}</h2><div id="events-body">${loading()}</div></div></div>`;
+    <div class="card wide" id="events"><h2>${esc(t("view.events"))}</h2><div id="events-body">${loading()}</div></div>
+    <div class="card wide" id="transactions"><h2>${esc(t("view.transactions"))}</h2><div id="transactions-body">${loading()}</div></div></div>`;
   chart(body.querySelector("#activity-chart"), {
     tooltip: {}, grid: { left: 40, right: 10, top: 20, bottom: 30 },
     xAxis: { type: "category", data: [t("view.d30"), t("view.d90"), t("view.d365")] },
@@ -92,7 +98,7 @@ async function drawView(body, v) {
     series: [{ type: "bar", name: t("view.count"), data: [a.txnCount30d || 0, a.txnCount90d || 0, a.txnCount365d || 0] }],
   });
   body.querySelector("#reveal")?.addEventListener("click", () => reveal(body, v.customerId));
-  await recentEvents(body.querySelector("#events-body"), v);
+  await Promise.all([recentEvents(body.querySelector("#events-body"), events), recentTransactions(body.querySelector("#transactions-body"), v)]);
 }
 
 async function reveal(body, customerId) {
@@ -103,13 +109,23 @@ async function reveal(body, customerId) {
   } catch (err) { body.querySelector("#identity").insertAdjacentHTML("beforeend", errorBox(err)); }
 }
 
-async function recentEvents(el, v) {
+/** Every event about the customer as the hub received it (onboarding, KYC, updates, subscriptions, postings). */
+async function recentEvents(el, events) {
+  try {
+    const page = await events;
+    el.innerHTML = table(["view.time", "view.event", "view.aggregate", "view.aggregateVersion"], page.events.map((e) => [
+      esc(time(e.eventTime)), `<span data-type="${esc(e.eventType)}">${esc(label(e.eventType.split(".").pop()))}</span>`,
+      `${esc(label(e.aggregateType))} <span class="muted">${esc(e.aggregateId)}</span>`, esc(e.aggregateVersion)]), 'id="events-table"');
+  } catch (err) { el.innerHTML = errorBox(err); }
+}
+
+async function recentTransactions(el, v) {
   if (!hasScope("subscriptions:read")) { el.innerHTML = `<p class="muted">${esc(t("common.needScope"))} subscriptions:read</p>`; return; }
   try {
     const pages = await Promise.all((v.holdings || []).map((h) =>
       get(`/v1/customers/${encodeURIComponent(v.customerId)}/subscriptions/${encodeURIComponent(h.subscriptionId)}/transactions`, { pageSize: 50 })));
     const txns = pages.flatMap((p) => p.transactions).sort((x, y) => String(y.postTime).localeCompare(String(x.postTime))).slice(0, 10);
     el.innerHTML = table(["view.time", "view.direction", "view.amount", "view.balance"],
-      txns.map((x) => [esc(time(x.postTime)), esc(label(x.direction)), esc(money(x.amount)), esc(money(x.balanceAfter))]), 'id="events-table"');
+      txns.map((x) => [esc(time(x.postTime)), esc(label(x.direction)), esc(money(x.amount)), esc(money(x.balanceAfter))]), 'id="transactions-table"');
   } catch (err) { el.innerHTML = errorBox(err); }
 }

@@ -9,6 +9,7 @@ const POLL_MS = 5000;
 
 export function renderOps(main) {
   main.innerHTML = `<h1>${esc(t("ops.title"))}</h1><div class="grid"><div class="card wide" id="status"></div>
+    <div class="card wide"><h2>${esc(t("ops.outboxes"))}</h2><div id="outboxes"></div></div>
     <div class="card wide"><h2>${esc(t("ops.deadLetters"))}</h2><div id="dead-letters"></div></div></div>`;
   let timer = null;
   let stopped = false;
@@ -20,8 +21,24 @@ export function renderOps(main) {
   return () => { stopped = true; clearTimeout(timer); };
 }
 
+/** Every capability's transactional outbox (GetOutboxStatus), one row each; a failing one says why. */
+const OUTBOXES = { customer: () => get("/v1/outboxes/customer"), product: () => get("/v1/outboxes/product"),
+  data_hub: () => get("/v1/outboxes/data_hub") };
+const CAPABILITIES = Object.keys(OUTBOXES);
+
+async function outboxes(box) {
+  const answers = await Promise.allSettled(CAPABILITIES.map((c) => OUTBOXES[c]()));
+  const rows = answers.map((a, i) => a.status === "fulfilled"
+    ? [esc(t(`ops.cap.${CAPABILITIES[i]}`)), `<span id="outbox-${CAPABILITIES[i]}">${esc(a.value.backlog)}</span>`, esc(time(a.value.oldestPendingTime)), esc(time(a.value.lastPublishTime))]
+    : [esc(t(`ops.cap.${CAPABILITIES[i]}`)), `<span class="error" id="outbox-${CAPABILITIES[i]}">${esc(a.reason.message)}</span>`, "", ""]);
+  box.innerHTML = table(["ops.capability", "ops.outboxBacklog", "ops.oldestPending", "ops.lastPublish"], rows, 'id="outbox-table"');
+}
+
 async function refresh(main) {
   const status = main.querySelector("#status");
+  const outboxesDrawn = outboxes(main.querySelector("#outboxes"));
+  const deadLetters = get("/v1/deadLetters", { pageSize: 50 }); // all three asked at once
+  deadLetters.catch(() => {});
   try {
     const s = await get("/v1/pipelineStatus");
     const item = (key, value, id) => `<dt>${esc(t(key))}</dt><dd id="${id}">${esc(value)}</dd>`;
@@ -29,14 +46,15 @@ async function refresh(main) {
       ${item("ops.lag", s.consumerLag, "ops-lag")}${item("ops.backlog", s.viewPublishBacklog, "ops-backlog")}${item("ops.applied", s.eventsApplied, "ops-applied")}
       ${item("ops.customers", s.customers, "ops-customers")}${item("ops.dead", s.deadLettersDead, "ops-dead")}
       ${item("ops.replayed", s.deadLettersReplayed, "ops-replayed")}${item("ops.quarantined", s.deadLettersQuarantined, "ops-quarantined")}</dl>`;
-  } catch (err) { status.innerHTML = errorBox(err); return; }
+  } catch (err) { status.innerHTML = errorBox(err); await outboxesDrawn; return; }
   const box = main.querySelector("#dead-letters");
   if (box.contains(document.activeElement) && document.activeElement.tagName === "INPUT") return; // typing a reason
   try {
-    const page = await get("/v1/deadLetters", { pageSize: 50 });
+    const page = await deadLetters;
     box.innerHTML = table(["ops.event", "ops.source", "ops.error", "view.state", "ops.outcome"], page.deadLetters.map(row), 'id="dead-letter-table"');
     for (const button of box.querySelectorAll("button[data-act]")) button.addEventListener("click", () => act(main, button));
   } catch (err) { box.innerHTML = errorBox(err); }
+  await outboxesDrawn;
 }
 
 function row(d) {

@@ -3,17 +3,19 @@ import { get, hasScope, post } from "../api.js";
 import { toast } from "../app.js";
 import { esc, score, table, time } from "../format.js";
 import { label, t } from "../i18n.js";
-import { chart, errorBox, loading } from "./common.js";
+import { chart, errorBox, loadECharts, loading } from "./common.js";
 
 export function renderSegments(main, [segment]) {
   main.innerHTML = `<h1>${esc(t("segments.title"))}</h1><div class="grid">
     <div class="card wide"><h2>${esc(t("segments.chart"))}</h2><div class="row" id="summary"></div>
       <div class="chart big" id="segments-chart"></div><div id="segments-table"></div></div>
     <div class="card wide"><h2>${esc(t("segments.members"))}</h2><div class="row"><select id="segment-pick"></select></div><div id="members"></div></div></div>`;
+  loadECharts().catch(() => {}); // (the chart's library loads while the counts are asked for)
   load(main, segment);
 }
 
 async function load(main, segment) {
+  if (segment) members(main.querySelector("#members"), segment, ""); // known already: no need to wait for the counts
   let counts;
   try { counts = await get("/v1/segments"); } catch (err) { main.querySelector("#summary").innerHTML = errorBox(err); return; }
   const summary = main.querySelector("#summary");
@@ -30,7 +32,7 @@ async function load(main, segment) {
   const chosen = segment || counts.segments.reduce((a, b) => (Number(b.customerCount) > Number(a.customerCount) ? b : a)).segment;
   pick.value = chosen;
   pick.onchange = () => { location.hash = `#/segments/${pick.value}`; };
-  members(main.querySelector("#members"), chosen, "");
+  if (!segment) members(main.querySelector("#members"), chosen, "");
 }
 
 function drawChart(main, counts) {

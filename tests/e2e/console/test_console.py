@@ -47,7 +47,12 @@ def test_360_view_shows_the_customers_holdings(browser: Browser, console_stack: 
     expect(page.locator("#view-version")).to_have_text(str(view["version"]))
     expect(page.locator("#segment")).not_to_be_empty()
     assert page.locator("#activity-chart canvas").count() == 1
-    expect(page.locator("#events-table tbody tr")).not_to_have_count(0)
+    expect(page.locator("#events-table tbody tr")).not_to_have_count(0)  # the hub's event feed
+    shown = page.locator("#events-table [data-type]").evaluate_all("els => els.map(e => e.dataset.type)")
+    feed = console_stack.api("GET", f"/v1/customers/{customer['customerId']}/events", params={"pageSize": "200"})
+    assert set(shown) <= {e["eventType"] for e in feed["events"]}, shown
+    assert len({e["eventType"] for e in feed["events"]}) > 1  # not only postings: every type the hub received
+    expect(page.locator("#transactions-table tbody tr")).not_to_have_count(0)
     timing = page.evaluate("JSON.stringify(performance.getEntriesByType('navigation')[0].toJSON())")
     print(f"console navigation timing: {timing}")
     screenshot(page, "customer-360")
@@ -68,7 +73,9 @@ def test_a_posted_transaction_appears_within_seconds(browser: Browser, console_s
     )  # fmt: skip
     waited = _expect_text(page, "#txn-30", str(before + 1), 10)
     print(f"posted transaction shown by the console after {waited:.2f} s")
-    expect(page.locator("#events-table")).to_contain_text("88")
+    expect(page.locator("#transactions-table")).to_contain_text("88")
+    latest = page.locator("#events-table [data-type]").first
+    expect(latest).to_have_attribute("data-type", "bank.product.v1.TransactionPosted", timeout=10_000)
     page.context.close()
 
 
@@ -102,7 +109,8 @@ def test_without_pii_read_no_clear_national_id_reaches_the_page(browser: Browser
         except Exception:  # noqa: S112 - a redirect or an aborted request has no body: nothing to check
             continue
         urls.append(response.url)
-    for called in ("/v1/customers?", "/view", "/transactions", "/v1/segments", "/v1/churnRisks", "/console/app.js"):
+    called_routes = ("/v1/customers?", "/view", "/events", "/transactions", "/v1/segments", "/v1/churnRisks")
+    for called in (*called_routes, "/console/app.js"):
         assert any(called in url for url in urls), f"no response from {called} was checked"
     for text in texts:
         assert not set(clear.values()) & set(NATIONAL_ID.findall(text)), "a clear national id reached the page"
@@ -132,6 +140,8 @@ def test_a_poison_event_is_replayed_from_the_console_exactly_once(browser: Brows
     expect(dead.locator("[data-state]")).to_have_text("Dead", timeout=60_000)
     expect(dead).to_contain_text("refused by the test")
     assert "payload" not in dead.inner_text().lower()
+    for capability in ("customer", "product", "data_hub"):  # every service's outbox backlog, a number
+        expect(page.locator(f"#outbox-{capability}")).to_have_text(re.compile(r"^[0-9]+$"))
     screenshot(page, "operations")
     dead.locator("button[data-act=replay]").click()  # the cause is still there: it stays dead
     expect(page.locator("#toast")).to_contain_text("still fails", timeout=10_000)

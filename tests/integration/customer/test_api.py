@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 from google.protobuf import field_mask_pb2
 
-from bank.customer.v1 import customer_pb2
+from bank.api.v1 import outbox_pb2
+from bank.customer.v1 import customer_pb2, operations_pb2_grpc
 from tests.integration.customer.conftest import PII_READER, WRITER, Client, failure, person, token
 
 Customer = customer_pb2.Customer
@@ -333,3 +336,23 @@ async def test_eligibility_profile_has_age_and_no_pii(client: Client) -> None:
         )
     )
     assert err.code == Code.NOT_FOUND
+
+
+# --- operations: the outbox status (ops:admin, served by the kit) -------------------------------
+
+
+async def test_outbox_status_needs_ops_admin_and_drains(client: Client, customer_service) -> None:  # type: ignore[no-untyped-def]
+    await client.create()
+    async with grpc.aio.insecure_channel(customer_service.target) as channel:
+        ops = operations_pb2_grpc.CustomerOperationsServiceStub(channel)
+        request = outbox_pb2.GetOutboxStatusRequest()
+        err = await failure(ops.GetOutboxStatus(request, metadata=WRITER, timeout=5))
+        assert err.code == Code.PERMISSION_DENIED and "ops:admin" in err.message
+        for _ in range(100):  # the relay publishes it (poll 0.2 s)
+            status = await ops.GetOutboxStatus(request, metadata=token(["ops:admin"]), timeout=5)
+            assert status.capability == "customer"
+            if status.backlog == 0:
+                break
+            assert status.HasField("oldest_pending_time")
+            await asyncio.sleep(0.1)
+        assert status.backlog == 0 and not status.HasField("oldest_pending_time")

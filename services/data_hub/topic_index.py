@@ -1,0 +1,104 @@
+"""A topic indexed into the hub's database by its own consumer group (dead letters, event log).
+
+:class:`TopicIndex` consumes its topics from the earliest offset under its own group, hands each
+poll's records to :meth:`TopicIndex.store` (one transaction, insert-if-absent, so a re-delivered
+record changes nothing) and commits the offsets after it; a broker or database failure restarts
+it from the committed offsets. Subclasses say what a record becomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from aiokafka import ConsumerRecord
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.kit import UnitOfWork, cancel_and_wait, ensure_topics, get_logger, is_postgres, make_consumer
+
+log = get_logger("zhongtai.data_hub")
+
+
+class TopicIndex:
+    """Indexes ``topics`` into ``table`` (rows from :meth:`rows`); ``start()``/``stop()``."""
+
+    table: Table
+    key: str  # the table's primary key column (the conflict target)
+    name = "topic-index"
+    creates_topics = True  # False: the topics are the kit's (created before the capability is wired)
+
+    def __init__(
+        self, engine: AsyncEngine, bootstrap_servers: str, topics: Sequence[str], *, group_id: str, client_id: str
+    ) -> None:
+        self._engine, self._bootstrap, self.topics = engine, bootstrap_servers, tuple(topics)
+        self._group_id, self._client_id = group_id, client_id
+        self._task: asyncio.Task[None] | None = None
+
+    def rows(self, records: Sequence[ConsumerRecord[Any, Any]]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        if self.creates_topics:
+            await ensure_topics(self._bootstrap, {topic: {} for topic in self.topics})
+        self._task = asyncio.create_task(self._supervise(), name=self.name)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
+
+    async def _supervise(self) -> None:
+        while True:
+            try:
+                await self._run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a broker or database failure: start again from the committed offsets
+                log.warning("topic index failed; restarting", index=self.name, error=type(exc).__name__)
+                await asyncio.sleep(1.0)
+
+    async def _run(self) -> None:
+        consumer = make_consumer(
+            self._bootstrap, *self.topics, group_id=self._group_id, client_id=self._client_id, max_poll_records=500
+        )
+        try:  # (stopped even when cancelled while starting: no unclosed consumer at shutdown)
+            await consumer.start()
+            while True:
+                polled = await consumer.getmany(timeout_ms=1000, max_records=500)
+                records = [r for part in polled.values() for r in part]
+                if records:
+                    await self.store(records)
+                    await consumer.commit()
+        finally:
+            await consumer.stop()
+
+    async def store(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        rows = self.rows(records)
+        if not rows:
+            return
+        async with UnitOfWork(self._engine) as uow:
+            insert = postgresql.insert if is_postgres(uow.session) else sqlite.insert
+            stmt = insert(self.table).on_conflict_do_nothing(index_elements=[self.key])
+            await uow.session.execute(stmt, rows)
+            await uow.commit()
+        log.debug("records indexed", index=self.name, count=len(rows))
+
+
+def encode_page_token(tag: str, us: int, last_id: str) -> str:
+    """The page token of a newest-first index page: (time, id) of its last row, tagged."""
+    return base64.urlsafe_b64encode(orjson.dumps([tag, us, last_id])).decode()
+
+
+def decode_page_token(tag: str, token: str) -> tuple[int, str]:
+    """(time, id) of the last row of the previous page; ValueError when not one of ``tag``'s."""
+    try:
+        got, us, last_id = orjson.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, TypeError) as exc:
+        raise ValueError("not a page token") from exc
+    if got != tag or not isinstance(us, int) or not isinstance(last_id, str):
+        raise ValueError("not a page token")
+    return us, last_id
