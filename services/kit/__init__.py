@@ -6,7 +6,7 @@ own tests and for the gateway's edge plumbing, but they are not a service's API.
 
 - **Building a capability:** ``Capability``, ``Wiring``, ``Runtime``, ``ServiceSettings``,
   ``CallerSettings``, ``load_settings``, ``GrpcServer``, ``run_until_signalled``.
-- **Writing:** ``Commands`` (the command port), ``UnitOfWork``, ``sessionmaker``, ``add_event``,
+- **Writing:** ``Commands`` (the command port), ``UnitOfWork``, ``sessionmaker``, ``add_event``, ``stage_insert``,
   ``source_of``, the errors (``InvalidArgument``, ``NotFound``, ... and ``invalid``).
 - **Reading:** ``read_sessionmaker`` (PostgreSQL reads without BEGIN/ROLLBACK round trips).
 - **Consuming:** ``InboxConsumer``, ``Projection``, ``ReceivedEvent``, ``PoisonEvent``, the topics.
@@ -86,6 +86,7 @@ from services.kit.money import Amount, MoneyError, is_supported, to_money
 from services.kit.outbox import OutboxRelay, add_event
 from services.kit.replay import reapply
 from services.kit.service import Capability, Runtime, Wiring
+from services.kit.staging import stage_insert
 from services.kit.telemetry import setup_telemetry
 
 __all__ = [
@@ -177,6 +178,7 @@ __all__ = [
     "sessionmaker",
     "setup_telemetry",
     "source_of",
+    "stage_insert",
     "to_money",
     "upgrade",
 ]
