@@ -170,5 +170,5 @@ class CustomerApi(customer_pb2_grpc.CustomerServiceServicer):
     async def GetEligibilityProfile(
         self, request: customer_pb2.GetEligibilityProfileRequest, context: Any
     ) -> customer_pb2.EligibilityProfile:
-        customer = await self._service.get(request.customer_id)
-        return mapping.eligibility_profile(customer, today=self._service.clock.today())
+        facts = await self._service.eligibility(request.customer_id)
+        return mapping.eligibility_profile(facts, today=self._service.clock.today())

@@ -204,6 +204,22 @@ def age_on(born: date, today: date) -> int:
     return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
 
 
+@dataclass(frozen=True)
+class EligibilityFacts:
+    """A customer's PII-free facts for product eligibility, and the birth date the age comes from."""
+
+    customer_id: str
+    status: Status
+    kyc_verified: bool
+    birth_date: date
+    risk_tolerance: RiskTolerance | None
+    risk_tolerance_expire_time: datetime | None
+    version: int
+
+    def age_on(self, today: date) -> int:
+        return age_on(self.birth_date, today)
+
+
 def risk_tolerance_for(score: int) -> RiskTolerance:
     """Questionnaire score → C1 0–20, C2 21–40, C3 41–60, C4 61–80, C5 81–100."""
     if not 0 <= score <= 100:

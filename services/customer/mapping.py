@@ -118,7 +118,7 @@ def event_message(event: domain.CustomerEvent, blind_index: str) -> Message:
     raise TypeError(f"no message for {type(event).__name__}")
 
 
-def eligibility_profile(customer: domain.Customer, *, today: date) -> customer_pb2.EligibilityProfile:
+def eligibility_profile(customer: domain.EligibilityFacts, *, today: date) -> customer_pb2.EligibilityProfile:
     """PII-free facts for product eligibility; the age comes from the decrypted birth date."""
     profile = customer_pb2.EligibilityProfile(
         customer_id=customer.customer_id,

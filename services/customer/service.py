@@ -176,7 +176,7 @@ class CustomerService:
                     reason="NATIONAL_ID_EXISTS",
                     violations=[FieldViolation("customer.national_id", "is already registered")],
                 )
-            await repo.add(customer)
+            repo.add(customer)
             self._stage(session, event)
             return mapping.to_proto(customer)
 
@@ -248,6 +248,14 @@ class CustomerService:
         if customer is None:
             raise self._not_found(customer_id)
         return customer
+
+    async def eligibility(self, customer_id: str) -> domain.EligibilityFacts:
+        """The facts product eligibility needs: one narrow read, one field decrypted."""
+        async with self._reads() as session:
+            facts = await CustomerRepository(session, self._codec).eligibility_facts(customer_id)
+        if facts is None:
+            raise self._not_found(customer_id)
+        return facts
 
     async def list(
         self, *, status: domain.Status | None, kyc_verified: bool | None, page_size: int, page_token: str

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Index,
     SmallInteger,
     String,
+    Table,
     Text,
     and_,
     bindparam,
@@ -30,8 +31,8 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.customer.domain import Customer, PersonalData, RiskTolerance, Status
-from services.kit import Aborted, BlindIndex, FieldCipher, Reader, audit_tables
+from services.customer.domain import Customer, EligibilityFacts, PersonalData, RiskTolerance, Status
+from services.kit import Aborted, BlindIndex, FieldCipher, Reader, audit_tables, stage_insert
 
 
 class CustomerBase(DeclarativeBase):
@@ -60,6 +61,18 @@ class CustomerRow(CustomerBase):
         Index("ix_customers_page", "create_time", "customer_id"),
         Index("ix_customers_status_page", "status", "kyc_verified", "create_time", "customer_id"),
     )
+
+
+CUSTOMERS: Table = CustomerRow.__table__  # type: ignore[assignment]
+_ELIGIBILITY = select(
+    CUSTOMERS.c.status,
+    CUSTOMERS.c.kyc_verified,
+    CUSTOMERS.c.birth_date_enc,
+    CUSTOMERS.c.risk_tolerance,
+    CUSTOMERS.c.risk_tolerance_expire_time,
+    CUSTOMERS.c.version,
+).where(CUSTOMERS.c.customer_id == bindparam("customer_id"))
+_NATIONAL_ID_TAKEN = select(CUSTOMERS.c.customer_id).where(CUSTOMERS.c.national_id_bidx == bindparam("bidx")).limit(1)
 
 
 class CustomerRecord(NamedTuple):
@@ -117,11 +130,14 @@ class PiiCodec:
             "email_enc": self._seal(customer_id, "email", personal.email) if personal.email else None,
         }
 
+    def birth_date(self, customer_id: str, token: str) -> date:
+        return date.fromisoformat(self._open(customer_id, "birth_date", token))
+
     def personal(self, row: CustomerRow | CustomerRecord) -> PersonalData:
         cid = row.customer_id
         return PersonalData(
             full_name=self._open(cid, "full_name", row.full_name_enc),
-            birth_date=date.fromisoformat(self._open(cid, "birth_date", row.birth_date_enc)),
+            birth_date=self.birth_date(cid, row.birth_date_enc),
             national_id=self._open(cid, "national_id", row.national_id_enc),
             mobile=self._open(cid, "mobile", row.mobile_enc),
             email=self._open(cid, "email", row.email_enc) if row.email_enc else "",
@@ -181,22 +197,41 @@ class CustomerRepository:
             query = query.with_for_update()
         return (await self.session.scalars(query)).one_or_none()
 
+    async def eligibility_facts(self, customer_id: str) -> EligibilityFacts | None:
+        """What product eligibility needs (no other PII decrypted): one Core SELECT."""
+        row = (await self.session.execute(_ELIGIBILITY, {"customer_id": customer_id})).first()
+        if row is None:
+            return None
+        born = self.codec.birth_date(customer_id, row.birth_date_enc)
+        expires = row.risk_tolerance_expire_time
+        return EligibilityFacts(
+            customer_id=customer_id,
+            status=Status(row.status),
+            kyc_verified=row.kyc_verified,
+            birth_date=born,
+            risk_tolerance=RiskTolerance(row.risk_tolerance) if row.risk_tolerance else None,
+            risk_tolerance_expire_time=utc(expires) if expires else None,
+            version=row.version,
+        )
+
     async def exists_national_id(self, national_id: str) -> bool:
         index = self.codec.national_id_index(national_id)
-        found = await self.session.scalar(
-            select(CustomerRow.customer_id).where(CustomerRow.national_id_bidx == index).limit(1)
-        )
+        found = await self.session.scalar(_NATIONAL_ID_TAKEN, {"bidx": index})
         return found is not None
 
-    async def add(self, customer: Customer) -> None:
-        row = CustomerRow(
-            customer_id=customer.customer_id,
-            create_time=customer.create_time,
-            **self.codec.sealed(customer.customer_id, customer.personal),
-            **_state_columns(customer),
+    def add(self, customer: Customer) -> None:
+        """Stage the new row: written at commit, before its outbox row, in the same round trip
+        (ADR 0031); a national ID registered meanwhile fails that commit on the blind index."""
+        stage_insert(
+            self.session,
+            CUSTOMERS,
+            {
+                "customer_id": customer.customer_id,
+                "create_time": customer.create_time,
+                **self.codec.sealed(customer.customer_id, customer.personal),
+                **_state_columns(customer),
+            },
         )
-        self.session.add(row)
-        await self.session.flush()  # the row exists before its outbox row is staged
 
     async def save(self, customer: Customer, *, expected_version: int) -> None:
         """Write a new state; the version check makes a lost race ABORTED, never a silent overwrite.

@@ -6,7 +6,7 @@ own tests and for the gateway's edge plumbing, but they are not a service's API.
 
 - **Building a capability:** ``Capability``, ``Wiring``, ``Runtime``, ``ServiceSettings``,
   ``CallerSettings``, ``load_settings``, ``GrpcServer``, ``run_until_signalled``.
-- **Writing:** ``Commands`` (the command port), ``UnitOfWork``, ``sessionmaker``, ``add_event``,
+- **Writing:** ``Commands`` (the command port), ``UnitOfWork``, ``sessionmaker``, ``add_event``, ``stage_insert``,
   ``source_of``, the errors (``InvalidArgument``, ``NotFound``, ... and ``invalid``).
 - **Reading:** ``Reader`` (one Core statement at the driver's cost, ADR 0029), ``read_sessionmaker``
   (PostgreSQL reads without BEGIN/ROLLBACK round trips).
@@ -89,6 +89,7 @@ from services.kit.outbox_status import outbox_status, outbox_status_handler
 from services.kit.reads import Reader
 from services.kit.replay import reapply
 from services.kit.service import Capability, Runtime, Wiring
+from services.kit.staging import stage_insert
 from services.kit.telemetry import setup_telemetry
 
 __all__ = [
@@ -183,6 +184,7 @@ __all__ = [
     "sessionmaker",
     "setup_telemetry",
     "source_of",
+    "stage_insert",
     "to_money",
     "upgrade",
 ]

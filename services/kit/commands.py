@@ -33,13 +33,14 @@ from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 from google.protobuf.message import Message
-from sqlalchemy import DateTime, LargeBinary, String
+from sqlalchemy import DateTime, LargeBinary, String, Table, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.kit.db import UnitOfWork, read_sessionmaker
 from services.kit.errors import Aborted, AlreadyExists, FieldViolation
+from services.kit.staging import stage_insert
 
 M = TypeVar("M", bound=Message)
 Fingerprint = Callable[[str, Message], str]
@@ -58,6 +59,11 @@ class CommandRecord(_CommandBase):
     fingerprint: Mapped[str] = mapped_column(String(64))
     response: Mapped[bytes] = mapped_column(LargeBinary)
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+_RECORDS: Table = CommandRecord.__table__  # type: ignore[assignment]
+#: The replay read: Core on the table (no ORM identity map or unit of work for a read-only row).
+_REPLAY = select(_RECORDS.c.fingerprint, _RECORDS.c.response).where(_RECORDS.c.key == bindparam("key"))
 
 
 class Sealer(Protocol):
@@ -152,13 +158,16 @@ class Commands:
             if request_id := _request_id(request):
                 key = f"{method}:{request_id}"
                 stored = result.SerializeToString()
-                session.add(
-                    CommandRecord(
-                        key=key,
-                        fingerprint=self._fingerprint(method, request),
-                        response=stored if self._sealer is None else self._sealer.seal(key, stored),
-                        create_time=datetime.now(UTC),
-                    )
+                # (written at commit with the outbox rows, in one round trip: ADR 0031)
+                stage_insert(
+                    session,
+                    _RECORDS,
+                    {
+                        "key": key,
+                        "fingerprint": self._fingerprint(method, request),
+                        "response": stored if self._sealer is None else self._sealer.seal(key, stored),
+                        "create_time": datetime.now(UTC),
+                    },
                 )
             await uow.commit()
         return result
@@ -168,7 +177,7 @@ class Commands:
         if not request_id:
             return None
         key = f"{method}:{request_id}"
-        row = await session.get(CommandRecord, key)
+        row = (await session.execute(_REPLAY, {"key": key})).first()
         if row is None:
             return None
         if row.fingerprint != self._fingerprint(method, request):

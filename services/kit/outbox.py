@@ -57,9 +57,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from services.kit.db import WAKES_AFTER_COMMIT, Base, BigIntPK, in_list, is_sqlite, sessionmaker, write_lock
-from services.kit.events import build_record
+from services.kit.events import KafkaRecord, build_record
 from services.kit.lifecycle import cancel_and_wait
 from services.kit.logging import get_logger
+from services.kit.staging import stage_insert
 from services.kit.telemetry import context_from_traceparent, current_traceparent
 
 log = get_logger("zhongtai.outbox")
@@ -112,6 +113,7 @@ class OutboxRow(Base):
 #: PostgreSQL channel on which writers NOTIFY at commit and relays LISTEN (per database).
 NOTIFY_CHANNEL = "zt_outbox"
 _NOTIFY_PENDING = "zt_outbox_notify"
+_OUTBOX: Table = OutboxRow.__table__  # type: ignore[assignment]
 
 
 #: Connection pools of the engines a relay in this process publishes (it is woken by the unit of
@@ -150,8 +152,12 @@ def add_event(
     aggregate_id: str,
     version: int,
     subject: str | None = None,
-) -> OutboxRow:
-    """Stage an event in the caller's transaction (publish happens only if it commits)."""
+) -> KafkaRecord:
+    """Stage an event in the caller's transaction (publish happens only if it commits).
+
+    The outbox row is written at commit, with the unit of work's other staged rows, in one
+    round trip (:func:`services.kit.staging.stage_insert`, ADR 0031). Returns the event's record
+    (its ``event_id``, topic, key, headers)."""
     traceparent = current_traceparent()
     record = build_record(
         payload,
@@ -162,26 +168,26 @@ def add_event(
         subject=subject,
         traceparent=traceparent,
     )
-    row = OutboxRow(
-        event_id=record.event_id,
-        event_type=record.event_type,
-        aggregate_type=aggregate_type,
-        aggregate_id=aggregate_id,
-        aggregate_version=version,
-        topic=record.topic,
-        key=record.key,
-        payload=record.value,
-        headers=orjson.dumps({k: v.decode() for k, v in record.headers}).decode(),
-        traceparent=traceparent,
-        created_at=datetime.now(UTC),
-        attempts=0,
+    stage_insert(
+        session,
+        _OUTBOX,
+        {
+            "event_id": record.event_id,
+            "event_type": record.event_type,
+            "aggregate_type": aggregate_type,
+            "aggregate_id": aggregate_id,
+            "aggregate_version": version,
+            "topic": record.topic,
+            "key": record.key,
+            "payload": record.value,
+            "headers": orjson.dumps({k: v.decode() for k, v in record.headers}).decode(),
+            "traceparent": traceparent,
+            "created_at": datetime.now(UTC),
+            "attempts": 0,
+        },
     )
-    session.add(row)
     session.info[_NOTIFY_PENDING] = True
-    return row
-
-
-_OUTBOX: Table = OutboxRow.__table__  # type: ignore[assignment]
+    return record
 
 
 #: PostgreSQL: claim a batch and, in the same statement (one round trip), find per aggregate the

@@ -13,7 +13,7 @@ import functools
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, String, Text, bindparam, select, update
+from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, String, Table, Text, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -110,6 +110,15 @@ def now() -> datetime:
 
 async def get_product(session: AsyncSession, product_id: str) -> ProductRow | None:
     return await session.get(ProductRow, product_id)
+
+
+_PRODUCTS: Table = ProductRow.__table__  # type: ignore[assignment]
+_PRODUCT_STATE = select(_PRODUCTS.c.state).where(_PRODUCTS.c.product_id == bindparam("product_id"))
+
+
+async def product_state(session: AsyncSession, product_id: str) -> int | None:
+    """The product's lifecycle state (None if there is no such product): one column, Core."""
+    return await session.scalar(_PRODUCT_STATE, {"product_id": product_id})
 
 
 async def list_products(session: AsyncSession, *, after: str, limit: int, type_: int, state: int) -> list[ProductRow]:
@@ -218,29 +227,70 @@ async def read_transactions(
     return [TransactionRecord(*row) for row in rows]
 
 
-async def apply_posting(
-    session: AsyncSession, subscription_id: str, delta_minor: int, at: datetime
-) -> tuple[int, int] | None:
-    """Move the balance by ``delta_minor`` atomically; (balance_after, version) or None if refused.
+class Posted(NamedTuple):
+    """The subscription as a posting left it (the conditional UPDATE's RETURNING)."""
 
-    Refused when the subscription is not open or — for no-overdraft subscriptions — when the
-    balance would go below zero. The check and the change are one statement, so two concurrent
-    debits can never both pass on a stale balance.
-    """
-    stmt = (
-        update(SubscriptionRow)
-        .where(
-            SubscriptionRow.subscription_id == subscription_id,
-            SubscriptionRow.state == OPEN,
-            (SubscriptionRow.no_overdraft.is_(False)) | (SubscriptionRow.balance_minor + delta_minor >= 0),
-        )
-        .values(
-            balance_minor=SubscriptionRow.balance_minor + delta_minor,
-            version=SubscriptionRow.version + 1,
-            update_time=at,
-        )
-        .returning(SubscriptionRow.balance_minor, SubscriptionRow.version)
-        .execution_options(synchronize_session=False)
+    subscription_id: str
+    customer_id: str
+    product_id: str
+    product_type: int
+    currency: str
+    balance_minor: int
+    version: int
+
+
+SUBSCRIPTIONS: Table = SubscriptionRow.__table__  # type: ignore[assignment]
+TRANSACTIONS: Table = TransactionRow.__table__  # type: ignore[assignment]
+_S = SUBSCRIPTIONS.c
+_DELTA = bindparam("p_delta", type_=BigInteger())
+#: Built once (Core, cached compiled form): the posting rules and the balance move in one statement.
+_APPLY_POSTING = (
+    update(SUBSCRIPTIONS)
+    .where(
+        _S.subscription_id == bindparam("p_subscription"),
+        _S.customer_id == bindparam("p_customer"),
+        _S.state == OPEN,
+        _S.currency == bindparam("p_currency"),
+        (_S.no_overdraft.is_(False)) | (_S.balance_minor + _DELTA >= 0),
     )
-    row = (await session.execute(stmt)).first()
-    return (int(row[0]), int(row[1])) if row is not None else None
+    .values(balance_minor=_S.balance_minor + _DELTA, version=_S.version + 1, update_time=bindparam("p_at"))
+    .returning(
+        _S.subscription_id, _S.customer_id, _S.product_id, _S.product_type, _S.currency, _S.balance_minor, _S.version
+    )
+)
+
+
+async def apply_posting(
+    session: AsyncSession, subscription_id: str, customer_id: str, currency: str, delta_minor: int, at: datetime
+) -> Posted | None:
+    """Move the balance by ``delta_minor`` atomically; the subscription after it, or None if refused.
+
+    Refused when the subscription is not this customer's, not open, in another currency or — for
+    no-overdraft subscriptions — when the balance would go below zero. The check and the change
+    are one statement, so two concurrent debits can never both pass on a stale balance.
+    """
+    params = {"p_subscription": subscription_id, "p_customer": customer_id, "p_currency": currency}
+    row = (await session.execute(_APPLY_POSTING, {**params, "p_delta": delta_minor, "p_at": at})).first()
+    return Posted(*row) if row is not None else None
+
+
+def transaction_values(
+    transaction_id: str, posted: Posted, direction: int, amount_minor: int, description: str, at: datetime
+) -> dict[str, Any]:
+    """The ledger row of a posting (for :func:`services.kit.stage_insert` into :data:`TRANSACTIONS`)."""
+    return {
+        "transaction_id": transaction_id,
+        "subscription_id": posted.subscription_id,
+        "customer_id": posted.customer_id,
+        "direction": direction,
+        "currency": posted.currency,
+        "amount_minor": amount_minor,
+        "balance_after_minor": posted.balance_minor,
+        "description": description,
+        "post_time": at,
+    }
+
+
+def subscription_values(row: SubscriptionRow) -> dict[str, Any]:
+    """A new subscription's columns (for :func:`services.kit.stage_insert` into :data:`SUBSCRIPTIONS`)."""
+    return {column.key: getattr(row, column.key) for column in SUBSCRIPTIONS.columns if column.key != "seq"}

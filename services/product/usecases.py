@@ -33,6 +33,7 @@ from services.kit import (
     invalid,
     read_sessionmaker,
     source_of,
+    stage_insert,
 )
 from services.product import convert, domain, store
 from services.product.domain import CustomerProfile
@@ -245,8 +246,7 @@ class ProductUseCases:
             raise _not_eligible(reasons, request.customer_id, product.product_id)
 
         async def decide(session: AsyncSession) -> product_pb2.Subscription:
-            current = await store.get_product(session, product.product_id)
-            if current is None or current.state != domain.ACTIVE:  # retired meanwhile
+            if await store.product_state(session, product.product_id) != domain.ACTIVE:  # retired meanwhile
                 retired = domain.fixed_reason(domain.PRODUCT_NOT_ACTIVE)
                 raise _not_eligible([retired], request.customer_id, product.product_id)
             at = store.now()
@@ -264,8 +264,8 @@ class ProductUseCases:
                 create_time=at,
                 update_time=at,
             )
-            session.add(row)
-            await session.flush()
+            # (a new aggregate: its row, outbox row and idempotency record go in one INSERT at commit)
+            stage_insert(session, store.SUBSCRIPTIONS, store.subscription_values(row))
             snapshot = convert.subscription_message(row)
             _add_subscription_event(session, events_pb2.SubscriptionOpened, row, snapshot, at)
             return snapshot
@@ -324,62 +324,65 @@ class ProductUseCases:
         txn = request.transaction
         amount = convert.amount_of(txn.amount, "transaction.amount")
 
-        # The hot path: the replay check, read, conditional update and inserts share ONE
-        # transaction (the port checks the request_id inside it: one connection checkout).
+        if not amount.is_positive:
+            raise invalid("transaction.amount", "must be positive")
+        delta = domain.signed(txn.direction, amount).minor
+
+        # The hot path (ADR 0031): the replay check, ONE conditional UPDATE ... RETURNING that
+        # applies the posting rules (owner, open, currency, no overdraft) and moves the balance,
+        # then the ledger row, the outbox row and the idempotency record in one INSERT at commit.
+        # Only a refused posting reads the subscription, to say why (domain.post).
         async def decide(session: AsyncSession) -> product_pb2.Transaction:
-            sub = await self._owned_subscription(session, request.customer_id, request.subscription_id)
-            balance = domain.Amount(sub.balance_minor, sub.currency)
-            try:
-                # The rule, on the balance as read; the conditional UPDATE re-checks it atomically.
-                domain.post(balance, txn.direction, amount, sub.product_type, sub.state)
-            except domain.CurrencyMismatch as exc:
-                raise invalid("transaction.amount.currency_code", exc.message) from None
-            except domain.DomainError as exc:
-                raise _refused(exc) from None
-            delta = domain.signed(txn.direction, amount).minor
             at = store.now()
-            applied = await store.apply_posting(session, sub.subscription_id, delta, at)
-            if applied is None:
-                fresh = await store.get_subscription(session, sub.subscription_id)
-                if fresh is None or fresh.state != domain.OPEN:
-                    raise FailedPrecondition("the subscription is not open", reason="SUBSCRIPTION_NOT_OPEN")
-                raise FailedPrecondition(
-                    "the debit exceeds the available balance", reason=domain.InsufficientFunds.reason
-                )
-            balance_after, version = applied
-            row = store.TransactionRow(
-                transaction_id=_new_id("T"),
-                subscription_id=sub.subscription_id,
-                customer_id=sub.customer_id,
-                direction=txn.direction,
-                currency=amount.currency,
-                amount_minor=amount.minor,
-                balance_after_minor=balance_after,
-                description=txn.description,
-                post_time=at,
+            posted = await store.apply_posting(
+                session, request.subscription_id, request.customer_id, amount.currency, delta, at
             )
-            session.add(row)
-            response = convert.transaction_message(row)
+            if posted is None:
+                raise await self._refusal(session, request, amount)
+            values = store.transaction_values(_new_id("T"), posted, txn.direction, amount.minor, txn.description, at)
+            stage_insert(session, store.TRANSACTIONS, values)
+            response = convert.transaction_message(store.TransactionRow(**values))
             add_event(
                 session,
                 events_pb2.TransactionPosted(
-                    customer_id=sub.customer_id,
-                    subscription_id=sub.subscription_id,
-                    product_id=sub.product_id,
-                    product_type=sub.product_type,  # type: ignore[arg-type]
+                    customer_id=posted.customer_id,
+                    subscription_id=posted.subscription_id,
+                    product_id=posted.product_id,
+                    product_type=posted.product_type,  # type: ignore[arg-type]
                     transaction=response,
-                    version=version,
+                    version=posted.version,
                     occur_time=convert.ts(at),
                 ),
                 source=SOURCE,
                 aggregate_type="subscription",
-                aggregate_id=sub.subscription_id,
-                version=version,
-                subject=sub.customer_id,
+                aggregate_id=posted.subscription_id,
+                version=posted.version,
+                subject=posted.customer_id,
             )
             return response
 
         return await self._commands.run("PostTransaction", request, product_pb2.Transaction, decide)
+
+    async def _refusal(
+        self, session: AsyncSession, request: product_pb2.PostTransactionRequest, amount: domain.Amount
+    ) -> InvalidArgument | FailedPrecondition:
+        """Why the conditional UPDATE refused a posting: the rules of ``domain.post`` on the row as
+        it is now (NotFound for a missing or another customer's subscription)."""
+        sub = await self._owned_subscription(session, request.customer_id, request.subscription_id)
+        try:
+            domain.post(
+                domain.Amount(sub.balance_minor, sub.currency),
+                request.transaction.direction,
+                amount,
+                sub.product_type,
+                sub.state,
+            )
+        except domain.CurrencyMismatch as exc:
+            return invalid("transaction.amount.currency_code", exc.message)
+        except domain.DomainError as exc:
+            return _refused(exc)
+        # (passes on the row as read now: a concurrent posting changed it in between)
+        return FailedPrecondition("the debit exceeds the available balance", reason=domain.InsufficientFunds.reason)
 
     async def list_transactions(
         self, request: product_pb2.ListTransactionsRequest
