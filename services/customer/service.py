@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from bank.customer.v1 import customer_pb2
 from services.customer import domain, mapping
 from services.customer.audit import AuditEntry, pii_audit_chain
-from services.customer.store import CustomerRepository, PageKey, PiiCodec, read_customer, read_page
+from services.customer.store import CustomerRepository, PageKey, PiiCodec, read_customer, read_eligibility, read_page
 from services.kit import (
     Aborted,
     AlreadyExists,
@@ -251,8 +251,7 @@ class CustomerService:
 
     async def eligibility(self, customer_id: str) -> domain.EligibilityFacts:
         """The facts product eligibility needs: one narrow read, one field decrypted."""
-        async with self._reads() as session:
-            facts = await CustomerRepository(session, self._codec).eligibility_facts(customer_id)
+        facts = await read_eligibility(self._reader, self._codec, customer_id)
         if facts is None:
             raise self._not_found(customer_id)
         return facts

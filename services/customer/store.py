@@ -197,23 +197,6 @@ class CustomerRepository:
             query = query.with_for_update()
         return (await self.session.scalars(query)).one_or_none()
 
-    async def eligibility_facts(self, customer_id: str) -> EligibilityFacts | None:
-        """What product eligibility needs (no other PII decrypted): one Core SELECT."""
-        row = (await self.session.execute(_ELIGIBILITY, {"customer_id": customer_id})).first()
-        if row is None:
-            return None
-        born = self.codec.birth_date(customer_id, row.birth_date_enc)
-        expires = row.risk_tolerance_expire_time
-        return EligibilityFacts(
-            customer_id=customer_id,
-            status=Status(row.status),
-            kyc_verified=row.kyc_verified,
-            birth_date=born,
-            risk_tolerance=RiskTolerance(row.risk_tolerance) if row.risk_tolerance else None,
-            risk_tolerance_expire_time=utc(expires) if expires else None,
-            version=row.version,
-        )
-
     async def exists_national_id(self, national_id: str) -> bool:
         index = self.codec.national_id_index(national_id)
         found = await self.session.scalar(_NATIONAL_ID_TAKEN, {"bidx": index})
@@ -278,6 +261,23 @@ async def read_customer(reader: Reader, codec: PiiCodec, customer_id: str) -> Cu
     """One customer by id, or None."""
     row = await reader.first(_BY_ID, {"customer_id": customer_id})
     return codec.to_domain(CustomerRecord(*row)) if row is not None else None
+
+
+async def read_eligibility(reader: Reader, codec: PiiCodec, customer_id: str) -> EligibilityFacts | None:
+    """What product eligibility needs (no other PII decrypted): one Core SELECT."""
+    row = await reader.first(_ELIGIBILITY, {"customer_id": customer_id})
+    if row is None:
+        return None
+    status, kyc_verified, birth_date_enc, risk_tolerance, expires, version = row
+    return EligibilityFacts(
+        customer_id=customer_id,
+        status=Status(status),
+        kyc_verified=bool(kyc_verified),
+        birth_date=codec.birth_date(customer_id, birth_date_enc),
+        risk_tolerance=RiskTolerance(risk_tolerance) if risk_tolerance else None,
+        risk_tolerance_expire_time=utc(expires) if expires else None,
+        version=version,
+    )
 
 
 async def read_page(
