@@ -44,20 +44,30 @@ class Scores:
 
     name: str
     y: np.ndarray
+    customers: list[str]
     model: np.ndarray
     rules: np.ndarray
     lead_model: list[int] = field(default_factory=list)
     lead_rules: list[int] = field(default_factory=list)
     leavers: int = 0
     xsell: dict[str, float] = field(default_factory=dict)
+    cached: dict[str, float] = field(default_factory=dict)
 
     def row(self) -> dict[str, float]:
+        if not self.cached:
+            self.cached = self._row()
+        return self.cached
+
+    def _row(self) -> dict[str, float]:
         p, lift = metrics.top_share(self.y, self.model)
         rp, rlift = metrics.top_share(self.y, self.rules)
+        ci = metrics.auc_interval(self.y, self.model, self.customers)
         return {
             "rows": len(self.y),
             "positives": int(self.y.sum()),
             "auc": metrics.roc_auc(self.y, self.model),
+            "auc_ci95_low": ci[0],
+            "auc_ci95_high": ci[1],
             "rules_auc": metrics.roc_auc(self.y, self.rules),
             "top_decile_precision": p,
             "top_decile_lift": lift,
@@ -98,7 +108,7 @@ def popularity(ds: dsm.Dataset, dates: set[int]) -> list[str]:
 def evaluate(name: str, ds: dsm.Dataset, scorer: hub_model.ScoreModel, dates: list[int], popular: list[str]) -> Scores:
     idx, y = dsm.churn_rows(ds, set(dates))
     model_all = churn_scores(scorer, ds.x)
-    s = Scores(name, y, model_all[idx], ds.rules_churn[idx])
+    s = Scores(name, y, [ds.customer[i] for i in idx], model_all[idx], ds.rules_churn[idx])
     # Lead time: leavers whose leaving falls in the evaluated windows, every snapshot before it.
     lo, hi = dates[0] + dsm.CHURN_FROM_DAYS * DAY_US, dates[-1] + dsm.CHURN_TO_DAYS * DAY_US
     by_customer: dict[str, list[int]] = {}
@@ -207,12 +217,12 @@ def report_html(path: Path, results: list[Scores], title: str) -> Path:
 
 
 async def run(
-    seed: int, train_seed: int, customers: int, months: int, out: Path, progress: Any
+    seeds: list[int], train_seed: int, customers: int, months: int, out: Path, progress: Any
 ) -> tuple[list[Scores], dict[str, Any], Path]:
     rules = Rules()
     with tempfile.TemporaryDirectory(prefix="zt-backtest-", dir=scratch_dir()) as tmp:
         trained = await population(train_seed, customers, months, Path(tmp), rules, progress)
-        held_out = await population(seed, customers, months, Path(tmp), rules, progress)
+        held_out = [await population(seed, customers, months, Path(tmp), rules, progress) for seed in seeds]
     trains, evals = split_dates(trained)
     progress("train", 0, 1)
     artifact = train.fit(trained, trains, training=train.training_info(train_seed, customers, months, trains))
@@ -221,11 +231,11 @@ async def run(
     popular = popularity(trained, set(trains))
     results = [
         evaluate(f"seed {train_seed} later months", trained, scorer, evals, popular),
-        evaluate(f"seed {seed} (held out)", held_out, scorer, evals, popular),
+        *(evaluate(f"seed {s} (held out)", ds, scorer, evals, popular) for s, ds in zip(seeds, held_out, strict=True)),
     ]
     train.write(artifact, out / "scores.json")  # = ``zhongtai models train`` with the same arguments
     html = report_html(
-        out / f"backtest-seed-{seed}.html",
+        out / f"backtest-seed-{'-'.join(map(str, seeds))}.html",
         results,
         f"Back-test, evaluated {_day(evals[0])}..{_day(evals[-1])}, model {artifact['version']}",
     )
@@ -269,5 +279,6 @@ def main(args: Any) -> int:
         table.add_row(key, *(f"{s.row()[key]:.3f}" for s in results))
     Console().print(table)
     print(f"report: {html}")
-    print(summary_line(results[-1], args.seed))
+    for s, seed in zip(results[1:], args.seed, strict=True):
+        print(summary_line(s, seed))
     return 0

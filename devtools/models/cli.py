@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     common.add_argument("--customers", type=int, default=800, help="population size (default 800)")
     common.add_argument("--months", type=int, default=33, help="simulated months (default 33)")
     bt = sub.add_parser("backtest", parents=[common], help="train on earlier months, evaluate on later ones")
-    bt.add_argument("--seed", type=int, default=101, help="the held-out population evaluated (default 101)")
+    bt.add_argument(
+        "--seed", type=int, nargs="+", default=[101], help="the held-out populations evaluated (default 101)"
+    )
     bt.add_argument("--train-seed", type=int, default=1, help="the population trained on (default 1)")
     bt.add_argument("--out", default="var/backtest", help="where the HTML report goes")
     tr = sub.add_parser("train", parents=[common], help="fit the scores and write the versioned artifact")

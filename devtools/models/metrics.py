@@ -86,3 +86,25 @@ def hit_rate(offered: Sequence[Sequence[str]], opened: Sequence[set[str]]) -> fl
 
 def percentile(values: Sequence[int], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if len(values) else float("nan")
+
+
+def auc_interval(
+    y: np.ndarray, score: np.ndarray, groups: Sequence[str], rounds: int = 200, seed: int = 0
+) -> tuple[float, float]:
+    """95 % bootstrap interval of the ROC AUC, resampling whole customers (``groups``: a customer's
+    monthly rows move together, so the interval is not narrowed by counting one leaver 3 times)."""
+    y, score = np.asarray(y, dtype=bool), np.asarray(score)
+    keys = sorted(set(groups))
+    rows: dict[str, list[int]] = {k: [] for k in keys}
+    for i, g in enumerate(groups):
+        rows[g].append(i)
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(rounds):
+        pick = np.concatenate([rows[keys[k]] for k in rng.integers(0, len(keys), len(keys))]).astype(np.int64)
+        a = roc_auc(y[pick], score[pick])
+        if not np.isnan(a):
+            aucs.append(a)
+    if not aucs:
+        return float("nan"), float("nan")
+    return float(np.percentile(aucs, 2.5)), float(np.percentile(aucs, 97.5))

@@ -1,14 +1,16 @@
 """Fit the hub's scores on snapshot rows and write the versioned artifact (services/data_hub/model.py).
 
-- churn: logistic regression (scikit-learn, L2, lbfgs) on the standardized features of the churn
-  population at the training dates; ``at_risk_probability`` = the probability at which the top
-  :data:`AT_RISK_SHARE` of the training rows are flagged (the view maps it onto the 0.5 line);
-- offers: one logistic regression per product, on the rows where that product was eligible and
-  not held; label = opened within 90 days. Products with fewer than :data:`MIN_POSITIVES`
-  openings get no model (the rules' ranking applies to them... they rank last).
+- churn: gradient-boosted trees (scikit-learn's HistGradientBoosting, docs/adr/0037; or a logistic
+  scorecard, :data:`CHURN_KIND`) on the features of the churn population at the training dates;
+  ``at_risk_probability`` = the probability at which the top :data:`AT_RISK_SHARE` of the training
+  rows are flagged (the view maps it onto the 0.5 line);
+- offers: one model per product (:data:`OFFER_KIND`), on the rows where that product was eligible
+  and not held; label = opened within 90 days. Products with fewer than :data:`MIN_POSITIVES`
+  openings get no model (they rank last).
 
-Deterministic: the same rows give the same artifact, byte for byte (lbfgs is deterministic, the
-JSON is written with sorted keys and rounded numbers), and its version is a hash of its content.
+Deterministic: the same rows give the same artifact, byte for byte (lbfgs is deterministic; the
+trees are grown on one thread with a fixed seed and no early stopping; the JSON is written with
+sorted keys and rounded numbers), and its version is a hash of its content.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from services.data_hub import features, model
 AT_RISK_SHARE = 0.10
 MIN_POSITIVES = 15
 C = 0.5
+TREES, DEPTH, LEARNING_RATE, MIN_LEAF = 150, 3, 0.05, 40
+OFFER_TREES = 60
+CHURN_KIND, OFFER_KIND = "trees", "trees"
 
 
 def _r(v: float) -> float:
@@ -38,6 +43,57 @@ def _fit(z: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     lr = LogisticRegression(C=C, max_iter=2000, solver="lbfgs")
     lr.fit(z, y)
     return {"coef": [_r(c) for c in lr.coef_[0]], "intercept": _r(float(lr.intercept_[0]))}
+
+
+def _tree(nodes: Any) -> dict[str, list[Any]]:
+    """One fitted tree as the hub's flat arrays; an inner node's value = the training rows'
+    average of its leaves (what the hub's contributions are measured from)."""
+    n = len(nodes)
+    value = [float(v) for v in nodes["value"]]
+    count = [int(c) for c in nodes["count"]]
+    leaf = [bool(v) for v in nodes["is_leaf"]]
+    for i in reversed(range(n)):  # children come after their parent
+        if not leaf[i]:
+            lo, hi = int(nodes["left"][i]), int(nodes["right"][i])
+            value[i] = (count[lo] * value[lo] + count[hi] * value[hi]) / max(count[lo] + count[hi], 1)
+    return {
+        "feature": [-1 if leaf[i] else int(nodes["feature_idx"][i]) for i in range(n)],
+        "threshold": [0.0 if leaf[i] else _r(float(nodes["num_threshold"][i])) for i in range(n)],
+        "left": [0 if leaf[i] else int(nodes["left"][i]) for i in range(n)],
+        "right": [0 if leaf[i] else int(nodes["right"][i]) for i in range(n)],
+        "value": [_r(v) for v in value],
+    }
+
+
+def _fit_trees(x: np.ndarray, y: np.ndarray, trees: int = TREES) -> dict[str, Any]:
+    """Gradient-boosted trees on the raw features (scikit-learn's HistGradientBoosting: one
+    thread, no early stopping, fixed seed: the same rows give the same trees anywhere)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_limits
+
+    gb = HistGradientBoostingClassifier(
+        max_iter=trees,
+        learning_rate=LEARNING_RATE,
+        max_depth=DEPTH,
+        min_samples_leaf=MIN_LEAF,
+        l2_regularization=1.0,
+        early_stopping=False,
+        random_state=0,
+    )
+    with threadpool_limits(1):
+        gb.fit(x, y)
+    # (the fitted trees are only reachable through ``_predictors``: scikit-learn is pinned, and the
+    # export is checked against scikit-learn's own scores, so an upgrade that changes it fails here)
+    out = {
+        "base": _r(float(np.ravel(gb._baseline_prediction)[0])),
+        "trees": [_tree(p[0].nodes) for p in gb._predictors],
+    }
+    hub = model.scorecard(out, [], [], "check")
+    sample = x[:: max(1, len(x) // 200)]
+    ours = np.array([hub.logit(row) for row in sample.tolist()])
+    if not np.allclose(ours, gb.decision_function(sample), atol=1e-4):
+        raise RuntimeError("the exported trees do not score as scikit-learn's: check the export")
+    return out
 
 
 def standardizer(x: np.ndarray) -> tuple[list[float], list[float]]:
@@ -52,8 +108,9 @@ def fit(ds: dsm.Dataset, dates: Sequence[int], *, training: Mapping[str, Any]) -
         raise ValueError("no churn examples at the training dates: a bigger population or more months")
     mean, scale = standardizer(ds.x[idx])
     zs = (ds.x - np.array(mean)) / np.array(scale)
-    churn = _fit(zs[idx], y)
-    logits = zs[idx] @ np.array(churn["coef"]) + churn["intercept"]
+    churn = _fit_trees(ds.x[idx], y) if CHURN_KIND == "trees" else _fit(zs[idx], y)
+    fitted = model.scorecard(churn, mean, scale, "churn")
+    logits = [fitted.logit(row) for row in ds.x[idx].tolist()]  # the hub's own arithmetic
     churn["at_risk_probability"] = _r(float(1 / (1 + np.exp(-np.quantile(logits, 1 - AT_RISK_SHARE)))))
     offers: dict[str, Any] = {}
     date_set = set(dates)
@@ -66,7 +123,7 @@ def fit(ds: dsm.Dataset, dates: Sequence[int], *, training: Mapping[str, Any]) -
         cand = [i for i in rows if pid in ds.eligible[i]]
         yy = np.array([pid in opened[i] for i in cand], dtype=bool)
         if yy.sum() >= MIN_POSITIVES and (~yy).sum() >= MIN_POSITIVES:
-            offers[pid] = _fit(zs[cand], yy)
+            offers[pid] = _fit_trees(ds.x[cand], yy, OFFER_TREES) if OFFER_KIND == "trees" else _fit(zs[cand], yy)
     artifact: dict[str, Any] = {
         "format": model.FORMAT,
         "feature_version": features.VERSION,

@@ -19,7 +19,7 @@ import math
 from services.data_hub import domain
 from services.data_hub.domain import DAY_US, MICROS, CustomerFacts, Rules
 
-VERSION = 1
+VERSION = 2
 
 NAMES = (
     "months_since_txn",
@@ -49,6 +49,20 @@ NAMES = (
     "tolerance_c3",
     "tolerance_c4",
     "tolerance_c5",
+    # version 2: trends over several windows, money flows, the main account (ADR 0037)
+    "log_amount_30d",
+    "amount_ratio_30d",
+    "amount_ratio_90d",
+    "count_ratio_30d",
+    "count_ratio_90d",
+    "log_credits_90d",
+    "log_main_balance",
+    "log_outflow_90d",
+    "net_flow_90d",
+    "outflow_share_90d",
+    "years_since_open",
+    "holdings_closed",
+    "debit_credit_ratio_90d",
 )
 
 # Reason codes (documented in docs/data-hub.md). Churn: the rules' codes plus INFLOW_DROP (money
@@ -74,6 +88,19 @@ CHURN_REASON = {
     "holds_card": FEW_PRODUCTS,
     "holds_loan": FEW_PRODUCTS,
     "holds_wealth": FEW_PRODUCTS,
+    "log_amount_30d": domain.ACTIVITY_DROP,
+    "amount_ratio_30d": domain.ACTIVITY_DROP,
+    "amount_ratio_90d": domain.ACTIVITY_DROP,
+    "count_ratio_30d": domain.ACTIVITY_DROP,
+    "count_ratio_90d": domain.ACTIVITY_DROP,
+    "log_credits_90d": INFLOW_DROP,
+    "debit_credit_ratio_90d": INFLOW_DROP,
+    "log_main_balance": domain.BALANCE_DROP,
+    "log_outflow_90d": domain.BALANCE_DROP,
+    "net_flow_90d": domain.BALANCE_DROP,
+    "outflow_share_90d": domain.BALANCE_DROP,
+    "holdings_closed": domain.HOLDINGS_CLOSED,
+    "years_since_open": FEW_PRODUCTS,
 }
 # Offers: why this product for this customer (after NOT_HELD, always first). Age bands and the
 # tolerance classes are indicators: needs rise and fall with them (a loan in the family years, a
@@ -101,12 +128,52 @@ OFFER_REASON = {
     "holds_card": PRODUCT_MIX,
     "holds_loan": PRODUCT_MIX,
     "holds_wealth": PRODUCT_MIX,
+    "log_main_balance": domain.IDLE_BALANCE,
+    "net_flow_90d": domain.IDLE_BALANCE,
+    "log_amount_30d": ENGAGEMENT,
+    "log_credits_90d": ENGAGEMENT,
+    "years_since_open": PRODUCT_MIX,
+    "holdings_closed": PRODUCT_MIX,
 }
 
 
 def _log_cny(micros: int) -> float:
     """log(1 + amount in thousands of the currency)."""
     return math.log1p(max(micros, 0) / (1_000 * MICROS))
+
+
+def _ratio(part: float, whole: float, floor: float) -> float:
+    """(part + floor) / (whole + floor), at most 3: a trend that is defined for zeros."""
+    return min(3.0, (part + floor) / (whole + floor))
+
+
+def _flows(facts: CustomerFacts, now: int) -> tuple[float, ...]:
+    """Version 2's features: activity trends over the 30/90/365-day windows, money in and out over
+    the balance look-back, the main account, the relationship's last move."""
+    a, as_of, k = facts.activity, facts.as_of_us, 1_000 * MICROS
+    open_ = sorted(
+        (h for h in facts.holdings if h.state != domain.HOLDING_CLOSED and h.product_type == domain.TYPE_DEPOSIT),
+        key=lambda h: (h.open_us or 0, h.subscription_id),
+    )
+    outflow = -sum(min(v, 0) for v in a.net_flow_since_cutoff.values())
+    net = sum(a.net_flow_since_cutoff.values())
+    opens = [h.open_us for h in facts.holdings if h.open_us is not None]
+    debit = a.amount_90d_micros - a.credit_amount_90d_micros
+    return (
+        _log_cny(a.amount_30d_micros),
+        _ratio(a.amount_30d_micros, a.amount_90d_micros / 3, k),
+        _ratio(a.amount_90d_micros, a.amount_365d_micros / 4, k),
+        _ratio(a.count_30d, a.count_90d / 3, 1),
+        _ratio(a.count_90d, a.count_365d / 4, 1),
+        math.log1p(a.credit_count_90d),
+        _log_cny(open_[0].balance_micros if open_ else 0),  # the oldest deposit: the main account
+        _log_cny(outflow),
+        math.copysign(_log_cny(abs(net)), net),
+        _ratio(outflow, now, k),
+        min(5.0, (as_of - max(opens)) / (365 * DAY_US)) if opens else 5.0,
+        float(sum(1 for h in facts.holdings if h.state == domain.HOLDING_CLOSED)),
+        _ratio(debit, a.credit_amount_90d_micros, k),
+    )
 
 
 def vector(facts: CustomerFacts, rules: Rules) -> tuple[float, ...]:
@@ -156,6 +223,7 @@ def vector(facts: CustomerFacts, rules: Rules) -> tuple[float, ...]:
         float(45 <= years < 60),
         _log_cny(sum(h.balance_micros for h in open_ if h.product_type == domain.TYPE_DEPOSIT)),
         *(float(valid_tolerance == n) for n in range(1, 6)),
+        *_flows(facts, now),
     )
 
 

@@ -1,18 +1,25 @@
-"""The trained scores, as the hub runs them: a versioned artifact (JSON) of logistic models over
+"""The trained scores, as the hub runs them: a versioned artifact (JSON) of models over
 :mod:`services.data_hub.features`, evaluated in plain Python. Pure (no I/O but :func:`load`).
 
-Why logistic scorecards (docs/adr/0020): a bank must explain every score. With a linear model
-over standardized features the contribution of each feature is exact (coefficient x standardized
-value, relative to the average training customer), so the reason codes are the codes of the
-largest contributions, not an approximation; scoring is ~20 multiplications per model, cheap
-enough to run on every view render (the hub needs no scikit-learn: training does, in
-devtools/models). The artifact is written by ``zhongtai models train``:
+A bank must explain every score. Two kinds of model, each with exact contributions (relative to
+the average training customer) whose largest, grouped by reason code, are the reasons:
 
-    {"format": "zhongtai-scores/1", "version": "...", "feature_version": 1, "features": [...],
+- **boosted trees** (docs/adr/0037, what ``zhongtai models train`` writes): ``logit = base +
+  Σ leaf values``; a feature's contribution is the change of the node value at its questions along
+  the customer's path (one walk gives the score and the reasons);
+- **logistic scorecards** (docs/adr/0020, still loadable): contribution = coefficient x
+  standardized value.
+
+The hub needs no scikit-learn (training does, in devtools/models). The artifact:
+
+    {"format": "zhongtai-scores/1", "version": "...", "feature_version": 2, "features": [...],
      "mean": [...], "scale": [...],
-     "churn": {"coef": [...], "intercept": x, "at_risk_probability": p} | null,
-     "offers": {"<product_id>": {"coef": [...], "intercept": x}, ...} | null,
+     "churn": {<model>, "at_risk_probability": p} | null,
+     "offers": {"<product_id>": {<model>}, ...} | null,
      "training": {...}}
+    <model> = "coef": [...], "intercept": x                      (scorecard)
+            | "base": x, "trees": [{"feature": [...], "threshold": [...],
+                                    "left": [...], "right": [...], "value": [...]}, ...]
 
 The churn probability is mapped onto the view's 0..1 score so that the artifact's
 ``at_risk_probability`` (chosen at training) lands on the rules' AT_RISK line (0.5): monotone,
@@ -58,9 +65,78 @@ class Logistic:
         shift = tuple(wi * m for wi, m in zip(w, mean, strict=True))
         return cls(w, intercept - math.fsum(shift), shift)
 
+    def logit(self, x: Sequence[float]) -> float:
+        return self.b + sum(map(operator.mul, self.w, x))
+
     def probability(self, x: Sequence[float]) -> float:
-        logit = self.b + sum(map(operator.mul, self.w, x))
-        return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, logit))))
+        return _sigmoid(self.logit(x))
+
+    def contributions(self, x: Sequence[float]) -> list[float]:
+        return [wi * xi - si for wi, xi, si in zip(self.w, x, self.shift, strict=True)]
+
+    def explain(self, x: Sequence[float]) -> tuple[float, list[float]]:
+        """(logit, contributions)."""
+        return self.logit(x), self.contributions(x)
+
+
+def _sigmoid(logit: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, logit))))
+
+
+@dataclass(frozen=True)
+class Tree:
+    """One regression tree of a boosted ensemble, as flat arrays (node 0 is the root): an inner
+    node sends ``x`` left when ``x[feature] <= threshold``; ``feature`` is -1 at a leaf. ``value``
+    is the leaf's addition to the log-odds, and at an inner node the training rows' average of its
+    leaves (what the tree adds before that node's question is asked)."""
+
+    feature: tuple[int, ...]
+    threshold: tuple[float, ...]
+    left: tuple[int, ...]
+    right: tuple[int, ...]
+    value: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Trees:
+    """Gradient-boosted trees (docs/adr/0037): ``logit = base + Σ tree(x)``. A feature's
+    contribution is the sum, over every tree, of the changes of the node value along ``x``'s path
+    at that feature's questions (Saabas): exact in sum (``base + Σ root values + Σ
+    contributions = logit``), relative to the average training row like the scorecards'."""
+
+    base: float
+    trees: tuple[Tree, ...]
+
+    def logit(self, x: Sequence[float]) -> float:
+        total = self.base
+        for t in self.trees:
+            f, i = t.feature, 0
+            while f[i] >= 0:
+                i = t.left[i] if x[f[i]] <= t.threshold[i] else t.right[i]
+            total += t.value[i]
+        return total
+
+    def probability(self, x: Sequence[float]) -> float:
+        return _sigmoid(self.logit(x))
+
+    def contributions(self, x: Sequence[float]) -> list[float]:
+        return self.explain(x)[1]
+
+    def explain(self, x: Sequence[float]) -> tuple[float, list[float]]:
+        """(logit, contributions) in one walk (the logit added up as :meth:`logit` does)."""
+        out = [0.0] * len(x)
+        total = self.base
+        for t in self.trees:
+            f, v, i = t.feature, t.value, 0
+            while f[i] >= 0:
+                nxt = t.left[i] if x[f[i]] <= t.threshold[i] else t.right[i]
+                out[f[i]] += v[nxt] - v[i]
+                i = nxt
+            total += v[i]
+        return total, out
+
+
+Scorecard = Logistic | Trees
 
 
 def _groups(codes: Mapping[str, str]) -> tuple[tuple[str, tuple[int, ...]], ...]:
@@ -75,18 +151,44 @@ def _groups(codes: Mapping[str, str]) -> tuple[tuple[str, tuple[int, ...]], ...]
 _CHURN_GROUPS, _OFFER_GROUPS = _groups(features.CHURN_REASON), _groups(features.OFFER_REASON)
 
 
-def _reasons(
-    m: Logistic, x: Sequence[float], groups: tuple[tuple[str, tuple[int, ...]], ...], limit: int
-) -> tuple[str, ...]:
-    """Codes of the feature groups that push the score up most (ties: the code's name)."""
-    w, shift = m.w, m.shift
+def _reasons(c: Sequence[float], groups: tuple[tuple[str, tuple[int, ...]], ...], limit: int) -> tuple[str, ...]:
+    """Codes of the feature groups whose contributions ``c`` push the score up most (ties: the
+    code's name)."""
     ranked = []
     for code, idx in groups:
-        v = sum([w[i] * x[i] - shift[i] for i in idx])
+        v = sum([c[i] for i in idx])
         if v >= MIN_REASON_LOGIT:
             ranked.append((-v, code))
     ranked.sort()
     return tuple(code for _, code in ranked[:limit])
+
+
+def _tree(d: Mapping[str, Any], n: int, where: str) -> Tree:
+    t = Tree(
+        tuple(int(v) for v in d["feature"]),
+        tuple(float(v) for v in d["threshold"]),
+        tuple(int(v) for v in d["left"]),
+        tuple(int(v) for v in d["right"]),
+        tuple(float(v) for v in d["value"]),
+    )
+    size = len(t.feature)
+    if not size or any(len(a) != size for a in (t.threshold, t.left, t.right, t.value)):
+        raise ArtifactError(f"{where}: feature/threshold/left/right/value must have one value per node")
+    for i, f in enumerate(t.feature):  # children after their parent: every walk ends at a leaf
+        if f >= n or (f >= 0 and not (i < t.left[i] < size and i < t.right[i] < size)):
+            raise ArtifactError(f"{where}: node {i} has a bad feature or child index")
+    return t
+
+
+def scorecard(d: Mapping[str, Any], mean: Sequence[float], scale: Sequence[float], where: str) -> Scorecard:
+    """A logistic scorecard (``coef``, ``intercept``) or boosted trees (``trees``, ``base``)."""
+    n = len(features.NAMES)
+    if "trees" in d:
+        return Trees(float(d["base"]), tuple(_tree(t, n, f"{where}.trees[{k}]") for k, t in enumerate(d["trees"])))
+    coef = tuple(float(x) for x in d["coef"])
+    if len(coef) != n:
+        raise ArtifactError(f"{where}.coef: {len(coef)} values for {n} features")
+    return Logistic.of(coef, float(d["intercept"]), mean, scale)
 
 
 @dataclass(frozen=True)
@@ -94,9 +196,9 @@ class ScoreModel:
     """A loaded artifact (implements :class:`services.data_hub.domain.ScoreModel`)."""
 
     version: str
-    churn_model: Logistic | None
+    churn_model: Scorecard | None
     at_risk_probability: float
-    offer_models: Mapping[str, Logistic]
+    offer_models: Mapping[str, Scorecard]
 
     @classmethod
     def from_artifact(cls, data: Mapping[str, Any]) -> ScoreModel:
@@ -112,18 +214,12 @@ class ScoreModel:
         if len(mean) != n or len(scale) != n:
             raise ArtifactError(f"mean/scale: expected {n} values each")
 
-        def logistic(d: Mapping[str, Any], where: str) -> Logistic:
-            coef = tuple(float(x) for x in d["coef"])
-            if len(coef) != n:
-                raise ArtifactError(f"{where}.coef: {len(coef)} values for {n} features")
-            return Logistic.of(coef, float(d["intercept"]), mean, scale)
-
-        churn = data.get("churn")
+        churn, offers = data.get("churn"), data.get("offers") or {}
         return cls(
             version=str(data["version"]),
-            churn_model=logistic(churn, "churn") if churn else None,
+            churn_model=scorecard(churn, mean, scale, "churn") if churn else None,
             at_risk_probability=float(churn["at_risk_probability"]) if churn else 0.5,
-            offer_models={pid: logistic(m, f"offers.{pid}") for pid, m in (data.get("offers") or {}).items()},
+            offer_models={pid: scorecard(m, mean, scale, f"offers.{pid}") for pid, m in offers.items()},
         )
 
     def churn_probability(self, x: Sequence[float]) -> float:
@@ -147,8 +243,9 @@ class ScoreModel:
         x = features.vector(facts, rules)
         churn = None
         if self.churn_model is not None and churn_on:
-            p = self.churn_model.probability(x)
-            reasons = _reasons(self.churn_model, x, _CHURN_GROUPS, MAX_REASONS)
+            logit, contributions = self.churn_model.explain(x)  # one walk for the score and its reasons
+            reasons = _reasons(contributions, _CHURN_GROUPS, MAX_REASONS)
+            p = _sigmoid(logit)
             churn = Churn(self.view_score(p), reasons, self.version)
         return churn, (self.rank(x, candidates, rules) if offers_on else None)
 
@@ -165,7 +262,7 @@ class ScoreModel:
             m = self.offer_models.get(p.product_id)
             reasons: tuple[str, ...] = (domain.NOT_HELD,)
             if m is not None:
-                reasons += _reasons(m, x, _OFFER_GROUPS, 2)
+                reasons += _reasons(m.explain(x)[1], _OFFER_GROUPS, 2)
             out.append(Offer(p.product_id, -neg, reasons, p.type, p.display_name, self.version))
         return tuple(out)
 

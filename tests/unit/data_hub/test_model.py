@@ -99,3 +99,48 @@ def test_the_same_facts_give_the_same_scores() -> None:
     assert d.derive(f, CATALOGUE, rules) == d.derive(
         f, CATALOGUE, with_model(artifact(months_since_txn=0.7, log_txn_30d=-0.3))
     )
+
+
+def stump(feature: int, threshold: float, low: float, high: float) -> dict[str, list[float]]:
+    """A one-question tree (its root's value: the average of two equally large leaves)."""
+    return {
+        "feature": [feature, -1, -1],
+        "threshold": [threshold, 0.0, 0.0],
+        "left": [1, 0, 0],
+        "right": [2, 0, 0],
+        "value": [(low + high) / 2, low, high],
+    }
+
+
+def test_boosted_trees_score_and_explain_with_exact_contributions() -> None:
+    quiet = features.NAMES.index("months_since_txn")
+    balance = features.NAMES.index("log_balance")
+    a = artifact()
+    a["churn"] = {
+        "base": -2.0,
+        "trees": [stump(quiet, 2.0, -0.5, 1.5), stump(balance, 1.0, 0.4, -0.2), stump(quiet, 4.0, 0.0, 0.6)],
+        "at_risk_probability": 0.2,
+    }
+    m = model.ScoreModel.from_artifact(a)
+    assert isinstance(m.churn_model, model.Trees)
+    x = [0.0] * N
+    x[quiet], x[balance] = 3.3, 0.5
+    # base + leaves: -2 + 1.5 + 0.4 + 0.0
+    assert m.churn_model.logit(x) == pytest.approx(-0.1)
+    c = m.churn_model.contributions(x)
+    roots = 0.5 + 0.1 + 0.3
+    assert -2.0 + roots + sum(c) == pytest.approx(m.churn_model.logit(x))  # exact in sum
+    assert c[quiet] == pytest.approx(1.0 - 0.3) and c[balance] == pytest.approx(0.3)
+    rules = replace(Rules(), model=m)
+    churn = d.derive(facts(activity=d.Activity(last_txn_us=NOW - 100 * DAY_US)), CATALOGUE, rules).churn
+    assert churn.reasons[0] == d.DORMANT and churn.model_version == "scores-test-1"
+
+
+def test_trees_whose_walk_would_not_end_are_refused() -> None:
+    a = artifact()
+    a["churn"] = {"base": 0.0, "trees": [{**stump(0, 1.0, 0.0, 1.0), "left": [0, 0, 0]}], "at_risk_probability": 0.2}
+    with pytest.raises(model.ArtifactError, match=r"churn.trees\[0\]: node 0"):
+        model.ScoreModel.from_artifact(a)
+    a["churn"] = {"base": 0.0, "trees": [{**stump(N, 1.0, 0.0, 1.0)}], "at_risk_probability": 0.2}
+    with pytest.raises(model.ArtifactError, match="bad feature"):
+        model.ScoreModel.from_artifact(a)

@@ -49,7 +49,11 @@ def test_retraining_on_the_same_rows_gives_the_same_artifact_and_scores(tmp_path
     written = train.write(train.fit(ds, dates, training={"seeds": [1]}), tmp_path / "scores.json")
     loaded = model.load(str(written))
     assert loaded is not None and loaded.version.startswith(f"scores-f{features.VERSION}-")
-    assert loaded.churn_model is not None and loaded.churn_model.w[0] > 0  # learnt the leavers' feature
+    assert isinstance(loaded.churn_model, model.Trees)
+    leaver = [3.0] + [0.0] * (len(features.NAMES) - 1)
+    stayer = [-1.0] + [0.0] * (len(features.NAMES) - 1)
+    assert loaded.churn_probability(leaver) > loaded.churn_probability(stayer)  # learnt the leavers' feature
+    assert loaded.churn_model.contributions(leaver)[0] > 0
     # a different training set is a different version
     other = train.fit(ds, dates[:3], training={"seeds": [1]})
     assert other["version"] != loaded.version
