@@ -11,7 +11,9 @@ An infrastructure error is one that says nothing about the request or the event:
   crash shutdown, "the database system is starting up / not accepting connections", database
   dropped), 53300 (too many connections), 55000 "database ... is not currently accepting
   connections" (``ALLOW_CONNECTIONS false``), 25006 (read-only transaction: a standby after a
-  failover), SQLite's "database is locked" / "unable to open database file";
+  failover), asyncpg's InternalClientError (a connection whose protocol state broke, seen when
+  its backend is terminated under a read on the driver connection, ADR 0029), SQLite's
+  "database is locked" / "unable to open database file";
 - the broker is unreachable or not ready: any aiokafka error marked ``retriable``,
   ``KafkaConnectionError``, ``KafkaTimeoutError``.
 
@@ -24,6 +26,7 @@ import asyncio
 import sqlite3
 
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+from asyncpg.exceptions import InternalClientError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -56,6 +59,8 @@ def _one(exc: BaseException) -> bool:
         return True  # (ConnectionRefusedError, ConnectionResetError, socket timeouts are OSErrors)
     if isinstance(exc, KafkaError) and exc.retriable:
         return True
+    if isinstance(exc, InternalClientError):
+        return True  # asyncpg: the connection's protocol state broke (e.g. its backend was terminated)
     state = _sqlstate(exc)
     if state is not None and (state in _STATES or state[:2] in _CLASSES):
         return True

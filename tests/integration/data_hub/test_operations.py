@@ -114,12 +114,13 @@ async def _ranked(views) -> tuple[list[datahub_pb2.CustomerView], int]:  # type:
 
 async def _watch_list(views, population: int) -> None:  # type: ignore[no-untyped-def]
     # (keyset paging over a live ranking: a view re-rendered between two pages may move; the
-    # listing is compared once the hub has settled, i.e. two walks in a row agree)
+    # listing is compared once the hub has settled, i.e. two walks in a row agree — and are not
+    # empty: the views render after the events are applied, so the first walk may find none yet)
     previous: list[str] = []
-    for _ in range(20):
+    for _ in range(40):
         ranked, total = await _ranked(views)
         ids = [v.customer_id for v in ranked]
-        if ids == previous and len(ids) == total:
+        if ids and ids == previous and len(ids) == total:
             break
         previous = ids
         await asyncio.sleep(0.5)

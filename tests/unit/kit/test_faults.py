@@ -40,6 +40,8 @@ def _wrapped(orig: BaseException, *, invalidated: bool = False) -> DBAPIError:
         OperationalError("INSERT", None, sqlite3.OperationalError("database is locked")),  # type: ignore[arg-type]
         KafkaConnectionError("broker down"),
         NotLeaderForPartitionError(),
+        # (a read on the driver connection whose backend was terminated: the protocol's state broke)
+        asyncpg.exceptions.InternalClientError("cannot switch to state 12; another operation (2) is in progress"),
         ExceptionGroup("tasks", [ValueError("x"), ConnectionRefusedError()]),
     ],
     ids=lambda e: type(e).__name__,
