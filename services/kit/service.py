@@ -24,7 +24,6 @@ Usage in ``services/<name>/main.py``::
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,9 +146,8 @@ class Capability(Generic[S]):
         await run_until_signalled([EngineLifecycle(engine), outbox], stop_event=stop_event)
 
     def run(self) -> None:
-        # Everything imported so far lives as long as the process: out of the cyclic GC's reach, so
-        # a full collection does not walk it again and again under load (docs/perf/services.md).
-        gc.freeze()
+        # (The import-time heap is frozen out of the cyclic GC by the lifecycle once everything has
+        # started: run_until_signalled, ADR 0032/0035.)
         asyncio.run(self.serve(load_settings(self.settings)))
 
     def commands(self) -> tuple[Any, Any, Any, Callable[[], None]]:
