@@ -46,7 +46,8 @@ def test_360_view_shows_the_customers_holdings(browser: Browser, console_stack: 
     expect(rows.first).to_contain_text(view["holdings"][0]["productId"])
     expect(page.locator("#view-version")).to_have_text(str(view["version"]))
     expect(page.locator("#segment")).not_to_be_empty()
-    assert page.locator("#activity-chart canvas").count() == 1
+    # ECharts loads on demand (console/src/pages/common.js), so the chart may draw after the table
+    expect(page.locator("#activity-chart canvas")).to_have_count(1, timeout=10_000)
     expect(page.locator("#events-table tbody tr")).not_to_have_count(0)  # the hub's event feed
     shown = page.locator("#events-table [data-type]").evaluate_all("els => els.map(e => e.dataset.type)")
     feed = console_stack.api("GET", f"/v1/customers/{customer['customerId']}/events", params={"pageSize": "200"})
@@ -163,6 +164,8 @@ def test_the_segments_chart_shows_the_counts(browser: Browser, console_stack: St
     page = open_console(browser, console_stack, [*READER, "segments:admin"])
     page.goto(f"{console_stack.url}/console/#/segments")
     expect(page.locator("#total")).to_have_text(str(counts["totalCustomers"]), timeout=10_000)
+    # the counts can show before the on-demand ECharts script has loaded and drawn the chart
+    expect(page.locator("#segments-chart canvas")).to_have_count(1, timeout=10_000)
     option = page.evaluate(
         "(() => { const o = echarts.getInstanceByDom(document.getElementById('segments-chart')).getOption();"
         " return {x: o.xAxis[0].data, series: o.series.map(s => s.data)}; })()"
