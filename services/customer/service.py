@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from google.protobuf.message import Message
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bank.customer.v1 import customer_pb2
 from services.customer import domain, mapping
@@ -37,6 +37,7 @@ from services.kit import (
     InvalidArgument,
     NotFound,
     Reader,
+    Tx,
     UnitOfWork,
     add_event,
     canonical_request,
@@ -148,10 +149,10 @@ class CustomerService:
         """Keyed (HMAC) fingerprint of a request: stored, it reveals nothing about the PII inside."""
         return self._codec.blind.mac(canonical_request(request), purpose=f"request:{method}").hex()
 
-    def _stage(self, session: AsyncSession, event: domain.CustomerEvent) -> None:
+    def _stage(self, tx: Tx, event: domain.CustomerEvent) -> None:
         customer = event.customer
         add_event(
-            session,
+            tx,
             mapping.event_message(event, self._codec.national_id_index(customer.personal.national_id)),
             source=SOURCE,
             aggregate_type=AGGREGATE,
@@ -164,8 +165,8 @@ class CustomerService:
     async def create(self, personal: domain.PersonalData, *, request: Message) -> customer_pb2.Customer:
         """Register a customer; the whole resource in clear (mask it before it leaves)."""
 
-        async def decide(session: AsyncSession) -> customer_pb2.Customer:
-            repo = CustomerRepository(session, self._codec)
+        async def decide(tx: Tx) -> customer_pb2.Customer:
+            repo = CustomerRepository(tx, self._codec)
             customer, event = domain.register(
                 new_customer_id(), personal, today=self.clock.today(), now=self.clock.now()
             )
@@ -177,16 +178,16 @@ class CustomerService:
                     violations=[FieldViolation("customer.national_id", "is already registered")],
                 )
             repo.add(customer)
-            self._stage(session, event)
+            self._stage(tx, event)
             return mapping.to_proto(customer)
 
-        return await self._commands.run("CreateCustomer", request, customer_pb2.Customer, decide)
+        return await self._commands.run_core("CreateCustomer", request, customer_pb2.Customer, decide)
 
     async def _mutate(
         self, method: str, request: Message, customer_id: str, *, etag: str, action: Action
     ) -> customer_pb2.Customer:
-        async def decide(session: AsyncSession) -> customer_pb2.Customer:
-            repo = CustomerRepository(session, self._codec)
+        async def decide(tx: Tx) -> customer_pb2.Customer:
+            repo = CustomerRepository(tx, self._codec)
             current = await repo.get(customer_id, for_update=True)
             if current is None:
                 raise self._not_found(customer_id)
@@ -200,10 +201,10 @@ class CustomerService:
             if event is not None:
                 # Row first (version bump), then its outbox row: per-aggregate outbox order = commit order.
                 await repo.save(new, expected_version=current.version)
-                self._stage(session, event)
+                self._stage(tx, event)
             return mapping.to_proto(new)
 
-        return await self._commands.run(method, request, customer_pb2.Customer, decide)
+        return await self._commands.run_core(method, request, customer_pb2.Customer, decide)
 
     async def update(
         self, customer_id: str, changes: dict[str, object], *, etag: str, request: Message

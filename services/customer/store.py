@@ -28,11 +28,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.customer.domain import Customer, EligibilityFacts, PersonalData, RiskTolerance, Status
-from services.kit import Aborted, BlindIndex, FieldCipher, Reader, audit_tables, stage_insert
+from services.kit import Aborted, BlindIndex, FieldCipher, Reader, Tx, audit_tables, stage_insert
 
 
 class CustomerBase(DeclarativeBase):
@@ -181,32 +180,27 @@ class PageKey:
 
 
 class CustomerRepository:
-    """Customers in one session (the caller's unit of work owns the transaction)."""
+    """Customers in one write transaction (the command port's :class:`services.kit.Tx`: Core
+    statements built once, on PostgreSQL at the driver's cost, ADR 0042)."""
 
-    def __init__(self, session: AsyncSession, codec: PiiCodec) -> None:
-        self.session = session
+    def __init__(self, tx: Tx, codec: PiiCodec) -> None:
+        self.tx = tx
         self.codec = codec
 
     async def get(self, customer_id: str, *, for_update: bool = False) -> Customer | None:
-        row = await self._row(customer_id, for_update=for_update)
-        return self.codec.to_domain(row) if row is not None else None
-
-    async def _row(self, customer_id: str, *, for_update: bool = False) -> CustomerRow | None:
-        query = select(CustomerRow).where(CustomerRow.customer_id == customer_id)
-        if for_update:
-            query = query.with_for_update()
-        return (await self.session.scalars(query)).one_or_none()
+        statement = _BY_ID_FOR_UPDATE if for_update else _BY_ID
+        row = await self.tx.first(statement, {"customer_id": customer_id})
+        return self.codec.to_domain(CustomerRecord(*row)) if row is not None else None
 
     async def exists_national_id(self, national_id: str) -> bool:
         index = self.codec.national_id_index(national_id)
-        found = await self.session.scalar(_NATIONAL_ID_TAKEN, {"bidx": index})
-        return found is not None
+        return await self.tx.first(_NATIONAL_ID_TAKEN, {"bidx": index}) is not None
 
     def add(self, customer: Customer) -> None:
         """Stage the new row: written at commit, before its outbox row, in the same round trip
         (ADR 0031); a national ID registered meanwhile fails that commit on the blind index."""
         stage_insert(
-            self.session,
+            self.tx,
             CUSTOMERS,
             {
                 "customer_id": customer.customer_id,
@@ -223,14 +217,35 @@ class CustomerRepository:
         """
         values = _state_columns(customer)
         values.update(self.codec.sealed(customer.customer_id, customer.personal))
-        result = await self.session.execute(
-            update(CustomerRow)
-            .where(CustomerRow.customer_id == customer.customer_id, CustomerRow.version == expected_version)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        if getattr(result, "rowcount", 1) != 1:
+        params = {f"v_{name}": value for name, value in values.items()}
+        params.update(p_customer_id=customer.customer_id, p_expected=expected_version)
+        if await self.tx.execute(_SAVE, params) != 1:
             raise Aborted("the customer was changed concurrently; re-read and retry", reason="CONCURRENT_MODIFICATION")
+
+
+#: The columns a write changes (:func:`_state_columns` and :meth:`PiiCodec.sealed`).
+_WRITTEN = (
+    "status",
+    "kyc_verified",
+    "risk_tolerance",
+    "risk_tolerance_expire_time",
+    "version",
+    "update_time",
+    "full_name_enc",
+    "birth_date_enc",
+    "national_id_enc",
+    "national_id_bidx",
+    "mobile_enc",
+    "email_enc",
+)
+_SAVE = (
+    update(CUSTOMERS)
+    .where(
+        CUSTOMERS.c.customer_id == bindparam("p_customer_id"),
+        CUSTOMERS.c.version == bindparam("p_expected", type_=BigInteger),
+    )
+    .values({name: bindparam(f"v_{name}", type_=CUSTOMERS.c[name].type) for name in _WRITTEN})
+)
 
 
 # ------------------------------------------------------------------------------------------
@@ -241,6 +256,7 @@ class CustomerRepository:
 _customers = CustomerRow.__table__
 _RECORD_COLUMNS = tuple(_customers.c[name] for name in CustomerRecord._fields)
 _BY_ID = select(*_RECORD_COLUMNS).where(_customers.c.customer_id == bindparam("customer_id"))
+_BY_ID_FOR_UPDATE = _BY_ID.with_for_update()
 
 
 @functools.lru_cache(maxsize=16)

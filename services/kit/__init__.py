@@ -7,7 +7,8 @@ own tests and for the gateway's edge plumbing, but they are not a service's API.
 - **Building a capability:** ``Capability``, ``Wiring``, ``Runtime``, ``ServiceSettings``,
   ``CallerSettings``, ``load_settings``, ``GrpcServer``, ``run_until_signalled``.
 - **Writing:** ``Commands`` (the command port), ``UnitOfWork``, ``sessionmaker``, ``add_event``, ``stage_insert``,
-  ``source_of``, the errors (``InvalidArgument``, ``NotFound``, ... and ``invalid``).
+  ``Tx`` (``Commands.run_core``'s transaction of Core statements, ADR 0042), ``source_of``, the
+  errors (``InvalidArgument``, ``NotFound``, ... and ``invalid``).
 - **Reading:** ``Reader`` (one Core statement at the driver's cost, ADR 0029), ``read_sessionmaker``
   (PostgreSQL reads without BEGIN/ROLLBACK round trips).
 - **Consuming:** ``InboxConsumer``, ``Projection``, ``ReceivedEvent``, ``PoisonEvent``, the topics.
@@ -91,6 +92,7 @@ from services.kit.replay import reapply
 from services.kit.service import Capability, Runtime, Wiring
 from services.kit.staging import stage_insert
 from services.kit.telemetry import setup_telemetry
+from services.kit.writes import Tx
 
 __all__ = [
     "ALL_SCOPES",
@@ -131,6 +133,7 @@ __all__ = [
     "ServiceClient",
     "ServiceSettings",
     "TokenVerifier",
+    "Tx",
     "Unauthenticated",
     "Unavailable",
     "UnitOfWork",

@@ -30,19 +30,24 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from asyncpg.exceptions import IntegrityConstraintViolationError
 from google.protobuf.message import Message
 from sqlalchemy import DateTime, LargeBinary, String, Table, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.kit.db import UnitOfWork, read_sessionmaker
+from services.kit.db import UnitOfWork
 from services.kit.errors import Aborted, AlreadyExists, FieldViolation
+from services.kit.reads import Reader
 from services.kit.staging import stage_insert
+from services.kit.writes import SessionTx, Tx, transaction
 
 M = TypeVar("M", bound=Message)
+#: A concurrent duplicate lost on a unique key: SQLAlchemy's, or asyncpg's on the driver path.
+_INTEGRITY_ERRORS = (IntegrityError, IntegrityConstraintViolationError)
 Fingerprint = Callable[[str, Message], str]
 
 
@@ -111,15 +116,15 @@ class Commands:
         self._engine = engine
         self._sealer = sealer
         self._after_commit = list(after_commit or [])
-        self._reads = read_sessionmaker(engine)
+        self._reader = Reader(engine)
         self._fingerprint = fingerprint
 
     async def replayed(self, method: str, request: Message, response: type[M]) -> M | None:
         """The first response to this request's ``request_id``, if there was one (its own read)."""
-        if not _request_id(request):
+        if not (request_id := _request_id(request)):
             return None
-        async with self._reads() as session:
-            return await self._replay(session, method, request, response)
+        row = await self._reader.first(_REPLAY, {"key": f"{method}:{request_id}"})
+        return self._replay_of(row, method, request, response)
 
     async def run(
         self,
@@ -132,58 +137,84 @@ class Commands:
     ) -> M:
         """Replay, or ``decide`` and remember in one unit of work; see the module docstring.
         ``replay_checked``: the caller asked :meth:`replayed` just before (skip that read once)."""
-        for attempt in (1, 2):
-            try:
-                return await self._once(method, request, response, decide, check=attempt == 2 or not replay_checked)
-            except IntegrityError as exc:
-                if attempt == 2:
-                    raise Aborted("concurrent conflicting request; retry", reason="CONCURRENT_MODIFICATION") from exc
-        raise AssertionError("unreachable")
 
-    async def _once(
+        async def once(check: bool) -> M:
+            async with UnitOfWork(self._engine, after_commit=self._after_commit) as uow:
+                tx = SessionTx(uow.session)
+                # (in the write transaction itself: one connection checkout on the hot path)
+                if check and (done := await self._replay(tx, method, request, response)) is not None:
+                    return done
+                result = await decide(uow.session)
+                self._remember(tx, method, request, result)
+                await uow.commit()
+            return result
+
+        return await self._attempts(once, replay_checked)
+
+    async def run_core(
         self,
         method: str,
         request: Message,
         response: type[M],
-        decide: Callable[[AsyncSession], Awaitable[M]],
+        decide: Callable[[Tx], Awaitable[M]],
         *,
-        check: bool,
+        replay_checked: bool = False,
     ) -> M:
-        async with UnitOfWork(self._engine, after_commit=self._after_commit) as uow:
-            session = uow.session
-            # (in the write transaction itself: one connection checkout on the hot path)
-            if check and (done := await self._replay(session, method, request, response)) is not None:
-                return done
-            result = await decide(session)
-            if request_id := _request_id(request):
-                key = f"{method}:{request_id}"
-                stored = result.SerializeToString()
-                # (written at commit with the outbox rows, in one round trip: ADR 0031)
-                stage_insert(
-                    session,
-                    _RECORDS,
-                    {
-                        "key": key,
-                        "fingerprint": self._fingerprint(method, request),
-                        "response": stored if self._sealer is None else self._sealer.seal(key, stored),
-                        "create_time": datetime.now(UTC),
-                    },
-                )
-            await uow.commit()
-        return result
+        """:meth:`run` for a use case of Core statements only: ``decide(tx)`` runs them on a
+        :class:`services.kit.writes.Tx` — on PostgreSQL the pooled asyncpg connection itself
+        (ADR 0042), elsewhere a unit of work's session. Same replay, record, retry and wake-up."""
 
-    async def _replay(self, session: AsyncSession, method: str, request: Message, response: type[M]) -> M | None:
-        request_id = _request_id(request)
-        if not request_id:
+        async def once(check: bool) -> M:
+            async with transaction(self._engine, after_commit=self._after_commit) as (tx, commit):
+                if check and (done := await self._replay(tx, method, request, response)) is not None:
+                    return done
+                result = await decide(tx)
+                self._remember(tx, method, request, result)
+                await commit()
+            return result
+
+        return await self._attempts(once, replay_checked)
+
+    @staticmethod
+    async def _attempts(once: Callable[[bool], Awaitable[M]], replay_checked: bool) -> M:
+        for attempt in (1, 2):
+            try:
+                return await once(attempt == 2 or not replay_checked)
+            except _INTEGRITY_ERRORS as exc:
+                if attempt == 2:
+                    raise Aborted("concurrent conflicting request; retry", reason="CONCURRENT_MODIFICATION") from exc
+        raise AssertionError("unreachable")
+
+    def _remember(self, tx: Tx, method: str, request: Message, result: Message) -> None:
+        """Stage the idempotency record (written at commit with the outbox rows, ADR 0031)."""
+        if request_id := _request_id(request):
+            key = f"{method}:{request_id}"
+            stored = result.SerializeToString()
+            stage_insert(
+                tx,
+                _RECORDS,
+                {
+                    "key": key,
+                    "fingerprint": self._fingerprint(method, request),
+                    "response": stored if self._sealer is None else self._sealer.seal(key, stored),
+                    "create_time": datetime.now(UTC),
+                },
+            )
+
+    async def _replay(self, tx: Tx, method: str, request: Message, response: type[M]) -> M | None:
+        if not (request_id := _request_id(request)):
             return None
-        key = f"{method}:{request_id}"
-        row = (await session.execute(_REPLAY, {"key": key})).first()
+        row = await tx.first(_REPLAY, {"key": f"{method}:{request_id}"})
+        return self._replay_of(row, method, request, response)
+
+    def _replay_of(self, row: Any, method: str, request: Message, response: type[M]) -> M | None:
         if row is None:
             return None
-        if row.fingerprint != self._fingerprint(method, request):
-            raise request_id_reused(request_id)
-        stored = row.response if self._sealer is None else self._sealer.unseal(key, row.response)
-        return response.FromString(stored)
+        fingerprint, stored = row[0], row[1]
+        if fingerprint != self._fingerprint(method, request):
+            raise request_id_reused(_request_id(request))
+        key = f"{method}:{_request_id(request)}"
+        return response.FromString(stored if self._sealer is None else self._sealer.unseal(key, stored))
 
 
 def _request_id(request: Message) -> str:

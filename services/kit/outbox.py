@@ -53,14 +53,14 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from services.kit.db import WAKES_AFTER_COMMIT, Base, BigIntPK, in_list, is_sqlite, sessionmaker, write_lock
 from services.kit.events import KafkaRecord, build_record
 from services.kit.lifecycle import cancel_and_wait
 from services.kit.logging import get_logger
-from services.kit.staging import stage_insert
+from services.kit.staging import Staging, stage_insert
 from services.kit.telemetry import context_from_traceparent, current_traceparent
 
 log = get_logger("zhongtai.outbox")
@@ -128,14 +128,26 @@ def relayed_in_process(engine: AsyncEngine) -> None:
     _RELAYED_IN_PROCESS.add(engine.sync_engine.pool)
 
 
+#: What a transaction that staged events sends before its COMMIT (see :func:`notify_needed`).
+NOTIFY_SQL = f"NOTIFY {NOTIFY_CHANNEL}"
+
+
+def notify_needed(info: dict[str, Any], dialect: str, pool: Any) -> bool:
+    """Whether a transaction (its ``info``) must NOTIFY before it commits: it staged events, on
+    PostgreSQL, and no relay in this process is woken by its ``after_commit`` callbacks. Once."""
+    if not info.pop(_NOTIFY_PENDING, False):
+        return False
+    woken_here = info.get(WAKES_AFTER_COMMIT) and pool in _RELAYED_IN_PROCESS
+    return dialect == "postgresql" and not woken_here
+
+
 @event.listens_for(Session, "before_commit")
 def _notify_relays(session: Session) -> None:
     """NOTIFY in the transaction that staged events: PostgreSQL delivers it only if it commits."""
-    if session.info.pop(_NOTIFY_PENDING, False):
+    if session.info.get(_NOTIFY_PENDING):
         conn = session.connection()
-        woken_here = session.info.get(WAKES_AFTER_COMMIT) and conn.engine.pool in _RELAYED_IN_PROCESS
-        if conn.dialect.name == "postgresql" and not woken_here:
-            conn.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
+        if notify_needed(session.info, conn.dialect.name, conn.engine.pool):
+            conn.exec_driver_sql(NOTIFY_SQL)
 
 
 @event.listens_for(Session, "after_rollback")
@@ -144,7 +156,7 @@ def _forget_notify(session: Session) -> None:
 
 
 def add_event(
-    session: AsyncSession,
+    session: Staging,
     payload: Message,
     *,
     source: str,

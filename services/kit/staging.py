@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Insert, Table, bindparam, event, insert
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 _STAGED = "zt_staged_inserts"
@@ -34,9 +33,21 @@ _STAGED = "zt_staged_inserts"
 Shape = tuple[tuple[Table, tuple[tuple[str, ...], ...]], ...]
 
 
-def stage_insert(session: AsyncSession | Session, table: Table, values: dict[str, Any]) -> None:
+class Staging(Protocol):
+    """Where rows are staged: a session, or a :class:`services.kit.writes.Tx` (its ``info``)."""
+
+    @property
+    def info(self) -> dict[Any, Any]: ...
+
+
+def stage_insert(session: Staging, table: Table, values: dict[str, Any]) -> None:
     """Write ``values`` into ``table`` when ``session`` commits (see the module docstring)."""
     session.info.setdefault(_STAGED, []).append((table, values))
+
+
+def take_staged(info: dict[Any, Any]) -> list[tuple[Table, dict[str, Any]]]:
+    """The rows staged in a transaction's ``info`` (forgotten there: they are being written)."""
+    return info.pop(_STAGED, None) or []
 
 
 def _grouped(staged: Sequence[tuple[Table, dict[str, Any]]]) -> dict[Table, list[dict[str, Any]]]:
@@ -62,11 +73,16 @@ def _combined(shape: Shape) -> Insert:
 
 def _send(session: Session, staged: Sequence[tuple[Table, dict[str, Any]]]) -> None:
     conn = session.connection()
-    groups = _grouped(staged)
     if conn.dialect.name != "postgresql":
-        for table, rows in groups.items():
+        for table, rows in _grouped(staged).items():
             conn.execute(insert(table), rows if len(rows) > 1 else rows[0])
         return
+    conn.execute(*staged_statement(staged))
+
+
+def staged_statement(staged: Sequence[tuple[Table, dict[str, Any]]]) -> tuple[Insert, dict[str, Any]]:
+    """PostgreSQL: the one INSERT statement (built once per shape) for ``staged`` and its values."""
+    groups = _grouped(staged)
     shape = tuple((table, tuple(tuple(row) for row in rows)) for table, rows in groups.items())
     params = {
         f"s{i}_{j}_{c}": value
@@ -74,7 +90,7 @@ def _send(session: Session, staged: Sequence[tuple[Table, dict[str, Any]]]) -> N
         for j, row in enumerate(rows)
         for c, value in row.items()
     }
-    conn.execute(_combined(shape), params)
+    return _combined(shape), params
 
 
 @event.listens_for(Session, "before_commit")

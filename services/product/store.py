@@ -17,7 +17,7 @@ from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, String, Ta
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.kit import BigIntPK, Reader
+from services.kit import BigIntPK, Reader, Tx
 from services.product.domain import OPEN
 
 
@@ -116,9 +116,10 @@ _PRODUCTS: Table = ProductRow.__table__  # type: ignore[assignment]
 _PRODUCT_STATE = select(_PRODUCTS.c.state).where(_PRODUCTS.c.product_id == bindparam("product_id"))
 
 
-async def product_state(session: AsyncSession, product_id: str) -> int | None:
+async def product_state(tx: Tx, product_id: str) -> int | None:
     """The product's lifecycle state (None if there is no such product): one column, Core."""
-    return await session.scalar(_PRODUCT_STATE, {"product_id": product_id})
+    row = await tx.first(_PRODUCT_STATE, {"product_id": product_id})
+    return None if row is None else int(row[0])
 
 
 async def list_products(session: AsyncSession, *, after: str, limit: int, type_: int, state: int) -> list[ProductRow]:
@@ -261,7 +262,7 @@ _APPLY_POSTING = (
 
 
 async def apply_posting(
-    session: AsyncSession, subscription_id: str, customer_id: str, currency: str, delta_minor: int, at: datetime
+    tx: Tx, subscription_id: str, customer_id: str, currency: str, delta_minor: int, at: datetime
 ) -> Posted | None:
     """Move the balance by ``delta_minor`` atomically; the subscription after it, or None if refused.
 
@@ -270,8 +271,29 @@ async def apply_posting(
     are one statement, so two concurrent debits can never both pass on a stale balance.
     """
     params = {"p_subscription": subscription_id, "p_customer": customer_id, "p_currency": currency}
-    row = (await session.execute(_APPLY_POSTING, {**params, "p_delta": delta_minor, "p_at": at})).first()
+    row = await tx.first(_APPLY_POSTING, {**params, "p_delta": delta_minor, "p_at": at})
     return Posted(*row) if row is not None else None
+
+
+class PostingState(NamedTuple):
+    """What says why a posting was refused (:func:`posting_state`)."""
+
+    customer_id: str
+    currency: str
+    balance_minor: int
+    product_type: int
+    state: int
+
+
+_POSTING_STATE = select(_S.customer_id, _S.currency, _S.balance_minor, _S.product_type, _S.state).where(
+    _S.subscription_id == bindparam("subscription_id")
+)
+
+
+async def posting_state(tx: Tx, subscription_id: str) -> PostingState | None:
+    """The subscription as it is now (a refused posting's explanation), or None."""
+    row = await tx.first(_POSTING_STATE, {"subscription_id": subscription_id})
+    return PostingState(*row) if row is not None else None
 
 
 def transaction_values(

@@ -29,6 +29,7 @@ from services.kit import (
     NotFound,
     PreconditionViolation,
     Reader,
+    Tx,
     add_event,
     invalid,
     read_sessionmaker,
@@ -245,8 +246,8 @@ class ProductUseCases:
         if reasons:
             raise _not_eligible(reasons, request.customer_id, product.product_id)
 
-        async def decide(session: AsyncSession) -> product_pb2.Subscription:
-            if await store.product_state(session, product.product_id) != domain.ACTIVE:  # retired meanwhile
+        async def decide(tx: Tx) -> product_pb2.Subscription:
+            if await store.product_state(tx, product.product_id) != domain.ACTIVE:  # retired meanwhile
                 retired = domain.fixed_reason(domain.PRODUCT_NOT_ACTIVE)
                 raise _not_eligible([retired], request.customer_id, product.product_id)
             at = store.now()
@@ -265,12 +266,12 @@ class ProductUseCases:
                 update_time=at,
             )
             # (a new aggregate: its row, outbox row and idempotency record go in one INSERT at commit)
-            stage_insert(session, store.SUBSCRIPTIONS, store.subscription_values(row))
+            stage_insert(tx, store.SUBSCRIPTIONS, store.subscription_values(row))
             snapshot = convert.subscription_message(row)
-            _add_subscription_event(session, events_pb2.SubscriptionOpened, row, snapshot, at)
+            _add_subscription_event(tx, events_pb2.SubscriptionOpened, row, snapshot, at)
             return snapshot
 
-        return await self._commands.run(
+        return await self._commands.run_core(
             "CreateSubscription", request, product_pb2.Subscription, decide, replay_checked=True
         )
 
@@ -332,18 +333,18 @@ class ProductUseCases:
         # applies the posting rules (owner, open, currency, no overdraft) and moves the balance,
         # then the ledger row, the outbox row and the idempotency record in one INSERT at commit.
         # Only a refused posting reads the subscription, to say why (domain.post).
-        async def decide(session: AsyncSession) -> product_pb2.Transaction:
+        async def decide(tx: Tx) -> product_pb2.Transaction:
             at = store.now()
             posted = await store.apply_posting(
-                session, request.subscription_id, request.customer_id, amount.currency, delta, at
+                tx, request.subscription_id, request.customer_id, amount.currency, delta, at
             )
             if posted is None:
-                raise await self._refusal(session, request, amount)
+                raise await _refusal(tx, request, amount)
             values = store.transaction_values(_new_id("T"), posted, txn.direction, amount.minor, txn.description, at)
-            stage_insert(session, store.TRANSACTIONS, values)
+            stage_insert(tx, store.TRANSACTIONS, values)
             response = convert.transaction_message(store.TransactionRow(**values))
             add_event(
-                session,
+                tx,
                 events_pb2.TransactionPosted(
                     customer_id=posted.customer_id,
                     subscription_id=posted.subscription_id,
@@ -361,28 +362,7 @@ class ProductUseCases:
             )
             return response
 
-        return await self._commands.run("PostTransaction", request, product_pb2.Transaction, decide)
-
-    async def _refusal(
-        self, session: AsyncSession, request: product_pb2.PostTransactionRequest, amount: domain.Amount
-    ) -> InvalidArgument | FailedPrecondition:
-        """Why the conditional UPDATE refused a posting: the rules of ``domain.post`` on the row as
-        it is now (NotFound for a missing or another customer's subscription)."""
-        sub = await self._owned_subscription(session, request.customer_id, request.subscription_id)
-        try:
-            domain.post(
-                domain.Amount(sub.balance_minor, sub.currency),
-                request.transaction.direction,
-                amount,
-                sub.product_type,
-                sub.state,
-            )
-        except domain.CurrencyMismatch as exc:
-            return invalid("transaction.amount.currency_code", exc.message)
-        except domain.DomainError as exc:
-            return _refused(exc)
-        # (passes on the row as read now: a concurrent posting changed it in between)
-        return FailedPrecondition("the debit exceeds the available balance", reason=domain.InsufficientFunds.reason)
+        return await self._commands.run_core("PostTransaction", request, product_pb2.Transaction, decide)
 
     async def list_transactions(
         self, request: product_pb2.ListTransactionsRequest
@@ -407,8 +387,32 @@ def _no_subscription(subscription_id: str) -> NotFound:
     return NotFound(f"subscription {subscription_id} not found", reason="SUBSCRIPTION_NOT_FOUND")
 
 
+async def _refusal(
+    tx: Tx, request: product_pb2.PostTransactionRequest, amount: domain.Amount
+) -> InvalidArgument | FailedPrecondition | NotFound:
+    """Why the conditional UPDATE refused a posting: the rules of ``domain.post`` on the row as
+    it is now (NotFound for a missing or another customer's subscription)."""
+    sub = await store.posting_state(tx, request.subscription_id)
+    if sub is None or sub.customer_id != request.customer_id:  # another customer's holding does not exist for you
+        return _no_subscription(request.subscription_id)
+    try:
+        domain.post(
+            domain.Amount(sub.balance_minor, sub.currency),
+            request.transaction.direction,
+            amount,
+            sub.product_type,
+            sub.state,
+        )
+    except domain.CurrencyMismatch as exc:
+        return invalid("transaction.amount.currency_code", exc.message)
+    except domain.DomainError as exc:
+        return _refused(exc)
+    # (passes on the row as read now: a concurrent posting changed it in between)
+    return FailedPrecondition("the debit exceeds the available balance", reason=domain.InsufficientFunds.reason)
+
+
 def _add_subscription_event(
-    session: AsyncSession,
+    session: AsyncSession | Tx,
     event_type: type[events_pb2.SubscriptionOpened] | type[events_pb2.SubscriptionClosed],
     row: store.SubscriptionRow,
     snapshot: product_pb2.Subscription,

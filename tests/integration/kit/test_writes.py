@@ -1,0 +1,146 @@
+"""The command port's Core write transactions (``Commands.run_core``, ``services.kit.writes``) on
+real PostgreSQL (the pooled asyncpg connection) and SQLite (a unit of work's session)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from sqlalchemy import bindparam, func, select, update
+
+from bank.product.v1 import events_pb2, product_pb2
+from services.kit import Tx, add_event, stage_insert
+from services.kit.commands import CommandRecord, Commands
+from services.kit.errors import AlreadyExists, NotFound
+from services.kit.outbox import OutboxRow
+from services.kit.writes import driver_writes
+
+from .conftest import Effect
+
+EFFECTS = Effect.__table__
+_VERSION = select(EFFECTS.c.version).where(EFFECTS.c.aggregate_id == bindparam("a")).with_for_update()
+_BUMP = update(EFFECTS).where(EFFECTS.c.aggregate_id == bindparam("a")).values(version=EFFECTS.c.version + 1)
+
+
+async def _schema(engine) -> None:  # type: ignore[no-untyped-def]
+    async with engine.begin() as conn:
+        await conn.run_sync(CommandRecord.metadata.create_all)
+
+
+async def _count(engine, table, aggregate: str) -> int:  # type: ignore[no-untyped-def]
+    async with engine.connect() as conn:
+        query = select(func.count()).select_from(table).where(table.c.aggregate_id == aggregate)
+        return int(await conn.scalar(query))
+
+
+def _request(request_id: str, aggregate: str) -> product_pb2.PublishProductRequest:
+    return product_pb2.PublishProductRequest(product_id=aggregate, request_id=request_id)
+
+
+def _decider(aggregate: str, calls: list[int], *, fail: bool = False, pause: float = 0.0):  # type: ignore[no-untyped-def]
+    async def decide(tx: Tx) -> product_pb2.Product:
+        calls.append(1)
+        stage_insert(tx, EFFECTS, {"event_id": uuid.uuid4().hex, "aggregate_id": aggregate, "version": len(calls)})
+        add_event(
+            tx,
+            events_pb2.ProductPublished(product_id=aggregate, version=len(calls)),
+            source="test",
+            aggregate_type="product",
+            aggregate_id=aggregate,
+            version=len(calls),
+        )
+        if pause:
+            await asyncio.sleep(pause)  # (concurrent callers are all in their transactions)
+        if fail:
+            raise NotFound("refused after staging", reason="TEST")
+        return product_pb2.Product(product_id=aggregate, version=len(calls))
+
+    return decide
+
+
+async def test_postgres_runs_on_the_driver_connection_and_sqlite_in_a_session(kit_db) -> None:  # type: ignore[no-untyped-def]
+    url, engine = kit_db
+    assert driver_writes(engine) is url.startswith("postgresql")
+
+
+async def test_a_core_write_commits_its_staged_rows_and_replays_its_first_response(kit_db) -> None:  # type: ignore[no-untyped-def]
+    _, engine = kit_db
+    await _schema(engine)
+    woken: list[int] = []
+    commands = Commands(engine, after_commit=[lambda: woken.append(1)])
+    aggregate, calls = f"w-{uuid.uuid4().hex[:8]}", []
+    request = _request(uuid.uuid4().hex, aggregate)
+
+    first = await commands.run_core("PublishProduct", request, product_pb2.Product, _decider(aggregate, calls))
+    again = await commands.run_core("PublishProduct", request, product_pb2.Product, _decider(aggregate, calls))
+    ahead = await commands.replayed("PublishProduct", request, product_pb2.Product)
+
+    assert first == again == ahead and first.version == 1 and len(calls) == 1
+    assert await _count(engine, EFFECTS, aggregate) == 1
+    assert await _count(engine, OutboxRow.__table__, aggregate) == 1
+    assert woken == [1]  # woken after the one commit, not for the replay
+    with pytest.raises(AlreadyExists) as refused:
+        other = _request(request.request_id, "someone-else")
+        await commands.run_core("PublishProduct", other, product_pb2.Product, _decider("x", calls))
+    assert refused.value.reason == "REQUEST_ID_REUSED" and len(calls) == 1
+
+
+async def test_a_refusal_rolls_back_everything_and_the_connection_stays_usable(kit_db) -> None:  # type: ignore[no-untyped-def]
+    _, engine = kit_db
+    await _schema(engine)
+    woken: list[int] = []
+    commands = Commands(engine, after_commit=[lambda: woken.append(1)])
+    aggregate, calls = f"r-{uuid.uuid4().hex[:8]}", []
+    refused = [_request(uuid.uuid4().hex, aggregate) for _ in range(3)]
+    for request in refused:  # (more than once: a connection handed back mid-transaction would show)
+        with pytest.raises(NotFound):
+            await commands.run_core(
+                "PublishProduct", request, product_pb2.Product, _decider(aggregate, calls, fail=True)
+            )
+    assert await _count(engine, EFFECTS, aggregate) == 0
+    assert await _count(engine, OutboxRow.__table__, aggregate) == 0
+    assert woken == []
+    for request in refused:  # no idempotency record either: a retry decides again
+        assert await commands.replayed("PublishProduct", request, product_pb2.Product) is None
+    done = await commands.run_core(
+        "PublishProduct", _request(uuid.uuid4().hex, aggregate), product_pb2.Product, _decider(aggregate, calls)
+    )
+    assert done.version == 4 and await _count(engine, EFFECTS, aggregate) == 1 and woken == [1]
+
+
+async def test_reads_for_update_and_row_counts(kit_db) -> None:  # type: ignore[no-untyped-def]
+    _, engine = kit_db
+    await _schema(engine)
+    commands = Commands(engine)
+    aggregate = f"u-{uuid.uuid4().hex[:8]}"
+    await commands.run_core("PublishProduct", _request("", aggregate), product_pb2.Product, _decider(aggregate, []))
+
+    async def bump(tx: Tx) -> product_pb2.Product:
+        (version,) = await tx.first(_VERSION, {"a": aggregate})
+        changed = await tx.execute(_BUMP, {"a": aggregate})
+        missing = await tx.execute(_BUMP, {"a": "no-such-aggregate"})
+        assert (changed, missing) == (1, 0)
+        assert await tx.first(_VERSION, {"a": "no-such-aggregate"}) is None
+        return product_pb2.Product(product_id=aggregate, version=version + 1)
+
+    results = await asyncio.gather(
+        *(commands.run_core("PublishProduct", _request("", aggregate), product_pb2.Product, bump) for _ in range(3))
+    )
+    assert sorted(r.version for r in results) == [2, 3, 4]  # FOR UPDATE: each saw the one before
+
+
+async def test_concurrent_duplicates_commit_once_on_the_driver_path(pg_kit_db) -> None:  # type: ignore[no-untyped-def]
+    _, engine = pg_kit_db
+    await _schema(engine)
+    commands = Commands(engine)
+    aggregate, calls = f"race-{uuid.uuid4().hex[:8]}", []
+    request = _request(uuid.uuid4().hex, aggregate)
+    decide = _decider(aggregate, calls, pause=0.2)
+
+    results = await asyncio.gather(
+        *(commands.run_core("PublishProduct", request, product_pb2.Product, decide) for _ in range(4))
+    )
+    assert len({r.SerializeToString() for r in results}) == 1
+    assert await _count(engine, EFFECTS, aggregate) == 1  # the losers rolled back their effects
+    assert await _count(engine, OutboxRow.__table__, aggregate) == 1
