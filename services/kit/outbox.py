@@ -31,7 +31,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -56,10 +56,20 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from services.kit.db import WAKES_AFTER_COMMIT, Base, BigIntPK, in_list, is_sqlite, sessionmaker, write_lock
+from services.kit.db import (
+    WAKES_AFTER_COMMIT,
+    Base,
+    BigIntPK,
+    in_list,
+    is_sqlite,
+    sessionmaker,
+    traces_statements,
+    write_lock,
+)
 from services.kit.events import KafkaRecord, build_record
 from services.kit.lifecycle import cancel_and_wait
 from services.kit.logging import get_logger
+from services.kit.reads import _Compiled
 from services.kit.staging import Staging, stage_insert
 from services.kit.telemetry import context_from_traceparent, current_traceparent
 
@@ -234,6 +244,21 @@ _PG_MARK = (
 )
 
 
+class _Claimed(NamedTuple):
+    """A row of :data:`_PG_CLAIM` (in its column order)."""
+
+    id: int
+    event_id: str
+    aggregate_id: str
+    topic: str
+    key: bytes
+    payload: bytes
+    headers: str
+    traceparent: str | None
+    created_at: datetime
+    first_foreign: int | None
+
+
 def _publishable(claimed: Sequence[Any], first_foreign: dict[str, int]) -> list[Any]:
     """Per aggregate, the claimed rows that come before its oldest pending row outside the batch.
 
@@ -299,6 +324,9 @@ class OutboxRelay:
         # SQLite has no row locks: one round at a time there.
         self._max_in_flight = 1 if is_sqlite(engine) else max(1, max_in_flight)
         self._listen_enabled = listen and not is_sqlite(engine)
+        # PostgreSQL + asyncpg without statement spans: a round's statements on the driver connection.
+        raw = not is_sqlite(engine) and engine.dialect.driver == "asyncpg" and not traces_statements(engine)
+        self._driver_sql = (_Compiled(_PG_CLAIM, engine.dialect), _Compiled(_PG_MARK, engine.dialect)) if raw else None
         self._rounds: set[asyncio.Task[None]] = set()
         self._idle: list[tuple[AsyncConnection, float]] = []  # connections kept between rounds
         self._failures = 0
@@ -491,18 +519,41 @@ class OutboxRelay:
             with contextlib.suppress(Exception):
                 await conn.close()
 
+    async def _claim_and_publish(self, conn: AsyncConnection) -> tuple[list[Any], list[Any]]:
+        """One round's transaction: claim, publish (the acks), mark. (claimed, published)"""
+        if self._driver_sql is None:
+            async with conn.begin():
+                claimed: list[Any] = list((await conn.execute(_PG_CLAIM, {"limit": self._batch_size})).all())
+                rows = _publishable(claimed, {r.aggregate_id: r.first_foreign for r in claimed if r.first_foreign})
+                if rows:
+                    await self._send(rows)
+                    await conn.execute(_PG_MARK, {"ids": [r.id for r in rows], "now": datetime.now(UTC)})
+            return claimed, rows
+        # The same statements on the connection's asyncpg connection (ADR 0042): one round costs
+        # the relay a few hundred µs less CPU, which at low rates is paid for every write.
+        claim, mark = self._driver_sql
+        driver: Any = (await conn.get_raw_connection()).driver_connection
+        try:
+            async with driver.transaction():
+                found = await driver.fetch(claim.sql, *claim.args({"limit": self._batch_size}))
+                claimed = [_Claimed(*r) for r in found]
+                rows = _publishable(claimed, {r.aggregate_id: r.first_foreign for r in claimed if r.first_foreign})
+                if rows:
+                    await self._send(rows)
+                    await driver.execute(mark.sql, *mark.args({"ids": [r.id for r in rows], "now": datetime.now(UTC)}))
+        except BaseException:
+            if driver.is_closed():
+                await conn.invalidate()
+            raise
+        return claimed, rows
+
     async def _publish_locked(self) -> int:
         commits_before = self._commits
-        async with self._connection() as conn, conn.begin():
-            claimed = (await conn.execute(_PG_CLAIM, {"limit": self._batch_size})).all()
-            if not claimed:
-                _backlog[self._name] = 0
-                return 0
-            rows = _publishable(claimed, {r.aggregate_id: r.first_foreign for r in claimed if r.first_foreign})
-            _backlog[self._name] = len(claimed)
-            if rows:
-                await self._send(rows)
-                await conn.execute(_PG_MARK, {"ids": [r.id for r in rows], "now": datetime.now(UTC)})
+        async with self._connection() as conn:
+            claimed, rows = await self._claim_and_publish(conn)
+        _backlog[self._name] = len(claimed)
+        if not claimed:
+            return 0
         if rows:
             self._commits += 1
             if self._held_back:  # rows waited behind one of this relay's rounds: retry now

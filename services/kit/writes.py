@@ -10,9 +10,11 @@ compiled once by the engine's dialect (:class:`services.kit.reads` compiled form
 pool (size, ping-after-idle, invalidation) — and on PostgreSQL with asyncpg runs the transaction
 on the pooled asyncpg connection itself:
 
-- ``BEGIN``; the use case's statements (:meth:`Tx.first`, :meth:`Tx.execute`); at commit the
-  staged inserts as ONE statement (the same statement :mod:`~services.kit.staging` sends), the
-  ``NOTIFY`` when :mod:`~services.kit.outbox` asks for it; ``COMMIT``;
+- the use case's statements (:meth:`Tx.first`, :meth:`Tx.execute`), ``BEGIN`` before the first
+  one that writes or locks (plain reads before it run on their own: the same answers at READ
+  COMMITTED); at commit the staged inserts as ONE statement (the one :mod:`~services.kit.staging`
+  sends), the ``NOTIFY`` when :mod:`~services.kit.outbox` asks for it, ``COMMIT`` — and when
+  nothing else wrote, the staged INSERT alone, atomic by itself, without BEGIN and COMMIT;
 - a statement must be built ONCE (module level or ``functools.lru_cache``) with named
   ``bindparam``\\ s: its compiled SQL is cached by the statement's identity;
 - rows come back indexed by position, as the :class:`services.kit.Reader`'s;
@@ -33,7 +35,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import Executable, Select
 
 from services.kit.db import WAKES_AFTER_COMMIT, UnitOfWork, is_sqlite, traces_statements
 from services.kit.faults import is_infrastructure_error
@@ -94,34 +96,69 @@ def _compile(statement: Any, dialect: Dialect) -> _Compiled:
     return found
 
 
+def _locks_or_writes(statement: Executable) -> bool:
+    """Whether a statement needs the transaction: anything but a plain ``SELECT`` (no FOR UPDATE)."""
+    return not isinstance(statement, Select) or statement._for_update_arg is not None
+
+
 class _DriverTx:
-    """A :class:`Tx` on the pooled asyncpg connection, inside its own ``BEGIN`` … ``COMMIT``."""
+    """A :class:`Tx` on the pooled asyncpg connection. ``BEGIN`` comes lazily, before the first
+    statement that writes or locks: plain reads before it run on their own, as in a READ
+    COMMITTED transaction (each statement its own snapshot; a plain SELECT takes no row lock),
+    and a use case whose only write is the staged INSERT at commit sends just that one statement
+    (atomic on its own) — no BEGIN, no COMMIT."""
 
     def __init__(self, driver: Any, dialect: Dialect, pool: Any, wakes_after_commit: bool) -> None:
         self._driver = driver
         self._dialect = dialect
         self._pool = pool
+        self.begun = False
         self.info: dict[str, Any] = {WAKES_AFTER_COMMIT: wakes_after_commit}
 
+    async def _begin(self) -> None:
+        if not self.begun:
+            await self._driver.execute("BEGIN")
+            self.begun = True
+
     async def first(self, statement: Executable, params: Mapping[str, Any]) -> Any | None:
+        if _locks_or_writes(statement):
+            await self._begin()
         compiled = _compile(statement, self._dialect)
         record = await self._driver.fetchrow(compiled.sql, *compiled.args(params))
         return None if record is None else compiled.row(record)
 
     async def execute(self, statement: Executable, params: Mapping[str, Any]) -> int:
+        if _locks_or_writes(statement):
+            await self._begin()
+        return await self._run(statement, params)
+
+    async def _run(self, statement: Executable, params: Mapping[str, Any]) -> int:
         compiled = _compile(statement, self._dialect)
         status = await self._driver.execute(compiled.sql, *compiled.args(params))
         last = str(status).rsplit(" ", 1)[-1]  # ("UPDATE 1", "INSERT 0 1")
         return int(last) if last.isdigit() else -1
 
-    async def flush_staged(self) -> None:
-        """What the session's ``before_commit`` listeners do: the staged rows, then the NOTIFY."""
+    async def commit(self) -> None:
+        """What the session's ``before_commit`` listeners do (the staged rows, the NOTIFY), then
+        COMMIT; the staged rows alone, outside a transaction, if nothing else was written."""
         staged = take_staged(self.info)
+        notify = notify_needed(self.info, "postgresql", self._pool)
+        if not self.begun and not notify:
+            if staged:
+                await self._run(*staged_statement(staged))  # (one statement: atomic on its own)
+            return
+        await self._begin()
         if staged:
-            statement, params = staged_statement(staged)
-            await self.execute(statement, params)
-        if notify_needed(self.info, "postgresql", self._pool):
+            await self._run(*staged_statement(staged))
+        if notify:
             await self._driver.execute(NOTIFY_SQL)
+        await self._driver.execute("COMMIT")
+        self.begun = False
+
+    async def rollback(self) -> None:
+        if self.begun:
+            self.begun = False
+            await self._driver.execute("ROLLBACK")
 
 
 def driver_writes(engine: AsyncEngine) -> bool:
@@ -149,15 +186,13 @@ async def transaction(
 
     async def commit() -> None:
         nonlocal committed
-        await tx.flush_staged()
-        await driver.execute("COMMIT")
+        await tx.commit()
         committed = True
 
     try:
-        await driver.execute("BEGIN")
         yield tx, commit
         if not committed:
-            await driver.execute("ROLLBACK")
+            await tx.rollback()
     except BaseException as exc:
         if is_infrastructure_error(exc):
             # (as the Reader: the database went away; recycle this generation of connections)
@@ -166,7 +201,7 @@ async def transaction(
             pooled.invalidate(exc if isinstance(exc, Exception) else None)  # (cancelled mid-statement)
         elif not committed:
             try:
-                await driver.execute("ROLLBACK")
+                await tx.rollback()
             except Exception:
                 pooled.invalidate()
         raise
