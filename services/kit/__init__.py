@@ -24,7 +24,7 @@ does: they take the kit's value types from the modules defining them (``services
 from services.kit.audit import AuditChain, AuditEntry, AuditReport, audit_tables, current_trace_id
 from services.kit.auth import ALL_SCOPES, Principal, TokenVerifier, current_principal, mint_token
 from services.kit.clients import CallerSettings, ServiceClient
-from services.kit.commands import Commands, Sealer, canonical_request
+from services.kit.commands import Commands, Sealer, canonical_request, first_or_replay
 from services.kit.config import ServiceSettings, load_settings
 from services.kit.consumer import InboxConsumer, Projection
 from services.kit.crypto import BlindIndex, FieldCipher, parse_key, parse_old_keys
@@ -163,6 +163,7 @@ __all__ = [
     "drop_outbox_v1",
     "ensure_topics",
     "etag_of",
+    "first_or_replay",
     "get_logger",
     "in_list",
     "invalid",

@@ -27,6 +27,7 @@ for the first call and a replay alike.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -34,7 +35,19 @@ from typing import Any, Protocol, TypeVar
 
 from asyncpg.exceptions import IntegrityConstraintViolationError
 from google.protobuf.message import Message
-from sqlalchemy import DateTime, LargeBinary, String, Table, bindparam, select
+from sqlalchemy import (
+    DateTime,
+    LargeBinary,
+    Select,
+    String,
+    Table,
+    Update,
+    bindparam,
+    exists,
+    literal_column,
+    select,
+    true,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -43,7 +56,7 @@ from services.kit.db import UnitOfWork
 from services.kit.errors import Aborted, AlreadyExists, FieldViolation
 from services.kit.reads import Reader
 from services.kit.staging import stage_insert
-from services.kit.writes import SessionTx, Tx, transaction
+from services.kit.writes import SessionTx, Tx, driver_writes, transaction
 
 M = TypeVar("M", bound=Message)
 #: A concurrent duplicate lost on a unique key: SQLAlchemy's, or asyncpg's on the driver path.
@@ -118,6 +131,7 @@ class Commands:
         self._after_commit = list(after_commit or [])
         self._reader = Reader(engine)
         self._fingerprint = fingerprint
+        self._folds = driver_writes(engine)
 
     async def replayed(self, method: str, request: Message, response: type[M]) -> M | None:
         """The first response to this request's ``request_id``, if there was one (its own read)."""
@@ -159,16 +173,32 @@ class Commands:
         decide: Callable[[Tx], Awaitable[M]],
         *,
         replay_checked: bool = False,
+        fold_replay: bool = False,
     ) -> M:
         """:meth:`run` for a use case of Core statements only: ``decide(tx)`` runs them on a
         :class:`services.kit.writes.Tx` — on PostgreSQL the pooled asyncpg connection itself
-        (ADR 0042), elsewhere a unit of work's session. Same replay, record, retry and wake-up."""
+        (ADR 0042), elsewhere a unit of work's session. Same replay, record, retry and wake-up.
+
+        ``fold_replay``: the use case's first statement is an ``UPDATE … RETURNING`` run through
+        :func:`first_or_replay`, which on the driver path carries the replay read in the same
+        statement (one round trip for both; the UPDATE is skipped when the key was seen)."""
 
         async def once(check: bool) -> M:
             async with transaction(self._engine, after_commit=self._after_commit) as (tx, commit):
-                if check and (done := await self._replay(tx, method, request, response)) is not None:
+                key = f"{method}:{_request_id(request)}"
+                if check and fold_replay and self._folds and _request_id(request):
+                    tx.info[_FOLD] = key
+                elif check and (done := await self._replay(tx, method, request, response)) is not None:
                     return done
-                result = await decide(tx)
+                try:
+                    result = await decide(tx)
+                except _Replayed as seen:
+                    replayed = self._replay_of((seen.fingerprint, seen.response), method, request, response)
+                    if replayed is None:  # (cannot be: a row was given)
+                        raise AssertionError("no replay") from None
+                    return replayed
+                if tx.info.pop(_FOLD, None) is not None and (done := await self._replay(tx, method, request, response)):
+                    return done  # (the use case never ran the folded statement: the plain read, then)
                 self._remember(tx, method, request, result)
                 await commit()
             return result
@@ -215,6 +245,47 @@ class Commands:
             raise request_id_reused(_request_id(request))
         key = f"{method}:{_request_id(request)}"
         return response.FromString(stored if self._sealer is None else self._sealer.unseal(key, stored))
+
+
+_FOLD = "zt_fold_replay"  # tx.info: the replay key first_or_replay folds into its statement
+
+
+class _Replayed(Exception):
+    def __init__(self, fingerprint: str, response: bytes) -> None:
+        super().__init__("replayed")
+        self.fingerprint, self.response = fingerprint, response
+
+
+@functools.lru_cache(maxsize=32)
+def _folded(statement: Update) -> Select[Any]:
+    """``statement`` (an UPDATE … RETURNING) skipped if the replay key exists, and that key's
+    record beside its row: ``fingerprint, response, <its columns>, zt_found``; always one row."""
+    prior = (
+        select(_RECORDS.c.fingerprint, _RECORDS.c.response).where(_RECORDS.c.key == bindparam("zt_key")).cte("zt_prior")
+    )
+    body = (
+        statement.where(~exists(select(prior.c.fingerprint)))
+        .returning(literal_column("1").label("zt_found"))
+        .cte("zt_body")
+    )
+    one = select(literal_column("1").label("zt_one")).subquery("zt_one")
+    source = one.outerjoin(prior, true()).outerjoin(body, true())
+    return select(prior.c.fingerprint, prior.c.response, body).select_from(source)
+
+
+async def first_or_replay(tx: Tx, statement: Update, params: dict[str, Any]) -> Any | None:
+    """The first row of ``statement`` (an ``UPDATE … RETURNING``, built once), or None; when
+    :meth:`Commands.run_core` folds its replay read (``fold_replay``), both in one statement —
+    a request seen before then answers its first response without the UPDATE taking effect."""
+    key = tx.info.pop(_FOLD, None)
+    if key is None:
+        return await tx.first(statement, params)
+    row = await tx.first(_folded(statement), {**params, "zt_key": key})
+    if row is None:  # (cannot happen: the statement's source is one row)
+        return None
+    if row[0] is not None:
+        raise _Replayed(row[0], row[1])
+    return tuple(row[2:-1]) if row[-1] is not None else None
 
 
 def _request_id(request: Message) -> str:

@@ -17,7 +17,7 @@ from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, String, Ta
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.kit import BigIntPK, Reader, Tx
+from services.kit import BigIntPK, Reader, Tx, first_or_replay
 from services.product.domain import OPEN
 
 
@@ -271,7 +271,8 @@ async def apply_posting(
     are one statement, so two concurrent debits can never both pass on a stale balance.
     """
     params = {"p_subscription": subscription_id, "p_customer": customer_id, "p_currency": currency}
-    row = await tx.first(_APPLY_POSTING, {**params, "p_delta": delta_minor, "p_at": at})
+    # (the command port's replay read rides in the same statement: run_core(fold_replay=True))
+    row = await first_or_replay(tx, _APPLY_POSTING, {**params, "p_delta": delta_minor, "p_at": at})
     return Posted(*row) if row is not None else None
 
 

@@ -362,7 +362,9 @@ class ProductUseCases:
             )
             return response
 
-        return await self._commands.run_core("PostTransaction", request, product_pb2.Transaction, decide)
+        return await self._commands.run_core(
+            "PostTransaction", request, product_pb2.Transaction, decide, fold_replay=True
+        )
 
     async def list_transactions(
         self, request: product_pb2.ListTransactionsRequest

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import bindparam, func, select, update
 
 from bank.product.v1 import events_pb2, product_pb2
-from services.kit import Tx, add_event, stage_insert
+from services.kit import Tx, add_event, first_or_replay, stage_insert
 from services.kit.commands import CommandRecord, Commands
 from services.kit.errors import AlreadyExists, NotFound
 from services.kit.outbox import OutboxRow
@@ -144,3 +144,39 @@ async def test_concurrent_duplicates_commit_once_on_the_driver_path(pg_kit_db) -
     assert len({r.SerializeToString() for r in results}) == 1
     assert await _count(engine, EFFECTS, aggregate) == 1  # the losers rolled back their effects
     assert await _count(engine, OutboxRow.__table__, aggregate) == 1
+
+
+_BUMP_RETURNING = _BUMP.returning(EFFECTS.c.aggregate_id, EFFECTS.c.version)
+
+
+async def test_a_replay_read_folded_into_the_update_answers_like_the_plain_one(kit_db) -> None:  # type: ignore[no-untyped-def]
+    _, engine = kit_db
+    await _schema(engine)
+    commands = Commands(engine)
+    aggregate = f"f-{uuid.uuid4().hex[:8]}"
+    await commands.run_core("PublishProduct", _request("", aggregate), product_pb2.Product, _decider(aggregate, []))
+    calls: list[int] = []
+
+    def bump(target: str):  # type: ignore[no-untyped-def]
+        async def decide(tx: Tx) -> product_pb2.Product:
+            calls.append(1)
+            row = await first_or_replay(tx, _BUMP_RETURNING, {"a": target})
+            if row is None:
+                raise NotFound("nothing to bump", reason="TEST")
+            return product_pb2.Product(product_id=row[0], version=row[1])
+
+        return decide
+
+    request = _request(uuid.uuid4().hex, aggregate)
+    first = await commands.run_core("PublishProduct", request, product_pb2.Product, bump(aggregate), fold_replay=True)
+    again = await commands.run_core("PublishProduct", request, product_pb2.Product, bump(aggregate), fold_replay=True)
+    assert first == again and first.version == 2
+    async with engine.connect() as conn:  # the replay did not bump again
+        assert await conn.scalar(select(EFFECTS.c.version).where(EFFECTS.c.aggregate_id == aggregate)) == 2
+    with pytest.raises(AlreadyExists) as refused:
+        other = _request(request.request_id, "another")
+        await commands.run_core("PublishProduct", other, product_pb2.Product, bump(aggregate), fold_replay=True)
+    assert refused.value.reason == "REQUEST_ID_REUSED"
+    with pytest.raises(NotFound):  # no row to update: the use case's own refusal
+        missing = _request(uuid.uuid4().hex, "no-such-aggregate")
+        await commands.run_core("PublishProduct", missing, product_pb2.Product, bump("no-such"), fold_replay=True)
