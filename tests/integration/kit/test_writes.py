@@ -180,3 +180,27 @@ async def test_a_replay_read_folded_into_the_update_answers_like_the_plain_one(k
     with pytest.raises(NotFound):  # no row to update: the use case's own refusal
         missing = _request(uuid.uuid4().hex, "no-such-aggregate")
         await commands.run_core("PublishProduct", missing, product_pb2.Product, bump("no-such"), fold_replay=True)
+
+
+async def test_concurrent_duplicates_with_a_folded_replay_update_once(kit_db) -> None:  # type: ignore[no-untyped-def]
+    _, engine = kit_db
+    await _schema(engine)
+    commands = Commands(engine)
+    aggregate = f"fc-{uuid.uuid4().hex[:8]}"
+    await commands.run_core("PublishProduct", _request("", aggregate), product_pb2.Product, _decider(aggregate, []))
+
+    async def bump(tx: Tx) -> product_pb2.Product:
+        row = await first_or_replay(tx, _BUMP_RETURNING, {"a": aggregate})
+        stage_insert(tx, EFFECTS, {"event_id": uuid.uuid4().hex, "aggregate_id": aggregate, "version": row[1]})
+        await asyncio.sleep(0.1)  # (the others are in their transactions meanwhile)
+        return product_pb2.Product(product_id=aggregate, version=row[1])
+
+    request = _request(uuid.uuid4().hex, aggregate)
+    results = await asyncio.gather(
+        *(commands.run_core("PublishProduct", request, product_pb2.Product, bump, fold_replay=True) for _ in range(4))
+    )
+    assert {r.version for r in results} == {2}
+    async with engine.connect() as conn:  # the UPDATE took effect once: the losers rolled it back
+        latest = select(EFFECTS.c.version).where(EFFECTS.c.aggregate_id == aggregate).order_by(EFFECTS.c.id.desc())
+        assert await conn.scalar(latest.limit(1)) == 2
+    assert await _count(engine, EFFECTS, aggregate) == 2
