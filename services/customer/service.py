@@ -204,7 +204,7 @@ class CustomerService:
                 self._stage(tx, event)
             return mapping.to_proto(new)
 
-        return await self._commands.run_core(method, request, customer_pb2.Customer, decide)
+        return await self._commands.run_core(method, request, customer_pb2.Customer, decide, fold_replay=True)
 
     async def update(
         self, customer_id: str, changes: dict[str, object], *, etag: str, request: Message

@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.customer.domain import Customer, EligibilityFacts, PersonalData, RiskTolerance, Status
-from services.kit import Aborted, BlindIndex, FieldCipher, Reader, Tx, audit_tables, stage_insert
+from services.kit import Aborted, BlindIndex, FieldCipher, Reader, Tx, audit_tables, first_or_replay, stage_insert
 
 
 class CustomerBase(DeclarativeBase):
@@ -188,8 +188,12 @@ class CustomerRepository:
         self.codec = codec
 
     async def get(self, customer_id: str, *, for_update: bool = False) -> Customer | None:
-        statement = _BY_ID_FOR_UPDATE if for_update else _BY_ID
-        row = await self.tx.first(statement, {"customer_id": customer_id})
+        """The customer (``for_update``: locked until the commit, with the command port's replay
+        read folded in when it asks: ``run_core(fold_replay=True)``)."""
+        params = {"customer_id": customer_id}
+        row = await (
+            first_or_replay(self.tx, _BY_ID_FOR_UPDATE, params) if for_update else self.tx.first(_BY_ID, params)
+        )
         return self.codec.to_domain(CustomerRecord(*row)) if row is not None else None
 
     async def exists_national_id(self, national_id: str) -> bool:

@@ -179,8 +179,8 @@ class Commands:
         :class:`services.kit.writes.Tx` — on PostgreSQL the pooled asyncpg connection itself
         (ADR 0042), elsewhere a unit of work's session. Same replay, record, retry and wake-up.
 
-        ``fold_replay``: the use case's first statement is an ``UPDATE … RETURNING`` run through
-        :func:`first_or_replay`, which on the driver path carries the replay read in the same
+        ``fold_replay``: the use case's first statement (an ``UPDATE … RETURNING`` or a locking
+        ``SELECT``) runs through :func:`first_or_replay`, which on the driver path carries the replay read in the same
         statement (one round trip for both; the UPDATE is skipped when the key was seen)."""
 
         async def once(check: bool) -> M:
@@ -257,26 +257,26 @@ class _Replayed(Exception):
 
 
 @functools.lru_cache(maxsize=32)
-def _folded(statement: Update) -> Select[Any]:
-    """``statement`` (an UPDATE … RETURNING) skipped if the replay key exists, and that key's
-    record beside its row: ``fingerprint, response, <its columns>, zt_found``; always one row."""
+def _folded(statement: Update | Select[Any]) -> Select[Any]:
+    """``statement`` (an UPDATE … RETURNING or a SELECT, e.g. FOR UPDATE) skipped if the replay
+    key exists, and that key's record beside its row: ``fingerprint, response, <its columns>,
+    zt_found``; always one row."""
     prior = (
         select(_RECORDS.c.fingerprint, _RECORDS.c.response).where(_RECORDS.c.key == bindparam("zt_key")).cte("zt_prior")
     )
-    body = (
-        statement.where(~exists(select(prior.c.fingerprint)))
-        .returning(literal_column("1").label("zt_found"))
-        .cte("zt_body")
-    )
+    found: Any = literal_column("1").label("zt_found")
+    guarded = statement.where(~exists(select(prior.c.fingerprint)))
+    body = (guarded.returning(found) if isinstance(guarded, Update) else guarded.add_columns(found)).cte("zt_body")
     one = select(literal_column("1").label("zt_one")).subquery("zt_one")
     source = one.outerjoin(prior, true()).outerjoin(body, true())
     return select(prior.c.fingerprint, prior.c.response, body).select_from(source)
 
 
-async def first_or_replay(tx: Tx, statement: Update, params: dict[str, Any]) -> Any | None:
-    """The first row of ``statement`` (an ``UPDATE … RETURNING``, built once), or None; when
-    :meth:`Commands.run_core` folds its replay read (``fold_replay``), both in one statement —
-    a request seen before then answers its first response without the UPDATE taking effect."""
+async def first_or_replay(tx: Tx, statement: Update | Select[Any], params: dict[str, Any]) -> Any | None:
+    """The first row of ``statement`` (an ``UPDATE … RETURNING`` or a ``SELECT … FOR UPDATE``,
+    built once), or None; when :meth:`Commands.run_core` folds its replay read (``fold_replay``),
+    both in one statement — a request seen before then answers its first response without the
+    statement taking effect."""
     key = tx.info.pop(_FOLD, None)
     if key is None:
         return await tx.first(statement, params)
