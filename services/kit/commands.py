@@ -140,6 +140,24 @@ class Commands:
         row = await self._reader.first(_REPLAY, {"key": f"{method}:{request_id}"})
         return self._replay_of(row, method, request, response)
 
+    async def replayed_or_read(
+        self, method: str, request: Message, response: type[M], statement: Select[Any], params: dict[str, Any]
+    ) -> tuple[M | None, Any | None]:
+        """:meth:`replayed` and the first row of a plain ``statement`` (built once) in ONE read on
+        PostgreSQL: ``(first response, None)`` for a request seen before, else ``(None, row or
+        None)``. Elsewhere the two reads one after the other."""
+        request_id = _request_id(request)
+        if not request_id:
+            return None, await self._reader.first(statement, params)
+        if not self._folds:
+            done = await self.replayed(method, request, response)
+            return done, None if done is not None else await self._reader.first(statement, params)
+        row = await self._reader.first(_folded(statement), {**params, "zt_key": f"{method}:{request_id}"})
+        if row is None:  # (cannot happen: the statement's source is one row)
+            return None, None
+        done = self._replay_of((row[0], row[1]) if row[0] is not None else None, method, request, response)
+        return done, None if done is not None or row[-1] is None else tuple(row[2:-1])
+
     async def run(
         self,
         method: str,

@@ -206,6 +206,10 @@ def _transactions_query(before: bool) -> Any:
     return query.order_by(t.seq.desc()).limit(bindparam("limit", type_=BigInteger))
 
 
+#: A product by id (``product_id``), every column of :class:`ProductRecord`.
+PRODUCT_BY_ID = _PRODUCT
+
+
 async def read_product(reader: Reader, product_id: str) -> ProductRecord | None:
     row = await reader.first(_PRODUCT, {"product_id": product_id})
     return ProductRecord(*row) if row is not None else None

@@ -237,10 +237,17 @@ class ProductUseCases:
     async def create_subscription(
         self, request: product_pb2.CreateSubscriptionRequest, *, time_remaining: float | None = None
     ) -> product_pb2.Subscription:
-        if (done := await self._commands.replayed("CreateSubscription", request, product_pb2.Subscription)) is not None:
+        product_id = request.subscription.product_id
+        # (the replay read and the product's row in one statement, ADR 0042)
+        done, row = await self._commands.replayed_or_read(
+            "CreateSubscription", request, product_pb2.Subscription, store.PRODUCT_BY_ID, {"product_id": product_id}
+        )
+        if done is not None:
             return done  # (answered without asking the customer service again)
         amount = convert.amount_of(request.subscription.amount, "subscription.amount")
-        product = await self._product_facts(request.subscription.product_id)
+        if row is None:
+            raise NotFound(f"product {product_id} not found", reason="PRODUCT_NOT_FOUND")
+        product = convert.facts(store.ProductRecord(*row))
         profile = await self._customers.profile(request.customer_id, time_remaining=time_remaining)
         reasons = domain.evaluate_eligibility(product, profile, amount, store.now())
         if reasons:

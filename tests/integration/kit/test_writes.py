@@ -204,3 +204,25 @@ async def test_concurrent_duplicates_with_a_folded_replay_update_once(kit_db) ->
         latest = select(EFFECTS.c.version).where(EFFECTS.c.aggregate_id == aggregate).order_by(EFFECTS.c.id.desc())
         assert await conn.scalar(latest.limit(1)) == 2
     assert await _count(engine, EFFECTS, aggregate) == 2
+
+
+_EFFECT_VERSION = select(EFFECTS.c.aggregate_id, EFFECTS.c.version).where(EFFECTS.c.aggregate_id == bindparam("a"))
+
+
+async def test_the_replay_read_and_a_plain_read_in_one(kit_db) -> None:  # type: ignore[no-untyped-def]
+    _, engine = kit_db
+    await _schema(engine)
+    commands = Commands(engine)
+    aggregate = f"rr-{uuid.uuid4().hex[:8]}"
+    request = _request(uuid.uuid4().hex, aggregate)
+    first = await commands.run_core("PublishProduct", request, product_pb2.Product, _decider(aggregate, []))
+
+    def read(r: product_pb2.PublishProductRequest, a: str):  # type: ignore[no-untyped-def]
+        return commands.replayed_or_read("PublishProduct", r, product_pb2.Product, _EFFECT_VERSION, {"a": a})
+
+    assert await read(request, aggregate) == (first, None)  # seen: the first response, no row
+    assert await read(_request(uuid.uuid4().hex, aggregate), aggregate) == (None, (aggregate, 1))
+    assert await read(_request("", aggregate), aggregate) == (None, (aggregate, 1))  # no request_id: the row
+    assert await read(_request(uuid.uuid4().hex, "missing"), "missing") == (None, None)
+    with pytest.raises(AlreadyExists):
+        await read(_request(request.request_id, "other"), aggregate)
