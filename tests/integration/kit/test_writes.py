@@ -59,6 +59,15 @@ def _decider(aggregate: str, calls: list[int], *, fail: bool = False, pause: flo
     return decide
 
 
+async def _seeded(engine, prefix: str) -> tuple[Commands, str]:  # type: ignore[no-untyped-def]
+    """A command port and an aggregate with one effect row (version 1)."""
+    await _schema(engine)
+    commands = Commands(engine)
+    aggregate = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    await commands.run_core("PublishProduct", _request("", aggregate), product_pb2.Product, _decider(aggregate, []))
+    return commands, aggregate
+
+
 async def test_postgres_runs_on_the_driver_connection_and_sqlite_in_a_session(kit_db) -> None:  # type: ignore[no-untyped-def]
     url, engine = kit_db
     assert driver_writes(engine) is url.startswith("postgresql")
@@ -111,10 +120,7 @@ async def test_a_refusal_rolls_back_everything_and_the_connection_stays_usable(k
 
 async def test_reads_for_update_and_row_counts(kit_db) -> None:  # type: ignore[no-untyped-def]
     _, engine = kit_db
-    await _schema(engine)
-    commands = Commands(engine)
-    aggregate = f"u-{uuid.uuid4().hex[:8]}"
-    await commands.run_core("PublishProduct", _request("", aggregate), product_pb2.Product, _decider(aggregate, []))
+    commands, aggregate = await _seeded(engine, "u")
 
     async def bump(tx: Tx) -> product_pb2.Product:
         (version,) = await tx.first(_VERSION, {"a": aggregate})
@@ -151,10 +157,7 @@ _BUMP_RETURNING = _BUMP.returning(EFFECTS.c.aggregate_id, EFFECTS.c.version)
 
 async def test_a_replay_read_folded_into_the_update_answers_like_the_plain_one(kit_db) -> None:  # type: ignore[no-untyped-def]
     _, engine = kit_db
-    await _schema(engine)
-    commands = Commands(engine)
-    aggregate = f"f-{uuid.uuid4().hex[:8]}"
-    await commands.run_core("PublishProduct", _request("", aggregate), product_pb2.Product, _decider(aggregate, []))
+    commands, aggregate = await _seeded(engine, "f")
     calls: list[int] = []
 
     def bump(target: str):  # type: ignore[no-untyped-def]
@@ -184,10 +187,7 @@ async def test_a_replay_read_folded_into_the_update_answers_like_the_plain_one(k
 
 async def test_concurrent_duplicates_with_a_folded_replay_update_once(kit_db) -> None:  # type: ignore[no-untyped-def]
     _, engine = kit_db
-    await _schema(engine)
-    commands = Commands(engine)
-    aggregate = f"fc-{uuid.uuid4().hex[:8]}"
-    await commands.run_core("PublishProduct", _request("", aggregate), product_pb2.Product, _decider(aggregate, []))
+    commands, aggregate = await _seeded(engine, "fc")
 
     async def bump(tx: Tx) -> product_pb2.Product:
         row = await first_or_replay(tx, _BUMP_RETURNING, {"a": aggregate})
