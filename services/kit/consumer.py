@@ -62,6 +62,7 @@ from services.kit.inbox import AggregateVersion, Decoded, InboxRow, _decode, _Po
 from services.kit.kafka import ensure_topics, make_consumer
 from services.kit.lifecycle import cancel_and_wait
 from services.kit.logging import get_logger
+from services.kit.progress import GroupProbe, GroupStalled, run_watched, watch_progress
 
 # (the inbox tables live in inbox.py, the database side in applier.py; re-exported for their users)
 __all__ = ["AggregateVersion", "Handler", "InboxConsumer", "InboxRow", "Projection"]
@@ -147,6 +148,7 @@ class InboxConsumer:
         session_timeout_ms: int = 10_000,
         max_fault_backoff_s: float = 2.0,
         linger_ms: int = 0,
+        stall_after_s: float = 30.0,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._group = group_id
@@ -178,6 +180,9 @@ class InboxConsumer:
         # backlog's worth is there, so live events come several to a batch and share its fixed
         # cost (the transaction, the lookups, the views' render and publish, the offset commit).
         self._linger_ms = linger_ms
+        # A group that leaves records uncommitted without moving this long is restarted, loudly
+        # (services/kit/progress.py, ADR 0046); 0 = not watched.
+        self._stall_after_s = stall_after_s
         self._init_state()
 
     def _init_state(self) -> None:
@@ -190,6 +195,7 @@ class InboxConsumer:
         self.consuming = True
         self.state_reason = "starting"
         self.restarts = 0  # the consumer's task died and its supervisor started it again
+        self.stalls = 0  # of which: the group stood still with records waiting (progress.py)
         self.fault_retries = 0  # a batch held back by an infrastructure failure, applied again
         self.applied_total = 0
         self.batches_retried = 0  # a batch that collided with another member's, applied again whole
@@ -229,13 +235,24 @@ class InboxConsumer:
         await consumer.start()  # joins the group: returns once partitions are assigned
         return consumer
 
-    async def _close(self) -> None:
-        """The last batch's offsets, then the Kafka consumer leaves (safe to call twice)."""
-        await self._offsets_committed()
+    async def _close(self, timeout_s: float | None = None) -> None:
+        """The last batch's offsets, then the Kafka consumer leaves (safe to call twice); after
+        a failure, each step gets ``timeout_s`` (a wedged client must not hold the restart)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._offsets_committed(), timeout_s)
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             with contextlib.suppress(Exception):
-                await consumer.stop()
+                await asyncio.wait_for(consumer.stop(), timeout_s)
+
+    async def _run_watched(self, consumer: AIOKafkaConsumer) -> None:
+        """The loop, with the group's progress watched beside it (a stall raises GroupStalled)."""
+        if not self._stall_after_s:
+            await self._run(consumer)
+            return
+        probe = GroupProbe(self._bootstrap, self._group, self._topics, timeout_s=min(10.0, self._stall_after_s / 3))
+        watch = watch_progress(probe, stall_after_s=self._stall_after_s, waiting=lambda: not self.consuming)
+        await run_watched(self._run(consumer), watch)
 
     async def _supervise(self) -> None:
         """Run the consumer; if its loop dies, say so, close it and start a new one (from the
@@ -246,7 +263,7 @@ class InboxConsumer:
             try:
                 consumer = await self._open()
                 await self._state(True, "consuming")
-                await self._run(consumer)
+                await self._run_watched(consumer)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -255,11 +272,13 @@ class InboxConsumer:
                 failures = 1 if time.monotonic() - started > _STABLE_RUN_S else failures + 1
                 self.restarts += 1
                 _restarts.add(1, {"group": self._group})
-                reason = f"consumer stopped: {type(exc).__name__}"
-                await self._state(False, reason)
-                log.error("consumer task died; restarting it", group=self._group, error=type(exc).__name__,
+                stalled = isinstance(exc, GroupStalled)
+                self.stalls += stalled
+                await self._state(False, f"{'group stalled' if stalled else 'consumer stopped'}: {type(exc).__name__}")
+                log.error("consumer group stalled; restarting its consumer" if stalled else
+                          "consumer task died; restarting it", group=self._group, error=type(exc).__name__,
                           detail=str(exc)[:300], restarts=self.restarts)  # fmt: skip
-                await self._close()
+                await self._close(timeout_s=10.0)
                 await asyncio.sleep(self._fault_pause(failures))
 
     def _fault_pause(self, failures: int) -> float:
