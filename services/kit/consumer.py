@@ -245,14 +245,20 @@ class InboxConsumer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(consumer.stop(), timeout_s)
 
-    async def _run_watched(self, consumer: AIOKafkaConsumer) -> None:
-        """The loop, with the group's progress watched beside it (a stall raises GroupStalled)."""
+    async def _open_and_run(self) -> None:
+        consumer = await self._open()
+        await self._state(True, "consuming")
+        await self._run(consumer)
+
+    async def _run_watched(self) -> None:
+        """Join and run, with the group's progress watched beside it (a stall raises
+        GroupStalled): a join that never completes is a stall too."""
         if not self._stall_after_s:
-            await self._run(consumer)
+            await self._open_and_run()
             return
         probe = GroupProbe(self._bootstrap, self._group, self._topics, timeout_s=min(10.0, self._stall_after_s / 3))
         watch = watch_progress(probe, stall_after_s=self._stall_after_s, waiting=lambda: not self.consuming)
-        await run_watched(self._run(consumer), watch)
+        await run_watched(self._open_and_run(), watch)
 
     async def _supervise(self) -> None:
         """Run the consumer; if its loop dies, say so, close it and start a new one (from the
@@ -261,9 +267,7 @@ class InboxConsumer:
         while True:
             started = time.monotonic()
             try:
-                consumer = await self._open()
-                await self._state(True, "consuming")
-                await self._run_watched(consumer)
+                await self._run_watched()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
