@@ -235,8 +235,6 @@ def _start_components(platform: Platform, log: Callable[[str], None]) -> None:
             if component in platform.kafka_links:
                 own["ZT_KAFKA_BOOTSTRAP_SERVERS"] = platform.kafka_links[component]
             own["ZT_HTTP_PORT" if component == "gateway" else "ZT_GRPC_PORT"] = str(ports[name])
-            if component == "data_hub":
-                own["ZT_DATAHUB_GROUP_INSTANCE_ID"] = name
             platform.procs[name] = Proc(name, component, ports[name], own, platform.log_dir)
     for i in range(1, REPLICAS + 1):  # replica 1 of each first (it migrates), then the others
         replicas = [platform.procs[f"{c}-{i}"] for c in (*SERVICES, "gateway")]

@@ -196,6 +196,8 @@ class InboxConsumer:
         self.state_reason = "starting"
         self.restarts = 0  # the consumer's task died and its supervisor started it again
         self.stalls = 0  # of which: the group stood still with records waiting (progress.py)
+        #: True while a batch waits out a database or broker failure (already reported as such).
+        self.waiting_out_fault = False
         self.fault_retries = 0  # a batch held back by an infrastructure failure, applied again
         self.applied_total = 0
         self.batches_retried = 0  # a batch that collided with another member's, applied again whole
@@ -257,7 +259,7 @@ class InboxConsumer:
             await self._open_and_run()
             return
         probe = GroupProbe(self._bootstrap, self._group, self._topics, timeout_s=min(10.0, self._stall_after_s / 3))
-        watch = watch_progress(probe, stall_after_s=self._stall_after_s, waiting=lambda: not self.consuming)
+        watch = watch_progress(probe, stall_after_s=self._stall_after_s, waiting=lambda: self.waiting_out_fault)
         await run_watched(self._open_and_run(), watch)
 
     async def _supervise(self) -> None:
@@ -276,8 +278,15 @@ class InboxConsumer:
                 failures = 1 if time.monotonic() - started > _STABLE_RUN_S else failures + 1
                 self.restarts += 1
                 _restarts.add(1, {"group": self._group})
+                self.waiting_out_fault = False
                 stalled = isinstance(exc, GroupStalled)
                 self.stalls += stalled
+                if stalled and self._instance_id is not None:
+                    # A static member that stalled rejoins as a dynamic one: the old member may
+                    # still hold its id (ADR 0046), and two live members with one id fence each other.
+                    log.warning("stalled static member rejoins as a dynamic member", group=self._group,
+                                group_instance_id=self._instance_id)  # fmt: skip
+                    self._instance_id = None
                 await self._state(False, f"{'group stalled' if stalled else 'consumer stopped'}: {type(exc).__name__}")
                 log.error("consumer group stalled; restarting its consumer" if stalled else
                           "consumer task died; restarting it", group=self._group, error=type(exc).__name__,
@@ -445,6 +454,7 @@ class InboxConsumer:
                     raise
                 failures += 1
                 self.fault_retries += 1
+                self.waiting_out_fault = True
                 _stalls.add(1, {"group": self._group})
                 await self._state(False, f"waiting for the database or broker: {type(exc).__name__}")
                 pause = self._fault_pause(failures)
@@ -455,6 +465,7 @@ class InboxConsumer:
                 batches = _still_assigned(consumer, batches)
                 continue
             if failures:
+                self.waiting_out_fault = False
                 await self._state(True, "consuming")
             return
 
