@@ -31,7 +31,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -69,6 +69,9 @@ from services.kit.db import (
 from services.kit.events import KafkaRecord, build_record
 from services.kit.lifecycle import cancel_and_wait
 from services.kit.logging import get_logger
+from services.kit.outbox_claim import PG_CLAIM as _PG_CLAIM
+from services.kit.outbox_claim import driver_round
+from services.kit.outbox_claim import publishable as _publishable
 from services.kit.reads import _Compiled
 from services.kit.staging import Staging, stage_insert
 from services.kit.telemetry import context_from_traceparent, current_traceparent
@@ -212,28 +215,6 @@ def add_event(
     return record
 
 
-#: PostgreSQL: claim a batch and, in the same statement (one round trip), find per aggregate the
-#: oldest pending row this batch did not claim (held by another round or relay, or not visible
-#: yet). Not a correlated subquery: its cost must not depend on the planner's statistics.
-_PG_CLAIM = text(
-    """
-    WITH claimed AS MATERIALIZED (
-        SELECT id, event_id, aggregate_id, topic, key, payload, headers, traceparent, created_at
-        FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED
-    ), foreign_rows AS (
-        SELECT o.aggregate_id, min(o.id) AS first_foreign
-        FROM outbox o
-        WHERE o.published_at IS NULL
-          AND o.aggregate_id IN (SELECT aggregate_id FROM claimed)
-          AND o.id <= (SELECT max(id) FROM claimed)
-          AND o.id NOT IN (SELECT id FROM claimed)
-        GROUP BY o.aggregate_id
-    )
-    SELECT claimed.*, foreign_rows.first_foreign
-    FROM claimed LEFT JOIN foreign_rows ON foreign_rows.aggregate_id = claimed.aggregate_id
-    ORDER BY claimed.id
-    """
-)
 #: A relay keeps a round's connection for the next round if that comes within this time.
 _KEEP_CONNECTION_S = 10.0
 
@@ -242,39 +223,6 @@ _PG_MARK = (
     .where(in_list("postgresql", _OUTBOX.c.id, "ids"))
     .values(published_at=bindparam("now", type_=_OUTBOX.c.published_at.type))
 )
-
-
-class _Claimed(NamedTuple):
-    """A row of :data:`_PG_CLAIM` (in its column order)."""
-
-    id: int
-    event_id: str
-    aggregate_id: str
-    topic: str
-    key: bytes
-    payload: bytes
-    headers: str
-    traceparent: str | None
-    created_at: datetime
-    first_foreign: int | None
-
-
-#: The driver path's mark (the published ids follow, inlined; see ``_claim_and_publish``).
-_MARK_SQL = "UPDATE outbox SET published_at = clock_timestamp() WHERE id ="
-
-
-def _publishable(claimed: Sequence[Any], first_foreign: dict[str, int]) -> list[Any]:
-    """Per aggregate, the claimed rows that come before its oldest pending row outside the batch.
-
-    ``first_foreign`` maps an aggregate to the smallest id of its pending rows that this batch
-    did not claim (held by another relay, or not visible yet); rows after it must wait.
-    """
-    rows = []
-    for row in claimed:
-        foreign = first_foreign.get(row.aggregate_id)
-        if foreign is None or row.id < foreign:
-            rows.append(row)
-    return rows
 
 
 class OutboxRelay:
@@ -533,33 +481,8 @@ class OutboxRelay:
                     await self._send(rows)
                     await conn.execute(_PG_MARK, {"ids": [r.id for r in rows], "now": datetime.now(UTC)})
             return claimed, rows
-        # The same round on the connection's asyncpg connection (ADR 0042): BEGIN, the claim, and
-        # the mark sent with the COMMIT as one message (ids are the table's own integers, inlined:
-        # a simple query takes no parameters). Three round trips and no SQLAlchemy execution
-        # layer instead of four through it: at low rates every write pays a round of its own.
-        claim = self._driver_sql
-        driver: Any = (await conn.get_raw_connection()).driver_connection
-        try:
-            await driver.execute("BEGIN")
-            found = await driver.fetch(claim.sql, *claim.args({"limit": self._batch_size}))
-            claimed = [_Claimed(*r) for r in found]
-            rows = _publishable(claimed, {r.aggregate_id: r.first_foreign for r in claimed if r.first_foreign})
-            if rows:
-                await self._send(rows)
-                ids = ",".join(str(int(r.id)) for r in rows)
-                await driver.execute(f"{_MARK_SQL} ANY('{{{ids}}}'::bigint[]); COMMIT")
-            else:
-                await driver.execute("COMMIT")
-        except BaseException:
-            if driver.is_closed():
-                await conn.invalidate()
-            elif driver.is_in_transaction():
-                try:
-                    await driver.execute("ROLLBACK")
-                except Exception:
-                    await conn.invalidate()
-            raise
-        return claimed, rows
+        # The same round on the connection's asyncpg connection (ADR 0042).
+        return await driver_round(conn, self._driver_sql, self._batch_size, self._send)
 
     async def _publish_locked(self) -> int:
         commits_before = self._commits
