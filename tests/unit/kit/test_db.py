@@ -95,6 +95,7 @@ async def test_only_sqlite_engines_have_a_write_lock(engine: AsyncEngine) -> Non
         # ZT_DATABASE_POOL_SIZE=10: up to 20 connections, all kept once opened (ADR 0041)
         assert pg.sync_engine.pool.size() == 20  # type: ignore[attr-defined]
         assert pg.sync_engine.pool._max_overflow == 0  # type: ignore[attr-defined]
+        assert pg.sync_engine.pool._pool.use_lifo  # type: ignore[attr-defined]
     finally:
         await pg.dispose()
 
