@@ -231,3 +231,21 @@ def test_the_data_hub_is_a_dynamic_group_member_unless_static_membership_is_aske
     hub = deployment(on, "data-hub")["spec"]["template"]["spec"]["containers"][0]
     by_name_env = {e["name"]: e for e in hub["env"]}
     assert by_name_env["ZT_DATAHUB_GROUP_INSTANCE_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+def test_the_gateway_passes_the_consoles_oidc_provider_and_no_secret(render, ci_name):
+    """The console signs in at the bank's OIDC provider as a public client (code + PKCE)."""
+    provider = {
+        "config.gateway.consoleOidc.authorizationEndpoint": "https://idp.bank.example/authorize",
+        "config.gateway.consoleOidc.tokenEndpoint": "https://idp.bank.example/token",
+        "config.gateway.consoleOidc.clientId": "zhongtai-console",
+    }
+    gateway = deployment(render(ci_name, set_values=provider), "gateway")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in gateway["env"]}
+    assert env["ZT_CONSOLE_OIDC_AUTHORIZATION_ENDPOINT"] == "https://idp.bank.example/authorize"
+    assert env["ZT_CONSOLE_OIDC_TOKEN_ENDPOINT"] == "https://idp.bank.example/token"
+    assert env["ZT_CONSOLE_OIDC_CLIENT_ID"] == "zhongtai-console"
+    assert env["ZT_CONSOLE_OIDC_SCOPE"].startswith("openid ")
+    assert not any("OIDC" in name and "SECRET" in name for name in env)
+    default = deployment(render(ci_name), "gateway")["spec"]["template"]["spec"]["containers"][0]
+    assert {e["name"]: e.get("value") for e in default["env"]}["ZT_CONSOLE_OIDC_AUTHORIZATION_ENDPOINT"] == ""
