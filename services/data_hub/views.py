@@ -10,6 +10,7 @@ rules) and bumps ``version`` when the document changed; :func:`pending_views` an
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -275,8 +276,10 @@ def _render_queries(
     return dirty, union_all(holdings, flows)
 
 
-#: The catalogue last read per table set, with the fingerprint it was read at.
-_catalogues: dict[str, tuple[tuple[int, int], list[domain.Product]]] = {}
+#: The catalogue last read per engine (database) and table set, with the fingerprint it was read at.
+_catalogues: weakref.WeakKeyDictionary[Any, dict[str, tuple[tuple[int, int], list[domain.Product]]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def _catalogue(session: AsyncSession, t: Tables, fingerprint: tuple[int, int]) -> list[domain.Product]:
@@ -287,11 +290,13 @@ async def _catalogue(session: AsyncSession, t: Tables, fingerprint: tuple[int, i
     as before): so any change of the catalogue changes the count or the sum of the versions.
     (A fingerprint read before the catalogue: a change between the two reads is read again next
     time, never missed.)"""
-    cached = _catalogues.get(t.name)
+    bind = session.get_bind()
+    known = _catalogues.setdefault(getattr(bind, "engine", bind), {})
+    cached = known.get(t.name)
     if cached is not None and cached[0] == fingerprint:
         return cached[1]
     catalogue = await load_catalogue(session, t)
-    _catalogues[t.name] = (fingerprint, catalogue)
+    known[t.name] = (fingerprint, catalogue)
     return catalogue
 
 
@@ -331,31 +336,44 @@ async def materialize(
     changed = 0
     for row in rows:
         cid = row["customer_id"]
-        act: dict[str, Any] = {k: row[k] for k in _ACTIVITY}
-        act["flows"] = flows.get(cid, {})
-        facts = _facts(row, holdings.get(cid, []), act)
-        derived = domain.derive(facts, catalogue, rules)
-        doc = render(row, facts, derived, rules).SerializeToString(deterministic=True)
-        is_changed = doc != row["doc"]
-        changed += is_changed
-        if written is not None and is_changed:
-            # (customer_id, doc, version, update_us) as they will be once committed: the publisher
-            # can send them without reading them back (the caller's own transaction holds the rows)
-            written.append((cid, doc, row["version"] + 1, stamp))
-        params.append(
-            {
-                "b_id": cid,
-                "b_seq": row["change_seq"],
-                "b_doc": doc,
-                "b_inc": int(is_changed),
-                "b_segment": derived.segment,
-                "b_stage": derived.lifecycle_stage,
-                "b_churn": derived.churn.score,
-                "b_update_us": stamp if is_changed else row["update_us"],
-            }
-        )
+        doc, param = _render_row(row, holdings.get(cid, []), flows.get(cid, {}), catalogue, rules, stamp)
+        params.append(param)
+        if param["b_inc"]:
+            changed += 1
+            if written is not None:
+                # (customer_id, doc, version, update_us) as they will be once committed: the
+                # publisher sends them without reading them back (this transaction holds the rows)
+                written.append((cid, doc, row["version"] + 1, stamp))
     await _write_back(session, t, params)
     return len(rows), changed
+
+
+def _render_row(
+    row: Any,
+    holdings: list[domain.Holding],
+    flows: dict[str, int],
+    catalogue: list[domain.Product],
+    rules: Rules,
+    stamp: int,
+) -> tuple[bytes, dict[str, Any]]:
+    """One dirty row rendered: its document and its write-back parameters (``b_inc`` 1 if the
+    document changed)."""
+    act: dict[str, Any] = {k: row[k] for k in _ACTIVITY}
+    act["flows"] = flows
+    facts = _facts(row, holdings, act)
+    derived = domain.derive(facts, catalogue, rules)
+    doc = render(row, facts, derived, rules).SerializeToString(deterministic=True)
+    is_changed = doc != row["doc"]
+    return doc, {
+        "b_id": row["customer_id"],
+        "b_seq": row["change_seq"],
+        "b_doc": doc,
+        "b_inc": int(is_changed),
+        "b_segment": derived.segment,
+        "b_stage": derived.lifecycle_stage,
+        "b_churn": derived.churn.score,
+        "b_update_us": stamp if is_changed else row["update_us"],
+    }
 
 
 def _holding(hr: Any) -> domain.Holding:

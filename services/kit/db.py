@@ -467,13 +467,13 @@ async def bulk_update(
             return update(table).where(*where(src)).values(**values(src))
 
         stmt = _cached(("update", table, tuple(types.items()), where, values), build)
-        bound = {**(params or {}), "bulk_rows": _json_rows(rows, types)}
+        values_ = {**(params or {}), "bulk_rows": _json_rows(rows, types)}
         if driver:
             from services.kit.fetch import fetch  # (fetch → reads → this module)
 
-            await fetch(session, stmt, bound)
+            await fetch(session, stmt, values_)
             return
-        await session.execute(stmt, bound)
+        await session.execute(stmt, values_)
         return
     bound = _BindSource()
     rows = [{**params, **row} for row in rows] if params else list(rows)

@@ -13,9 +13,10 @@ test or benchmark counting statements), which then sees every statement.
 
 The statement is compiled as :class:`services.kit.reads.Reader` compiles it (ADR 0029): its
 parameters get SQLAlchemy's bind processing; a statement whose columns need result processing
-runs through the session. A failing
-statement raises asyncpg's own exception (:func:`services.kit.faults.is_infrastructure_error`
-knows them); the transaction is SQLAlchemy's, so its rollback and commit are unchanged.
+runs through the session. A failing statement raises what SQLAlchemy would raise (asyncpg's
+error translated by the dialect and wrapped: an ``IntegrityError`` for a unique violation; a
+disconnect invalidates the connection); the transaction is SQLAlchemy's, so its rollback and
+commit are unchanged.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.kit.reads import _Compiled
 
@@ -43,7 +45,8 @@ async def fetch(session: AsyncSession, stmt: Any, params: Mapping[str, Any] | No
     # (a listener to the statement events — ZT_DB_TRACE_STATEMENTS' spans, a test counting
     # statements — sees every statement: then through SQLAlchemy)
     if conn.dialect.name == "postgresql" and sync is not None and not sync.dispatch.before_cursor_execute:
-        driver = (await conn.get_raw_connection()).driver_connection
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
         if driver is not None and driver.is_in_transaction():
             compiled = _compiled.get(id(stmt))
             if compiled is None or compiled.statement is not stmt:
@@ -51,5 +54,27 @@ async def fetch(session: AsyncSession, stmt: Any, params: Mapping[str, Any] | No
                     _compiled.clear()
                 compiled = _compiled[id(stmt)] = _Compiled(stmt, conn.dialect)
             if compiled.results is None:  # (else its columns need SQLAlchemy's result processing)
-                return await driver.fetch(compiled.sql, *compiled.args(params))  # type: ignore[no-any-return]
+                try:
+                    return await driver.fetch(compiled.sql, *compiled.args(params))  # type: ignore[no-any-return]
+                except Exception as exc:
+                    raise await _as_sqlalchemy(conn, raw.dbapi_connection, compiled.sql, exc) from exc
     return (await session.execute(stmt, params)).mappings().all()
+
+
+async def _as_sqlalchemy(conn: AsyncConnection, adapted: Any, sql: str, exc: Exception) -> Exception:
+    """asyncpg's ``exc`` as SQLAlchemy would have raised it (``IntegrityError`` for a unique
+    violation, …: callers catch those), through the dialect's own translation; a disconnect
+    invalidates the connection, as SQLAlchemy does."""
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        adapted._handle_exception(exc)  # (raises the DBAPI error it maps to)
+    except Exception as translated:
+        exc = translated
+    if not isinstance(exc, dbapi.Error):
+        return exc
+    disconnect = conn.dialect.is_disconnect(exc, adapted, None)
+    if disconnect:
+        await conn.invalidate(exc)
+    return DBAPIError.instance(
+        sql, None, exc, dbapi.Error, hide_parameters=True, connection_invalidated=disconnect, dialect=conn.dialect
+    )
