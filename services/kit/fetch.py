@@ -1,28 +1,28 @@
-"""Hot-path reads: a statement built once with SQLAlchemy Core, compiled once, run by asyncpg.
+"""Hot-path statements: built once with SQLAlchemy Core, compiled once, run by asyncpg (ADR 0045).
 
-:func:`fetch` runs a reused SELECT (or ``… RETURNING``) and returns its rows, each read by column
-name (``row["customer_id"]``). On PostgreSQL, inside a
-transaction that already began, the statement's SQL (compiled once per statement object) goes
-straight to the connection's asyncpg driver: ~130 µs of the process's CPU per statement here,
-against ~450–490 through ``AsyncSession.execute`` and ~280–370 through ``exec_driver_sql``
-(``bench/data_hub_live.py --statement-cost``; docs/adr/0045-hub-live-reads-on-asyncpg.md).
-Elsewhere through the session, as usual: on SQLite; for the first statement of a transaction
-(SQLAlchemy's asyncpg adapter begins the transaction with the first statement it runs itself);
-and on an engine whose statement events have a listener (``ZT_DB_TRACE_STATEMENTS``' spans, a
-test or benchmark counting statements), which then sees every statement.
+:func:`fetch` runs a reused statement in the session's transaction and returns its rows, each
+read by column name (``row["customer_id"]``). On PostgreSQL the statement's SQL (compiled once
+per statement object, as :class:`services.kit.reads.Reader` compiles it, ADR 0029: SQLAlchemy's
+bind processing, the statement's own constants) goes straight to the asyncpg connection that
+holds the session's transaction, which is begun first if it has not been, the way SQLAlchemy's
+asyncpg adapter begins it before its first statement. ~180 µs of the process's CPU per
+statement here, against ~580 through ``AsyncSession.execute`` and ~470 through
+``exec_driver_sql`` (``bench/data_hub_live.py --statement-cost``, load 10).
 
-The statement is compiled as :class:`services.kit.reads.Reader` compiles it (ADR 0029): its
-parameters get SQLAlchemy's bind processing; a statement whose columns need result processing
-runs through the session. A failing statement raises what SQLAlchemy would raise (asyncpg's
-error translated by the dialect and wrapped: an ``IntegrityError`` for a unique violation; a
-disconnect invalidates the connection); the transaction is SQLAlchemy's, so its rollback and
-commit are unchanged.
+Through the session instead, as usual: on SQLite; on an autocommit connection; for a statement
+whose columns need SQLAlchemy's result processing; and on an engine whose statement events have
+a listener (``ZT_DB_TRACE_STATEMENTS``' spans, a test or benchmark counting statements), which
+then sees every statement.
+
+A failing statement raises what SQLAlchemy would raise (asyncpg's error translated by the
+dialect and wrapped: an ``IntegrityError`` for a unique violation; a disconnect invalidates the
+connection). The transaction is SQLAlchemy's: its commit and rollback are unchanged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -46,19 +46,30 @@ async def fetch(session: AsyncSession, stmt: Any, params: Mapping[str, Any] | No
     # statements — sees every statement: then through SQLAlchemy)
     if conn.dialect.name == "postgresql" and sync is not None and not sync.dispatch.before_cursor_execute:
         raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
-        if driver is not None and driver.is_in_transaction():
-            compiled = _compiled.get(id(stmt))
-            if compiled is None or compiled.statement is not stmt:
-                if len(_compiled) >= _MAX:
-                    _compiled.clear()
-                compiled = _compiled[id(stmt)] = _Compiled(stmt, conn.dialect)
-            if compiled.results is None:  # (else its columns need SQLAlchemy's result processing)
-                try:
-                    return await driver.fetch(compiled.sql, *compiled.args(params))  # type: ignore[no-any-return]
-                except Exception as exc:
-                    raise await _as_sqlalchemy(conn, raw.dbapi_connection, compiled.sql, exc) from exc
-    return (await session.execute(stmt, params)).mappings().all()
+        driver, adapted = raw.driver_connection, cast(Any, raw.dbapi_connection)
+        compiled = _compiled.get(id(stmt))
+        if compiled is None or compiled.statement is not stmt:
+            if len(_compiled) >= _MAX:
+                _compiled.clear()
+            compiled = _compiled[id(stmt)] = _Compiled(stmt, conn.dialect)
+        # (else its columns need SQLAlchemy's result processing, or it is not asyncpg)
+        if driver is not None and compiled.results is None and hasattr(adapted, "_start_transaction"):
+            try:
+                if not driver.is_in_transaction():
+                    if adapted.isolation_level == "autocommit" or not conn.in_transaction():
+                        return await _through_session(session, stmt, params)
+                    # The session's transaction, begun as the dialect's adapter begins it at its
+                    # first statement (its BEGIN): the session commits or rolls it back as usual.
+                    await adapted._start_transaction()
+                return await driver.fetch(compiled.sql, *compiled.args(params))  # type: ignore[no-any-return]
+            except Exception as exc:
+                raise await _as_sqlalchemy(conn, adapted, compiled.sql, exc) from exc
+    return await _through_session(session, stmt, params)
+
+
+async def _through_session(session: AsyncSession, stmt: Any, params: Mapping[str, Any]) -> Sequence[Any]:
+    result = await session.execute(stmt, params)
+    return result.mappings().all() if result.returns_rows else []
 
 
 async def _as_sqlalchemy(conn: AsyncConnection, adapted: Any, sql: str, exc: Exception) -> Exception:

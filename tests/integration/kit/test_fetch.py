@@ -71,6 +71,17 @@ async def test_rows_by_name_as_the_session_reads_them_inside_its_transaction(eng
         assert await fetch(session, _by_ids(dialect_of(session)), {"ids": ["r9"]}) == []
 
 
+async def test_the_first_statement_of_a_transaction_begins_it(engine: AsyncEngine) -> None:
+    async with AsyncSession(engine) as session:
+        async with session.begin():
+            assert await fetch(session, INSERT_ONE, {"row_id": "r8", "flag": True, "rank": 8}) == []
+            await session.rollback()
+        async with session.begin():
+            assert await fetch(session, _by_ids(dialect_of(session)), {"ids": ["r8"]}) == []
+            await fetch(session, INSERT_ONE, {"row_id": "r8", "flag": True, "rank": 8})
+        assert [r["rank"] for r in await fetch(session, _by_ids(dialect_of(session)), {"ids": ["r8"]})] == [8]
+
+
 async def test_a_unique_violation_is_sqlalchemys_integrity_error(engine: AsyncEngine) -> None:
     async with AsyncSession(engine) as session:
         async with session.begin():
@@ -93,6 +104,7 @@ async def test_a_listener_to_the_statement_events_sees_every_statement(engine: A
         async with AsyncSession(engine) as session, session.begin():
             await session.execute(select(rows.c.row_id).limit(1))
             await fetch(session, _by_ids(dialect_of(session)), {"ids": ["r1"]})
+            assert await fetch(session, INSERT_ONE, {"row_id": "r7", "flag": False, "rank": 7}) == []
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", _seen)
-    assert [s.split()[0] for s in seen if not s.startswith("BEGIN")] == ["SELECT", "SELECT"]
+    assert [s.split()[0] for s in seen if not s.startswith("BEGIN")] == ["SELECT", "SELECT", "INSERT"]
