@@ -27,8 +27,9 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    cast,
     func,
-    literal,
+    null,
     select,
     union_all,
 )
@@ -116,7 +117,7 @@ def _load_query(dialect: str, by_ids: bool, by_aggs: bool) -> Any:
     both columns get an IN list.
     """
     seen_q = select(
-        _INBOX.c.event_id.label("a"), literal(None, String).label("b"), literal(None, BigInteger).label("v")
+        _INBOX.c.event_id.label("a"), cast(null(), String).label("b"), cast(null(), BigInteger).label("v")
     ).where(in_list(dialect, _INBOX.c.event_id, "ids"))
     v = _VERSIONS.c
     labelled = (v.aggregate_type.label("a"), v.aggregate_id.label("b"), v.version.label("v"))
