@@ -4,47 +4,27 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, bindparam, event, insert, select
+from sqlalchemy import Boolean, Integer, bindparam, event, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.kit import fetch, in_list
-from services.kit.db import create_engine, dialect_of
+from services.kit.db import dialect_of
+from tests.integration.kit.test_reader import AT, engine, items
 
-metadata = MetaData()
-rows = Table(
-    "fetch_rows",
-    metadata,
-    Column("row_id", String(32), primary_key=True),
-    Column("flag", Boolean, nullable=False),
-    Column("rank", Integer, nullable=False),
-)
+__all__ = ["engine"]  # (the fixture: the Reader's table and rows, on PostgreSQL and SQLite)
+
+rows = items
 INSERT_ONE = insert(rows).values(
-    row_id=bindparam("row_id"), flag=bindparam("flag", type_=Boolean), rank=bindparam("rank", type_=Integer)
+    item_id=bindparam("row_id"), flag=bindparam("flag", type_=Boolean), rank=bindparam("rank", type_=Integer), at=AT
 )
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def engine(request: pytest.FixtureRequest) -> AsyncIterator[AsyncEngine]:
-    url: str = request.getfixturevalue("pg_url" if request.param == "postgresql" else "sqlite_url")
-    engine = create_engine(url, pool_size=2)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.drop_all)
-        await conn.run_sync(metadata.create_all)
-        await conn.execute(rows.insert(), [{"row_id": f"r{n}", "flag": n % 2 == 0, "rank": n} for n in range(6)])
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 def _by_ids(dialect: str) -> object:
     return (
-        select(rows.c.row_id, rows.c.flag, rows.c.rank)
-        .where(in_list(dialect, rows.c.row_id, "ids"), rows.c.rank > 0)  # (0: a value of the statement's own)
+        select(rows.c.item_id.label("row_id"), rows.c.flag, rows.c.rank)
+        .where(in_list(dialect, rows.c.item_id, "ids"), rows.c.rank > 0)  # (0: a value of the statement's own)
         .order_by(rows.c.rank)
     )
 
@@ -52,15 +32,15 @@ def _by_ids(dialect: str) -> object:
 async def test_rows_by_name_as_the_session_reads_them_inside_its_transaction(engine: AsyncEngine) -> None:
     async with AsyncSession(engine) as session, session.begin():
         stmt = _by_ids(dialect_of(session))
-        expected = (await session.execute(stmt, {"ids": ["r0", "r1", "r4"]})).mappings().all()  # (begins)
+        expected = (await session.execute(stmt, {"ids": ["i0", "i1", "i4"]})).mappings().all()  # (begins)
         for _ in range(2):  # (the second time from the compiled cache)
-            got = await fetch(session, stmt, {"ids": ["r0", "r1", "r4"]})
+            got = await fetch(session, stmt, {"ids": ["i0", "i1", "i4"]})
             assert (
                 [dict(r) for r in got]
                 == [dict(r) for r in expected]
                 == [
-                    {"row_id": "r1", "flag": False, "rank": 1},
-                    {"row_id": "r4", "flag": True, "rank": 4},
+                    {"row_id": "i1", "flag": False, "rank": 1},
+                    {"row_id": "i4", "flag": True, "rank": 4},
                 ]
             )
         # it sees the transaction's own uncommitted write, and the write rolls back with it
@@ -85,12 +65,12 @@ async def test_the_first_statement_of_a_transaction_begins_it(engine: AsyncEngin
 async def test_a_unique_violation_is_sqlalchemys_integrity_error(engine: AsyncEngine) -> None:
     async with AsyncSession(engine) as session:
         async with session.begin():
-            await session.execute(select(rows.c.row_id).limit(1))  # (the transaction has begun)
+            await session.execute(select(rows.c.item_id).limit(1))  # (the transaction has begun)
             with pytest.raises(IntegrityError):
-                await fetch(session, INSERT_ONE, {"row_id": "r1", "flag": True, "rank": 1})
+                await fetch(session, INSERT_ONE, {"row_id": "i1", "flag": True, "rank": 1})
             await session.rollback()
         async with session.begin():  # the session goes on as after any failed statement
-            assert len(await fetch(session, _by_ids(dialect_of(session)), {"ids": ["r1", "r2"]})) == 2
+            assert len(await fetch(session, _by_ids(dialect_of(session)), {"ids": ["i1", "i2"]})) == 2
 
 
 async def test_a_listener_to_the_statement_events_sees_every_statement(engine: AsyncEngine) -> None:
@@ -102,8 +82,8 @@ async def test_a_listener_to_the_statement_events_sees_every_statement(engine: A
     event.listen(engine.sync_engine, "before_cursor_execute", _seen)
     try:
         async with AsyncSession(engine) as session, session.begin():
-            await session.execute(select(rows.c.row_id).limit(1))
-            await fetch(session, _by_ids(dialect_of(session)), {"ids": ["r1"]})
+            await session.execute(select(rows.c.item_id).limit(1))
+            await fetch(session, _by_ids(dialect_of(session)), {"ids": ["i1"]})
             assert await fetch(session, INSERT_ONE, {"row_id": "r7", "flag": False, "rank": 7}) == []
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", _seen)
