@@ -9,7 +9,8 @@ layer on :class:`ServiceClient`, which owns the plumbing:
   named and attributed as OpenTelemetry's gRPC instrumentation names it (``/<service>/<method>``,
   ``rpc.system``/``rpc.service``/``rpc.method``/``rpc.grpc.status_code``), and the trace travels
   in the call metadata (``traceparent``) — made here, not by aio client interceptors, which cost
-  a task and a copied call per call (docs/perf/services.md, wave 5).
+  a task and a copied call per call (docs/perf/services.md, wave 5). Without a span exporter
+  only the span's ids travel (ADR 0030).
 - Every call has a deadline: the configured one, shortened to what is left of the incoming
   call's own deadline (``context.time_remaining()``, passed as ``time_remaining``).
 - It retries only UNAVAILABLE (callers use it for reads, so retrying is safe), with jittered
@@ -52,6 +53,7 @@ from services.kit.service_auth import (
     parse_scopes,
     service_token_provider,
 )
+from services.kit.telemetry import id_only_span, spans_read
 
 #: Below this much time left a call cannot succeed; give up instead of sending it.
 MIN_ATTEMPT_S = 0.005
@@ -148,7 +150,15 @@ class ServiceClient(Generic[Stub]):
 
 
 async def _traced(method: Any, request: Message, timeout: float, metadata: tuple[tuple[str, str], ...]) -> Any:
-    """One attempt in a CLIENT span, its context injected into the call's metadata."""
+    """One attempt in a CLIENT span, its context injected into the call's metadata.
+
+    When nothing exports spans (ADR 0030) the attempt carries the ids such a span would have
+    (:func:`~services.kit.telemetry.id_only_span`): the callee continues the same trace, and no
+    span is built, filled and dropped for nobody."""
+    carrier: dict[str, str] = {}
+    if not spans_read():
+        propagate.inject(carrier, context=trace.set_span_in_context(id_only_span(None)))
+        return await method(request, timeout=timeout, metadata=(*metadata, *carrier.items()))
     full = method._method.decode() if isinstance(method._method, bytes) else str(method._method)
     service, _, name = full.lstrip("/").partition("/")
     attributes: dict[str, str | int] = {
@@ -158,7 +168,6 @@ async def _traced(method: Any, request: Message, timeout: float, metadata: tuple
         "rpc.service": service,
     }
     with _tracer.start_as_current_span(full, kind=SpanKind.CLIENT, attributes=attributes) as span:
-        carrier: dict[str, str] = {}
         propagate.inject(carrier)
         try:
             return await method(request, timeout=timeout, metadata=(*metadata, *carrier.items()))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -79,17 +79,51 @@ def _is_cjk(char: str) -> bool:
     return "\u3400" <= char <= "\u9fff" or "\uf900" <= char <= "\ufaff"
 
 
+class _Field(NamedTuple):
+    """What the walk needs of a field, read from its descriptor once (each descriptor attribute
+    is a C call: a page of customers read them some 30 times per row)."""
+
+    name: str
+    sensitivity: int
+    style: int
+    repeated: bool
+    message: bool  # a message field (presence by HasField)
+    presence: bool  # a scalar with explicit presence
+    string: bool
+    map_entry: bool  # a map field
+    map_of_messages: bool  # ... whose values are messages (walked per key)
+    has_year: bool  # a message with a ``year`` field (DATE style keeps it)
+    date_parts: tuple[str, ...]  # ... and the parts DATE style clears
+
+
 @lru_cache(maxsize=512)
-def _plan(descriptor: Descriptor) -> tuple[tuple[FieldDescriptor, int, int], ...]:
-    """(field, sensitivity, mask style) for fields that are sensitive or may contain some."""
+def _plan(descriptor: Descriptor) -> tuple[_Field, ...]:
+    """The fields that are sensitive or may contain some, with what the walk needs of each."""
     opts = _options()
     plan = []
     for field in descriptor.fields:
         options = field.GetOptions()
         sensitivity = int(options.Extensions[opts.sensitivity])
         style = int(options.Extensions[opts.mask])
-        if sensitivity in (_PII, _SECRET) or (field.message_type is not None and _may_hold(field.message_type)):
-            plan.append((field, sensitivity, style))
+        kind = field.message_type
+        if sensitivity in (_PII, _SECRET) or (kind is not None and _may_hold(kind)):
+            by_name = kind.fields_by_name if kind is not None else {}
+            map_entry = kind is not None and bool(kind.GetOptions().map_entry)
+            plan.append(
+                _Field(
+                    name=field.name,
+                    sensitivity=sensitivity,
+                    style=style,
+                    repeated=bool(field.is_repeated),
+                    message=kind is not None,
+                    presence=bool(field.has_presence),
+                    string=field.type == FieldDescriptor.TYPE_STRING,
+                    map_entry=map_entry,
+                    map_of_messages=map_entry and by_name["value"].message_type is not None,
+                    has_year="year" in by_name,
+                    date_parts=tuple(part for part in ("month", "day") if part in by_name),
+                )
+            )
     return tuple(plan)
 
 
@@ -108,14 +142,10 @@ def _may_hold(descriptor: Descriptor, _seen: frozenset[str] = frozenset()) -> bo
     return False
 
 
-def _is_repeated(field: FieldDescriptor) -> bool:
-    return bool(field.is_repeated)
-
-
-def _is_set(message: Message, field: FieldDescriptor) -> bool:
-    if _is_repeated(field):
+def _is_set(message: Message, field: _Field) -> bool:
+    if field.repeated:
         return len(getattr(message, field.name)) > 0
-    if field.message_type is not None or field.has_presence:
+    if field.message or field.presence:
         return message.HasField(field.name)
     return bool(getattr(message, field.name))
 
@@ -127,29 +157,28 @@ def mask_message(message: Message, *, reveal_pii: bool, _prefix: str = "") -> li
     ``[i]`` for repeated elements and ``[key]`` for map entries.
     """
     revealed: list[str] = []
-    for field, sensitivity, style in _plan(message.DESCRIPTOR):
+    for field in _plan(message.DESCRIPTOR):
         if not _is_set(message, field):
             continue
-        path = f"{_prefix}{field.name}"
-        if sensitivity == _SECRET:
+        if field.sensitivity == _SECRET:
             message.ClearField(field.name)
             continue
-        if sensitivity == _PII:
+        if field.sensitivity == _PII:
             if reveal_pii:
-                revealed.append(path)
+                revealed.append(_prefix + field.name)
             else:
-                _mask_field(message, field, style)
-            if field.message_type is None or not reveal_pii:
+                _mask_field(message, field)
+            if not field.message or not reveal_pii:
                 continue
-        if field.message_type is None:
+        if not field.message:
             continue
+        path = _prefix + field.name
         value = getattr(message, field.name)
-        if field.message_type.GetOptions().map_entry:
-            value_field = field.message_type.fields_by_name["value"]
-            if value_field.message_type is not None:
+        if field.map_entry:
+            if field.map_of_messages:
                 for key in list(value):
                     revealed += mask_message(value[key], reveal_pii=reveal_pii, _prefix=f"{path}[{key}].")
-        elif _is_repeated(field):
+        elif field.repeated:
             for i, item in enumerate(value):
                 revealed += mask_message(item, reveal_pii=reveal_pii, _prefix=f"{path}[{i}].")
         else:
@@ -157,30 +186,25 @@ def mask_message(message: Message, *, reveal_pii: bool, _prefix: str = "") -> li
     return revealed
 
 
-def _mask_field(message: Message, field: FieldDescriptor, style: int) -> None:
-    opts = _options()
+def _mask_field(message: Message, field: _Field) -> None:
     name = field.name
-    if field.message_type is not None:
-        if _is_repeated(field) or style != opts.MASK_STYLE_DATE:
+    if field.message:
+        if field.repeated or field.style != _options().MASK_STYLE_DATE or not field.has_year:
             message.ClearField(name)
             return
         date = getattr(message, name)
-        if "year" in date.DESCRIPTOR.fields_by_name:
-            for part in ("month", "day"):
-                if part in date.DESCRIPTOR.fields_by_name:
-                    date.ClearField(part)
-        else:
-            message.ClearField(name)
+        for part in field.date_parts:
+            date.ClearField(part)
         return
-    if field.type != FieldDescriptor.TYPE_STRING:
+    if not field.string:
         message.ClearField(name)
         return
-    if _is_repeated(field):
-        values = [mask_string(v, style) for v in getattr(message, name)]
+    if field.repeated:
+        values = [mask_string(v, field.style) for v in getattr(message, name)]
         del getattr(message, name)[:]
         getattr(message, name).extend(values)
         return
-    setattr(message, name, mask_string(getattr(message, name), style))
+    setattr(message, name, mask_string(getattr(message, name), field.style))
 
 
 def masked_copy(message: Message) -> Message:

@@ -92,7 +92,10 @@ async def test_only_sqlite_engines_have_a_write_lock(engine: AsyncEngine) -> Non
     try:
         assert not is_sqlite(pg)
         assert write_lock(pg) is None
-        assert pg.sync_engine.pool.size() == 10  # type: ignore[attr-defined]
+        # ZT_DATABASE_POOL_SIZE=10: up to 20 connections, all kept once opened (ADR 0041)
+        assert pg.sync_engine.pool.size() == 20  # type: ignore[attr-defined]
+        assert pg.sync_engine.pool._max_overflow == 0  # type: ignore[attr-defined]
+        assert pg.sync_engine.pool._pool.use_lifo  # type: ignore[attr-defined]
     finally:
         await pg.dispose()
 

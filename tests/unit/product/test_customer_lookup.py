@@ -7,8 +7,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from bank.customer.v1 import customer_pb2, customer_pb2_grpc
+from services.kit import telemetry
 from services.kit.auth import TokenVerifier
 from services.kit.errors import NotFound, Unavailable
 from services.kit.service_auth import DevTokenSigner
@@ -23,10 +26,12 @@ class FakeCustomers(customer_pb2_grpc.CustomerServiceServicer):
         self.delay_s = 0.0
         self.calls = 0
         self.principals: list[object] = []
+        self.traceparents: list[str | None] = []
 
     async def GetEligibilityProfile(self, request, context):
         self.calls += 1
         auth = dict(context.invocation_metadata()).get("authorization", "")
+        self.traceparents.append(dict(context.invocation_metadata()).get("traceparent"))
         self.principals.append(
             TokenVerifier(issuer="zhongtai-dev", audience="zhongtai", hs256_secret=SECRET).verify(
                 auth.removeprefix("Bearer ")
@@ -73,6 +78,32 @@ async def test_lookup_carries_the_services_own_token(fake: tuple[FakeCustomers, 
     assert profile.customer_id == "C-1" and profile.risk_tolerance == 3 and profile.risk_tolerance_expire_time is None
     principal = servicer.principals[0]
     assert principal.client_id == "zhongtai-product" and principal.scopes == {"customers:read"}  # type: ignore[attr-defined]
+
+
+async def test_without_a_span_exporter_the_lookup_carries_the_trace_as_a_client_span_would(
+    fake: tuple[FakeCustomers, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ADR 0030: no CLIENT span is recorded, but the callee continues the caller's trace under a
+    new span id (the one the span would have had); retries and errors map as with spans."""
+    servicer, target = fake
+    monkeypatch.setitem(telemetry._read, "spans", False)
+    servicer.fail_with = [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND]
+    directory = CustomerDirectory(target, signer(), deadline_s=2, initial_backoff_s=0.01)
+    await directory.start()
+    server_span = telemetry.id_only_span(None)
+    token = otel_context.attach(trace.set_span_in_context(server_span))
+    try:
+        with pytest.raises(NotFound):
+            await directory.profile("C-1")
+    finally:
+        otel_context.detach(token)
+        await directory.stop()
+    ids = server_span.get_span_context()
+    assert servicer.calls == 2 and len(set(servicer.traceparents)) == 2  # (a new span id per attempt)
+    for traceparent in servicer.traceparents:
+        version, trace_id, span_id, flags = (traceparent or "").split("-")
+        assert (version, trace_id, flags) == ("00", f"{ids.trace_id:032x}", "01")
+        assert span_id != f"{ids.span_id:016x}"
 
 
 async def test_unavailable_is_retried_within_the_deadline(fake: tuple[FakeCustomers, str]) -> None:
