@@ -17,11 +17,13 @@ followed by the view worker's round. Printed: hub CPU µs per event, PostgreSQL 
 (pg_stat_database: an autocommit statement counts as one) and views published per batch.
 
     .venv/bin/python bench/data_hub_live.py [--batch 1,5,20] [--batches 100] [--rounds 2]
-                                            [--baseline /tmp/zt-main] [--profile]
+                                            [--baseline /tmp/zt-main] [--profile] [--statement-cost]
 
 ``--baseline DIR``: the same rounds with the code of another checkout (run as a child process
 with DIR first on its path), interleaved with this one's: before/after in one run.
 ``--profile``: cProfile of this checkout's live phase (top functions by own time).
+``--statement-cost``: process CPU per statement of one hub read run through
+``AsyncSession.execute``, ``exec_driver_sql`` and asyncpg directly (docs/adr/0045).
 """
 
 from __future__ import annotations
@@ -128,7 +130,9 @@ async def _transactions(url: str) -> int:
         await conn.close()
 
 
-async def child(url: str, batch: int, batches: int, customers: int, pg_pid: int, profile: bool) -> dict[str, Any]:
+async def child(
+    url: str, batch: int, batches: int, customers: int, pg_pid: int, profile: bool, statements: bool = False
+) -> dict[str, Any]:
     """One round in this process, with whatever ``services`` is first on the path."""
     from services.data_hub.domain import Rules
     from services.data_hub.main import MIGRATIONS
@@ -155,6 +159,10 @@ async def child(url: str, batch: int, batches: int, customers: int, pg_pid: int,
     for i in range(0, len(seed), 2000):
         await bulk.transaction(_consumer_records(seed[i : i + 2000], i), [])
     await worker.run_once()
+    if statements:
+        costs = await statement_cost(engine)
+        await engine.dispose()
+        return costs
     live_applier = applier(HubProjection(on_commit=worker.wake, rules=rules, inline_render_max=100))
     pairs = [_consumer_records(b, len(seed) + i * batch) for i, b in enumerate(live)]
     sent = producer.sent
@@ -191,6 +199,47 @@ async def child(url: str, batch: int, batches: int, customers: int, pg_pid: int,
     return out
 
 
+async def statement_cost(engine: Any, n: int = 1000) -> dict[str, float]:
+    """Process CPU µs per statement, the same hub statement (the live render's first read, one
+    customer) run ``n`` times in one transaction three ways: SQLAlchemy's ``AsyncSession.execute``,
+    ``exec_driver_sql`` of its compiled SQL, and asyncpg directly (``services.kit.fetch``'s way)."""
+    from sqlalchemy import select
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from services.data_hub import schema, views
+    from services.data_hub.domain import Rules
+
+    rules = Rules.from_json("")
+    t = schema.SETS["a"]
+    stmt, _ = views._render_queries(t, "postgresql", True, rules.reporting_currency, rules.activity_baseline_days,
+                                    rules.balance_lookback_days)  # type: ignore[attr-defined]  # fmt: skip
+    out: dict[str, list[float]] = {}
+    async with AsyncSession(engine) as session, session.begin():
+        conn = await session.connection()
+        ids = list((await session.scalars(select(t.customers.c.customer_id))).all())
+        compiled = stmt.compile(dialect=conn.dialect)
+        sql, names = str(compiled), list(compiled.positiontup or ())
+        binds = {k: compiled.binds[k].effective_value for k in names}
+        driver = (await conn.get_raw_connection()).driver_connection
+
+        def args(i: int) -> list[Any]:
+            keys = {**binds, "limit": 1, "ids": [ids[i % len(ids)]]}
+            return [keys[k] for k in names]
+
+        for _ in range(2):  # interleaved, twice each
+            for way in ("session", "exec_driver_sql", "asyncpg"):
+                cpu0 = time.process_time()
+                for i in range(n):
+                    if way == "session":
+                        (await session.execute(stmt, {"limit": 1, "ids": [ids[i % len(ids)]]})).mappings().all()
+                    elif way == "exec_driver_sql":
+                        (await conn.exec_driver_sql(sql, tuple(args(i)))).all()
+                    else:
+                        await driver.fetch(sql, *args(i))  # type: ignore[union-attr]
+                out.setdefault(way, []).append((time.process_time() - cpu0) / n * 1e6)
+    return {way: min(v) for way, v in out.items()}
+
+
 def _run_child(repo: Path, url: str, args: argparse.Namespace, batch: int, pg_pid: int) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", url, "--code", str(repo),
            "--batch", str(batch), "--batches", str(args.batches), "--customers", str(args.customers),
@@ -207,6 +256,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--baseline", type=Path)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--statement-cost", action="store_true", help="CPU per statement: SQLAlchemy vs asyncpg")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--code", type=Path, default=HERE, help=argparse.SUPPRESS)
     parser.add_argument("--pg-pid", type=int, default=0, help=argparse.SUPPRESS)
@@ -214,7 +264,15 @@ def main() -> int:
     sys.path[:0] = [str(args.code)]
     if args.child:
         result = asyncio.run(
-            child(args.child, int(args.batch), args.batches, args.customers, args.pg_pid, args.profile)
+            child(
+                args.child,
+                int(args.batch),
+                args.batches,
+                args.customers,
+                args.pg_pid,
+                args.profile,
+                args.statement_cost,
+            )
         )
         print(json.dumps(result))
         return 0
@@ -230,6 +288,17 @@ def main() -> int:
             subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", url, "--batch",
                             args.batch.split(",")[-1], "--batches", str(args.batches), "--customers",
                             str(args.customers), "--pg-pid", str(pg.pid or 0), "--profile"], check=True)  # fmt: skip
+            return 0
+        if args.statement_cost:
+            url = pg.create_database(f"bench_live_{uuid.uuid4().hex[:8]}")
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--child", url, "--batch", "1", "--customers",
+                   str(args.customers), "--statement-cost"]  # fmt: skip
+            costs = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+            print(f"load average {os.getloadavg()[0]:.1f}; process CPU µs per statement (the render's first read, "
+                  "best of 2 × 1,000):")  # fmt: skip
+            for way, us in costs.items():
+                print(f"  {way:16} {us:6.0f} µs  ({us / costs['session']:.2f} × AsyncSession.execute)")
+            print(f"  SQLAlchemy's share of a statement's client CPU: {1 - costs['asyncpg'] / costs['session']:.0%}")
             return 0
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {args.batches} batches per run")
         for round_ in range(args.rounds):

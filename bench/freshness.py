@@ -18,6 +18,10 @@ PostgreSQL. (A view is readable through GetCustomerView right after the hub's co
 is published: the figures are an upper bound of that.)
 
     .venv/bin/python bench/freshness.py [--via services|events] [--rate 200] [--duration 20] [--customers 200]
+                                        [--baseline DIR --rounds N] [--warmup SECONDS]
+
+``--warmup``: a first run of this side, left out of the figures (the broker's first run after
+its start was the slowest of every invocation).
 """
 
 from __future__ import annotations
@@ -354,12 +358,19 @@ async def main() -> int:
     parser.add_argument("--baseline", type=Path, help="a checkout of the code before a change: its hub runs "
                         "in turn with this one's, each on its own fresh namespace and database")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=1, help="runs (each side, with --baseline)")
+    parser.add_argument("--warmup", type=float, default=0.0, help="seconds of a first run (this side) left out "
+                        "of the figures: the broker's first run after its start is the slowest")  # fmt: skip
     args = parser.parse_args()
     kafka, pg = stack.kafka_for_tests(), stack.postgres_for_tests()
     kafka.start()
     pg.start()
     runs: list[Run] = []
     try:
+        if args.warmup:
+            warm = await one_run(
+                argparse.Namespace(**{**vars(args), "duration": args.warmup}), kafka, pg, "warm-up", None
+            )
+            print(f"[warm-up] {warm.writes} writes, left out", flush=True)
         for round_ in range(args.rounds):
             sides: list[tuple[str, Path | None]] = [("this", None)]
             if args.baseline is not None:

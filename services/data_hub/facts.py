@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.data_hub import fold
 from services.data_hub.fold import CUSTOMER_SNAPSHOT_COLUMNS, CUSTOMER_TIME_COLUMNS, HOLDING_COLUMNS, Row
 from services.data_hub.schema import Tables, built
-from services.kit import bulk_insert, bulk_update, dialect_of, in_list
+from services.kit import bulk_insert, bulk_update, dialect_of, fetch, in_list
 
 
 async def apply_patches(session: AsyncSession, t: Tables, patches: fold.Patches) -> bool:
@@ -61,11 +61,17 @@ async def load_current(session: AsyncSession, t: Tables, patches: fold.Patches) 
     async def rows(what: str, keys: dict[str, Any]) -> Any:
         if not keys:
             return ()
-        return (await session.execute(_merge_query(t, dialect, what), {"ids": sorted(keys)})).tuples().all()
+        return await fetch(session, _merge_query(t, dialect, what), {"ids": sorted(keys)})
 
-    products = {pid: version for pid, version in await rows("products", patches.products)}
-    customers = {r[0]: fold.CustomerRow._make(r[1:]) for r in await rows("customers", patches.customers)}
-    holdings = {r[0]: fold.HoldingRow._make(r[1:]) for r in await rows("holdings", patches.holdings)}
+    products = {r["product_id"]: r["version"] for r in await rows("products", patches.products)}
+    customers = {
+        r["customer_id"]: fold.CustomerRow._make(r[k] for k in fold.CustomerRow._fields)
+        for r in await rows("customers", patches.customers)
+    }
+    holdings = {
+        r["subscription_id"]: fold.HoldingRow._make(r[k] for k in fold.HoldingRow._fields)
+        for r in await rows("holdings", patches.holdings)
+    }
     return fold.Current(customers, holdings, products)
 
 
@@ -130,7 +136,9 @@ async def _write_customers(session: AsyncSession, t: Tables, changes: fold.Chang
     def by_id(src: Any) -> list[Any]:
         return [c.c.customer_id == src.c.b_customer_id]
 
-    await bulk_update(session, c, _bound(changes.customer_time_updates), times_types, where=by_id, values=time_values)
+    await bulk_update(
+        session, c, _bound(changes.customer_time_updates), times_types, where=by_id, values=time_values, driver=True
+    )
     await bulk_update(
         session,
         c,
@@ -138,6 +146,7 @@ async def _write_customers(session: AsyncSession, t: Tables, changes: fold.Chang
         {**times_types, **_types(c, CUSTOMER_SNAPSHOT_COLUMNS)},
         where=by_id,
         values=lambda src: {**time_values(src), **{k: getattr(src.c, f"b_{k}") for k in CUSTOMER_SNAPSHOT_COLUMNS}},
+        driver=True,
     )
 
 
@@ -156,6 +165,7 @@ async def _write_holdings(session: AsyncSession, t: Tables, changes: fold.Change
         _types(h, ("subscription_id", "open_us")),
         where=by_id,
         values=lambda src: {"open_us": src.c.b_open_us},
+        driver=True,
     )
     await bulk_update(
         session,
@@ -168,4 +178,5 @@ async def _write_holdings(session: AsyncSession, t: Tables, changes: fold.Change
             "version": src.c.b_version,
             **{k: getattr(src.c, f"b_{k}") for k in HOLDING_COLUMNS},
         },
+        driver=True,
     )

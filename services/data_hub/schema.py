@@ -42,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.data_hub import domain
-from services.kit import dialect_of
+from services.kit import dialect_of, fetch
 
 metadata = MetaData()
 
@@ -206,7 +206,8 @@ def _state_query(dialect: str, lock: str | None) -> Any:
 
 async def read_state(session: AsyncSession, *, lock: str | None = None) -> dict[str, Any]:
     """The state row; ``lock='share'`` / ``'update'`` takes a row lock on PostgreSQL."""
-    row = (await session.execute(_state_query(dialect_of(session), lock))).mappings().first()
+    rows = await fetch(session, _state_query(dialect_of(session), lock))  # (asyncpg in a live batch, ADR 0045)
+    row = rows[0] if rows else None
     if row is None:
         raise RuntimeError("dh_state is empty: run the data hub migrations")
     return dict(row)

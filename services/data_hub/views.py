@@ -10,10 +10,24 @@ rules) and bumps ``version`` when the document changed; :func:`pending_views` an
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, case, func, literal, select, union_all
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    null,
+    select,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bank.datahub.v1 import datahub_pb2
@@ -21,7 +35,7 @@ from services.data_hub import domain
 from services.data_hub.codecs import micros_money, now_us, us_ts
 from services.data_hub.domain import DAY_US, Rules
 from services.data_hub.schema import SETS, Tables, built, state
-from services.kit import Reader, bulk_update, dialect_of, in_list, is_postgres
+from services.kit import Reader, bulk_update, dialect_of, fetch, in_list, is_postgres
 
 #: A rendered view on its way to the view topic: (customer_id, doc, version, update_us).
 View = tuple[str, bytes, int, int]
@@ -42,13 +56,17 @@ async def load_catalogue(session: AsyncSession, t: Tables) -> list[domain.Produc
     ]
 
 
-@built
-def _activity_queries(
-    t: Tables, dialect: str, cur: str, baseline_days: int, lookback_days: int, fixed_as_of: bool = False
+#: The activity aggregates of a customer, by label (:func:`_activity_selects`).
+_ACTIVITY = ("c30", "c90", "c365", "a30", "a90", "a365", "base", "cr90", "cra90")
+
+
+def _activity_selects(
+    t: Tables, who: Callable[[Any], Any], cur: str, baseline_days: int, lookback_days: int, fixed_as_of: bool
 ) -> tuple[Any, Any]:
-    """Per customer of ``ids``: counts and sums over the activity windows; net flow per holding.
-    As of each customer's ``as_of_us``, or (``fixed_as_of``) of the bound ``as_of`` for all of
-    them, counting nothing posted after it (the point-in-time snapshots)."""
+    """Per customer that ``who(transactions.customer_id)`` selects: counts and sums over the
+    activity windows (labelled as in ``_ACTIVITY``); net flow per holding. As of each customer's
+    ``as_of_us``, or (``fixed_as_of``) of the bound ``as_of`` for all of them, counting nothing
+    posted after it (the point-in-time snapshots)."""
     c, x = t.customers, t.transactions
     as_of = bindparam("as_of", type_=c.c.as_of_us.type) if fixed_as_of else c.c.as_of_us
 
@@ -78,10 +96,10 @@ def _activity_queries(
             amount_if(credit_90d).label("cra90"),
         )
         .select_from(x.join(c, c.c.customer_id == x.c.customer_id))
-        .where(in_list(dialect, x.c.customer_id, "ids"), within(365), x.c.post_us <= as_of)
+        .where(who(x.c.customer_id), within(365), x.c.post_us <= as_of)
         .group_by(x.c.customer_id)
     )
-    flow_where = [in_list(dialect, x.c.customer_id, "ids"), within(lookback_days)]
+    flow_where = [who(x.c.customer_id), within(lookback_days)]
     if fixed_as_of:
         flow_where.append(x.c.post_us <= as_of)
     flow = (
@@ -95,6 +113,16 @@ def _activity_queries(
         .group_by(x.c.customer_id, x.c.subscription_id)
     )
     return stmt, flow
+
+
+@built
+def _activity_queries(
+    t: Tables, dialect: str, cur: str, baseline_days: int, lookback_days: int, fixed_as_of: bool = False
+) -> tuple[Any, Any]:
+    """:func:`_activity_selects` of the customers bound as ``ids``."""
+    return _activity_selects(
+        t, lambda col: in_list(dialect, col, "ids"), cur, baseline_days, lookback_days, fixed_as_of
+    )
 
 
 async def _activity(
@@ -201,17 +229,75 @@ def render(row: Any, facts: domain.CustomerFacts, derived: domain.Derived, rules
 
 
 @built
-def _dirty_query(t: Tables, dialect: str, by_ids: bool) -> Any:
-    c = t.customers
-    stmt = select(c).where(c.c.dirty.is_(True))
+def _render_queries(
+    t: Tables, dialect: str, by_ids: bool, cur: str, baseline_days: int, lookback_days: int
+) -> tuple[Any, Any]:
+    """A render's reads in two statements (each a round trip, ~0.5 ms of the hub's CPU through
+    SQLAlchemy: five used to be one each).
+
+    1. The dirty rows picked (of ``ids`` if ``by_ids``; at most ``limit``, by id), each with its
+       activity aggregates (``_ACTIVITY``; NULL without transactions) and the catalogue's
+       fingerprint (``cat_n``, ``cat_v``: the products and the sum of their versions, for
+       :func:`_catalogue`).
+    2. The holdings of the customers bound as ``ids`` (``flow`` = 0) and their net flows per
+       subscription (``flow`` = 1, the amount in ``net``), as one UNION ALL.
+    """
+    c, h, p = t.customers, t.holdings, t.products
+    picked = select(c.c.customer_id).where(c.c.dirty.is_(True))
     if by_ids:
-        stmt = stmt.where(in_list(dialect, c.c.customer_id, "ids"))
-    return stmt.order_by(c.c.customer_id).limit(bindparam("limit", type_=Integer))
+        picked = picked.where(in_list(dialect, c.c.customer_id, "ids"))
+    chosen = picked.order_by(c.c.customer_id).limit(bindparam("limit", type_=Integer)).cte("picked")
+    act, _ = _activity_selects(
+        t, lambda col: col.in_(select(chosen.c.customer_id)), cur, baseline_days, lookback_days, False
+    )
+    act = act.subquery("act")
+    dirty = (
+        select(
+            c,
+            *(act.c[k] for k in _ACTIVITY),
+            select(func.count()).select_from(p).scalar_subquery().label("cat_n"),
+            select(func.coalesce(func.sum(p.c.version), 0)).scalar_subquery().label("cat_v"),
+        )
+        .select_from(
+            c.join(chosen, chosen.c.customer_id == c.c.customer_id).outerjoin(act, act.c.customer_id == c.c.customer_id)
+        )
+        .order_by(c.c.customer_id)
+    )
+    _, flow = _activity_selects(t, lambda col: in_list(dialect, col, "ids"), cur, baseline_days, lookback_days, False)
+    cols = (h.c.product_id, h.c.product_type, h.c.currency, h.c.balance_micros, h.c.state, h.c.open_us, h.c.close_us)
+    holdings = select(
+        h.c.customer_id, h.c.subscription_id, *cols, literal_column("0").label("flow"),
+        cast(null(), BigInteger).label("net"),
+    ).where(in_list(dialect, h.c.customer_id, "ids"))  # fmt: skip
+    flows = flow.with_only_columns(
+        *flow.selected_columns[:2], *(cast(null(), col.type) for col in cols), literal_column("1"),
+        flow.selected_columns[2],
+    )  # fmt: skip
+    return dirty, union_all(holdings, flows)
 
 
-@built
-def _holdings_of_query(t: Tables, dialect: str) -> Any:
-    return select(t.holdings).where(in_list(dialect, t.holdings.c.customer_id, "ids"))
+#: The catalogue last read per engine (database) and table set, with the fingerprint it was read at.
+_catalogues: weakref.WeakKeyDictionary[Any, dict[str, tuple[tuple[int, int], list[domain.Product]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _catalogue(session: AsyncSession, t: Tables, fingerprint: tuple[int, int]) -> list[domain.Product]:
+    """The catalogue, read again only when its fingerprint changed.
+
+    Product rows are only inserted, or updated to a higher version (the fold: max version wins),
+    and a rebuild refills a set from the whole log (every product at a version at least as high
+    as before): so any change of the catalogue changes the count or the sum of the versions.
+    (A fingerprint read before the catalogue: a change between the two reads is read again next
+    time, never missed.)"""
+    bind = session.get_bind()
+    known = _catalogues.setdefault(getattr(bind, "engine", bind), {})
+    cached = known.get(t.name)
+    if cached is not None and cached[0] == fingerprint:
+        return cached[1]
+    catalogue = await load_catalogue(session, t)
+    known[t.name] = (fingerprint, catalogue)
+    return catalogue
 
 
 async def materialize(
@@ -234,61 +320,98 @@ async def materialize(
     pass — a render never overwrites a newer one, and the consumer's batches never wait for a
     render (they used to queue behind ``FOR UPDATE`` locks held for the whole render).
     """
-    dialect = dialect_of(session)
-    stmt = _dirty_query(t, dialect, ids is not None)
+    dirty, holdings_q = _render_queries(
+        t, dialect_of(session), ids is not None, rules.reporting_currency, rules.activity_baseline_days,
+        rules.balance_lookback_days,
+    )  # fmt: skip
     keys: dict[str, Any] = {"limit": limit} if ids is None else {"limit": limit, "ids": list(ids)}
-    rows = (await session.execute(stmt, keys)).mappings().all()
+    rows = await fetch(session, dirty, keys)
     if not rows:
         return 0, 0
-    ids = [r["customer_id"] for r in rows]
-    holdings = await _holdings_of(session, t, ids)
-    activity = await _activity(session, t, ids, rules)
+    holdings, flows = await _holdings_and_flows(session, holdings_q, [r["customer_id"] for r in rows])
     if catalogue is None:
-        catalogue = await load_catalogue(session, t)
+        catalogue = await _catalogue(session, t, (rows[0]["cat_n"], int(rows[0]["cat_v"])))
     stamp = now_us()
     params: list[dict[str, Any]] = []
     changed = 0
     for row in rows:
-        facts = _facts(row, holdings.get(row["customer_id"], []), activity.get(row["customer_id"], {}))
-        derived = domain.derive(facts, catalogue, rules)
-        doc = render(row, facts, derived, rules).SerializeToString(deterministic=True)
-        is_changed = doc != row["doc"]
-        changed += is_changed
-        if written is not None and is_changed:
-            # (customer_id, doc, version, update_us) as they will be once committed: the publisher
-            # can send them without reading them back (the caller's own transaction holds the rows)
-            written.append((row["customer_id"], doc, row["version"] + 1, stamp))
-        params.append(
-            {
-                "b_id": row["customer_id"],
-                "b_seq": row["change_seq"],
-                "b_doc": doc,
-                "b_inc": int(is_changed),
-                "b_segment": derived.segment,
-                "b_stage": derived.lifecycle_stage,
-                "b_churn": derived.churn.score,
-                "b_update_us": stamp if is_changed else row["update_us"],
-            }
-        )
+        cid = row["customer_id"]
+        doc, param = _render_row(row, holdings.get(cid, []), flows.get(cid, {}), catalogue, rules, stamp)
+        params.append(param)
+        if param["b_inc"]:
+            changed += 1
+            if written is not None:
+                # (customer_id, doc, version, update_us) as they will be once committed: the
+                # publisher sends them without reading them back (this transaction holds the rows)
+                written.append((cid, doc, row["version"] + 1, stamp))
     await _write_back(session, t, params)
     return len(rows), changed
+
+
+def _render_row(
+    row: Any,
+    holdings: list[domain.Holding],
+    flows: dict[str, int],
+    catalogue: list[domain.Product],
+    rules: Rules,
+    stamp: int,
+) -> tuple[bytes, dict[str, Any]]:
+    """One dirty row rendered: its document and its write-back parameters (``b_inc`` 1 if the
+    document changed)."""
+    act: dict[str, Any] = {k: row[k] for k in _ACTIVITY}
+    act["flows"] = flows
+    facts = _facts(row, holdings, act)
+    derived = domain.derive(facts, catalogue, rules)
+    doc = render(row, facts, derived, rules).SerializeToString(deterministic=True)
+    is_changed = doc != row["doc"]
+    return doc, {
+        "b_id": row["customer_id"],
+        "b_seq": row["change_seq"],
+        "b_doc": doc,
+        "b_inc": int(is_changed),
+        "b_segment": derived.segment,
+        "b_stage": derived.lifecycle_stage,
+        "b_churn": derived.churn.score,
+        "b_update_us": stamp if is_changed else row["update_us"],
+    }
+
+
+def _holding(hr: Any) -> domain.Holding:
+    return domain.Holding(
+        hr["subscription_id"],
+        hr["product_id"],
+        hr["product_type"],
+        hr["currency"],
+        hr["balance_micros"],
+        hr["state"],
+        hr["open_us"],
+        hr["close_us"],
+    )
+
+
+async def _holdings_and_flows(
+    session: AsyncSession, stmt: Any, ids: list[str]
+) -> tuple[dict[str, list[domain.Holding]], dict[str, dict[str, int]]]:
+    """The second of :func:`_render_queries`: holdings per customer, net flow per customer and subscription."""
+    holdings: dict[str, list[domain.Holding]] = {}
+    flows: dict[str, dict[str, int]] = {}
+    for hr in await fetch(session, stmt, {"ids": ids}):
+        if hr["flow"]:
+            flows.setdefault(hr["customer_id"], {})[hr["subscription_id"]] = int(hr["net"] or 0)
+        else:
+            holdings.setdefault(hr["customer_id"], []).append(_holding(hr))
+    return holdings, flows
+
+
+@built
+def _holdings_of_query(t: Tables, dialect: str) -> Any:
+    return select(t.holdings).where(in_list(dialect, t.holdings.c.customer_id, "ids"))
 
 
 async def _holdings_of(session: AsyncSession, t: Tables, ids: list[str]) -> dict[str, list[domain.Holding]]:
     holdings: dict[str, list[domain.Holding]] = {}
     for hr in (await session.execute(_holdings_of_query(t, dialect_of(session)), {"ids": ids})).mappings().all():
-        holdings.setdefault(hr["customer_id"], []).append(
-            domain.Holding(
-                hr["subscription_id"],
-                hr["product_id"],
-                hr["product_type"],
-                hr["currency"],
-                hr["balance_micros"],
-                hr["state"],
-                hr["open_us"],
-                hr["close_us"],
-            )
-        )
+        holdings.setdefault(hr["customer_id"], []).append(_holding(hr))
     return holdings
 
 
@@ -320,6 +443,7 @@ async def _write_back(session: AsyncSession, t: Tables, params: list[dict[str, A
             "update_us": src.c.b_update_us,
             "dirty": False,
         },
+        driver=True,
     )
 
 

@@ -66,6 +66,7 @@ from services.kit.events import (
     source_of,
 )
 from services.kit.faults import is_infrastructure_error
+from services.kit.fetch import fetch
 from services.kit.grpc_server import GrpcServer, client_channel
 from services.kit.kafka import ProducerLifecycle, ensure_topics, make_consumer, make_producer
 from services.kit.lifecycle import cancel_and_wait, run_until_signalled
@@ -166,6 +167,7 @@ __all__ = [
     "drop_outbox_v1",
     "ensure_topics",
     "etag_of",
+    "fetch",
     "first_or_replay",
     "get_logger",
     "in_list",

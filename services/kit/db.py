@@ -325,15 +325,15 @@ def _json_rows(rows: Sequence[dict[str, Any]], names: Iterable[Any]) -> str:
     return orjson.dumps([{key: r[name] for key, name in keys} for r in rows], default=_json_default).decode()
 
 
-def _rows_source(types: dict[str, Any]) -> Any:
-    """``json_to_recordset(:bulk_rows) AS src(a type, …)``: the rows come as ONE JSON parameter
-    (see :func:`_json_rows`), so one statement and one plan serve any number of rows.
+def _rows_source(types: dict[str, Any], param: str = "bulk_rows") -> Any:
+    """``json_to_recordset(:bulk_rows) AS src(a type, …)`` (or ``:<param>``): the rows come as ONE
+    JSON parameter (see :func:`_json_rows`), so one statement and one plan serve any number of rows.
 
     The alternatives cost the client far more CPU: an executemany binds and executes row by row,
     and ``unnest`` over one array per column has asyncpg type-check every element (~6–10 µs a row).
     """
     return (
-        func.json_to_recordset(cast(bindparam("bulk_rows", type_=Text), postgresql.JSON))
+        func.json_to_recordset(cast(bindparam(param, type_=Text), postgresql.JSON))
         .table_valued(*(column(name, type_) for name, type_ in types.items()))
         .render_derived(name="src", with_types=True)
     )
@@ -460,6 +460,7 @@ async def bulk_update(
     where: Callable[[Any], list[Any]],
     values: Callable[[Any], dict[str, Any]],
     params: dict[str, Any] | None = None,
+    driver: bool = False,
 ) -> None:
     """UPDATE one row per parameter dict. ``types`` names the parameters (not column names:
     SQLAlchemy reserves those) with their SQL types; ``where(src)`` and ``values(src)`` build the
@@ -470,7 +471,9 @@ async def bulk_update(
 
     So ``where``/``values`` (and ``bulk_upsert``'s ``update_existing``) must draw every varying
     value from ``src``: a value they read from elsewhere (a global, a clock) is frozen into the
-    statement the first time. A captured list or bound expression just turns the reuse off."""
+    statement the first time. A captured list or bound expression just turns the reuse off.
+    ``driver``: on PostgreSQL in a transaction, run by asyncpg directly (services/kit/fetch.py:
+    asyncpg's errors, no statement events; the data hub's live path, ADR 0045)."""
     if not rows:
         return
     if is_postgres(session):
@@ -480,7 +483,13 @@ async def bulk_update(
             return update(table).where(*where(src)).values(**values(src))
 
         stmt = _cached(("update", table, tuple(types.items()), where, values), build)
-        await session.execute(stmt, {**(params or {}), "bulk_rows": _json_rows(rows, types)})
+        values_ = {**(params or {}), "bulk_rows": _json_rows(rows, types)}
+        if driver:
+            from services.kit.fetch import fetch  # (fetch → reads → this module)
+
+            await fetch(session, stmt, values_)
+            return
+        await session.execute(stmt, values_)
         return
     bound = _BindSource()
     rows = [{**params, **row} for row in rows] if params else list(rows)

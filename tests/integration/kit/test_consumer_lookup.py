@@ -74,7 +74,7 @@ async def test_on_postgresql_the_version_lookup_uses_the_key_under_a_generic_pla
         driver = raw.driver_connection
         assert driver is not None
         await driver.execute(f"PREPARE zt_load AS {sql}")
-        rows = await driver.fetch("EXPLAIN EXECUTE zt_load(NULL, NULL, '{e-1}', '{customer}', '{c-7}')")
+        rows = await driver.fetch("EXPLAIN EXECUTE zt_load('{e-1}', '{customer}', '{c-7}')")
         plan = "\n".join(row[0] for row in rows)
         await driver.execute("DEALLOCATE zt_load")
     assert "aggregate_versions_pkey" in plan, plan
