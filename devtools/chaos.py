@@ -235,8 +235,6 @@ def _start_components(platform: Platform, log: Callable[[str], None]) -> None:
             if component in platform.kafka_links:
                 own["ZT_KAFKA_BOOTSTRAP_SERVERS"] = platform.kafka_links[component]
             own["ZT_HTTP_PORT" if component == "gateway" else "ZT_GRPC_PORT"] = str(ports[name])
-            if component == "data_hub":
-                own["ZT_DATAHUB_GROUP_INSTANCE_ID"] = name
             platform.procs[name] = Proc(name, component, ports[name], own, platform.log_dir)
     for i in range(1, REPLICAS + 1):  # replica 1 of each first (it migrates), then the others
         replicas = [platform.procs[f"{c}-{i}"] for c in (*SERVICES, "gateway")]
@@ -521,8 +519,31 @@ async def check_acknowledged(platform: Platform, ledger: Ledger, stats: Stats) -
     return violations
 
 
+#: What a consumer says in its log when it restarts itself (services/kit/consumer.py, progress.py).
+CONSUMER_RESTARTS = ("consumer group stalled", "consumer task died")
+
+
+def _log_ends(platform: Platform) -> dict[str, int]:
+    logs = {name: platform.log_dir / f"{name}.log" for name, p in platform.procs.items() if p.component == "data_hub"}
+    return {name: path.stat().st_size if path.exists() else 0 for name, path in logs.items()}
+
+
+def consumer_restarts(platform: Platform, since: dict[str, int]) -> list[str]:
+    """The hubs' consumer restarts logged since ``since`` (a stall is never silent: it shows here)."""
+    notes = []
+    for name, offset in since.items():
+        with open(platform.log_dir / f"{name}.log", "rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
+        for what in CONSUMER_RESTARTS:
+            if count := text.count(what):
+                notes.append(f"{name}: {what} ×{count} (its consumer restarted itself)")
+    return notes
+
+
 async def run_scenario(platform: Platform, name: str, product_id: str, *, load_s: float) -> Result:
     description, fault = SCENARIOS[name]
+    logs_at = _log_ends(platform)
     client = Client(platform.gateways)
     workload = Workload(client, product_id)
     stop = asyncio.Event()
@@ -540,6 +561,7 @@ async def run_scenario(platform: Platform, name: str, product_id: str, *, load_s
         await client.close()
     report, convergence = await reconcile_until_clean(platform.sources(), wait_s=60.0)
     violations = await check_acknowledged(platform, workload.ledger, client.stats)
+    marks.notes += consumer_restarts(platform, logs_at)
     return Result(
         name,
         description,

@@ -6,7 +6,8 @@ interceptor machinery plus OpenTelemetry's interceptor cost ~300 µs CPU per cal
 much as the call itself. The client span (same name, kind and ``rpc.*`` attributes as the
 OpenTelemetry instrumentation) and the ``traceparent`` injection are done inline in
 :meth:`Backends.call`. Calls always carry a deadline; only idempotent (GET) calls are
-retried, only on UNAVAILABLE, with jittered backoff, and never beyond the deadline.
+retried, only on UNAVAILABLE (or CANCELLED by a backend stopping mid-call), with jittered
+backoff, and never beyond the deadline.
 
 A call waits for a ready connection (ADR 0009): on a READY channel it goes straight out (one
 ``get_state``, well under a microsecond). Otherwise it waits for the channel to become READY for
@@ -39,6 +40,9 @@ tracer = trace.get_tracer("zhongtai.gateway.grpc")
 _OK = grpc.StatusCode.OK.value[0]
 _READY = grpc.ChannelConnectivity.READY
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+#: Retried for idempotent calls: the backend is not there, or it stopped mid-call (a bare
+#: CANCELLED: the gateway never cancels a call it still waits for; see errors.status_from_rpc_error).
+_RETRIED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 
 
 class BackendNotReady(grpc.aio.AioRpcError):
@@ -164,7 +168,7 @@ class Backends:
                 span.end()
                 attempt += 1
                 if (
-                    code != _UNAVAILABLE
+                    code not in _RETRIED
                     or not idempotent
                     or attempt >= self._attempts
                     or isinstance(exc, BackendNotReady)  # the connect wait is spent: no retry

@@ -55,6 +55,8 @@ _PUBLIC_DETAILS = frozenset(
 _RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 _OPAQUE_CODES = frozenset({code_pb2.INTERNAL, code_pb2.UNKNOWN, code_pb2.DATA_LOSS})
 
+_BACKEND_WENT_AWAY = ("the service stopped while handling the request, retry later", "BACKEND_UNAVAILABLE")
+
 #: Messages for failures the gRPC runtime reports (no details from one of our services).
 _RUNTIME_MESSAGES: dict[int, tuple[str, str]] = {
     code_pb2.UNAVAILABLE: ("the service is unavailable, retry later", "BACKEND_UNAVAILABLE"),
@@ -112,6 +114,12 @@ def status_from_rpc_error(error: grpc.aio.AioRpcError) -> status_pb2.Status:
             break
     if code in _OPAQUE_CODES:
         return internal_status()
+    if code == code_pb2.CANCELLED and rich is None:
+        # The gateway never cancels a call it still waits for (a client that goes away cancels
+        # the whole request task instead), so a bare CANCELLED means the backend stopped while
+        # handling it — a replica shutting down past its drain grace. Retryable: 503, like any
+        # backend that went away (a write retried with its Idempotency-Key is applied once).
+        return generic_status(code_pb2.UNAVAILABLE, *_BACKEND_WENT_AWAY)
     if rich is None or rich.code != code:
         message, reason = _RUNTIME_MESSAGES.get(code, ("request failed", grpc.StatusCode(error.code()).name))
         return generic_status(code, message, reason)

@@ -82,6 +82,10 @@ class DataHubSettings(CallerSettings):
     datahub_group_instance_id: str = Field("", max_length=249, pattern=r"^[A-Za-z0-9._-]*$")
     #: How long a member that stopped heart-beating keeps its partitions (docs/adr/0010).
     datahub_session_timeout_ms: int = Field(10_000, ge=6_000, le=300_000)
+    #: A consumer group of the hub that leaves records uncommitted without moving this long is
+    #: said to be stalled (log, ``consumer.stalls``, readiness) and its consumer restarted
+    #: (ADR 0046). 0 = not watched. Keep it above the session timeout (a dead member's wait).
+    datahub_stall_after_s: float = Field(30.0, ge=0, le=3_600)
     #: Recompute RFM segments every N seconds (0 = only on RefreshSegments).
     datahub_refresh_interval_s: float = Field(0, ge=0, le=7 * 86_400)
     #: A view miss asks the customer service whether the customer exists (ADR 0008): the budget

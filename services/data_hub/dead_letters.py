@@ -162,8 +162,13 @@ class DeadLetterIndex(TopicIndex):
 
     table, key, name = dead_letters, "dead_letter_id", "dead-letter-index"
 
-    def __init__(self, engine: AsyncEngine, bootstrap_servers: str, dlq_topic: str, *, client_id: str) -> None:
-        super().__init__(engine, bootstrap_servers, [dlq_topic], group_id=f"{dlq_topic}-index", client_id=client_id)
+    def __init__(
+        self, engine: AsyncEngine, bootstrap_servers: str, dlq_topic: str, *, client_id: str, stall_after_s: float = 30
+    ) -> None:
+        super().__init__(
+            engine, bootstrap_servers, [dlq_topic], group_id=f"{dlq_topic}-index", client_id=client_id,
+            stall_after_s=stall_after_s,
+        )  # fmt: skip
         self.topic = dlq_topic
 
     def rows(self, records: Sequence[ConsumerRecord[Any, Any]]) -> list[dict[str, Any]]:

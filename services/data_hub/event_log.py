@@ -87,6 +87,7 @@ def event_log_index(settings: DataHubSettings, engine: Any) -> EventLogIndex:
     return EventLogIndex(
         engine, settings.kafka_bootstrap_servers, topics,
         group_id=f"{settings.group_id}.event-log", client_id=settings.kafka_client_id,
+        stall_after_s=settings.datahub_stall_after_s,
     )  # fmt: skip
 
 

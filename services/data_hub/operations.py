@@ -83,8 +83,9 @@ def wire_operations(
     probe = PipelineProbe(settings.group_id, consumer)
     api = OperationsApi(engine=engine, keyring=settings.audit_keyring(), projection=projection, probe=probe)
     index = DeadLetterIndex(
-        engine, settings.kafka_bootstrap_servers, settings.dlq_topic, client_id=settings.kafka_client_id
-    )
+        engine, settings.kafka_bootstrap_servers, settings.dlq_topic, client_id=settings.kafka_client_id,
+        stall_after_s=settings.datahub_stall_after_s,
+    )  # fmt: skip
     return api, index
 
 

@@ -19,7 +19,17 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit import UnitOfWork, cancel_and_wait, ensure_topics, get_logger, is_postgres, make_consumer
+from services.kit import (
+    GroupProbe,
+    UnitOfWork,
+    cancel_and_wait,
+    ensure_topics,
+    get_logger,
+    is_postgres,
+    make_consumer,
+    run_watched,
+    watch_progress,
+)
 
 log = get_logger("zhongtai.data_hub")
 
@@ -33,10 +43,20 @@ class TopicIndex:
     creates_topics = True  # False: the topics are the kit's (created before the capability is wired)
 
     def __init__(
-        self, engine: AsyncEngine, bootstrap_servers: str, topics: Sequence[str], *, group_id: str, client_id: str
+        self,
+        engine: AsyncEngine,
+        bootstrap_servers: str,
+        topics: Sequence[str],
+        *,
+        group_id: str,
+        client_id: str,
+        stall_after_s: float = 30.0,
     ) -> None:
         self._engine, self._bootstrap, self.topics = engine, bootstrap_servers, tuple(topics)
         self._group_id, self._client_id = group_id, client_id
+        # A group that leaves records uncommitted without moving this long restarts its consumer
+        # (services/kit/progress.py, ADR 0046); 0 = not watched.
+        self._stall_after_s = stall_after_s
         self._task: asyncio.Task[None] | None = None
 
     def rows(self, records: Sequence[ConsumerRecord[Any, Any]]) -> list[dict[str, Any]]:
@@ -54,12 +74,20 @@ class TopicIndex:
     async def _supervise(self) -> None:
         while True:
             try:
-                await self._run()
+                await self._run_watched()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # a broker or database failure: start again from the committed offsets
-                log.warning("topic index failed; restarting", index=self.name, error=type(exc).__name__)
+            except Exception as exc:  # a broker or database failure, a stall: start again from the committed offsets
+                log.warning("topic index failed; restarting", index=self.name, error=type(exc).__name__,
+                            detail=str(exc)[:300])  # fmt: skip
                 await asyncio.sleep(1.0)
+
+    async def _run_watched(self) -> None:
+        if not self._stall_after_s:
+            await self._run()
+            return
+        probe = GroupProbe(self._bootstrap, self._group_id, self.topics, timeout_s=min(10.0, self._stall_after_s / 3))
+        await run_watched(self._run(), watch_progress(probe, stall_after_s=self._stall_after_s))
 
     async def _run(self) -> None:
         consumer = make_consumer(

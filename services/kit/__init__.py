@@ -86,6 +86,7 @@ from services.kit.migrations import (
 from services.kit.money import Amount, MoneyError, is_supported, to_money
 from services.kit.outbox import OutboxRelay, add_event
 from services.kit.outbox_status import outbox_status, outbox_status_handler
+from services.kit.progress import GroupProbe, GroupStalled, run_watched, watch_progress
 from services.kit.reads import Reader
 from services.kit.replay import reapply
 from services.kit.service import Capability, Runtime, Wiring
@@ -112,6 +113,8 @@ __all__ = [
     "FailedPrecondition",
     "FieldCipher",
     "FieldViolation",
+    "GroupProbe",
+    "GroupStalled",
     "GrpcServer",
     "InboxConsumer",
     "InvalidArgument",
@@ -180,6 +183,7 @@ __all__ = [
     "reapply",
     "run_env",
     "run_until_signalled",
+    "run_watched",
     "scrub_text",
     "sessionmaker",
     "setup_telemetry",
@@ -187,4 +191,5 @@ __all__ = [
     "stage_insert",
     "to_money",
     "upgrade",
+    "watch_progress",
 ]

@@ -62,6 +62,7 @@ from services.kit.inbox import AggregateVersion, Decoded, InboxRow, _decode, _Po
 from services.kit.kafka import ensure_topics, make_consumer
 from services.kit.lifecycle import cancel_and_wait
 from services.kit.logging import get_logger
+from services.kit.progress import GroupProbe, GroupStalled, run_watched, watch_progress
 
 # (the inbox tables live in inbox.py, the database side in applier.py; re-exported for their users)
 __all__ = ["AggregateVersion", "Handler", "InboxConsumer", "InboxRow", "Projection"]
@@ -147,6 +148,7 @@ class InboxConsumer:
         session_timeout_ms: int = 10_000,
         max_fault_backoff_s: float = 2.0,
         linger_ms: int = 0,
+        stall_after_s: float = 30.0,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._group = group_id
@@ -178,6 +180,9 @@ class InboxConsumer:
         # backlog's worth is there, so live events come several to a batch and share its fixed
         # cost (the transaction, the lookups, the views' render and publish, the offset commit).
         self._linger_ms = linger_ms
+        # A group that leaves records uncommitted without moving this long is restarted, loudly
+        # (services/kit/progress.py, ADR 0046); 0 = not watched.
+        self._stall_after_s = stall_after_s
         self._init_state()
 
     def _init_state(self) -> None:
@@ -190,6 +195,9 @@ class InboxConsumer:
         self.consuming = True
         self.state_reason = "starting"
         self.restarts = 0  # the consumer's task died and its supervisor started it again
+        self.stalls = 0  # of which: the group stood still with records waiting (progress.py)
+        #: True while a batch waits out a database or broker failure (already reported as such).
+        self.waiting_out_fault = False
         self.fault_retries = 0  # a batch held back by an infrastructure failure, applied again
         self.applied_total = 0
         self.batches_retried = 0  # a batch that collided with another member's, applied again whole
@@ -229,13 +237,30 @@ class InboxConsumer:
         await consumer.start()  # joins the group: returns once partitions are assigned
         return consumer
 
-    async def _close(self) -> None:
-        """The last batch's offsets, then the Kafka consumer leaves (safe to call twice)."""
-        await self._offsets_committed()
+    async def _close(self, timeout_s: float | None = None) -> None:
+        """The last batch's offsets, then the Kafka consumer leaves (safe to call twice); after
+        a failure, each step gets ``timeout_s`` (a wedged client must not hold the restart)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._offsets_committed(), timeout_s)
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             with contextlib.suppress(Exception):
-                await consumer.stop()
+                await asyncio.wait_for(consumer.stop(), timeout_s)
+
+    async def _open_and_run(self) -> None:
+        consumer = await self._open()
+        await self._state(True, "consuming")
+        await self._run(consumer)
+
+    async def _run_watched(self) -> None:
+        """Join and run, with the group's progress watched beside it (a stall raises
+        GroupStalled): a join that never completes is a stall too."""
+        if not self._stall_after_s:
+            await self._open_and_run()
+            return
+        probe = GroupProbe(self._bootstrap, self._group, self._topics, timeout_s=min(10.0, self._stall_after_s / 3))
+        watch = watch_progress(probe, stall_after_s=self._stall_after_s, waiting=lambda: self.waiting_out_fault)
+        await run_watched(self._open_and_run(), watch)
 
     async def _supervise(self) -> None:
         """Run the consumer; if its loop dies, say so, close it and start a new one (from the
@@ -244,9 +269,7 @@ class InboxConsumer:
         while True:
             started = time.monotonic()
             try:
-                consumer = await self._open()
-                await self._state(True, "consuming")
-                await self._run(consumer)
+                await self._run_watched()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -255,11 +278,20 @@ class InboxConsumer:
                 failures = 1 if time.monotonic() - started > _STABLE_RUN_S else failures + 1
                 self.restarts += 1
                 _restarts.add(1, {"group": self._group})
-                reason = f"consumer stopped: {type(exc).__name__}"
-                await self._state(False, reason)
-                log.error("consumer task died; restarting it", group=self._group, error=type(exc).__name__,
+                self.waiting_out_fault = False
+                stalled = isinstance(exc, GroupStalled)
+                self.stalls += stalled
+                if stalled and self._instance_id is not None:
+                    # A static member that stalled rejoins as a dynamic one: the old member may
+                    # still hold its id (ADR 0046), and two live members with one id fence each other.
+                    log.warning("stalled static member rejoins as a dynamic member", group=self._group,
+                                group_instance_id=self._instance_id)  # fmt: skip
+                    self._instance_id = None
+                await self._state(False, f"{'group stalled' if stalled else 'consumer stopped'}: {type(exc).__name__}")
+                log.error("consumer group stalled; restarting its consumer" if stalled else
+                          "consumer task died; restarting it", group=self._group, error=type(exc).__name__,
                           detail=str(exc)[:300], restarts=self.restarts)  # fmt: skip
-                await self._close()
+                await self._close(timeout_s=10.0)
                 await asyncio.sleep(self._fault_pause(failures))
 
     def _fault_pause(self, failures: int) -> float:
@@ -422,6 +454,7 @@ class InboxConsumer:
                     raise
                 failures += 1
                 self.fault_retries += 1
+                self.waiting_out_fault = True
                 _stalls.add(1, {"group": self._group})
                 await self._state(False, f"waiting for the database or broker: {type(exc).__name__}")
                 pause = self._fault_pause(failures)
@@ -432,6 +465,7 @@ class InboxConsumer:
                 batches = _still_assigned(consumer, batches)
                 continue
             if failures:
+                self.waiting_out_fault = False
                 await self._state(True, "consuming")
             return
 

@@ -74,7 +74,8 @@ EXISTING_SECRET_DATA = {
 }
 
 # Component-only fields the chart sets deliberately away from the code's default.
-# (datahub_group_instance_id: the pod name, per replica; the code default is "no static membership";
+# (datahub_group_instance_id: the pod name, per replica, with staticMembership: true (off by default,
+# ADR 0046); the code default is "no static membership";
 # idempotency_store: shared by every gateway replica in the chart, per process in the code, ADR 0022;
 # datahub_model_path: the artifact baked into the image, the code default is "the rules", ADR 0020)
 DELIBERATE_OVERRIDES = {

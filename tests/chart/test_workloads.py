@@ -219,13 +219,33 @@ def test_strict_validation_catches_unknown_fields_and_float_topic_config(render)
         assert expected in problems
 
 
-def test_the_data_hub_is_a_static_group_member_named_after_its_pod(render, ci_name):
-    """A container restarted in its pod (SIGKILL, OOM) gets its partitions back at once."""
+def test_the_data_hub_is_a_dynamic_group_member_unless_static_membership_is_asked_for(render, ci_name):
+    """Static membership (the pod name as group.instance.id) is off by default (ADR 0046: the pinned
+    client's static groups stalled after a network cut); on request, each pod is its own member."""
     docs = render(ci_name)
     hub = deployment(docs, "data-hub")["spec"]["template"]["spec"]["containers"][0]
     by_name_env = {e["name"]: e for e in hub["env"]}
-    assert by_name_env["ZT_DATAHUB_GROUP_INSTANCE_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert "ZT_DATAHUB_GROUP_INSTANCE_ID" not in by_name_env
     assert by_name_env["ZT_DATAHUB_SESSION_TIMEOUT_MS"]["value"] == "10000"
-    off = render(ci_name, set_values={"config.data_hub.staticMembership": False})
-    hub = deployment(off, "data-hub")["spec"]["template"]["spec"]["containers"][0]
-    assert "ZT_DATAHUB_GROUP_INSTANCE_ID" not in {e["name"] for e in hub["env"]}
+    on = render(ci_name, set_values={"config.data_hub.staticMembership": True})
+    hub = deployment(on, "data-hub")["spec"]["template"]["spec"]["containers"][0]
+    by_name_env = {e["name"]: e for e in hub["env"]}
+    assert by_name_env["ZT_DATAHUB_GROUP_INSTANCE_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+def test_the_gateway_passes_the_consoles_oidc_provider_and_no_secret(render, ci_name):
+    """The console signs in at the bank's OIDC provider as a public client (code + PKCE)."""
+    provider = {
+        "config.gateway.consoleOidc.authorizationEndpoint": "https://idp.bank.example/authorize",
+        "config.gateway.consoleOidc.tokenEndpoint": "https://idp.bank.example/token",
+        "config.gateway.consoleOidc.clientId": "zhongtai-console",
+    }
+    gateway = deployment(render(ci_name, set_values=provider), "gateway")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in gateway["env"]}
+    assert env["ZT_CONSOLE_OIDC_AUTHORIZATION_ENDPOINT"] == "https://idp.bank.example/authorize"
+    assert env["ZT_CONSOLE_OIDC_TOKEN_ENDPOINT"] == "https://idp.bank.example/token"
+    assert env["ZT_CONSOLE_OIDC_CLIENT_ID"] == "zhongtai-console"
+    assert env["ZT_CONSOLE_OIDC_SCOPE"].startswith("openid ")
+    assert not any("OIDC" in name and "SECRET" in name for name in env)
+    default = deployment(render(ci_name), "gateway")["spec"]["template"]["spec"]["containers"][0]
+    assert {e["name"]: e.get("value") for e in default["env"]}["ZT_CONSOLE_OIDC_AUTHORIZATION_ENDPOINT"] == ""

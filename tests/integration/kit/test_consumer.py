@@ -12,6 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from opentelemetry import trace
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from services.kit.consumer import InboxConsumer, InboxRow
 from services.kit.db import create_engine
@@ -440,18 +441,31 @@ async def test_an_overlapped_consumer_stopped_mid_backlog_resumes_with_each_even
     assert {c: await effects_for(engine, c) for c in customers} == {c: [1, 2] for c in customers}
 
 
+async def _customers_created(kafka_server, kafka_topic, name: str, count: int) -> tuple[str, str, list[str]]:  # type: ignore[no-untyped-def]
+    """(bootstrap, topic, ids): a new topic holding a CustomerCreated event per new id."""
+    bootstrap = kafka_server.bootstrap_servers
+    topic = await kafka_topic(name)
+    ids = [new_id() for _ in range(count)]
+    await send_all(bootstrap, topic, [(r.value, r.key, r.headers) for r in map(created, ids)])
+    return bootstrap, topic, ids
+
+
+class _States(list[tuple[bool, str]]):
+    """The consumer's ``on_state`` reports, in order."""
+
+    async def __call__(self, consuming: bool, reason: str) -> None:
+        self.append((consuming, reason))
+
+
 async def test_a_batch_failing_on_the_infrastructure_is_retried_whole_and_never_dead_lettered(
     kit_db, kafka_server, kafka_topic
 ) -> None:  # type: ignore[no-untyped-def]
     """The handler's session fails as a lost database would, many more times than max_attempts:
     the events wait (the consumer says it is not consuming), then apply once, none dead-lettered."""
     _, engine = kit_db
-    bootstrap = kafka_server.bootstrap_servers
-    topic = await kafka_topic("kit.outage")
-    ids = [new_id() for _ in range(3)]
-    await send_all(bootstrap, topic, [(r.value, r.key, r.headers) for r in map(created, ids)])
+    bootstrap, topic, ids = await _customers_created(kafka_server, kafka_topic, "kit.outage", 3)
     outage = {"left": 8}
-    states: list[tuple[bool, str]] = []
+    states = _States()
 
     async def flaky(session, event: ReceivedEvent) -> None:  # type: ignore[no-untyped-def]
         if outage["left"] > 0:
@@ -459,13 +473,10 @@ async def test_a_batch_failing_on_the_infrastructure_is_retried_whole_and_never_
             raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
         await record_effect(session, event)
 
-    async def on_state(consuming: bool, reason: str) -> None:
-        states.append((consuming, reason))
-
     consumer = await consume_until(
         engine, bootstrap, topic, f"kit-outage-{uuid.uuid4().hex[:8]}", flaky,
         lambda: _count_inbox(engine, ids[-1], 1), max_attempts=2, retry_backoff_s=0.01,
-        on_state=on_state, max_fault_backoff_s=0.05,
+        on_state=states, max_fault_backoff_s=0.05,
     )  # fmt: skip
 
     assert [await effects_for(engine, i) for i in ids] == [[1], [1], [1]]
@@ -482,10 +493,7 @@ async def test_a_consumer_task_that_dies_is_restarted_and_applies_everything_onc
     kit_db, kafka_server, kafka_topic
 ) -> None:  # type: ignore[no-untyped-def]
     _, engine = kit_db
-    bootstrap = kafka_server.bootstrap_servers
-    topic = await kafka_topic("kit.supervised")
-    ids = [new_id() for _ in range(4)]
-    await send_all(bootstrap, topic, [(r.value, r.key, r.headers) for r in map(created, ids)])
+    bootstrap, topic, ids = await _customers_created(kafka_server, kafka_topic, "kit.supervised", 4)
     crashes = {"left": 1}
 
     async def crash_once(applied: list[ReceivedEvent]) -> None:
@@ -504,3 +512,38 @@ async def test_a_consumer_task_that_dies_is_restarted_and_applies_everything_onc
 
 async def _all_applied(engine, ids: list[str]) -> bool:  # type: ignore[no-untyped-def]
     return all([await effects_for(engine, i) == [1] for i in ids])
+
+
+async def test_a_consumer_wedged_without_an_error_is_found_stalled_restarted_and_applies_everything_once(
+    kit_db, kafka_server, kafka_topic
+) -> None:  # type: ignore[no-untyped-def]
+    """The loop waits on a call that never returns (no error, the member still heart-beats): the
+    group's watchdog sees records waiting and the committed offset standing still, says so and
+    starts a new consumer, which applies every event once."""
+    _, engine = kit_db
+    bootstrap, topic, ids = await _customers_created(kafka_server, kafka_topic, "kit.wedged", 4)
+    wedges = {"left": 1}
+    states = _States()
+
+    async def wedged_once(session, event: ReceivedEvent) -> None:  # type: ignore[no-untyped-def]
+        if wedges["left"]:
+            wedges["left"] -= 1
+            await asyncio.Event().wait()  # e.g. a request whose answer never comes
+        await record_effect(session, event)
+
+    async def all_applied() -> bool:  # (SQLite: the wedged transaction locks the file until it is cancelled)
+        try:
+            return await _all_applied(engine, ids)
+        except OperationalError:
+            return False
+
+    started = time.monotonic()
+    consumer = await consume_until(
+        engine, bootstrap, topic, f"kit-wedged-{uuid.uuid4().hex[:8]}", wedged_once, all_applied,
+        stall_after_s=3, on_state=states, max_fault_backoff_s=0.05,
+    )  # fmt: skip
+
+    assert consumer.stalls == 1 and consumer.restarts == 1
+    assert (False, "group stalled: GroupStalled") in states and states[-1] == (True, "consuming")
+    assert [await effects_for(engine, i) for i in ids] == [[1]] * 4
+    assert time.monotonic() - started < 30  # found within a few probes of the threshold

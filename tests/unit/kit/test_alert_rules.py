@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from opentelemetry.metrics import Counter
 
-from services.kit import consumer, dlq
+from services.kit import consumer, dlq, progress
 
 RULES = Path(__file__).resolve().parents[3] / "infra" / "prometheus" / "zhongtai-alerts.yaml"
 
@@ -16,7 +16,7 @@ RULES = Path(__file__).resolve().parents[3] / "infra" / "prometheus" / "zhongtai
 def _exported() -> set[str]:
     """The consumer's instruments as the OpenTelemetry Prometheus exporter names them."""
     names = set()
-    for value in [*vars(consumer).values(), *vars(dlq).values()]:
+    for value in [*vars(consumer).values(), *vars(dlq).values(), *vars(progress).values()]:
         # (the module's instruments may still be the API's proxies, which keep ``_name``)
         name = getattr(value, "name", None) or getattr(value, "_name", None)
         if isinstance(name, str) and name.startswith("consumer."):
@@ -29,7 +29,7 @@ def test_every_alert_expression_uses_exported_consumer_metrics() -> None:
     groups = yaml.safe_load(RULES.read_text())["groups"]
     rules = [rule for group in groups for rule in group["rules"]]
     assert {r["alert"] for r in rules} >= {"ZhongtaiConsumerNotConsuming", "ZhongtaiConsumerLagGrowing",
-                                           "ZhongtaiEventDeadLettered"}  # fmt: skip
+                                           "ZhongtaiEventDeadLettered", "ZhongtaiConsumerGroupStalled"}  # fmt: skip
     exported = _exported()
     for rule in rules:
         used = set(re.findall(r"\bconsumer_[a-z_]+\b", rule["expr"]))

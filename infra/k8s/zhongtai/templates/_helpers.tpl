@@ -345,6 +345,15 @@ ZT_OTEL_CONSOLE: {{ $v.config.otel.console | quote }}
   value: {{ $v.gateway.maxBodyBytes | int | quote }}
 - name: ZT_CORS_ORIGINS
   value: {{ join "," $v.gateway.corsOrigins | quote }}
+{{- $oidc := $v.gateway.consoleOidc }}
+- name: ZT_CONSOLE_OIDC_AUTHORIZATION_ENDPOINT
+  value: {{ $oidc.authorizationEndpoint | quote }}
+- name: ZT_CONSOLE_OIDC_TOKEN_ENDPOINT
+  value: {{ $oidc.tokenEndpoint | quote }}
+- name: ZT_CONSOLE_OIDC_CLIENT_ID
+  value: {{ $oidc.clientId | quote }}
+- name: ZT_CONSOLE_OIDC_SCOPE
+  value: {{ $oidc.scope | quote }}
 {{- $q := $v.gateway.quotas }}
 - name: ZT_QUOTA_READS_RPS
   value: {{ $q.readsRps | toString | quote }}
