@@ -4,7 +4,10 @@ The ingest benchmark (bench/data_hub_ingest.py --compare-model) measures the who
 this isolates what the model adds to one render (`domain.derive`: features, churn scorecard, the
 offer scorecards of the eligible products), alternating rules and model rounds on the same facts.
 
-    .venv/bin/python bench/data_hub_scoring.py [--artifact models/scores.json] [--customers 2000] [--rounds 5]
+    .venv/bin/python bench/data_hub_scoring.py [--artifact models/scores.json [OTHER.json ...]] [--customers 2000]
+                                                  [--rounds 5]
+
+Several artifacts (an old and a new model) are measured in the same rounds, side by side.
 """
 
 from __future__ import annotations
@@ -82,13 +85,13 @@ def population(n: int, seed: int = 1) -> list[d.CustomerFacts]:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--artifact", default=str(REPO / "models" / "scores.json"))
+    parser.add_argument("--artifact", nargs="+", default=[str(REPO / "models" / "scores.json")])
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    scorer = model.load(args.artifact)
-    if scorer is None:
-        raise SystemExit(f"no artifact at {args.artifact}: zhongtai models train")
+    scorers = [model.load(a) for a in args.artifact]
+    if None in scorers:
+        raise SystemExit(f"no artifact at {args.artifact[scorers.index(None)]}: zhongtai models train")
     facts = population(args.customers)
     products = [
         d.Product(
@@ -102,20 +105,19 @@ def main() -> int:
         )
         for p in catalogue(datetime.now(UTC))
     ]
-    rules, with_model = Rules(), replace(Rules(), model=scorer)
-    us: dict[str, list[float]] = {"rules": [], "model": []}
+    chosen = {"rules": Rules(), **{s.version: replace(Rules(), model=s) for s in scorers if s is not None}}
+    us: dict[str, list[float]] = {label: [] for label in chosen}
     for r in range(args.rounds):
-        for label in ("rules", "model") if r % 2 == 0 else ("model", "rules"):
-            chosen = rules if label == "rules" else with_model
+        for label in list(chosen) if r % 2 == 0 else list(reversed(chosen)):
             started = time.process_time()
             for f in facts:
-                d.derive(f, products, chosen)
+                d.derive(f, products, chosen[label])
             us[label].append((time.process_time() - started) / len(facts) * 1e6)
-    rules_us, model_us = statistics.median(us["rules"]), statistics.median(us["model"])
-    print(
-        f"derive per render (CPU, median of {args.rounds}): rules {rules_us:.1f} µs, model {model_us:.1f} µs "
-        f"(+{model_us - rules_us:.1f} µs; artifact {scorer.version})"
-    )
+    rules_us = statistics.median(us["rules"])
+    print(f"derive per render (CPU, median of {args.rounds}): rules {rules_us:.1f} µs")
+    for label in list(chosen)[1:]:
+        model_us = statistics.median(us[label])
+        print(f"  model {label}: {model_us:.1f} µs (+{model_us - rules_us:.1f} µs)")
     return 0
 
 

@@ -217,20 +217,23 @@ def report_html(path: Path, results: list[Scores], title: str) -> Path:
 
 
 async def run(
-    seeds: list[int], train_seed: int, customers: int, months: int, out: Path, progress: Any
+    seeds: list[int], train_seeds: list[int], customers: int, months: int, out: Path, progress: Any
 ) -> tuple[list[Scores], dict[str, Any], Path]:
+    if set(seeds) & set(train_seeds):
+        raise SystemExit(f"--seed {sorted(set(seeds) & set(train_seeds))} is also a training seed: not held out")
     rules = Rules()
     with tempfile.TemporaryDirectory(prefix="zt-backtest-", dir=scratch_dir()) as tmp:
-        trained = await population(train_seed, customers, months, Path(tmp), rules, progress)
+        parts = [await population(s, customers, months, Path(tmp), rules, progress) for s in train_seeds]
         held_out = [await population(seed, customers, months, Path(tmp), rules, progress) for seed in seeds]
+    trained = dsm.concat(parts)
     trains, evals = split_dates(trained)
     progress("train", 0, 1)
-    artifact = train.fit(trained, trains, training=train.training_info(train_seed, customers, months, trains))
+    artifact = train.fit(trained, trains, training=train.training_info(train_seeds, customers, months, trains))
     progress("train", 1, 1)
     scorer = hub_model.ScoreModel.from_artifact(artifact)
     popular = popularity(trained, set(trains))
     results = [
-        evaluate(f"seed {train_seed} later months", trained, scorer, evals, popular),
+        evaluate(f"seed {'+'.join(map(str, train_seeds))} later months", trained, scorer, evals, popular),
         *(evaluate(f"seed {s} (held out)", ds, scorer, evals, popular) for s, ds in zip(seeds, held_out, strict=True)),
     ]
     train.write(artifact, out / "scores.json")  # = ``zhongtai models train`` with the same arguments

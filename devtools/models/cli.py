@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_ARTIFACT = "models/scores.json"
+TRAIN_SEEDS = [1, 2, 3]  # the shipped artifact's training populations (never evaluated on)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -27,9 +28,12 @@ def _train(args: argparse.Namespace) -> int:
                 return await dataset.from_database(engine)
             finally:
                 await engine.dispose()
-        events = Population(seed=args.seed, customers=args.customers, months=args.months).events()
+        parts = []
         with tempfile.TemporaryDirectory(prefix="zt-train-") as tmp:
-            return await dataset.build(events, Path(tmp) / "hub.db", Rules())
+            for seed in args.seed:
+                events = Population(seed=seed, customers=args.customers, months=args.months).events()
+                parts.append(await dataset.build(events, Path(tmp) / f"hub-{seed}.db", Rules()))
+        return dataset.concat(parts)
 
     ds = asyncio.run(build())
     trains, evals = split_dates(ds)
@@ -79,10 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     bt.add_argument(
         "--seed", type=int, nargs="+", default=[101], help="the held-out populations evaluated (default 101)"
     )
-    bt.add_argument("--train-seed", type=int, default=1, help="the population trained on (default 1)")
+    bt.add_argument(
+        "--train-seed",
+        type=int,
+        nargs="+",
+        default=TRAIN_SEEDS,
+        help="the populations trained on (default 1 2 3)",
+    )
     bt.add_argument("--out", default="var/backtest", help="where the HTML report goes")
     tr = sub.add_parser("train", parents=[common], help="fit the scores and write the versioned artifact")
-    tr.add_argument("--seed", type=int, default=1, help="the population trained on (default 1)")
+    tr.add_argument(
+        "--seed", type=int, nargs="+", default=TRAIN_SEEDS, help="the populations trained on (default 1 2 3)"
+    )
     tr.add_argument("--out", default=DEFAULT_ARTIFACT, help=f"artifact path (default {DEFAULT_ARTIFACT})")
     tr.add_argument("--all-dates", action="store_true", help="also train on the dates a back-test holds out")
     tr.add_argument(

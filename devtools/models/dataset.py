@@ -167,6 +167,27 @@ async def from_database(engine: AsyncEngine) -> Dataset:
     )
 
 
+def concat(parts: Sequence[Dataset]) -> Dataset:
+    """Several populations' rows as one dataset (their customer ids never collide: the seed is in
+    them); the truth is known up to the earliest of their ends."""
+    if len(parts) == 1:
+        return parts[0]
+    truth: dict[str, Truth] = {}
+    for d in parts:
+        truth.update(d.truth)
+    return Dataset(
+        as_of=np.concatenate([d.as_of for d in parts]),
+        customer=[c for d in parts for c in d.customer],
+        x=np.vstack([d.x for d in parts]),
+        rules_churn=np.concatenate([d.rules_churn for d in parts]),
+        held=[h for d in parts for h in d.held],
+        eligible=[e for d in parts for e in d.eligible],
+        rules_offers=[o for d in parts for o in d.rules_offers],
+        truth=truth,
+        end_us=min(d.end_us for d in parts),
+    )
+
+
 async def build(events: Sequence[SynthEvent], path: Path, rules: Rules, progress: Progress = _quiet) -> Dataset:
     engine = await replay(events, path, progress)
     try:

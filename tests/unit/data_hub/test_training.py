@@ -47,6 +47,7 @@ def test_retraining_on_the_same_rows_gives_the_same_artifact_and_scores(tmp_path
     again = train.dumps(train.fit(hand_made(), dates, training={"seeds": [1]}))
     assert first == again
     written = train.write(train.fit(ds, dates, training={"seeds": [1]}), tmp_path / "scores.json")
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.json"]  # one copy: the version is inside it
     loaded = model.load(str(written))
     assert loaded is not None and loaded.version.startswith(f"scores-f{features.VERSION}-")
     assert isinstance(loaded.churn_model, model.Trees)
@@ -57,3 +58,18 @@ def test_retraining_on_the_same_rows_gives_the_same_artifact_and_scores(tmp_path
     # a different training set is a different version
     other = train.fit(ds, dates[:3], training={"seeds": [1]})
     assert other["version"] != loaded.version
+
+
+def test_several_populations_train_as_one_data_set() -> None:
+    a, b = hand_made(1), hand_made(2)
+    b.customer = [f"other-{c}" for c in b.customer]  # (another seed: other customer ids)
+    b.truth = {f"other-{c}": t for c, t in b.truth.items()}
+    both = dsm.concat([a, b])
+    assert len(both) == len(a) + len(b) and both.x.shape == (len(a) + len(b), len(features.NAMES))
+    assert both.customer[len(a)] == "other-c0" and set(both.truth) == set(a.truth) | set(b.truth)
+    dates = set(sorted({int(t) for t in a.as_of})[:4])
+    _, y_a = dsm.churn_rows(a, dates)
+    _, y_b = dsm.churn_rows(b, dates)
+    _, y_both = dsm.churn_rows(both, dates)
+    assert list(y_both) == [*y_a, *y_b]  # each row keeps its own population's truth
+    assert dsm.concat([a]) is a
