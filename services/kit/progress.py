@@ -127,14 +127,13 @@ class GroupProbe:
         return committed, ends, starts
 
     async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
+        # (kept before they start: a start that fails is closed by ``close`` like the rest)
         if self._admin is None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id=f"{self.group}-watch")
-            await admin.start()
-            self._admin = admin
+            self._admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id=f"{self.group}-watch")
+            await self._admin.start()
         if self._offsets is None:
-            offsets = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, client_id=f"{self.group}-watch")
-            await offsets.start()
-            self._offsets = offsets
+            self._offsets = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, client_id=f"{self.group}-watch")
+            await self._offsets.start()
         return self._admin, self._offsets
 
     async def close(self) -> None:
