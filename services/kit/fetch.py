@@ -27,13 +27,10 @@ from typing import Any, cast
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from services.kit.reads import _Compiled
+from services.kit.reads import compiled_for
 
 __all__ = ["fetch"]
 
-#: Compiled statements by the statement's identity (the entry keeps the statement alive).
-_compiled: dict[int, _Compiled] = {}
-_MAX = 1024
 #: ``session.info`` key: (the session's transaction, its AsyncConnection, the pooled connection).
 _HELD = "zt_fetch_connection"
 
@@ -48,11 +45,7 @@ async def fetch(session: AsyncSession, stmt: Any, params: Mapping[str, Any] | No
     # statements — sees every statement: then through SQLAlchemy)
     if conn.dialect.name == "postgresql" and sync is not None and not sync.dispatch.before_cursor_execute:
         driver, adapted = raw.driver_connection, cast(Any, raw.dbapi_connection)
-        compiled = _compiled.get(id(stmt))
-        if compiled is None or compiled.statement is not stmt:
-            if len(_compiled) >= _MAX:
-                _compiled.clear()
-            compiled = _compiled[id(stmt)] = _Compiled(stmt, conn.dialect)
+        compiled = compiled_for(stmt, conn.dialect)
         # (else its columns need SQLAlchemy's result processing, or it is not asyncpg)
         if driver is not None and compiled.results is None and hasattr(adapted, "_start_transaction"):
             try:

@@ -29,7 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import Executable, Select, visitors
+from sqlalchemy.sql.dml import UpdateBase
 
 from services.kit.db import is_sqlite, read_sessionmaker, traces_statements
 from services.kit.faults import is_infrastructure_error
@@ -39,12 +40,23 @@ __all__ = ["Reader"]
 _Processor = Callable[[Any], Any] | None
 
 
+def _plain_read(statement: Any) -> bool:
+    """A ``SELECT`` that neither writes (no INSERT/UPDATE/DELETE anywhere in it, e.g. in a CTE)
+    nor locks (no FOR UPDATE/SHARE): it may run outside the transaction."""
+    if not isinstance(statement, Select):
+        return False
+    for element in visitors.iterate(statement):
+        if isinstance(element, UpdateBase) or getattr(element, "_for_update_arg", None) is not None:
+            return False
+    return True
+
+
 class _Compiled:
     """A statement compiled for asyncpg: its SQL, the order of its parameters, their defaults
     and bind processors, and the result processors of its columns (None where the driver's
     value is already what SQLAlchemy would give)."""
 
-    __slots__ = ("defaults", "names", "params", "results", "sql", "statement")
+    __slots__ = ("defaults", "names", "params", "plain_read", "results", "sql", "statement")
 
     def __init__(self, statement: Any, dialect: Any) -> None:
         compiled = statement.compile(dialect=dialect)
@@ -64,6 +76,7 @@ class _Compiled:
             except (TypeError, KeyError):
                 results.append(None)  # (needs the driver's type code: Float/Numeric as asyncpg gives them)
         self.results: list[_Processor] | None = results if any(results) else None
+        self.plain_read = _plain_read(statement)
 
     def args(self, params: Mapping[str, Any]) -> list[Any]:
         out = []
@@ -78,24 +91,30 @@ class _Compiled:
         return tuple(value if p is None else p(value) for value, p in zip(record, self.results, strict=True))
 
 
+#: Statements compiled for asyncpg, by the statement's identity and the dialect (the entry keeps
+#: the statement alive); shared by the Reader, the kit's writes and ``fetch``.
+_compiled: dict[tuple[int, str], _Compiled] = {}
+_COMPILED_MAX = 1024
+
+
+def compiled_for(statement: Any, dialect: Any) -> _Compiled:
+    """``statement`` compiled for asyncpg, once per statement object (build statements once)."""
+    key = (id(statement), dialect.name)
+    found = _compiled.get(key)
+    if found is None or found.statement is not statement:
+        if len(_compiled) >= _COMPILED_MAX:
+            _compiled.clear()
+        found = _compiled[key] = _Compiled(statement, dialect)
+    return found
+
+
 class Reader:
     """Reads that write nothing, one statement each (see the module docstring)."""
-
-    _MAX = 1024
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._raw = not is_sqlite(engine) and engine.dialect.driver == "asyncpg" and not traces_statements(engine)
         self._sessions = read_sessionmaker(engine)
-        self._compiled: dict[int, _Compiled] = {}
-
-    def _compile(self, statement: Executable) -> _Compiled:
-        found = self._compiled.get(id(statement))
-        if found is None or found.statement is not statement:
-            if len(self._compiled) >= self._MAX:
-                self._compiled.clear()
-            found = self._compiled[id(statement)] = _Compiled(statement, self._engine.dialect)
-        return found
 
     async def all(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Sequence[Any]:
         """Every row of ``statement`` (rows indexed by column position)."""
@@ -103,7 +122,7 @@ class Reader:
         if not self._raw:
             async with self._sessions() as session:
                 return list((await session.execute(statement, dict(params))).all())
-        compiled = self._compile(statement)
+        compiled = compiled_for(statement, self._engine.dialect)
         args = compiled.args(params)
         pooled = await self._engine.raw_connection()
         try:

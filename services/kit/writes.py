@@ -35,13 +35,12 @@ from typing import Any, Protocol
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.sql import Executable, Select, visitors
-from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql import Executable
 
 from services.kit.db import WAKES_AFTER_COMMIT, UnitOfWork, is_sqlite, traces_statements
 from services.kit.faults import is_infrastructure_error
 from services.kit.outbox import NOTIFY_SQL, notify_needed
-from services.kit.reads import _Compiled
+from services.kit.reads import compiled_for
 from services.kit.staging import staged_statement, take_staged
 
 __all__ = ["SessionTx", "Tx", "driver_writes", "transaction"]
@@ -83,32 +82,6 @@ class SessionTx:
         return int(getattr(result, "rowcount", -1))
 
 
-_compiled: dict[tuple[int, str], tuple[_Compiled, bool]] = {}
-_COMPILED_MAX = 1024
-
-
-def _plain_read(statement: Any) -> bool:
-    """A ``SELECT`` that neither writes (no INSERT/UPDATE/DELETE anywhere in it, e.g. in a CTE)
-    nor locks (no FOR UPDATE/SHARE): it may run outside the transaction."""
-    if not isinstance(statement, Select):
-        return False
-    for element in visitors.iterate(statement):
-        if isinstance(element, UpdateBase) or getattr(element, "_for_update_arg", None) is not None:
-            return False
-    return True
-
-
-def _compile(statement: Any, dialect: Dialect) -> tuple[_Compiled, bool]:
-    """The statement compiled for asyncpg (cached by identity) and whether it is a plain read."""
-    key = (id(statement), dialect.name)
-    found = _compiled.get(key)
-    if found is None or found[0].statement is not statement:
-        if len(_compiled) >= _COMPILED_MAX:
-            _compiled.clear()
-        found = _compiled[key] = (_Compiled(statement, dialect), _plain_read(statement))
-    return found
-
-
 class _DriverTx:
     """A :class:`Tx` on the pooled asyncpg connection. ``BEGIN`` comes lazily, before the first
     statement that writes or locks: plain reads before it run on their own, as in a READ
@@ -129,19 +102,19 @@ class _DriverTx:
             self.begun = True
 
     async def first(self, statement: Executable, params: Mapping[str, Any]) -> Any | None:
-        compiled, plain_read = _compile(statement, self._dialect)
-        if not plain_read:
+        compiled = compiled_for(statement, self._dialect)
+        if not compiled.plain_read:
             await self._begin()
         record = await self._driver.fetchrow(compiled.sql, *compiled.args(params))
         return None if record is None else compiled.row(record)
 
     async def execute(self, statement: Executable, params: Mapping[str, Any]) -> int:
-        if not _compile(statement, self._dialect)[1]:
+        if not compiled_for(statement, self._dialect).plain_read:
             await self._begin()
         return await self._run(statement, params)
 
     async def _run(self, statement: Executable, params: Mapping[str, Any]) -> int:
-        compiled = _compile(statement, self._dialect)[0]
+        compiled = compiled_for(statement, self._dialect)
         status = await self._driver.execute(compiled.sql, *compiled.args(params))
         last = str(status).rsplit(" ", 1)[-1]  # ("UPDATE 1", "INSERT 0 1")
         return int(last) if last.isdigit() else -1
