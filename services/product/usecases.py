@@ -14,7 +14,7 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -86,7 +86,7 @@ def _not_eligible(reasons: list[domain.Reason], customer_id: str, product_id: st
     )
 
 
-def _retrieved(task: asyncio.Future[object]) -> None:
+def _retrieved(task: asyncio.Future[Any]) -> None:
     """(a task no one awaits any more: its outcome is taken, so asyncio does not log it)"""
     if not task.cancelled():
         task.exception()
