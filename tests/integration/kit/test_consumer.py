@@ -303,6 +303,13 @@ async def _each_applied(engine, customers: list[str]) -> bool:  # type: ignore[n
     return True
 
 
+async def _inbox_statuses(engine) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Inbox rows per status."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(InboxRow.status, func.count()).group_by(InboxRow.status))
+        return dict(rows.all())  # type: ignore[arg-type]
+
+
 #: Overlapped writes even for the tiny batches these tests use.
 OVERLAPPED = {"overlap_writes": True, "overlap_min_records": 1}
 
@@ -330,20 +337,15 @@ async def test_overlapped_writes_apply_each_event_once_with_duplicates_and_stale
         messages += [first, _versioned(c, 2), first, _versioned(c, 3), _versioned(c, 1)]  # dup, then stale
     await send_all(bootstrap, topic, [(m.value, m.key, m.headers) for m in messages])
 
-    async def statuses() -> dict[str, int]:
-        async with engine.connect() as conn:
-            rows = await conn.execute(select(InboxRow.status, func.count()).group_by(InboxRow.status))
-            return dict(rows.all())  # type: ignore[arg-type]
-
     async def all_recorded() -> bool:  # 4 distinct events per customer (the duplicate is one of them)
-        return sum((await statuses()).values()) >= 4 * len(customers)
+        return sum((await _inbox_statuses(engine)).values()) >= 4 * len(customers)
 
     consumer = await consume_until(
         engine, bootstrap, topic, f"kit-overlap-{uuid.uuid4().hex[:8]}", record_effect, all_recorded,
         max_records=2, **OVERLAPPED,
     )  # fmt: skip
     assert {c: await effects_for(engine, c) for c in customers} == {c: [1, 2, 3] for c in customers}
-    assert await statuses() == {"applied": 3 * len(customers), "stale": len(customers)}
+    assert await _inbox_statuses(engine) == {"applied": 3 * len(customers), "stale": len(customers)}
     assert (consumer.writes_failed, consumer.batches_split) == (0, 0)
 
 
@@ -364,11 +366,6 @@ async def test_without_inbox_rows_for_versioned_events_redeliveries_and_stale_ve
         messages += [first, _versioned(c, 2), first, _versioned(c, 3), _versioned(c, 1), _versioned(c, 0)]
     await send_all(bootstrap, topic, [(m.value, m.key, m.headers) for m in messages])
 
-    async def statuses() -> dict[str, int]:
-        async with engine.connect() as conn:
-            rows = await conn.execute(select(InboxRow.status, func.count()).group_by(InboxRow.status))
-            return dict(rows.all())  # type: ignore[arg-type]
-
     async def each_has(versions: list[int]) -> bool:
         return [sorted(await effects_for(engine, c)) for c in customers] == [versions] * len(customers)
 
@@ -378,7 +375,7 @@ async def test_without_inbox_rows_for_versioned_events_redeliveries_and_stale_ve
         **options,
     )  # fmt: skip
     await asyncio.sleep(1.0)  # (nothing else may arrive)
-    assert await statuses() == {"applied": len(customers)}  # the unversioned events only
+    assert await _inbox_statuses(engine) == {"applied": len(customers)}  # the unversioned events only
     # A second group reads everything again, then one new version per customer.
     await send_all(bootstrap, topic, [(m.value, m.key, m.headers) for m in (_versioned(c, 4) for c in customers)])
     await consume_until(
@@ -386,7 +383,7 @@ async def test_without_inbox_rows_for_versioned_events_redeliveries_and_stale_ve
         **options,
     )  # fmt: skip
     assert {c: await effects_for(engine, c) for c in customers} == {c: [1, 2, 3, 0, 4] for c in customers}
-    assert await statuses() == {"applied": len(customers)}
+    assert await _inbox_statuses(engine) == {"applied": len(customers)}
 
 
 class FlakyEffects:
