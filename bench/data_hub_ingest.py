@@ -182,7 +182,7 @@ async def hub_rate(
         kafka_bootstrap_servers=bootstrap,
         kafka_topic_prefix=ns,
         datahub_group_id=group,
-        grpc_port=0,
+        grpc_port=stack.free_port(),  # (0 would mean the default port, maybe taken by another hub)
         environment="test",
         log_level=os.environ.get("BENCH_HUB_LOG", "WARNING"),
         auth_hs256_secret=DEV_SECRET,
