@@ -321,6 +321,21 @@ def _versioned(customer_id: str, version: int, event_id: str | None = None):  # 
     )  # fmt: skip
 
 
+async def _send_redeliveries(kafka_server, kafka_topic, name: str, count: int, *, extra: int | None = None):  # type: ignore[no-untyped-def]
+    """Per new customer, in order: versions 1, 2, the first record again, 3, then a stale version
+    1 (a new event); then an event of version ``extra``, if given. (bootstrap, topic, customers)."""
+    bootstrap = kafka_server.bootstrap_servers
+    topic = await kafka_topic(name)
+    customers = [new_id() for _ in range(count)]
+    messages = []
+    for c in customers:
+        first = _versioned(c, 1)
+        messages += [first, _versioned(c, 2), first, _versioned(c, 3), _versioned(c, 1)]  # dup, then stale
+        messages += [] if extra is None else [_versioned(c, extra)]
+    await send_all(bootstrap, topic, [(m.value, m.key, m.headers) for m in messages])
+    return bootstrap, topic, customers
+
+
 async def test_overlapped_writes_apply_each_event_once_with_duplicates_and_stale_versions_across_batches(
     kit_db, kafka_server, kafka_topic
 ) -> None:  # type: ignore[no-untyped-def]
@@ -328,14 +343,7 @@ async def test_overlapped_writes_apply_each_event_once_with_duplicates_and_stale
     # copy is in N, and an old version that N makes stale, must be no-ops in N+1 too (N+1 counts
     # what N will have stored). Tiny batches put such pairs across batch boundaries.
     _, engine = kit_db
-    bootstrap = kafka_server.bootstrap_servers
-    topic = await kafka_topic("kit.overlap")
-    customers = [new_id() for _ in range(6)]
-    messages = []
-    for c in customers:
-        first = _versioned(c, 1)
-        messages += [first, _versioned(c, 2), first, _versioned(c, 3), _versioned(c, 1)]  # dup, then stale
-    await send_all(bootstrap, topic, [(m.value, m.key, m.headers) for m in messages])
+    bootstrap, topic, customers = await _send_redeliveries(kafka_server, kafka_topic, "kit.overlap", 6)
 
     async def all_recorded() -> bool:  # 4 distinct events per customer (the duplicate is one of them)
         return sum((await _inbox_statuses(engine)).values()) >= 4 * len(customers)
@@ -357,14 +365,7 @@ async def test_without_inbox_rows_for_versioned_events_redeliveries_and_stale_ve
     # batch, across overlapped batches, and when a second group re-reads the whole topic (every
     # event redelivered), each event still takes effect once; an unversioned event keeps its row.
     _, engine = kit_db
-    bootstrap = kafka_server.bootstrap_servers
-    topic = await kafka_topic("kit.versioned")
-    customers = [new_id() for _ in range(4)]
-    messages = []
-    for c in customers:
-        first = _versioned(c, 1)
-        messages += [first, _versioned(c, 2), first, _versioned(c, 3), _versioned(c, 1), _versioned(c, 0)]
-    await send_all(bootstrap, topic, [(m.value, m.key, m.headers) for m in messages])
+    bootstrap, topic, customers = await _send_redeliveries(kafka_server, kafka_topic, "kit.versioned", 4, extra=0)
 
     async def each_has(versions: list[int]) -> bool:
         return [sorted(await effects_for(engine, c)) for c in customers] == [versions] * len(customers)
