@@ -32,7 +32,7 @@ from devtools.models import dataset as dsm
 from devtools.models import metrics, train
 from devtools.population import Population
 from services.data_hub import model as hub_model
-from services.data_hub.domain import DAY_US, MICROS, Rules
+from services.data_hub.domain import DAY_US, MICROS, Product, Rules
 
 EVAL_DATES = 6
 AT_RISK = 0.5  # the view's AT_RISK line (Rules.at_risk_score)
@@ -90,10 +90,13 @@ def churn_scores(scorer: hub_model.ScoreModel, x: np.ndarray) -> np.ndarray:
     return np.array([scorer.view_score(scorer.churn_probability(row)) for row in x.tolist()])
 
 
-def offer_rank(scorer: hub_model.ScoreModel, x: np.ndarray, eligible: list[str], k: int = 3) -> list[str]:
+def offer_rank(
+    scorer: hub_model.ScoreModel, x: np.ndarray, eligible: list[str], catalogue: dict[str, Product], k: int = 3
+) -> list[str]:
     """The model's top offers among the eligible products (the hub's ``ScoreModel.rank`` order)."""
     row = x.tolist()
-    return [pid for _, pid in sorted((-round(scorer.offer_probability(pid, row), 4), pid) for pid in eligible)[:k]]
+    ranked = sorted((-round(scorer.offer_probability(catalogue[pid], row), 4), pid) for pid in eligible)
+    return [pid for _, pid in ranked[:k]]
 
 
 def popularity(ds: dsm.Dataset, dates: set[int]) -> list[str]:
@@ -131,7 +134,7 @@ def evaluate(name: str, ds: dsm.Dataset, scorer: hub_model.ScoreModel, dates: li
         if int(ds.as_of[i]) in set(dates) and ds.eligible[i] and int(ds.as_of[i]) + dsm.XSELL_DAYS * DAY_US <= ds.end_us
     ]
     opened = [dsm.opened_within(ds, i) for i in xs]
-    model_top = [offer_rank(scorer, ds.x[i], ds.eligible[i]) for i in xs]
+    model_top = [offer_rank(scorer, ds.x[i], ds.eligible[i], ds.catalogue) for i in xs]
     pop_top = [[p for p in popular if p in ds.eligible[i]][:3] for i in xs]
     rules_top = [ds.rules_offers[i][:3] for i in xs]
     hit, base = metrics.hit_rate(model_top, opened), metrics.hit_rate(pop_top, opened)

@@ -22,8 +22,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devtools.synth import SynthEvent
-from services.data_hub import schema, snapshots
-from services.data_hub.domain import DAY_US, Rules
+from services.data_hub import schema, snapshots, views
+from services.data_hub.domain import DAY_US, Product, Rules
 from services.data_hub.facts import apply_patches
 from services.data_hub.fold import fold
 from services.data_hub.main import MIGRATIONS
@@ -61,6 +61,7 @@ class Dataset:
     rules_offers: list[list[str]]
     truth: dict[str, Truth]
     end_us: int  # the newest fact: the truth is known up to here
+    catalogue: dict[str, Product] = field(default_factory=dict)  # the products, by id (offers' features)
 
     def __len__(self) -> int:
         return len(self.customer)
@@ -153,6 +154,7 @@ async def from_database(engine: AsyncEngine) -> Dataset:
     fs = schema.feature_snapshots
     async with UnitOfWork(engine) as uow:
         rows = (await uow.session.execute(select(fs).order_by(fs.c.as_of_us, fs.c.customer_id))).mappings().all()
+        catalogue = await views.load_catalogue(uow.session, await schema.active_tables(uow.session))
     keep = [r for r in rows if r["customer_id"] in tr]
     return Dataset(
         as_of=np.array([r["as_of_us"] for r in keep], dtype=np.int64),
@@ -164,6 +166,7 @@ async def from_database(engine: AsyncEngine) -> Dataset:
         rules_offers=[json.loads(r["rules_offers"]) for r in keep],
         truth=tr,
         end_us=end_us,
+        catalogue={p.product_id: p for p in catalogue},
     )
 
 
@@ -185,6 +188,7 @@ def concat(parts: Sequence[Dataset]) -> Dataset:
         rules_offers=[o for d in parts for o in d.rules_offers],
         truth=truth,
         end_us=min(d.end_us for d in parts),
+        catalogue={pid: p for d in parts for pid, p in d.catalogue.items()},
     )
 
 
@@ -202,6 +206,7 @@ async def build(events: Sequence[SynthEvent], path: Path, rules: Rules, progress
 # ------------------------------------------------------------------------------------------
 
 CHURN_FROM_DAYS, CHURN_TO_DAYS, XSELL_DAYS = 30, 120, 90
+XSELL_US = XSELL_DAYS * DAY_US
 
 
 def churn_rows(ds: Dataset, dates: set[int]) -> tuple[np.ndarray, np.ndarray]:

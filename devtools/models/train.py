@@ -4,9 +4,11 @@
   scorecard, :data:`CHURN_KIND`) on the features of the churn population at the training dates;
   ``at_risk_probability`` = the probability at which the top :data:`AT_RISK_SHARE` of the training
   rows are flagged (the view maps it onto the 0.5 line);
-- offers: one model per product (:data:`OFFER_KIND`), on the rows where that product was eligible
-  and not held; label = opened within 90 days. Products with fewer than :data:`MIN_POSITIVES`
-  openings get no model (they rank last).
+- offers: one model of boosted trees over (customer, product) pairs (docs/adr/0050): a row for
+  every product the customer was eligible for and did not hold, its features the customer's
+  followed by the product's (``features.offer_vector``); label = opened within 90 days. What one
+  product teaches (balance, appetite, age) carries over to the others, where one model per
+  product had to learn it again from its own few openings.
 
 Deterministic: the same rows give the same artifact, byte for byte (lbfgs is deterministic; the
 trees are grown on one thread with a fixed seed and no early stopping; the JSON is written with
@@ -46,8 +48,8 @@ class Boosting:
 # Wave 6 (docs/data-hub.md, "Results"): as good on held-out seeds as 150 trees of depth 3, and
 # cheaper a render (fewer trees, two questions a walk).
 CHURN_TREES = Boosting(trees=100, depth=2, learning_rate=0.1, min_leaf=40)
-OFFER_TREES = Boosting(trees=30, depth=3, learning_rate=0.1, min_leaf=40)
-CHURN_KIND, OFFER_KIND = "trees", "trees"
+OFFER_TREES = Boosting(trees=50, depth=3, learning_rate=0.15, min_leaf=40)
+CHURN_KIND = "trees"
 
 
 def _r(v: float) -> float:
@@ -73,7 +75,8 @@ def _tree(nodes: Any) -> dict[str, list[Any]]:
             value[i] = (count[lo] * value[lo] + count[hi] * value[hi]) / max(count[lo] + count[hi], 1)
     return {
         "feature": [-1 if leaf[i] else int(nodes["feature_idx"][i]) for i in range(n)],
-        "threshold": [0.0 if leaf[i] else _r(float(nodes["num_threshold"][i])) for i in range(n)],
+        # (exact: a rounded threshold could fall on a training value and send it the other way)
+        "threshold": [0.0 if leaf[i] else float(nodes["num_threshold"][i]) for i in range(n)],
         "left": [0 if leaf[i] else int(nodes["left"][i]) for i in range(n)],
         "right": [0 if leaf[i] else int(nodes["right"][i]) for i in range(n)],
         "value": [_r(v) for v in value],
@@ -103,7 +106,7 @@ def _fit_trees(x: np.ndarray, y: np.ndarray, how: Boosting) -> dict[str, Any]:
         "base": _r(float(np.ravel(gb._baseline_prediction)[0])),
         "trees": [_tree(p[0].nodes) for p in gb._predictors],
     }
-    hub = model.scorecard(out, [], [], "check")
+    hub = model.scorecard(out, [], [], "check", x.shape[1])
     sample = x[:: max(1, len(x) // 200)]
     ours = np.array([hub.logit(row) for row in sample.tolist()])
     if not np.allclose(ours, gb.decision_function(sample), atol=1e-4):
@@ -127,31 +130,44 @@ def fit(ds: dsm.Dataset, dates: Sequence[int], *, training: Mapping[str, Any]) -
     fitted = model.scorecard(churn, mean, scale, "churn")
     logits = [fitted.logit(row) for row in ds.x[idx].tolist()]  # the hub's own arithmetic
     churn["at_risk_probability"] = _r(float(1 / (1 + np.exp(-np.quantile(logits, 1 - AT_RISK_SHARE)))))
-    offers: dict[str, Any] = {}
-    date_set = set(dates)
-    rows = [
-        i for i in range(len(ds)) if int(ds.as_of[i]) in date_set and ds.as_of[i] + 90 * 86_400_000_000 <= ds.end_us
-    ]
-    opened = {i: dsm.opened_within(ds, i) for i in rows}
-    products = sorted({p for i in rows for p in ds.eligible[i]})
-    for pid in products:
-        cand = [i for i in rows if pid in ds.eligible[i]]
-        yy = np.array([pid in opened[i] for i in cand], dtype=bool)
-        if yy.sum() >= MIN_POSITIVES and (~yy).sum() >= MIN_POSITIVES:
-            offers[pid] = _fit_trees(ds.x[cand], yy, OFFER_TREES) if OFFER_KIND == "trees" else _fit(zs[cand], yy)
+    rows, pairs, opened = offer_pairs(ds, dates)
+    offer = _fit_trees(pairs, opened, OFFER_TREES) if opened.sum() >= MIN_POSITIVES else None
     artifact: dict[str, Any] = {
         "format": model.FORMAT,
         "feature_version": features.VERSION,
         "features": list(features.NAMES),
+        "offer_features": list(features.OFFER_NAMES),
         "mean": mean,
         "scale": scale,
         "churn": churn,
-        "offers": offers,
-        "training": {**training, "churn_rows": len(idx), "churn_positives": int(y.sum()), "offer_rows": len(rows)},
+        "offer": offer,
+        "training": {
+            **training,
+            "churn_rows": len(idx),
+            "churn_positives": int(y.sum()),
+            "offer_rows": len(rows),
+            "offer_pairs": len(opened),
+            "offer_positives": int(opened.sum()),
+        },
     }
     digest = hashlib.sha256(json.dumps(artifact, sort_keys=True).encode()).hexdigest()[:12]
     artifact["version"] = f"scores-f{features.VERSION}-{digest}"
     return artifact
+
+
+def offer_pairs(ds: dsm.Dataset, dates: Sequence[int]) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """(rows, pair features, opened within 90 days): a pair for every product each row at
+    ``dates`` (with its 90 days inside the data) was eligible for, in the row's order."""
+    date_set = set(dates)
+    rows = [i for i in range(len(ds)) if int(ds.as_of[i]) in date_set and ds.as_of[i] + dsm.XSELL_US <= ds.end_us]
+    x, y = [], []
+    for i in rows:
+        got, customer = dsm.opened_within(ds, i), ds.x[i].tolist()
+        for pid in ds.eligible[i]:
+            x.append(features.offer_vector(customer, ds.catalogue[pid]))
+            y.append(pid in got)
+    width = len(features.NAMES) + len(features.OFFER_NAMES)
+    return rows, np.array(x, dtype=np.float64).reshape(len(y), width), np.array(y, dtype=bool)
 
 
 def training_info(seeds: Sequence[int], customers: int, months: int, dates: Sequence[int]) -> dict[str, Any]:

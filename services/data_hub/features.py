@@ -15,6 +15,7 @@ version is refused at start-up).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from services.data_hub import domain
 from services.data_hub.domain import DAY_US, MICROS, CustomerFacts, Rules
@@ -135,6 +136,50 @@ OFFER_REASON = {
     "years_since_open": PRODUCT_MIX,
     "holdings_closed": PRODUCT_MIX,
 }
+
+
+# The one offer model (ADR 0050) scores (customer, product) pairs: the customer's features above,
+# then these, computed from the product's catalogue entry (:func:`offer_vector`). The customer's
+# feature version is unchanged by them (stored snapshots stay valid); an artifact lists them.
+OFFER_NAMES = (
+    "product_is_deposit",
+    "product_is_loan",
+    "product_is_wealth",
+    "product_is_card",
+    "product_risk_level",
+    "risk_headroom",  # the customer's valid tolerance class minus the product's risk level
+    "age_headroom_decades",  # the product's maximum age (100 without one) minus the age, in decades
+    "wealth_risk_level",  # the product's risk level if it is a wealth product, else 0
+)
+#: the offer features that depend on the product alone (the same for every customer)
+PRODUCT_ONLY = (
+    "product_is_deposit",
+    "product_is_loan",
+    "product_is_wealth",
+    "product_is_card",
+    "product_risk_level",
+    "wealth_risk_level",
+)
+OFFER_PRODUCT_REASON = {"risk_headroom": domain.RISK_MATCH, "age_headroom_decades": LIFE_STAGE}
+_TOLERANCE = tuple(NAMES.index(f"tolerance_c{n}") for n in range(1, 6))
+_AGE = NAMES.index("age_decades")
+
+
+def offer_vector(x: Sequence[float], product: domain.Product) -> list[float]:
+    """The customer's features ``x`` (:func:`vector`) followed by :data:`OFFER_NAMES` for one product."""
+    tolerance = sum(n * x[i] for n, i in zip(range(1, 6), _TOLERANCE, strict=True))
+    wealth = product.type == domain.TYPE_WEALTH
+    return [
+        *x,
+        float(product.type == domain.TYPE_DEPOSIT),
+        float(product.type == domain.TYPE_LOAN),
+        float(wealth),
+        float(product.type == domain.TYPE_CARD),
+        float(product.risk_level),
+        tolerance - product.risk_level,
+        round((product.max_age or 100) / 10 - x[_AGE], 6),  # (as the snapshots round)
+        float(product.risk_level) if wealth else 0.0,
+    ]
 
 
 def _log_cny(micros: int) -> float:

@@ -15,7 +15,8 @@ The hub needs no scikit-learn (training does, in devtools/models). The artifact:
     {"format": "zhongtai-scores/1", "version": "...", "feature_version": 2, "features": [...],
      "mean": [...], "scale": [...],
      "churn": {<model>, "at_risk_probability": p} | null,
-     "offers": {"<product_id>": {<model>}, ...} | null,
+     "offer_features": [...], "offer": {<trees>} | null,   (one model over pairs, ADR 0050)
+     "offers": {"<product_id>": {<model>}, ...} | null,   (older: one model per product)
      "training": {...}}
     <model> = "coef": [...], "intercept": x                      (scorecard)
             | "base": x, "trees": [{"feature": [...], "threshold": [...],
@@ -31,8 +32,8 @@ from __future__ import annotations
 import json
 import math
 import operator
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -135,20 +136,108 @@ class Trees:
             total += v[i]
         return total, out
 
+    def fixed(self, values: Mapping[int, float]) -> Trees:
+        """The same trees with the features of ``values`` fixed: their questions are answered once
+        here, so a walk asks only the others. The same leaves, so the same :meth:`logit` for every
+        ``x`` that has these values (not the same contributions: use the full trees to explain)."""
+        return Trees(self.base, tuple(_answered(t, values) for t in self.trees))
+
+
+def _expression(t: Tree, i: int = 0) -> str:
+    """Node ``i`` of ``t`` as a Python expression of ``x``: its leaf value, or its question."""
+    if t.feature[i] < 0:
+        return repr(t.value[i])
+    left, right = _expression(t, t.left[i]), _expression(t, t.right[i])
+    return f"({left} if x[{t.feature[i]}] <= {t.threshold[i]!r} else {right})"
+
+
+def compiled(trees: Trees) -> Callable[[Sequence[float]], float]:
+    """``trees.logit`` as one compiled Python expression: the same questions and the same additions
+    in the same order (so the same float), without walking the arrays — a few times faster. Built
+    only from the numbers :func:`_tree` parsed (ints and finite floats: ``repr`` gives literals)."""
+    body = " + ".join([repr(trees.base), *(_expression(t) for t in trees.trees)])
+    return eval(compile(f"lambda x: {body}", "<trees>", "eval"))  # type: ignore[no-any-return]  # noqa: S307
+
+
+def _leaf(t: Tree, i: int = 0) -> str:
+    """Node ``i`` of ``t`` as a Python expression of ``x`` giving the index of the leaf it reaches."""
+    if t.feature[i] < 0:
+        return str(i)
+    return f"({_leaf(t, t.left[i])} if x[{t.feature[i]}] <= {t.threshold[i]!r} else {_leaf(t, t.right[i])})"
+
+
+class PathReasons:
+    """The reasons of boosted trees, fast: a tree's contributions depend only on the leaf ``x``
+    reaches, so each leaf's are summed per reason code once, here; explaining ``x`` finds its
+    leaves (one compiled expression, :func:`compiled`'s kind) and adds up their rows. The same
+    sums as :meth:`Trees.explain` grouped by :func:`_reasons` (added in another order)."""
+
+    def __init__(self, trees: Trees, groups: tuple[tuple[str, tuple[int, ...]], ...]) -> None:
+        self.codes = tuple(code for code, _ in groups)
+        group_of = {i: g for g, (_, idx) in enumerate(groups) for i in idx}
+        self.rows = tuple(self._rows(t, group_of) for t in trees.trees)
+        body = ", ".join(_leaf(t) for t in trees.trees)
+        self.leaves: Callable[[Sequence[float]], tuple[int, ...]] = eval(  # noqa: S307 - numbers only (see compiled)
+            compile(f"lambda x: ({body},)", "<leaves>", "eval")
+        )
+
+    def _rows(self, t: Tree, group_of: Mapping[int, int]) -> dict[int, tuple[float, ...]]:
+        rows: dict[int, tuple[float, ...]] = {}
+        stack = [(0, (0.0,) * len(self.codes))]
+        while stack:
+            i, acc = stack.pop()
+            if t.feature[i] < 0:
+                rows[i] = acc
+                continue
+            g = group_of.get(t.feature[i])
+            for nxt in (t.left[i], t.right[i]):
+                step = t.value[nxt] - t.value[i]
+                stack.append((nxt, acc if g is None else (*acc[:g], acc[g] + step, *acc[g + 1 :])))
+        return rows
+
+    def reasons(self, x: Sequence[float], limit: int) -> tuple[str, ...]:
+        sums = map(sum, zip(*[rows[leaf] for rows, leaf in zip(self.rows, self.leaves(x), strict=True)], strict=True))
+        ranked = sorted((-v, code) for v, code in zip(sums, self.codes, strict=True) if v >= MIN_REASON_LOGIT)
+        return tuple(code for _, code in ranked[:limit])
+
+
+def _answered(t: Tree, values: Mapping[int, float]) -> Tree:
+    """``t`` without the questions on the features of ``values`` (each replaced by its answer)."""
+    cols: tuple[list[float], ...] = ([], [], [], [], [])  # feature, threshold, left, right, value
+
+    def copy(i: int) -> int:
+        while t.feature[i] in values:
+            i = t.left[i] if values[t.feature[i]] <= t.threshold[i] else t.right[i]
+        k = len(cols[0])
+        for col, v in zip(cols, (t.feature[i], t.threshold[i], 0, 0, t.value[i]), strict=True):
+            col.append(v)
+        if t.feature[i] >= 0:
+            cols[2][k] = copy(t.left[i])
+            cols[3][k] = copy(t.right[i])
+        return k
+
+    copy(0)
+    f, th, lo, hi, v = cols
+    return Tree(tuple(map(int, f)), tuple(th), tuple(map(int, lo)), tuple(map(int, hi)), tuple(v))
+
 
 Scorecard = Logistic | Trees
 
 
-def _groups(codes: Mapping[str, str]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+def _groups(codes: Mapping[str, str], names: Sequence[str] = features.NAMES) -> tuple[tuple[str, tuple[int, ...]], ...]:
     """(reason code, the indexes of its features), codes in name order."""
     by_code: dict[str, list[int]] = {}
-    for i, name in enumerate(features.NAMES):
+    for i, name in enumerate(names):
         if name in codes:
             by_code.setdefault(codes[name], []).append(i)
     return tuple((code, tuple(idx)) for code, idx in sorted(by_code.items()))
 
 
 _CHURN_GROUPS, _OFFER_GROUPS = _groups(features.CHURN_REASON), _groups(features.OFFER_REASON)
+_PRODUCT_ONLY = tuple(len(features.NAMES) + features.OFFER_NAMES.index(n) for n in features.PRODUCT_ONLY)
+_PAIR_GROUPS = _groups(
+    {**features.OFFER_REASON, **features.OFFER_PRODUCT_REASON}, features.NAMES + features.OFFER_NAMES
+)
 
 
 def _reasons(c: Sequence[float], groups: tuple[tuple[str, tuple[int, ...]], ...], limit: int) -> tuple[str, ...]:
@@ -172,6 +261,8 @@ def _tree(d: Mapping[str, Any], n: int, where: str) -> Tree:
         tuple(float(v) for v in d["value"]),
     )
     size = len(t.feature)
+    if not all(map(math.isfinite, t.threshold + t.value)):
+        raise ArtifactError(f"{where}: thresholds and values must be finite numbers")
     if not size or any(len(a) != size for a in (t.threshold, t.left, t.right, t.value)):
         raise ArtifactError(f"{where}: feature/threshold/left/right/value must have one value per node")
     for i, f in enumerate(t.feature):  # children after their parent: every walk ends at a leaf
@@ -180,9 +271,11 @@ def _tree(d: Mapping[str, Any], n: int, where: str) -> Tree:
     return t
 
 
-def scorecard(d: Mapping[str, Any], mean: Sequence[float], scale: Sequence[float], where: str) -> Scorecard:
-    """A logistic scorecard (``coef``, ``intercept``) or boosted trees (``trees``, ``base``)."""
-    n = len(features.NAMES)
+def scorecard(
+    d: Mapping[str, Any], mean: Sequence[float], scale: Sequence[float], where: str, n: int = len(features.NAMES)
+) -> Scorecard:
+    """A logistic scorecard (``coef``, ``intercept``) or boosted trees (``trees``, ``base``) over
+    ``n`` features."""
     if "trees" in d:
         return Trees(float(d["base"]), tuple(_tree(t, n, f"{where}.trees[{k}]") for k, t in enumerate(d["trees"])))
     coef = tuple(float(x) for x in d["coef"])
@@ -199,6 +292,15 @@ class ScoreModel:
     churn_model: Scorecard | None
     at_risk_probability: float
     offer_models: Mapping[str, Scorecard]
+    #: the one offer model over (customer, product) pairs (ADR 0050); ``offer_models`` (one per
+    #: product) are what older artifacts have
+    offer_model: Trees | None = None
+    #: ``offer_model`` with each kind of product's own features fixed (:meth:`Trees.fixed`), by
+    #: (type, risk level): what ranking a customer's candidates walks
+    _by_product: dict[tuple[int, int], Callable[[Sequence[float]], float]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    _pair_reasons: list[PathReasons] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def from_artifact(cls, data: Mapping[str, Any]) -> ScoreModel:
@@ -214,12 +316,18 @@ class ScoreModel:
         if len(mean) != n or len(scale) != n:
             raise ArtifactError(f"mean/scale: expected {n} values each")
 
-        churn, offers = data.get("churn"), data.get("offers") or {}
+        churn, offers, pooled = data.get("churn"), data.get("offers") or {}, data.get("offer")
+        if pooled and tuple(data.get("offer_features", ())) != features.OFFER_NAMES:
+            raise ArtifactError(f"offer_features: the hub computes {list(features.OFFER_NAMES)}")
+        offer_model = scorecard(pooled, (), (), "offer", n + len(features.OFFER_NAMES)) if pooled else None
+        if offer_model is not None and not isinstance(offer_model, Trees):
+            raise ArtifactError("offer: boosted trees expected (trees, base)")
         return cls(
             version=str(data["version"]),
             churn_model=scorecard(churn, mean, scale, "churn") if churn else None,
             at_risk_probability=float(churn["at_risk_probability"]) if churn else 0.5,
             offer_models={pid: scorecard(m, mean, scale, f"offers.{pid}") for pid, m in offers.items()},
+            offer_model=offer_model,
         )
 
     def churn_probability(self, x: Sequence[float]) -> float:
@@ -237,7 +345,7 @@ class ScoreModel:
         self, facts: CustomerFacts, candidates: Sequence[Product], rules: Rules
     ) -> tuple[Churn | None, tuple[Offer, ...] | None]:
         churn_on = self.churn_model is not None and features.scorable(facts)
-        offers_on = bool(self.offer_models) and bool(candidates)
+        offers_on = (bool(self.offer_models) or self.offer_model is not None) and bool(candidates)
         if not churn_on and not offers_on:
             return None, None
         x = features.vector(facts, rules)
@@ -249,22 +357,37 @@ class ScoreModel:
             churn = Churn(self.view_score(p), reasons, self.version)
         return churn, (self.rank(x, candidates, rules) if offers_on else None)
 
-    def offer_probability(self, product_id: str, x: Sequence[float]) -> float:
-        """0 for a product the artifact has no model for (it ranks last)."""
-        m = self.offer_models.get(product_id)
+    def offer_probability(self, product: Product, x: Sequence[float]) -> float:
+        """The probability that the customer opens ``product`` within 90 days (0 for a product
+        an older artifact has no model for: it ranks last)."""
+        if self.offer_model is not None:
+            key = (product.type, product.risk_level)
+            logit = self._by_product.get(key)
+            if logit is None:
+                fixed = features.offer_vector([0.0] * len(x), product)
+                logit = compiled(self.offer_model.fixed({i: fixed[i] for i in _PRODUCT_ONLY}))
+                self._by_product[key] = logit
+            return _sigmoid(logit(features.offer_vector(x, product)))
+        m = self.offer_models.get(product.product_id)
         return m.probability(x) if m is not None else 0.0
+
+    def _offer_reasons(self, product: Product, x: Sequence[float]) -> tuple[str, ...]:
+        if self.offer_model is not None:
+            if not self._pair_reasons:
+                self._pair_reasons.append(PathReasons(self.offer_model, _PAIR_GROUPS))
+            return self._pair_reasons[0].reasons(features.offer_vector(x, product), 2)
+        m = self.offer_models.get(product.product_id)
+        return _reasons(m.explain(x)[1], _OFFER_GROUPS, 2) if m is not None else ()
 
     def rank(self, x: Sequence[float], candidates: Sequence[Product], rules: Rules) -> tuple[Offer, ...]:
         """Eligible candidates by the probability of opening them; reasons for the ones shown."""
-        ranked = sorted((-round(self.offer_probability(p.product_id, x), 4), p.product_id, p) for p in candidates)
-        out = []
-        for neg, _, p in ranked[: rules.max_offers]:
-            m = self.offer_models.get(p.product_id)
-            reasons: tuple[str, ...] = (domain.NOT_HELD,)
-            if m is not None:
-                reasons += _reasons(m.explain(x)[1], _OFFER_GROUPS, 2)
-            out.append(Offer(p.product_id, -neg, reasons, p.type, p.display_name, self.version))
-        return tuple(out)
+        ranked = sorted((-round(self.offer_probability(p, x), 4), p.product_id, p) for p in candidates)
+        return tuple(
+            Offer(
+                p.product_id, -neg, (domain.NOT_HELD, *self._offer_reasons(p, x)), p.type, p.display_name, self.version
+            )
+            for neg, _, p in ranked[: rules.max_offers]
+        )
 
 
 def parse(text: str) -> ScoreModel:

@@ -4,6 +4,7 @@ only among eligible products, the rules when no artifact is there (no fixtures).
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import replace
 from pathlib import Path
 
@@ -144,3 +145,68 @@ def test_trees_whose_walk_would_not_end_are_refused() -> None:
     a["churn"] = {"base": 0.0, "trees": [{**stump(N, 1.0, 0.0, 1.0)}], "at_risk_probability": 0.2}
     with pytest.raises(model.ArtifactError, match="bad feature"):
         model.ScoreModel.from_artifact(a)
+
+
+def pooled(**extra: object) -> dict[str, object]:
+    """One offer model over (customer, product) pairs: wealth products for a big balance, the
+    riskier the better while the customer's tolerance allows it."""
+    a = artifact()
+    del a["offers"]
+    risk = N + features.OFFER_NAMES.index("wealth_risk_level")
+    balance = features.NAMES.index("log_balance")
+    headroom = N + features.OFFER_NAMES.index("risk_headroom")
+    a["offer_features"] = list(features.OFFER_NAMES)
+    a["offer"] = {
+        "base": -3.0,
+        "trees": [
+            stump(balance, 5.0, -0.5, 1.0),
+            stump(risk, 1.0, 0.0, 1.0),
+            stump(risk, 3.0, 0.0, 0.5),
+            stump(headroom, -0.5, -2.0, 0.0),
+        ],
+    }
+    return {**a, **extra}
+
+
+def test_one_offer_model_ranks_every_product_by_its_pair_features_within_suitability() -> None:
+    rules = with_model(pooled())
+    rich = facts(holdings=(deposit(5_000_000),), risk_tolerance=2)  # C2: R5 is not suitable
+    offers = d.derive(rich, CATALOGUE, rules).offers
+    assert {o.product_id for o in offers} <= {p.product_id for p in d.eligible_products(rich, CATALOGUE)}
+    assert "wm-pe-r5" not in {o.product_id for o in offers}
+    assert offers[0].product_id == "wm-bond-r2" and offers[0].model_version == "scores-test-1"
+    bold = d.derive(replace(rich, risk_tolerance=5), CATALOGUE, rules).offers
+    assert [o.product_id for o in bold[:2]] == ["wm-pe-r5", "wm-bond-r2"]  # the riskier fund first
+    assert bold[0].reasons[0] == d.NOT_HELD and d.IDLE_BALANCE in bold[0].reasons
+    m = rules.model
+    assert isinstance(m, model.ScoreModel)
+    x = features.vector(replace(rich, risk_tolerance=5), Rules())
+    assert [o.score for o in bold] == [
+        round(m.offer_probability(p, x), 4) for p in (CATALOGUE[2], CATALOGUE[1], CATALOGUE[0])
+    ]
+
+
+def test_an_offer_model_on_other_product_features_is_refused() -> None:
+    with pytest.raises(model.ArtifactError, match="offer_features"):
+        model.ScoreModel.from_artifact(pooled(offer_features=["product_risk_level"]))
+    bad = pooled()
+    bad["offer"] = {"base": 0.0, "trees": [stump(N + len(features.OFFER_NAMES), 1.0, 0.0, 1.0)]}
+    with pytest.raises(model.ArtifactError, match="bad feature"):
+        model.ScoreModel.from_artifact(bad)
+
+
+def test_ranking_walks_the_trees_with_each_products_own_questions_answered_once() -> None:
+    m = model.ScoreModel.from_artifact(pooled())
+    assert m.offer_model is not None
+    rng = random.Random(7)
+    for _ in range(50):
+        x = [rng.uniform(-1, 8) for _ in range(N)]
+        x[features.NAMES.index("log_balance")] = rng.choice((4.0, 6.0))  # below and above the tree's question
+        for p in CATALOGUE:
+            full = m.offer_model.probability(features.offer_vector(x, p))
+            assert m.offer_probability(p, x) == full  # the same leaves, added in the same order
+            z = features.offer_vector(x, p)
+            slow = model._reasons(m.offer_model.explain(z)[1], model._PAIR_GROUPS, 2)
+            assert model.PathReasons(m.offer_model, model._PAIR_GROUPS).reasons(z, 2) == slow
+    fixed = m.offer_model.fixed({N + features.OFFER_NAMES.index("wealth_risk_level"): 5.0})
+    assert len(fixed.trees[1].feature) == 1 and fixed.trees[1].value[0] == 1.0  # answered: a leaf

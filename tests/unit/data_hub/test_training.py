@@ -11,6 +11,7 @@ from devtools.models import dataset as dsm
 from devtools.models import train
 from services.data_hub import features, model
 from services.data_hub.domain import DAY_US
+from tests.unit.data_hub.test_model import CATALOGUE
 
 
 def hand_made(seed: int = 1) -> dsm.Dataset:
@@ -37,6 +38,7 @@ def hand_made(seed: int = 1) -> dsm.Dataset:
         rules_offers=[["card-classic"]] * len(rows),
         truth=truth,
         end_us=int(dates[-1] + 400 * DAY_US),
+        catalogue={p.product_id: p for p in CATALOGUE},
     )
 
 
@@ -55,6 +57,9 @@ def test_retraining_on_the_same_rows_gives_the_same_artifact_and_scores(tmp_path
     stayer = [-1.0] + [0.0] * (len(features.NAMES) - 1)
     assert loaded.churn_probability(leaver) > loaded.churn_probability(stayer)  # learnt the leavers' feature
     assert loaded.churn_model.contributions(leaver)[0] > 0
+    # one offer model over (customer, product) pairs, scored by the hub as scikit-learn scores it
+    assert loaded.offer_model is not None and not loaded.offer_models
+    assert written.read_text().count('"offer_features"') == 1
     # a different training set is a different version
     other = train.fit(ds, dates[:3], training={"seeds": [1]})
     assert other["version"] != loaded.version
