@@ -34,6 +34,10 @@ from services.kit import (
 log = get_logger("zhongtai.data_hub")
 
 
+#: How long the broker holds an index's fetch that finds no record (it answers at the first one).
+_IDLE_WAIT_MS = 250
+
+
 class TopicIndex:
     """Indexes ``topics`` into ``table`` (rows from :meth:`rows`); ``start()``/``stop()``."""
 
@@ -90,9 +94,12 @@ class TopicIndex:
         await run_watched(self._run(), watch_progress(probe, stall_after_s=self._stall_after_s))
 
     async def _run(self) -> None:
+        # (an index for listings may lag a little: an idle fetch every 250 ms instead of every
+        # 20, ~90 fewer empty fetch round trips a second for the hub's two indexes — ADR 0048)
         consumer = make_consumer(
-            self._bootstrap, *self.topics, group_id=self._group_id, client_id=self._client_id, max_poll_records=500
-        )
+            self._bootstrap, *self.topics, group_id=self._group_id, client_id=self._client_id, max_poll_records=500,
+            idle_wait_ms=_IDLE_WAIT_MS,
+        )  # fmt: skip
         try:  # (stopped even when cancelled while starting: no unclosed consumer at shutdown)
             await consumer.start()
             while True:

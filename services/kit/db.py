@@ -451,6 +451,26 @@ async def bulk_upsert(
     await session.execute(finish(sqlite.insert(table)), list(rows))
 
 
+def bulk_update_statement(
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    types: dict[str, Any],
+    *,
+    where: Callable[[Any], list[Any]],
+    values: Callable[[Any], dict[str, Any]],
+    params: dict[str, Any] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """PostgreSQL's :func:`bulk_update`: its ``UPDATE … FROM json_to_recordset(…)`` (built once per
+    shape) and the parameters to run it with, for a caller that runs it on its own connection."""
+
+    def build() -> Any:
+        src = _rows_source(types)
+        return update(table).where(*where(src)).values(**values(src))
+
+    stmt = _cached(("update", table, tuple(types.items()), where, values), build)
+    return stmt, {**(params or {}), "bulk_rows": _json_rows(rows, types)}
+
+
 async def bulk_update(
     session: AsyncSession,
     table: Table,
@@ -477,13 +497,7 @@ async def bulk_update(
     if not rows:
         return
     if is_postgres(session):
-
-        def build() -> Any:
-            src = _rows_source(types)
-            return update(table).where(*where(src)).values(**values(src))
-
-        stmt = _cached(("update", table, tuple(types.items()), where, values), build)
-        values_ = {**(params or {}), "bulk_rows": _json_rows(rows, types)}
+        stmt, values_ = bulk_update_statement(table, rows, types, where=where, values=values, params=params)
         if driver:
             from services.kit.fetch import fetch  # (fetch → reads → this module)
 
