@@ -345,7 +345,7 @@ class _Uncacheable(Exception):
 
 #: What :func:`_shape` keeps as it is: values, and (by identity) tables, columns and types.
 _VALUES = frozenset((type(None), str, int, float, bool))
-_AS_IS = (Table, Column, TypeEngine)
+_AS_IS = (Table, Column, TypeEngine, str, int, float, bool)  # (and subclasses: quoted_name, IntEnum, …)
 
 
 def _shape(value: Any, depth: int = 0) -> Any:
@@ -364,7 +364,7 @@ def _shape(value: Any, depth: int = 0) -> Any:
         return tuple(_shape(v, depth) for v in value)
     if kind is FunctionType and depth < 4:
         return (value.__code__, tuple(_shape(cell.cell_contents, depth + 1) for cell in value.__closure__ or ()))
-    if isinstance(value, _AS_IS) or isinstance(value, str | int | float | bool):  # (and their subclasses)
+    if isinstance(value, _AS_IS):
         return value
     raise _Uncacheable
 
