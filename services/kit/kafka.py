@@ -41,19 +41,13 @@ def make_consumer(
     session_timeout_ms: int = 10_000,
     linger_ms: int = 0,
     linger_bytes: int = 256 * 1024,
-    idle_wait_ms: int = 20,
 ) -> AIOKafkaConsumer:
     """A consumer for projections: manual commits, from the earliest offset, short fetch wait.
 
     ``linger_ms`` > 0: the broker holds each fetch until ``linger_bytes`` are there or
     ``linger_ms`` have passed (Kafka's ``fetch.min.bytes``/``fetch.max.wait.ms``), so live
     traffic arrives in batches of about ``linger_ms`` of events instead of one record per fetch
-    (a backlog still comes at once: it is over ``linger_bytes``). 0: the broker answers as soon as
-    a record is there, or after ``idle_wait_ms`` with none. Short (20 ms) for a consumer whose
-    latency counts: aiokafka fetches a partition again only once the fetch in flight has returned,
-    so a partition's next record may wait that long; each empty answer costs the process and the
-    broker a round trip (an idle consumer at 20 ms: ~50 a second). A consumer that may lag (an
-    index for listings) takes a longer wait and costs next to nothing while idle.
+    (a backlog still comes at once: it is over ``linger_bytes``). 0: a 20 ms wait, 1 byte.
 
     Partitions are assigned by range: with several members, partition *k* of every subscribed
     topic goes to the same member. The topics that carry a customer's events are keyed by
@@ -70,7 +64,7 @@ def make_consumer(
         client_id=client_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=linger_ms or idle_wait_ms,  # the 500 ms default alone ruins event-to-view latency
+        fetch_max_wait_ms=linger_ms or 20,  # the 500 ms default alone ruins event-to-view latency
         fetch_min_bytes=linger_bytes if linger_ms else 1,
         max_poll_records=max_poll_records,
         isolation_level="read_committed",

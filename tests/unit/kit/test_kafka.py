@@ -56,17 +56,6 @@ async def test_the_consumer_commits_manually_from_earliest_reading_committed_onl
         await consumer.stop()
 
 
-async def test_a_consumer_that_may_lag_waits_longer_on_an_empty_fetch_and_still_answers_at_one_byte() -> None:
-    consumer = make_consumer(BOOTSTRAP, "t.one", group_id="unit-group", client_id="unit-index", idle_wait_ms=250)
-    lingering = make_consumer(BOOTSTRAP, "t.one", group_id="unit-group", client_id="unit-live", linger_ms=50)
-    try:
-        assert (consumer._fetch_max_wait_ms, consumer._fetch_min_bytes) == (250, 1)
-        assert (lingering._fetch_max_wait_ms, lingering._fetch_min_bytes) == (50, 256 * 1024)
-    finally:
-        await consumer.stop()
-        await lingering.stop()
-
-
 class _Cluster:
     """What an assignor reads of the cluster: each topic's partitions."""
 
