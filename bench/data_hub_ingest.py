@@ -10,7 +10,8 @@ so runs on one broker do not add up. Then:
    assignment of every partition) reads every record of the three topics and does nothing;
 3. **hub**: the data hub's own ``serve()`` (inbox consumer -> batch-apply -> view worker ->
    view topic) on a fresh PostgreSQL database and a fresh consumer group, timed until the group
-   has committed every offset and no view is left dirty.
+   and the hub's event-log index (its own group, a row per customer event) have committed every
+   offset, and then until no view is left dirty.
 
 Prints events/s for both and their ratio (targets: hub >= 10,000 events/s, ratio >= 0.5).
 
@@ -18,6 +19,11 @@ Prints events/s for both and their ratio (targets: hub >= 10,000 events/s, ratio
 
 ``BENCH_HUB_LOG=DEBUG`` logs the in-process hub's per-batch timings ("batch applied": lookups,
 fold, waiting for the previous write, the projection's write, inbox rows and commit).
+
+``BENCH_REPO=<checkout>`` runs that checkout's hub (e.g. a "before" worktree of main) with this
+script, for paired runs with the same accounting:
+
+    BENCH_REPO=/tmp/before PYTHONPATH=/tmp/before .venv/bin/python bench/data_hub_ingest.py
 
 ``--hubs 2`` runs a second hub process in the same consumer group, as the chart's two data hub
 replicas do: the group splits the partitions between them.
@@ -40,7 +46,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+# BENCH_REPO=<a checkout>: run that checkout's hub with this script (paired runs against a
+# "before" checkout measure both with the same accounting).
+REPO = Path(os.environ.get("BENCH_REPO") or Path(__file__).resolve().parents[1])
 sys.path[:0] = [str(REPO)]
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
@@ -52,6 +60,7 @@ from devtools import stack  # noqa: E402
 from devtools.synth import Synth, produce  # noqa: E402
 from services.cli import DEV_SECRET  # noqa: E402
 from services.data_hub import store  # noqa: E402
+from services.data_hub.config import TOPIC_CUSTOMER, TOPIC_SUBSCRIPTION  # noqa: E402
 from services.data_hub.main import MIGRATIONS, TOPICS, DataHubSettings, serve  # noqa: E402
 from services.data_hub.rebuild import partitions_of  # noqa: E402
 from services.kit.db import UnitOfWork, create_engine  # noqa: E402
@@ -88,12 +97,17 @@ async def raw_rate(bootstrap: str, ns: str) -> tuple[int, float, float]:
 
 
 class CommitWatcher:
-    """Has the group committed every offset? One admin client for the whole wait, and the end
-    offsets read once (nothing is produced during the hub phase): polling it every 100 ms costs
-    the hub, which runs in this process, next to nothing."""
+    """Has every group committed every offset of its topics? One admin client for the whole wait,
+    and the end offsets read once (nothing is produced during the hub phase): polling it every
+    100 ms costs the hub, which runs in this process, next to nothing.
 
-    def __init__(self, bootstrap: str, group: str, topics: tuple[str, ...]) -> None:
-        self._bootstrap, self._group, self._topics = bootstrap, group, topics
+    The groups: the hub's consumer and its event-log index (``<group>.event-log``, which reads
+    the customer and subscription topics once more and stores a row per event): the ingest is
+    done when both are, so the CPU counted is all the work the events cause."""
+
+    def __init__(self, bootstrap: str, groups: dict[str, tuple[str, ...]]) -> None:
+        self._bootstrap, self._groups = bootstrap, groups
+        self._topics = tuple(sorted({t for topics in groups.values() for t in topics}))
         self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         self._end: dict[TopicPartition, int] = {}
 
@@ -112,11 +126,15 @@ class CommitWatcher:
         await self._admin.close()
 
     async def done(self) -> bool:
-        try:
-            committed = await self._admin.list_consumer_group_offsets(self._group)
-        except KafkaError:  # e.g. the group coordinator is not there yet on a fresh broker
-            return False
-        return all(tp in committed and committed[tp].offset >= end for tp, end in self._end.items())
+        for group, topics in self._groups.items():
+            try:
+                committed = await self._admin.list_consumer_group_offsets(group)
+            except KafkaError:  # e.g. the group coordinator is not there yet on a fresh broker
+                return False
+            ends = ((tp, end) for tp, end in self._end.items() if tp.topic in topics)
+            if not all(tp in committed and committed[tp].offset >= end for tp, end in ends):
+                return False
+        return True
 
 
 def _more_hubs(n: int, settings: DataHubSettings) -> list[subprocess.Popen[bytes]]:
@@ -164,7 +182,7 @@ async def hub_rate(
         kafka_bootstrap_servers=bootstrap,
         kafka_topic_prefix=ns,
         datahub_group_id=group,
-        grpc_port=0,
+        grpc_port=stack.free_port(),  # (0 would mean the default port, maybe taken by another hub)
         environment="test",
         log_level=os.environ.get("BENCH_HUB_LOG", "WARNING"),
         auth_hs256_secret=DEV_SECRET,
@@ -177,8 +195,11 @@ async def hub_rate(
     # The schema exists before the clock starts (as the chart's migration Job makes it before
     # the hubs start): several members would otherwise race to create it.
     await upgrade(engine, MIGRATIONS)
-    watched = tuple(ns + t for t in TOPICS)
-    async with CommitWatcher(bootstrap, ns + group, watched) as watcher:  # the namespace covers the group
+    watched = {  # (the namespace covers the groups)
+        ns + group: tuple(ns + t for t in TOPICS),
+        f"{ns}{group}.event-log": (ns + TOPIC_CUSTOMER, ns + TOPIC_SUBSCRIPTION),
+    }
+    async with CommitWatcher(bootstrap, watched) as watcher:
         servers_before = probe()
         started = time.perf_counter()
         cpu_started = time.process_time()
@@ -295,7 +316,7 @@ async def main() -> int:
             f"trace sampling: {sampling}"
         )
         print(f"raw aiokafka consume: {raw:,.0f} events/s ({raw_s:.2f}s)")
-        print(f"hub ingest (offsets committed after DB commit): {hub:,.0f} events/s ({consumed_s:.2f}s)")
+        print(f"hub ingest (both groups' offsets committed after DB commits): {hub:,.0f} events/s ({consumed_s:.2f}s)")
         print(
             f"hub CPU until committed ({args.hubs} process{'es' if args.hubs > 1 else ''}): {cpu_s:.2f}s = "
             f"{cpu_s / total * 1e6:.0f} µs/event ({cpu_s / consumed_s:.0%} of one core; the rest is waiting: "

@@ -48,9 +48,15 @@ def _time_us(raw: str) -> int:
         return 0
 
 
+#: The headers a row is made of (the others, e.g. ``traceparent``, are not decoded).
+_USED = frozenset(
+    ("ce_subject", "ce_id", "ce_type", "ce_time", "ce_aggregatetype", "ce_aggregateid", "ce_aggregateversion")
+)
+
+
 def row_of(record: ConsumerRecord[Any, Any]) -> dict[str, Any] | None:
     """A CloudEvent record as a ``dh_customer_events`` row; None when it names no customer."""
-    text = {k: v.decode("utf-8", "replace") for k, v in record.headers or ()}
+    text = {k: v.decode("utf-8", "replace") for k, v in record.headers or () if k in _USED}
     subject, event_id = text.get("ce_subject", ""), text.get("ce_id", "")
     if not subject or not event_id or len(subject) > 64 or len(event_id) > 64:
         return None
@@ -73,6 +79,7 @@ class EventLogIndex(TopicIndex):
     """Indexes the customer and subscription topics into ``dh_customer_events``."""
 
     table, key, name, creates_topics = customer_events, "event_id", "event-log-index", False
+    max_records, bulk = 2000, True  # (as many as the hub consumer's batches; one JSON parameter)
 
     def rows(self, records: Sequence[ConsumerRecord[Any, Any]]) -> list[dict[str, Any]]:
         rows = {}

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.data_hub import fold
 from services.data_hub.fold import CUSTOMER_SNAPSHOT_COLUMNS, CUSTOMER_TIME_COLUMNS, HOLDING_COLUMNS, Row
-from services.data_hub.schema import Tables, built
+from services.data_hub.schema import TRANSACTION_KEY, Tables, built
 from services.kit import bulk_insert, bulk_update, dialect_of, fetch, in_list
 
 
@@ -101,7 +101,7 @@ async def write_changes(session: AsyncSession, t: Tables, changes: fold.Changes)
     await _write_customers(session, t, changes)
     await _write_holdings(session, t, changes)
     await bulk_insert(
-        session, t.transactions, changes.transaction_inserts, skip_conflicts_on=["transaction_id"], driver=True
+        session, t.transactions, changes.transaction_inserts, skip_conflicts_on=TRANSACTION_KEY, driver=True
     )
     if changes.catalogue_changed:
         # Offers depend on the catalogue: every view must be re-rendered.

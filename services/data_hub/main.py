@@ -41,7 +41,7 @@ async def wire(runtime: Runtime[DataHubSettings]) -> Wiring:
         client_id=s.kafka_client_id, trace_each_max=s.datahub_trace_each_max, overlap_writes=s.datahub_overlap_writes,
         on_state=runtime.set_ready,  # readiness follows consumption (ADR 0010); liveness does not
         group_instance_id=s.datahub_group_instance_id or None, session_timeout_ms=s.datahub_session_timeout_ms,
-        linger_ms=s.datahub_linger_ms, stall_after_s=s.datahub_stall_after_s,
+        linger_ms=s.datahub_linger_ms, stall_after_s=s.datahub_stall_after_s, record_versioned=False,  # ADR 0049
     )  # fmt: skip
     customers = KnownCustomers(s.customer_target, s.service_tokens(), deadline_s=s.datahub_customer_deadline_s)
     servicer = CustomerViewApi(engine=engine, rules=rules, worker=worker, customers=customers)

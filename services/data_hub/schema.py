@@ -8,7 +8,7 @@ rebuild.py). Per set:
 - ``customers``: the customer snapshot (masked), freshness, derived columns (segment, stage,
   churn score, RFM) and the rendered view document ``doc`` with its ``version``;
 - ``holdings``: one row per subscription (latest version wins);
-- ``transactions``: one row per posted transaction (insert-only, id is the key);
+- ``transactions``: one row per posted transaction (insert-only; key: customer, post time, id);
 - ``products``: the replicated catalogue (latest version wins);
 - ``rfm``: scratch table of the last RefreshSegments run.
 
@@ -32,6 +32,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     delete,
@@ -47,6 +48,9 @@ from services.kit import dialect_of, fetch
 metadata = MetaData()
 
 SET_NAMES = ("a", "b")
+
+#: A transaction row's key: the activity windows' order, the id last (insert-if-absent on it).
+TRANSACTION_KEY = ("customer_id", "post_us", "transaction_id")
 
 
 @dataclass(frozen=True)
@@ -123,14 +127,15 @@ def _make_set(name: str) -> Tables:
     transactions = Table(
         f"{p}transactions",
         metadata,
-        Column("transaction_id", String(64), primary_key=True),
+        Column("transaction_id", String(64), nullable=False),
         Column("customer_id", String(64), nullable=False),
         Column("subscription_id", String(64), nullable=False),
         Column("direction", Integer, nullable=False),
         Column("amount_micros", BigInteger, nullable=False),
         Column("currency", String(3), nullable=False),
         Column("post_us", BigInteger, nullable=False),
-        Index(f"ix_{p}transactions_customer_time", "customer_id", "post_us"),
+        # One index, the activity windows' (migration 0005, ADR 0049); the id makes it unique.
+        PrimaryKeyConstraint(*TRANSACTION_KEY, name=f"{p}transactions_pkey"),
     )
     products = Table(
         f"{p}products",

@@ -153,6 +153,7 @@ class BatchApplier:
         max_attempts: int,
         retry_backoff_s: float,
         trace_each_max: int,
+        record_versioned: bool = True,
     ) -> None:
         if handler is not None and projection is not None:
             raise TypeError("an InboxConsumer takes a per-event handler or a projection, not both")
@@ -171,6 +172,7 @@ class BatchApplier:
         self._trace_each_max = trace_each_max
         # Resolved now (the process has set up its tracer provider): not the module's proxy.
         self._tracer = trace.get_tracer("zhongtai.consumer")
+        self._record_versioned = record_versioned  # False: versions are the duplicate check (ADR 0049)
 
     async def stage(
         self,
@@ -191,7 +193,7 @@ class BatchApplier:
         token = None if span is None else otel_context.attach(trace.set_span_in_context(span))
         applied: list[ReceivedEvent] = []
         try:
-            batch = await _load(uow.session, [item for _, item in pairs])
+            batch = await _load(uow.session, [item for _, item in pairs], record_versioned=self._record_versioned)
             if after is not None:
                 _carry(batch, after)
             marks.append(clock())

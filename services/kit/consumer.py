@@ -149,6 +149,7 @@ class InboxConsumer:
         max_fault_backoff_s: float = 2.0,
         linger_ms: int = 0,
         stall_after_s: float = 30.0,
+        record_versioned: bool = True,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._group = group_id
@@ -156,7 +157,7 @@ class InboxConsumer:
         self._applier = BatchApplier(
             engine=engine, group_id=group_id, handler=handler, projection=projection,
             dead_letters=DeadLetters(dlq_producer, group_id), max_attempts=max_attempts,
-            retry_backoff_s=retry_backoff_s, trace_each_max=trace_each_max,
+            retry_backoff_s=retry_backoff_s, trace_each_max=trace_each_max, record_versioned=record_versioned,
         )  # fmt: skip
         self.dlq_topic = self._applier.dead_letters.topic
         self._max_records = max_records

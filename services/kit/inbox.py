@@ -81,6 +81,10 @@ class _Batch:
     inbox: list[dict[str, Any]] = field(default_factory=list)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))  # processed_at of its rows
     outcomes: dict[str, int] = field(default_factory=dict)  # for the consumer.events counter
+    #: False: an event with an aggregate version, applied or stale, gets no inbox row — its
+    #: version, stored in the same transaction, already makes a redelivery stale (ADR 0049).
+    record_versioned: bool = True
+    versioned: set[str] = field(default_factory=set)  # ids of this batch's events checked by version
 
 
 _INBOX: Table = InboxRow.__table__  # type: ignore[assignment]
@@ -142,9 +146,10 @@ def _load_query(dialect: str, by_ids: bool, by_aggs: bool) -> Any:
     return seen_q if by_ids else versions_q
 
 
-async def _load(session: AsyncSession, decoded: Sequence[Decoded]) -> _Batch:
-    """Which of these events were applied before, and the stored versions of their aggregates."""
-    batch = _Batch()
+async def _load(session: AsyncSession, decoded: Sequence[Decoded], *, record_versioned: bool = True) -> _Batch:
+    """Which of these events were applied before, and the stored versions of their aggregates.
+    ``record_versioned``: see :attr:`_Batch.record_versioned`."""
+    batch = _Batch(record_versioned=record_versioned)
     events = [e for e in decoded if isinstance(e, ReceivedEvent)]
     ids = {e.id for e in events}
     aggs = list({(e.aggregate_type, e.aggregate_id) for e in events if e.aggregate_type and e.aggregate_id})
@@ -175,6 +180,8 @@ async def _is_stale(session: AsyncSession, batch: _Batch, event: ReceivedEvent) 
     if not event.aggregate_type or not event.version:
         return False
     key = (event.aggregate_type, event.aggregate_id)
+    if not batch.record_versioned:
+        batch.versioned.add(event.id)
     if key not in batch.stored:
         batch.stored[key] = await session.scalar(
             select(_VERSIONS.c.version).where(_VERSIONS.c.aggregate_type == key[0], _VERSIONS.c.aggregate_id == key[1])
@@ -213,21 +220,32 @@ def _pg_flush() -> Any:
     )
 
 
+def _recorded(batch: _Batch) -> list[dict[str, Any]]:
+    """The inbox rows to write: all of them, or (``record_versioned`` False) those of events
+    without an aggregate version and the dead ones."""
+    if batch.record_versioned or not batch.versioned:
+        return batch.inbox
+    versioned = batch.versioned
+    return [row for row in batch.inbox if row["status"] == "dead" or row["event_id"] not in versioned]
+
+
 async def _flush(session: AsyncSession, batch: _Batch) -> None:
     """Write the batch's inbox rows and new aggregate versions (an upsert that keeps the greater):
     one statement on PostgreSQL, one bulk statement each elsewhere."""
     versions = [{"aggregate_type": t, "aggregate_id": a, "version": v} for (t, a), v in batch.versions.items()]
-    if batch.inbox and versions and is_postgres(session):
-        rows = {"versions": _json_rows(versions, _VERSION_COLUMNS), "rows": _json_rows(batch.inbox, _INBOX_COLUMNS)}
+    inbox = _recorded(batch)
+    if inbox and versions and is_postgres(session):
+        rows = {"versions": _json_rows(versions, _VERSION_COLUMNS), "rows": _json_rows(inbox, _INBOX_COLUMNS)}
         await fetch(session, _pg_flush(), rows)
     else:
-        await bulk_insert(session, _INBOX, batch.inbox)
+        await bulk_insert(session, _INBOX, inbox)
         await bulk_upsert(
             session, _VERSIONS, versions, key=["aggregate_type", "aggregate_id"], update_existing=_keep_greater
         )
     batch.stored.update(batch.versions)
     batch.inbox.clear()
     batch.versions.clear()
+    batch.versioned.clear()
 
 
 def _position_id(record: ConsumerRecord[Any, Any]) -> str:

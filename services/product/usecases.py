@@ -10,10 +10,11 @@ holds a database transaction open and a retry is answered without it.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -83,6 +84,12 @@ def _not_eligible(reasons: list[domain.Reason], customer_id: str, product_id: st
             "zh-CN": f"客户不符合该产品的购买条件：{chinese}。",
         },
     )
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """(a task no one awaits any more: its outcome is taken, so asyncio does not log it)"""
+    if not task.cancelled():
+        task.exception()
 
 
 def _check_etag(given: str, resource_id: str, version: int) -> None:
@@ -216,8 +223,16 @@ class ProductUseCases:
         self, request: product_pb2.CheckEligibilityRequest, *, time_remaining: float | None = None
     ) -> product_pb2.EligibilityResult:
         amount = convert.amount_of(request.amount, "amount") if request.HasField("amount") else None
-        product = await self._product_facts(request.product_id)
-        profile = await self._customers.profile(request.customer_id, time_remaining=time_remaining)
+        # The customer lookup runs while the product is read (a read: nothing to undo); an
+        # unknown product still answers PRODUCT_NOT_FOUND first, the lookup then cancelled.
+        lookup = asyncio.ensure_future(self._customers.profile(request.customer_id, time_remaining=time_remaining))
+        try:
+            product = await self._product_facts(request.product_id)
+        except BaseException:
+            lookup.cancel()
+            lookup.add_done_callback(_retrieved)
+            raise
+        profile = await lookup
         reasons = domain.evaluate_eligibility(product, profile, amount, store.now())
         return product_pb2.EligibilityResult(
             eligible=not reasons,

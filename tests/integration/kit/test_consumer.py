@@ -303,6 +303,13 @@ async def _each_applied(engine, customers: list[str]) -> bool:  # type: ignore[n
     return True
 
 
+async def _inbox_statuses(engine) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Inbox rows per status."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(InboxRow.status, func.count()).group_by(InboxRow.status))
+        return dict(rows.all())  # type: ignore[arg-type]
+
+
 #: Overlapped writes even for the tiny batches these tests use.
 OVERLAPPED = {"overlap_writes": True, "overlap_min_records": 1}
 
@@ -314,6 +321,21 @@ def _versioned(customer_id: str, version: int, event_id: str | None = None):  # 
     )  # fmt: skip
 
 
+async def _send_redeliveries(kafka_server, kafka_topic, name: str, count: int, *, extra: int | None = None):  # type: ignore[no-untyped-def]
+    """Per new customer, in order: versions 1, 2, the first record again, 3, then a stale version
+    1 (a new event); then an event of version ``extra``, if given. (bootstrap, topic, customers)."""
+    bootstrap = kafka_server.bootstrap_servers
+    topic = await kafka_topic(name)
+    customers = [new_id() for _ in range(count)]
+    messages = []
+    for c in customers:
+        first = _versioned(c, 1)
+        messages += [first, _versioned(c, 2), first, _versioned(c, 3), _versioned(c, 1)]  # dup, then stale
+        messages += [] if extra is None else [_versioned(c, extra)]
+    await send_all(bootstrap, topic, [(m.value, m.key, m.headers) for m in messages])
+    return bootstrap, topic, customers
+
+
 async def test_overlapped_writes_apply_each_event_once_with_duplicates_and_stale_versions_across_batches(
     kit_db, kafka_server, kafka_topic
 ) -> None:  # type: ignore[no-untyped-def]
@@ -321,30 +343,48 @@ async def test_overlapped_writes_apply_each_event_once_with_duplicates_and_stale
     # copy is in N, and an old version that N makes stale, must be no-ops in N+1 too (N+1 counts
     # what N will have stored). Tiny batches put such pairs across batch boundaries.
     _, engine = kit_db
-    bootstrap = kafka_server.bootstrap_servers
-    topic = await kafka_topic("kit.overlap")
-    customers = [new_id() for _ in range(6)]
-    messages = []
-    for c in customers:
-        first = _versioned(c, 1)
-        messages += [first, _versioned(c, 2), first, _versioned(c, 3), _versioned(c, 1)]  # dup, then stale
-    await send_all(bootstrap, topic, [(m.value, m.key, m.headers) for m in messages])
-
-    async def statuses() -> dict[str, int]:
-        async with engine.connect() as conn:
-            rows = await conn.execute(select(InboxRow.status, func.count()).group_by(InboxRow.status))
-            return dict(rows.all())  # type: ignore[arg-type]
+    bootstrap, topic, customers = await _send_redeliveries(kafka_server, kafka_topic, "kit.overlap", 6)
 
     async def all_recorded() -> bool:  # 4 distinct events per customer (the duplicate is one of them)
-        return sum((await statuses()).values()) >= 4 * len(customers)
+        return sum((await _inbox_statuses(engine)).values()) >= 4 * len(customers)
 
     consumer = await consume_until(
         engine, bootstrap, topic, f"kit-overlap-{uuid.uuid4().hex[:8]}", record_effect, all_recorded,
         max_records=2, **OVERLAPPED,
     )  # fmt: skip
     assert {c: await effects_for(engine, c) for c in customers} == {c: [1, 2, 3] for c in customers}
-    assert await statuses() == {"applied": 3 * len(customers), "stale": len(customers)}
+    assert await _inbox_statuses(engine) == {"applied": 3 * len(customers), "stale": len(customers)}
     assert (consumer.writes_failed, consumer.batches_split) == (0, 0)
+
+
+async def test_without_inbox_rows_for_versioned_events_redeliveries_and_stale_versions_stay_no_ops(
+    kit_db, kafka_server, kafka_topic
+) -> None:  # type: ignore[no-untyped-def]
+    # ``record_versioned=False`` (the data hub, ADR 0049): an applied or stale event with an
+    # aggregate version gets no inbox row; the stored version is the duplicate check. Within a
+    # batch, across overlapped batches, and when a second group re-reads the whole topic (every
+    # event redelivered), each event still takes effect once; an unversioned event keeps its row.
+    _, engine = kit_db
+    bootstrap, topic, customers = await _send_redeliveries(kafka_server, kafka_topic, "kit.versioned", 4, extra=0)
+
+    async def each_has(versions: list[int]) -> bool:
+        return [sorted(await effects_for(engine, c)) for c in customers] == [versions] * len(customers)
+
+    options = {"record_versioned": False, "max_records": 2, **OVERLAPPED}
+    await consume_until(
+        engine, bootstrap, topic, f"kit-ver-{uuid.uuid4().hex[:8]}", record_effect, lambda: each_has([0, 1, 2, 3]),
+        **options,
+    )  # fmt: skip
+    await asyncio.sleep(1.0)  # (nothing else may arrive)
+    assert await _inbox_statuses(engine) == {"applied": len(customers)}  # the unversioned events only
+    # A second group reads everything again, then one new version per customer.
+    await send_all(bootstrap, topic, [(m.value, m.key, m.headers) for m in (_versioned(c, 4) for c in customers)])
+    await consume_until(
+        engine, bootstrap, topic, f"kit-ver-{uuid.uuid4().hex[:8]}", record_effect, lambda: each_has([0, 1, 2, 3, 4]),
+        **options,
+    )  # fmt: skip
+    assert {c: await effects_for(engine, c) for c in customers} == {c: [1, 2, 3, 0, 4] for c in customers}
+    assert await _inbox_statuses(engine) == {"applied": len(customers)}
 
 
 class FlakyEffects:

@@ -125,6 +125,21 @@ async def test_unknown_customer_is_not_found(clients: Clients) -> None:
             timeout=10,
         )
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_info(info.value).reason == "CUSTOMER_NOT_FOUND"
+
+
+async def test_an_unknown_product_is_named_first_whatever_the_lookup_says(clients: Clients) -> None:
+    # (the customer lookup runs while the product is read: the product's answer still wins)
+    cid = await make_customer(clients.customer)
+    for customer_id in (cid, "no-such-customer"):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await clients.product.CheckEligibility(
+                product_pb2.CheckEligibilityRequest(product_id="no-such-product", customer_id=customer_id),
+                metadata=AUTH,
+                timeout=10,
+            )
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert error_info(info.value).reason == "PRODUCT_NOT_FOUND"
 
 
 # --- idempotency, overdraft, concurrency ---------------------------------------------------------
