@@ -22,6 +22,9 @@ is published: the figures are an upper bound of that.)
 
 ``--warmup``: a first run of this side, left out of the figures (the broker's first run after
 its start was the slowest of every invocation).
+
+Each run also prints where the time went (:data:`STAGES`): ack -> the hub's render of the view,
+render -> the view record's send, send -> its arrival here, p50/p99 and the slowest 1 %'s mean.
 """
 
 from __future__ import annotations
@@ -65,6 +68,13 @@ from tests.support.procs import ServiceProcess, cpu_seconds, tree_cpu_seconds  #
 
 #: A write: (customer id, the view's last_event_time that covers it in µs, perf_counter at the ack).
 Acked = tuple[str, int, float]
+
+#: The stages of a write's way to its view, each in ms, from clocks of this machine:
+#: ack -> the hub's render of the view (its ``update_time``: relay, broker, the hub's fetch and
+#: batch up to the render), render -> the view record's timestamp (the batch's commit, the view
+#: worker's wake-up and publish round up to its ``send``), timestamp -> arrival here (the
+#: producer's linger and ack wait, the broker, this reader's fetch).
+STAGES = ("ack->render", "render->send", "send->arrival")
 
 
 def pct(values: list[float], p: float) -> float:
@@ -208,6 +218,8 @@ class Run:
     errors: dict[str, int]
     unmatched: int
     cpu_s: dict[str, float]  # hub, Kafka, PostgreSQL (whole server): CPU seconds in the write phase
+    #: Per matched write, the ms of each of :data:`STAGES`.
+    stages: list[tuple[float, float, float]] = dataclasses.field(default_factory=list)
 
 
 def servers_cpu(kafka: object, pg: object, hub: ServiceProcess) -> dict[str, float]:
@@ -237,6 +249,9 @@ async def one_run(args: argparse.Namespace, kafka: Any, pg: Any, label: str, rep
     await views.start()
     pending: dict[str, list[tuple[int, float]]] = {}
     latencies: list[float] = []
+    stages: list[tuple[float, float, float]] = []
+    # (perf_counter -> wall clock µs, for the stages: the hub's stamps are wall-clock)
+    wall_offset_us = time.time() * 1e6 - time.perf_counter() * 1e6
     errors: collections.Counter[str] = collections.Counter()
     write: Callable[[int], Awaitable[Acked]] | None = None
     try:
@@ -284,7 +299,15 @@ async def one_run(args: argparse.Namespace, kafka: Any, pg: Any, label: str, rep
                         covered = us(view.last_event_time)
                         waiting = pending.get(view.customer_id, [])
                         pending[view.customer_id] = [w for w in waiting if w[0] > covered]
-                        latencies.extend((arrived - acked) * 1000 for t, acked in waiting if t <= covered)
+                        matched = [acked for t, acked in waiting if t <= covered]
+                        latencies.extend((arrived - acked) * 1000 for acked in matched)
+                        rendered_us, sent_us = us(view.update_time), r.timestamp * 1000
+                        arrived_us = arrived * 1e6 + wall_offset_us
+                        stages.extend(
+                            ((rendered_us - (acked * 1e6 + wall_offset_us)) / 1000, (sent_us - rendered_us) / 1000,
+                             (arrived_us - sent_us) / 1000)
+                            for acked in matched
+                        )  # fmt: skip
 
         async def one(k: int) -> None:
             assert write is not None
@@ -315,7 +338,7 @@ async def one_run(args: argparse.Namespace, kafka: Any, pg: Any, label: str, rep
         cpu_after = servers_cpu(kafka, pg, hub)
         lost = sum(len(v) for v in pending.values())
         cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
-        return Run(label, latencies, total, achieved, dict(errors), lost, cpu)
+        return Run(label, latencies, total, achieved, dict(errors), lost, cpu, stages)
     finally:
         producer = getattr(write, "producer", None)
         if producer is not None:
@@ -339,6 +362,15 @@ def report(run: Run, via: str) -> None:
             f"[{run.label}] {what} -> view published: p50 {statistics.median(lat):.1f} ms, p90 {pct(lat, 90):.1f} ms, "
             f"p99 {pct(lat, 99):.1f} ms, max {max(lat):.1f} ms  (target p99 <= 250 ms)"
         )
+    if run.stages:
+        parts = []
+        for i, name in enumerate(STAGES):
+            values = [s[i] for s in run.stages]
+            parts.append(f"{name} p50 {statistics.median(values):.1f} / p99 {pct(values, 99):.1f}")
+        slowest = sorted(run.stages, key=sum)[-max(1, len(run.stages) // 100) :]  # the slowest 1 %
+        mean = [statistics.fmean(s[i] for s in slowest) for i in range(len(STAGES))]
+        print(f"[{run.label}] stages (ms): " + "; ".join(parts)
+              + " | slowest 1 %: " + ", ".join(f"{n} {m:.0f}" for n, m in zip(STAGES, mean, strict=True)))  # fmt: skip
     per = {k: v / max(run.writes, 1) * 1e6 for k, v in run.cpu_s.items()}
     print(
         f"[{run.label}] CPU per write while writing: "

@@ -100,7 +100,9 @@ async def write_changes(session: AsyncSession, t: Tables, changes: fold.Changes)
     await _write_products(session, t, changes)
     await _write_customers(session, t, changes)
     await _write_holdings(session, t, changes)
-    await bulk_insert(session, t.transactions, changes.transaction_inserts, skip_conflicts_on=TRANSACTION_KEY)
+    await bulk_insert(
+        session, t.transactions, changes.transaction_inserts, skip_conflicts_on=TRANSACTION_KEY, driver=True
+    )
     if changes.catalogue_changed:
         # Offers depend on the catalogue: every view must be re-rendered.
         await session.execute(update(t.customers).values(dirty=True, change_seq=t.customers.c.change_seq + 1))
@@ -123,7 +125,7 @@ async def _write_products(session: AsyncSession, t: Tables, changes: fold.Change
 async def _write_customers(session: AsyncSession, t: Tables, changes: fold.Changes) -> None:
     c = t.customers
     if changes.customer_inserts:
-        await bulk_insert(session, c, _fill_defaults(c, changes.customer_inserts))
+        await bulk_insert(session, c, _fill_defaults(c, changes.customer_inserts), driver=True)
     times_types = _types(c, ("customer_id", *CUSTOMER_TIME_COLUMNS))
 
     def time_values(src: Any) -> dict[str, Any]:
@@ -153,7 +155,7 @@ async def _write_customers(session: AsyncSession, t: Tables, changes: fold.Chang
 async def _write_holdings(session: AsyncSession, t: Tables, changes: fold.Changes) -> None:
     h = t.holdings
     if changes.holding_inserts:
-        await bulk_insert(session, h, _fill_defaults(h, changes.holding_inserts))
+        await bulk_insert(session, h, _fill_defaults(h, changes.holding_inserts), driver=True)
 
     def by_id(src: Any) -> list[Any]:
         return [h.c.subscription_id == src.c.b_subscription_id]

@@ -35,7 +35,7 @@ from services.data_hub import domain
 from services.data_hub.codecs import micros_money, now_us, us_ts
 from services.data_hub.domain import DAY_US, Rules
 from services.data_hub.schema import SETS, Tables, built, state
-from services.kit import Reader, bulk_update, dialect_of, fetch, in_list, is_postgres
+from services.kit import Reader, bulk_update, bulk_update_statement, dialect_of, fetch, in_list, is_postgres
 
 #: A rendered view on its way to the view topic: (customer_id, doc, version, update_us).
 View = tuple[str, bytes, int, int]
@@ -500,19 +500,12 @@ async def pending_views(session: AsyncSession, t: Tables, limit: int) -> list[Vi
     return [(r.customer_id, r.doc, r.version, r.update_us) for r in rows]
 
 
-async def mark_published(session: AsyncSession, t: Tables, published: Iterable[tuple[str, int]]) -> None:
-    """Clear ``pending_publish`` of the views published at these versions.
-
-    On PostgreSQL rows that a consumer batch holds right now are skipped instead of waited for
-    (``FOR UPDATE SKIP LOCKED`` in the same statement; they keep the flag and are published
-    again: at-least-once, consumers keep the highest version) — waiting here made the view
-    worker and the consumer queue behind each other.
-    """
+def _published(t: Tables, published: Iterable[tuple[str, int]], pg: bool) -> dict[str, Any] | None:
+    """:func:`bulk_update`'s arguments for clearing ``pending_publish`` (see :func:`mark_published`)."""
     c = t.customers
-    params = [{"b_id": cid, "b_version": v} for cid, v in published]
-    if not params:
-        return
-    pg = is_postgres(session)
+    rows = [{"b_id": cid, "b_version": v} for cid, v in published]
+    if not rows:
+        return None
 
     def where(src: Any) -> list[Any]:
         matched = [c.c.customer_id == src.c.b_id, c.c.version == src.c.b_version]
@@ -526,15 +519,34 @@ async def mark_published(session: AsyncSession, t: Tables, published: Iterable[t
             matched.append(c.c.customer_id.in_(held_elsewhere_skipped))
         return matched
 
-    await bulk_update(
-        session,
-        c,
-        params,
-        {"b_id": c.c.customer_id.type, "b_version": c.c.version.type},
-        where=where,
-        values=lambda src: {"pending_publish": False, "published_version": src.c.b_version},
-        params={"guard_ids": [p["b_id"] for p in params]} if pg else None,
-    )
+    return {
+        "table": c,
+        "rows": rows,
+        "types": {"b_id": c.c.customer_id.type, "b_version": c.c.version.type},
+        "where": where,
+        "values": lambda src: {"pending_publish": False, "published_version": src.c.b_version},
+        "params": {"guard_ids": [r["b_id"] for r in rows]} if pg else None,
+    }
+
+
+async def mark_published(session: AsyncSession, t: Tables, published: Iterable[tuple[str, int]]) -> None:
+    """Clear ``pending_publish`` of the views published at these versions.
+
+    On PostgreSQL rows that a consumer batch holds right now are skipped instead of waited for
+    (``FOR UPDATE SKIP LOCKED`` in the same statement; they keep the flag and are published
+    again: at-least-once, consumers keep the highest version) — waiting here made the view
+    worker and the consumer queue behind each other.
+    """
+    args = _published(t, published, is_postgres(session))
+    if args is not None:
+        await bulk_update(session, **args)
+
+
+def mark_published_statement(t: Tables, published: Iterable[tuple[str, int]]) -> tuple[Any, dict[str, Any]] | None:
+    """PostgreSQL: :func:`mark_published`'s one UPDATE and its parameters, to run on its own
+    (autocommit: one statement is atomic by itself); None when there is nothing to clear."""
+    args = _published(t, published, True)
+    return None if args is None else bulk_update_statement(**args)
 
 
 async def all_docs(session: AsyncSession, t: Tables) -> dict[str, bytes]:

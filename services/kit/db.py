@@ -343,18 +343,29 @@ class _Uncacheable(Exception):
     pass
 
 
+#: What :func:`_shape` keeps as it is: values, and (by identity) tables, columns and types.
+_VALUES = frozenset((type(None), str, int, float, bool))
+_AS_IS = (Table, Column, TypeEngine, str, int, float, bool)  # (and subclasses: quoted_name, IntEnum, …)
+
+
 def _shape(value: Any, depth: int = 0) -> Any:
     """A hashable stand-in for what a statement builder captured, or :class:`_Uncacheable`.
 
     Tables, columns and types hash by identity (and the key keeps them alive, so an identity is
     never reused for another object while cached); functions by their code and captured values.
-    Anything else (a list, a statement with bound values) makes the statement uncacheable."""
-    if value is None or isinstance(value, str | int | float | bool | Table | Column | TypeEngine):
+    Anything else (a list, a statement with bound values) makes the statement uncacheable.
+    (Exact types first: each key is taken on every bulk statement of a live batch, and an
+    ``isinstance`` against SQLAlchemy's classes costs ~1 µs — a ``str | int | …`` union built in
+    the call cost ~8.)"""
+    kind = type(value)
+    if kind in _VALUES:
         return value
-    if isinstance(value, tuple):
+    if kind is tuple:
         return tuple(_shape(v, depth) for v in value)
-    if isinstance(value, FunctionType) and depth < 4:
+    if kind is FunctionType and depth < 4:
         return (value.__code__, tuple(_shape(cell.cell_contents, depth + 1) for cell in value.__closure__ or ()))
+    if isinstance(value, _AS_IS):
+        return value
     raise _Uncacheable
 
 
@@ -386,32 +397,45 @@ async def _pg_insert(
     rows: Sequence[dict[str, Any]],
     finish: Callable[[Any], Any],
     shape: tuple[Any, ...],
+    driver: bool = False,
 ) -> None:
     """``INSERT … SELECT … FROM json_to_recordset(:bulk_rows)``, finished by ``finish(stmt)``
-    (ON CONFLICT …), compiled once per shape and sent with the rows as its one parameter."""
+    (ON CONFLICT …), compiled once per shape and sent with the rows as its one parameter;
+    ``driver``: through :func:`services.kit.fetch.fetch` (as :func:`bulk_update`'s)."""
     columns = tuple(rows[0])
     dialect = session.bind.dialect
 
-    def build() -> tuple[str, bool]:
+    def build() -> tuple[Any, str, bool]:
         src = _rows_source({c: table.c[c].type for c in columns})
         stmt = finish(postgresql.insert(table).from_select(columns, select(*(src.c[c] for c in columns))))
         compiled = stmt.compile(dialect=dialect)
-        return str(compiled), list(compiled.positiontup or ()) == ["bulk_rows"]
+        return stmt, str(compiled), list(compiled.positiontup or ()) == ["bulk_rows"]
 
-    sql, plain = _cached(("insert", dialect.name, table, columns, *shape), build)
+    stmt, sql, plain = _cached(("insert", dialect.name, table, columns, *shape), build)
     if not plain:  # (a builder that binds values of its own: run it as a statement)
         raise RuntimeError(f"bulk insert into {table.name}: the statement binds more than the rows")
+    if driver:
+        from services.kit.fetch import fetch  # (fetch → reads → this module)
+
+        await fetch(session, stmt, {"bulk_rows": _json_rows(rows, columns)})
+        return
     conn = await session.connection()
     await conn.exec_driver_sql(sql, (_json_rows(rows, columns),))
 
 
 async def bulk_insert(
-    session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]], *, skip_conflicts_on: Sequence[str] = ()
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    skip_conflicts_on: Sequence[str] = (),
+    driver: bool = False,
 ) -> None:
     """INSERT many rows (every row with the same keys). On PostgreSQL one
     ``INSERT … SELECT … FROM json_to_recordset(:rows)``: one parameter and one plan for thousands
     of rows, where an executemany binds and executes each row. ``skip_conflicts_on`` (a unique key) makes
-    conflicting rows no-ops."""
+    conflicting rows no-ops. ``driver``: on PostgreSQL in a transaction, run by asyncpg directly
+    (as :func:`bulk_update`'s)."""
     if not rows:
         return
     conflict = list(skip_conflicts_on)
@@ -420,7 +444,7 @@ async def bulk_insert(
         def finish(stmt: Any) -> Any:
             return stmt.on_conflict_do_nothing(index_elements=conflict) if conflict else stmt
 
-        await _pg_insert(session, table, rows, finish, ("skip", tuple(conflict)))
+        await _pg_insert(session, table, rows, finish, ("skip", tuple(conflict)), driver)
         return
     stmt = sqlite.insert(table)
     if conflict:
@@ -451,6 +475,26 @@ async def bulk_upsert(
     await session.execute(finish(sqlite.insert(table)), list(rows))
 
 
+def bulk_update_statement(
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    types: dict[str, Any],
+    *,
+    where: Callable[[Any], list[Any]],
+    values: Callable[[Any], dict[str, Any]],
+    params: dict[str, Any] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """PostgreSQL's :func:`bulk_update`: its ``UPDATE … FROM json_to_recordset(…)`` (built once per
+    shape) and the parameters to run it with, for a caller that runs it on its own connection."""
+
+    def build() -> Any:
+        src = _rows_source(types)
+        return update(table).where(*where(src)).values(**values(src))
+
+    stmt = _cached(("update", table, tuple(types.items()), where, values), build)
+    return stmt, {**(params or {}), "bulk_rows": _json_rows(rows, types)}
+
+
 async def bulk_update(
     session: AsyncSession,
     table: Table,
@@ -477,13 +521,7 @@ async def bulk_update(
     if not rows:
         return
     if is_postgres(session):
-
-        def build() -> Any:
-            src = _rows_source(types)
-            return update(table).where(*where(src)).values(**values(src))
-
-        stmt = _cached(("update", table, tuple(types.items()), where, values), build)
-        values_ = {**(params or {}), "bulk_rows": _json_rows(rows, types)}
+        stmt, values_ = bulk_update_statement(table, rows, types, where=where, values=values, params=params)
         if driver:
             from services.kit.fetch import fetch  # (fetch → reads → this module)
 

@@ -74,7 +74,7 @@ from services.kit.outbox_claim import driver_round
 from services.kit.outbox_claim import publishable as _publishable
 from services.kit.reads import _Compiled
 from services.kit.staging import Staging, stage_insert
-from services.kit.telemetry import context_from_traceparent, current_traceparent
+from services.kit.telemetry import context_from_traceparent, current_traceparent, id_only_span, spans_read
 
 log = get_logger("zhongtai.outbox")
 _tracer = trace.get_tracer("zhongtai.outbox")
@@ -537,25 +537,30 @@ class OutboxRelay:
         # One PRODUCER span per event, a child of the request that caused it (its traceparent is
         # stored in the row), ended when the broker acked. The record carries that span's
         # context, so the consumer's processing span continues the same trace: one trace id
-        # from the HTTP request, through the relay, to the view update.
+        # from the HTTP request, through the relay, to the view update. (A process that exports no
+        # spans sends the same ids from an ids-only span: ADR 0030, 0048.)
         spans: list[trace.Span] = []
         futures: list[Any] = []
         send = self._producer.send
         prefix = self._topic_prefix
         try:
+            exported = spans_read()
             for row in rows:
                 topic = prefix + row.topic
-                span = _tracer.start_span(
-                    f"{topic} publish",
-                    context=context_from_traceparent(row.traceparent),
-                    kind=trace.SpanKind.PRODUCER,
-                    attributes={
-                        "messaging.system": "kafka",
-                        "messaging.operation.type": "send",
-                        "messaging.destination.name": topic,
-                        "messaging.message.id": row.event_id,
-                    },
-                )
+                if not exported:  # (ids only, as the kit's server spans when nothing exports: ADR 0030)
+                    span: trace.Span = id_only_span(context_from_traceparent(row.traceparent))
+                else:
+                    span = _tracer.start_span(
+                        f"{topic} publish",
+                        context=context_from_traceparent(row.traceparent),
+                        kind=trace.SpanKind.PRODUCER,
+                        attributes={
+                            "messaging.system": "kafka",
+                            "messaging.operation.type": "send",
+                            "messaging.destination.name": topic,
+                            "messaging.message.id": row.event_id,
+                        },
+                    )
                 spans.append(span)
                 headers = orjson.loads(row.headers)
                 carrier: dict[str, str] = {}
