@@ -20,7 +20,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit import (
-    GroupProbe,
     UnitOfWork,
     bulk_insert,
     cancel_and_wait,
@@ -28,8 +27,7 @@ from services.kit import (
     get_logger,
     is_postgres,
     make_consumer,
-    run_watched,
-    watch_progress,
+    run_group_watched,
 )
 
 log = get_logger("zhongtai.data_hub")
@@ -95,11 +93,10 @@ class TopicIndex:
                 await asyncio.sleep(1.0)
 
     async def _run_watched(self) -> None:
-        if not self._stall_after_s:
-            await self._run()
-            return
-        probe = GroupProbe(self._bootstrap, self._group_id, self.topics, timeout_s=min(10.0, self._stall_after_s / 3))
-        await run_watched(self._run(), watch_progress(probe, stall_after_s=self._stall_after_s))
+        await run_group_watched(
+            self._run(), bootstrap=self._bootstrap, group=self._group_id, topics=self.topics,
+            stall_after_s=self._stall_after_s,
+        )  # fmt: skip
 
     async def _run(self) -> None:
         # An index for listings may lag a little: the broker holds its fetch up to _LINGER_MS

@@ -89,7 +89,7 @@ from services.kit.migrations import (
 from services.kit.money import Amount, MoneyError, is_supported, to_money
 from services.kit.outbox import OutboxRelay, add_event
 from services.kit.outbox_status import outbox_status, outbox_status_handler
-from services.kit.progress import GroupProbe, GroupStalled, run_watched, watch_progress
+from services.kit.progress import GroupProbe, GroupStalled, run_group_watched, run_watched, watch_progress
 from services.kit.reads import Reader
 from services.kit.replay import reapply
 from services.kit.service import Capability, Runtime, Wiring
@@ -190,6 +190,7 @@ __all__ = [
     "read_sessionmaker",
     "reapply",
     "run_env",
+    "run_group_watched",
     "run_until_signalled",
     "run_watched",
     "scrub_text",

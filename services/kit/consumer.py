@@ -62,7 +62,7 @@ from services.kit.inbox import AggregateVersion, Decoded, InboxRow, _decode, _Po
 from services.kit.kafka import ensure_topics, make_consumer
 from services.kit.lifecycle import cancel_and_wait
 from services.kit.logging import get_logger
-from services.kit.progress import GroupProbe, GroupStalled, run_watched, watch_progress
+from services.kit.progress import GroupStalled, run_group_watched
 
 # (the inbox tables live in inbox.py, the database side in applier.py; re-exported for their users)
 __all__ = ["AggregateVersion", "Handler", "InboxConsumer", "InboxRow", "Projection"]
@@ -256,12 +256,10 @@ class InboxConsumer:
     async def _run_watched(self) -> None:
         """Join and run, with the group's progress watched beside it (a stall raises
         GroupStalled): a join that never completes is a stall too."""
-        if not self._stall_after_s:
-            await self._open_and_run()
-            return
-        probe = GroupProbe(self._bootstrap, self._group, self._topics, timeout_s=min(10.0, self._stall_after_s / 3))
-        watch = watch_progress(probe, stall_after_s=self._stall_after_s, waiting=lambda: self.waiting_out_fault)
-        await run_watched(self._open_and_run(), watch)
+        await run_group_watched(
+            self._open_and_run(), bootstrap=self._bootstrap, group=self._group, topics=self._topics,
+            stall_after_s=self._stall_after_s, waiting=lambda: self.waiting_out_fault,
+        )  # fmt: skip
 
     async def _supervise(self) -> None:
         """Run the consumer; if its loop dies, say so, close it and start a new one (from the

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -196,3 +196,23 @@ async def run_watched(loop: Awaitable[None], watch: Awaitable[NoReturn], *, canc
         run.result()  # the loop's own end or error
         return
     watcher.result()  # a watch only ever ends by raising: GroupStalled
+
+
+async def run_group_watched(
+    loop: Coroutine[Any, Any, None],
+    *,
+    bootstrap: str,
+    group: str,
+    topics: Sequence[str],
+    stall_after_s: float,
+    waiting: Callable[[], bool] = lambda: False,
+) -> None:
+    """Run a consumer group member's loop (its join included) with the group's progress on
+    ``topics`` watched beside it, as :func:`run_watched` (a stall raises :class:`GroupStalled`);
+    ``stall_after_s`` 0 runs it unwatched. The watch reads through clients of its own
+    (:class:`GroupProbe`), each answer awaited at most a third of ``stall_after_s`` (≤ 10 s)."""
+    if not stall_after_s:
+        await loop
+        return
+    probe = GroupProbe(bootstrap, group, topics, timeout_s=min(10.0, stall_after_s / 3))
+    await run_watched(loop, watch_progress(probe, stall_after_s=stall_after_s, waiting=waiting))
