@@ -62,11 +62,15 @@ def client(platform: Platform) -> Iterator[httpx.Client]:
         yield http
 
 
-def _new_customer(client: httpx.Client, *, verify: bool = True, score: int = 30) -> dict[str, Any]:
-    # A birth day in 1990 and a sequence number drawn at random: 336,000 ids, so the module's
-    # customers do not collide (a sequence number alone, 1 in 1,000, did now and then).
+def _new_customer(
+    client: httpx.Client, *, verify: bool = True, score: int = 30, born: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """A new customer born in 1990 (on ``born`` = (month, day), else on a random day)."""
+    # A birth day and a sequence number drawn at random: 336,000 ids, so the module's customers
+    # do not collide (a sequence number alone, 1 in 1,000, did now and then).
     draw = uuid.uuid4().int
-    month, day, seq = 1 + draw % 12, 1 + (draw >> 8) % 28, (draw >> 16) % 1000
+    month, day = born or (1 + draw % 12, 1 + (draw >> 8) % 28)
+    seq = (draw >> 16) % 1000
     body = {
         "fullName": "Han Meimei",
         "birthDate": {"year": 1990, "month": month, "day": day},
@@ -288,7 +292,7 @@ def test_an_unsuitable_subscription_explains_itself(client: httpx.Client) -> Non
 
 
 def test_a_masked_birth_date_is_year_only(client: httpx.Client) -> None:
-    cid = _new_customer(client, verify=False)["customerId"]
+    cid = _new_customer(client, verify=False, born=(5, 17))["customerId"]
     masked = client.get(f"/v1/customers/{cid}", headers=_headers(NO_PII)).json()
     assert masked["birthDate"] == {"year": 1990}
     assert masked["mobile"] == "139****5678" and masked["nationalId"].startswith("110105********")
