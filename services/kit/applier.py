@@ -41,7 +41,7 @@ from services.kit.inbox import (
     _seen,
 )
 from services.kit.logging import get_logger
-from services.kit.telemetry import context_from_traceparent, id_only_span, spans_read
+from services.kit.telemetry import context_from_traceparent, start_span
 
 __all__ = ["BatchApplier", "Handler", "Projection"]
 
@@ -360,22 +360,20 @@ class BatchApplier:
         producer's; False if the event was stale. (When this process exports no spans, the span
         is an ids-only one, as the kit's server spans, ADR 0030: what leaves the process — the
         trace ids a handler's outbox rows carry — is the same, ~30 µs of an event's CPU less.)"""
-        if not spans_read():
-            span: trace.Span = id_only_span(context_from_traceparent(event.traceparent))
-        else:
-            span = self._tracer.start_span(
-                f"{record.topic} process",
-                context=context_from_traceparent(event.traceparent),
-                kind=trace.SpanKind.CONSUMER,
-                attributes={
-                    "messaging.system": "kafka",
-                    "messaging.consumer.group.name": self._group,
-                    "messaging.destination.name": record.topic,
-                    "messaging.message.id": event.id,
-                    "messaging.kafka.offset": record.offset,
-                    "zhongtai.event_type": event.type,
-                },
-            )
+        span = start_span(
+            self._tracer,
+            f"{record.topic} process",
+            context_from_traceparent(event.traceparent),
+            trace.SpanKind.CONSUMER,
+            lambda: {
+                "messaging.system": "kafka",
+                "messaging.consumer.group.name": self._group,
+                "messaging.destination.name": record.topic,
+                "messaging.message.id": event.id,
+                "messaging.kafka.offset": record.offset,
+                "zhongtai.event_type": event.type,
+            },
+        )
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
             if await _is_stale(session, batch, event):

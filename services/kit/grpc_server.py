@@ -41,7 +41,7 @@ from services.kit.auth import (
 from services.kit.errors import Unavailable, ZhongtaiError, internal_status, to_rpc_status
 from services.kit.faults import is_infrastructure_error
 from services.kit.logging import HotLogger
-from services.kit.telemetry import id_only_span, metrics_read, spans_read
+from services.kit.telemetry import metrics_read, spans_read, start_span
 from services.kit.validation import validate_request, warm_up
 
 log = HotLogger("zhongtai.grpc")  # (the access log: a line per call)
@@ -128,15 +128,10 @@ class KitCall:
         if not self._traced:
             return await self._serve(request, context, metadata, None)
         parent = propagate.extract(metadata) if _PROPAGATED.intersection(metadata) else None
-        if spans_read():
-            span = _tracer.start_span(
-                self.method,
-                context=parent,
-                kind=SpanKind.SERVER,
-                attributes={**self._span_attributes, **_peer_attributes(context, metadata)},
-            )
-        else:  # (no exporter: the span's ids, not its record — ADR 0030)
-            span = id_only_span(parent)
+        span = start_span(
+            _tracer, self.method, parent, SpanKind.SERVER,
+            lambda: {**self._span_attributes, **_peer_attributes(context, metadata)},
+        )  # fmt: skip
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
             return await self._serve(request, context, metadata, span)

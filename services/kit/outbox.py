@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
@@ -74,7 +75,7 @@ from services.kit.outbox_claim import driver_round
 from services.kit.outbox_claim import publishable as _publishable
 from services.kit.reads import _Compiled
 from services.kit.staging import Staging, stage_insert
-from services.kit.telemetry import context_from_traceparent, current_traceparent, id_only_span, spans_read
+from services.kit.telemetry import context_from_traceparent, current_traceparent, start_span
 
 log = get_logger("zhongtai.outbox")
 _tracer = trace.get_tracer("zhongtai.outbox")
@@ -223,6 +224,16 @@ _PG_MARK = (
     .where(in_list("postgresql", _OUTBOX.c.id, "ids"))
     .values(published_at=bindparam("now", type_=_OUTBOX.c.published_at.type))
 )
+
+
+def _publish_attributes(topic: str, event_id: str) -> dict[str, str]:
+    """A relay PRODUCER span's attributes."""
+    return {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "send",
+        "messaging.destination.name": topic,
+        "messaging.message.id": event_id,
+    }
 
 
 class OutboxRelay:
@@ -544,23 +555,15 @@ class OutboxRelay:
         send = self._producer.send
         prefix = self._topic_prefix
         try:
-            exported = spans_read()
             for row in rows:
                 topic = prefix + row.topic
-                if not exported:  # (ids only, as the kit's server spans when nothing exports: ADR 0030)
-                    span: trace.Span = id_only_span(context_from_traceparent(row.traceparent))
-                else:
-                    span = _tracer.start_span(
-                        f"{topic} publish",
-                        context=context_from_traceparent(row.traceparent),
-                        kind=trace.SpanKind.PRODUCER,
-                        attributes={
-                            "messaging.system": "kafka",
-                            "messaging.operation.type": "send",
-                            "messaging.destination.name": topic,
-                            "messaging.message.id": row.event_id,
-                        },
-                    )
+                span = start_span(
+                    _tracer,
+                    f"{topic} publish",
+                    context_from_traceparent(row.traceparent),
+                    trace.SpanKind.PRODUCER,
+                    functools.partial(_publish_attributes, topic, row.event_id),
+                )
                 spans.append(span)
                 headers = orjson.loads(row.headers)
                 carrier: dict[str, str] = {}

@@ -17,6 +17,7 @@ exemplars) is installed.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,6 +127,21 @@ def id_only_span(context: Context | None) -> Span:
     else:
         ids = SpanContext(_IDS.generate_trace_id(), _IDS.generate_span_id(), False, _ROOT_FLAGS, _NO_STATE)
     return NonRecordingSpan(ids)
+
+
+def start_span(
+    tracer: trace.Tracer,
+    name: str,
+    context: Context | None,
+    kind: trace.SpanKind,
+    attributes: Callable[[], Mapping[str, Any]],
+) -> Span:
+    """``tracer.start_span`` — or, when this process exports no spans (:func:`spans_read` False),
+    :func:`id_only_span` under ``context``: the same ids leave the process, and the span's
+    attributes (``attributes()``) are not even built (ADR 0030)."""
+    if not spans_read():
+        return id_only_span(context)
+    return tracer.start_span(name, context=context, kind=kind, attributes=attributes())
 
 
 def shutdown_telemetry() -> None:
