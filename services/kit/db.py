@@ -155,6 +155,13 @@ def traces_statements(engine: AsyncEngine) -> bool:
     return engine.sync_engine in _traced
 
 
+def on_driver(engine: AsyncEngine) -> bool:
+    """True if the kit may send this engine's hot statements on the pool's asyncpg connection
+    itself (the Reader, the driver writes, the relay's round): PostgreSQL through asyncpg, and no
+    span per statement (those are SQLAlchemy's statement events, so such an engine keeps its path)."""
+    return not is_sqlite(engine) and engine.dialect.driver == "asyncpg" and not traces_statements(engine)
+
+
 def write_lock(engine: AsyncEngine) -> asyncio.Lock | None:
     """SQLite's one-writer-per-process lock (None for PostgreSQL)."""
     return _write_locks.get(engine.sync_engine)

@@ -63,8 +63,8 @@ from services.kit.db import (
     BigIntPK,
     in_list,
     is_sqlite,
+    on_driver,
     sessionmaker,
-    traces_statements,
     write_lock,
 )
 from services.kit.events import KafkaRecord, build_record
@@ -73,7 +73,7 @@ from services.kit.logging import get_logger
 from services.kit.outbox_claim import PG_CLAIM as _PG_CLAIM
 from services.kit.outbox_claim import driver_round
 from services.kit.outbox_claim import publishable as _publishable
-from services.kit.reads import _Compiled
+from services.kit.reads import compiled_for
 from services.kit.staging import Staging, stage_insert
 from services.kit.telemetry import context_from_traceparent, current_traceparent, start_span
 
@@ -288,8 +288,7 @@ class OutboxRelay:
         self._max_in_flight = 1 if is_sqlite(engine) else max(1, max_in_flight)
         self._listen_enabled = listen and not is_sqlite(engine)
         # PostgreSQL + asyncpg without statement spans: a round's statements on the driver connection.
-        raw = not is_sqlite(engine) and engine.dialect.driver == "asyncpg" and not traces_statements(engine)
-        self._driver_sql = _Compiled(_PG_CLAIM, engine.dialect) if raw else None
+        self._driver_sql = compiled_for(_PG_CLAIM, engine.dialect) if on_driver(engine) else None
         self._rounds: set[asyncio.Task[None]] = set()
         self._idle: list[tuple[AsyncConnection, float]] = []  # connections kept between rounds
         self._failures = 0

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable, Select, visitors
 from sqlalchemy.sql.dml import UpdateBase
 
-from services.kit.db import is_sqlite, read_sessionmaker, traces_statements
+from services.kit.db import on_driver, read_sessionmaker
 from services.kit.faults import is_infrastructure_error
 
 __all__ = ["Reader"]
@@ -113,7 +113,7 @@ class Reader:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._raw = not is_sqlite(engine) and engine.dialect.driver == "asyncpg" and not traces_statements(engine)
+        self._raw = on_driver(engine)
         self._sessions = read_sessionmaker(engine)
 
     async def all(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Sequence[Any]:

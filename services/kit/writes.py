@@ -37,7 +37,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql import Executable
 
-from services.kit.db import WAKES_AFTER_COMMIT, UnitOfWork, is_sqlite, traces_statements
+from services.kit.db import WAKES_AFTER_COMMIT, UnitOfWork, on_driver
 from services.kit.faults import is_infrastructure_error
 from services.kit.outbox import NOTIFY_SQL, notify_needed
 from services.kit.reads import compiled_for
@@ -144,7 +144,7 @@ class _DriverTx:
 
 def driver_writes(engine: AsyncEngine) -> bool:
     """True if :func:`transaction` runs on the pool's asyncpg connection for this engine."""
-    return not is_sqlite(engine) and engine.dialect.driver == "asyncpg" and not traces_statements(engine)
+    return on_driver(engine)
 
 
 @contextlib.asynccontextmanager
