@@ -19,11 +19,17 @@ from services.customer import domain
 from services.kit import etag_of as kit_etag_of
 from services.kit import mask_message, scrub_text
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value.astimezone(UTC))
-    return ts
+    """``value`` as a Timestamp (a naive one read as local time, as ``astimezone`` does).
+
+    The difference to the epoch of two aware datetimes, not ``Timestamp.FromDatetime`` (a time
+    tuple and ``calendar.timegm``): the same seconds and nanos at a third of the cost, twice
+    or three times per Customer answered."""
+    since = (value if value.tzinfo is not None else value.astimezone(UTC)) - _EPOCH
+    return timestamp_pb2.Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1_000)
 
 
 def proto_date(value: date) -> date_pb2.Date:

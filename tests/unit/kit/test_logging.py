@@ -58,3 +58,14 @@ def test_a_hot_logger_follows_every_reconfiguration() -> None:
     assert json.loads(first.getvalue())["mobile"] == "[REDACTED]"
     assert [json.loads(x)["message"] for x in second.getvalue().splitlines()] == ["two"]
     assert [c["event"] for c in captured] == ["three"]
+
+
+def test_a_value_is_scrubbed_on_every_line_and_a_clean_one_stays_as_it_is() -> None:
+    stream = io.StringIO()
+    configure_logging("unit", "INFO", stream=stream)
+    for _ in range(3):
+        get_logger("t").info("call", note="call 13812345678", rpc="/bank.customer.v1.CustomerService/GetCustomer")
+    lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+    assert len(lines) == 3
+    assert all("13812345678" not in line["note"] for line in lines)
+    assert all(line["rpc"] == "/bank.customer.v1.CustomerService/GetCustomer" for line in lines)
