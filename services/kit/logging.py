@@ -200,8 +200,10 @@ class HotLogger:
             self._info = functools.partial(bound._proxy_to_logger, "info") if direct else bound.info
         return self._bound
 
-    def info(self, event: str, **fields: Any) -> Any:
-        self._logger()
+    def info(self, event: str, *args: Any, **fields: Any) -> Any:
+        bound = self._logger()
+        if args:  # ("%s"-style positional arguments: the bound logger's own method interpolates them)
+            return bound.info(event, *args, **fields)
         return self._info(event, **fields)
 
     def __getattr__(self, name: str) -> Any:
