@@ -162,22 +162,7 @@ class Ceiling:
 
 
 def _fit(rows: Rows, columns: Callable[[Rows], np.ndarray]) -> Any:
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from threadpoolctl import threadpool_limits
-
-    how = ORACLE_TREES
-    gb = HistGradientBoostingClassifier(
-        max_iter=how.trees,
-        learning_rate=how.learning_rate,
-        max_depth=how.depth,
-        min_samples_leaf=how.min_leaf,
-        l2_regularization=1.0,
-        early_stopping=False,
-        random_state=0,
-    )
-    with threadpool_limits(1):
-        gb.fit(columns(rows), rows.y)
-    return gb
+    return train.boosted(columns(rows), rows.y, ORACLE_TREES)
 
 
 def _concat(parts: Sequence[Rows]) -> Rows:
