@@ -7,6 +7,9 @@ Times are epoch microseconds (``*_us`` columns), amounts micro-units of their cu
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
+
+import orjson
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import money_pb2
@@ -39,3 +42,9 @@ def micros_money(micros: int, currency: str) -> money_pb2.Money:
 
 def now_us() -> int:
     return int(datetime.now(UTC).timestamp() * MICROS)
+
+
+def json_value(value: Any) -> Any:
+    """A JSON column as Python (SQLAlchemy's asyncpg dialect decodes ``json`` on its connections;
+    a str or bytes where it did not)."""
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
