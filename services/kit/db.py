@@ -272,6 +272,8 @@ class UnitOfWork:
         return self
 
     async def commit(self) -> None:
+        if self.session.info.get(_DEFERRED):
+            await run_deferred(self.session)
         await self.session.commit()
         self.committed = True
 
@@ -281,6 +283,7 @@ class UnitOfWork:
         session, self._session = self._session, None
         try:
             if session is not None:
+                session.info.pop(_DEFERRED, None)  # (rolled back with the rest, if not run)
                 if not self.committed:
                     await session.rollback()
                 await session.close()
@@ -533,6 +536,24 @@ def _combined_statement(parts: tuple[Any, ...]) -> Any:
         ctes = (part.cte(f"write_{i}") for i, part in enumerate(parts))
         found = _combined[key] = (parts, select(literal_column("1")).add_cte(*ctes))
     return found[1]
+
+
+#: ``session.info`` key: the writes :func:`defer_write` put off, in order.
+_DEFERRED = "zt_deferred_writes"
+
+
+def defer_write(session: AsyncSession, write: tuple[Any, dict[str, Any]]) -> None:
+    """PostgreSQL: run ``write`` (a :func:`bulk_update_statement` or :func:`bulk_insert_statement`
+    with its parameters) not now but in ONE statement (:func:`bulk_writes`) with the
+    transaction's last write of the kit — a consumer batch's inbox rows and versions — or else
+    right before :class:`UnitOfWork` commits: a round trip less. Only for a write whose rows no
+    later statement of the transaction reads or writes (it runs last, beside those writes)."""
+    session.info.setdefault(_DEFERRED, []).append(write)
+
+
+async def run_deferred(session: AsyncSession, writes: Sequence[tuple[Any, dict[str, Any]]] = ()) -> None:
+    """The deferred writes of the session's transaction and ``writes``, now, in one statement."""
+    await bulk_writes(session, [*session.info.pop(_DEFERRED, ()), *writes])
 
 
 async def bulk_writes(session: AsyncSession, writes: Sequence[tuple[Any, dict[str, Any]]]) -> None:
