@@ -92,7 +92,7 @@ class HubProjection:
         # interleave, and the worker's write-back of an older render is dropped)
         ready: list[views.View] = []
         rendered, _ = await views.materialize(
-            session, tables, self._rules, limit=len(touched), ids=sorted(touched), written=ready
+            session, tables, self._rules, limit=len(touched), ids=sorted(touched), written=ready, defer_write_back=True
         )
         if rendered:
             _views_rendered.add(rendered)

@@ -36,7 +36,16 @@ from services.data_hub import domain
 from services.data_hub.codecs import json_value, micros_money, now_us, us_ts
 from services.data_hub.domain import DAY_US, Rules
 from services.data_hub.schema import SETS, Tables, built, state
-from services.kit import Reader, bulk_update, bulk_update_statement, dialect_of, fetch, in_list, is_postgres
+from services.kit import (
+    Reader,
+    bulk_update,
+    bulk_update_statement,
+    defer_write,
+    dialect_of,
+    fetch,
+    in_list,
+    is_postgres,
+)
 
 #: A rendered view on its way to the view topic: (customer_id, doc, version, update_us).
 View = tuple[str, bytes, int, int]
@@ -337,6 +346,7 @@ async def materialize(
     catalogue: list[domain.Product] | None = None,
     ids: Sequence[str] | None = None,
     written: list[View] | None = None,
+    defer_write_back: bool = False,
 ) -> tuple[int, int]:
     """Re-render up to ``limit`` dirty views (only those of ``ids`` if given); returns
     (rendered, changed). The caller commits.
@@ -347,6 +357,10 @@ async def materialize(
     (or a row another render already wrote) is dropped and the row stays dirty for the next
     pass — a render never overwrites a newer one, and the consumer's batches never wait for a
     render (they used to queue behind ``FOR UPDATE`` locks held for the whole render).
+
+    ``defer_write_back`` (a consumer batch, whose rows are locked and read no more): on
+    PostgreSQL the write-back goes with the batch's inbox write, in one statement (kit
+    ``defer_write``, ADR 0052).
     """
     dirty, holdings_q = _render_queries(
         t, dialect_of(session), ids is not None, rules.reporting_currency, rules.activity_baseline_days,
@@ -375,7 +389,7 @@ async def materialize(
                 # (customer_id, doc, version, update_us) as they will be once committed: the
                 # publisher sends them without reading them back (this transaction holds the rows)
                 written.append((cid, doc, row["version"] + 1, stamp))
-    await _write_back(session, t, params)
+    await _write_back(session, t, params, defer_write_back)
     return len(rows), changed
 
 
@@ -460,25 +474,26 @@ async def _holdings_of(session: AsyncSession, t: Tables, ids: list[str]) -> dict
     return holdings
 
 
-async def _write_back(session: AsyncSession, t: Tables, params: list[dict[str, Any]]) -> None:
-    """Store the rendered documents of the rows still dirty at the ``change_seq`` that was read."""
+async def _write_back(session: AsyncSession, t: Tables, params: list[dict[str, Any]], defer: bool = False) -> None:
+    """Store the rendered documents of the rows still dirty at the ``change_seq`` that was read
+    (``defer``: see :func:`materialize`)."""
     c = t.customers
-    await bulk_update(
-        session,
-        c,
-        params,
-        {
-            "b_id": c.c.customer_id.type,
-            "b_seq": c.c.change_seq.type,
-            "b_doc": c.c.doc.type,
-            "b_inc": c.c.version.type,
-            "b_segment": c.c.segment.type,
-            "b_stage": c.c.lifecycle_stage.type,
-            "b_churn": c.c.churn_score.type,
-            "b_update_us": c.c.update_us.type,
-        },
-        where=lambda src: [c.c.customer_id == src.c.b_id, c.c.change_seq == src.c.b_seq, c.c.dirty.is_(True)],
-        values=lambda src: {
+    types = {
+        "b_id": c.c.customer_id.type,
+        "b_seq": c.c.change_seq.type,
+        "b_doc": c.c.doc.type,
+        "b_inc": c.c.version.type,
+        "b_segment": c.c.segment.type,
+        "b_stage": c.c.lifecycle_stage.type,
+        "b_churn": c.c.churn_score.type,
+        "b_update_us": c.c.update_us.type,
+    }
+
+    def where(src: Any) -> list[Any]:
+        return [c.c.customer_id == src.c.b_id, c.c.change_seq == src.c.b_seq, c.c.dirty.is_(True)]
+
+    def values(src: Any) -> dict[str, Any]:
+        return {
             "doc": src.c.b_doc,
             "version": c.c.version + src.c.b_inc,
             "pending_publish": case((src.c.b_inc == 1, True), else_=c.c.pending_publish),
@@ -487,9 +502,12 @@ async def _write_back(session: AsyncSession, t: Tables, params: list[dict[str, A
             "churn_score": src.c.b_churn,
             "update_us": src.c.b_update_us,
             "dirty": False,
-        },
-        driver=True,
-    )
+        }
+
+    if defer and is_postgres(session):
+        defer_write(session, bulk_update_statement(c, params, types, where=where, values=values, param="rendered"))
+    else:
+        await bulk_update(session, c, params, types, where=where, values=values, driver=True)
 
 
 # --------------------------------------------------------------------------------------------
