@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import money_pb2
 

@@ -308,8 +308,10 @@ def _with_holdings_and_flows(t: Tables, dirty: Any, cols: tuple[Any, ...], lookb
         .subquery("per")
     )
     flows = select(func.json_agg(func.json_build_array(per.c.subscription_id, per.c.net)).label("flows")).lateral()
-    return dirty.add_columns(hold.c.holdings, flows.c.flows).join_from(c, hold, true(), isouter=True).join_from(
-        c, flows, true(), isouter=True
+    return (
+        dirty.add_columns(hold.c.holdings, flows.c.flows)
+        .join_from(c, hold, true(), isouter=True)
+        .join_from(c, flows, true(), isouter=True)
     )
 
 

@@ -72,16 +72,21 @@ def _row(i: int) -> dict[str, object]:
     }
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def engine(request: pytest.FixtureRequest) -> AsyncIterator[AsyncEngine]:
-    """An engine on a fresh SQLite or PostgreSQL database holding the empty test table."""
-    engine = create_engine(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
+async def _with_table(url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(url)
     try:
         async with engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
         yield engine
     finally:
         await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def engine(request: pytest.FixtureRequest) -> AsyncIterator[AsyncEngine]:
+    """An engine on a fresh SQLite or PostgreSQL database holding the empty test table."""
+    async for engine in _with_table(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")):
+        yield engine
 
 
 async def _all(engine) -> dict[str, dict[str, object]]:  # type: ignore[no-untyped-def]
@@ -219,13 +224,8 @@ async def test_reused_bulk_statements_keep_tables_and_captured_values_apart(engi
 @pytest.fixture
 async def pg_engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
     """PostgreSQL only: bulk_writes and defer_write are its data-modifying CTEs."""
-    engine = create_engine(pg_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+    async for engine in _with_table(pg_url):
         yield engine
-    finally:
-        await engine.dispose()
 
 
 def _bump(rows: list[dict[str, object]], param: str) -> tuple[object, dict[str, object]]:
