@@ -44,6 +44,5 @@ def now_us() -> int:
 
 
 def json_value(value: Any) -> Any:
-    """A JSON column as Python (SQLAlchemy's asyncpg dialect decodes ``json`` on its connections;
-    a str or bytes where it did not)."""
+    """A JSON value a query sends as text, as Python (orjson); one already decoded as it is."""
     return orjson.loads(value) if isinstance(value, str | bytes) else value

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, insert, literal_column, select, union_all, update
+from sqlalchemy import Table, Text, bindparam, cast, func, insert, literal_column, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.data_hub import fold
@@ -74,7 +74,8 @@ def _live_query(t: Tables) -> Any:
     key, then the fold's row fields in order) tagged ``s``, ``c`` or ``h``."""
 
     def tagged(tag: str, locked: Any) -> Any:
-        return select(literal_column(f"'{tag}'").label("tag"), func.json_build_array(*locked.c).label("row"))
+        row = cast(func.json_build_array(*locked.c), Text)  # (as text: orjson decodes it, not asyncpg's json codec)
+        return select(literal_column(f"'{tag}'").label("tag"), row.label("row"))
 
     def part(tag: str, table: Table, key: str, fields: tuple[str, ...], param: str) -> Any:
         k = table.c[key]

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Integer,
+    Text,
     and_,
     bindparam,
     case,
@@ -294,8 +295,9 @@ def _with_holdings_and_flows(t: Tables, dirty: Any, cols: tuple[Any, ...], lookb
     per subscription since the lookback cutoff (``flows``: [subscription_id, net] pairs), each a
     LATERAL subquery of that customer (NULL for none)."""
     c, h, x = t.customers, t.holdings, t.transactions
+    # (as text: orjson decodes them, ~5 µs a value less than asyncpg's json codec through the stdlib)
     hold = (
-        select(func.json_agg(func.json_build_array(h.c.subscription_id, *cols)).label("holdings"))
+        select(cast(func.json_agg(func.json_build_array(h.c.subscription_id, *cols)), Text).label("holdings"))
         .where(h.c.customer_id == c.c.customer_id)
         .lateral("hold")
     )
@@ -307,7 +309,8 @@ def _with_holdings_and_flows(t: Tables, dirty: Any, cols: tuple[Any, ...], lookb
         .correlate(c)
         .subquery("per")
     )
-    flows = select(func.json_agg(func.json_build_array(per.c.subscription_id, per.c.net)).label("flows")).lateral()
+    pairs = func.json_agg(func.json_build_array(per.c.subscription_id, per.c.net))
+    flows = select(cast(pairs, Text).label("flows")).lateral()
     return (
         dirty.add_columns(hold.c.holdings, flows.c.flows)
         .join_from(c, hold, true(), isouter=True)
