@@ -7,7 +7,7 @@
     zhongtai demo-data                                  seed demo data through the gRPC APIs (devtools.synth)
     zhongtai healthcheck HOST:PORT                      gRPC health check (exit 0 when SERVING)
     zhongtai reconcile --product-db URL [...]           ledger vs postings, outbox vs topics, views vs ledger
-    zhongtai models train|backtest|snapshot ...         the data hub's trained scores (devtools.models.cli)
+    zhongtai models train|backtest|ceiling|snapshot ... the data hub's trained scores (devtools.models.cli)
 
 A component lives in ``services/<name>/main.py`` (``gateway/main.py`` for the gateway) and
 exposes ``run() -> None``; a service with a database also exposes ``async migrate() -> None``
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     health.add_argument("--timeout", type=float, default=3.0)
     sub.add_parser("components", help="list the components that exist")
     sub.add_parser("reconcile", help="compare ledger, outbox, topics and views; exit 1 on any difference")
-    models = sub.add_parser("models", help="train, back-test and snapshot the data hub's scores", add_help=False)
+    models = sub.add_parser("models", help="train, back-test, bound and snapshot the data hub's scores", add_help=False)
     models.add_argument("rest", nargs=argparse.REMAINDER)
     if argv is None:
         argv = sys.argv[1:]

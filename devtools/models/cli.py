@@ -1,4 +1,4 @@
-"""``zhongtai models``: train | backtest | snapshot (see docs/data-hub.md, "Trained scores")."""
+"""``zhongtai models``: train | backtest | ceiling | snapshot (see docs/data-hub.md, "Trained scores")."""
 
 from __future__ import annotations
 
@@ -101,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         metavar="URL",
         help="train on this hub database's snapshots and facts instead of a simulated population",
     )
+    ce = sub.add_parser("ceiling", parents=[common], help="the churn AUC of the simulator's own hidden state")
+    ce.add_argument("--seed", type=int, nargs="+", default=[202], help="the held-out populations (default 202)")
+    ce.add_argument("--train-seed", type=int, nargs="+", default=[1, 2, 3], help="fitted on (default 1-3)")
+    ce.add_argument("--artifact", default=DEFAULT_ARTIFACT, help="also its score ('' for none)")
     sn = sub.add_parser("snapshot", help="take the hub database's due monthly feature snapshots")
     sn.add_argument("--database-url", default="", help="default: ZT_DATABASE_URL")
     args = parser.parse_args(argv)
@@ -110,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         return backtest.main(args)
     if args.command == "train":
         return _train(args)
+    if args.command == "ceiling":
+        from devtools.models import ceiling
+
+        return ceiling.main(args)
     return _snapshot(args)
 
 

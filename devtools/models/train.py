@@ -83,9 +83,9 @@ def _tree(nodes: Any) -> dict[str, list[Any]]:
     }
 
 
-def _fit_trees(x: np.ndarray, y: np.ndarray, how: Boosting) -> dict[str, Any]:
-    """Gradient-boosted trees on the raw features (scikit-learn's HistGradientBoosting: one
-    thread, no early stopping, fixed seed: the same rows give the same trees anywhere)."""
+def boosted(x: np.ndarray, y: np.ndarray, how: Boosting) -> Any:
+    """scikit-learn's HistGradientBoosting fitted on one thread, with no early stopping and a
+    fixed seed: the same rows give the same trees anywhere."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from threadpoolctl import threadpool_limits
 
@@ -100,6 +100,12 @@ def _fit_trees(x: np.ndarray, y: np.ndarray, how: Boosting) -> dict[str, Any]:
     )
     with threadpool_limits(1):
         gb.fit(x, y)
+    return gb
+
+
+def _fit_trees(x: np.ndarray, y: np.ndarray, how: Boosting) -> dict[str, Any]:
+    """Gradient-boosted trees on the raw features (:func:`boosted`)."""
+    gb = boosted(x, y, how)
     # (the fitted trees are only reachable through ``_predictors``: scikit-learn is pinned, and the
     # export is checked against scikit-learn's own scores, so an upgrade that changes it fails here)
     out = {
