@@ -12,13 +12,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, Text, bindparam, cast, func, insert, literal_column, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.data_hub import fold
+from services.data_hub.codecs import json_value
 from services.data_hub.fold import CUSTOMER_SNAPSHOT_COLUMNS, CUSTOMER_TIME_COLUMNS, HOLDING_COLUMNS, Row
-from services.data_hub.schema import TRANSACTION_KEY, Tables, built
-from services.kit import bulk_insert, bulk_update, dialect_of, fetch, in_list
+from services.data_hub.schema import SETS, TRANSACTION_KEY, Tables, active_tables, built, state
+from services.kit import (
+    bulk_insert,
+    bulk_insert_statement,
+    bulk_update,
+    bulk_update_statement,
+    bulk_writes,
+    dialect_of,
+    fetch,
+    in_list,
+    is_postgres,
+)
 
 
 async def apply_patches(session: AsyncSession, t: Tables, patches: fold.Patches) -> bool:
@@ -51,6 +62,61 @@ def _merge_query(t: Tables, dialect: str, what: str) -> Any:
         p = t.products
         stmt = select(p.c.product_id, p.c.version).where(in_list(dialect, p.c.product_id, "ids"))
     return _lockable(dialect, stmt)
+
+
+@built
+def _live_query(t: Tables) -> Any:
+    """PostgreSQL: a live batch's locks and the rows it merges into, in ONE statement (three round
+    trips before): the state row share-locked (a rebuild's flip, FOR UPDATE, waits for the batch,
+    and the batch for it: no batch lands in a set being retired), then the customers
+    (``customer_ids``) and the holdings (``subscription_ids``) of set ``t``, locked; each locked in
+    its own CTE, in that order (the order every writer takes them), each row a JSON array (the
+    key, then the fold's row fields in order) tagged ``s``, ``c`` or ``h``."""
+
+    def tagged(tag: str, locked: Any) -> Any:
+        row = cast(func.json_build_array(*locked.c), Text)  # (as text: orjson decodes it, not asyncpg's json codec)
+        return select(literal_column(f"'{tag}'").label("tag"), row.label("row"))
+
+    def part(tag: str, table: Table, key: str, fields: tuple[str, ...], param: str) -> Any:
+        k = table.c[key]
+        rows = select(k, *(table.c[f] for f in fields)).where(in_list("postgresql", k, param)).order_by(k)
+        return tagged(tag, rows.with_for_update().cte(f"merge_{tag}"))
+
+    active = select(state.c.active).where(state.c.id == 1).with_for_update(read=True).cte("merge_s")
+    return union_all(
+        tagged("s", active),
+        part("c", t.customers, "customer_id", fold.CustomerRow._fields, "customer_ids"),
+        part("h", t.holdings, "subscription_id", fold.HoldingRow._fields, "subscription_ids"),
+    )
+
+
+async def apply_live(session: AsyncSession, guess: Tables, patches: fold.Patches) -> tuple[Tables, bool]:
+    """The live consumer's :func:`apply_patches` into the active set, share-locked for the batch's
+    transaction; returns (that set, did the catalogue change). ``guess``: the set the last batch
+    wrote (PostgreSQL, a batch without products: its lock and rows come in one statement, read
+    again in the other set if a rebuild has swapped them)."""
+    if is_postgres(session) and not patches.products:
+        t, current = await _load_live(session, guess, patches)
+    else:
+        t = await active_tables(session, lock="share")
+        current = await load_current(session, t, patches)
+    changes = fold.changes(patches, current)
+    await write_changes(session, t, changes)
+    return t, changes.catalogue_changed
+
+
+async def _load_live(session: AsyncSession, t: Tables, patches: fold.Patches) -> tuple[Tables, fold.Current]:
+    keys = {"customer_ids": sorted(patches.customers), "subscription_ids": sorted(patches.holdings)}
+    while True:
+        rows = [(r["tag"], json_value(r["row"])) for r in await fetch(session, _live_query(t), keys)]
+        active = next((row[0] for tag, row in rows if tag == "s"), None)
+        if active is None:
+            raise RuntimeError("dh_state is empty: run the data hub migrations")
+        if active == t.name:
+            customers = {row[0]: fold.CustomerRow._make(row[1:]) for tag, row in rows if tag == "c"}
+            holdings = {row[0]: fold.HoldingRow._make(row[1:]) for tag, row in rows if tag == "h"}
+            return t, fold.Current(customers, holdings, {})
+        t = SETS[active]  # (the state row stays locked: the set cannot change again)
 
 
 async def load_current(session: AsyncSession, t: Tables, patches: fold.Patches) -> fold.Current:
@@ -95,14 +161,47 @@ def _fill_defaults(table: Table, rows: list[Row]) -> list[Row]:
     return [{**defaults, **{k: None for k in keys if k not in defaults}, **row} for row in rows]
 
 
+class _Writes:
+    """A batch's bulk writes: on PostgreSQL gathered into ONE statement (the kit's
+    :func:`~services.kit.bulk_writes`, each write a data-modifying CTE: one round trip instead of
+    one each, ~0.15–0.3 ms of the hub's CPU per round trip saved), elsewhere run one by one as
+    they come. Every write of a batch touches other rows (each key is in one list of the fold's
+    :class:`~services.data_hub.fold.Changes`), so none needs to see another's."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+        self._parts: list[tuple[Any, dict[str, Any]]] | None = [] if is_postgres(session) else None
+
+    async def insert(self, name: str, table: Table, rows: list[Row], skip_conflicts_on: tuple[str, ...] = ()) -> None:
+        if not rows:
+            return
+        if self._parts is None:
+            await bulk_insert(self._session, table, rows, skip_conflicts_on=skip_conflicts_on)
+        else:
+            self._parts.append(bulk_insert_statement(table, rows, skip_conflicts_on=skip_conflicts_on, param=name))
+
+    async def update(self, name: str, table: Table, rows: list[Row], types: dict[str, Any], **build: Any) -> None:
+        if not rows:
+            return
+        if self._parts is None:
+            await bulk_update(self._session, table, rows, types, **build)
+        else:
+            self._parts.append(bulk_update_statement(table, rows, types, param=name, **build))
+
+    async def run(self) -> None:
+        if self._parts:
+            await bulk_writes(self._session, self._parts)
+
+
 async def write_changes(session: AsyncSession, t: Tables, changes: fold.Changes) -> None:
-    """Write the fold's changes into table set ``t`` with a few bulk statements."""
+    """Write the fold's changes into table set ``t`` with a few bulk statements (one on PostgreSQL
+    but for the rare products)."""
     await _write_products(session, t, changes)
-    await _write_customers(session, t, changes)
-    await _write_holdings(session, t, changes)
-    await bulk_insert(
-        session, t.transactions, changes.transaction_inserts, skip_conflicts_on=TRANSACTION_KEY, driver=True
-    )
+    writes = _Writes(session)
+    await _write_customers(writes, t, changes)
+    await _write_holdings(writes, t, changes)
+    await writes.insert("transactions", t.transactions, changes.transaction_inserts, TRANSACTION_KEY)
+    await writes.run()
     if changes.catalogue_changed:
         # Offers depend on the catalogue: every view must be re-rendered.
         await session.execute(update(t.customers).values(dirty=True, change_seq=t.customers.c.change_seq + 1))
@@ -122,10 +221,10 @@ async def _write_products(session: AsyncSession, t: Tables, changes: fold.Change
         )
 
 
-async def _write_customers(session: AsyncSession, t: Tables, changes: fold.Changes) -> None:
+async def _write_customers(writes: _Writes, t: Tables, changes: fold.Changes) -> None:
     c = t.customers
     if changes.customer_inserts:
-        await bulk_insert(session, c, _fill_defaults(c, changes.customer_inserts), driver=True)
+        await writes.insert("customer_inserts", c, _fill_defaults(c, changes.customer_inserts))
     times_types = _types(c, ("customer_id", *CUSTOMER_TIME_COLUMNS))
 
     def time_values(src: Any) -> dict[str, Any]:
@@ -138,39 +237,37 @@ async def _write_customers(session: AsyncSession, t: Tables, changes: fold.Chang
     def by_id(src: Any) -> list[Any]:
         return [c.c.customer_id == src.c.b_customer_id]
 
-    await bulk_update(
-        session, c, _bound(changes.customer_time_updates), times_types, where=by_id, values=time_values, driver=True
+    await writes.update(
+        "customer_times", c, _bound(changes.customer_time_updates), times_types, where=by_id, values=time_values
     )
-    await bulk_update(
-        session,
+    await writes.update(
+        "customer_snapshots",
         c,
         _bound(changes.customer_snapshot_updates),
         {**times_types, **_types(c, CUSTOMER_SNAPSHOT_COLUMNS)},
         where=by_id,
         values=lambda src: {**time_values(src), **{k: getattr(src.c, f"b_{k}") for k in CUSTOMER_SNAPSHOT_COLUMNS}},
-        driver=True,
     )
 
 
-async def _write_holdings(session: AsyncSession, t: Tables, changes: fold.Changes) -> None:
+async def _write_holdings(writes: _Writes, t: Tables, changes: fold.Changes) -> None:
     h = t.holdings
     if changes.holding_inserts:
-        await bulk_insert(session, h, _fill_defaults(h, changes.holding_inserts), driver=True)
+        await writes.insert("holding_inserts", h, _fill_defaults(h, changes.holding_inserts))
 
     def by_id(src: Any) -> list[Any]:
         return [h.c.subscription_id == src.c.b_subscription_id]
 
-    await bulk_update(
-        session,
+    await writes.update(
+        "holding_opens",
         h,
         _bound(changes.holding_open_updates),
         _types(h, ("subscription_id", "open_us")),
         where=by_id,
         values=lambda src: {"open_us": src.c.b_open_us},
-        driver=True,
     )
-    await bulk_update(
-        session,
+    await writes.update(
+        "holding_updates",
         h,
         _bound(changes.holding_updates),
         _types(h, ("subscription_id", "open_us", "version", *HOLDING_COLUMNS)),
@@ -180,5 +277,4 @@ async def _write_holdings(session: AsyncSession, t: Tables, changes: fold.Change
             "version": src.c.b_version,
             **{k: getattr(src.c, f"b_{k}") for k in HOLDING_COLUMNS},
         },
-        driver=True,
     )

@@ -73,6 +73,7 @@ class HubProjection:
         self._on_commit = on_commit
         self._rules = rules
         self._inline_max = inline_render_max if rules is not None else 0
+        self._tables = schema.SETS[schema.SET_NAMES[0]]  # the set the last batch wrote (a guess at first)
 
     def fold(self, events: Sequence[ReceivedEvent]) -> Patches:
         return fold_batch(events)
@@ -80,10 +81,10 @@ class HubProjection:
     async def apply(self, session: AsyncSession, patches: Patches) -> Applied | None:
         if not patches:
             return None
-        # Read the active set under a share lock: a rebuild's flip (FOR UPDATE) waits for us,
-        # and we wait for it, so no batch lands in the set that is being retired.
-        tables = await schema.active_tables(session, lock="share")
-        catalogue_changed = await facts.apply_patches(session, tables, patches)
+        # Into the active set, read under a share lock: a rebuild's flip (FOR UPDATE) waits for
+        # us, and we wait for it, so no batch lands in the set that is being retired.
+        tables, catalogue_changed = await facts.apply_live(session, self._tables, patches)
+        self._tables = tables
         touched = patches.customers.keys()
         if self._rules is None or not 0 < len(touched) <= self._inline_max:
             return Applied(True, tables)
@@ -91,7 +92,7 @@ class HubProjection:
         # interleave, and the worker's write-back of an older render is dropped)
         ready: list[views.View] = []
         rendered, _ = await views.materialize(
-            session, tables, self._rules, limit=len(touched), ids=sorted(touched), written=ready
+            session, tables, self._rules, limit=len(touched), ids=sorted(touched), written=ready, defer_write_back=True
         )
         if rendered:
             _views_rendered.add(rendered)

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Integer,
+    Text,
     and_,
     bindparam,
     case,
@@ -26,16 +27,26 @@ from sqlalchemy import (
     literal_column,
     null,
     select,
+    true,
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bank.datahub.v1 import datahub_pb2
 from services.data_hub import domain
-from services.data_hub.codecs import micros_money, now_us, us_ts
+from services.data_hub.codecs import json_value, micros_money, now_us, us_ts
 from services.data_hub.domain import DAY_US, Rules
 from services.data_hub.schema import SETS, Tables, built, state
-from services.kit import Reader, bulk_update, bulk_update_statement, dialect_of, fetch, in_list, is_postgres
+from services.kit import (
+    Reader,
+    bulk_update,
+    bulk_update_statement,
+    defer_write,
+    dialect_of,
+    fetch,
+    in_list,
+    is_postgres,
+)
 
 #: A rendered view on its way to the view topic: (customer_id, doc, version, update_us).
 View = tuple[str, bytes, int, int]
@@ -251,6 +262,7 @@ def _render_queries(
         t, lambda col: col.in_(select(chosen.c.customer_id)), cur, baseline_days, lookback_days, False
     )
     act = act.subquery("act")
+    cols = (h.c.product_id, h.c.product_type, h.c.currency, h.c.balance_micros, h.c.state, h.c.open_us, h.c.close_us)
     dirty = (
         select(
             c,
@@ -263,8 +275,9 @@ def _render_queries(
         )
         .order_by(c.c.customer_id)
     )
+    if dialect == "postgresql":
+        return _with_holdings_and_flows(t, dirty, cols, lookback_days), None
     _, flow = _activity_selects(t, lambda col: in_list(dialect, col, "ids"), cur, baseline_days, lookback_days, False)
-    cols = (h.c.product_id, h.c.product_type, h.c.currency, h.c.balance_micros, h.c.state, h.c.open_us, h.c.close_us)
     holdings = select(
         h.c.customer_id, h.c.subscription_id, *cols, literal_column("0").label("flow"),
         cast(null(), BigInteger).label("net"),
@@ -274,6 +287,35 @@ def _render_queries(
         flow.selected_columns[2],
     )  # fmt: skip
     return dirty, union_all(holdings, flows)
+
+
+def _with_holdings_and_flows(t: Tables, dirty: Any, cols: tuple[Any, ...], lookback_days: int) -> Any:
+    """PostgreSQL: the render's second read folded into its first (a round trip less): each picked
+    row with its holdings (``holdings``: a JSON array of [subscription_id, *cols]) and its net flow
+    per subscription since the lookback cutoff (``flows``: [subscription_id, net] pairs), each a
+    LATERAL subquery of that customer (NULL for none)."""
+    c, h, x = t.customers, t.holdings, t.transactions
+    # (as text: orjson decodes them, ~5 µs a value less than asyncpg's json codec through the stdlib)
+    hold = (
+        select(cast(func.json_agg(func.json_build_array(h.c.subscription_id, *cols)), Text).label("holdings"))
+        .where(h.c.customer_id == c.c.customer_id)
+        .lateral("hold")
+    )
+    net = func.sum(case((x.c.direction == domain.DIRECTION_CREDIT, x.c.amount_micros), else_=-x.c.amount_micros))
+    per = (
+        select(x.c.subscription_id, net.label("net"))
+        .where(x.c.customer_id == c.c.customer_id, x.c.post_us > c.c.as_of_us - lookback_days * DAY_US)
+        .group_by(x.c.subscription_id)
+        .correlate(c)
+        .subquery("per")
+    )
+    pairs = func.json_agg(func.json_build_array(per.c.subscription_id, per.c.net))
+    flows = select(cast(pairs, Text).label("flows")).lateral()
+    return (
+        dirty.add_columns(hold.c.holdings, flows.c.flows)
+        .join_from(c, hold, true(), isouter=True)
+        .join_from(c, flows, true(), isouter=True)
+    )
 
 
 #: The catalogue last read per engine (database) and table set, with the fingerprint it was read at.
@@ -309,6 +351,7 @@ async def materialize(
     catalogue: list[domain.Product] | None = None,
     ids: Sequence[str] | None = None,
     written: list[View] | None = None,
+    defer_write_back: bool = False,
 ) -> tuple[int, int]:
     """Re-render up to ``limit`` dirty views (only those of ``ids`` if given); returns
     (rendered, changed). The caller commits.
@@ -319,6 +362,10 @@ async def materialize(
     (or a row another render already wrote) is dropped and the row stays dirty for the next
     pass — a render never overwrites a newer one, and the consumer's batches never wait for a
     render (they used to queue behind ``FOR UPDATE`` locks held for the whole render).
+
+    ``defer_write_back`` (a consumer batch, whose rows are locked and read no more): on
+    PostgreSQL the write-back goes with the batch's inbox write, in one statement (kit
+    ``defer_write``, ADR 0052).
     """
     dirty, holdings_q = _render_queries(
         t, dialect_of(session), ids is not None, rules.reporting_currency, rules.activity_baseline_days,
@@ -328,7 +375,10 @@ async def materialize(
     rows = await fetch(session, dirty, keys)
     if not rows:
         return 0, 0
-    holdings, flows = await _holdings_and_flows(session, holdings_q, [r["customer_id"] for r in rows])
+    if holdings_q is None:  # (PostgreSQL: they came with the rows)
+        holdings, flows = _holdings_and_flows_of(rows)
+    else:
+        holdings, flows = await _holdings_and_flows(session, holdings_q, [r["customer_id"] for r in rows])
     if catalogue is None:
         catalogue = await _catalogue(session, t, (rows[0]["cat_n"], int(rows[0]["cat_v"])))
     stamp = now_us()
@@ -344,7 +394,7 @@ async def materialize(
                 # (customer_id, doc, version, update_us) as they will be once committed: the
                 # publisher sends them without reading them back (this transaction holds the rows)
                 written.append((cid, doc, row["version"] + 1, stamp))
-    await _write_back(session, t, params)
+    await _write_back(session, t, params, defer_write_back)
     return len(rows), changed
 
 
@@ -403,6 +453,20 @@ async def _holdings_and_flows(
     return holdings, flows
 
 
+def _holdings_and_flows_of(rows: Sequence[Any]) -> tuple[dict[str, list[domain.Holding]], dict[str, dict[str, int]]]:
+    """:func:`_holdings_and_flows` from the rows' ``holdings`` and ``flows`` (PostgreSQL's render
+    read; SQLAlchemy's asyncpg dialect decodes their JSON)."""
+    holdings: dict[str, list[domain.Holding]] = {}
+    flows: dict[str, dict[str, int]] = {}
+    for row in rows:
+        cid = row["customer_id"]
+        if row["holdings"]:
+            holdings[cid] = [domain.Holding(*h) for h in json_value(row["holdings"])]
+        if row["flows"]:
+            flows[cid] = {sid: int(net or 0) for sid, net in json_value(row["flows"])}
+    return holdings, flows
+
+
 @built
 def _holdings_of_query(t: Tables, dialect: str) -> Any:
     return select(t.holdings).where(in_list(dialect, t.holdings.c.customer_id, "ids"))
@@ -415,25 +479,26 @@ async def _holdings_of(session: AsyncSession, t: Tables, ids: list[str]) -> dict
     return holdings
 
 
-async def _write_back(session: AsyncSession, t: Tables, params: list[dict[str, Any]]) -> None:
-    """Store the rendered documents of the rows still dirty at the ``change_seq`` that was read."""
+async def _write_back(session: AsyncSession, t: Tables, params: list[dict[str, Any]], defer: bool = False) -> None:
+    """Store the rendered documents of the rows still dirty at the ``change_seq`` that was read
+    (``defer``: see :func:`materialize`)."""
     c = t.customers
-    await bulk_update(
-        session,
-        c,
-        params,
-        {
-            "b_id": c.c.customer_id.type,
-            "b_seq": c.c.change_seq.type,
-            "b_doc": c.c.doc.type,
-            "b_inc": c.c.version.type,
-            "b_segment": c.c.segment.type,
-            "b_stage": c.c.lifecycle_stage.type,
-            "b_churn": c.c.churn_score.type,
-            "b_update_us": c.c.update_us.type,
-        },
-        where=lambda src: [c.c.customer_id == src.c.b_id, c.c.change_seq == src.c.b_seq, c.c.dirty.is_(True)],
-        values=lambda src: {
+    types = {
+        "b_id": c.c.customer_id.type,
+        "b_seq": c.c.change_seq.type,
+        "b_doc": c.c.doc.type,
+        "b_inc": c.c.version.type,
+        "b_segment": c.c.segment.type,
+        "b_stage": c.c.lifecycle_stage.type,
+        "b_churn": c.c.churn_score.type,
+        "b_update_us": c.c.update_us.type,
+    }
+
+    def where(src: Any) -> list[Any]:
+        return [c.c.customer_id == src.c.b_id, c.c.change_seq == src.c.b_seq, c.c.dirty.is_(True)]
+
+    def values(src: Any) -> dict[str, Any]:
+        return {
             "doc": src.c.b_doc,
             "version": c.c.version + src.c.b_inc,
             "pending_publish": case((src.c.b_inc == 1, True), else_=c.c.pending_publish),
@@ -442,9 +507,12 @@ async def _write_back(session: AsyncSession, t: Tables, params: list[dict[str, A
             "churn_score": src.c.b_churn,
             "update_us": src.c.b_update_us,
             "dirty": False,
-        },
-        driver=True,
-    )
+        }
+
+    if defer and is_postgres(session):
+        defer_write(session, bulk_update_statement(c, params, types, where=where, values=values, param="rendered"))
+    else:
+        await bulk_update(session, c, params, types, where=where, values=values, driver=True)
 
 
 # --------------------------------------------------------------------------------------------

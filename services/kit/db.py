@@ -27,6 +27,7 @@ from sqlalchemy import (
     column,
     event,
     func,
+    literal_column,
     select,
     update,
 )
@@ -271,6 +272,8 @@ class UnitOfWork:
         return self
 
     async def commit(self) -> None:
+        if self.session.info.get(_DEFERRED):
+            await run_deferred(self.session)
         await self.session.commit()
         self.committed = True
 
@@ -280,6 +283,7 @@ class UnitOfWork:
         session, self._session = self._session, None
         try:
             if session is not None:
+                session.info.pop(_DEFERRED, None)  # (rolled back with the rest, if not run)
                 if not self.committed:
                     await session.rollback()
                 await session.close()
@@ -490,16 +494,85 @@ def bulk_update_statement(
     where: Callable[[Any], list[Any]],
     values: Callable[[Any], dict[str, Any]],
     params: dict[str, Any] | None = None,
+    param: str = "bulk_rows",
 ) -> tuple[Any, dict[str, Any]]:
     """PostgreSQL's :func:`bulk_update`: its ``UPDATE … FROM json_to_recordset(…)`` (built once per
-    shape) and the parameters to run it with, for a caller that runs it on its own connection."""
+    shape) and the parameters to run it with, for a caller that runs it on its own connection or
+    with others (:func:`bulk_writes`; ``param`` names its rows' parameter)."""
 
     def build() -> Any:
-        src = _rows_source(types)
+        src = _rows_source(types, param)
         return update(table).where(*where(src)).values(**values(src))
 
-    stmt = _cached(("update", table, tuple(types.items()), where, values), build)
-    return stmt, {**(params or {}), "bulk_rows": _json_rows(rows, types)}
+    stmt = _cached(("update", table, tuple(types.items()), where, values, param), build)
+    return stmt, {**(params or {}), param: _json_rows(rows, types)}
+
+
+def bulk_insert_statement(
+    table: Table, rows: Sequence[dict[str, Any]], *, skip_conflicts_on: Sequence[str] = (), param: str = "bulk_rows"
+) -> tuple[Any, dict[str, Any]]:
+    """PostgreSQL's :func:`bulk_insert` as a statement (built once per shape) and its parameters,
+    for :func:`bulk_writes` (``param`` names its rows' parameter)."""
+    columns, conflict = tuple(rows[0]), tuple(skip_conflicts_on)
+
+    def build() -> Any:
+        src = _rows_source({c: table.c[c].type for c in columns}, param)
+        stmt = postgresql.insert(table).from_select(columns, select(*(src.c[c] for c in columns)))
+        return stmt.on_conflict_do_nothing(index_elements=list(conflict)) if conflict else stmt
+
+    return _cached(("insert-statement", table, columns, conflict, param), build), {param: _json_rows(rows, columns)}
+
+
+#: Statements run as one (:func:`bulk_writes`), by their parts' identities (the entry keeps them).
+_combined: dict[tuple[int, ...], tuple[tuple[Any, ...], Any]] = {}
+
+
+def _combined_statement(parts: tuple[Any, ...]) -> Any:
+    key = tuple(id(part) for part in parts)
+    found = _combined.get(key)
+    if found is None or any(a is not b for a, b in zip(found[0], parts, strict=True)):
+        if len(_combined) >= _STATEMENTS_MAX:
+            _combined.clear()
+        ctes = (part.cte(f"write_{i}") for i, part in enumerate(parts))
+        found = _combined[key] = (parts, select(literal_column("1")).add_cte(*ctes))
+    return found[1]
+
+
+#: ``session.info`` key: the writes :func:`defer_write` put off, in order.
+_DEFERRED = "zt_deferred_writes"
+
+
+def defer_write(session: AsyncSession, write: tuple[Any, dict[str, Any]]) -> None:
+    """PostgreSQL: run ``write`` (a :func:`bulk_update_statement` or :func:`bulk_insert_statement`
+    with its parameters) not now but in ONE statement (:func:`bulk_writes`) with the
+    transaction's last write of the kit — a consumer batch's inbox rows and versions — or else
+    right before :class:`UnitOfWork` commits: a round trip less. Only for a write whose rows no
+    later statement of the transaction reads or writes (it runs last, beside those writes)."""
+    session.info.setdefault(_DEFERRED, []).append(write)
+
+
+async def run_deferred(session: AsyncSession, writes: Sequence[tuple[Any, dict[str, Any]]] = ()) -> None:
+    """The deferred writes of the session's transaction and ``writes``, now, in one statement."""
+    await bulk_writes(session, [*session.info.pop(_DEFERRED, ()), *writes])
+
+
+async def bulk_writes(session: AsyncSession, writes: Sequence[tuple[Any, dict[str, Any]]]) -> None:
+    """PostgreSQL, in the session's transaction: several bulk writes (:func:`bulk_insert_statement`,
+    :func:`bulk_update_statement`, each with its own ``param``) in ONE statement, one round trip,
+    each a data-modifying CTE of ``SELECT 1`` (services/kit/fetch.py runs it on asyncpg).
+
+    They run on one snapshot, so none sees another's rows: they must write different rows (other
+    tables, or other keys of one table), and their order is not defined."""
+    from services.kit.fetch import fetch  # (fetch → reads → this module)
+
+    if not writes:
+        return
+    if len(writes) == 1:
+        stmt, params = writes[0]
+    else:
+        stmt = _combined_statement(tuple(part for part, _ in writes))
+        params = {name: value for _, part_params in writes for name, value in part_params.items()}
+    await fetch(session, stmt, params)
 
 
 async def bulk_update(

@@ -37,7 +37,17 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from services.kit.db import Base, _json_rows, _rows_source, bulk_insert, bulk_upsert, dialect_of, in_list, is_postgres
+from services.kit.db import (
+    Base,
+    _json_rows,
+    _rows_source,
+    bulk_insert,
+    bulk_upsert,
+    dialect_of,
+    in_list,
+    is_postgres,
+    run_deferred,
+)
 from services.kit.events import PoisonEvent, ReceivedEvent, parse_record
 from services.kit.fetch import fetch
 
@@ -203,21 +213,18 @@ def _keep_greater(new: Any) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=1)
-def _pg_flush() -> Any:
-    """PostgreSQL: the batch's new versions (an upsert keeping the greater) and its inbox rows in
-    ONE statement, the upsert as a data-modifying CTE: one round trip instead of two. Both
-    tables' rows come as one JSON parameter each (``versions``, ``rows``)."""
+def _pg_flush() -> tuple[Any, Any]:
+    """PostgreSQL: the statements writing a batch's new versions (an upsert keeping the greater)
+    and its inbox rows, each with its rows as one JSON parameter (``versions``, ``rows``); run as
+    ONE statement (kit ``bulk_writes``) with the transaction's deferred writes (``defer_write``):
+    one round trip for all of them."""
     vsrc = _rows_source({c: _VERSIONS.c[c].type for c in _VERSION_COLUMNS}, "versions")
     upsert = postgresql.insert(_VERSIONS).from_select(_VERSION_COLUMNS, select(*(vsrc.c[c] for c in _VERSION_COLUMNS)))
     upsert = upsert.on_conflict_do_update(
         index_elements=["aggregate_type", "aggregate_id"], set_=_keep_greater(upsert.excluded)
     )
     isrc = _rows_source({c: _INBOX.c[c].type for c in _INBOX_COLUMNS}, "rows")
-    return (
-        postgresql.insert(_INBOX)
-        .from_select(_INBOX_COLUMNS, select(*(isrc.c[c] for c in _INBOX_COLUMNS)))
-        .add_cte(upsert.cte("new_versions"))
-    )
+    return upsert, postgresql.insert(_INBOX).from_select(_INBOX_COLUMNS, select(*(isrc.c[c] for c in _INBOX_COLUMNS)))
 
 
 def _recorded(batch: _Batch) -> list[dict[str, Any]]:
@@ -231,12 +238,16 @@ def _recorded(batch: _Batch) -> list[dict[str, Any]]:
 
 async def _flush(session: AsyncSession, batch: _Batch) -> None:
     """Write the batch's inbox rows and new aggregate versions (an upsert that keeps the greater):
-    one statement on PostgreSQL, one bulk statement each elsewhere."""
+    one statement on PostgreSQL, with the writes the transaction deferred (``defer_write``: the
+    hub's render), one bulk statement each elsewhere."""
     versions = [{"aggregate_type": t, "aggregate_id": a, "version": v} for (t, a), v in batch.versions.items()]
     inbox = _recorded(batch)
-    if inbox and versions and is_postgres(session):
-        rows = {"versions": _json_rows(versions, _VERSION_COLUMNS), "rows": _json_rows(inbox, _INBOX_COLUMNS)}
-        await fetch(session, _pg_flush(), rows)
+    if is_postgres(session):
+        upsert, insert = _pg_flush()
+        writes = [(upsert, {"versions": _json_rows(versions, _VERSION_COLUMNS)})] if versions else []
+        if inbox:
+            writes.append((insert, {"rows": _json_rows(inbox, _INBOX_COLUMNS)}))
+        await run_deferred(session, writes)
     else:
         await bulk_insert(session, _INBOX, inbox)
         await bulk_upsert(

@@ -24,7 +24,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit.db import UnitOfWork, bulk_insert, bulk_update, bulk_upsert, create_engine, in_list
+from services.kit.db import (
+    UnitOfWork,
+    bulk_insert,
+    bulk_insert_statement,
+    bulk_update,
+    bulk_update_statement,
+    bulk_upsert,
+    bulk_writes,
+    create_engine,
+    defer_write,
+    in_list,
+)
 
 metadata = MetaData()
 things = Table(
@@ -61,16 +72,21 @@ def _row(i: int) -> dict[str, object]:
     }
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def engine(request: pytest.FixtureRequest) -> AsyncIterator[AsyncEngine]:
-    """An engine on a fresh SQLite or PostgreSQL database holding the empty test table."""
-    engine = create_engine(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
+async def _with_table(url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(url)
     try:
         async with engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
         yield engine
     finally:
         await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def engine(request: pytest.FixtureRequest) -> AsyncIterator[AsyncEngine]:
+    """An engine on a fresh SQLite or PostgreSQL database holding the empty test table."""
+    async for engine in _with_table(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")):
+        yield engine
 
 
 async def _all(engine) -> dict[str, dict[str, object]]:  # type: ignore[no-untyped-def]
@@ -203,3 +219,39 @@ async def test_reused_bulk_statements_keep_tables_and_captured_values_apart(engi
         "bulk_things": {"t-0000": 1, "t-0001": 21, "t-0002": 1, "t-0003": 1},
         "bulk_things_twin": {"t-0000": 1, "t-0001": 1, "t-0002": 201, "t-0003": 2001},
     }
+
+
+@pytest.fixture
+async def pg_engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
+    """PostgreSQL only: bulk_writes and defer_write are its data-modifying CTEs."""
+    async for engine in _with_table(pg_url):
+        yield engine
+
+
+def _bump(rows: list[dict[str, object]], param: str) -> tuple[object, dict[str, object]]:
+    return bulk_update_statement(
+        things,
+        rows,
+        {"b_id": things.c.thing_id.type, "b_note": things.c.note.type},
+        where=lambda src: [things.c.thing_id == src.c.b_id],
+        values=lambda src: {"note": src.c.b_note, "version": things.c.version + 1},
+        param=param,
+    )
+
+
+async def test_bulk_writes_run_as_one_statement_and_deferred_ones_at_the_commit(pg_engine: AsyncEngine) -> None:
+    async with UnitOfWork(pg_engine) as uow:
+        await bulk_insert(uow.session, things, [_row(i) for i in range(4)])
+        await uow.commit()
+    async with UnitOfWork(pg_engine) as uow:  # an insert and an update of other rows, one statement
+        insert = bulk_insert_statement(things, [_row(4), _row(0)], skip_conflicts_on=["thing_id"], param="new")
+        await bulk_writes(uow.session, [insert, _bump([{"b_id": "t-0001", "b_note": "one"}], "bumped")])
+        defer_write(uow.session, _bump([{"b_id": "t-0002", "b_note": "two"}], "later"))
+        await uow.commit()  # runs the deferred write first
+    async with UnitOfWork(pg_engine) as uow:  # rolled back: the deferred write goes with it
+        defer_write(uow.session, _bump([{"b_id": "t-0003", "b_note": "never"}], "later"))
+    stored = await _all(pg_engine)
+    assert sorted(stored) == [f"t-{i:04d}" for i in range(5)]
+    assert _normal(stored["t-0000"]) == _row(0)  # the conflicting insert skipped
+    assert [(stored[k]["note"], stored[k]["version"]) for k in ("t-0001", "t-0002")] == [("one", 2), ("two", 2)]
+    assert _normal(stored["t-0003"]) == _row(3)
