@@ -60,6 +60,11 @@ class Params:
     adoption_scale: float = 1.0  # scales every product-opening hazard
     term_months: int = 12  # a term deposit matures (closes) after this
 
+    def leave_hazard_of(self, satisfaction: float, tenure_days: float) -> float:
+        """The monthly hazard of deciding to leave of a customer this satisfied, this long a customer."""
+        hazard = self.leave_hazard * math.exp(-0.7 * satisfaction)
+        return hazard * (self.new_customer_hazard_x if tenure_days < 365 else 1.0)
+
 
 @dataclass
 class _Latent:
@@ -205,12 +210,9 @@ class Population(Synth):
         month = since
         while month < self.now and not c.subs[0].closed:
             nxt = min(month + timedelta(days=30), self.now)
-            if lat.leave_at is None:
-                tenure_days = (month - c.created).days
-                hazard = p.leave_hazard * math.exp(-0.7 * lat.satisfaction)
-                hazard *= p.new_customer_hazard_x if tenure_days < 365 else 1.0
-                if rng.random() < hazard:
-                    self._decide_to_leave(lat, month + timedelta(days=rng.uniform(0, 30)))
+            # (the draw only while undecided: the same random sequence as ever)
+            if lat.leave_at is None and rng.random() < p.leave_hazard_of(lat.satisfaction, (month - c.created).days):
+                self._decide_to_leave(lat, month + timedelta(days=rng.uniform(0, 30)))
             yield from self._month(c, lat, month, nxt)
             month = nxt
 

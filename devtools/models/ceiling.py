@@ -28,7 +28,6 @@ T (only the hazard says anything about them), never (silent for 90 days without 
 from __future__ import annotations
 
 import asyncio
-import math
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -92,8 +91,7 @@ def hidden_state(
         decided = leave is not None and leave <= t
         later = leave is not None and leave > t
         tenure = float(ds.x[i, _TENURE]) * 365
-        hazard = params.leave_hazard * math.exp(-0.7 * lat.satisfaction)
-        hazard *= params.new_customer_hazard_x if tenure < 365 else 1.0
+        hazard = params.leave_hazard_of(lat.satisfaction, tenure)
         moves = _us(lat.salary_stops)
         out.append(
             [
