@@ -24,7 +24,7 @@ from opentelemetry import metrics
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bank.datahub.v1 import datahub_pb2
-from services.data_hub import facts, schema, views
+from services.data_hub import facts, schema, served, views
 from services.data_hub.domain import Rules
 from services.data_hub.fold import Patches
 from services.data_hub.fold import fold as fold_batch
@@ -255,7 +255,7 @@ class ViewWorker:
         assert self._producer is not None
         async with UnitOfWork(self._engine) as uow:
             tables = await schema.active_tables(uow.session)
-            rows = await views.pending_views(uow.session, tables, self._batch_size)
+            rows = await served.pending_views(uow.session, tables, self._batch_size)
         _publish_backlog["views"] = len(rows)
         return await self._publish(tables, rows)
 
@@ -266,7 +266,7 @@ class ViewWorker:
             return 0
         futures = []
         for customer_id, doc, version, update_us in rows:
-            view: datahub_pb2.CustomerView = views.served(doc, version, update_us)
+            view: datahub_pb2.CustomerView = served.served(doc, version, update_us)
             record = build_record(
                 view, source=SOURCE, aggregate_type="customer_view", aggregate_id=customer_id, version=version
             )
@@ -278,12 +278,12 @@ class ViewWorker:
         await asyncio.gather(*futures)  # every ack, or raise and keep the rows pending
         published = [(cid, v) for cid, _, v, _ in rows]
         if self._single_statement is not None:
-            update = views.mark_published_statement(tables, published)
+            update = served.mark_published_statement(tables, published)
             if update is not None:
                 await self._single_statement.all(*update)
         else:
             async with UnitOfWork(self._engine) as uow:
-                await views.mark_published(uow.session, tables, published)
+                await served.mark_published(uow.session, tables, published)
                 await uow.commit()
         _views_published.add(len(rows))
         self.published_total += len(rows)

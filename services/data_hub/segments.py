@@ -13,7 +13,7 @@ from bank.datahub.v1 import datahub_pb2
 from services.data_hub import domain
 from services.data_hub.domain import DAY_US, Rules
 from services.data_hub.schema import Tables, state
-from services.data_hub.views import served
+from services.data_hub.served import served
 
 
 async def refresh_rfm(session: AsyncSession, t: Tables, rules: Rules, as_of_us: int) -> int:

@@ -31,17 +31,8 @@ from services.data_hub.schema import (
     truncate,
 )
 from services.data_hub.segments import decode_token, encode_token, refresh_rfm, segment_counts, segment_members
-from services.data_hub.views import (
-    View,
-    all_docs,
-    get_view,
-    load_catalogue,
-    mark_published,
-    materialize,
-    pending_views,
-    render,
-    served,
-)
+from services.data_hub.served import all_docs, get_view, mark_published, pending_views, served
+from services.data_hub.views import View, load_catalogue, materialize, render
 
 __all__ = [
     "SETS",

@@ -23,6 +23,14 @@ does: they take the kit's value types from the modules defining them (``services
 
 from services.kit.audit import AuditChain, AuditEntry, AuditReport, audit_tables, current_trace_id
 from services.kit.auth import ALL_SCOPES, Principal, TokenVerifier, current_principal, mint_token
+from services.kit.bulk import (
+    bulk_insert,
+    bulk_insert_statement,
+    bulk_update,
+    bulk_update_statement,
+    bulk_writes,
+    defer_write,
+)
 from services.kit.clients import CallerSettings, ServiceClient
 from services.kit.commands import Commands, Sealer, canonical_request, first_or_replay
 from services.kit.config import ServiceSettings, load_settings
@@ -31,13 +39,7 @@ from services.kit.crypto import BlindIndex, FieldCipher, parse_key, parse_old_ke
 from services.kit.db import (
     BigIntPK,
     UnitOfWork,
-    bulk_insert,
-    bulk_insert_statement,
-    bulk_update,
-    bulk_update_statement,
-    bulk_writes,
     create_engine,
-    defer_write,
     dialect_of,
     in_list,
     is_postgres,

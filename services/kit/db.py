@@ -9,34 +9,23 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from types import FunctionType, TracebackType
+from types import TracebackType
 from typing import Any
 
-import orjson
 from sqlalchemy import (
     BigInteger,
-    Column,
     Integer,
-    Table,
-    Text,
     any_,
     bindparam,
-    cast,
-    column,
     event,
-    func,
-    literal_column,
-    select,
-    update,
 )
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.types import TypeEngine
 
 _write_locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
 #: Engines whose statements get a span each (``trace_statements``): reads keep going through them.
@@ -235,6 +224,8 @@ class EngineLifecycle:
 
 #: ``session.info`` key: this unit of work runs ``after_commit`` callbacks (the outbox reads it).
 WAKES_AFTER_COMMIT = "zt_wakes_after_commit"
+#: ``session.info`` key: the writes ``services.kit.bulk.defer_write`` put off, in order.
+_DEFERRED = "zt_deferred_writes"
 
 
 class UnitOfWork:
@@ -273,6 +264,8 @@ class UnitOfWork:
 
     async def commit(self) -> None:
         if self.session.info.get(_DEFERRED):
+            from services.kit.bulk import run_deferred  # (bulk → fetch → reads → this module)
+
             await run_deferred(self.session)
         await self.session.commit()
         self.committed = True
@@ -301,314 +294,3 @@ async def run_in_uow(engine: AsyncEngine, work: Callable[[AsyncSession], Awaitab
         result = await work(uow.session)
         await uow.commit()
     return result
-
-
-# ------------------------------------------------------------------------------------------
-# Bulk statements: one set-based statement per batch on PostgreSQL, executemany elsewhere
-# ------------------------------------------------------------------------------------------
-
-
-class _BindColumns:
-    """``src.c.name`` → ``bindparam(name)``: the executemany form of a bulk statement."""
-
-    def __getattr__(self, name: str) -> Any:
-        return bindparam(name)
-
-
-class _BindSource:
-    c = _BindColumns()
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return "\\x" + bytes(value).hex()  # bytea's hex input format
-    raise TypeError(f"cannot send {type(value).__name__} in a bulk statement")
-
-
-def _json_rows(rows: Sequence[dict[str, Any]], names: Iterable[Any]) -> str:
-    """The rows as one JSON array (orjson: C speed, ~2 µs a row); bytes in bytea's hex form."""
-    names = list(names)
-    first = rows[0] if rows else {}
-    if len(first) == len(names) and all(type(k) is str for k in first) and all(n in first for n in names):
-        # The rows hold exactly these keys (as the bulk helpers require): dump them as they are.
-        return orjson.dumps(rows, default=_json_default).decode()
-    keys = [(str(name), name) for name in names]  # (orjson wants exact str keys, not quoted_name)
-    return orjson.dumps([{key: r[name] for key, name in keys} for r in rows], default=_json_default).decode()
-
-
-def _rows_source(types: dict[str, Any], param: str = "bulk_rows") -> Any:
-    """``json_to_recordset(:bulk_rows) AS src(a type, …)`` (or ``:<param>``): the rows come as ONE
-    JSON parameter (see :func:`_json_rows`), so one statement and one plan serve any number of rows.
-
-    The alternatives cost the client far more CPU: an executemany binds and executes row by row,
-    and ``unnest`` over one array per column has asyncpg type-check every element (~6–10 µs a row).
-    """
-    return (
-        func.json_to_recordset(cast(bindparam(param, type_=Text), postgresql.JSON))
-        .table_valued(*(column(name, type_) for name, type_ in types.items()))
-        .render_derived(name="src", with_types=True)
-    )
-
-
-class _Uncacheable(Exception):
-    pass
-
-
-#: What :func:`_shape` keeps as it is: values, and (by identity) tables, columns and types.
-_VALUES = frozenset((type(None), str, int, float, bool))
-_AS_IS = (Table, Column, TypeEngine, str, int, float, bool)  # (and subclasses: quoted_name, IntEnum, …)
-
-
-def _shape(value: Any, depth: int = 0) -> Any:
-    """A hashable stand-in for what a statement builder captured, or :class:`_Uncacheable`.
-
-    Tables, columns and types hash by identity (and the key keeps them alive, so an identity is
-    never reused for another object while cached); functions by their code and captured values.
-    Anything else (a list, a statement with bound values) makes the statement uncacheable.
-    (Exact types first: each key is taken on every bulk statement of a live batch, and an
-    ``isinstance`` against SQLAlchemy's classes costs ~1 µs — a ``str | int | …`` union built in
-    the call cost ~8.)"""
-    kind = type(value)
-    if kind in _VALUES:
-        return value
-    if kind is tuple:
-        return tuple(_shape(v, depth) for v in value)
-    if kind is FunctionType and depth < 4:
-        return (value.__code__, tuple(_shape(cell.cell_contents, depth + 1) for cell in value.__closure__ or ()))
-    if isinstance(value, _AS_IS):
-        return value
-    raise _Uncacheable
-
-
-#: Built bulk statements by their shape: a statement object reused keeps SQLAlchemy's memoized
-#: cache key and compiled form (an UPDATE); an INSERT's compiled SQL (PostgreSQL's INSERT is not
-#: cacheable by SQLAlchemy: it would be compiled again for every batch, ~1 ms each).
-_statements: dict[tuple[Any, ...], Any] = {}
-_STATEMENTS_MAX = 512
-
-
-def _cached(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
-    try:
-        hash_key: tuple[Any, ...] | None = tuple(_shape(part) for part in key)
-    except _Uncacheable:
-        hash_key = None
-    if hash_key is None:
-        return build()
-    found = _statements.get(hash_key)
-    if found is None:
-        if len(_statements) >= _STATEMENTS_MAX:
-            _statements.clear()
-        found = _statements[hash_key] = build()
-    return found
-
-
-async def _pg_insert(
-    session: AsyncSession,
-    table: Table,
-    rows: Sequence[dict[str, Any]],
-    finish: Callable[[Any], Any],
-    shape: tuple[Any, ...],
-    driver: bool = False,
-) -> None:
-    """``INSERT … SELECT … FROM json_to_recordset(:bulk_rows)``, finished by ``finish(stmt)``
-    (ON CONFLICT …), compiled once per shape and sent with the rows as its one parameter;
-    ``driver``: through :func:`services.kit.fetch.fetch` (as :func:`bulk_update`'s)."""
-    columns = tuple(rows[0])
-    dialect = session.bind.dialect
-
-    def build() -> tuple[Any, str, bool]:
-        src = _rows_source({c: table.c[c].type for c in columns})
-        stmt = finish(postgresql.insert(table).from_select(columns, select(*(src.c[c] for c in columns))))
-        compiled = stmt.compile(dialect=dialect)
-        return stmt, str(compiled), list(compiled.positiontup or ()) == ["bulk_rows"]
-
-    stmt, sql, plain = _cached(("insert", dialect.name, table, columns, *shape), build)
-    if not plain:  # (a builder that binds values of its own: run it as a statement)
-        raise RuntimeError(f"bulk insert into {table.name}: the statement binds more than the rows")
-    if driver:
-        from services.kit.fetch import fetch  # (fetch → reads → this module)
-
-        await fetch(session, stmt, {"bulk_rows": _json_rows(rows, columns)})
-        return
-    conn = await session.connection()
-    await conn.exec_driver_sql(sql, (_json_rows(rows, columns),))
-
-
-async def bulk_insert(
-    session: AsyncSession,
-    table: Table,
-    rows: Sequence[dict[str, Any]],
-    *,
-    skip_conflicts_on: Sequence[str] = (),
-    driver: bool = False,
-) -> None:
-    """INSERT many rows (every row with the same keys). On PostgreSQL one
-    ``INSERT … SELECT … FROM json_to_recordset(:rows)``: one parameter and one plan for thousands
-    of rows, where an executemany binds and executes each row. ``skip_conflicts_on`` (a unique key) makes
-    conflicting rows no-ops. ``driver``: on PostgreSQL in a transaction, run by asyncpg directly
-    (as :func:`bulk_update`'s)."""
-    if not rows:
-        return
-    conflict = list(skip_conflicts_on)
-    if is_postgres(session):
-
-        def finish(stmt: Any) -> Any:
-            return stmt.on_conflict_do_nothing(index_elements=conflict) if conflict else stmt
-
-        await _pg_insert(session, table, rows, finish, ("skip", tuple(conflict)), driver)
-        return
-    stmt = sqlite.insert(table)
-    if conflict:
-        stmt = stmt.on_conflict_do_nothing(index_elements=conflict)
-    await session.execute(stmt, list(rows))
-
-
-async def bulk_upsert(
-    session: AsyncSession,
-    table: Table,
-    rows: Sequence[dict[str, Any]],
-    *,
-    key: Sequence[str],
-    update_existing: Callable[[Any], dict[str, Any]],
-) -> None:
-    """INSERT many rows as :func:`bulk_insert`; a row whose ``key`` exists is updated instead, with
-    ``update_existing(excluded)`` (``excluded.<column>``: the row that was to be inserted)."""
-    if not rows:
-        return
-    keys = list(key)
-
-    def finish(stmt: Any) -> Any:
-        return stmt.on_conflict_do_update(index_elements=keys, set_=update_existing(stmt.excluded))
-
-    if is_postgres(session):
-        await _pg_insert(session, table, rows, finish, ("upsert", tuple(keys), update_existing))
-        return
-    await session.execute(finish(sqlite.insert(table)), list(rows))
-
-
-def bulk_update_statement(
-    table: Table,
-    rows: Sequence[dict[str, Any]],
-    types: dict[str, Any],
-    *,
-    where: Callable[[Any], list[Any]],
-    values: Callable[[Any], dict[str, Any]],
-    params: dict[str, Any] | None = None,
-    param: str = "bulk_rows",
-) -> tuple[Any, dict[str, Any]]:
-    """PostgreSQL's :func:`bulk_update`: its ``UPDATE … FROM json_to_recordset(…)`` (built once per
-    shape) and the parameters to run it with, for a caller that runs it on its own connection or
-    with others (:func:`bulk_writes`; ``param`` names its rows' parameter)."""
-
-    def build() -> Any:
-        src = _rows_source(types, param)
-        return update(table).where(*where(src)).values(**values(src))
-
-    stmt = _cached(("update", table, tuple(types.items()), where, values, param), build)
-    return stmt, {**(params or {}), param: _json_rows(rows, types)}
-
-
-def bulk_insert_statement(
-    table: Table, rows: Sequence[dict[str, Any]], *, skip_conflicts_on: Sequence[str] = (), param: str = "bulk_rows"
-) -> tuple[Any, dict[str, Any]]:
-    """PostgreSQL's :func:`bulk_insert` as a statement (built once per shape) and its parameters,
-    for :func:`bulk_writes` (``param`` names its rows' parameter)."""
-    columns, conflict = tuple(rows[0]), tuple(skip_conflicts_on)
-
-    def build() -> Any:
-        src = _rows_source({c: table.c[c].type for c in columns}, param)
-        stmt = postgresql.insert(table).from_select(columns, select(*(src.c[c] for c in columns)))
-        return stmt.on_conflict_do_nothing(index_elements=list(conflict)) if conflict else stmt
-
-    return _cached(("insert-statement", table, columns, conflict, param), build), {param: _json_rows(rows, columns)}
-
-
-#: Statements run as one (:func:`bulk_writes`), by their parts' identities (the entry keeps them).
-_combined: dict[tuple[int, ...], tuple[tuple[Any, ...], Any]] = {}
-
-
-def _combined_statement(parts: tuple[Any, ...]) -> Any:
-    key = tuple(id(part) for part in parts)
-    found = _combined.get(key)
-    if found is None or any(a is not b for a, b in zip(found[0], parts, strict=True)):
-        if len(_combined) >= _STATEMENTS_MAX:
-            _combined.clear()
-        ctes = (part.cte(f"write_{i}") for i, part in enumerate(parts))
-        found = _combined[key] = (parts, select(literal_column("1")).add_cte(*ctes))
-    return found[1]
-
-
-#: ``session.info`` key: the writes :func:`defer_write` put off, in order.
-_DEFERRED = "zt_deferred_writes"
-
-
-def defer_write(session: AsyncSession, write: tuple[Any, dict[str, Any]]) -> None:
-    """PostgreSQL: run ``write`` (a :func:`bulk_update_statement` or :func:`bulk_insert_statement`
-    with its parameters) not now but in ONE statement (:func:`bulk_writes`) with the
-    transaction's last write of the kit — a consumer batch's inbox rows and versions — or else
-    right before :class:`UnitOfWork` commits: a round trip less. Only for a write whose rows no
-    later statement of the transaction reads or writes (it runs last, beside those writes)."""
-    session.info.setdefault(_DEFERRED, []).append(write)
-
-
-async def run_deferred(session: AsyncSession, writes: Sequence[tuple[Any, dict[str, Any]]] = ()) -> None:
-    """The deferred writes of the session's transaction and ``writes``, now, in one statement."""
-    await bulk_writes(session, [*session.info.pop(_DEFERRED, ()), *writes])
-
-
-async def bulk_writes(session: AsyncSession, writes: Sequence[tuple[Any, dict[str, Any]]]) -> None:
-    """PostgreSQL, in the session's transaction: several bulk writes (:func:`bulk_insert_statement`,
-    :func:`bulk_update_statement`, each with its own ``param``) in ONE statement, one round trip,
-    each a data-modifying CTE of ``SELECT 1`` (services/kit/fetch.py runs it on asyncpg).
-
-    They run on one snapshot, so none sees another's rows: they must write different rows (other
-    tables, or other keys of one table), and their order is not defined."""
-    from services.kit.fetch import fetch  # (fetch → reads → this module)
-
-    if not writes:
-        return
-    if len(writes) == 1:
-        stmt, params = writes[0]
-    else:
-        stmt = _combined_statement(tuple(part for part, _ in writes))
-        params = {name: value for _, part_params in writes for name, value in part_params.items()}
-    await fetch(session, stmt, params)
-
-
-async def bulk_update(
-    session: AsyncSession,
-    table: Table,
-    rows: Sequence[dict[str, Any]],
-    types: dict[str, Any],
-    *,
-    where: Callable[[Any], list[Any]],
-    values: Callable[[Any], dict[str, Any]],
-    params: dict[str, Any] | None = None,
-    driver: bool = False,
-) -> None:
-    """UPDATE one row per parameter dict. ``types`` names the parameters (not column names:
-    SQLAlchemy reserves those) with their SQL types; ``where(src)`` and ``values(src)`` build the
-    statement from ``src.c.<parameter>``; ``params``: more bound values, the same for every row.
-    On PostgreSQL one ``UPDATE … FROM json_to_recordset(…)``,
-    built once per shape (table, parameters, and the code of ``where``/``values`` with what they
-    capture) and reused; elsewhere an executemany of the same statement with bound parameters.
-
-    So ``where``/``values`` (and ``bulk_upsert``'s ``update_existing``) must draw every varying
-    value from ``src``: a value they read from elsewhere (a global, a clock) is frozen into the
-    statement the first time. A captured list or bound expression just turns the reuse off.
-    ``driver``: on PostgreSQL in a transaction, run by asyncpg directly (services/kit/fetch.py:
-    asyncpg's errors, no statement events; the data hub's live path, ADR 0045)."""
-    if not rows:
-        return
-    if is_postgres(session):
-        stmt, values_ = bulk_update_statement(table, rows, types, where=where, values=values, params=params)
-        if driver:
-            from services.kit.fetch import fetch  # (fetch → reads → this module)
-
-            await fetch(session, stmt, values_)
-            return
-        await session.execute(stmt, values_)
-        return
-    bound = _BindSource()
-    rows = [{**params, **row} for row in rows] if params else list(rows)
-    await session.execute(update(table).where(*where(bound)).values(**values(bound)), rows)

@@ -37,16 +37,18 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from services.kit.db import (
-    Base,
+from services.kit.bulk import (
     _json_rows,
     _rows_source,
     bulk_insert,
     bulk_upsert,
+    run_deferred,
+)
+from services.kit.db import (
+    Base,
     dialect_of,
     in_list,
     is_postgres,
-    run_deferred,
 )
 from services.kit.events import PoisonEvent, ReceivedEvent, parse_record
 from services.kit.fetch import fetch

@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devtools.synth import Synth, SynthEvent
-from services.data_hub import schema, views
+from services.data_hub import schema, served, views
 from services.data_hub.domain import Rules
 from services.data_hub.main import MIGRATIONS
 from services.data_hub.projector import HubProjection
@@ -59,7 +59,7 @@ async def _apply_live(engine: AsyncEngine, projection: HubProjection, events: Se
 
 async def _docs(engine: AsyncEngine, name: str) -> dict[str, bytes]:
     async with UnitOfWork(engine) as uow:
-        return await views.all_docs(uow.session, schema.SETS[name])
+        return await served.all_docs(uow.session, schema.SETS[name])
 
 
 async def test_postgresql_and_sqlite_make_the_same_live_views(pg_url: str, sqlite_url: str) -> None:

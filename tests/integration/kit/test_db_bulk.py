@@ -24,16 +24,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit.db import (
-    UnitOfWork,
+from services.kit.bulk import (
     bulk_insert,
     bulk_insert_statement,
     bulk_update,
     bulk_update_statement,
     bulk_upsert,
     bulk_writes,
-    create_engine,
     defer_write,
+)
+from services.kit.db import (
+    UnitOfWork,
+    create_engine,
     in_list,
 )
 
