@@ -60,6 +60,13 @@ def _rows_source(types: dict[str, Any], param: str = "bulk_rows") -> Any:
     )
 
 
+def _insert_select(table: Table, columns: Sequence[str], param: str = "bulk_rows") -> Any:
+    """PostgreSQL: ``INSERT INTO table (columns) SELECT … FROM json_to_recordset(:param)`` — the
+    rows as one JSON parameter (:func:`_rows_source`), typed as the table's columns."""
+    src = _rows_source({c: table.c[c].type for c in columns}, param)
+    return postgresql.insert(table).from_select(columns, select(*(src.c[c] for c in columns)))
+
+
 class _Uncacheable(Exception):
     pass
 
@@ -118,26 +125,20 @@ async def _pg_insert(
     rows: Sequence[dict[str, Any]],
     finish: Callable[[Any], Any],
     shape: tuple[Any, ...],
-    driver: bool = False,
 ) -> None:
     """``INSERT … SELECT … FROM json_to_recordset(:bulk_rows)``, finished by ``finish(stmt)``
-    (ON CONFLICT …), compiled once per shape and sent with the rows as its one parameter;
-    ``driver``: through :func:`services.kit.fetch.fetch` (as :func:`bulk_update`'s)."""
+    (ON CONFLICT …), compiled once per shape and sent with the rows as its one parameter."""
     columns = tuple(rows[0])
     dialect = session.bind.dialect
 
     def build() -> tuple[Any, str, bool]:
-        src = _rows_source({c: table.c[c].type for c in columns})
-        stmt = finish(postgresql.insert(table).from_select(columns, select(*(src.c[c] for c in columns))))
+        stmt = finish(_insert_select(table, columns))
         compiled = stmt.compile(dialect=dialect)
         return stmt, str(compiled), list(compiled.positiontup or ()) == ["bulk_rows"]
 
-    stmt, sql, plain = _cached(("insert", dialect.name, table, columns, *shape), build)
+    _, sql, plain = _cached(("insert", dialect.name, table, columns, *shape), build)
     if not plain:  # (a builder that binds values of its own: run it as a statement)
         raise RuntimeError(f"bulk insert into {table.name}: the statement binds more than the rows")
-    if driver:
-        await fetch(session, stmt, {"bulk_rows": _json_rows(rows, columns)})
-        return
     conn = await session.connection()
     await conn.exec_driver_sql(sql, (_json_rows(rows, columns),))
 
@@ -148,13 +149,11 @@ async def bulk_insert(
     rows: Sequence[dict[str, Any]],
     *,
     skip_conflicts_on: Sequence[str] = (),
-    driver: bool = False,
 ) -> None:
     """INSERT many rows (every row with the same keys). On PostgreSQL one
     ``INSERT … SELECT … FROM json_to_recordset(:rows)``: one parameter and one plan for thousands
     of rows, where an executemany binds and executes each row. ``skip_conflicts_on`` (a unique key) makes
-    conflicting rows no-ops. ``driver``: on PostgreSQL in a transaction, run by asyncpg directly
-    (as :func:`bulk_update`'s)."""
+    conflicting rows no-ops."""
     if not rows:
         return
     conflict = list(skip_conflicts_on)
@@ -163,7 +162,7 @@ async def bulk_insert(
         def finish(stmt: Any) -> Any:
             return stmt.on_conflict_do_nothing(index_elements=conflict) if conflict else stmt
 
-        await _pg_insert(session, table, rows, finish, ("skip", tuple(conflict)), driver)
+        await _pg_insert(session, table, rows, finish, ("skip", tuple(conflict)))
         return
     stmt = sqlite.insert(table)
     if conflict:
@@ -224,8 +223,7 @@ def bulk_insert_statement(
     columns, conflict = tuple(rows[0]), tuple(skip_conflicts_on)
 
     def build() -> Any:
-        src = _rows_source({c: table.c[c].type for c in columns}, param)
-        stmt = postgresql.insert(table).from_select(columns, select(*(src.c[c] for c in columns)))
+        stmt = _insert_select(table, columns, param)
         return stmt.on_conflict_do_nothing(index_elements=list(conflict)) if conflict else stmt
 
     return _cached(("insert-statement", table, columns, conflict, param), build), {param: _json_rows(rows, columns)}

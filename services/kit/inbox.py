@@ -38,8 +38,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.kit.bulk import (
+    _insert_select,
     _json_rows,
-    _rows_source,
     bulk_insert,
     bulk_upsert,
     run_deferred,
@@ -220,13 +220,11 @@ def _pg_flush() -> tuple[Any, Any]:
     and its inbox rows, each with its rows as one JSON parameter (``versions``, ``rows``); run as
     ONE statement (kit ``bulk_writes``) with the transaction's deferred writes (``defer_write``):
     one round trip for all of them."""
-    vsrc = _rows_source({c: _VERSIONS.c[c].type for c in _VERSION_COLUMNS}, "versions")
-    upsert = postgresql.insert(_VERSIONS).from_select(_VERSION_COLUMNS, select(*(vsrc.c[c] for c in _VERSION_COLUMNS)))
+    upsert = _insert_select(_VERSIONS, _VERSION_COLUMNS, "versions")
     upsert = upsert.on_conflict_do_update(
         index_elements=["aggregate_type", "aggregate_id"], set_=_keep_greater(upsert.excluded)
     )
-    isrc = _rows_source({c: _INBOX.c[c].type for c in _INBOX_COLUMNS}, "rows")
-    return upsert, postgresql.insert(_INBOX).from_select(_INBOX_COLUMNS, select(*(isrc.c[c] for c in _INBOX_COLUMNS)))
+    return upsert, _insert_select(_INBOX, _INBOX_COLUMNS, "rows")
 
 
 def _recorded(batch: _Batch) -> list[dict[str, Any]]:
