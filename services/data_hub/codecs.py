@@ -7,9 +7,7 @@ Times are epoch microseconds (``*_us`` columns), amounts micro-units of their cu
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
-import orjson
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import money_pb2
 
@@ -41,8 +39,3 @@ def micros_money(micros: int, currency: str) -> money_pb2.Money:
 
 def now_us() -> int:
     return int(datetime.now(UTC).timestamp() * MICROS)
-
-
-def json_value(value: Any) -> Any:
-    """A JSON value a query sends as text, as Python (orjson); one already decoded as it is."""
-    return orjson.loads(value) if isinstance(value, str | bytes) else value

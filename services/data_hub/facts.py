@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from sqlalchemy import Table, Text, bindparam, cast, func, insert, literal_column, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.data_hub import fold
-from services.data_hub.codecs import json_value
 from services.data_hub.fold import CUSTOMER_SNAPSHOT_COLUMNS, CUSTOMER_TIME_COLUMNS, HOLDING_COLUMNS, Row
 from services.data_hub.schema import SETS, TRANSACTION_KEY, Tables, active_tables, built, state
 from services.kit import (
@@ -108,7 +108,7 @@ async def apply_live(session: AsyncSession, guess: Tables, patches: fold.Patches
 async def _load_live(session: AsyncSession, t: Tables, patches: fold.Patches) -> tuple[Tables, fold.Current]:
     keys = {"customer_ids": sorted(patches.customers), "subscription_ids": sorted(patches.holdings)}
     while True:
-        rows = [(r["tag"], json_value(r["row"])) for r in await fetch(session, _live_query(t), keys)]
+        rows = [(r["tag"], orjson.loads(r["row"])) for r in await fetch(session, _live_query(t), keys)]
         active = next((row[0] for tag, row in rows if tag == "s"), None)
         if active is None:
             raise RuntimeError("dh_state is empty: run the data hub migrations")

@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     Integer,
@@ -33,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bank.datahub.v1 import datahub_pb2
 from services.data_hub import domain
-from services.data_hub.codecs import json_value, micros_money, now_us, us_ts
+from services.data_hub.codecs import micros_money, now_us, us_ts
 from services.data_hub.domain import DAY_US, Rules
 from services.data_hub.schema import Tables, built
 from services.kit import (
@@ -453,15 +454,15 @@ async def _holdings_and_flows(
 
 def _holdings_and_flows_of(rows: Sequence[Any]) -> tuple[dict[str, list[domain.Holding]], dict[str, dict[str, int]]]:
     """:func:`_holdings_and_flows` from the rows' ``holdings`` and ``flows`` (PostgreSQL's render
-    read; SQLAlchemy's asyncpg dialect decodes their JSON)."""
+    read: JSON arrays sent as text, decoded by orjson)."""
     holdings: dict[str, list[domain.Holding]] = {}
     flows: dict[str, dict[str, int]] = {}
     for row in rows:
         cid = row["customer_id"]
         if row["holdings"]:
-            holdings[cid] = [domain.Holding(*h) for h in json_value(row["holdings"])]
+            holdings[cid] = [domain.Holding(*h) for h in orjson.loads(row["holdings"])]
         if row["flows"]:
-            flows[cid] = {sid: int(net or 0) for sid, net in json_value(row["flows"])}
+            flows[cid] = {sid: int(net or 0) for sid, net in orjson.loads(row["flows"])}
     return holdings, flows
 
 
