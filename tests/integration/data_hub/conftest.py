@@ -9,13 +9,15 @@ would fold in other tests' customers and products): each test gets its own topic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import grpc
+import pytest
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,13 +26,34 @@ from devtools.stack import free_port
 from devtools.synth import SynthEvent, produce
 from services.cli import DEV_SECRET
 from services.data_hub import store
+from services.data_hub.main import MIGRATIONS
 from services.kit.auth import mint_token
-from services.kit.db import UnitOfWork
+from services.kit.db import UnitOfWork, create_engine
 from services.kit.kafka import ensure_topics
+from services.kit.migrations import upgrade
 from tests.support.procs import ServiceProcess
 
 TOKEN = mint_token(DEV_SECRET, ["views:read", "segments:admin"], client_id="dh-tests")
 META = (("authorization", f"Bearer {TOKEN}"),)
+
+
+@contextlib.asynccontextmanager
+async def migrated_hub_engine(url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on ``url`` with the data hub's migrations applied, disposed at the end."""
+    engine = create_engine(url)
+    try:
+        await upgrade(engine, MIGRATIONS)
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def hub_engine(request: pytest.FixtureRequest) -> AsyncIterator[AsyncEngine]:
+    """The data hub's migrated database, on PostgreSQL and on SQLite."""
+    url = request.getfixturevalue("pg_url" if request.param == "postgresql" else "sqlite_url")
+    async with migrated_hub_engine(url) as engine:
+        yield engine
 
 
 def namespace() -> str:

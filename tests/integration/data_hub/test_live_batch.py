@@ -5,10 +5,9 @@ SQLite path, which runs each step on its own: the same views, in the set that is
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import pytest
 from aiokafka import ConsumerRecord
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,27 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from devtools.synth import Synth, SynthEvent
 from services.data_hub import schema, served, views
 from services.data_hub.domain import Rules
-from services.data_hub.main import MIGRATIONS
 from services.data_hub.projector import HubProjection
 from services.kit.applier import BatchApplier
-from services.kit.db import UnitOfWork, create_engine
+from services.kit.db import UnitOfWork
 from services.kit.inbox import _decode
-from services.kit.migrations import upgrade
-
-
-async def _migrated(url: str) -> AsyncEngine:
-    engine = create_engine(url)
-    await upgrade(engine, MIGRATIONS)
-    return engine
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def engine(request: pytest.FixtureRequest) -> AsyncIterator[AsyncEngine]:
-    engine = await _migrated(request.getfixturevalue("pg_url" if request.param == "postgresql" else "sqlite_url"))
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
+from tests.integration.data_hub.conftest import migrated_hub_engine
 
 
 def _events() -> list[SynthEvent]:
@@ -66,20 +49,18 @@ async def test_postgresql_and_sqlite_make_the_same_live_views(pg_url: str, sqlit
     rules = Rules.from_json("")
     docs = []
     for url in (pg_url, sqlite_url):
-        engine = await _migrated(url)
-        try:
+        async with migrated_hub_engine(url) as engine:
             await _apply_live(engine, HubProjection(rules=rules, inline_render_max=100), _events(), 0)
             async with UnitOfWork(engine) as uow:  # what the batches left dirty (a new catalogue), as the worker
                 await views.materialize(uow.session, schema.SETS["a"], rules, limit=1000)
                 await uow.commit()
             docs.append(await _docs(engine, "a"))
-        finally:
-            await engine.dispose()
     assert docs[0] and all(docs[0].values())
     assert docs[0] == docs[1]
 
 
-async def test_a_batch_after_a_swap_lands_in_the_set_now_active(engine: AsyncEngine) -> None:
+async def test_a_batch_after_a_swap_lands_in_the_set_now_active(hub_engine: AsyncEngine) -> None:
+    engine = hub_engine
     events = _events()
     half = len(events) // 2
     projection = HubProjection(rules=Rules.from_json(""), inline_render_max=100)

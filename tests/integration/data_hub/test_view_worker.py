@@ -17,12 +17,11 @@ from bank.datahub.v1 import datahub_pb2
 from devtools.synth import Synth
 from services.data_hub import schema
 from services.data_hub.domain import Rules
-from services.data_hub.main import MIGRATIONS
 from services.data_hub.projector import HubProjection, ViewWorker
 from services.kit.applier import BatchApplier
-from services.kit.db import UnitOfWork, create_engine
+from services.kit.db import UnitOfWork
 from services.kit.inbox import _decode
-from services.kit.migrations import upgrade
+from tests.integration.data_hub.conftest import migrated_hub_engine
 
 
 class _Acking:
@@ -38,25 +37,10 @@ class _Acking:
         return done
 
 
-async def _migrated(url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(url)
-    await upgrade(engine, MIGRATIONS)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def engine(request: pytest.FixtureRequest) -> AsyncIterator[AsyncEngine]:
-    async for engine in _migrated(request.getfixturevalue("pg_url" if request.param == "postgresql" else "sqlite_url")):
-        yield engine
-
-
 @pytest.fixture
 async def pg_engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
     """PostgreSQL only: row locks (SQLite's writers take turns, so no batch holds a row there)."""
-    async for engine in _migrated(pg_url):
+    async with migrated_hub_engine(pg_url) as engine:
         yield engine
 
 
@@ -83,7 +67,8 @@ async def _flags(engine: AsyncEngine) -> dict[str, tuple[bool, int, int | None]]
         return {r[0]: (bool(r[1]), r[2], r[3]) for r in rows}
 
 
-async def test_each_changed_view_is_published_once_and_its_flag_cleared_at_its_version(engine: AsyncEngine) -> None:
+async def test_each_changed_view_is_published_once_and_its_flag_cleared_at_its_version(hub_engine: AsyncEngine) -> None:
+    engine = hub_engine
     await _seed(engine)
     producer = _Acking()
     worker = ViewWorker(engine, producer, Rules.from_json(""))  # type: ignore[arg-type]
