@@ -32,9 +32,14 @@ from services.kit import (
 )
 
 
-async def apply_patches(session: AsyncSession, t: Tables, patches: fold.Patches) -> bool:
-    """Write a batch's patches into table set ``t`` (idempotent); True if the catalogue changed."""
-    current = await load_current(session, t, patches)
+async def apply_patches(
+    session: AsyncSession, t: Tables, patches: fold.Patches, current: fold.Current | None = None
+) -> bool:
+    """Write a batch's patches into table set ``t`` (idempotent); True if the catalogue changed.
+    ``current``: the stored rows of the patches' keys, locked, if the caller read them already
+    (:func:`apply_live`); else they are read here (:func:`load_current`)."""
+    if current is None:
+        current = await load_current(session, t, patches)
     changes = fold.changes(patches, current)
     await write_changes(session, t, changes)
     return changes.catalogue_changed
@@ -95,14 +100,12 @@ async def apply_live(session: AsyncSession, guess: Tables, patches: fold.Patches
     transaction; returns (that set, did the catalogue change). ``guess``: the set the last batch
     wrote (PostgreSQL, a batch without products: its lock and rows come in one statement, read
     again in the other set if a rebuild has swapped them)."""
+    current: fold.Current | None = None
     if is_postgres(session) and not patches.products:
         t, current = await _load_live(session, guess, patches)
     else:
         t = await active_tables(session, lock="share")
-        current = await load_current(session, t, patches)
-    changes = fold.changes(patches, current)
-    await write_changes(session, t, changes)
-    return t, changes.catalogue_changed
+    return t, await apply_patches(session, t, patches, current)
 
 
 async def _load_live(session: AsyncSession, t: Tables, patches: fold.Patches) -> tuple[Tables, fold.Current]:
