@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bank.datahub.v1 import datahub_pb2
 from services.data_hub import domain
-from services.data_hub.codecs import micros_money, now_us, us_ts
+from services.data_hub.codecs import micros_money, now_us, set_money, set_ts, us_ts
 from services.data_hub.domain import DAY_US, Rules
 from services.data_hub.schema import Tables, built
 from services.kit import (
@@ -196,9 +196,10 @@ def holding_part(h: domain.Holding) -> bytes:
     holding = view.holdings.add(
         subscription_id=h.subscription_id, product_id=h.product_id, product_type=h.product_type, state=h.state
     )  # type: ignore[arg-type]
-    holding.balance.CopyFrom(micros_money(h.balance_micros, h.currency))
-    if (ts := us_ts(h.open_us)) is not None:
-        holding.open_time.CopyFrom(ts)
+    # (set in place: a posting changes the balance, so live postings miss this cache)
+    set_money(holding.balance, h.balance_micros, h.currency)
+    if h.open_us is not None:
+        set_ts(holding.open_time, h.open_us)
     return view.SerializeToString(deterministic=True)
 
 
@@ -534,6 +535,9 @@ async def _write_back(session: AsyncSession, t: Tables, params: list[dict[str, A
         }
 
     if defer and is_postgres(session):
-        defer_write(session, bulk_update_statement(c, params, types, where=where, values=values, param="rendered"))
+        defer_write(
+            session,
+            bulk_update_statement(c, params, types, where=where, values=values, param="rendered", key=("hub-render",)),
+        )
     else:
         await bulk_update(session, c, params, types, where=where, values=values, driver=True)

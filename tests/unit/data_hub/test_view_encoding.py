@@ -19,7 +19,7 @@ _holdings = st.lists(
         currency=st.sampled_from(["CNY", "USD", ""]),
         balance_micros=st.integers(-(10**15), 10**15),
         state=st.integers(0, 3),
-        open_us=st.one_of(st.none(), st.integers(1, 4_000_000_000_000_000)),
+        open_us=st.one_of(st.none(), st.integers(0, 4_000_000_000_000_000)),
         close_us=st.none(),
     ),
     max_size=12,
