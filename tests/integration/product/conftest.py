@@ -48,8 +48,13 @@ def customer_env(kafka: str, db_url: str) -> dict[str, str]:
     }
 
 
-def product_env(kafka: str, db_url: str, customer_target: str) -> dict[str, str]:
+def product_env(kafka: str, db_url: str, customer_target: str, *, replica: bool = False) -> dict[str, str]:
+    """The product service's env. The eligibility replica (ADR 0054) is off unless asked for: these
+    tests are about the lookup (CheckEligibility would otherwise answer without it once the
+    replica caught up); test_replica_kafka.py turns it on, each process in a group of its own."""
     return {
+        "ZT_PRODUCT_ELIGIBILITY_REPLICA": "true" if replica else "false",
+        "ZT_PRODUCT_REPLICA_GROUP_ID": f"product-eligibility-{uuid.uuid4().hex[:8]}",
         "ZT_DATABASE_URL": db_url,
         "ZT_KAFKA_BOOTSTRAP_SERVERS": kafka,
         "ZT_CUSTOMER_TARGET": customer_target,
