@@ -207,7 +207,12 @@ class CatchUp:
 
 class ReplicaFreshness:
     """Whether the replica may answer: its consumer group caught up with the topic as of a probe
-    at most ``max_staleness_s`` ago (the module's doc). ``start()``/``stop()`` run the probes."""
+    at most ``max_staleness_s`` ago (the module's doc). ``start()``/``stop()`` run the probes.
+
+    The probes run on demand: only while CheckEligibility asks (``caught_up()`` called within the
+    last ``idle_after_s``). An idle product (or one serving writes only) sends the broker nothing
+    for it; the first check after a quiet spell asks the customer service and wakes the probes,
+    and the replica answers again from the first probe that finds the group caught up."""
 
     def __init__(
         self,
@@ -215,18 +220,26 @@ class ReplicaFreshness:
         *,
         max_staleness_s: float,
         probe_interval_s: float,
+        idle_after_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._probe = probe
         self.max_staleness_s = max_staleness_s
         self._interval = probe_interval_s
+        self._idle_after = idle_after_s
         self._clock = clock
         self._catch_up = CatchUp()
         self._task: asyncio.Task[None] | None = None
+        self._asked_at = float("-inf")  # (never asked)
+        self._wanted = asyncio.Event()
 
     def caught_up(self) -> bool:
+        now = self._clock()
+        self._asked_at = now
+        if not self._wanted.is_set():
+            self._wanted.set()
         as_of = self._catch_up.as_of
-        return as_of is not None and self._clock() - as_of <= self.max_staleness_s
+        return as_of is not None and now - as_of <= self.max_staleness_s
 
     def staleness_s(self) -> float | None:
         """How old the replica's last known catch-up is (None: never caught up)."""
@@ -240,6 +253,9 @@ class ReplicaFreshness:
 
     async def _run(self) -> None:
         while True:
+            if self._clock() - self._asked_at > self._idle_after:
+                self._wanted.clear()
+                await self._wanted.wait()
             try:
                 await self.probe_once()
             except asyncio.CancelledError:

@@ -3,6 +3,7 @@ when it counts as caught up with the customer topic."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -197,3 +198,33 @@ async def test_freshness_ages_out_when_the_group_lags_or_the_probe_fails() -> No
     with pytest.raises(ConnectionError):
         await fresh.probe_once()
     assert not fresh.caught_up()
+
+
+async def test_the_probes_run_only_while_checks_ask() -> None:
+    now = [0.0]
+    probe = FakeProbe()
+    calls = 0
+    read = probe.read
+
+    async def counted() -> tuple[Any, Any, Any]:
+        nonlocal calls
+        calls += 1
+        return await read()
+
+    probe.read = counted  # type: ignore[method-assign]
+    fresh = ReplicaFreshness(probe, max_staleness_s=1.5, probe_interval_s=0.01, idle_after_s=5, clock=lambda: now[0])  # type: ignore[arg-type]
+    await fresh.start()
+    try:
+        await asyncio.sleep(0.05)
+        assert calls == 0  # nobody asked: no probe
+        assert not fresh.caught_up()  # the first check asks the customer service, and wakes the probes
+        await asyncio.sleep(0.05)
+        assert calls >= 1 and fresh.caught_up()
+        now[0] += 6  # a quiet spell: the probes stop
+        await asyncio.sleep(0.05)
+        stopped_at = calls
+        await asyncio.sleep(0.05)
+        assert calls == stopped_at
+    finally:
+        await fresh.stop()
+    assert probe.closed
