@@ -36,11 +36,23 @@ from typing import Any
 from aiokafka import TopicPartition
 from opentelemetry import metrics, trace
 from sqlalchemy import BigInteger, Boolean, Integer, String, Table, bindparam, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bank.customer.v1 import events_pb2 as customer_events
-from services.kit import GroupProbe, Reader, ReceivedEvent, bulk_upsert, cancel_and_wait, get_logger
+from services.kit import (
+    TOPIC_CUSTOMER,
+    GroupProbe,
+    InboxConsumer,
+    ProducerLifecycle,
+    Reader,
+    ReceivedEvent,
+    bulk_upsert,
+    cancel_and_wait,
+    get_logger,
+    make_producer,
+)
+from services.product.config import ProductSettings
 from services.product.domain import ReplicatedFacts
 from services.product.store import PRODUCT_COLUMNS, ProductBase, ProductRecord
 
@@ -273,3 +285,35 @@ class ReplicaFreshness:
         task, self._task = self._task, None
         await cancel_and_wait(task)
         await self._probe.close()
+
+
+# ------------------------------------------------------------------------------------------
+# wiring
+# ------------------------------------------------------------------------------------------
+
+#: The replica's fetches wait up to this long for customer events (Kafka's fetch.max.wait.ms):
+#: an idle consumer then costs ~0.8 % of a core instead of ~2.9 % with the kit's 20 ms default
+#: (measured side by side), and live events come several to a batch; well inside the 1.5 s bound.
+REPLICA_LINGER_MS = 100
+
+
+def eligibility_replica(settings: ProductSettings, engine: AsyncEngine) -> tuple[ReplicaFreshness, list[Any]]:
+    """The replica's consumer (the kit's inbox consumer with :class:`EligibilityReplica` as its
+    projection; its own dead-letter producer) and its freshness probe, as components that start
+    after the server serves: the product serves (asking the customer service) while they join.
+    Readiness does not follow this consumer: without it the product still answers, by the lookup."""
+    s = settings
+    producer = make_producer(s.kafka_bootstrap_servers, client_id=f"{s.kafka_client_id}-replica")
+    consumer = InboxConsumer(
+        engine=engine, bootstrap_servers=s.kafka_bootstrap_servers, group_id=s.replica_group_id,
+        topics=[s.kafka_topic_prefix + TOPIC_CUSTOMER], projection=EligibilityReplica(), dlq_producer=producer,
+        client_id=f"{s.kafka_client_id}-replica", linger_ms=REPLICA_LINGER_MS,
+    )  # fmt: skip
+    probe = GroupProbe(
+        s.kafka_bootstrap_servers, s.replica_group_id, [s.kafka_topic_prefix + TOPIC_CUSTOMER],
+        timeout_s=s.product_replica_max_staleness_s,
+    )  # fmt: skip
+    freshness = ReplicaFreshness(
+        probe, max_staleness_s=s.product_replica_max_staleness_s, probe_interval_s=s.product_replica_probe_interval_s
+    )
+    return freshness, [ProducerLifecycle(producer), consumer, freshness]
