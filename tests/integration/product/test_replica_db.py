@@ -3,7 +3,6 @@ projection's upsert, the one-statement read, each way it falls back to the custo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,11 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bank.customer.v1 import customer_pb2
 from bank.product.v1 import product_pb2
-from services.kit.db import UnitOfWork, create_engine
+from services.kit.db import UnitOfWork
 from services.kit.errors import NotFound
-from services.kit.migrations import upgrade
 from services.product import replica
-from services.product.main import MIGRATIONS
 from services.product.usecases import ProductUseCases
 
 from .support import product_request
@@ -32,15 +29,6 @@ class Fresh:
 
     def caught_up(self) -> bool:
         return self.value
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def engine(request: pytest.FixtureRequest) -> AsyncIterator[AsyncEngine]:
-    url: str = request.getfixturevalue("pg_url" if request.param == "postgresql" else "sqlite_url")
-    eng = create_engine(url)
-    await upgrade(eng, MIGRATIONS)
-    yield eng
-    await eng.dispose()
 
 
 def row(customer_id: str, version: int, **kw: Any) -> dict[str, Any]:
