@@ -1,10 +1,11 @@
-"""The eligibility replica on real Kafka and PostgreSQL (ADR 0054): customers created and changed
-through the customer service reach the product's replica, CheckEligibility then answers without
-the customer service (no GetEligibilityProfile call carries its trace), follows each change once
-the replica caught up, and asks the customer service again while the replica lags.
+"""The eligibility replica on real Kafka, the product on PostgreSQL and on SQLite (ADR 0054):
+customers created and changed through the customer service reach the product's replica,
+CheckEligibility then answers without the customer service (no GetEligibilityProfile call carries
+its trace), follows each change once the replica caught up, and asks the customer service again
+while the replica lags.
 
-A topic prefix of its own keeps every event on the topic this module's: the lag is made by a
-member of the replica's group that takes partitions and never commits (a stuck consumer).
+Topics of its own keep every event on the topic this module's: the lag is made by a member of the
+replica's group that takes partitions and never commits (a stuck consumer).
 """
 
 from __future__ import annotations
@@ -39,25 +40,33 @@ class Replicated:
     product: ServiceProcess
     group: str
     bootstrap: str
+    prefix: str
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
 def stack_(
-    kafka_server: stack.KafkaLike, postgres_server: stack.PostgresLike, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, kafka_server: stack.KafkaLike, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Replicated]:
-    """The customer service (SQLite) and the product service (PostgreSQL, replica on)."""
+    """The customer service (SQLite) and the product service (PostgreSQL or SQLite, replica on),
+    on topics of their own."""
     logs: Path = tmp_path_factory.mktemp("replica")
-    kafka = kafka_server.bootstrap_servers
-    cenv = {**customer_env(kafka, f"sqlite+aiosqlite:///{logs / 'customer.db'}"), "ZT_KAFKA_TOPIC_PREFIX": PREFIX}
+    kafka, prefix = kafka_server.bootstrap_servers, f"{PREFIX}{request.param[:2]}."
+    cenv = {**customer_env(kafka, f"sqlite+aiosqlite:///{logs / 'customer.db'}"), "ZT_KAFKA_TOPIC_PREFIX": prefix}
     customer = ServiceProcess("customer", env=cenv, log_dir=logs).start()
     db_name = f"product_replica_{uuid.uuid4().hex[:8]}"
-    env = product_env(kafka, postgres_server.create_database(db_name), customer.target, replica=True)
-    env.update(ZT_KAFKA_TOPIC_PREFIX=PREFIX, ZT_PRODUCT_REPLICA_MAX_STALENESS_S=str(MAX_STALENESS_S))
+    if request.param == "postgresql":
+        pg: stack.PostgresLike = request.getfixturevalue("postgres_server")
+        url = pg.create_database(db_name)
+    else:
+        url = f"sqlite+aiosqlite:///{logs / (db_name + '.db')}"
+    env = product_env(kafka, url, customer.target, replica=True)
+    env.update(ZT_KAFKA_TOPIC_PREFIX=prefix, ZT_PRODUCT_REPLICA_MAX_STALENESS_S=str(MAX_STALENESS_S))
     product = ServiceProcess("product", env=env, log_dir=logs).start()
-    yield Replicated(customer, product, PREFIX + env["ZT_PRODUCT_REPLICA_GROUP_ID"], kafka)
+    yield Replicated(customer, product, prefix + env["ZT_PRODUCT_REPLICA_GROUP_ID"], kafka, prefix)
     product.stop()
     customer.stop()
-    postgres_server.drop_database(db_name)
+    if request.param == "postgresql":
+        pg.drop_database(db_name)
 
 
 @dataclass
@@ -155,7 +164,7 @@ async def test_a_lagging_replica_asks_the_customer_service(stubs: Stubs) -> None
     # A member of the replica's group that holds partitions and never commits: events on them
     # are not applied, the group's committed offsets stay behind the topic's end.
     stuck = AIOKafkaConsumer(
-        PREFIX + "bank.customer.v1", bootstrap_servers=s.env.bootstrap, group_id=s.env.group,
+        s.env.prefix + "bank.customer.v1", bootstrap_servers=s.env.bootstrap, group_id=s.env.group,
         enable_auto_commit=False, auto_offset_reset="earliest", session_timeout_ms=30_000,
     )  # fmt: skip
     await stuck.start()
