@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import TopicAlreadyExistsError
 
 from services.kit.events import TOPIC_CONFIGS
@@ -54,8 +53,14 @@ def make_consumer(
     customer id and have the same partition count, so each member then holds whole customers
     and members never update the same customer's rows. aiokafka's default (round robin over
     all topic-partitions) splits them whenever twice the partition count is not a multiple of
-    the member count — e.g. 3 partitions and 4 members. Round robin stays listed second so a
-    group whose older members only offer it keeps working through a rolling upgrade.
+    the member count — e.g. 3 partitions and 4 members.
+
+    Range is the only strategy offered (docs/adr/0057): aiokafka 0.14 sends one JoinGroup per
+    listed strategy on every (re)join, the second with a changed protocol list, which makes the
+    broker start another rebalance; two members rejoining together then fail each other's
+    SyncGroup over and over (the chaos suite saw a group stand still for 30 s after a Kafka
+    partition, aio-libs/aiokafka#1168). Every release since range was introduced offers it
+    first, so a rolling upgrade from any of them shares it.
     """
     return AIOKafkaConsumer(
         *topics,
@@ -73,7 +78,7 @@ def make_consumer(
         session_timeout_ms=session_timeout_ms,
         heartbeat_interval_ms=min(3_000, session_timeout_ms // 3),
         group_instance_id=group_instance_id,
-        partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
+        partition_assignment_strategy=(RangePartitionAssignor,),
     )
 
 
