@@ -59,7 +59,7 @@ from services.kit.dlq import DeadLetters
 from services.kit.events import ReceivedEvent
 from services.kit.faults import is_infrastructure_error
 from services.kit.inbox import AggregateVersion, Decoded, InboxRow, _decode, _Polled
-from services.kit.kafka import ensure_topics, make_consumer
+from services.kit.kafka import ensure_topics, make_consumer, membership
 from services.kit.lifecycle import cancel_and_wait
 from services.kit.logging import get_logger
 from services.kit.progress import GroupStalled, run_group_watched
@@ -287,9 +287,11 @@ class InboxConsumer:
                                 group_instance_id=self._instance_id)  # fmt: skip
                     self._instance_id = None
                 await self._state(False, f"{'group stalled' if stalled else 'consumer stopped'}: {type(exc).__name__}")
+                # (a stall names what this member's client held: a pending rejoin, no partitions …)
                 log.error("consumer group stalled; restarting its consumer" if stalled else
                           "consumer task died; restarting it", group=self._group, error=type(exc).__name__,
-                          detail=str(exc)[:300], restarts=self.restarts)  # fmt: skip
+                          detail=str(exc)[:300], restarts=self.restarts,
+                          **(membership(self._consumer) if stalled else {}))  # fmt: skip
                 await self._close(timeout_s=10.0)
                 await asyncio.sleep(self._fault_pause(failures))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -80,6 +81,25 @@ def make_consumer(
         group_instance_id=group_instance_id,
         partition_assignment_strategy=(RangePartitionAssignor,),
     )
+
+
+def membership(consumer: AIOKafkaConsumer | None) -> dict[str, Any]:
+    """What a group member's client holds of its membership, for the log line of a stalled group:
+    its generation, member id, coordinator, whether a rejoin is pending, how many partitions it
+    holds. Read from aiokafka's coordinator (it has no public accessor); {} before it started."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    if consumer is None or coordinator is None:
+        return {}
+    try:
+        return {
+            "generation": coordinator.generation,
+            "member_id": coordinator.member_id,
+            "coordinator": coordinator.coordinator_id,
+            "rejoin_pending": coordinator._rejoin_needed_fut.done(),
+            "partitions_held": len(consumer.assignment()),
+        }
+    except Exception as exc:  # (a newer aiokafka moved them: the stall is still logged, without them)
+        return {"membership": f"unreadable: {type(exc).__name__}"}
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> None:

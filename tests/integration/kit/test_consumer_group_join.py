@@ -14,7 +14,7 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer
 
-from services.kit.kafka import make_consumer
+from services.kit.kafka import make_consumer, membership
 
 
 def _generation(consumer: AIOKafkaConsumer) -> int:
@@ -41,6 +41,10 @@ async def test_a_member_joins_an_empty_group_in_one_rebalance(kafka_server, kafk
     try:
         await _settled([consumer], 3)
         assert _generation(consumer) == 1  # (two strategies listed: 2)
+        # what a stalled member's log line says of it (services/kit/consumer.py)
+        held = membership(consumer)
+        assert held["generation"] == 1 and held["partitions_held"] == 3 and held["rejoin_pending"] is False
+        assert held["member_id"] and held["coordinator"] is not None
     finally:
         await consumer.stop()
 

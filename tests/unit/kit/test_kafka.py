@@ -10,7 +10,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 
-from services.kit.kafka import make_consumer, make_producer
+from services.kit.kafka import make_consumer, make_producer, membership
 
 BOOTSTRAP = "127.0.0.1:1"  # never contacted
 
@@ -103,3 +103,12 @@ def test_range_assignment_keeps_each_customers_topics_on_one_member(members: int
 def test_round_robin_would_split_a_customers_topics() -> None:
     # Why the default is not kept: 3 partitions, 4 members.
     assert not _co_located(_assign(RoundRobinPartitionAssignor, 4, 3))
+
+
+async def test_membership_of_a_consumer_not_started_is_empty() -> None:
+    consumer = make_consumer(BOOTSTRAP, "t.one", group_id="unit-group", client_id="unit-consumer")
+    try:
+        assert membership(consumer) == {}
+        assert membership(None) == {}
+    finally:
+        await consumer.stop()
