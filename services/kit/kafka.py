@@ -102,6 +102,23 @@ def membership(consumer: AIOKafkaConsumer | None) -> dict[str, Any]:
         return {"membership": f"unreadable: {type(exc).__name__}"}
 
 
+def rebalancing(consumer: AIOKafkaConsumer) -> bool:
+    """Whether the member is between assignments: its group told it to rejoin, or it is rejoining.
+
+    An offset commit sent then fails; worse, one that reaches the broker after the new generation
+    formed is answered IllegalGeneration, on which aiokafka drops the member's id, so the member
+    joins as a new one and the group waits out the old id's session (6–10 s) before anyone
+    consumes. Kafka's Java client sends no commit while it rebalances either."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    try:
+        return bool(
+            consumer._subscription.reassignment_in_progress
+            or (coordinator is not None and coordinator._rejoin_needed_fut.done())
+        )
+    except AttributeError:  # (a newer aiokafka moved them: commit as before)
+        return False
+
+
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> None:
     """Return once every partition of the new topics has a leader (producers can send at once)."""
     loop = asyncio.get_running_loop()

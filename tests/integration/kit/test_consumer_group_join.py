@@ -14,7 +14,7 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer
 
-from services.kit.kafka import make_consumer, membership
+from services.kit.kafka import make_consumer, membership, rebalancing
 
 
 def _generation(consumer: AIOKafkaConsumer) -> int:
@@ -45,6 +45,7 @@ async def test_a_member_joins_an_empty_group_in_one_rebalance(kafka_server, kafk
         held = membership(consumer)
         assert held["generation"] == 1 and held["partitions_held"] == 3 and held["rejoin_pending"] is False
         assert held["member_id"] and held["coordinator"] is not None
+        assert rebalancing(consumer) is False  # (its offsets are committed)
     finally:
         await consumer.stop()
 

@@ -10,7 +10,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 
-from services.kit.kafka import make_consumer, make_producer, membership
+from services.kit.kafka import make_consumer, make_producer, membership, rebalancing
 
 BOOTSTRAP = "127.0.0.1:1"  # never contacted
 
@@ -110,5 +110,14 @@ async def test_membership_of_a_consumer_not_started_is_empty() -> None:
     try:
         assert membership(consumer) == {}
         assert membership(None) == {}
+    finally:
+        await consumer.stop()
+
+
+async def test_a_member_not_assigned_yet_is_rebalancing() -> None:
+    # (its offsets are then not committed: services/kit/consumer.py, docs/adr/0057)
+    consumer = make_consumer(BOOTSTRAP, "t.one", group_id="unit-group", client_id="unit-consumer")
+    try:
+        assert rebalancing(consumer) is True
     finally:
         await consumer.stop()
