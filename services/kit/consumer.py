@@ -550,12 +550,16 @@ class InboxConsumer:
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[Any, int]) -> None:
         """Commit a batch's offsets, unless the group is rebalancing (``kafka.rebalancing``: a
         commit then fails, or costs the member its id): the partitions' next owner, maybe this
-        member, reads those records again from the last commit, and the inbox makes them no-ops."""
+        member, reads those records again from the last commit, and the inbox makes them no-ops.
+        The same if the commit has not gone through within a session (then raises TimeoutError)."""
         if rebalancing(consumer):
             self.commits_skipped += 1
             log.info("offsets not committed: the group is rebalancing; records will be re-delivered", group=self._group)
             return
-        await consumer.commit(offsets)
+        # Given up after a session: by then the member's id has expired, and a commit still waiting
+        # for the coordinator would go out with it once the broker is back and cost the member its
+        # new id (aiokafka resets it on UnknownMemberId), holding the group for another session.
+        await asyncio.wait_for(consumer.commit(offsets), self._session_timeout_ms / 1000)
 
     async def _offsets_committed(self) -> None:
         """Wait for the last offset commit. A failed one (the group rebalanced meanwhile) is
