@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer
 from bank.customer.v1 import customer_pb2, customer_pb2_grpc
 from bank.product.v1 import product_pb2, product_pb2_grpc
 from devtools import stack
+from services.kit import make_consumer
 from tests.support.procs import ServiceProcess
 
 from .conftest import ADMIN, customer_env, make_customer, metadata, product_env
@@ -163,10 +164,14 @@ async def test_a_lagging_replica_asks_the_customer_service(stubs: Stubs) -> None
     await until(local, what="the replica answers")
     # A member of the replica's group that holds partitions and never commits: events on them
     # are not applied, the group's committed offsets stay behind the topic's end.
-    stuck = AIOKafkaConsumer(
-        s.env.prefix + "bank.customer.v1", bootstrap_servers=s.env.bootstrap, group_id=s.env.group,
-        enable_auto_commit=False, auto_offset_reset="earliest", session_timeout_ms=30_000,
-    )  # fmt: skip
+    # (the kit's consumer: a member must offer the group's assignment strategy, ADR 0057)
+    stuck = make_consumer(
+        s.env.bootstrap,
+        s.env.prefix + "bank.customer.v1",
+        group_id=s.env.group,
+        client_id="stuck-member",
+        session_timeout_ms=30_000,
+    )
     await stuck.start()
     try:
         await until(lambda: _assigned(stuck), what="the stuck member takes partitions")
