@@ -49,17 +49,21 @@ def population(seed: int, customers: int = 60, months: int = 20) -> dsm.Dataset:
     rows = [(t, cid) for t in dates for cid in truth]
     x = rng.normal(size=(len(rows), len(features.NAMES)))
     x[:, MAIN] = [main[cid] for _, cid in rows]
+    n, ids = len(rows), [p.product_id for p in CATALOGUE]
+    catalogue = {p.product_id: p for p in CATALOGUE}
+    times = np.array([t for t, _ in rows], dtype=np.int64)
+    # (as_of, customer, x, rules_churn, held, eligible, rules_offers, truth, end_us, catalogue)
     return dsm.Dataset(
-        as_of=np.array([t for t, _ in rows], dtype=np.int64),
-        customer=[c for _, c in rows],
-        x=x,
-        rules_churn=np.zeros(len(rows)),
-        held=[["dep-current"]] * len(rows),
-        eligible=[[p.product_id for p in CATALOGUE]] * len(rows),
-        rules_offers=[["card-classic"]] * len(rows),
-        truth=truth,
-        end_us=int(end),
-        catalogue={p.product_id: p for p in CATALOGUE},
+        times,
+        [c for _, c in rows],
+        x,
+        np.zeros(n),
+        [["dep-current"]] * n,
+        [ids] * n,
+        [[]] * n,
+        truth,
+        int(end),
+        catalogue,
     )
 
 
