@@ -17,7 +17,12 @@ followed by the view worker's round. Printed: hub CPU µs per event, PostgreSQL 
 (pg_stat_database: an autocommit statement counts as one) and views published per batch.
 
     .venv/bin/python bench/data_hub_live.py [--batch 1,5,20] [--batches 100] [--rounds 2]
+                                            [--kind posting|subscription] [--customers 200]
                                             [--baseline /tmp/zt-main] [--profile] [--statement-cost]
+
+``--kind subscription``: each live event opens a new subscription of a random customer, so the
+views grow a holding with each (as ``bench/services.py``'s CreateSubscription cell does to its
+64 customers).
 
 ``--baseline DIR``: the same rounds with the code of another checkout (run as a child process
 with DIR first on its path), interleaved with this one's: before/after in one run.
@@ -43,8 +48,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parents[1]
 
 
-def _records(customers: int, batch: int, batches: int) -> tuple[list[Any], list[list[Any]]]:
-    """The seed history and the live batches, as Kafka records (topic, key, value, headers)."""
+def _records(customers: int, batch: int, batches: int, kind: str = "posting") -> tuple[list[Any], list[list[Any]]]:
+    """The seed history and the live batches, as Kafka records (topic, key, value, headers):
+    postings (TransactionPosted) or, ``kind="subscription"``, new subscriptions
+    (SubscriptionOpened: each customer's view gains a holding with each)."""
     import random
     from datetime import UTC, datetime
 
@@ -73,8 +80,11 @@ def _records(customers: int, batch: int, batches: int) -> tuple[list[Any], list[
         out = []
         for k in range(batch):
             cid = rng.choice(ids)
-            versions[cid] += 1
             when = datetime.now(UTC)
+            if kind == "subscription":
+                out.append(_opened(cid, f"{cid}-live-{b}-{k}", when))
+                continue
+            versions[cid] += 1
             sid = f"{cid}-bench"
             txn = product_pb2.Transaction(
                 transaction_id=f"{sid}-{b}-{k}", subscription_id=sid, customer_id=cid, direction=1,
@@ -88,6 +98,22 @@ def _records(customers: int, batch: int, batches: int) -> tuple[list[Any], list[
                                     version=versions[cid]))  # fmt: skip
         live.append(out)
     return seed, live
+
+
+def _opened(cid: str, sid: str, when: Any) -> Any:
+    """A SubscriptionOpened record (version 1) of a new current account of ``cid``."""
+    from bank.product.v1 import events_pb2 as pev
+    from bank.product.v1 import product_pb2
+    from devtools.synth import money, ts
+    from services.kit.events import build_record
+
+    sub = product_pb2.Subscription(
+        subscription_id=sid, customer_id=cid, product_id="dep-current", product_type=1,
+        amount=money(100_000), balance=money(100_000), state=1, version=1, create_time=ts(when),
+    )  # type: ignore[arg-type]  # fmt: skip
+    opened = pev.SubscriptionOpened(customer_id=cid, subscription_id=sid, subscription=sub, version=1,
+                                    occur_time=ts(when))  # fmt: skip
+    return build_record(opened, source="bench", aggregate_type="subscription", aggregate_id=sid, version=1)
 
 
 def _consumer_records(records: list[Any], start: int) -> list[Any]:
@@ -131,7 +157,14 @@ async def _transactions(url: str) -> int:
 
 
 async def child(
-    url: str, batch: int, batches: int, customers: int, pg_pid: int, profile: bool, statements: bool = False
+    url: str,
+    batch: int,
+    batches: int,
+    customers: int,
+    pg_pid: int,
+    profile: bool,
+    statements: bool = False,
+    kind: str = "posting",
 ) -> dict[str, Any]:
     """One round in this process, with whatever ``services`` is first on the path."""
     from services.data_hub.domain import Rules
@@ -147,7 +180,7 @@ async def child(
     rules = Rules.from_json("")
     engine = create_engine(url)
     await upgrade(engine, MIGRATIONS)
-    seed, live = _records(customers, batch, batches)
+    seed, live = _records(customers, batch, batches, kind)
     producer = _AckingProducer()
     worker = ViewWorker(engine, producer, rules)  # type: ignore[arg-type]
 
@@ -245,7 +278,7 @@ async def statement_cost(engine: Any, n: int = 1000) -> dict[str, float]:
 def _run_child(repo: Path, url: str, args: argparse.Namespace, batch: int, pg_pid: int) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", url, "--code", str(repo),
            "--batch", str(batch), "--batches", str(args.batches), "--customers", str(args.customers),
-           "--pg-pid", str(pg_pid)]  # fmt: skip
+           "--pg-pid", str(pg_pid), "--kind", args.kind]  # fmt: skip
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=repo)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -257,6 +290,8 @@ def main() -> int:
     parser.add_argument("--customers", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--baseline", type=Path)
+    parser.add_argument("--kind", choices=("posting", "subscription"), default="posting",
+                        help="the live events: postings, or new subscriptions (views gain holdings)")  # fmt: skip
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--statement-cost", action="store_true", help="CPU per statement: SQLAlchemy vs asyncpg")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
@@ -274,6 +309,7 @@ def main() -> int:
                 args.pg_pid,
                 args.profile,
                 args.statement_cost,
+                args.kind,
             )
         )
         print(json.dumps(result))
@@ -289,7 +325,8 @@ def main() -> int:
             url = pg.create_database(f"bench_live_{uuid.uuid4().hex[:8]}")
             subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", url, "--batch",
                             args.batch.split(",")[-1], "--batches", str(args.batches), "--customers",
-                            str(args.customers), "--pg-pid", str(pg.pid or 0), "--profile"], check=True)  # fmt: skip
+                            str(args.customers), "--pg-pid", str(pg.pid or 0), "--profile", "--kind", args.kind],
+                           check=True)  # fmt: skip
             return 0
         if args.statement_cost:
             url = pg.create_database(f"bench_live_{uuid.uuid4().hex[:8]}")
@@ -302,7 +339,8 @@ def main() -> int:
                 print(f"  {way:16} {us:6.0f} µs  ({us / costs['session']:.2f} × AsyncSession.execute)")
             print(f"  SQLAlchemy's share of a statement's client CPU: {1 - costs['asyncpg'] / costs['session']:.0%}")
             return 0
-        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {args.batches} batches per run")
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {args.batches} batches of "
+              f"{args.kind} events per run, {args.customers} customers")  # fmt: skip
         for round_ in range(args.rounds):
             for batch in (int(b) for b in args.batch.split(",")):
                 for label, repo in sides if round_ % 2 == 0 else sides[::-1]:

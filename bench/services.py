@@ -660,6 +660,11 @@ def report(chosen: list[Cell], medians: dict[str, Result]) -> None:
                 r = medians[write + suffix]
                 print(f"data hub live {write + suffix}: {r.cpu_us.get(hub, 0):.0f} µs/write, "
                       f"kafka {r.cpu_us.get('kafka', 0):.0f} µs/write")  # fmt: skip
+        for write in ("CreateCustomer", "UpdateCustomer"):  # (their events feed the product's replica, ADR 0054)
+            if write + suffix in medians:
+                r, db = medians[write + suffix], "pg:product" + suffix.replace("@", "_")
+                print(f"product replica live {write + suffix}: {r.cpu_us.get('product' + suffix, 0):.0f} µs/write, "
+                      f"{db} {r.cpu_us.get(db, 0):.0f} µs/write")  # fmt: skip
 
 
 def print_statements(chosen: list[Cell], medians: dict[str, Result]) -> None:

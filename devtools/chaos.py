@@ -43,6 +43,8 @@ from devtools.chaos_workload import Client, Ledger, Stats, Workload, create_prod
 from devtools.run import healthy
 from devtools.toxiproxy import Toxiproxy
 from services.cli import DEV_SECRET
+from services.data_hub.config import TOPICS as HUB_TOPICS
+from services.kit import GroupProbe
 from services.reconcile import Sources, reconcile_until_clean
 
 REPLICAS = 2
@@ -259,6 +261,8 @@ class Marks:
     #: a replica killed while it held writes (frozen with SIGSTOP first)
     killed_at: float | None = None
     load_stopped_at: float = 0.0
+    #: seconds from ``restored_at`` until the hubs' group had applied what was published before it
+    hub_caught_up_s: float | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -443,6 +447,14 @@ class Result:
                 if m.restored_at is not None
                 else ""
             ),
+            *(
+                [
+                    f"   the hubs' group applied what was published before the fault ended: {_secs(m.hub_caught_up_s)}"
+                    " after it ended"
+                ]
+                if m.restored_at is not None
+                else []
+            ),
             f"   acknowledged: {len(self.ledger.customers)} customers, {len(self.ledger.subscriptions)} subscriptions,"
             f" {len(self.ledger.postings)} postings; reconciled: "
             + ", ".join(f"{k} {v}" for k, v in self.figures.items()),
@@ -541,6 +553,32 @@ def consumer_restarts(platform: Platform, since: dict[str, int]) -> list[str]:
     return notes
 
 
+#: The data hubs' consumer group (services/data_hub/config.py, no topic prefix here).
+HUB_GROUP = "data-hub"
+
+
+async def hub_caught_up(bootstrap: str, since: float, timeout_s: float = 90.0) -> float | None:
+    """Seconds from ``since`` until the hubs' group has committed every record its topics held
+    at ``since`` (the backlog a fault held back, applied); None if not within ``timeout_s``. Read
+    straight from the broker, not through the hubs' proxies."""
+    probe = GroupProbe(bootstrap, HUB_GROUP, HUB_TOPICS, timeout_s=5.0)
+    target: dict[Any, int] | None = None
+    try:
+        while time.monotonic() - since < timeout_s:
+            try:
+                committed, ends, starts = await probe.read()
+            except Exception:  # (the broker itself may be what the fault took away)
+                await asyncio.sleep(0.2)
+                continue
+            target = target if target is not None else ends
+            if all(max(committed.get(tp) or 0, starts.get(tp, 0)) >= end for tp, end in target.items()):
+                return time.monotonic() - since
+            await asyncio.sleep(0.1)
+        return None
+    finally:
+        await probe.close()
+
+
 async def run_scenario(platform: Platform, name: str, product_id: str, *, load_s: float) -> Result:
     description, fault = SCENARIOS[name]
     logs_at = _log_ends(platform)
@@ -553,6 +591,8 @@ async def run_scenario(platform: Platform, name: str, product_id: str, *, load_s
         await asyncio.sleep(min(3.0, load_s / 3))
         marks.fault_at = time.monotonic()
         await asyncio.to_thread(fault, platform, marks)
+        if marks.restored_at is not None:
+            caught_up = asyncio.create_task(hub_caught_up(platform.kafka.bootstrap_servers, marks.restored_at))
         await asyncio.sleep(max(3.0, load_s - (time.monotonic() - marks.fault_at)))
     finally:
         stop.set()
@@ -560,6 +600,8 @@ async def run_scenario(platform: Platform, name: str, product_id: str, *, load_s
         marks.load_stopped_at = time.monotonic()
         await client.close()
     report, convergence = await reconcile_until_clean(platform.sources(), wait_s=60.0)
+    if marks.restored_at is not None:
+        marks.hub_caught_up_s = await caught_up
     violations = await check_acknowledged(platform, workload.ledger, client.stats)
     marks.notes += consumer_restarts(platform, logs_at)
     return Result(

@@ -37,5 +37,17 @@ def micros_money(micros: int, currency: str) -> money_pb2.Money:
     return money_pb2.Money(currency_code=currency, units=sign * units, nanos=sign * rest * 1000)
 
 
+def set_money(m: money_pb2.Money, micros: int, currency: str) -> None:
+    """:func:`micros_money` written into ``m`` (a field of a message being built: no copy)."""
+    units, rest = divmod(abs(micros), MICROS)
+    sign = -1 if micros < 0 else 1
+    m.currency_code, m.units, m.nanos = currency, sign * units, sign * rest * 1000
+
+
+def set_ts(ts: Timestamp, us: int) -> None:
+    """:func:`us_ts` written into ``ts``."""
+    ts.seconds, ts.nanos = us // MICROS, (us % MICROS) * 1000
+
+
 def now_us() -> int:
     return int(datetime.now(UTC).timestamp() * MICROS)

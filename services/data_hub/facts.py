@@ -189,7 +189,8 @@ class _Writes:
         if self._parts is None:
             await bulk_update(self._session, table, rows, types, **build)
         else:
-            self._parts.append(bulk_update_statement(table, rows, types, param=name, **build))
+            # (the statement is found by its call site's name: types, where and values follow from it)
+            self._parts.append(bulk_update_statement(table, rows, types, param=name, key=("hub-facts",), **build))
 
     async def run(self) -> None:
         if self._parts:

@@ -111,7 +111,7 @@ def mark_published_statement(t: Tables, published: Iterable[tuple[str, int]]) ->
     """PostgreSQL: :func:`mark_published`'s one UPDATE and its parameters, to run on its own
     (autocommit: one statement is atomic by itself); None when there is nothing to clear."""
     args = _published(t, published, True)
-    return None if args is None else bulk_update_statement(**args)
+    return None if args is None else bulk_update_statement(**args, key=("hub-published",))
 
 
 async def all_docs(session: AsyncSession, t: Tables) -> dict[str, bytes]:

@@ -9,6 +9,7 @@ rules) and bumps ``version`` when the document changed; :func:`pending_views` an
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bank.datahub.v1 import datahub_pb2
 from services.data_hub import domain
-from services.data_hub.codecs import micros_money, now_us, us_ts
+from services.data_hub.codecs import micros_money, now_us, set_money, set_ts, us_ts
 from services.data_hub.domain import DAY_US, Rules
 from services.data_hub.schema import Tables, built
 from services.kit import (
@@ -179,6 +180,55 @@ def _facts(row: Any, holdings: list[domain.Holding], act: dict[str, Any]) -> dom
     )
 
 
+def _by_subscription(h: domain.Holding) -> str:
+    return h.subscription_id
+
+
+#: Holdings' parts by the holding's identity (the render read's holdings are the instances
+#: :func:`_holding_of` keeps), each with the holding it was made for (the entry keeps it alive,
+#: so its id is not reused while cached).
+_parts: dict[int, tuple[domain.Holding, bytes]] = {}
+_PARTS_MAX = 16_384
+
+
+def holding_part(h: domain.Holding) -> bytes:
+    """One holding as a view's encoding carries it: a view holding only it, serialized (the
+    ``holdings`` field's tag, length and message). A protobuf parser appends each such part to
+    the repeated field, so :func:`render` parses a view's holdings from their parts joined in
+    order, in C: ~0.7 µs a holding instead of ~3.5 built field by field in Python. Cached: a
+    live view's holdings mostly stay as they were at its last render (a subscription adds one,
+    a posting changes one); found by identity first (no hash of the holding's fields)."""
+    found = _parts.get(id(h))
+    if found is not None and found[0] is h:
+        return found[1]
+    part = _encoded(h)
+    if len(_parts) >= _PARTS_MAX:
+        _parts.clear()
+    _parts[id(h)] = (h, part)
+    return part
+
+
+@functools.lru_cache(maxsize=_PARTS_MAX)
+def _encoded(h: domain.Holding) -> bytes:
+    """:func:`holding_part` of an equal holding (SQLite's render read makes new instances)."""
+    view = datahub_pb2.CustomerView()
+    holding = view.holdings.add(
+        subscription_id=h.subscription_id, product_id=h.product_id, product_type=h.product_type, state=h.state
+    )  # type: ignore[arg-type]
+    # (set in place: a posting changes the balance, so live postings miss this cache)
+    set_money(holding.balance, h.balance_micros, h.currency)
+    if h.open_us is not None:
+        set_ts(holding.open_time, h.open_us)
+    return view.SerializeToString(deterministic=True)
+
+
+@functools.lru_cache(maxsize=_PARTS_MAX)
+def _holding_of(values: tuple[Any, ...]) -> domain.Holding:
+    """A holding of the render read's JSON (cached as :func:`holding_part` is: the same
+    instances come back, so their parts are found)."""
+    return domain.Holding(*values)
+
+
 def render(row: Any, facts: domain.CustomerFacts, derived: domain.Derived, rules: Rules) -> datahub_pb2.CustomerView:
     """The view document (without ``version``/``update_time``, which are set when served)."""
     cur = rules.reporting_currency
@@ -198,13 +248,8 @@ def render(row: Any, facts: domain.CustomerFacts, derived: domain.Derived, rules
     )
     if (ts := us_ts(facts.risk_tolerance_expire_us)) is not None:
         view.risk_tolerance_expire_time.CopyFrom(ts)
-    for h in sorted(facts.holdings, key=lambda h: h.subscription_id):
-        holding = view.holdings.add(
-            subscription_id=h.subscription_id, product_id=h.product_id, product_type=h.product_type, state=h.state
-        )  # type: ignore[arg-type]
-        holding.balance.CopyFrom(micros_money(h.balance_micros, h.currency))
-        if (ts := us_ts(h.open_us)) is not None:
-            holding.open_time.CopyFrom(ts)
+    if facts.holdings:
+        view.MergeFromString(b"".join([holding_part(h) for h in sorted(facts.holdings, key=_by_subscription)]))
     for currency, amount in derived.positions.items():
         view.position.append(micros_money(amount, currency))
     act = view.activity
@@ -460,7 +505,7 @@ def _holdings_and_flows_of(rows: Sequence[Any]) -> tuple[dict[str, list[domain.H
     for row in rows:
         cid = row["customer_id"]
         if row["holdings"]:
-            holdings[cid] = [domain.Holding(*h) for h in orjson.loads(row["holdings"])]
+            holdings[cid] = [_holding_of(tuple(h)) for h in orjson.loads(row["holdings"])]
         if row["flows"]:
             flows[cid] = {sid: int(net or 0) for sid, net in orjson.loads(row["flows"])}
     return holdings, flows
@@ -509,6 +554,9 @@ async def _write_back(session: AsyncSession, t: Tables, params: list[dict[str, A
         }
 
     if defer and is_postgres(session):
-        defer_write(session, bulk_update_statement(c, params, types, where=where, values=values, param="rendered"))
+        defer_write(
+            session,
+            bulk_update_statement(c, params, types, where=where, values=values, param="rendered", key=("hub-render",)),
+        )
     else:
         await bulk_update(session, c, params, types, where=where, values=values, driver=True)

@@ -28,6 +28,7 @@ from services.kit.bulk import (
     bulk_insert_statement,
     bulk_update,
     bulk_update_statement,
+    bulk_upsert,
     bulk_writes,
     defer_write,
 )
@@ -156,6 +157,7 @@ __all__ = [
     "bulk_insert_statement",
     "bulk_update",
     "bulk_update_statement",
+    "bulk_upsert",
     "bulk_writes",
     "cancel_and_wait",
     "canonical_request",

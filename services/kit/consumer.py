@@ -59,7 +59,7 @@ from services.kit.dlq import DeadLetters
 from services.kit.events import ReceivedEvent
 from services.kit.faults import is_infrastructure_error
 from services.kit.inbox import AggregateVersion, Decoded, InboxRow, _decode, _Polled
-from services.kit.kafka import ensure_topics, make_consumer
+from services.kit.kafka import ensure_topics, make_consumer, membership, rebalancing
 from services.kit.lifecycle import cancel_and_wait
 from services.kit.logging import get_logger
 from services.kit.progress import GroupStalled, run_group_watched
@@ -204,6 +204,7 @@ class InboxConsumer:
         self.batches_retried = 0  # a batch that collided with another member's, applied again whole
         self.batches_split = 0  # a batch that failed, applied one record at a time
         self.writes_failed = 0  # an overlapped write that failed: applied again the slow way
+        self.commits_skipped = 0  # a batch's offsets not sent: the group was rebalancing
         #: Records behind the high watermarks of this member's partitions, after the last poll.
         self.lag = 0
 
@@ -287,9 +288,11 @@ class InboxConsumer:
                                 group_instance_id=self._instance_id)  # fmt: skip
                     self._instance_id = None
                 await self._state(False, f"{'group stalled' if stalled else 'consumer stopped'}: {type(exc).__name__}")
+                # (a stall names what this member's client held: a pending rejoin, no partitions …)
                 log.error("consumer group stalled; restarting its consumer" if stalled else
                           "consumer task died; restarting it", group=self._group, error=type(exc).__name__,
-                          detail=str(exc)[:300], restarts=self.restarts)  # fmt: skip
+                          detail=str(exc)[:300], restarts=self.restarts,
+                          **(membership(self._consumer) if stalled else {}))  # fmt: skip
                 await self._close(timeout_s=10.0)
                 await asyncio.sleep(self._fault_pause(failures))
 
@@ -530,7 +533,7 @@ class InboxConsumer:
         await self._offsets_committed()
         marks.append(clock())
         offsets = {tp: partition[-1][0].offset + 1 for tp, partition in batches.items()}
-        self._offset_commit = asyncio.ensure_future(consumer.commit(offsets))
+        self._offset_commit = asyncio.ensure_future(self._commit(consumer, offsets))
         _batch_seconds.record(marks[-1] - marks[0], {"group": self._group})
         if len(marks) in (6, 7):
             ms = [round((b - a) * 1000, 2) for a, b in itertools.pairwise(marks)]
@@ -543,6 +546,20 @@ class InboxConsumer:
         self.applied_total += len(applied)
         if applied and self._after_commit is not None:
             await self._after_commit(applied)
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[Any, int]) -> None:
+        """Commit a batch's offsets, unless the group is rebalancing (``kafka.rebalancing``: a
+        commit then fails, or costs the member its id): the partitions' next owner, maybe this
+        member, reads those records again from the last commit, and the inbox makes them no-ops.
+        The same if the commit has not gone through within a session (then raises TimeoutError)."""
+        if rebalancing(consumer):
+            self.commits_skipped += 1
+            log.info("offsets not committed: the group is rebalancing; records will be re-delivered", group=self._group)
+            return
+        # Given up after a session: by then the member's id has expired, and a commit still waiting
+        # for the coordinator would go out with it once the broker is back and cost the member its
+        # new id (aiokafka resets it on UnknownMemberId), holding the group for another session.
+        await asyncio.wait_for(consumer.commit(offsets), self._session_timeout_ms / 1000)
 
     async def _offsets_committed(self) -> None:
         """Wait for the last offset commit. A failed one (the group rebalanced meanwhile) is

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import TopicAlreadyExistsError
 
 from services.kit.events import TOPIC_CONFIGS
@@ -54,8 +54,14 @@ def make_consumer(
     customer id and have the same partition count, so each member then holds whole customers
     and members never update the same customer's rows. aiokafka's default (round robin over
     all topic-partitions) splits them whenever twice the partition count is not a multiple of
-    the member count — e.g. 3 partitions and 4 members. Round robin stays listed second so a
-    group whose older members only offer it keeps working through a rolling upgrade.
+    the member count — e.g. 3 partitions and 4 members.
+
+    Range is the only strategy offered (docs/adr/0057): aiokafka 0.14 sends one JoinGroup per
+    listed strategy on every (re)join, the second with a changed protocol list, which makes the
+    broker start another rebalance; two members rejoining together then fail each other's
+    SyncGroup over and over (the chaos suite saw a group stand still for 30 s after a Kafka
+    partition, aio-libs/aiokafka#1168). Every release since range was introduced offers it
+    first, so a rolling upgrade from any of them shares it.
     """
     return AIOKafkaConsumer(
         *topics,
@@ -73,8 +79,44 @@ def make_consumer(
         session_timeout_ms=session_timeout_ms,
         heartbeat_interval_ms=min(3_000, session_timeout_ms // 3),
         group_instance_id=group_instance_id,
-        partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
+        partition_assignment_strategy=(RangePartitionAssignor,),
     )
+
+
+def membership(consumer: AIOKafkaConsumer | None) -> dict[str, Any]:
+    """What a group member's client holds of its membership, for the log line of a stalled group:
+    its generation, member id, coordinator, whether a rejoin is pending, how many partitions it
+    holds. Read from aiokafka's coordinator (it has no public accessor); {} before it started."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    if consumer is None or coordinator is None:
+        return {}
+    try:
+        return {
+            "generation": coordinator.generation,
+            "member_id": coordinator.member_id,
+            "coordinator": coordinator.coordinator_id,
+            "rejoin_pending": coordinator._rejoin_needed_fut.done(),
+            "partitions_held": len(consumer.assignment()),
+        }
+    except Exception as exc:  # (a newer aiokafka moved them: the stall is still logged, without them)
+        return {"membership": f"unreadable: {type(exc).__name__}"}
+
+
+def rebalancing(consumer: AIOKafkaConsumer) -> bool:
+    """Whether the member is between assignments: its group told it to rejoin, or it is rejoining.
+
+    An offset commit sent then fails; worse, one that reaches the broker after the new generation
+    formed is answered IllegalGeneration, on which aiokafka drops the member's id, so the member
+    joins as a new one and the group waits out the old id's session (6–10 s) before anyone
+    consumes. Kafka's Java client sends no commit while it rebalances either."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    try:
+        return bool(
+            consumer._subscription.reassignment_in_progress
+            or (coordinator is not None and coordinator._rejoin_needed_fut.done())
+        )
+    except AttributeError:  # (a newer aiokafka moved them: commit as before)
+        return False
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> None:

@@ -15,8 +15,8 @@ Amounts are :class:`services.kit.money.Amount` (integer minor units), never floa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 
 from bank.product.v1 import product_pb2
 from services.kit.money import Amount, is_supported  # pure value type: the public face loads I/O
@@ -242,6 +242,52 @@ def evaluate_eligibility(
     if amount is not None:
         reasons.extend(_amount_reasons(product.terms, amount))
     return reasons
+
+
+@dataclass(frozen=True)
+class ReplicatedFacts:
+    """A customer's eligibility facts as the product's replica holds them (customer events,
+    ``services/product/replica.py``): the birth YEAR, never the date, so the age is a range."""
+
+    customer_id: str
+    status: int
+    kyc_verified: bool
+    birth_year: int  # 0 = not known
+    risk_tolerance: int
+    risk_tolerance_expire_time: datetime | None
+
+
+def possible_ages(birth_year: int, now: datetime) -> tuple[int, int]:
+    """The customer's age in whole years today, known only as a range from the birth year.
+
+    The customer service counts the age on its business calendar's date (``ZT_BUSINESS_TIMEZONE``,
+    not known here): that date's year is today's year somewhere on Earth (UTC−12 … UTC+14), and
+    in a year Y a person born in year B is B−Y−1 before the birthday and Y−B from it on. So two
+    values (Y−B−1, Y−B), or three in the hours around New Year."""
+    years = ((now - timedelta(hours=12)).year, (now + timedelta(hours=14)).year)
+    return years[0] - birth_year - 1, years[1] - birth_year
+
+
+def evaluate_if_certain(
+    product: ProductFacts, customer: ReplicatedFacts, amount: Amount | None, now: datetime
+) -> list[Reason] | None:
+    """:func:`evaluate_eligibility`'s answer when every age the birth year allows gives the same
+    answer; None when it does not (near an age bound) or the birth year is not known: then only
+    the customer service, which knows the date, can tell.
+
+    The same rules decide, applied at both ends of the age range: the age rules are bounds
+    (``min_age <= age <= max_age``), so two ends that agree agree with every age between them."""
+    if customer.birth_year <= 0:
+        return None
+    low, high = possible_ages(customer.birth_year, now)
+    profile = CustomerProfile(
+        customer_id=customer.customer_id, status=customer.status, kyc_verified=customer.kyc_verified,
+        age_years=low, risk_tolerance=customer.risk_tolerance,
+        risk_tolerance_expire_time=customer.risk_tolerance_expire_time,
+    )  # fmt: skip
+    youngest = evaluate_eligibility(product, profile, amount, now)
+    oldest = evaluate_eligibility(product, replace(profile, age_years=high), amount, now)
+    return youngest if youngest == oldest else None
 
 
 def _us(moment: datetime) -> int:

@@ -8,12 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
-from pydantic import Field
 
 from bank.product.v1 import operations_pb2, product_pb2, product_pb2_grpc
-from services.kit import CallerSettings, Capability, Runtime, Wiring, outbox_status_handler
+from services.kit import Capability, Runtime, Wiring, outbox_status_handler
 from services.product.api import ProductApi
+from services.product.config import ProductSettings
 from services.product.customers import CustomerDirectory
+from services.product.replica import eligibility_replica
 from services.product.usecases import ProductUseCases
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -21,17 +22,7 @@ SERVICE_NAME = product_pb2.DESCRIPTOR.services_by_name["ProductService"].full_na
 #: Its outbox status (ops:admin), served by the kit (ADR 0039).
 OPERATIONS_NAME = operations_pb2.DESCRIPTOR.services_by_name["ProductOperationsService"].full_name
 
-
-class ProductSettings(CallerSettings):
-    """``ZT_`` settings of the product service (on top of the shared ones and the ``ZT_SERVICE_*``
-    ones of its own token, :class:`services.kit.clients.CallerSettings`)."""
-
-    service_name: str = "product"
-    #: Overall budget of one customer lookup, retries included (ZT_CUSTOMER_DEADLINE_S).
-    customer_deadline_s: float = Field(2.0, gt=0, le=60)
-    #: The product service's own client id and scopes when it calls other services.
-    service_client_id: str = "zhongtai-product"
-    service_token_scopes: str = "customers:read"  # noqa: S105 - scope names, not a secret
+__all__ = ["CAPABILITY", "MIGRATIONS", "ProductSettings", "migrate", "relay", "run", "serve"]
 
 
 async def wire(runtime: Runtime[ProductSettings]) -> Wiring:
@@ -39,14 +30,18 @@ async def wire(runtime: Runtime[ProductSettings]) -> Wiring:
     customers = CustomerDirectory(
         settings.customer_target, settings.service_tokens(), deadline_s=settings.customer_deadline_s
     )
-    servicer = ProductApi(ProductUseCases(runtime.engine, customers, after_commit=runtime.after_commit))
+    freshness, replica = (
+        eligibility_replica(settings, runtime.engine) if settings.product_eligibility_replica else (None, [])
+    )
+    usecases = ProductUseCases(runtime.engine, customers, after_commit=runtime.after_commit, replica=freshness)
+    servicer = ProductApi(usecases)
     outbox = outbox_status_handler(runtime.engine, OPERATIONS_NAME, "product")
 
     def register(server: grpc.aio.Server) -> None:
         product_pb2_grpc.add_ProductServiceServicer_to_server(servicer, server)
         server.add_generic_rpc_handlers((outbox,))
 
-    return Wiring(register=register, components=[customers])
+    return Wiring(register=register, components=[customers], after_serving=replica)
 
 
 CAPABILITY = Capability(

@@ -208,6 +208,8 @@ def _transactions_query(before: bool) -> Any:
 
 #: A product by id (``product_id``), every column of :class:`ProductRecord`.
 PRODUCT_BY_ID = _PRODUCT
+#: The ``products`` columns of :class:`ProductRecord`, in its order.
+PRODUCT_COLUMNS = _columns(_products, ProductRecord)
 
 
 async def read_product(reader: Reader, product_id: str) -> ProductRecord | None:

@@ -23,6 +23,7 @@ from bank.product.v1 import events_pb2, product_pb2
 from services.kit import (
     Aborted,
     AlreadyExists,
+    Amount,
     Commands,
     FailedPrecondition,
     FieldViolation,
@@ -37,11 +38,16 @@ from services.kit import (
     source_of,
     stage_insert,
 )
-from services.product import convert, domain, store
+from services.product import convert, domain, replica, store
 from services.product.domain import CustomerProfile
+from services.product.replica import SOURCE_CUSTOMER_SERVICE, SOURCE_REPLICA, answered_by
 
 SOURCE = source_of("product")
 M = TypeVar("M", bound=Message)
+
+
+class Freshness(Protocol):
+    def caught_up(self) -> bool: ...
 
 
 class CustomerLookup(Protocol):
@@ -92,6 +98,17 @@ def _retrieved(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
+def _eligibility_result(
+    request: product_pb2.CheckEligibilityRequest, reasons: list[domain.Reason]
+) -> product_pb2.EligibilityResult:
+    return product_pb2.EligibilityResult(
+        eligible=not reasons,
+        reasons=[product_pb2.EligibilityResult.Reason(code=r.code, message=r.message) for r in reasons],
+        product_id=request.product_id,
+        customer_id=request.customer_id,
+    )
+
+
 def _check_etag(given: str, resource_id: str, version: int) -> None:
     if given and given != convert.etag(resource_id, version):
         raise Aborted("the resource changed since it was read (etag mismatch)", reason="ETAG_MISMATCH")
@@ -106,10 +123,13 @@ class ProductUseCases:
         customers: CustomerLookup,
         *,
         after_commit: list[Callable[[], None]] | None = None,
+        replica: Freshness | None = None,
     ) -> None:
         self._reads = read_sessionmaker(engine)
         self._reader = Reader(engine)  # (single Core reads on the pool's driver connection, ADR 0029)
         self._customers = customers
+        #: The customers' replicated eligibility facts' freshness (ADR 0054); None: always ask.
+        self._replica = replica
         self._commands = Commands(engine, after_commit=after_commit)
 
     # -- catalogue -------------------------------------------------------------------------------
@@ -223,6 +243,27 @@ class ProductUseCases:
         self, request: product_pb2.CheckEligibilityRequest, *, time_remaining: float | None = None
     ) -> product_pb2.EligibilityResult:
         amount = convert.amount_of(request.amount, "amount") if request.HasField("amount") else None
+        if self._replica is None or not self._replica.caught_up():
+            looked_up = await self._eligibility_by_lookup(request, amount, time_remaining)
+            answered_by(SOURCE_CUSTOMER_SERVICE, "replica_off" if self._replica is None else "replica_behind")
+            return _eligibility_result(request, looked_up)
+        # The replica is caught up (ADR 0054): the product and the customer's replicated facts in
+        # one statement; the customer service is asked only when the replica cannot decide.
+        row, known = await replica.read_product_and_customer(self._reader, request.product_id, request.customer_id)
+        if row is None:
+            raise NotFound(f"product {request.product_id} not found", reason="PRODUCT_NOT_FOUND")
+        product, now = convert.facts(row), store.now()
+        reasons = None if known is None else domain.evaluate_if_certain(product, known, amount, now)
+        if reasons is not None:
+            answered_by(SOURCE_REPLICA)
+            return _eligibility_result(request, reasons)
+        profile = await self._customers.profile(request.customer_id, time_remaining=time_remaining)
+        answered_by(SOURCE_CUSTOMER_SERVICE, "not_replicated" if known is None else "age_uncertain")
+        return _eligibility_result(request, domain.evaluate_eligibility(product, profile, amount, store.now()))
+
+    async def _eligibility_by_lookup(
+        self, request: product_pb2.CheckEligibilityRequest, amount: Amount | None, time_remaining: float | None
+    ) -> list[domain.Reason]:
         # The customer lookup runs while the product is read (a read: nothing to undo); an
         # unknown product still answers PRODUCT_NOT_FOUND first, the lookup then cancelled.
         lookup = asyncio.ensure_future(self._customers.profile(request.customer_id, time_remaining=time_remaining))
@@ -233,13 +274,7 @@ class ProductUseCases:
             lookup.add_done_callback(_retrieved)
             raise
         profile = await lookup
-        reasons = domain.evaluate_eligibility(product, profile, amount, store.now())
-        return product_pb2.EligibilityResult(
-            eligible=not reasons,
-            reasons=[product_pb2.EligibilityResult.Reason(code=r.code, message=r.message) for r in reasons],
-            product_id=request.product_id,
-            customer_id=request.customer_id,
-        )
+        return domain.evaluate_eligibility(product, profile, amount, store.now())
 
     async def _product_facts(self, product_id: str) -> domain.ProductFacts:
         row = await store.read_product(self._reader, product_id)

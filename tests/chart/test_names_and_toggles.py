@@ -81,8 +81,8 @@ def test_long_release_names_are_unique_and_short_enough(long_render):
             assert len(name) <= 63 and DNS_LABEL.match(name), f"{kind}/{name} ({len(name)} chars)"
         if kind == "Service":
             assert DNS_1035_LABEL.match(name), name
-    # The five topics stay five distinct objects (they used to collapse into one when truncated).
-    assert len({n for k, n in pairs if k == "KafkaTopic"}) == 5
+    # The six topics stay six distinct objects (they used to collapse into one when truncated).
+    assert len({n for k, n in pairs if k == "KafkaTopic"}) == 6
 
 
 def test_long_release_labels_fit(long_render):
@@ -126,7 +126,7 @@ def test_long_release_renders_strictly_valid(long_render):
     _release, docs = long_render
     validated, custom, errors = chart.validate_docs(docs, "1.29.0")
     assert not errors
-    assert validated > 30 and custom == 5
+    assert validated > 30 and custom == 6  # (the KafkaTopics)
 
 
 # ------------------------------------------------------------------------- toggles ----

@@ -22,7 +22,10 @@ from devtools import chart
 
 from .conftest import FULLNAME, NAMESPACE, deployment, of_kind
 
-TOPICS = ["bank.customer.v1", "bank.product.v1", "bank.subscription.v1", "bank.customer-view.v1", "data-hub.dlq"]
+TOPICS = [
+    "bank.customer.v1", "bank.product.v1", "bank.subscription.v1", "bank.customer-view.v1", "data-hub.dlq",
+    "product-eligibility.dlq",
+]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- Strimzi ----

@@ -83,6 +83,31 @@ def test_every_response_field_the_product_service_reads_is_declared() -> None:
         assert sorted(p for p in paths if not covered(p, declared)) == [], f"declare them under {rpc}"
 
 
+def test_every_field_the_product_replica_reads_is_declared(examples: list[dict[str, Any]]) -> None:
+    """The product's eligibility replica (ADR 0054) probed like the hub's fold: its projection's
+    ``fold`` over every recorded customer event, each set field cleared in turn."""
+    import dataclasses
+
+    from services.product.replica import EligibilityReplica
+
+    replica = EligibilityReplica()
+    reads: dict[str, set[str]] = {}
+    for example in examples:
+        event = contract_examples.to_event(example)
+        if event.topic != "bank.customer.v1":
+            continue
+
+        def read(message: Any, _event: Any = event) -> Any:
+            return replica.fold([dataclasses.replace(_event, message=message)])
+
+        reads.setdefault(event.type, set()).update(contract_consumers.probe(read, event.message))
+    events = declaration("product")["events"]
+    assert reads and undeclared(events, reads) == {}, "declare these in contracts/consumers/product.yaml"
+    assert set(reads) == set(events), "declared event types vs the customer event types recorded"
+    assert "customer.birth_year" in reads["bank.customer.v1.CustomerCreated"]
+    assert all("national_id" not in p and "masked" not in p for paths in reads.values() for p in paths)
+
+
 def test_the_probe_sees_a_field_the_fold_reads_and_not_one_it_ignores(hub_reads: dict[str, set[str]]) -> None:
     """The probe itself: the transaction amount changes the fold's result, the blind index does not."""
     reads = hub_reads

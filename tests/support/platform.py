@@ -55,7 +55,9 @@ def running_platform(
 
     try:
         customer = start("customer", 120, ZT_DATABASE_URL=dbs["customer"])
-        product = start("product", 120, ZT_DATABASE_URL=dbs["product"], ZT_CUSTOMER_TARGET=customer.target)
+        # (its eligibility replica's group is this platform's own, like the hub's: ADR 0054)
+        product = start("product", 120, ZT_DATABASE_URL=dbs["product"], ZT_CUSTOMER_TARGET=customer.target,
+                        ZT_PRODUCT_REPLICA_GROUP_ID=f"e2e-product-{suffix}")  # fmt: skip
         # a view miss asks the customer service whether the customer exists (ADR 0008)
         hub = start("data_hub", 120, ZT_DATABASE_URL=dbs["data_hub"], ZT_DATAHUB_GROUP_ID=f"e2e-{suffix}",
                     ZT_CUSTOMER_TARGET=customer.target)  # fmt: skip

@@ -19,12 +19,16 @@ from pathlib import Path
 import grpc
 import pytest
 from google.type import date_pb2
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bank.customer.v1 import customer_pb2, customer_pb2_grpc
 from bank.product.v1 import product_pb2_grpc
 from devtools import stack
 from services.cli import DEV_SECRET
 from services.kit.auth import ALL_SCOPES, mint_token
+from services.kit.db import create_engine
+from services.kit.migrations import upgrade
+from services.product.main import MIGRATIONS
 from tests.support.procs import ServiceProcess
 from tests.unit.customer.ids import make_id, serial
 
@@ -48,8 +52,13 @@ def customer_env(kafka: str, db_url: str) -> dict[str, str]:
     }
 
 
-def product_env(kafka: str, db_url: str, customer_target: str) -> dict[str, str]:
+def product_env(kafka: str, db_url: str, customer_target: str, *, replica: bool = False) -> dict[str, str]:
+    """The product service's env. The eligibility replica (ADR 0054) is off unless asked for: these
+    tests are about the lookup (CheckEligibility would otherwise answer without it once the
+    replica caught up); test_replica_kafka.py turns it on, each process in a group of its own."""
     return {
+        "ZT_PRODUCT_ELIGIBILITY_REPLICA": "true" if replica else "false",
+        "ZT_PRODUCT_REPLICA_GROUP_ID": f"product-eligibility-{uuid.uuid4().hex[:8]}",
         "ZT_DATABASE_URL": db_url,
         "ZT_KAFKA_BOOTSTRAP_SERVERS": kafka,
         "ZT_CUSTOMER_TARGET": customer_target,
@@ -57,6 +66,16 @@ def product_env(kafka: str, db_url: str, customer_target: str) -> dict[str, str]
         "ZT_KAFKA_TOPIC_PARTITIONS": "3",
         "ZT_OUTBOX_POLL_INTERVAL_S": "0.2",
     }
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def engine(request: pytest.FixtureRequest) -> AsyncIterator[AsyncEngine]:
+    """The product's migrated database, on PostgreSQL and on SQLite (the use-case tests)."""
+    url: str = request.getfixturevalue("pg_url" if request.param == "postgresql" else "sqlite_url")
+    eng = create_engine(url)
+    await upgrade(eng, MIGRATIONS)
+    yield eng
+    await eng.dispose()
 
 
 def start_customer(kafka: str, log_dir: Path, port: int | None = None, db: Path | None = None) -> ServiceProcess:

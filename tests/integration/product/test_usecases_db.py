@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,12 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bank.customer.v1 import customer_pb2
 from bank.product.v1 import product_pb2
-from services.kit.db import create_engine
 from services.kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from services.kit.migrations import upgrade
 from services.kit.outbox import OutboxRow
 from services.product.domain import CustomerProfile
-from services.product.main import MIGRATIONS
 from services.product.usecases import ProductUseCases
 
 from .support import CREDIT, DEBIT, P, cny, posting, product_request, rid, subscribe
@@ -43,15 +39,6 @@ class FakeDirectory:
         if customer_id not in self.profiles:
             raise NotFound("customer not found")
         return self.profiles[customer_id]
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def engine(request: pytest.FixtureRequest) -> AsyncIterator[AsyncEngine]:
-    url: str = request.getfixturevalue("pg_url" if request.param == "postgresql" else "sqlite_url")
-    eng = create_engine(url)
-    await upgrade(eng, MIGRATIONS)
-    yield eng
-    await eng.dispose()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 
-from services.kit.kafka import make_consumer, make_producer
+from services.kit.kafka import make_consumer, make_producer, membership, rebalancing
 
 BOOTSTRAP = "127.0.0.1:1"  # never contacted
 
@@ -83,10 +83,12 @@ def _co_located(assignment: dict[str, dict[str, list[int]]]) -> bool:
     )
 
 
-async def test_the_consumer_assigns_by_range_first_and_still_offers_round_robin() -> None:
+async def test_the_consumer_offers_range_assignment_only() -> None:
+    # One strategy: aiokafka 0.14 sends a JoinGroup per listed strategy, and the second one starts
+    # another rebalance (docs/adr/0057; tests/integration/kit/test_consumer_group_join.py).
     consumer = make_consumer(BOOTSTRAP, "t.one", group_id="unit-group", client_id="unit-consumer")
     try:
-        assert consumer._partition_assignment_strategy == (RangePartitionAssignor, RoundRobinPartitionAssignor)
+        assert consumer._partition_assignment_strategy == (RangePartitionAssignor,)
     finally:
         await consumer.stop()
 
@@ -101,3 +103,21 @@ def test_range_assignment_keeps_each_customers_topics_on_one_member(members: int
 def test_round_robin_would_split_a_customers_topics() -> None:
     # Why the default is not kept: 3 partitions, 4 members.
     assert not _co_located(_assign(RoundRobinPartitionAssignor, 4, 3))
+
+
+async def test_membership_of_a_consumer_not_started_is_empty() -> None:
+    consumer = make_consumer(BOOTSTRAP, "t.one", group_id="unit-group", client_id="unit-consumer")
+    try:
+        assert membership(consumer) == {}
+        assert membership(None) == {}
+    finally:
+        await consumer.stop()
+
+
+async def test_a_member_not_assigned_yet_is_rebalancing() -> None:
+    # (its offsets are then not committed: services/kit/consumer.py, docs/adr/0057)
+    consumer = make_consumer(BOOTSTRAP, "t.one", group_id="unit-group", client_id="unit-consumer")
+    try:
+        assert rebalancing(consumer) is True
+    finally:
+        await consumer.stop()

@@ -303,6 +303,14 @@ ZT_OTEL_CONSOLE: {{ $v.config.otel.console | quote }}
 {{- else if eq .component "product" }}
 - name: ZT_CUSTOMER_DEADLINE_S
   value: {{ $v.product.customerDeadlineSeconds | toString | quote }}
+- name: ZT_PRODUCT_ELIGIBILITY_REPLICA
+  value: {{ $v.product.eligibilityReplica.enabled | quote }}
+- name: ZT_PRODUCT_REPLICA_GROUP_ID
+  value: {{ $v.product.eligibilityReplica.groupId | quote }}
+- name: ZT_PRODUCT_REPLICA_MAX_STALENESS_S
+  value: {{ $v.product.eligibilityReplica.maxStalenessSeconds | toString | quote }}
+- name: ZT_PRODUCT_REPLICA_PROBE_INTERVAL_S
+  value: {{ $v.product.eligibilityReplica.probeIntervalSeconds | toString | quote }}
 {{- include "zhongtai.serviceTokenEnv" (dict "root" .root "caller" $v.product) }}
 {{- else if eq .component "data_hub" }}
 - name: ZT_DATAHUB_GROUP_ID

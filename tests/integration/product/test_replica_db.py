@@ -1,0 +1,116 @@
+"""CheckEligibility from the eligibility replica (ADR 0054) on real PostgreSQL and SQLite: the
+projection's upsert, the one-statement read, each way it falls back to the customer service."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bank.customer.v1 import customer_pb2
+from bank.product.v1 import product_pb2
+from services.kit.db import UnitOfWork
+from services.kit.errors import NotFound
+from services.product import replica
+from services.product.usecases import ProductUseCases
+
+from .support import product_request
+from .test_usecases_db import FakeDirectory
+
+ACTIVE = customer_pb2.Customer.STATUS_ACTIVE
+
+
+class Fresh:
+    def __init__(self) -> None:
+        self.value = True
+
+    def caught_up(self) -> bool:
+        return self.value
+
+
+def row(customer_id: str, version: int, **kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "customer_id": customer_id, "status": ACTIVE, "kyc_verified": True,
+        "birth_year": datetime.now(UTC).year - 40, "risk_tolerance": 3,
+        "risk_expire_us": int((datetime.now(UTC) + timedelta(days=30)).timestamp() * 1_000_000), "version": version,
+    }  # fmt: skip
+    base.update(kw)
+    return base
+
+
+async def project(engine: AsyncEngine, *rows: dict[str, Any]) -> None:
+    async with UnitOfWork(engine) as uow:
+        await replica.EligibilityReplica().apply(uow.session, list(rows))
+        await uow.commit()
+
+
+async def active_product(uc: ProductUseCases, **kw: Any) -> str:
+    product = await uc.create_product(product_request(**kw))
+    await uc.publish_product(product_pb2.PublishProductRequest(product_id=product.product_id))
+    return product.product_id
+
+
+def check(pid: str, cid: str) -> product_pb2.CheckEligibilityRequest:
+    return product_pb2.CheckEligibilityRequest(product_id=pid, customer_id=cid)
+
+
+def answers() -> dict[tuple[str, str], int]:
+    return dict(replica.ANSWERS)
+
+
+def delta(before: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+    return {k: v - before.get(k, 0) for k, v in replica.ANSWERS.items() if v != before.get(k, 0)}
+
+
+async def test_the_replica_answers_and_each_fallback_asks_the_customer_service(engine: AsyncEngine) -> None:
+    directory, fresh = FakeDirectory(), Fresh()
+    uc = ProductUseCases(engine, directory, replica=fresh)
+    pid = await active_product(uc, min_age=18, max_age=70)
+    # the directory disagrees with the replica on purpose: which one answered shows in the result
+    directory.add("C-1", kyc_verified=False)
+    await project(engine, row("C-1", 2), row("C-2", 1, status=customer_pb2.Customer.STATUS_CLOSED))
+
+    before = answers()
+    assert (await uc.check_eligibility(check(pid, "C-1"))).eligible  # the replica: KYC verified
+    closed = await uc.check_eligibility(check(pid, "C-2"))
+    assert [r.code for r in closed.reasons] == ["CUSTOMER_NOT_ACTIVE"]
+    assert delta(before) == {("replica", ""): 2}
+
+    before = answers()
+    fresh.value = False  # lagging: the lookup answers (KYC not verified there)
+    assert [r.code for r in (await uc.check_eligibility(check(pid, "C-1"))).reasons] == ["KYC_NOT_VERIFIED"]
+    fresh.value = True
+    directory.add("C-3")
+    assert (await uc.check_eligibility(check(pid, "C-3"))).eligible  # not in the replica yet
+    with pytest.raises(NotFound):
+        await uc.check_eligibility(check(pid, "C-unknown"))  # nowhere: the customer service says so
+    assert delta(before) == {("customer_service", "replica_behind"): 1, ("customer_service", "not_replicated"): 1}
+
+    with pytest.raises(NotFound) as info:
+        await uc.check_eligibility(check("no-such-product", "C-1"))
+    assert info.value.reason == "PRODUCT_NOT_FOUND"
+
+
+async def test_an_age_the_birth_year_cannot_settle_asks_the_customer_service(engine: AsyncEngine) -> None:
+    directory = FakeDirectory()
+    uc = ProductUseCases(engine, directory, replica=Fresh())
+    this_year = datetime.now(UTC).year
+    pid = await active_product(uc, min_age=18)
+    directory.add("C-18", age_years=17)
+    await project(engine, row("C-18", 1, birth_year=this_year - 18))  # 17 or 18
+    before = answers()
+    result = await uc.check_eligibility(check(pid, "C-18"))
+    assert [r.code for r in result.reasons] == ["AGE_BELOW_MIN"]  # the customer service's exact age
+    assert delta(before) == {("customer_service", "age_uncertain"): 1}
+
+
+async def test_a_newer_snapshot_replaces_the_row(engine: AsyncEngine) -> None:
+    await project(engine, row("C-1", 1, kyc_verified=False))
+    await project(engine, row("C-1", 4, status=customer_pb2.Customer.STATUS_CLOSED, risk_expire_us=None))
+    table = replica.CustomerEligibilityRow.__table__
+    async with engine.connect() as conn:
+        stored = (await conn.execute(select(table))).mappings().all()
+    assert [dict(r) for r in stored] == [row("C-1", 4, status=customer_pb2.Customer.STATUS_CLOSED, risk_expire_us=None)]
