@@ -1,4 +1,4 @@
-"""``zhongtai models``: train | backtest | ceiling | snapshot (see docs/data-hub.md, "Trained scores")."""
+"""``zhongtai models``: train | backtest | ceiling | crossval | snapshot (see docs/data-hub.md, "Trained scores")."""
 
 from __future__ import annotations
 
@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     ce.add_argument("--seed", type=int, nargs="+", default=[202], help="the held-out populations (default 202)")
     ce.add_argument("--train-seed", type=int, nargs="+", default=[1, 2, 3], help="fitted on (default 1-3)")
     ce.add_argument("--artifact", default=DEFAULT_ARTIFACT, help="also its score ('' for none)")
+    cv = sub.add_parser("crossval", parents=[common], help="the offer model, each training population left out in turn")
+    cv.add_argument("--seed", type=int, nargs="+", default=TRAIN_SEEDS, help="the training populations (default 1-6)")
     sn = sub.add_parser("snapshot", help="take the hub database's due monthly feature snapshots")
     sn.add_argument("--database-url", default="", help="default: ZT_DATABASE_URL")
     args = parser.parse_args(argv)
@@ -118,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         from devtools.models import ceiling
 
         return ceiling.main(args)
+    if args.command == "crossval":
+        from devtools.models import crossval
+
+        return crossval.main(args)
     return _snapshot(args)
 
 

@@ -150,6 +150,16 @@ OFFER_NAMES = (
     "risk_headroom",  # the customer's valid tolerance class minus the product's risk level
     "age_headroom_decades",  # the product's maximum age (100 without one) minus the age, in decades
     "wealth_risk_level",  # the product's risk level if it is a wealth product, else 0
+    # ADR 0056: the customer's needs the simulator documents (docs/data-hub.md, "The simulated
+    # population"), each asked of the product family it drives, so a tree of depth 3 spends its
+    # questions on the customer rather than on finding the product first
+    "wealth_risk_gap",  # a wealth product: |valid tolerance class - risk level| (9: no valid class); else 0
+    "wealth_main_balance",  # a wealth product: log_main_balance (the current account); else 0
+    "deposit_main_balance",  # a deposit: log_main_balance; else 0
+    "holds_same_type",  # holds an open product of the same type (a term deposit for a deposit)
+    "r5_main_balance",  # the R5 wealth product: log_main_balance; else 0
+    "card_engagement",  # a card: log_txn_per_month_365d; else 0
+    "loan_main_balance",  # a loan: log_main_balance; else 0
 )
 #: the offer features that depend on the product alone (the same for every customer)
 PRODUCT_ONLY = (
@@ -160,15 +170,35 @@ PRODUCT_ONLY = (
     "product_risk_level",
     "wealth_risk_level",
 )
-OFFER_PRODUCT_REASON = {"risk_headroom": domain.RISK_MATCH, "age_headroom_decades": LIFE_STAGE}
+OFFER_PRODUCT_REASON = {
+    "risk_headroom": domain.RISK_MATCH,
+    "age_headroom_decades": LIFE_STAGE,
+    "wealth_risk_gap": domain.RISK_MATCH,
+    "wealth_main_balance": domain.IDLE_BALANCE,
+    "deposit_main_balance": domain.IDLE_BALANCE,
+    "r5_main_balance": domain.IDLE_BALANCE,
+    "holds_same_type": PRODUCT_MIX,
+    "card_engagement": ENGAGEMENT,
+    # (loan_main_balance explains nothing: a loan is for a *small* balance, not idle money)
+}
 _TOLERANCE = tuple(NAMES.index(f"tolerance_c{n}") for n in range(1, 6))
 _AGE = NAMES.index("age_decades")
+_MAIN = NAMES.index("log_main_balance")
+_ENGAGEMENT = NAMES.index("log_txn_per_month_365d")
+_HOLDS: dict[int, int] = {
+    domain.TYPE_DEPOSIT: NAMES.index("holds_term_deposit"),
+    domain.TYPE_CARD: NAMES.index("holds_card"),
+    domain.TYPE_LOAN: NAMES.index("holds_loan"),
+    domain.TYPE_WEALTH: NAMES.index("holds_wealth"),
+}
 
 
 def offer_vector(x: Sequence[float], product: domain.Product) -> list[float]:
     """The customer's features ``x`` (:func:`vector`) followed by :data:`OFFER_NAMES` for one product."""
     tolerance = sum(n * x[i] for n, i in zip(range(1, 6), _TOLERANCE, strict=True))
-    wealth = product.type == domain.TYPE_WEALTH
+    kind, main = product.type, x[_MAIN]
+    wealth = kind == domain.TYPE_WEALTH
+    held = _HOLDS.get(kind)
     return [
         *x,
         float(product.type == domain.TYPE_DEPOSIT),
@@ -179,6 +209,13 @@ def offer_vector(x: Sequence[float], product: domain.Product) -> list[float]:
         tolerance - product.risk_level,
         round((product.max_age or 100) / 10 - x[_AGE], 6),  # (as the snapshots round)
         float(product.risk_level) if wealth else 0.0,
+        (abs(tolerance - product.risk_level) if tolerance else 9.0) if wealth else 0.0,
+        main if wealth else 0.0,
+        main if kind == domain.TYPE_DEPOSIT else 0.0,
+        x[held] if held is not None else 0.0,
+        main if wealth and product.risk_level == 5 else 0.0,
+        x[_ENGAGEMENT] if kind == domain.TYPE_CARD else 0.0,
+        main if kind == domain.TYPE_LOAN else 0.0,
     ]
 
 

@@ -210,3 +210,27 @@ def test_ranking_walks_the_trees_with_each_products_own_questions_answered_once(
             assert model.PathReasons(m.offer_model, model._PAIR_GROUPS).reasons(z, 2) == slow
     fixed = m.offer_model.fixed({N + features.OFFER_NAMES.index("wealth_risk_level"): 5.0})
     assert len(fixed.trees[1].feature) == 1 and fixed.trees[1].value[0] == 1.0  # answered: a leaf
+
+
+def test_the_need_features_of_a_pair_ask_about_the_customer_only_for_the_family_they_drive() -> None:
+    x = [0.0] * N
+    x[features.NAMES.index("log_main_balance")] = 4.5
+    x[features.NAMES.index("log_txn_per_month_365d")] = 2.0
+    x[features.NAMES.index("tolerance_c4")] = 1.0
+    x[features.NAMES.index("holds_wealth")] = 1.0
+    loan = d.Product("loan-personal", "Loan", d.TYPE_LOAN, 2, d.PRODUCT_ACTIVE, 22, 60)
+    term = d.Product("dep-term-12m", "Term", d.TYPE_DEPOSIT, 1, d.PRODUCT_ACTIVE, 18, 0)
+
+    def need(p: d.Product) -> dict[str, float]:
+        v = features.offer_vector(x, p)
+        assert len(v) == N + len(features.OFFER_NAMES)
+        return dict(zip(features.OFFER_NAMES, v[N:], strict=True))
+
+    card, bond, pe = (need(p) for p in CATALOGUE)
+    assert bond["wealth_risk_gap"] == 2.0 and pe["wealth_risk_gap"] == 1.0 and card["wealth_risk_gap"] == 0.0
+    assert bond["wealth_main_balance"] == 4.5 and bond["r5_main_balance"] == 0.0 and pe["r5_main_balance"] == 4.5
+    assert bond["holds_same_type"] == 1.0 and card["holds_same_type"] == 0.0
+    assert card["card_engagement"] == 2.0 and bond["card_engagement"] == 0.0 and card["wealth_main_balance"] == 0.0
+    assert need(loan)["loan_main_balance"] == 4.5 and need(term)["deposit_main_balance"] == 4.5
+    x[features.NAMES.index("tolerance_c4")] = 0.0  # no valid assessment: as far from every fund as can be
+    assert need(CATALOGUE[1])["wealth_risk_gap"] == 9.0
