@@ -7,7 +7,7 @@
     zhongtai demo-data                                  seed demo data through the gRPC APIs (devtools.synth)
     zhongtai healthcheck HOST:PORT                      gRPC health check (exit 0 when SERVING)
     zhongtai reconcile --product-db URL [...]           ledger vs postings, outbox vs topics, views vs ledger
-    zhongtai models train|backtest|ceiling|snapshot ... the data hub's trained scores (devtools.models.cli)
+    zhongtai models train|backtest|ceiling|crossval|snapshot ... the data hub's trained scores (devtools.models.cli)
 
 A component lives in ``services/<name>/main.py`` (``gateway/main.py`` for the gateway) and
 exposes ``run() -> None``; a service with a database also exposes ``async migrate() -> None``
