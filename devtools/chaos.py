@@ -44,7 +44,7 @@ from devtools.run import healthy
 from devtools.toxiproxy import Toxiproxy
 from services.cli import DEV_SECRET
 from services.data_hub.config import TOPICS as HUB_TOPICS
-from services.kit import GroupProbe
+from services.kit import GroupProbe, group_reached
 from services.reconcile import Sources, reconcile_until_clean
 
 REPLICAS = 2
@@ -571,7 +571,7 @@ async def hub_caught_up(bootstrap: str, since: float, timeout_s: float = 90.0) -
                 await asyncio.sleep(0.2)
                 continue
             target = target if target is not None else ends
-            if all(max(committed.get(tp) or 0, starts.get(tp, 0)) >= end for tp, end in target.items()):
+            if group_reached(committed, starts, target):
                 return time.monotonic() - since
             await asyncio.sleep(0.1)
         return None

@@ -95,7 +95,14 @@ from services.kit.migrations import (
 from services.kit.money import Amount, MoneyError, is_supported, to_money
 from services.kit.outbox import OutboxRelay, add_event
 from services.kit.outbox_status import outbox_status, outbox_status_handler
-from services.kit.progress import GroupProbe, GroupStalled, run_group_watched, run_watched, watch_progress
+from services.kit.progress import (
+    GroupProbe,
+    GroupStalled,
+    group_reached,
+    run_group_watched,
+    run_watched,
+    watch_progress,
+)
 from services.kit.reads import Reader
 from services.kit.replay import reapply
 from services.kit.service import Capability, Runtime, Wiring
@@ -182,6 +189,7 @@ __all__ = [
     "fetch",
     "first_or_replay",
     "get_logger",
+    "group_reached",
     "in_list",
     "invalid",
     "is_infrastructure_error",

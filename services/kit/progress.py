@@ -48,6 +48,23 @@ class GroupStalled(Exception):
         self.group, self.behind, self.stalled_s = group, dict(behind), stalled_s
 
 
+def group_position(
+    committed: Mapping[TopicPartition, int | None], starts: Mapping[TopicPartition, int], tp: TopicPartition
+) -> int:
+    """Where the group reads ``tp`` next: its committed offset, or, never committed, the earliest
+    record still there."""
+    return max(committed.get(tp) or 0, starts.get(tp, 0))
+
+
+def group_reached(
+    committed: Mapping[TopicPartition, int | None],
+    starts: Mapping[TopicPartition, int],
+    ends: Mapping[TopicPartition, int],
+) -> bool:
+    """Whether the group has committed every record before ``ends`` (per partition)."""
+    return all(group_position(committed, starts, tp) >= end for tp, end in ends.items())
+
+
 @dataclass
 class _Seen:
     committed: int
@@ -73,8 +90,7 @@ class StallTracker:
         """The stalled partitions, with the records waiting on each."""
         stalled: dict[TopicPartition, int] = {}
         for tp, end in ends.items():
-            # never committed: the group starts at the earliest record still there
-            at = max(committed.get(tp) or 0, starts.get(tp, 0))
+            at = group_position(committed, starts, tp)
             if at >= end:
                 self._seen.pop(tp, None)
                 continue

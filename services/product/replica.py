@@ -50,6 +50,7 @@ from services.kit import (
     bulk_upsert,
     cancel_and_wait,
     get_logger,
+    group_reached,
     make_producer,
 )
 from services.product.config import ProductSettings
@@ -208,12 +209,7 @@ class CatchUp:
         self, sent_at: float, committed: Mapping[TopicPartition, int | None], ends: Offsets, starts: Offsets
     ) -> None:
         self._pending.append((sent_at, dict(ends)))
-
-        def reached(tp: TopicPartition, end: int) -> bool:
-            # never committed: the group starts at the earliest record still there
-            return max(committed.get(tp) or 0, starts.get(tp, 0)) >= end
-
-        while self._pending and all(reached(tp, end) for tp, end in self._pending[0][1].items()):
+        while self._pending and group_reached(committed, starts, self._pending[0][1]):
             self.as_of = self._pending.popleft()[0]
 
 
