@@ -435,7 +435,8 @@ class Result:
         lines = [
             f"== {self.name}: {self.description}",
             f"   requests {s.requests} ({s.operations} operations; {statuses})",
-            f"   failed for good after retries: {len(s.failed_for_good)} ({len(s.writes_failed_for_good)} writes); "
+            f"   failed for good after retries: {len(s.failed_for_good)}"
+            f" ({len(s.writes_failed_for_good)} not view reads); "
             f"HTTP 500: {s.statuses.get('500', 0)}; write attempts refused or unanswered: "
             + (", ".join(f"{k}: {v}" for k, v in sorted(s.write_refusals.items())) or "0"),
             f"   fault -> first success: {_secs(s.first_success_after(m.fault_at))}; last failed attempt at "
@@ -456,7 +457,8 @@ class Result:
                 else []
             ),
             f"   acknowledged: {len(self.ledger.customers)} customers, {len(self.ledger.subscriptions)} subscriptions,"
-            f" {len(self.ledger.postings)} postings; reconciled: "
+            f" {len(self.ledger.postings)} postings; eligibility checked right after the approval:"
+            f" {self.ledger.checked_after_approval} (refused {len(self.ledger.refused_after_approval)}); reconciled: "
             + ", ".join(f"{k} {v}" for k, v in self.figures.items()),
         ]
         lines += [f"   note: {n}" for n in m.notes]
@@ -603,6 +605,7 @@ async def run_scenario(platform: Platform, name: str, product_id: str, *, load_s
     if marks.restored_at is not None:
         marks.hub_caught_up_s = await caught_up
     violations = await check_acknowledged(platform, workload.ledger, client.stats)
+    violations += [f"refused right after the approval: {r}" for r in workload.ledger.refused_after_approval]
     marks.notes += consumer_restarts(platform, logs_at)
     return Result(
         name,

@@ -42,6 +42,10 @@ class Ledger:
     subscriptions: dict[str, tuple[str, int]] = field(default_factory=dict)
     #: transaction id → (subscription id, signed minor units)
     postings: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: CheckEligibility answers right after an acknowledged KYC approval, and the refusals among
+    #: them (customer id: reason codes) — read-your-writes, ADR 0061: there should be none
+    checked_after_approval: int = 0
+    refused_after_approval: list[str] = field(default_factory=list)
 
     def expected_balances(self) -> dict[str, int]:
         balances = {sub: opening for sub, (_c, opening) in self.subscriptions.items()}
@@ -88,6 +92,8 @@ class Stats:
 
     @property
     def writes_failed_for_good(self) -> list[str]:
+        """Failures for good of everything but the view reads (eligibility checks included: they
+        never wait for Kafka)."""
         return [f for f in self.failed_for_good if not f.startswith("GET ")]
 
     @property
@@ -122,10 +128,14 @@ class Client:
         for client in self._clients:
             await client.aclose()
 
-    async def send(self, method: str, path: str, body: Any = None, *, key: bool = True) -> dict[str, Any] | None:
-        """The JSON answer, or None when the operation failed for good."""
+    async def send(
+        self, method: str, path: str, body: Any = None, *, key: bool = True, read: bool = False
+    ) -> dict[str, Any] | None:
+        """The JSON answer, or None when the operation failed for good. ``read``: a POST that
+        changes nothing (CheckEligibility) — no Idempotency-Key, not counted among the writes."""
+        write = method != "GET" and not read
         headers = dict(self._auth)
-        if key and method != "GET":
+        if key and write:
             headers["idempotency-key"] = f"chaos-{uuid.uuid4().hex}"
         self.stats.operations += 1
         op = self.stats.operations
@@ -142,9 +152,9 @@ class Client:
                 self._ejected_until[index] = time.monotonic() + self._eject
             ok = response is not None and response.status_code == 200
             self.stats.record(status, ok)
-            if method != "GET":
+            if write:
                 self.stats.write_attempts.append(Attempt(op, method, started, time.monotonic(), status, ok))
-            if not ok and method != "GET":
+            if not ok and write:
                 self.stats.write_refusals[status] += 1
             if ok:
                 assert response is not None
@@ -248,6 +258,7 @@ class Workload:
         self.ledger.customers.add(customer)
         if await self.client.send("POST", f"/v1/customers/{customer}:verify", {"outcome": "OUTCOME_APPROVED"}) is None:
             return
+        await self.check_after_approval(customer)
         opening = 200_000 + rng.randint(0, 900) * 100  # never overdrawn by the debits below
         body = {"productId": self.product_id, "amount": _money(opening)}
         sub = await self.client.send("POST", f"/v1/customers/{customer}/subscriptions", body)
@@ -266,3 +277,15 @@ class Workload:
                 self.ledger.postings[str(posted["transactionId"])] = (sub_id, amount if credit else -amount)
         await self.client.send("GET", f"/v1/customers/{customer}/view")
         self.view_reads += 1
+
+    async def check_after_approval(self, customer: str) -> None:
+        """What a channel does next: which products may the customer open now? Every customer of
+        the journeys is of an age the product takes, so the answer must be yes."""
+        path = f"/v1/products/{self.product_id}:checkEligibility"
+        answer = await self.client.send("POST", path, {"customerId": customer}, read=True)
+        if answer is None:
+            return  # (failed for good: counted there)
+        self.ledger.checked_after_approval += 1
+        if not answer.get("eligible"):
+            codes = ",".join(str(r.get("code")) for r in answer.get("reasons", []))
+            self.ledger.refused_after_approval.append(f"{customer}: {codes}")

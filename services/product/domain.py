@@ -59,6 +59,12 @@ REASON_CODES = (
     RISK_TOLERANCE_EXPIRED, RISK_TOLERANCE_TOO_LOW, PRODUCT_NOT_ACTIVE, AMOUNT_BELOW_MIN,
     AMOUNT_ABOVE_MAX, CURRENCY_MISMATCH,
 )  # fmt: skip
+#: The codes of the rules the customer's own facts fail: what the customer service may have
+#: changed a moment ago (a KYC approval, a risk assessment), before a replica of them heard it.
+CUSTOMER_FACT_CODES = frozenset({
+    CUSTOMER_NOT_ACTIVE, KYC_NOT_VERIFIED, AGE_BELOW_MIN, AGE_ABOVE_MAX, RISK_TOLERANCE_MISSING,
+    RISK_TOLERANCE_EXPIRED, RISK_TOLERANCE_TOO_LOW,
+})  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------

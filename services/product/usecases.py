@@ -32,6 +32,7 @@ from services.kit import (
     PreconditionViolation,
     Reader,
     Tx,
+    Unavailable,
     add_event,
     invalid,
     read_sessionmaker,
@@ -254,11 +255,22 @@ class ProductUseCases:
             raise NotFound(f"product {request.product_id} not found", reason="PRODUCT_NOT_FOUND")
         product, now = convert.facts(row), store.now()
         reasons = None if known is None else domain.evaluate_if_certain(product, known, amount, now)
-        if reasons is not None:
+        if reasons is not None and domain.CUSTOMER_FACT_CODES.isdisjoint(r.code for r in reasons):
             answered_by(SOURCE_REPLICA)
             return _eligibility_result(request, reasons)
-        profile = await self._customers.profile(request.customer_id, time_remaining=time_remaining)
-        answered_by(SOURCE_CUSTOMER_SERVICE, "not_replicated" if known is None else "age_uncertain")
+        # A refusal on the customer's own facts is the customer service's to give (ADR 0061): the
+        # customer may have just fixed them (approved KYC, a new risk assessment) and the replica
+        # may be a moment behind. Should the customer service not answer, the replica's refusal is
+        # the best answer there is.
+        why = "not_replicated" if known is None else ("age_uncertain" if reasons is None else "refusal_confirmed")
+        try:
+            profile = await self._customers.profile(request.customer_id, time_remaining=time_remaining)
+        except Unavailable:
+            if reasons is None:
+                raise
+            answered_by(SOURCE_REPLICA, "refusal_unconfirmed")
+            return _eligibility_result(request, reasons)
+        answered_by(SOURCE_CUSTOMER_SERVICE, why)
         return _eligibility_result(request, domain.evaluate_eligibility(product, profile, amount, store.now()))
 
     async def _eligibility_by_lookup(

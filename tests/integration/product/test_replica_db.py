@@ -13,8 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bank.customer.v1 import customer_pb2
 from bank.product.v1 import product_pb2
 from services.kit.db import UnitOfWork
-from services.kit.errors import NotFound
+from services.kit.errors import NotFound, Unavailable
 from services.product import replica
+from services.product.domain import CustomerProfile
 from services.product.usecases import ProductUseCases
 
 from .support import product_request
@@ -71,13 +72,11 @@ async def test_the_replica_answers_and_each_fallback_asks_the_customer_service(e
     pid = await active_product(uc, min_age=18, max_age=70)
     # the directory disagrees with the replica on purpose: which one answered shows in the result
     directory.add("C-1", kyc_verified=False)
-    await project(engine, row("C-1", 2), row("C-2", 1, status=customer_pb2.Customer.STATUS_CLOSED))
+    await project(engine, row("C-1", 2))
 
     before = answers()
     assert (await uc.check_eligibility(check(pid, "C-1"))).eligible  # the replica: KYC verified
-    closed = await uc.check_eligibility(check(pid, "C-2"))
-    assert [r.code for r in closed.reasons] == ["CUSTOMER_NOT_ACTIVE"]
-    assert delta(before) == {("replica", ""): 2}
+    assert delta(before) == {("replica", ""): 1}
 
     before = answers()
     fresh.value = False  # lagging: the lookup answers (KYC not verified there)
@@ -92,6 +91,46 @@ async def test_the_replica_answers_and_each_fallback_asks_the_customer_service(e
     with pytest.raises(NotFound) as info:
         await uc.check_eligibility(check("no-such-product", "C-1"))
     assert info.value.reason == "PRODUCT_NOT_FOUND"
+
+
+class DownDirectory(FakeDirectory):
+    async def profile(self, customer_id: str, *, time_remaining: float | None = None) -> CustomerProfile:
+        raise Unavailable("customer service unavailable", reason="CUSTOMER_SERVICE_UNAVAILABLE")
+
+
+def codes(result: product_pb2.EligibilityResult) -> list[str]:
+    return [r.code for r in result.reasons]
+
+
+async def test_a_refusal_on_the_customers_own_facts_is_the_customer_services(engine: AsyncEngine) -> None:
+    """ADR 0061: the replica may be a moment behind an approval; its "no" on the customer's facts
+    is confirmed, its "no" on the amount is the product's own, and with the customer service down
+    its "no" is the answer."""
+    directory = FakeDirectory()
+    uc = ProductUseCases(engine, directory, replica=Fresh())
+    pid = await active_product(uc, min_age=18, max_age=70)
+    closed = customer_pb2.Customer.STATUS_CLOSED
+    # C-2 approved a moment ago, C-5 closed: the replica has heard of neither yet
+    directory.add("C-2")
+    directory.add("C-5", status=closed)
+    await project(engine, row("C-2", 1, kyc_verified=False), row("C-5", 1), row("C-6", 1, status=closed))
+
+    before = answers()
+    assert (await uc.check_eligibility(check(pid, "C-2"))).eligible
+    assert codes(await uc.check_eligibility(check(pid, "C-5"))) == []  # (the stated trade of ADR 0054)
+    small = product_pb2.CheckEligibilityRequest(
+        product_id=pid, customer_id="C-5", amount={"currency_code": "CNY", "units": 1}
+    )
+    assert codes(await uc.check_eligibility(small)) == ["AMOUNT_BELOW_MIN"]  # not in the directory's reply
+    assert delta(before) == {("customer_service", "refusal_confirmed"): 1, ("replica", ""): 2}
+
+    down = ProductUseCases(engine, DownDirectory(), replica=Fresh())
+    before = answers()
+    assert codes(await down.check_eligibility(check(pid, "C-6"))) == ["CUSTOMER_NOT_ACTIVE"]
+    assert (await down.check_eligibility(check(pid, "C-5"))).eligible
+    with pytest.raises(Unavailable):
+        await down.check_eligibility(check(pid, "C-7"))  # not replicated: nothing to answer with
+    assert delta(before) == {("replica", "refusal_unconfirmed"): 1, ("replica", ""): 1}
 
 
 async def test_an_age_the_birth_year_cannot_settle_asks_the_customer_service(engine: AsyncEngine) -> None:

@@ -115,27 +115,30 @@ async def active_product(s: Stubs) -> str:
     return created.product_id
 
 
+def answered(s: Stubs, pid: str, cid: str, expected: list[str], *, local: bool) -> Callable[[], Awaitable[bool]]:
+    """A probe: CheckEligibility gives ``expected``, answered locally (or by the customer service)."""
+
+    async def probe() -> bool:
+        reasons, was_local = await s.check(pid, cid)
+        return was_local == local and reasons == expected
+
+    return probe
+
+
 async def test_the_replica_answers_and_follows_closing_and_kyc(stubs: Stubs) -> None:
     s = stubs
     pid = await active_product(s)
     cid = await make_customer(s.customer, age=35)
+    await until(answered(s, pid, cid, [], local=True), what="the replica answers for a new customer")
 
-    def answered_locally(expected: list[str], customer_id: str) -> Callable[[], Awaitable[bool]]:
-        async def probe() -> bool:
-            reasons, local = await s.check(pid, customer_id)
-            return local and reasons == expected
-
-        return probe
-
-    await until(answered_locally([], cid), what="the replica answers for a new customer")
-
+    # a refusal on the customer's own facts is the customer service's (ADR 0061) ...
     await s.customer.CloseCustomer(
         customer_pb2.CloseCustomerRequest(customer_id=cid, reason="test"), metadata=ADMIN, timeout=10
     )
-    await until(answered_locally(["CUSTOMER_NOT_ACTIVE"], cid), what="the replica sees the close")
-
+    await until(answered(s, pid, cid, ["CUSTOMER_NOT_ACTIVE"], local=False), what="closed")
     pending = await make_customer(s.customer, age=40, verify=False)
-    await until(answered_locally(["CUSTOMER_NOT_ACTIVE", "KYC_NOT_VERIFIED"], pending), what="a PENDING customer")
+    await until(answered(s, pid, pending, ["CUSTOMER_NOT_ACTIVE", "KYC_NOT_VERIFIED"], local=False), what="pending")
+    # ... and the replica follows: the approval is answered locally once it arrived
     await s.customer.VerifyCustomer(
         customer_pb2.VerifyCustomerRequest(
             customer_id=pending, outcome=customer_pb2.VerifyCustomerRequest.OUTCOME_APPROVED
@@ -143,14 +146,36 @@ async def test_the_replica_answers_and_follows_closing_and_kyc(stubs: Stubs) -> 
         metadata=ADMIN,
         timeout=10,
     )
-    await until(answered_locally([], pending), what="the replica sees the KYC approval")
+    await until(answered(s, pid, pending, [], local=True), what="the replica sees the KYC approval")
 
     # near an age bound (30 or 29 by the birth year alone) the customer service decides
     young = await make_customer(s.customer, age=30)
-    await until(answered_locally(["CUSTOMER_NOT_ACTIVE"], cid), what="still caught up")
+    await until(answered(s, pid, pending, [], local=True), what="still caught up")
     await asyncio.sleep(1.0)  # (its events applied by now: it is the age that decides)
     reasons, local = await s.check(pid, young)
     assert not local and reasons == []
+
+
+async def test_a_refusal_right_after_the_customer_fixed_it_is_never_stale(stubs: Stubs) -> None:
+    """Read-your-writes for a channel's "verify, then check": the replica may be a moment behind
+    the customer service, so its refusal on the customer's own facts is confirmed there (ADR
+    0061); an approval just given is never answered with the old "no". (Before ADR 0061 the
+    check right after the approval answered KYC_NOT_VERIFIED from the replica.)"""
+    s = stubs
+    pid = await active_product(s)
+    for _ in range(5):
+        pending = await make_customer(s.customer, age=40, verify=False)
+        # the replica holds the pending customer: an approval for someone else answers locally
+        await until(answered(s, pid, await make_customer(s.customer, age=40), [], local=True), what="caught up")
+        await s.customer.VerifyCustomer(
+            customer_pb2.VerifyCustomerRequest(
+                customer_id=pending, outcome=customer_pb2.VerifyCustomerRequest.OUTCOME_APPROVED
+            ),
+            metadata=ADMIN,
+            timeout=10,
+        )
+        reasons, _local = await s.check(pid, pending)  # at once, as a channel app does
+        assert reasons == [], f"a stale refusal right after the approval: {reasons}"
 
 
 async def test_a_lagging_replica_asks_the_customer_service(stubs: Stubs) -> None:
@@ -201,3 +226,22 @@ async def test_a_lagging_replica_asks_the_customer_service(stubs: Stubs) -> None
 async def _assigned(consumer: AIOKafkaConsumer) -> bool:
     await consumer.getmany(timeout_ms=200)
     return bool(consumer.assignment())
+
+
+async def test_with_the_customer_service_down_the_replica_still_answers(stubs: Stubs) -> None:
+    """Approvals from the replica; a refusal it cannot confirm is the replica's own (ADR 0061)."""
+    s = stubs
+    pid = await active_product(s)
+    cid = await make_customer(s.customer, age=35)
+    closed = await make_customer(s.customer, age=35)
+    await s.customer.CloseCustomer(
+        customer_pb2.CloseCustomerRequest(customer_id=closed, reason="test"), metadata=ADMIN, timeout=10
+    )
+    await until(answered(s, pid, cid, [], local=True), what="the replica answers")
+    await asyncio.sleep(1.0)  # (the close applied by now)
+    s.env.customer.stop()
+    try:
+        assert (await s.check(pid, cid))[0] == []
+        assert (await s.check(pid, closed))[0] == ["CUSTOMER_NOT_ACTIVE"]
+    finally:
+        s.env.customer.start()
