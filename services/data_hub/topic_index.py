@@ -23,6 +23,7 @@ from services.kit import (
     UnitOfWork,
     bulk_insert,
     cancel_and_wait,
+    commit_unless_rebalancing,
     ensure_topics,
     get_logger,
     is_postgres,
@@ -35,6 +36,8 @@ log = get_logger("zhongtai.data_hub")
 
 #: How long the broker may hold an index's fetch to gather records (make_consumer's linger).
 _LINGER_MS = 250
+#: make_consumer's session: a commit not through by then gives up (the consumer restarts).
+_SESSION_S = 10.0
 
 
 class TopicIndex:
@@ -114,7 +117,11 @@ class TopicIndex:
                 records = [r for part in polled.values() for r in part]
                 if records:
                     await self.store(records)
-                    await consumer.commit()
+                    # (a group that rebalanced meanwhile — after a network partition, say — gets
+                    # the records again from its last commit: stored insert-if-absent, no-ops)
+                    if not await commit_unless_rebalancing(consumer, give_up_after_s=_SESSION_S):
+                        log.info("offsets not committed: the group is rebalancing; records will be re-delivered",
+                                 index=self.name)  # fmt: skip
         finally:
             await consumer.stop()
 

@@ -75,7 +75,13 @@ from services.kit.events import (
 from services.kit.faults import is_infrastructure_error
 from services.kit.fetch import fetch
 from services.kit.grpc_server import GrpcServer, client_channel
-from services.kit.kafka import ProducerLifecycle, ensure_topics, make_consumer, make_producer
+from services.kit.kafka import (
+    ProducerLifecycle,
+    commit_unless_rebalancing,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+)
 from services.kit.lifecycle import cancel_and_wait, run_until_signalled
 from services.kit.logging import configure_logging, get_logger, scrub_text
 from services.kit.masking import PII_READ_SCOPE, mask_message
@@ -169,6 +175,7 @@ __all__ = [
     "cancel_and_wait",
     "canonical_request",
     "client_channel",
+    "commit_unless_rebalancing",
     "configure_logging",
     "create_audit_chain_v1",
     "create_consumer_tables_v1",

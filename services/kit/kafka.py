@@ -10,7 +10,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import CommitFailedError, TopicAlreadyExistsError
 
 from services.kit.events import TOPIC_CONFIGS
 from services.kit.logging import get_logger
@@ -117,6 +117,25 @@ def rebalancing(consumer: AIOKafkaConsumer) -> bool:
         )
     except AttributeError:  # (a newer aiokafka moved them: commit as before)
         return False
+
+
+async def commit_unless_rebalancing(
+    consumer: AIOKafkaConsumer, offsets: Mapping[Any, int] | None = None, *, give_up_after_s: float
+) -> bool:
+    """Commit ``offsets`` (the consumed positions when None); False when not committed because
+    the group is rebalancing (:func:`rebalancing`) or rebalanced while the records were being
+    stored (``CommitFailedError``). Either way the partitions' next owner — maybe this member,
+    at its next poll — reads those records again from the last commit, so a consumer committing
+    this way must make a re-delivery a no-op. A commit not through within ``give_up_after_s``
+    (a session: the member's id has expired by then) raises ``TimeoutError``: the broker is out of
+    reach, and the caller restarts its consumer."""
+    if rebalancing(consumer):
+        return False
+    try:
+        await asyncio.wait_for(consumer.commit(dict(offsets) if offsets is not None else None), give_up_after_s)
+    except CommitFailedError:
+        return False
+    return True
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -9,8 +10,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
+from aiokafka.errors import CommitFailedError
 
-from services.kit.kafka import make_consumer, make_producer, membership, rebalancing
+from services.kit.kafka import commit_unless_rebalancing, make_consumer, make_producer, membership, rebalancing
 
 BOOTSTRAP = "127.0.0.1:1"  # never contacted
 
@@ -121,3 +123,35 @@ async def test_a_member_not_assigned_yet_is_rebalancing() -> None:
         assert rebalancing(consumer) is True
     finally:
         await consumer.stop()
+
+
+class _Committer:
+    """What commit_unless_rebalancing calls on a consumer: ``commit`` (and nothing of a group)."""
+
+    def __init__(self, outcome: BaseException | None = None, *, hang: bool = False) -> None:
+        self.outcome, self.hang, self.sent = outcome, hang, list[object]()
+
+    async def commit(self, offsets: object = None) -> None:
+        self.sent.append(offsets)
+        if self.hang:
+            await asyncio.sleep(3600)
+        if self.outcome is not None:
+            raise self.outcome
+
+
+async def test_commit_unless_rebalancing() -> None:
+    # a member between assignments sends nothing: the next owner re-reads from the last commit
+    idle = make_consumer(BOOTSTRAP, "t.one", group_id="unit-group", client_id="unit-consumer")
+    try:
+        assert await commit_unless_rebalancing(idle, give_up_after_s=1.0) is False
+    finally:
+        await idle.stop()
+    ok = _Committer()
+    assert await commit_unless_rebalancing(ok, {"tp": 5}, give_up_after_s=1.0) is True  # type: ignore[arg-type]
+    assert ok.sent == [{"tp": 5}]
+    # the group rebalanced while the records were stored: not committed, not raised
+    refused = _Committer(CommitFailedError("rebalanced"))
+    assert await commit_unless_rebalancing(refused, give_up_after_s=1.0) is False  # type: ignore[arg-type]
+    # the broker out of reach for a session: raised, the caller restarts its consumer
+    with pytest.raises(TimeoutError):
+        await commit_unless_rebalancing(_Committer(hang=True), give_up_after_s=0.05)  # type: ignore[arg-type]
