@@ -581,6 +581,12 @@ async def hub_caught_up(bootstrap: str, since: float, timeout_s: float = 90.0) -
         await probe.close()
 
 
+async def _hub_caught_up_once_restored(bootstrap: str, marks: Marks) -> float | None:
+    while marks.restored_at is None:
+        await asyncio.sleep(0.05)
+    return await hub_caught_up(bootstrap, marks.restored_at)
+
+
 async def run_scenario(platform: Platform, name: str, product_id: str, *, load_s: float) -> Result:
     description, fault = SCENARIOS[name]
     logs_at = _log_ends(platform)
@@ -592,9 +598,14 @@ async def run_scenario(platform: Platform, name: str, product_id: str, *, load_s
     try:
         await asyncio.sleep(min(3.0, load_s / 3))
         marks.fault_at = time.monotonic()
-        await asyncio.to_thread(fault, platform, marks)
-        if marks.restored_at is not None:
-            caught_up = asyncio.create_task(hub_caught_up(platform.kafka.bootstrap_servers, marks.restored_at))
+        # (watched from the moment the faulty part is back, while the fault's thread still waits
+        # for a restarted replica to be ready: that wait is not the hubs')
+        caught_up = asyncio.create_task(_hub_caught_up_once_restored(platform.kafka.bootstrap_servers, marks))
+        try:
+            await asyncio.to_thread(fault, platform, marks)
+        finally:
+            if marks.restored_at is None:
+                caught_up.cancel()
         await asyncio.sleep(max(3.0, load_s - (time.monotonic() - marks.fault_at)))
     finally:
         stop.set()
@@ -604,6 +615,8 @@ async def run_scenario(platform: Platform, name: str, product_id: str, *, load_s
     report, convergence = await reconcile_until_clean(platform.sources(), wait_s=60.0)
     if marks.restored_at is not None:
         marks.hub_caught_up_s = await caught_up
+    else:
+        await asyncio.gather(caught_up, return_exceptions=True)
     violations = await check_acknowledged(platform, workload.ledger, client.stats)
     violations += [f"refused right after the approval: {r}" for r in workload.ledger.refused_after_approval]
     marks.notes += consumer_restarts(platform, logs_at)
