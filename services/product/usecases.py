@@ -33,6 +33,7 @@ from services.kit import (
     Reader,
     Tx,
     add_event,
+    guard_staged,
     invalid,
     read_sessionmaker,
     source_of,
@@ -304,9 +305,11 @@ class ProductUseCases:
             raise _not_eligible(reasons, request.customer_id, product.product_id)
 
         async def decide(tx: Tx) -> product_pb2.Subscription:
-            if await store.product_state(tx, product.product_id) != domain.ACTIVE:  # retired meanwhile
-                retired = domain.fixed_reason(domain.PRODUCT_NOT_ACTIVE)
-                raise _not_eligible([retired], request.customer_id, product.product_id)
+            # (retired meanwhile: nothing is written; on PostgreSQL checked in the INSERT itself)
+            retired = _not_eligible(
+                [domain.fixed_reason(domain.PRODUCT_NOT_ACTIVE)], request.customer_id, product.product_id
+            )
+            await guard_staged(tx, store.PRODUCT_IS_ACTIVE, {"g_product_id": product.product_id}, retired)
             at = store.now()
             row = store.SubscriptionRow(
                 subscription_id=_new_id("S"),
