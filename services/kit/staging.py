@@ -21,7 +21,7 @@ usual ``IntegrityError``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import ColumnElement, Insert, Table, bindparam, event, insert, select, union_all
@@ -107,11 +107,11 @@ def staged_statement(
 
 class Guard(NamedTuple):
     """A condition the staged rows are written under (its ``bindparam`` names must not start with
-    ``s<digit>``), and what to raise when it does not hold."""
+    ``s<digit>``), and what to raise when it does not hold (built only then)."""
 
     condition: ColumnElement[bool]
     params: dict[str, Any]
-    refusal: Exception
+    refusal: Callable[[], Exception]
 
 
 @event.listens_for(Session, "before_commit")

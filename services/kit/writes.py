@@ -143,7 +143,7 @@ class _DriverTx:
 
     async def _write(self, staged: list[Any], guard: Guard | None) -> None:
         if not await self._run(*staged_statement(staged, guard)) and guard is not None:
-            raise guard.refusal  # (the guard did not hold: nothing was written)
+            raise guard.refusal()  # (the guard did not hold: nothing was written)
 
     async def rollback(self) -> None:
         if self.begun:
@@ -159,17 +159,19 @@ def _holds(condition: ColumnElement[bool]) -> Select[Any]:
     return select(literal_column("1")).where(condition)
 
 
-async def guard_staged(tx: Tx, condition: ColumnElement[bool], params: Mapping[str, Any], refusal: Exception) -> None:
+async def guard_staged(
+    tx: Tx, condition: ColumnElement[bool], params: Mapping[str, Any], refusal: Callable[[], Exception]
+) -> None:
     """The staged rows (:func:`services.kit.stage_insert`) are written only if ``condition`` (built
-    once, e.g. ``exists(…)`` with named ``bindparam``\\ s) holds; if not, ``refusal`` is raised and
-    nothing is written. On the driver path the condition travels in the staged INSERT itself
+    once, e.g. ``exists(…)`` with named ``bindparam``\\ s) holds; if not, ``refusal()`` is raised
+    and nothing is written. On the driver path the condition travels in the staged INSERT itself
     (``INSERT … SELECT … WHERE``: checked in the statement's own snapshot, no round trip of its
     own) and the commit raises; elsewhere (a unit of work's session) it is checked here, now."""
     if isinstance(tx, _DriverTx):
         tx.info[_GUARD] = Guard(condition, dict(params), refusal)
         return
     if await tx.first(_holds(condition), params) is None:
-        raise refusal
+        raise refusal()
 
 
 def driver_writes(engine: AsyncEngine) -> bool:

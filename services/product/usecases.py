@@ -304,11 +304,12 @@ class ProductUseCases:
         if reasons:
             raise _not_eligible(reasons, request.customer_id, product.product_id)
 
+        def retired() -> FailedPrecondition:
+            reason = domain.fixed_reason(domain.PRODUCT_NOT_ACTIVE)
+            return _not_eligible([reason], request.customer_id, product.product_id)
+
         async def decide(tx: Tx) -> product_pb2.Subscription:
             # (retired meanwhile: nothing is written; on PostgreSQL checked in the INSERT itself)
-            retired = _not_eligible(
-                [domain.fixed_reason(domain.PRODUCT_NOT_ACTIVE)], request.customer_id, product.product_id
-            )
             await guard_staged(tx, store.PRODUCT_IS_ACTIVE, {"g_product_id": product.product_id}, retired)
             at = store.now()
             row = store.SubscriptionRow(
