@@ -100,7 +100,7 @@ def product_reads() -> dict[str, set[str]]:
     from google.protobuf import timestamp_pb2
 
     from bank.customer.v1 import customer_pb2
-    from services.product.customers import _profile
+    from services.product.customers import _profile, _profiles
 
     full = customer_pb2.EligibilityProfile(
         customer_id="C-1",
@@ -112,7 +112,12 @@ def product_reads() -> dict[str, set[str]]:
         version=7,
     )
     read: Callable[[Any], Any] = _profile
-    return {"bank.customer.v1.CustomerService.GetEligibilityProfile": probe(read, full)}
+    read_batch: Callable[[Any], Any] = _profiles
+    batch = customer_pb2.BatchGetEligibilityProfilesResponse(profiles=[full], missing_customer_ids=["C-2"])
+    return {
+        "bank.customer.v1.CustomerService.GetEligibilityProfile": probe(read, full),
+        "bank.customer.v1.CustomerService.BatchGetEligibilityProfiles": probe(read_batch, batch),
+    }
 
 
 def _foreign_enums(own_package: str) -> dict[str, list[EnumDescriptor]]:

@@ -172,3 +172,14 @@ class CustomerApi(customer_pb2_grpc.CustomerServiceServicer):
     ) -> customer_pb2.EligibilityProfile:
         facts = await self._service.eligibility(request.customer_id)
         return mapping.eligibility_profile(facts, today=self._service.clock.today())
+
+    async def BatchGetEligibilityProfiles(
+        self, request: customer_pb2.BatchGetEligibilityProfilesRequest, context: Any
+    ) -> customer_pb2.BatchGetEligibilityProfilesResponse:
+        asked = list(request.customer_ids)
+        found = await self._service.eligibilities(asked)
+        today = self._service.clock.today()
+        return customer_pb2.BatchGetEligibilityProfilesResponse(
+            profiles=[mapping.eligibility_profile(facts, today=today) for facts in found.values()],
+            missing_customer_ids=[customer_id for customer_id in asked if customer_id not in found],
+        )

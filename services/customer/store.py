@@ -31,7 +31,17 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.customer.domain import Customer, EligibilityFacts, PersonalData, RiskTolerance, Status
-from services.kit import Aborted, BlindIndex, FieldCipher, Reader, Tx, audit_tables, first_or_replay, stage_insert
+from services.kit import (
+    Aborted,
+    BlindIndex,
+    FieldCipher,
+    Reader,
+    Tx,
+    audit_tables,
+    first_or_replay,
+    in_list,
+    stage_insert,
+)
 
 
 class CustomerBase(DeclarativeBase):
@@ -286,8 +296,25 @@ async def read_customer(reader: Reader, codec: PiiCodec, customer_id: str) -> Cu
 async def read_eligibility(reader: Reader, codec: PiiCodec, customer_id: str) -> EligibilityFacts | None:
     """What product eligibility needs (no other PII decrypted): one Core SELECT."""
     row = await reader.first(_ELIGIBILITY, {"customer_id": customer_id})
-    if row is None:
-        return None
+    return None if row is None else _facts(codec, customer_id, row)
+
+
+@functools.lru_cache(maxsize=4)
+def _eligibilities(dialect: str) -> Any:
+    """:data:`_ELIGIBILITY` for a list of customers (built once per dialect), the id first."""
+    columns = _ELIGIBILITY.selected_columns
+    return select(CUSTOMERS.c.customer_id, *columns).where(in_list(dialect, CUSTOMERS.c.customer_id, "ids"))
+
+
+async def read_eligibilities(
+    reader: Reader, codec: PiiCodec, customer_ids: list[str], *, dialect: str
+) -> dict[str, EligibilityFacts]:
+    """:func:`read_eligibility` of several customers in one SELECT: the ones found, by id."""
+    rows = await reader.all(_eligibilities(dialect), {"ids": customer_ids})
+    return {row[0]: _facts(codec, row[0], row[1:]) for row in rows}
+
+
+def _facts(codec: PiiCodec, customer_id: str, row: Any) -> EligibilityFacts:
     status, kyc_verified, birth_date_enc, risk_tolerance, expires, version = row
     return EligibilityFacts(
         customer_id=customer_id,

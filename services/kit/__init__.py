@@ -114,7 +114,7 @@ from services.kit.replay import reapply
 from services.kit.service import Capability, Runtime, Wiring
 from services.kit.staging import stage_insert
 from services.kit.telemetry import setup_telemetry
-from services.kit.writes import Tx
+from services.kit.writes import Tx, guard_staged
 
 __all__ = [
     "ALL_SCOPES",
@@ -197,6 +197,7 @@ __all__ = [
     "first_or_replay",
     "get_logger",
     "group_reached",
+    "guard_staged",
     "in_list",
     "invalid",
     "is_infrastructure_error",

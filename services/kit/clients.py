@@ -131,9 +131,7 @@ class ServiceClient(Generic[Stub]):
             except grpc.aio.AioRpcError as exc:
                 last = exc.code()
                 if last == grpc.StatusCode.NOT_FOUND:
-                    raise NotFound(
-                        f"{self._capability} not found", reason=f"{self._capability.upper()}_NOT_FOUND"
-                    ) from None
+                    raise self.not_found() from None
                 if last != grpc.StatusCode.UNAVAILABLE:
                     break  # DEADLINE_EXCEEDED or a refusal: retrying cannot help
             sleep = min(backoff * random.uniform(0.5, 1.0), deadline - time.monotonic() - MIN_ATTEMPT_S)
@@ -142,10 +140,18 @@ class ServiceClient(Generic[Stub]):
             await asyncio.sleep(sleep)
             backoff = min(backoff * 2, self._max_backoff)
         self._log.warning(f"{self._lookup} failed", code=last.name, attempts=attempts, budget_s=round(budget, 3))
-        raise Unavailable(
+        raise self.unavailable(last)
+
+    def not_found(self) -> NotFound:
+        """What an answer of NOT_FOUND becomes (``CUSTOMER_NOT_FOUND`` for the customer service)."""
+        return NotFound(f"{self._capability} not found", reason=f"{self._capability.upper()}_NOT_FOUND")
+
+    def unavailable(self, code: grpc.StatusCode) -> Unavailable:
+        """What a call that could not be answered becomes (``upstream_code``: the last status)."""
+        return Unavailable(
             f"the {self._capability} service is unavailable; retry later",
             reason=self._unavailable,
-            metadata={"upstream_code": last.name},
+            metadata={"upstream_code": code.name},
         )
 
 

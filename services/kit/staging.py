@@ -21,10 +21,10 @@ usual ``IntegrityError``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import Insert, Table, bindparam, event, insert
+from sqlalchemy import ColumnElement, Insert, Table, bindparam, event, insert, select, union_all
 from sqlalchemy.orm import Session
 
 _STAGED = "zt_staged_inserts"
@@ -58,11 +58,18 @@ def _grouped(staged: Sequence[tuple[Table, dict[str, Any]]]) -> dict[Table, list
 
 
 @functools.lru_cache(maxsize=128)
-def _combined(shape: Shape) -> Insert:
-    """One INSERT statement for every staged row (PostgreSQL): CTEs for all tables but the last."""
+def _combined(shape: Shape, guard: ColumnElement[bool] | None = None) -> Insert:
+    """One INSERT statement for every staged row (PostgreSQL): CTEs for all tables but the last.
+    ``guard``: every row is inserted only if it holds (``INSERT … SELECT … WHERE guard``), all
+    or none, as the statement's one snapshot sees it."""
     inserts = []
     for i, (table, rows) in enumerate(shape):
         values = [{c: bindparam(f"s{i}_{j}_{c}", type_=table.c[c].type) for c in cols} for j, cols in enumerate(rows)]
+        if guard is not None:
+            columns = rows[0]
+            selects = [select(*(row[c] for c in columns)).where(guard) for row in values]
+            inserts.append(insert(table).from_select(columns, selects[0] if len(selects) == 1 else union_all(*selects)))
+            continue
         # (one row: a plain VALUES, which SQLAlchemy caches compiled; a multi-row VALUES it compiles each time)
         inserts.append(insert(table).values(values[0] if len(values) == 1 else values))
     statement = inserts[-1]
@@ -80,8 +87,11 @@ def _send(session: Session, staged: Sequence[tuple[Table, dict[str, Any]]]) -> N
     conn.execute(*staged_statement(staged))
 
 
-def staged_statement(staged: Sequence[tuple[Table, dict[str, Any]]]) -> tuple[Insert, dict[str, Any]]:
-    """PostgreSQL: the one INSERT statement (built once per shape) for ``staged`` and its values."""
+def staged_statement(
+    staged: Sequence[tuple[Table, dict[str, Any]]], guard: Guard | None = None
+) -> tuple[Insert, dict[str, Any]]:
+    """PostgreSQL: the one INSERT statement (built once per shape) for ``staged`` and its values;
+    with a ``guard`` (:func:`services.kit.writes.guard_staged`) the rows go in only if it holds."""
     groups = _grouped(staged)
     shape = tuple((table, tuple(tuple(row) for row in rows)) for table, rows in groups.items())
     params = {
@@ -90,7 +100,18 @@ def staged_statement(staged: Sequence[tuple[Table, dict[str, Any]]]) -> tuple[In
         for j, row in enumerate(rows)
         for c, value in row.items()
     }
-    return _combined(shape), params
+    if guard is None:
+        return _combined(shape), params
+    return _combined(shape, guard.condition), {**guard.params, **params}
+
+
+class Guard(NamedTuple):
+    """A condition the staged rows are written under (its ``bindparam`` names must not start with
+    ``s<digit>``), and what to raise when it does not hold (built only then)."""
+
+    condition: ColumnElement[bool]
+    params: dict[str, Any]
+    refusal: Callable[[], Exception]
 
 
 @event.listens_for(Session, "before_commit")

@@ -15,6 +15,8 @@ on the pooled asyncpg connection itself:
   COMMITTED); at commit the staged inserts as ONE statement (the one :mod:`~services.kit.staging`
   sends), the ``NOTIFY`` when :mod:`~services.kit.outbox` asks for it, ``COMMIT`` — and when
   nothing else wrote, the staged INSERT alone, atomic by itself, without BEGIN and COMMIT;
+- a condition the staged rows depend on (:func:`guard_staged`, e.g. "the product is still
+  active") travels in that INSERT (``INSERT … SELECT … WHERE``) instead of a read of its own;
 - a statement must be built ONCE (module level or ``functools.lru_cache``) with named
   ``bindparam``\\ s: its compiled SQL is cached by the statement's identity;
 - rows come back indexed by position, as the :class:`services.kit.Reader`'s;
@@ -30,9 +32,11 @@ same rows, same staged inserts at commit, the spans kept.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
+from sqlalchemy import ColumnElement, Select, literal_column, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql import Executable
@@ -41,9 +45,9 @@ from services.kit.db import WAKES_AFTER_COMMIT, UnitOfWork, on_driver
 from services.kit.faults import is_infrastructure_error
 from services.kit.outbox import NOTIFY_SQL, notify_needed
 from services.kit.reads import compiled_for
-from services.kit.staging import staged_statement, take_staged
+from services.kit.staging import Guard, staged_statement, take_staged
 
-__all__ = ["SessionTx", "Tx", "driver_writes", "transaction"]
+__all__ = ["SessionTx", "Tx", "driver_writes", "guard_staged", "transaction"]
 
 
 class Tx(Protocol):
@@ -123,23 +127,51 @@ class _DriverTx:
         """What the session's ``before_commit`` listeners do (the staged rows, the NOTIFY), then
         COMMIT; the staged rows alone, outside a transaction, if nothing else was written."""
         staged = take_staged(self.info)
+        guard: Guard | None = self.info.pop(_GUARD, None)
         notify = notify_needed(self.info, "postgresql", self._pool)
         if not self.begun and not notify:
             if staged:
-                await self._run(*staged_statement(staged))  # (one statement: atomic on its own)
+                await self._write(staged, guard)  # (one statement: atomic on its own)
             return
         await self._begin()
         if staged:
-            await self._run(*staged_statement(staged))
+            await self._write(staged, guard)
         if notify:
             await self._driver.execute(NOTIFY_SQL)
         await self._driver.execute("COMMIT")
         self.begun = False
 
+    async def _write(self, staged: list[Any], guard: Guard | None) -> None:
+        if not await self._run(*staged_statement(staged, guard)) and guard is not None:
+            raise guard.refusal()  # (the guard did not hold: nothing was written)
+
     async def rollback(self) -> None:
         if self.begun:
             self.begun = False
             await self._driver.execute("ROLLBACK")
+
+
+_GUARD = "zt_staged_guard"
+
+
+@functools.lru_cache(maxsize=32)
+def _holds(condition: ColumnElement[bool]) -> Select[Any]:
+    return select(literal_column("1")).where(condition)
+
+
+async def guard_staged(
+    tx: Tx, condition: ColumnElement[bool], params: Mapping[str, Any], refusal: Callable[[], Exception]
+) -> None:
+    """The staged rows (:func:`services.kit.stage_insert`) are written only if ``condition`` (built
+    once, e.g. ``exists(…)`` with named ``bindparam``\\ s) holds; if not, ``refusal()`` is raised
+    and nothing is written. On the driver path the condition travels in the staged INSERT itself
+    (``INSERT … SELECT … WHERE``: checked in the statement's own snapshot, no round trip of its
+    own) and the commit raises; elsewhere (a unit of work's session) it is checked here, now."""
+    if isinstance(tx, _DriverTx):
+        tx.info[_GUARD] = Guard(condition, dict(params), refusal)
+        return
+    if await tx.first(_holds(condition), params) is None:
+        raise refusal()
 
 
 def driver_writes(engine: AsyncEngine) -> bool:

@@ -15,6 +15,9 @@ class ProductSettings(CallerSettings):
     service_name: str = "product"
     #: Overall budget of one customer lookup, retries included (ZT_CUSTOMER_DEADLINE_S).
     customer_deadline_s: float = Field(2.0, gt=0, le=60)
+    #: Customer lookups out at once at most; lookups asked meanwhile wait and then go together in
+    #: one call (ZT_CUSTOMER_LOOKUPS_IN_FLIGHT; ADR 0058).
+    customer_lookups_in_flight: int = Field(2, ge=1, le=64)
     #: The product service's own client id and scopes when it calls other services.
     service_client_id: str = "zhongtai-product"
     service_token_scopes: str = "customers:read"  # noqa: S105 - scope names, not a secret

@@ -28,7 +28,10 @@ __all__ = ["CAPABILITY", "MIGRATIONS", "ProductSettings", "migrate", "relay", "r
 async def wire(runtime: Runtime[ProductSettings]) -> Wiring:
     settings = runtime.settings
     customers = CustomerDirectory(
-        settings.customer_target, settings.service_tokens(), deadline_s=settings.customer_deadline_s
+        settings.customer_target,
+        settings.service_tokens(),
+        deadline_s=settings.customer_deadline_s,
+        lookups_in_flight=settings.customer_lookups_in_flight,
     )
     freshness, replica = (
         eligibility_replica(settings, runtime.engine) if settings.product_eligibility_replica else (None, [])

@@ -13,12 +13,25 @@ import functools
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, String, Table, Text, bindparam, select, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    bindparam,
+    exists,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.kit import BigIntPK, Reader, Tx, first_or_replay
-from services.product.domain import OPEN
+from services.product.domain import ACTIVE, OPEN
 
 
 class ProductBase(DeclarativeBase):
@@ -113,13 +126,13 @@ async def get_product(session: AsyncSession, product_id: str) -> ProductRow | No
 
 
 _PRODUCTS: Table = ProductRow.__table__  # type: ignore[assignment]
-_PRODUCT_STATE = select(_PRODUCTS.c.state).where(_PRODUCTS.c.product_id == bindparam("product_id"))
-
-
-async def product_state(tx: Tx, product_id: str) -> int | None:
-    """The product's lifecycle state (None if there is no such product): one column, Core."""
-    row = await tx.first(_PRODUCT_STATE, {"product_id": product_id})
-    return None if row is None else int(row[0])
+#: The product is (still) active: the guard a new subscription's rows are written under
+#: (:func:`services.kit.guard_staged`; its parameter ``g_product_id``).
+PRODUCT_IS_ACTIVE = exists(
+    select(_PRODUCTS.c.product_id).where(
+        _PRODUCTS.c.product_id == bindparam("g_product_id"), _PRODUCTS.c.state == bindparam("g_active", ACTIVE)
+    )
+)
 
 
 async def list_products(session: AsyncSession, *, after: str, limit: int, type_: int, state: int) -> list[ProductRow]:

@@ -34,6 +34,7 @@ from services.kit import (
     Tx,
     Unavailable,
     add_event,
+    guard_staged,
     invalid,
     read_sessionmaker,
     source_of,
@@ -315,10 +316,13 @@ class ProductUseCases:
         if reasons:
             raise _not_eligible(reasons, request.customer_id, product.product_id)
 
+        def retired() -> FailedPrecondition:
+            reason = domain.fixed_reason(domain.PRODUCT_NOT_ACTIVE)
+            return _not_eligible([reason], request.customer_id, product.product_id)
+
         async def decide(tx: Tx) -> product_pb2.Subscription:
-            if await store.product_state(tx, product.product_id) != domain.ACTIVE:  # retired meanwhile
-                retired = domain.fixed_reason(domain.PRODUCT_NOT_ACTIVE)
-                raise _not_eligible([retired], request.customer_id, product.product_id)
+            # (retired meanwhile: nothing is written; on PostgreSQL checked in the INSERT itself)
+            await guard_staged(tx, store.PRODUCT_IS_ACTIVE, {"g_product_id": product.product_id}, retired)
             at = store.now()
             row = store.SubscriptionRow(
                 subscription_id=_new_id("S"),

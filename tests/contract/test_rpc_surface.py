@@ -22,6 +22,7 @@ EXPECTED_SCOPES: dict[str, list[str]] = {
     "bank.customer.v1.CustomerService.AssessRisk": ["customers:write"],
     "bank.customer.v1.CustomerService.CloseCustomer": ["customers:write"],
     "bank.customer.v1.CustomerService.GetEligibilityProfile": ["customers:read"],
+    "bank.customer.v1.CustomerService.BatchGetEligibilityProfiles": ["customers:read"],
     "bank.product.v1.ProductService.CreateProduct": ["products:admin"],
     "bank.product.v1.ProductService.PublishProduct": ["products:admin"],
     "bank.product.v1.ProductService.RetireProduct": ["products:admin"],
@@ -137,7 +138,10 @@ def test_body_mapping_follows_aips(method: _descriptor.MethodDescriptor) -> None
 
 def test_internal_rpcs_are_the_known_ones(contracts) -> None:
     internal = sorted(m.full_name for m in contracts.methods if m.GetOptions().Extensions[contracts.options.internal])
-    assert internal == ["bank.customer.v1.CustomerService.GetEligibilityProfile"]
+    assert internal == [
+        "bank.customer.v1.CustomerService.BatchGetEligibilityProfiles",
+        "bank.customer.v1.CustomerService.GetEligibilityProfile",
+    ]
 
 
 # --------------------------------------------------------------------------- REST table

@@ -338,6 +338,40 @@ async def test_eligibility_profile_has_age_and_no_pii(client: Client) -> None:
     assert err.code == Code.NOT_FOUND
 
 
+async def test_batch_eligibility_profiles_answer_each_customer_as_the_single_call_does(client: Client) -> None:
+    """ADR 0058: the product's waiting lookups in one call; an unknown customer is named, not an error."""
+    first, second = await client.active(person(age=40)), await client.active(person(age=25))
+    await client.assess(first.customer_id, 90)
+    asked = [second.customer_id, "c-missing", first.customer_id]
+    batch = await client.stub.BatchGetEligibilityProfiles(
+        customer_pb2.BatchGetEligibilityProfilesRequest(customer_ids=asked), metadata=WRITER, timeout=10
+    )
+    assert list(batch.missing_customer_ids) == ["c-missing"]
+    by_id = {p.customer_id: p for p in batch.profiles}
+    assert set(by_id) == {first.customer_id, second.customer_id}
+    for customer_id, profile in by_id.items():
+        single = await client.stub.GetEligibilityProfile(
+            customer_pb2.GetEligibilityProfileRequest(customer_id=customer_id), metadata=WRITER, timeout=10
+        )
+        assert profile == single
+    assert by_id[first.customer_id].age_years == 40 and by_id[second.customer_id].age_years == 25
+    for bad in ([], ["ok", "ok"], ["not/an/id"]):
+        err = await failure(
+            client.stub.BatchGetEligibilityProfiles(
+                customer_pb2.BatchGetEligibilityProfilesRequest(customer_ids=bad), metadata=WRITER, timeout=10
+            )
+        )
+        assert err.code == Code.INVALID_ARGUMENT and any(f.startswith("customer_ids") for f in err.fields)
+    err = await failure(
+        client.stub.BatchGetEligibilityProfiles(
+            customer_pb2.BatchGetEligibilityProfilesRequest(customer_ids=[first.customer_id]),
+            metadata=token(["customers:write"]),
+            timeout=10,
+        )
+    )
+    assert err.code == Code.PERMISSION_DENIED
+
+
 # --- operations: the outbox status (ops:admin, served by the kit) -------------------------------
 
 

@@ -7,10 +7,10 @@ import asyncio
 import uuid
 
 import pytest
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, exists, func, select, update
 
 from bank.product.v1 import events_pb2, product_pb2
-from services.kit import Tx, add_event, first_or_replay, stage_insert
+from services.kit import Tx, add_event, first_or_replay, guard_staged, stage_insert
 from services.kit.commands import CommandRecord, Commands
 from services.kit.errors import AlreadyExists, NotFound
 from services.kit.outbox import OutboxRow
@@ -226,3 +226,42 @@ async def test_the_replay_read_and_a_plain_read_in_one(kit_db) -> None:  # type:
     assert await read(_request(uuid.uuid4().hex, "missing"), "missing") == (None, None)
     with pytest.raises(AlreadyExists):
         await read(_request(request.request_id, "other"), aggregate)
+
+
+_HAS_VERSION = exists(
+    select(EFFECTS.c.id).where(EFFECTS.c.aggregate_id == bindparam("g_a"), EFFECTS.c.version >= bindparam("g_min"))
+)
+
+
+async def test_staged_rows_under_a_guard_go_in_all_or_none(kit_db) -> None:  # type: ignore[no-untyped-def]
+    """``guard_staged``: on PostgreSQL the condition travels in the staged INSERT; when it does not
+    hold the refusal is raised and nothing of the write remains (a statement before it included)."""
+    _, engine = kit_db
+    commands, aggregate = await _seeded(engine, "g")  # (one effect row, version 1)
+    calls: list[int] = []
+    staged = _decider(aggregate, calls)
+
+    def guarded(minimum: int, *, bump: bool = False):  # type: ignore[no-untyped-def]
+        async def decide(tx: Tx) -> product_pb2.Product:
+            if bump:
+                assert await tx.execute(_BUMP, {"a": aggregate}) == 1
+            await guard_staged(
+                tx, _HAS_VERSION, {"g_a": aggregate, "g_min": minimum}, lambda: NotFound("gone", reason="G")
+            )
+            return await staged(tx)
+
+        return decide
+
+    for minimum, bump in ((5, False), (5, True)):
+        request = _request(uuid.uuid4().hex, aggregate)
+        with pytest.raises(NotFound) as refused:
+            await commands.run_core("PublishProduct", request, product_pb2.Product, guarded(minimum, bump=bump))
+        assert refused.value.reason == "G"
+        assert await commands.replayed("PublishProduct", request, product_pb2.Product) is None
+    assert await _count(engine, EFFECTS, aggregate) == 1 and await _count(engine, OutboxRow.__table__, aggregate) == 1
+    async with engine.connect() as conn:  # (the bump before the refused guard was rolled back)
+        assert await conn.scalar(select(EFFECTS.c.version).where(EFFECTS.c.aggregate_id == aggregate)) == 1
+    request = _request(uuid.uuid4().hex, aggregate)
+    done = await commands.run_core("PublishProduct", request, product_pb2.Product, guarded(1))
+    assert await commands.replayed("PublishProduct", request, product_pb2.Product) == done
+    assert await _count(engine, EFFECTS, aggregate) == 2 and await _count(engine, OutboxRow.__table__, aggregate) == 2

@@ -11,9 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bank.customer.v1 import customer_pb2
 from bank.product.v1 import product_pb2
+from services.kit.commands import CommandRecord
 from services.kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.kit.outbox import OutboxRow
 from services.product.domain import CustomerProfile
+from services.product.store import SubscriptionRow
 from services.product.usecases import ProductUseCases
 
 from .support import CREDIT, DEBIT, P, cny, posting, product_request, rid, subscribe
@@ -128,6 +130,35 @@ async def test_subscribe_post_and_list(uc: ProductUseCases, directory: FakeDirec
         "bank.product.v1.TransactionPosted",
         "bank.product.v1.SubscriptionClosed",
     ]
+
+
+async def test_a_product_retired_during_the_lookup_refuses_the_subscription_and_writes_nothing(
+    uc: ProductUseCases, directory: FakeDirectory, engine: AsyncEngine
+) -> None:
+    """The product row was read ACTIVE before the customer lookup; it is retired while the lookup
+    is out: NOT_ELIGIBLE (PRODUCT_NOT_ACTIVE), and no subscription, event or idempotency record."""
+    pid = await active_product(uc)
+    cid = directory.add("C-R")
+    asked = directory.profile
+
+    async def retiring(customer_id: str, *, time_remaining: float | None = None) -> CustomerProfile:
+        await uc.retire_product(product_pb2.RetireProductRequest(product_id=pid))
+        return await asked(customer_id, time_remaining=time_remaining)
+
+    directory.profile = retiring  # type: ignore[method-assign]
+    events_before = await outbox_types(engine)
+    with pytest.raises(FailedPrecondition) as info:
+        await uc.create_subscription(subscribe(cid, pid, 1000, request_id=rid()))
+    assert info.value.reason == "NOT_ELIGIBLE" and info.value.metadata["reasons"] == "PRODUCT_NOT_ACTIVE"
+    assert info.value.preconditions[0].subject == f"products/{pid}"
+    assert await outbox_types(engine) == [*events_before, "bank.product.v1.ProductRetired"]
+    async with engine.connect() as conn:
+        subscriptions = select(func.count()).select_from(SubscriptionRow).where(SubscriptionRow.customer_id == cid)
+        records = select(func.count()).select_from(CommandRecord).where(CommandRecord.key.like("CreateSubscription:%"))
+        assert await conn.scalar(subscriptions) == 0 and await conn.scalar(records) == 0
+    directory.profile = asked  # type: ignore[method-assign]
+    live = await active_product(uc)
+    assert (await uc.create_subscription(subscribe(cid, live, 1000))).product_id == live  # (the guard passes)
 
 
 async def test_ineligible_subscription_lists_every_reason(uc: ProductUseCases, directory: FakeDirectory) -> None:

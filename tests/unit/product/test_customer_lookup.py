@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -27,6 +29,8 @@ class FakeCustomers(customer_pb2_grpc.CustomerServiceServicer):
         self.calls = 0
         self.principals: list[object] = []
         self.traceparents: list[str | None] = []
+        self.batches: list[list[str]] = []
+        self.batch_fail_with: list[grpc.StatusCode] = []
 
     async def GetEligibilityProfile(self, request, context):
         self.calls += 1
@@ -43,13 +47,32 @@ class FakeCustomers(customer_pb2_grpc.CustomerServiceServicer):
             await asyncio.sleep(self.delay_s)
         if self.fail_with:
             await context.abort(self.fail_with.pop(0), "nope")
-        return customer_pb2.EligibilityProfile(
-            customer_id=request.customer_id,
-            status=customer_pb2.Customer.STATUS_ACTIVE,
-            kyc_verified=True,
-            age_years=30,
-            risk_tolerance=customer_pb2.RISK_TOLERANCE_C3,
+        return _known(request.customer_id)
+
+    async def BatchGetEligibilityProfiles(self, request, context):
+        self.batches.append(list(request.customer_ids))
+        self.traceparents.append(dict(context.invocation_metadata()).get("traceparent"))
+        if self.delay_s:
+            import asyncio
+
+            await asyncio.sleep(self.delay_s)
+        if self.batch_fail_with:
+            await context.abort(self.batch_fail_with.pop(0), "nope")
+        ids = list(request.customer_ids)
+        return customer_pb2.BatchGetEligibilityProfilesResponse(
+            profiles=[_known(c) for c in ids if not c.startswith("missing")],
+            missing_customer_ids=[c for c in ids if c.startswith("missing")],
         )
+
+
+def _known(customer_id: str) -> customer_pb2.EligibilityProfile:
+    return customer_pb2.EligibilityProfile(
+        customer_id=customer_id,
+        status=customer_pb2.Customer.STATUS_ACTIVE,
+        kyc_verified=True,
+        age_years=30 + len(customer_id),
+        risk_tolerance=customer_pb2.RISK_TOLERANCE_C3,
+    )
 
 
 @pytest.fixture
@@ -188,3 +211,95 @@ async def test_nobody_listening_is_unavailable_within_the_deadline() -> None:
         await directory.stop()
     assert time.monotonic() - started < 0.8
     assert info.value.metadata["upstream_code"] == "UNAVAILABLE"
+
+
+# -- lookups that wait at the same time go in one call (ADR 0058) --------------------------------
+
+
+@pytest.fixture
+async def one_at_a_time(fake: tuple[FakeCustomers, str]) -> AsyncIterator[tuple[FakeCustomers, CustomerDirectory]]:
+    """A directory with one call out at a time, against a fake that answers after 0.1 s."""
+    servicer, target = fake
+    servicer.delay_s = 0.1
+    directory = CustomerDirectory(target, signer(), deadline_s=2, lookups_in_flight=1)
+    await directory.start()
+    yield servicer, directory
+    await directory.stop()
+
+
+async def call_out(directory: CustomerDirectory, customer_id: str = "C-1") -> asyncio.Future[Any]:
+    """A lookup whose call is out (the ones asked next wait for it)."""
+    first = asyncio.ensure_future(directory.profile(customer_id))
+    await asyncio.sleep(0.03)
+    return first
+
+
+async def test_lookups_waiting_behind_a_call_go_together_each_with_its_own_answer(
+    one_at_a_time: tuple[FakeCustomers, CustomerDirectory],
+) -> None:
+    servicer, directory = one_at_a_time
+    first = await call_out(directory)
+    waiting = [directory.profile(c) for c in ("C-22", "C-333", "C-22", "missing-1")]
+    answers = await asyncio.gather(first, *waiting, return_exceptions=True)
+    assert servicer.calls == 1 and servicer.batches == [["C-22", "C-333", "missing-1"]]
+    assert [a.customer_id for a in answers[:4]] == ["C-1", "C-22", "C-333", "C-22"]
+    assert [a.age_years for a in answers[:4]] == [33, 34, 35, 34]
+    assert isinstance(answers[4], NotFound) and answers[4].reason == "CUSTOMER_NOT_FOUND"
+
+
+async def test_a_single_waiting_lookup_goes_as_a_plain_call(
+    one_at_a_time: tuple[FakeCustomers, CustomerDirectory],
+) -> None:
+    servicer, directory = one_at_a_time
+    first = await call_out(directory)
+    second = await directory.profile("C-2")
+    await first
+    assert second.customer_id == "C-2" and servicer.calls == 2 and servicer.batches == []
+
+
+async def test_a_batch_the_customer_service_cannot_answer_fails_each_lookup_as_unavailable(
+    one_at_a_time: tuple[FakeCustomers, CustomerDirectory],
+) -> None:
+    servicer, directory = one_at_a_time
+    servicer.batch_fail_with = [grpc.StatusCode.PERMISSION_DENIED]
+    first = await call_out(directory)
+    answers = await asyncio.gather(directory.profile("C-2"), directory.profile("C-3"), return_exceptions=True)
+    await first
+    assert len(servicer.batches) == 1
+    for answer in answers:
+        assert isinstance(answer, Unavailable) and answer.reason == "CUSTOMER_SERVICE_UNAVAILABLE"
+        assert answer.metadata["upstream_code"] == "PERMISSION_DENIED"
+
+
+async def test_a_waiting_lookup_keeps_its_own_deadline(one_at_a_time: tuple[FakeCustomers, CustomerDirectory]) -> None:
+    servicer, directory = one_at_a_time
+    servicer.delay_s = 1.0
+    started = time.monotonic()
+    first = await call_out(directory)
+    with pytest.raises(Unavailable) as info:
+        await directory.profile("C-2", time_remaining=0.2)
+    assert time.monotonic() - started < 0.5
+    assert info.value.metadata["upstream_code"] == "DEADLINE_EXCEEDED"
+    assert (await first).customer_id == "C-1"
+    assert servicer.batches == []  # (the lookup that gave up was not asked for)
+
+
+async def test_the_batch_call_continues_the_first_waiting_lookups_trace(
+    one_at_a_time: tuple[FakeCustomers, CustomerDirectory], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    servicer, directory = one_at_a_time
+    monkeypatch.setitem(telemetry._read, "spans", False)
+    spans = [telemetry.id_only_span(None) for _ in range(2)]
+
+    async def lookup(customer_id: str, span: trace.Span) -> None:
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            await directory.profile(customer_id)
+        finally:
+            otel_context.detach(token)
+
+    first = await call_out(directory)
+    await asyncio.gather(lookup("C-2", spans[0]), lookup("C-3", spans[1]))
+    await first
+    assert len(servicer.batches) == 1 and len(servicer.traceparents) == 2
+    assert (servicer.traceparents[1] or "").split("-")[1] == f"{spans[0].get_span_context().trace_id:032x}"
