@@ -81,5 +81,13 @@ def test_each_population_is_ranked_at_its_training_dates_by_a_model_fitted_on_th
     assert all(f.ratio > 1.05 for f in folds), folds
     line = crossval.summary_line(folds)
     assert line.startswith("crossval: xsell_hit_ratio=") and "1=" in line and line.endswith("training dates only)")
+    # hindsight: the rows where an eligible product was opened, counted from the truth itself
+    for f, ds in zip(folds, parts, strict=True):
+        rows = [i for i in range(len(ds)) if int(ds.as_of[i]) in set(trains)]
+        assert f.hindsight_hits == sum(bool(dsm.opened_within(ds, i) & set(ds.eligible[i])) for i in rows)
+        # no top 3 beats it; popularity misses the deposit and loan openers
+        assert f.hits <= f.hindsight_hits and f.popularity_hits < f.hindsight_hits
+    best = sum(f.hindsight_hits for f in folds) / sum(f.popularity_hits for f in folds)
+    assert f"hindsight={best:.4f}" in line
     # the same rows give the same folds
     assert crossval.measure([population(s) for s in (1, 2, 3)], [1, 2, 3], small) == folds
