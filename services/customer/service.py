@@ -49,6 +49,8 @@ from services.kit import (
     UnitOfWork,
     add_event,
     canonical_request,
+    epoch_us,
+    from_epoch_us,
     sessionmaker,
     source_of,
 )
@@ -57,7 +59,6 @@ SOURCE = source_of("customer")
 AGGREGATE = "customer"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Action = Callable[[domain.Customer], tuple[domain.Customer, domain.CustomerEvent | None]]
 
@@ -104,7 +105,7 @@ class PageTokens:
         return self._codec.blind.mac(payload, purpose="page-token")[:16]
 
     def encode(self, key: PageKey, filter_key: str) -> str:
-        micros = (key.create_time - _EPOCH) // timedelta(microseconds=1)
+        micros = epoch_us(key.create_time)
         payload = orjson.dumps({"t": micros, "c": key.customer_id, "f": filter_key})
         return ".".join(base64.urlsafe_b64encode(p).decode().rstrip("=") for p in (payload, self._mac(payload)))
 
@@ -125,7 +126,7 @@ class PageTokens:
         data = orjson.loads(body)
         if data.get("f") != filter_key:
             raise bad("was issued for a different filter; keep status and kyc_verified unchanged between pages")
-        return PageKey(_EPOCH + timedelta(microseconds=int(data["t"])), str(data["c"]))
+        return PageKey(from_epoch_us(int(data["t"])), str(data["c"]))
 
 
 class CustomerService:

@@ -114,6 +114,7 @@ from services.kit.replay import reapply
 from services.kit.service import Capability, Runtime, Wiring
 from services.kit.staging import stage_insert
 from services.kit.telemetry import setup_telemetry
+from services.kit.times import epoch_us, from_epoch_us, timestamp_us
 from services.kit.writes import Tx, guard_staged
 
 __all__ = [
@@ -192,9 +193,11 @@ __all__ = [
     "drop_outbox_unpublished_index",
     "drop_outbox_v1",
     "ensure_topics",
+    "epoch_us",
     "etag_of",
     "fetch",
     "first_or_replay",
+    "from_epoch_us",
     "get_logger",
     "group_reached",
     "guard_staged",
@@ -224,6 +227,7 @@ __all__ = [
     "setup_telemetry",
     "source_of",
     "stage_insert",
+    "timestamp_us",
     "to_money",
     "upgrade",
     "watch_progress",

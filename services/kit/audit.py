@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -24,9 +24,9 @@ from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.kit.crypto import BlindIndex
+from services.kit.times import epoch_us
 
 GENESIS = "0" * 64
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def _utc(value: datetime) -> datetime:
 def _canonical(seq: int, at: datetime, client_id: str, customer_id: str, fields: str, method: str,
                trace_id: str) -> bytes:  # fmt: skip
     # Microsecond epoch, not an ISO string: SQLite returns naive datetimes, PostgreSQL aware ones.
-    micros = (_utc(at) - _EPOCH) // timedelta(microseconds=1)
+    micros = epoch_us(_utc(at))
     return orjson.dumps([seq, micros, client_id, customer_id, fields, method, trace_id])
 
 

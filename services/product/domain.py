@@ -16,10 +16,11 @@ Amounts are :class:`services.kit.money.Amount` (integer minor units), never floa
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from bank.product.v1 import product_pb2
 from services.kit.money import Amount, is_supported  # pure value type: the public face loads I/O
+from services.kit.times import epoch_us
 from services.policy import eligibility as policy
 from services.policy.eligibility import (
     AGE_ABOVE_MAX,
@@ -234,7 +235,7 @@ def evaluate_eligibility(
         age_low=customer.age_years,
         age_high=customer.age_years,
         risk_tolerance=customer.risk_tolerance,
-        risk_tolerance_expire_us=None if expires is None else _us(expires),
+        risk_tolerance_expire_us=None if expires is None else epoch_us(expires),
     )
     rules = product.rules
     offering = policy.Offering(
@@ -243,7 +244,7 @@ def evaluate_eligibility(
     )  # fmt: skip
     reasons = [
         Reason(code, *_explain(code, product, customer))
-        for code in policy.eligibility_reasons(offering, applicant, _us(now))
+        for code in policy.eligibility_reasons(offering, applicant, epoch_us(now))
     ]
     if amount is not None:
         reasons.extend(_amount_reasons(product.terms, amount))
@@ -294,15 +295,6 @@ def evaluate_if_certain(
     youngest = evaluate_eligibility(product, profile, amount, now)
     oldest = evaluate_eligibility(product, replace(profile, age_years=high), amount, now)
     return youngest if youngest == oldest else None
-
-
-def _us(moment: datetime) -> int:
-    """Epoch microseconds, exactly (no float rounding)."""
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _explain(code: str, product: ProductFacts, customer: CustomerProfile) -> tuple[str, str]:

@@ -30,7 +30,6 @@ import asyncio
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -49,9 +48,11 @@ from services.kit import (
     ReceivedEvent,
     bulk_upsert,
     cancel_and_wait,
+    from_epoch_us,
     get_logger,
     group_reached,
     make_producer,
+    timestamp_us,
 )
 from services.product.config import ProductSettings
 from services.product.domain import ReplicatedFacts
@@ -104,11 +105,6 @@ class CustomerEligibilityRow(ProductBase):
 
 _REPLICA: Table = CustomerEligibilityRow.__table__  # type: ignore[assignment]
 _FACT_COLUMNS = ("customer_id", "status", "kyc_verified", "birth_year", "risk_tolerance", "risk_expire_us")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _us(stamp: Any) -> int:
-    return int(stamp.seconds) * 1_000_000 + int(stamp.nanos) // 1000
 
 
 def snapshot_row(event: ReceivedEvent) -> dict[str, Any] | None:
@@ -123,7 +119,9 @@ def snapshot_row(event: ReceivedEvent) -> dict[str, Any] | None:
         "kyc_verified": bool(snap.kyc_verified),
         "birth_year": int(snap.birth_year),
         "risk_tolerance": int(snap.risk_tolerance),
-        "risk_expire_us": _us(snap.risk_tolerance_expire_time) if snap.HasField("risk_tolerance_expire_time") else None,
+        "risk_expire_us": timestamp_us(snap.risk_tolerance_expire_time)
+        if snap.HasField("risk_tolerance_expire_time")
+        else None,
         "version": int(event.version or snap.version),
     }
 
@@ -179,7 +177,7 @@ async def read_product_and_customer(
     cid, status, kyc, birth_year, tolerance, expire_us = row[split:]
     if cid is None:
         return product, None
-    expires = None if expire_us is None else _EPOCH + timedelta(microseconds=int(expire_us))
+    expires = None if expire_us is None else from_epoch_us(int(expire_us))
     return product, ReplicatedFacts(cid, int(status), bool(kyc), int(birth_year), int(tolerance), expires)
 
 
