@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bank.datahub.v1 import datahub_pb2
 from services.data_hub import domain
-from services.data_hub.codecs import micros_money, now_us, set_money, set_ts, us_ts
+from services.data_hub.codecs import now_us, set_money, set_ts
 from services.data_hub.domain import DAY_US, Rules
 from services.data_hub.schema import Tables, built
 from services.kit import (
@@ -185,7 +185,7 @@ def _by_subscription(h: domain.Holding) -> str:
 
 
 #: Holdings' parts by the holding's identity (the render read's holdings are the instances
-#: :func:`_holding_of` keeps), each with the holding it was made for (the entry keeps it alive,
+#: :func:`_holding_of_line` keeps), each with the holding it was made for (the entry keeps it alive,
 #: so its id is not reused while cached).
 _parts: dict[int, tuple[domain.Holding, bytes]] = {}
 _PARTS_MAX = 16_384
@@ -223,10 +223,12 @@ def _encoded(h: domain.Holding) -> bytes:
 
 
 @functools.lru_cache(maxsize=_PARTS_MAX)
-def _holding_of(values: tuple[Any, ...]) -> domain.Holding:
-    """A holding of the render read's JSON (cached as :func:`holding_part` is: the same
-    instances come back, so their parts are found)."""
-    return domain.Holding(*values)
+def _holding_of_line(line: str) -> domain.Holding:
+    """A holding of the render read (PostgreSQL: a line of JSON, ``[subscription_id, product_id,
+    …]``), cached by the line's text as :func:`holding_part` is: an unchanged holding comes back
+    as the same instance, so its part is found by identity, and its JSON is decoded once (a
+    live view's holdings mostly stay as they were at its last render)."""
+    return domain.Holding(*orjson.loads(line))
 
 
 def render(row: Any, facts: domain.CustomerFacts, derived: domain.Derived, rules: Rules) -> datahub_pb2.CustomerView:
@@ -246,27 +248,31 @@ def render(row: Any, facts: domain.CustomerFacts, derived: domain.Derived, rules
         segment=derived.segment,  # type: ignore[arg-type]
         lifecycle_stage=derived.lifecycle_stage,  # type: ignore[arg-type]
     )
-    if (ts := us_ts(facts.risk_tolerance_expire_us)) is not None:
-        view.risk_tolerance_expire_time.CopyFrom(ts)
+    # (money and times are written into their fields in place: no message built and copied)
+    if facts.risk_tolerance_expire_us is not None:
+        set_ts(view.risk_tolerance_expire_time, facts.risk_tolerance_expire_us)
     if facts.holdings:
         view.MergeFromString(b"".join([holding_part(h) for h in sorted(facts.holdings, key=_by_subscription)]))
+    position = view.position
     for currency, amount in derived.positions.items():
-        view.position.append(micros_money(amount, currency))
+        set_money(position.add(), amount, currency)
     act = view.activity
     act.txn_count_30d, act.txn_count_90d, act.txn_count_365d = a.count_30d, a.count_90d, a.count_365d
-    act.txn_amount_30d.CopyFrom(micros_money(a.amount_30d_micros, cur))
-    act.txn_amount_90d.CopyFrom(micros_money(a.amount_90d_micros, cur))
-    act.txn_amount_365d.CopyFrom(micros_money(a.amount_365d_micros, cur))
-    if (ts := us_ts(a.last_txn_us)) is not None:
-        act.last_txn_time.CopyFrom(ts)
+    set_money(act.txn_amount_30d, a.amount_30d_micros, cur)
+    set_money(act.txn_amount_90d, a.amount_90d_micros, cur)
+    set_money(act.txn_amount_365d, a.amount_365d_micros, cur)
+    if a.last_txn_us is not None:
+        set_ts(act.last_txn_time, a.last_txn_us)
     r, f, m = facts.rfm
-    view.rfm.recency, view.rfm.frequency, view.rfm.monetary = r, f, m
-    view.rfm.code = domain.rfm_code(facts.rfm)
-    if (ts := us_ts(row["rfm_us"])) is not None and view.rfm.code:
-        view.rfm.score_time.CopyFrom(ts)
-    view.churn_risk.score = derived.churn.score
-    view.churn_risk.reasons.extend(derived.churn.reasons)
-    view.churn_risk.model_version = derived.churn.model_version
+    rfm = view.rfm
+    rfm.recency, rfm.frequency, rfm.monetary = r, f, m
+    rfm.code = code = domain.rfm_code(facts.rfm)
+    if code and row["rfm_us"] is not None:
+        set_ts(rfm.score_time, row["rfm_us"])
+    churn = view.churn_risk
+    churn.score = derived.churn.score
+    churn.reasons.extend(derived.churn.reasons)
+    churn.model_version = derived.churn.model_version
     for o in derived.offers:
         view.offers.add(
             product_id=o.product_id,
@@ -276,10 +282,10 @@ def render(row: Any, facts: domain.CustomerFacts, derived: domain.Derived, rules
             display_name=o.display_name,
             model_version=o.model_version,
         )
-    if (ts := us_ts(row["last_event_us"] or None)) is not None:
-        view.last_event_time.CopyFrom(ts)
-    if (ts := us_ts(row["create_us"])) is not None:
-        view.customer_create_time.CopyFrom(ts)
+    if row["last_event_us"]:
+        set_ts(view.last_event_time, row["last_event_us"])
+    if row["create_us"] is not None:
+        set_ts(view.customer_create_time, row["create_us"])
     return view
 
 
@@ -339,9 +345,12 @@ def _with_holdings_and_flows(t: Tables, dirty: Any, cols: tuple[Any, ...], lookb
     per subscription since the lookback cutoff (``flows``: [subscription_id, net] pairs), each a
     LATERAL subquery of that customer (NULL for none)."""
     c, h, x = t.customers, t.holdings, t.transactions
-    # (as text: orjson decodes them, ~5 µs a value less than asyncpg's json codec through the stdlib)
+    # (as text: one JSON array per line, so the render looks each holding up by its line —
+    # ``_holding_of_line`` — and decodes only the lines it has not seen; JSON text has no raw
+    # newline: PostgreSQL escapes it inside strings)
+    line = cast(func.json_build_array(h.c.subscription_id, *cols), Text)
     hold = (
-        select(cast(func.json_agg(func.json_build_array(h.c.subscription_id, *cols)), Text).label("holdings"))
+        select(func.string_agg(line, func.chr(10)).label("holdings"))
         .where(h.c.customer_id == c.c.customer_id)
         .lateral("hold")
     )
@@ -499,13 +508,14 @@ async def _holdings_and_flows(
 
 def _holdings_and_flows_of(rows: Sequence[Any]) -> tuple[dict[str, list[domain.Holding]], dict[str, dict[str, int]]]:
     """:func:`_holdings_and_flows` from the rows' ``holdings`` and ``flows`` (PostgreSQL's render
-    read: JSON arrays sent as text, decoded by orjson)."""
+    read: a holding's JSON array a line, the flows one JSON array, sent as text)."""
     holdings: dict[str, list[domain.Holding]] = {}
     flows: dict[str, dict[str, int]] = {}
+    holding = _holding_of_line
     for row in rows:
         cid = row["customer_id"]
         if row["holdings"]:
-            holdings[cid] = [_holding_of(tuple(h)) for h in orjson.loads(row["holdings"])]
+            holdings[cid] = [holding(line) for line in row["holdings"].split("\n")]
         if row["flows"]:
             flows[cid] = {sid: int(net or 0) for sid, net in orjson.loads(row["flows"])}
     return holdings, flows
