@@ -14,6 +14,7 @@ view, whatever order they arrived in and however often they are replayed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -153,6 +154,13 @@ class Product:
     state: int
     min_age: int = 0
     max_age: int = 0
+
+    @functools.cached_property
+    def offering(self) -> policy.Offering:
+        """The product as the eligibility policy reads it (made once: every render of a view
+        checks the catalogue's products, which are the same instances until it changes)."""
+        return policy.Offering(type=self.type, state=self.state, risk_level=self.risk_level, min_age=self.min_age,
+                               max_age=self.max_age)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -459,9 +467,7 @@ def eligible_products(facts: CustomerFacts, catalogue: Iterable[Product], book: 
     for p in catalogue:
         if p.product_id in held:
             continue
-        offering = policy.Offering(type=p.type, state=p.state, risk_level=p.risk_level, min_age=p.min_age,
-                                   max_age=p.max_age)  # fmt: skip
-        if not policy.eligibility_reasons(offering, applicant, facts.as_of_us):
+        if not policy.eligibility_reasons(p.offering, applicant, facts.as_of_us):
             out.append(p)  # never offer what the product service would refuse
     return out
 

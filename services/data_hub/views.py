@@ -10,6 +10,7 @@ rules) and bumps ``version`` when the document changed; :func:`pending_views` an
 from __future__ import annotations
 
 import functools
+import operator
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,6 +32,7 @@ from sqlalchemy import (
     true,
     union_all,
 )
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bank.datahub.v1 import datahub_pb2
@@ -180,8 +182,7 @@ def _facts(row: Any, holdings: list[domain.Holding], act: dict[str, Any]) -> dom
     )
 
 
-def _by_subscription(h: domain.Holding) -> str:
-    return h.subscription_id
+_by_subscription = operator.attrgetter("subscription_id")
 
 
 #: Holdings' parts by the holding's identity (the render read's holdings are the instances
@@ -223,16 +224,21 @@ def _encoded(h: domain.Holding) -> bytes:
 
 
 @functools.lru_cache(maxsize=_PARTS_MAX)
-def _holding_of_line(line: str) -> domain.Holding:
+def _holding_of_line(line: str) -> tuple[domain.Holding, bytes]:
     """A holding of the render read (PostgreSQL: a line of JSON, ``[subscription_id, product_id,
-    …]``), cached by the line's text as :func:`holding_part` is: an unchanged holding comes back
-    as the same instance, so its part is found by identity, and its JSON is decoded once (a
-    live view's holdings mostly stay as they were at its last render)."""
-    return domain.Holding(*orjson.loads(line))
+    …]``) and its :func:`holding_part`, cached by the line's text as the parts are: an
+    unchanged holding's JSON is decoded and its part made once (a live view's holdings mostly
+    stay as they were at its last render)."""
+    holding = domain.Holding(*orjson.loads(line))
+    return holding, holding_part(holding)
 
 
-def render(row: Any, facts: domain.CustomerFacts, derived: domain.Derived, rules: Rules) -> datahub_pb2.CustomerView:
-    """The view document (without ``version``/``update_time``, which are set when served)."""
+def render(
+    row: Any, facts: domain.CustomerFacts, derived: domain.Derived, rules: Rules, holdings: bytes | None = None
+) -> datahub_pb2.CustomerView:
+    """The view document (without ``version``/``update_time``, which are set when served).
+    ``holdings``: the facts' holdings' parts joined in subscription order, if the caller has
+    them (PostgreSQL's render read: :func:`_holdings_and_flows_of`)."""
     cur = rules.reporting_currency
     a = facts.activity
     view = datahub_pb2.CustomerView(
@@ -251,8 +257,10 @@ def render(row: Any, facts: domain.CustomerFacts, derived: domain.Derived, rules
     # (money and times are written into their fields in place: no message built and copied)
     if facts.risk_tolerance_expire_us is not None:
         set_ts(view.risk_tolerance_expire_time, facts.risk_tolerance_expire_us)
-    if facts.holdings:
-        view.MergeFromString(b"".join([holding_part(h) for h in sorted(facts.holdings, key=_by_subscription)]))
+    if holdings is None and facts.holdings:
+        holdings = b"".join([holding_part(h) for h in sorted(facts.holdings, key=_by_subscription)])
+    if holdings:
+        view.MergeFromString(holdings)
     position = view.position
     for currency, amount in derived.positions.items():
         set_money(position.add(), amount, currency)
@@ -347,10 +355,13 @@ def _with_holdings_and_flows(t: Tables, dirty: Any, cols: tuple[Any, ...], lookb
     c, h, x = t.customers, t.holdings, t.transactions
     # (as text: one JSON array per line, so the render looks each holding up by its line —
     # ``_holding_of_line`` — and decodes only the lines it has not seen; JSON text has no raw
-    # newline: PostgreSQL escapes it inside strings)
+    # newline: PostgreSQL escapes it inside strings. In subscription order, byte-wise — the
+    # order of Python's ``sorted`` of the ids — so the view's holdings are their parts joined
+    # as they come.)
     line = cast(func.json_build_array(h.c.subscription_id, *cols), Text)
+    in_order = aggregate_order_by(func.chr(10), h.c.subscription_id.collate("C"))
     hold = (
-        select(func.string_agg(line, func.chr(10)).label("holdings"))
+        select(func.string_agg(line, in_order).label("holdings"))
         .where(h.c.customer_id == c.c.customer_id)
         .lateral("hold")
     )
@@ -428,8 +439,9 @@ async def materialize(
     rows = await fetch(session, dirty, keys)
     if not rows:
         return 0, 0
+    encoded: dict[str, bytes] = {}  # (PostgreSQL: each view's holdings' parts, joined in order)
     if holdings_q is None:  # (PostgreSQL: they came with the rows)
-        holdings, flows = _holdings_and_flows_of(rows)
+        holdings, flows = _holdings_and_flows_of(rows, encoded)
     else:
         holdings, flows = await _holdings_and_flows(session, holdings_q, [r["customer_id"] for r in rows])
     if catalogue is None:
@@ -439,7 +451,9 @@ async def materialize(
     changed = 0
     for row in rows:
         cid = row["customer_id"]
-        doc, param = _render_row(row, holdings.get(cid, []), flows.get(cid, {}), catalogue, rules, stamp)
+        doc, param = _render_row(
+            row, holdings.get(cid, []), flows.get(cid, {}), catalogue, rules, stamp, encoded.get(cid)
+        )
         params.append(param)
         if param["b_inc"]:
             changed += 1
@@ -458,14 +472,15 @@ def _render_row(
     catalogue: list[domain.Product],
     rules: Rules,
     stamp: int,
+    encoded: bytes | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """One dirty row rendered: its document and its write-back parameters (``b_inc`` 1 if the
-    document changed)."""
+    document changed). ``encoded``: see :func:`render`'s ``holdings``."""
     act: dict[str, Any] = {k: row[k] for k in _ACTIVITY}
     act["flows"] = flows
     facts = _facts(row, holdings, act)
     derived = domain.derive(facts, catalogue, rules)
-    doc = render(row, facts, derived, rules).SerializeToString(deterministic=True)
+    doc = render(row, facts, derived, rules, encoded).SerializeToString(deterministic=True)
     is_changed = doc != row["doc"]
     return doc, {
         "b_id": row["customer_id"],
@@ -506,16 +521,22 @@ async def _holdings_and_flows(
     return holdings, flows
 
 
-def _holdings_and_flows_of(rows: Sequence[Any]) -> tuple[dict[str, list[domain.Holding]], dict[str, dict[str, int]]]:
+def _holdings_and_flows_of(
+    rows: Sequence[Any], encoded: dict[str, bytes] | None = None
+) -> tuple[dict[str, list[domain.Holding]], dict[str, dict[str, int]]]:
     """:func:`_holdings_and_flows` from the rows' ``holdings`` and ``flows`` (PostgreSQL's render
-    read: a holding's JSON array a line, the flows one JSON array, sent as text)."""
+    read: a holding's JSON array a line, in subscription order, the flows one JSON array, sent
+    as text). ``encoded`` gets each customer's holdings' parts joined in that order."""
     holdings: dict[str, list[domain.Holding]] = {}
     flows: dict[str, dict[str, int]] = {}
     holding = _holding_of_line
     for row in rows:
         cid = row["customer_id"]
         if row["holdings"]:
-            holdings[cid] = [holding(line) for line in row["holdings"].split("\n")]
+            found = [holding(line) for line in row["holdings"].split("\n")]
+            holdings[cid] = [h for h, _ in found]
+            if encoded is not None:
+                encoded[cid] = b"".join([part for _, part in found])
         if row["flows"]:
             flows[cid] = {sid: int(net or 0) for sid, net in orjson.loads(row["flows"])}
     return holdings, flows

@@ -54,15 +54,16 @@ def test_holdings_parsed_from_their_parts_are_the_holdings_built_one_by_one(hold
 def test_a_holding_of_the_render_read_is_the_same_instance_each_time() -> None:
     values = ["S-1", "dep-current", 1, "CNY", 1_000_000, 1, 1_765_000_000_000_000, None]
     line = '["S-1", "dep-current", 1, "CNY", 1000000, 1, 1765000000000000, null]'  # (PostgreSQL's json text)
-    first = views._holding_of_line(line)  # type: ignore[attr-defined]
-    assert first == domain.Holding(*values)
-    assert views._holding_of_line("".join(list(line))) is first  # type: ignore[attr-defined]
+    first, part = views._holding_of_line(line)  # type: ignore[attr-defined]
+    assert first == domain.Holding(*values) and part == views.holding_part(first)
+    assert views._holding_of_line("".join(list(line)))[0] is first  # type: ignore[attr-defined]
 
 
 def test_the_render_read_splits_its_holdings_by_line_and_keeps_escaped_newlines() -> None:
     lines = ['["S-1", "p", 1, "CNY", -5, 1, null, null]', '["S-2\\n", "p\\nq", 2, "USD", 7, 2, 3, 4]']
     rows = [{"customer_id": "C-1", "holdings": "\n".join(lines), "flows": '[["S-1", 12], ["S-2", null]]'}]
-    holdings, flows = views._holdings_and_flows_of(rows)  # type: ignore[attr-defined]
+    encoded: dict[str, bytes] = {}
+    holdings, flows = views._holdings_and_flows_of(rows, encoded)  # type: ignore[attr-defined]
     assert holdings == {
         "C-1": [
             domain.Holding("S-1", "p", 1, "CNY", -5, 1, None, None),
@@ -70,6 +71,7 @@ def test_the_render_read_splits_its_holdings_by_line_and_keeps_escaped_newlines(
         ]
     }
     assert flows == {"C-1": {"S-1": 12, "S-2": 0}}
+    assert encoded == {"C-1": b"".join(views.holding_part(h) for h in holdings["C-1"])}
 
 
 _times = st.one_of(st.none(), st.just(0), st.integers(1, 4_000_000_000_000_000))
