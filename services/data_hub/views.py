@@ -239,7 +239,6 @@ def render(
     """The view document (without ``version``/``update_time``, which are set when served).
     ``holdings``: the facts' holdings' parts joined in subscription order, if the caller has
     them (PostgreSQL's render read: :func:`_holdings_and_flows_of`)."""
-    cur = rules.reporting_currency
     a = facts.activity
     view = datahub_pb2.CustomerView(
         customer_id=facts.customer_id,
@@ -264,13 +263,7 @@ def render(
     position = view.position
     for currency, amount in derived.positions.items():
         set_money(position.add(), amount, currency)
-    act = view.activity
-    act.txn_count_30d, act.txn_count_90d, act.txn_count_365d = a.count_30d, a.count_90d, a.count_365d
-    set_money(act.txn_amount_30d, a.amount_30d_micros, cur)
-    set_money(act.txn_amount_90d, a.amount_90d_micros, cur)
-    set_money(act.txn_amount_365d, a.amount_365d_micros, cur)
-    if a.last_txn_us is not None:
-        set_ts(act.last_txn_time, a.last_txn_us)
+    _set_activity(view.activity, a, rules.reporting_currency)
     r, f, m = facts.rfm
     rfm = view.rfm
     rfm.recency, rfm.frequency, rfm.monetary = r, f, m
@@ -295,6 +288,15 @@ def render(
     if row["create_us"] is not None:
         set_ts(view.customer_create_time, row["create_us"])
     return view
+
+
+def _set_activity(act: datahub_pb2.CustomerView.Activity, a: domain.Activity, cur: str) -> None:
+    act.txn_count_30d, act.txn_count_90d, act.txn_count_365d = a.count_30d, a.count_90d, a.count_365d
+    set_money(act.txn_amount_30d, a.amount_30d_micros, cur)
+    set_money(act.txn_amount_90d, a.amount_90d_micros, cur)
+    set_money(act.txn_amount_365d, a.amount_365d_micros, cur)
+    if a.last_txn_us is not None:
+        set_ts(act.last_txn_time, a.last_txn_us)
 
 
 @built
