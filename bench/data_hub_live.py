@@ -26,7 +26,8 @@ views grow a holding with each (as ``bench/services.py``'s CreateSubscription ce
 
 ``--baseline DIR``: the same rounds with the code of another checkout (run as a child process
 with DIR first on its path), interleaved with this one's: before/after in one run.
-``--profile``: cProfile of this checkout's live phase (top functions by own time).
+``--profile``: cProfile of this checkout's live phase (top functions by own time); with
+``BENCH_SAMPLE=<file>`` instead, its stacks sampled every 4 ms of CPU time (``_Sampler``).
 ``--statement-cost``: process CPU per statement of one hub read run through
 ``AsyncSession.execute``, ``exec_driver_sql`` and asyncpg directly (docs/adr/0045).
 """
@@ -203,17 +204,22 @@ async def child(
     sent = producer.sent
     commits = await _transactions(url)
     prof = None
-    if profile:
+    sampler = _Sampler(os.environ.get("BENCH_SAMPLE", "")) if profile else None
+    if profile and not sampler:
         import cProfile
 
         prof = cProfile.Profile(time.process_time)
         prof.enable()
+    if sampler:
+        sampler.start()
     pg0, cpu0, wall0, t0 = tree_cpu_seconds(pg_pid), time.process_time(), time.perf_counter(), os.times()
     for b in pairs:
         await live_applier.transaction(b, [])
         await worker.run_once(render=False)
     cpu, wall, pg = time.process_time() - cpu0, time.perf_counter() - wall0, tree_cpu_seconds(pg_pid) - pg0
     t1 = os.times()
+    if sampler:
+        sampler.stop()
     if prof is not None:
         import pstats
 
@@ -232,6 +238,41 @@ async def child(
     }
     await engine.dispose()
     return out
+
+
+class _Sampler:
+    """``--profile`` with ``BENCH_SAMPLE=<file>``: the live phase's stacks sampled every 4 ms of
+    the process's CPU time (``ITIMER_PROF``: a CPU profile, unlike a wall-clock sampler on a
+    loaded machine, and without cProfile's per-call overhead), written as collapsed stacks
+    (``frame;frame;... count``, py-spy's raw format)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.counts: dict[str, int] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.path)
+
+    def _sample(self, signum: int, frame: Any) -> None:
+        stack = []
+        while frame is not None:
+            code = frame.f_code
+            stack.append(f"{code.co_name} ({code.co_filename.split('site-packages/')[-1]}:{frame.f_lineno})")
+            frame = frame.f_back
+        key = ";".join(reversed(stack))
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def start(self) -> None:
+        import signal
+
+        signal.signal(signal.SIGPROF, self._sample)
+        signal.setitimer(signal.ITIMER_PROF, 0.004, 0.004)
+
+    def stop(self) -> None:
+        import signal
+
+        signal.setitimer(signal.ITIMER_PROF, 0, 0)
+        Path(self.path).write_text("".join(f"{k} {v}\n" for k, v in self.counts.items()))
 
 
 async def statement_cost(engine: Any, n: int = 1000) -> dict[str, float]:

@@ -80,6 +80,9 @@ class EventLogIndex(TopicIndex):
 
     table, key, name, creates_topics = customer_events, "event_id", "event-log-index", False
     max_records, bulk = 2000, True  # (as many as the hub consumer's batches; one JSON parameter)
+    # (the feed may lag the view by a poll, ADR 0040: half a second of events a statement and an
+    # offset commit, ADR 0059)
+    linger_ms = 500
 
     def rows(self, records: Sequence[ConsumerRecord[Any, Any]]) -> list[dict[str, Any]]:
         rows = {}

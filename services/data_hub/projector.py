@@ -28,7 +28,16 @@ from services.data_hub import facts, schema, served, views
 from services.data_hub.domain import Rules
 from services.data_hub.fold import Patches
 from services.data_hub.fold import fold as fold_batch
-from services.kit import Reader, ReceivedEvent, UnitOfWork, build_record, cancel_and_wait, get_logger, source_of
+from services.kit import (
+    EncodedPayload,
+    Reader,
+    ReceivedEvent,
+    UnitOfWork,
+    build_record,
+    cancel_and_wait,
+    get_logger,
+    source_of,
+)
 
 log = get_logger("zhongtai.data_hub")
 _meter = metrics.get_meter("zhongtai.data_hub")
@@ -43,6 +52,7 @@ _meter.create_observable_gauge(
 )
 
 SOURCE = source_of("data_hub")
+_VIEW = datahub_pb2.CustomerView.DESCRIPTOR
 
 #: Told once a batch committed: (does the worker have views to render, or only to publish?,
 #: the table set written, the views rendered in the batch's transaction).
@@ -266,10 +276,11 @@ class ViewWorker:
             return 0
         futures = []
         for customer_id, doc, version, update_us in rows:
-            view: datahub_pb2.CustomerView = served.served(doc, version, update_us)
+            # (the document as stored, its version and update time appended: not parsed again)
             record = build_record(
-                view, source=SOURCE, aggregate_type="customer_view", aggregate_id=customer_id, version=version
-            )
+                EncodedPayload(_VIEW, customer_id, served.served_encoding(doc, version, update_us)),
+                source=SOURCE, aggregate_type="customer_view", aggregate_id=customer_id, version=version,
+            )  # fmt: skip
             futures.append(
                 await self._producer.send(
                     self._topic_prefix + record.topic, value=record.value, key=record.key, headers=record.headers

@@ -11,7 +11,7 @@ from sqlalchemy import Integer, bindparam, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bank.datahub.v1 import datahub_pb2
-from services.data_hub.codecs import us_ts
+from services.data_hub.codecs import set_ts, us_ts
 from services.data_hub.schema import SETS, Tables, built, state
 from services.data_hub.views import View
 from services.kit import Reader, bulk_update, bulk_update_statement, in_list, is_postgres
@@ -23,6 +23,19 @@ def served(doc: bytes, version: int, update_us: int) -> datahub_pb2.CustomerView
     if (ts := us_ts(update_us or None)) is not None:
         view.update_time.CopyFrom(ts)
     return view
+
+
+def served_encoding(doc: bytes, version: int, update_us: int) -> bytes:
+    """:func:`served`'s view, encoded, without parsing the document: its ``version`` and
+    ``update_time`` (which a stored document never carries) encoded on their own and appended —
+    protobuf parses concatenated encodings as one message, so the bytes parse to exactly
+    :func:`served`'s view (its fields in another order than ``SerializeToString`` writes them).
+    The view worker publishes these: ~25 µs a view less than parsing and serializing a document
+    with dozens of holdings."""
+    tail = datahub_pb2.CustomerView(version=version)
+    if update_us:
+        set_ts(tail.update_time, update_us)
+    return doc + tail.SerializeToString()
 
 
 @functools.cache

@@ -20,8 +20,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit import (
+    Reader,
     UnitOfWork,
     bulk_insert,
+    bulk_insert_statement,
     cancel_and_wait,
     commit_unless_rebalancing,
     ensure_topics,
@@ -34,8 +36,6 @@ from services.kit import (
 log = get_logger("zhongtai.data_hub")
 
 
-#: How long the broker may hold an index's fetch to gather records (make_consumer's linger).
-_LINGER_MS = 250
 #: make_consumer's session: a commit not through by then gives up (the consumer restarts).
 _SESSION_S = 10.0
 
@@ -45,6 +45,9 @@ class TopicIndex:
 
     table: Table
     key: str  # the table's primary key column (the conflict target)
+    #: How long the broker may hold the index's fetch to gather records (make_consumer's linger):
+    #: how far behind its topics the listing may be, and how often an idle index fetches.
+    linger_ms = 250
     name = "topic-index"
     creates_topics = True  # False: the topics are the kit's (created before the capability is wired)
     #: Records per poll (and per transaction). The event log indexes every customer event: a
@@ -71,6 +74,11 @@ class TopicIndex:
         # (services/kit/progress.py, ADR 0046); 0 = not watched.
         self._stall_after_s = stall_after_s
         self._task: asyncio.Task[None] | None = None
+        # PostgreSQL, ``bulk``: a poll's rows are ONE insert-if-absent statement, atomic by itself,
+        # so it runs on its own (autocommit) on the pool's asyncpg connection the way the kit's
+        # Reader sends a statement — one round trip instead of BEGIN, INSERT and COMMIT through a
+        # session, as the view worker's flag UPDATE (ADR 0048); offsets are still committed after it.
+        self._single_statement = Reader(engine) if self.bulk and engine.dialect.name == "postgresql" else None
 
     def rows(self, records: Sequence[ConsumerRecord[Any, Any]]) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -102,13 +110,14 @@ class TopicIndex:
         )  # fmt: skip
 
     async def _run(self) -> None:
-        # An index for listings may lag a little: the broker holds its fetch up to _LINGER_MS
-        # (linger, as the hub's consumer), so live traffic is indexed a quarter second at a time —
-        # one transaction and one offset commit — instead of a fetch, a transaction and an offset
-        # commit every few records, and an idle index fetches 4 times a second, not 50 (ADR 0048).
+        # An index for listings may lag a little: the broker holds its fetch up to ``linger_ms``
+        # (linger, as the hub's consumer), so live traffic is indexed a fraction of a second at a
+        # time — one statement and one offset commit — instead of a fetch, a transaction and an
+        # offset commit every few records, and an idle index fetches a few times a second, not 50
+        # (ADR 0048; the event log 500 ms, the dead letters 1 s: ADR 0059).
         consumer = make_consumer(
             self._bootstrap, *self.topics, group_id=self._group_id, client_id=self._client_id,
-            max_poll_records=self.max_records, linger_ms=_LINGER_MS,
+            max_poll_records=self.max_records, linger_ms=self.linger_ms,
         )  # fmt: skip
         try:  # (stopped even when cancelled while starting: no unclosed consumer at shutdown)
             await consumer.start()
@@ -128,6 +137,10 @@ class TopicIndex:
     async def store(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         rows = self.rows(records)
         if not rows:
+            return
+        if self._single_statement is not None:
+            await self._single_statement.all(*bulk_insert_statement(self.table, rows, skip_conflicts_on=[self.key]))
+            log.debug("records indexed", index=self.name, count=len(rows))
             return
         async with UnitOfWork(self._engine) as uow:
             if self.bulk:

@@ -10,6 +10,7 @@ rules) and bumps ``version`` when the document changed; :func:`pending_views` an
 from __future__ import annotations
 
 import functools
+import operator
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,11 +32,12 @@ from sqlalchemy import (
     true,
     union_all,
 )
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bank.datahub.v1 import datahub_pb2
 from services.data_hub import domain
-from services.data_hub.codecs import micros_money, now_us, set_money, set_ts, us_ts
+from services.data_hub.codecs import now_us, set_money, set_ts
 from services.data_hub.domain import DAY_US, Rules
 from services.data_hub.schema import Tables, built
 from services.kit import (
@@ -180,12 +182,11 @@ def _facts(row: Any, holdings: list[domain.Holding], act: dict[str, Any]) -> dom
     )
 
 
-def _by_subscription(h: domain.Holding) -> str:
-    return h.subscription_id
+_by_subscription = operator.attrgetter("subscription_id")
 
 
 #: Holdings' parts by the holding's identity (the render read's holdings are the instances
-#: :func:`_holding_of` keeps), each with the holding it was made for (the entry keeps it alive,
+#: :func:`_holding_of_line` keeps), each with the holding it was made for (the entry keeps it alive,
 #: so its id is not reused while cached).
 _parts: dict[int, tuple[domain.Holding, bytes]] = {}
 _PARTS_MAX = 16_384
@@ -223,15 +224,21 @@ def _encoded(h: domain.Holding) -> bytes:
 
 
 @functools.lru_cache(maxsize=_PARTS_MAX)
-def _holding_of(values: tuple[Any, ...]) -> domain.Holding:
-    """A holding of the render read's JSON (cached as :func:`holding_part` is: the same
-    instances come back, so their parts are found)."""
-    return domain.Holding(*values)
+def _holding_of_line(line: str) -> tuple[domain.Holding, bytes]:
+    """A holding of the render read (PostgreSQL: a line of JSON, ``[subscription_id, product_id,
+    …]``) and its :func:`holding_part`, cached by the line's text as the parts are: an
+    unchanged holding's JSON is decoded and its part made once (a live view's holdings mostly
+    stay as they were at its last render)."""
+    holding = domain.Holding(*orjson.loads(line))
+    return holding, holding_part(holding)
 
 
-def render(row: Any, facts: domain.CustomerFacts, derived: domain.Derived, rules: Rules) -> datahub_pb2.CustomerView:
-    """The view document (without ``version``/``update_time``, which are set when served)."""
-    cur = rules.reporting_currency
+def render(
+    row: Any, facts: domain.CustomerFacts, derived: domain.Derived, rules: Rules, holdings: bytes | None = None
+) -> datahub_pb2.CustomerView:
+    """The view document (without ``version``/``update_time``, which are set when served).
+    ``holdings``: the facts' holdings' parts joined in subscription order, if the caller has
+    them (PostgreSQL's render read: :func:`_holdings_and_flows_of`)."""
     a = facts.activity
     view = datahub_pb2.CustomerView(
         customer_id=facts.customer_id,
@@ -246,27 +253,27 @@ def render(row: Any, facts: domain.CustomerFacts, derived: domain.Derived, rules
         segment=derived.segment,  # type: ignore[arg-type]
         lifecycle_stage=derived.lifecycle_stage,  # type: ignore[arg-type]
     )
-    if (ts := us_ts(facts.risk_tolerance_expire_us)) is not None:
-        view.risk_tolerance_expire_time.CopyFrom(ts)
-    if facts.holdings:
-        view.MergeFromString(b"".join([holding_part(h) for h in sorted(facts.holdings, key=_by_subscription)]))
+    # (money and times are written into their fields in place: no message built and copied)
+    if facts.risk_tolerance_expire_us is not None:
+        set_ts(view.risk_tolerance_expire_time, facts.risk_tolerance_expire_us)
+    if holdings is None and facts.holdings:
+        holdings = b"".join([holding_part(h) for h in sorted(facts.holdings, key=_by_subscription)])
+    if holdings:
+        view.MergeFromString(holdings)
+    position = view.position
     for currency, amount in derived.positions.items():
-        view.position.append(micros_money(amount, currency))
-    act = view.activity
-    act.txn_count_30d, act.txn_count_90d, act.txn_count_365d = a.count_30d, a.count_90d, a.count_365d
-    act.txn_amount_30d.CopyFrom(micros_money(a.amount_30d_micros, cur))
-    act.txn_amount_90d.CopyFrom(micros_money(a.amount_90d_micros, cur))
-    act.txn_amount_365d.CopyFrom(micros_money(a.amount_365d_micros, cur))
-    if (ts := us_ts(a.last_txn_us)) is not None:
-        act.last_txn_time.CopyFrom(ts)
+        set_money(position.add(), amount, currency)
+    _set_activity(view.activity, a, rules.reporting_currency)
     r, f, m = facts.rfm
-    view.rfm.recency, view.rfm.frequency, view.rfm.monetary = r, f, m
-    view.rfm.code = domain.rfm_code(facts.rfm)
-    if (ts := us_ts(row["rfm_us"])) is not None and view.rfm.code:
-        view.rfm.score_time.CopyFrom(ts)
-    view.churn_risk.score = derived.churn.score
-    view.churn_risk.reasons.extend(derived.churn.reasons)
-    view.churn_risk.model_version = derived.churn.model_version
+    rfm = view.rfm
+    rfm.recency, rfm.frequency, rfm.monetary = r, f, m
+    rfm.code = code = domain.rfm_code(facts.rfm)
+    if code and row["rfm_us"] is not None:
+        set_ts(rfm.score_time, row["rfm_us"])
+    churn = view.churn_risk
+    churn.score = derived.churn.score
+    churn.reasons.extend(derived.churn.reasons)
+    churn.model_version = derived.churn.model_version
     for o in derived.offers:
         view.offers.add(
             product_id=o.product_id,
@@ -276,11 +283,20 @@ def render(row: Any, facts: domain.CustomerFacts, derived: domain.Derived, rules
             display_name=o.display_name,
             model_version=o.model_version,
         )
-    if (ts := us_ts(row["last_event_us"] or None)) is not None:
-        view.last_event_time.CopyFrom(ts)
-    if (ts := us_ts(row["create_us"])) is not None:
-        view.customer_create_time.CopyFrom(ts)
+    if row["last_event_us"]:
+        set_ts(view.last_event_time, row["last_event_us"])
+    if row["create_us"] is not None:
+        set_ts(view.customer_create_time, row["create_us"])
     return view
+
+
+def _set_activity(act: datahub_pb2.CustomerView.Activity, a: domain.Activity, cur: str) -> None:
+    act.txn_count_30d, act.txn_count_90d, act.txn_count_365d = a.count_30d, a.count_90d, a.count_365d
+    set_money(act.txn_amount_30d, a.amount_30d_micros, cur)
+    set_money(act.txn_amount_90d, a.amount_90d_micros, cur)
+    set_money(act.txn_amount_365d, a.amount_365d_micros, cur)
+    if a.last_txn_us is not None:
+        set_ts(act.last_txn_time, a.last_txn_us)
 
 
 @built
@@ -339,9 +355,15 @@ def _with_holdings_and_flows(t: Tables, dirty: Any, cols: tuple[Any, ...], lookb
     per subscription since the lookback cutoff (``flows``: [subscription_id, net] pairs), each a
     LATERAL subquery of that customer (NULL for none)."""
     c, h, x = t.customers, t.holdings, t.transactions
-    # (as text: orjson decodes them, ~5 µs a value less than asyncpg's json codec through the stdlib)
+    # (as text: one JSON array per line, so the render looks each holding up by its line —
+    # ``_holding_of_line`` — and decodes only the lines it has not seen; JSON text has no raw
+    # newline: PostgreSQL escapes it inside strings. In subscription order, byte-wise — the
+    # order of Python's ``sorted`` of the ids — so the view's holdings are their parts joined
+    # as they come.)
+    line = cast(func.json_build_array(h.c.subscription_id, *cols), Text)
+    in_order = aggregate_order_by(func.chr(10), h.c.subscription_id.collate("C"))
     hold = (
-        select(cast(func.json_agg(func.json_build_array(h.c.subscription_id, *cols)), Text).label("holdings"))
+        select(func.string_agg(line, in_order).label("holdings"))
         .where(h.c.customer_id == c.c.customer_id)
         .lateral("hold")
     )
@@ -419,8 +441,9 @@ async def materialize(
     rows = await fetch(session, dirty, keys)
     if not rows:
         return 0, 0
+    encoded: dict[str, bytes] = {}  # (PostgreSQL: each view's holdings' parts, joined in order)
     if holdings_q is None:  # (PostgreSQL: they came with the rows)
-        holdings, flows = _holdings_and_flows_of(rows)
+        holdings, flows = _holdings_and_flows_of(rows, encoded)
     else:
         holdings, flows = await _holdings_and_flows(session, holdings_q, [r["customer_id"] for r in rows])
     if catalogue is None:
@@ -430,7 +453,9 @@ async def materialize(
     changed = 0
     for row in rows:
         cid = row["customer_id"]
-        doc, param = _render_row(row, holdings.get(cid, []), flows.get(cid, {}), catalogue, rules, stamp)
+        doc, param = _render_row(
+            row, holdings.get(cid, []), flows.get(cid, {}), catalogue, rules, stamp, encoded.get(cid)
+        )
         params.append(param)
         if param["b_inc"]:
             changed += 1
@@ -449,14 +474,15 @@ def _render_row(
     catalogue: list[domain.Product],
     rules: Rules,
     stamp: int,
+    encoded: bytes | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """One dirty row rendered: its document and its write-back parameters (``b_inc`` 1 if the
-    document changed)."""
+    document changed). ``encoded``: see :func:`render`'s ``holdings``."""
     act: dict[str, Any] = {k: row[k] for k in _ACTIVITY}
     act["flows"] = flows
     facts = _facts(row, holdings, act)
     derived = domain.derive(facts, catalogue, rules)
-    doc = render(row, facts, derived, rules).SerializeToString(deterministic=True)
+    doc = render(row, facts, derived, rules, encoded).SerializeToString(deterministic=True)
     is_changed = doc != row["doc"]
     return doc, {
         "b_id": row["customer_id"],
@@ -497,15 +523,22 @@ async def _holdings_and_flows(
     return holdings, flows
 
 
-def _holdings_and_flows_of(rows: Sequence[Any]) -> tuple[dict[str, list[domain.Holding]], dict[str, dict[str, int]]]:
+def _holdings_and_flows_of(
+    rows: Sequence[Any], encoded: dict[str, bytes] | None = None
+) -> tuple[dict[str, list[domain.Holding]], dict[str, dict[str, int]]]:
     """:func:`_holdings_and_flows` from the rows' ``holdings`` and ``flows`` (PostgreSQL's render
-    read: JSON arrays sent as text, decoded by orjson)."""
+    read: a holding's JSON array a line, in subscription order, the flows one JSON array, sent
+    as text). ``encoded`` gets each customer's holdings' parts joined in that order."""
     holdings: dict[str, list[domain.Holding]] = {}
     flows: dict[str, dict[str, int]] = {}
+    holding = _holding_of_line
     for row in rows:
         cid = row["customer_id"]
         if row["holdings"]:
-            holdings[cid] = [_holding_of(tuple(h)) for h in orjson.loads(row["holdings"])]
+            found = [holding(line) for line in row["holdings"].split("\n")]
+            holdings[cid] = [h for h, _ in found]
+            if encoded is not None:
+                encoded[cid] = b"".join([part for _, part in found])
         if row["flows"]:
             flows[cid] = {sid: int(net or 0) for sid, net in orjson.loads(row["flows"])}
     return holdings, flows

@@ -90,8 +90,20 @@ class KafkaRecord:
     event_type: str
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedPayload:
+    """A payload the caller holds encoded, for :func:`build_record` to wrap as it is, without
+    parsing and serializing it again: ``data``, a message of type ``descriptor`` whose key field
+    (the contract's ``key_field``) is ``key`` — e.g. a document stored encoded with fields
+    appended to it (protobuf parses concatenated encodings as one message)."""
+
+    descriptor: Descriptor
+    key: str
+    data: bytes
+
+
 def build_record(
-    payload: Message,
+    payload: Message | EncodedPayload,
     *,
     source: str,
     aggregate_type: str,
@@ -102,7 +114,8 @@ def build_record(
     time: datetime | None = None,
     traceparent: str | None = None,
 ) -> KafkaRecord:
-    """Wrap a payload message in the envelope; topic and key come from the contract.
+    """Wrap a payload message (or :class:`EncodedPayload`) in the envelope; topic and key come
+    from the contract.
 
     The CloudEvents attributes go through the cloudevents SDK (its ``CloudEvent`` checks them:
     non-empty id, source, type and subject, a timezone-aware time; its Kafka binding writes the
@@ -110,10 +123,15 @@ def build_record(
     (``bench/libraries.py``, docs/perf/libraries.md). The W3C ``traceparent`` is a plain header,
     not a CloudEvents attribute.
     """
-    spec = event_spec(payload.DESCRIPTOR)
-    key = str(value_at(payload, spec.key_field))
+    if isinstance(payload, EncodedPayload):
+        descriptor, spec = payload.descriptor, event_spec(payload.descriptor)
+        key, data = payload.key, payload.data
+    else:
+        descriptor = payload.DESCRIPTOR  # type: ignore[assignment]  # (upb's Descriptor: the same API)
+        spec = event_spec(descriptor)
+        key, data = str(value_at(payload, spec.key_field)), payload.SerializeToString()
     event_id = event_id or str(uuid.uuid4())
-    event_type = payload.DESCRIPTOR.full_name
+    event_type = descriptor.full_name
     attributes = {
         "id": event_id,
         "source": source,
@@ -126,7 +144,7 @@ def build_record(
         "aggregateversion": str(version),
     }
     try:
-        message = ce_kafka.to_binary(CloudEvent(attributes=attributes, data=payload.SerializeToString()), _FORMAT)
+        message = ce_kafka.to_binary(CloudEvent(attributes=attributes, data=data), _FORMAT)
     except CloudEventValidationError as exc:
         raise ValueError(f"invalid CloudEvents attributes for {event_type}: {exc}") from exc
     headers = list(message.headers.items())

@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from bank.customer.v1 import events_pb2
-from services.kit.events import PoisonEvent, build_record, parse_record
+from services.kit.events import EncodedPayload, PoisonEvent, build_record, parse_record
 
 
 def make_event() -> events_pb2.CustomerCreated:
@@ -110,6 +110,14 @@ def test_headers_are_byte_identical_to_the_cloudevents_sdk(when: datetime) -> No
     value, headers = sdk_headers(attributes=attributes, data=event.SerializeToString())
     assert record.headers == list(headers.items())  # same names, bytes and order
     assert record.value == value == event.SerializeToString()
+
+
+def test_a_payload_held_encoded_is_wrapped_as_the_message_would_be() -> None:
+    event = make_event()
+    args = {"source": "/zhongtai/customer", "aggregate_type": "customer", "aggregate_id": "c-1", "version": 7,
+            "event_id": "e-1", "time": datetime(2024, 1, 2, tzinfo=UTC)}  # fmt: skip
+    encoded = EncodedPayload(event.DESCRIPTOR, event.customer_id, event.SerializeToString())  # type: ignore[arg-type]
+    assert build_record(encoded, **args) == build_record(event, **args)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
