@@ -15,11 +15,13 @@ from typing import Any
 
 import orjson
 from aiokafka import ConsumerRecord
+from aiokafka.errors import CommitFailedError
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit import (
+    SESSION_TIMEOUT_MS,
     Reader,
     UnitOfWork,
     bulk_insert,
@@ -36,8 +38,9 @@ from services.kit import (
 log = get_logger("zhongtai.data_hub")
 
 
-#: make_consumer's session: a commit not through by then gives up (the consumer restarts).
-_SESSION_S = 10.0
+#: The index consumer's session (make_consumer's): a commit not through by then gives up (the
+#: consumer restarts).
+_SESSION_S = SESSION_TIMEOUT_MS / 1000
 
 
 class TopicIndex:
@@ -126,9 +129,7 @@ class TopicIndex:
                 records = [r for part in polled.values() for r in part]
                 if records:
                     await self.store(records)
-                    # (a group that rebalanced meanwhile — after a network partition, say — gets
-                    # the records again from its last commit: stored insert-if-absent, no-ops)
-                    if not await commit_unless_rebalancing(consumer, give_up_after_s=_SESSION_S):
+                    if not await committed(consumer):
                         log.info("offsets not committed: the group is rebalancing; records will be re-delivered",
                                  index=self.name)  # fmt: skip
         finally:
@@ -151,6 +152,17 @@ class TopicIndex:
                 await uow.session.execute(stmt, rows)
             await uow.commit()
         log.debug("records indexed", index=self.name, count=len(rows))
+
+
+async def committed(consumer: Any) -> bool:
+    """Commit an index's consumed offsets; False if the group is rebalancing or rebalanced
+    meanwhile (after a network partition, say): the records come again from the last commit,
+    stored insert-if-absent, no-ops — not a failure to restart the index for. A commit not through
+    within a session raises ``TimeoutError`` (the index restarts)."""
+    try:
+        return await commit_unless_rebalancing(consumer, give_up_after_s=_SESSION_S)
+    except CommitFailedError:
+        return False
 
 
 def encode_page_token(tag: str, us: int, last_id: str) -> str:

@@ -77,6 +77,7 @@ from services.kit.faults import is_infrastructure_error
 from services.kit.fetch import fetch
 from services.kit.grpc_server import GrpcServer, client_channel
 from services.kit.kafka import (
+    SESSION_TIMEOUT_MS,
     ProducerLifecycle,
     commit_unless_rebalancing,
     ensure_topics,
@@ -121,6 +122,7 @@ from services.kit.writes import Tx, guard_staged
 __all__ = [
     "ALL_SCOPES",
     "PII_READ_SCOPE",
+    "SESSION_TIMEOUT_MS",
     "TOPIC_CUSTOMER",
     "TOPIC_PRODUCT",
     "TOPIC_SUBSCRIPTION",

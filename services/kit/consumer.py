@@ -59,7 +59,7 @@ from services.kit.dlq import DeadLetters
 from services.kit.events import ReceivedEvent
 from services.kit.faults import is_infrastructure_error
 from services.kit.inbox import AggregateVersion, Decoded, InboxRow, _decode, _Polled
-from services.kit.kafka import ensure_topics, make_consumer, membership, rebalancing
+from services.kit.kafka import SESSION_TIMEOUT_MS, commit_unless_rebalancing, ensure_topics, make_consumer, membership
 from services.kit.lifecycle import cancel_and_wait
 from services.kit.logging import get_logger
 from services.kit.progress import GroupStalled, run_group_watched
@@ -145,7 +145,7 @@ class InboxConsumer:
         overlap_min_records: int = 100,
         on_state: Callable[[bool, str], Awaitable[None]] | None = None,
         group_instance_id: str | None = None,
-        session_timeout_ms: int = 10_000,
+        session_timeout_ms: int = SESSION_TIMEOUT_MS,
         max_fault_backoff_s: float = 2.0,
         linger_ms: int = 0,
         stall_after_s: float = 30.0,
@@ -552,14 +552,9 @@ class InboxConsumer:
         commit then fails, or costs the member its id): the partitions' next owner, maybe this
         member, reads those records again from the last commit, and the inbox makes them no-ops.
         The same if the commit has not gone through within a session (then raises TimeoutError)."""
-        if rebalancing(consumer):
+        if not await commit_unless_rebalancing(consumer, offsets, give_up_after_s=self._session_timeout_ms / 1000):
             self.commits_skipped += 1
             log.info("offsets not committed: the group is rebalancing; records will be re-delivered", group=self._group)
-            return
-        # Given up after a session: by then the member's id has expired, and a commit still waiting
-        # for the coordinator would go out with it once the broker is back and cost the member its
-        # new id (aiokafka resets it on UnknownMemberId), holding the group for another session.
-        await asyncio.wait_for(consumer.commit(offsets), self._session_timeout_ms / 1000)
 
     async def _offsets_committed(self) -> None:
         """Wait for the last offset commit. A failed one (the group rebalanced meanwhile) is

@@ -10,7 +10,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import CommitFailedError, TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError
 
 from services.kit.events import TOPIC_CONFIGS
 from services.kit.logging import get_logger
@@ -31,6 +31,10 @@ def make_producer(bootstrap_servers: str, *, client_id: str, linger_ms: int = 2)
     )
 
 
+#: A consumer's session unless it asks for another (:func:`make_consumer`).
+SESSION_TIMEOUT_MS = 10_000
+
+
 def make_consumer(
     bootstrap_servers: str,
     *topics: str,
@@ -38,7 +42,7 @@ def make_consumer(
     client_id: str,
     max_poll_records: int = 500,
     group_instance_id: str | None = None,
-    session_timeout_ms: int = 10_000,
+    session_timeout_ms: int = SESSION_TIMEOUT_MS,
     linger_ms: int = 0,
     linger_bytes: int = 256 * 1024,
 ) -> AIOKafkaConsumer:
@@ -122,19 +126,18 @@ def rebalancing(consumer: AIOKafkaConsumer) -> bool:
 async def commit_unless_rebalancing(
     consumer: AIOKafkaConsumer, offsets: Mapping[Any, int] | None = None, *, give_up_after_s: float
 ) -> bool:
-    """Commit ``offsets`` (the consumed positions when None); False when not committed because
-    the group is rebalancing (:func:`rebalancing`) or rebalanced while the records were being
-    stored (``CommitFailedError``). Either way the partitions' next owner — maybe this member,
-    at its next poll — reads those records again from the last commit, so a consumer committing
-    this way must make a re-delivery a no-op. A commit not through within ``give_up_after_s``
-    (a session: the member's id has expired by then) raises ``TimeoutError``: the broker is out of
-    reach, and the caller restarts its consumer."""
+    """Commit ``offsets`` (the consumed positions when None); False, sending nothing, while the
+    group is rebalancing (:func:`rebalancing`: a commit then fails, or costs the member its id).
+    The partitions' next owner — maybe this member, at its next poll — then reads those records
+    again from the last commit, so a consumer committing this way must make a re-delivery a
+    no-op. A group that rebalanced while the commit was on its way raises ``CommitFailedError``
+    (the same re-delivery follows). Given up after ``give_up_after_s`` (a session) with
+    ``TimeoutError``: by then the member's id has expired, and a commit still waiting for the
+    coordinator would go out with it once the broker is back and cost the member its new id
+    (aiokafka resets it on UnknownMemberId), holding the group for another session."""
     if rebalancing(consumer):
         return False
-    try:
-        await asyncio.wait_for(consumer.commit(dict(offsets) if offsets is not None else None), give_up_after_s)
-    except CommitFailedError:
-        return False
+    await asyncio.wait_for(consumer.commit(dict(offsets) if offsets is not None else None), give_up_after_s)
     return True
 
 
