@@ -139,6 +139,12 @@ class DataHubSettings(CallerSettings):
         return tuple(self.kafka_topic_prefix + t for t in TOPICS)
 
     @property
+    def feed_topics(self) -> frozenset[str]:
+        """The topics whose events are listed in the customers' event feed (ADR 0040, 0062), as
+        named on the broker: not the product catalogue's."""
+        return frozenset(self.kafka_topic_prefix + t for t in (TOPIC_CUSTOMER, TOPIC_SUBSCRIPTION))
+
+    @property
     def group_id(self) -> str:
         """The consumer group on the broker: the prefix namespaces it too (and so the DLQ,
         ``<group>.dlq``), or two environments sharing a cluster with the default ``data-hub``

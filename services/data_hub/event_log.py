@@ -1,10 +1,12 @@
 """The customer's event feed (``ListCustomerEvents``): every event about a customer the hub receives.
 
-:class:`EventLogIndex` reads the customer and subscription topics under its own consumer group
-(``<group>.event-log``, independent of the projection's: it never slows or blocks it) and keeps
-each CloudEvent's attributes — id, type, time, subject (the customer id), aggregate and version,
-topic position — in ``dh_customer_events`` (insert-if-absent by event id, ADR 0040). Payloads are
-not kept: the feed says *what* happened and when; the view says what the customer looks like now.
+Each CloudEvent's attributes — id, type, time, subject (the customer id), aggregate and version,
+topic position — are kept in ``dh_customer_events`` (insert-if-absent by event id, ADR 0040).
+Since ADR 0062 the hub's own consumer writes them, in the batch's transaction, from the events
+it has already fetched and decoded (:func:`feed_row`, through the projection's fold and apply),
+and those it dead-letters (:func:`row_of`, the projection's ``dead_lettered``): one fetch of the
+customer and subscription topics instead of two, and no lag behind the view. Payloads are not
+kept: the feed says *what* happened and when; the view says what the customer looks like now.
 Product catalogue events are not about a customer and are left out.
 """
 
@@ -20,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bank.datahub.v1 import datahub_pb2
 from services.data_hub.codecs import MICROS, us_ts
-from services.data_hub.config import TOPIC_CUSTOMER, TOPIC_SUBSCRIPTION, DataHubSettings
 from services.data_hub.schema import metadata
-from services.data_hub.topic_index import TopicIndex, decode_page_token, encode_page_token
+from services.data_hub.topic_index import decode_page_token, encode_page_token
+from services.kit import ReceivedEvent, bulk_insert
 
 customer_events = Table(
     "dh_customer_events",
@@ -75,30 +77,41 @@ def row_of(record: ConsumerRecord[Any, Any]) -> dict[str, Any] | None:
     }
 
 
-class EventLogIndex(TopicIndex):
-    """Indexes the customer and subscription topics into ``dh_customer_events``."""
+def feed_row(event: ReceivedEvent) -> dict[str, Any] | None:
+    """:func:`row_of` of the record ``event`` was decoded from, from the decoded event (its
+    attributes are that record's headers decoded; the same row, without decoding them again)."""
+    subject, event_id, headers = event.subject, event.id, event.headers
+    if not subject or len(subject) > 64 or len(event_id) > 64:
+        return None
+    raw_version = headers.get("ce_aggregateversion")
+    return {
+        "event_id": event_id,
+        "customer_id": subject,
+        "event_type": event.type[:200],
+        # (a record without a time was given the time it arrived: the row keeps 0, as row_of)
+        "event_us": int(event.time.timestamp() * MICROS) if headers.get("ce_time") else 0,
+        "aggregate_type": event.aggregate_type[:64],
+        "aggregate_id": event.aggregate_id[:64],
+        "aggregate_version": event.version if raw_version is not None and raw_version.isdigit() else 0,
+        "topic": event.topic[:249],
+        "partition": event.partition,
+        "offset": event.offset,
+    }
 
-    table, key, name, creates_topics = customer_events, "event_id", "event-log-index", False
-    max_records, bulk = 2000, True  # (as many as the hub consumer's batches; one JSON parameter)
-    # (the feed may lag the view by a poll, ADR 0040: half a second of events a statement and an
-    # offset commit, ADR 0059)
-    linger_ms = 500
 
-    def rows(self, records: Sequence[ConsumerRecord[Any, Any]]) -> list[dict[str, Any]]:
-        rows = {}
-        for record in records:
-            if (row := row_of(record)) is not None:
-                rows[row["event_id"]] = row  # (a batch may hold a re-sent event twice)
-        return list(rows.values())
+def feed_rows(events: Sequence[ReceivedEvent], topics: frozenset[str]) -> list[dict[str, Any]]:
+    """The feed's rows of a batch's events on ``topics``, once per event id."""
+    rows = {}
+    for event in events:
+        if event.topic in topics and (row := feed_row(event)) is not None:
+            rows[event.id] = row  # (a batch may hold a re-sent event twice)
+    return list(rows.values())
 
 
-def event_log_index(settings: DataHubSettings, engine: Any) -> EventLogIndex:
-    topics = [settings.kafka_topic_prefix + t for t in (TOPIC_CUSTOMER, TOPIC_SUBSCRIPTION)]
-    return EventLogIndex(
-        engine, settings.kafka_bootstrap_servers, topics,
-        group_id=f"{settings.group_id}.event-log", client_id=settings.kafka_client_id,
-        stall_after_s=settings.datahub_stall_after_s,
-    )  # fmt: skip
+async def insert_feed(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Insert-if-absent (a re-delivered event is listed once)."""
+    if rows:
+        await bulk_insert(session, customer_events, rows, skip_conflicts_on=["event_id"])
 
 
 def encode_token(event_us: int, event_id: str) -> str:

@@ -10,6 +10,7 @@ arrival order converges.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ from sqlalchemy import Table, Text, bindparam, cast, func, insert, literal_colum
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.data_hub import fold
+from services.data_hub.event_log import customer_events
 from services.data_hub.fold import CUSTOMER_SNAPSHOT_COLUMNS, CUSTOMER_TIME_COLUMNS, HOLDING_COLUMNS, Row
 from services.data_hub.schema import SETS, TRANSACTION_KEY, Tables, active_tables, built, state
 from services.kit import (
@@ -41,7 +43,7 @@ async def apply_patches(
     if current is None:
         current = await load_current(session, t, patches)
     changes = fold.changes(patches, current)
-    await write_changes(session, t, changes)
+    await write_changes(session, t, changes, patches.feed)
     return changes.catalogue_changed
 
 
@@ -197,14 +199,16 @@ class _Writes:
             await bulk_writes(self._session, self._parts)
 
 
-async def write_changes(session: AsyncSession, t: Tables, changes: fold.Changes) -> None:
+async def write_changes(session: AsyncSession, t: Tables, changes: fold.Changes, feed: Sequence[Row] = ()) -> None:
     """Write the fold's changes into table set ``t`` with a few bulk statements (one on PostgreSQL
-    but for the rare products)."""
+    but for the rare products); ``feed``: the batch's customer event feed rows, insert-if-absent
+    in the same statement (the feed is one table, outside the blue/green sets: ADR 0062)."""
     await _write_products(session, t, changes)
     writes = _Writes(session)
     await _write_customers(writes, t, changes)
     await _write_holdings(writes, t, changes)
     await writes.insert("transactions", t.transactions, changes.transaction_inserts, TRANSACTION_KEY)
+    await writes.insert("feed", customer_events, list(feed), ("event_id",))
     await writes.run()
     if changes.catalogue_changed:
         # Offers depend on the catalogue: every view must be re-rendered.

@@ -86,6 +86,9 @@ class Patches:
     transactions: dict[str, Row] = field(default_factory=dict)
     products: dict[str, Row] = field(default_factory=dict)
     events: int = 0
+    #: The customer event feed's rows of the batch (``dh_customer_events``, ADR 0062): filled by
+    #: the live consumer's projection, written with the batch's facts; empty for the rebuild.
+    feed: list[Row] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return self.events > 0

@@ -13,7 +13,6 @@ from bank.datahub.v1 import datahub_pb2
 from services.data_hub.api import CustomerViewApi, PeriodicRefresh
 from services.data_hub.config import TOPICS, DataHubSettings
 from services.data_hub.customers import KnownCustomers
-from services.data_hub.event_log import event_log_index
 from services.data_hub.operations import OPERATIONS_NAME, register_services, wire_operations
 from services.data_hub.projector import HubProjection, ViewWorker
 from services.kit import Capability, InboxConsumer, ProducerLifecycle, Runtime, Wiring, make_producer
@@ -33,7 +32,8 @@ async def wire(runtime: Runtime[DataHubSettings]) -> Wiring:
         backlog=lambda: 0 < s.datahub_backlog_records < consumer.lag,
         backlog_pause_s=s.datahub_backlog_render_interval_s,
     )  # fmt: skip
-    projection = HubProjection(on_commit=worker.wake, rules=rules, inline_render_max=s.datahub_inline_render_max)
+    projection = HubProjection(on_commit=worker.wake, rules=rules, inline_render_max=s.datahub_inline_render_max,
+                               feed_topics=s.feed_topics)  # + the customers' event feed, ADR 0062  # fmt: skip
     consumer = InboxConsumer(
         engine=engine, bootstrap_servers=s.kafka_bootstrap_servers, group_id=s.group_id, topics=s.source_topics,
         projection=projection,
@@ -47,14 +47,13 @@ async def wire(runtime: Runtime[DataHubSettings]) -> Wiring:
     servicer = CustomerViewApi(engine=engine, rules=rules, worker=worker, customers=customers)
     refresh = PeriodicRefresh(s.datahub_refresh_interval_s, engine, rules, worker)
     operations, index = wire_operations(s, engine, projection, consumer)  # status, dead letters (ops:admin)
-    events = event_log_index(s, engine)  # the customers' event feed (ListCustomerEvents), its own group
     # Views are read from the database: the server serves them first, then these start in this
     # order (ADR 0035: a restarted hub serves before its Kafka clients connect, even with the
     # broker down); stopped in reverse after the server has drained: consuming stops (its last
     # batch commits), then the worker, then the producer.
     return Wiring(
         register=partial(register_services, views=servicer, operations=operations),
-        after_serving=[ProducerLifecycle(producer), worker, consumer, customers, refresh, index, events],
+        after_serving=[ProducerLifecycle(producer), worker, consumer, customers, refresh, index],
     )
 
 

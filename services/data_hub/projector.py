@@ -18,13 +18,14 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from opentelemetry import metrics
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bank.datahub.v1 import datahub_pb2
-from services.data_hub import facts, schema, served, views
+from services.data_hub import event_log, facts, schema, served, views
 from services.data_hub.domain import Rules
 from services.data_hub.fold import Patches
 from services.data_hub.fold import fold as fold_batch
@@ -78,18 +79,37 @@ class HubProjection:
     """
 
     def __init__(
-        self, on_commit: OnCommit | None = None, *, rules: Rules | None = None, inline_render_max: int = 0
+        self,
+        on_commit: OnCommit | None = None,
+        *,
+        rules: Rules | None = None,
+        inline_render_max: int = 0,
+        feed_topics: frozenset[str] = frozenset(),
     ) -> None:
         self._on_commit = on_commit
         self._rules = rules
         self._inline_max = inline_render_max if rules is not None else 0
         self._tables = schema.SETS[schema.SET_NAMES[0]]  # the set the last batch wrote (a guess at first)
+        # The customer event feed (ADR 0062): the events of these topics (as named on the broker)
+        # are listed in ``dh_customer_events`` in their batch's transaction; none when empty.
+        self._feed_topics = feed_topics
 
     def fold(self, events: Sequence[ReceivedEvent]) -> Patches:
-        return fold_batch(events)
+        patches = fold_batch(events)
+        if self._feed_topics:
+            patches.feed = event_log.feed_rows(events, self._feed_topics)
+        return patches
+
+    async def dead_lettered(self, session: AsyncSession, record: ConsumerRecord[Any, Any], event: Any) -> None:
+        """A record the consumer dead-letters (in the transaction recording it dead) is still
+        listed in the feed, as every event received (ADR 0040, 0062): from its headers, so an
+        undecodable record naming a customer and an event id is listed too."""
+        if record.topic in self._feed_topics and (row := event_log.row_of(record)) is not None:
+            await event_log.insert_feed(session, [row])
 
     async def apply(self, session: AsyncSession, patches: Patches) -> Applied | None:
         if not patches:
+            await event_log.insert_feed(session, patches.feed)  # (events the hub does not project)
             return None
         # Into the active set, read under a share lock: a rebuild's flip (FOR UPDATE) waits for
         # us, and we wait for it, so no batch lands in the set that is being retired.

@@ -1,4 +1,4 @@
-"""A topic indexed into the hub's database by its own consumer group (dead letters, event log).
+"""A topic indexed into the hub's database by its own consumer group (the dead letters).
 
 :class:`TopicIndex` consumes its topics from the earliest offset under its own group, hands each
 poll's records to :meth:`TopicIndex.store` (one transaction, insert-if-absent, so a re-delivered
@@ -22,10 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit import (
     SESSION_TIMEOUT_MS,
-    Reader,
     UnitOfWork,
-    bulk_insert,
-    bulk_insert_statement,
     cancel_and_wait,
     commit_unless_rebalancing,
     ensure_topics,
@@ -53,13 +50,10 @@ class TopicIndex:
     linger_ms = 250
     name = "topic-index"
     creates_topics = True  # False: the topics are the kit's (created before the capability is wired)
-    #: Records per poll (and per transaction). The event log indexes every customer event: a
-    #: bulk ingest's batches are as big as the hub consumer's own (docs/perf/data_hub.md).
+    #: Records per poll (and per transaction). (The customer event feed, which indexed every
+    #: customer event with bigger polls in one JSON parameter, is written by the hub's consumer
+    #: since ADR 0062.)
     max_records = 500
-    #: True: the rows go as one JSON parameter (the kit's ``bulk_insert``: one statement, one plan,
-    #: ~2 µs of client CPU a row), not as an executemany of bound rows (~25 µs a row through
-    #: SQLAlchemy's insertmanyvalues). Every row must then carry every NOT NULL column.
-    bulk = False
 
     def __init__(
         self,
@@ -77,11 +71,6 @@ class TopicIndex:
         # (services/kit/progress.py, ADR 0046); 0 = not watched.
         self._stall_after_s = stall_after_s
         self._task: asyncio.Task[None] | None = None
-        # PostgreSQL, ``bulk``: a poll's rows are ONE insert-if-absent statement, atomic by itself,
-        # so it runs on its own (autocommit) on the pool's asyncpg connection the way the kit's
-        # Reader sends a statement — one round trip instead of BEGIN, INSERT and COMMIT through a
-        # session, as the view worker's flag UPDATE (ADR 0048); offsets are still committed after it.
-        self._single_statement = Reader(engine) if self.bulk and engine.dialect.name == "postgresql" else None
 
     def rows(self, records: Sequence[ConsumerRecord[Any, Any]]) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -117,7 +106,7 @@ class TopicIndex:
         # (linger, as the hub's consumer), so live traffic is indexed a fraction of a second at a
         # time — one statement and one offset commit — instead of a fetch, a transaction and an
         # offset commit every few records, and an idle index fetches a few times a second, not 50
-        # (ADR 0048; the event log 500 ms, the dead letters 1 s: ADR 0059).
+        # (ADR 0048; the dead letters 1 s: ADR 0059).
         consumer = make_consumer(
             self._bootstrap, *self.topics, group_id=self._group_id, client_id=self._client_id,
             max_poll_records=self.max_records, linger_ms=self.linger_ms,
@@ -139,17 +128,10 @@ class TopicIndex:
         rows = self.rows(records)
         if not rows:
             return
-        if self._single_statement is not None:
-            await self._single_statement.all(*bulk_insert_statement(self.table, rows, skip_conflicts_on=[self.key]))
-            log.debug("records indexed", index=self.name, count=len(rows))
-            return
         async with UnitOfWork(self._engine) as uow:
-            if self.bulk:
-                await bulk_insert(uow.session, self.table, rows, skip_conflicts_on=[self.key])
-            else:
-                insert = postgresql.insert if is_postgres(uow.session) else sqlite.insert
-                stmt = insert(self.table).on_conflict_do_nothing(index_elements=[self.key])
-                await uow.session.execute(stmt, rows)
+            insert = postgresql.insert if is_postgres(uow.session) else sqlite.insert
+            stmt = insert(self.table).on_conflict_do_nothing(index_elements=[self.key])
+            await uow.session.execute(stmt, rows)
             await uow.commit()
         log.debug("records indexed", index=self.name, count=len(rows))
 

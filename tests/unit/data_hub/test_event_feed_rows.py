@@ -1,0 +1,58 @@
+"""The customer event feed's rows written by the hub's consumer (ADR 0062): from the decoded
+events, the very rows the event-log index made from the records (``row_of``), and only for the
+customer and subscription topics, once per event id."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from devtools.synth import Synth
+from services.data_hub.config import TOPIC_CUSTOMER, TOPIC_PRODUCT, TOPIC_SUBSCRIPTION, DataHubSettings
+from services.data_hub.event_log import feed_row, feed_rows, row_of
+from services.kit import ReceivedEvent
+from services.kit.inbox import _decode
+
+
+def _consumed(headers: Any, topic: str, offset: int, value: bytes = b"") -> tuple[Any, Any]:
+    record = SimpleNamespace(headers=list(headers), value=value, key=None, topic=topic, partition=1, offset=offset)
+    return record, _decode(record)  # type: ignore[arg-type]
+
+
+def test_rows_from_decoded_events_are_the_rows_of_their_records() -> None:
+    records = Synth(seed=3, customers=4, months=2, prefix="fr", txn_scale=0.3).records()
+    compared = 0
+    for offset, r in enumerate(records):
+        record, event = _consumed(r.headers, "ns." + r.topic, offset, r.value)
+        assert isinstance(event, ReceivedEvent)
+        assert feed_row(event) == row_of(record)  # type: ignore[arg-type]
+        compared += row_of(record) is not None  # type: ignore[arg-type]
+    assert compared > 50
+
+
+def test_odd_headers_give_the_same_row_as_before() -> None:
+    base = Synth(seed=4, customers=1, months=1, prefix="fo").records()[0]
+    headers = dict(base.headers)
+    variants = [
+        {**headers, "ce_aggregateversion": b"-3"},  # no digits: version 0, as before
+        {**headers, "ce_time": b""},  # an empty time: event_us 0
+        {k: v for k, v in headers.items() if k != "ce_time"},  # no time: 0 (the event got "now")
+        {k: v for k, v in headers.items() if k != "ce_subject"},  # no customer: no row
+        {**headers, "ce_subject": b"x" * 65},  # too long for the column: no row
+    ]
+    for i, variant in enumerate(variants):
+        record, event = _consumed(variant.items(), "p." + base.topic, i, base.value)
+        if isinstance(event, ReceivedEvent):
+            assert feed_row(event) == row_of(record), variant  # type: ignore[arg-type]
+
+
+def test_only_customer_and_subscription_topics_once_per_event() -> None:
+    records = Synth(seed=5, customers=2, months=1, prefix="ft").records()
+    topics = DataHubSettings.model_construct(kafka_topic_prefix="ns.").feed_topics
+    assert topics == {"ns." + TOPIC_CUSTOMER, "ns." + TOPIC_SUBSCRIPTION}
+    events = [_consumed(r.headers, "ns." + r.topic, i, r.value)[1] for i, r in enumerate(records)]
+    rows = feed_rows([*events, *events[:3]], topics)  # (re-sent within the batch)
+    expected = {e.id for e in events if e.topic != "ns." + TOPIC_PRODUCT and e.subject}
+    assert [row["event_id"] for row in rows] == list(dict.fromkeys(r["event_id"] for r in rows))
+    assert {row["event_id"] for row in rows} == expected
+    assert any(e.topic == "ns." + TOPIC_PRODUCT for e in events)
