@@ -43,7 +43,7 @@ from services.kit.inbox import (
 from services.kit.logging import get_logger
 from services.kit.telemetry import context_from_traceparent, start_span
 
-__all__ = ["BatchApplier", "Handler", "Projection"]
+__all__ = ["BatchApplier", "DeadLetteredHook", "Handler", "Projection"]
 
 log = get_logger("zhongtai.consumer")
 _processed = metrics.get_meter("zhongtai.consumer").create_counter(
@@ -71,6 +71,14 @@ class Projection(Protocol[Folded, Applied]):
       what ``committed`` is told, or None for nothing.
     - ``committed(applied)``: right after that transaction committed (before the offsets are
       committed to Kafka); never for a batch that rolled back. Must not raise (it is logged).
+
+    Optionally, ``dead_lettered(session, record, event)`` (:class:`DeadLetteredHook`): a record
+    this consumer sent to the dead-letter topic, in the transaction that records it as dead in the
+    inbox (once per record: not for a redelivery of one already recorded). ``event`` is the
+    decoded event, or None for a record that never decoded. For a projection whose state must
+    not outlive an event it could not apply (ADR 0065: the product's eligibility replica forgets
+    the customer). It runs in a savepoint: if it fails for anything but the infrastructure, it is
+    logged and the record is still recorded as dead, so the consumer never sticks on it.
     """
 
     def fold(self, events: Sequence[ReceivedEvent]) -> Folded: ...
@@ -78,6 +86,14 @@ class Projection(Protocol[Folded, Applied]):
     async def apply(self, session: AsyncSession, folded: Folded) -> Applied | None: ...
 
     def committed(self, applied: Applied) -> None: ...
+
+
+class DeadLetteredHook(Protocol):
+    """A projection's optional ``dead_lettered`` step (see :class:`Projection`)."""
+
+    async def __call__(
+        self, session: AsyncSession, record: ConsumerRecord[Any, Any], event: ReceivedEvent | None
+    ) -> None: ...
 
 
 #: Links on a batch's processing span (OpenTelemetry's default span limit).
@@ -173,6 +189,7 @@ class BatchApplier:
         # Resolved now (the process has set up its tracer provider): not the module's proxy.
         self._tracer = trace.get_tracer("zhongtai.consumer")
         self._record_versioned = record_versioned  # False: versions are the duplicate check (ADR 0049)
+        self._on_dead: DeadLetteredHook | None = getattr(projection, "dead_lettered", None)
 
     async def stage(
         self,
@@ -251,9 +268,10 @@ class BatchApplier:
 
     async def process_one(self, record: ConsumerRecord[Any, Any]) -> ReceivedEvent | None:
         last_error = ""
+        decoded = _decode(record)
         for attempt in range(1, self._max_attempts + 1):
             try:
-                applied = await self.transaction([(record, _decode(record))], [])
+                applied = await self.transaction([(record, decoded)], [])
                 return applied[0] if applied else None
             except asyncio.CancelledError:
                 raise
@@ -270,6 +288,7 @@ class BatchApplier:
             batch = _Batch()
             if not await _seen(uow.session, batch, event_id):
                 batch.inbox.append(_inbox(record, event_id, "unknown", "dead", last_error, batch.now))
+                await self._tell_dead_lettered(uow.session, record, decoded)
                 await _flush(uow.session, batch)
             await uow.commit()
         return None
@@ -329,6 +348,7 @@ class BatchApplier:
             if not await _seen(session, batch, position):
                 batch.inbox.append(_inbox(record, position, "unknown", "dead", str(event)[:1000], batch.now))
                 batch.seen[position] = True
+                await self._tell_dead_lettered(session, record, event)
             return None
         outcomes = batch.outcomes
         if await _seen(session, batch, event.id):
@@ -396,3 +416,19 @@ class BatchApplier:
 
     async def _dead_letter(self, record: ConsumerRecord[Any, Any], error: str, *, attempts: int) -> None:
         await self.dead_letters.send(record, error, attempts=attempts)
+
+    async def _tell_dead_lettered(
+        self, session: AsyncSession, record: ConsumerRecord[Any, Any], event: Decoded
+    ) -> None:
+        """The projection's ``dead_lettered`` step, in a savepoint of the transaction recording the
+        record as dead; a failure other than the infrastructure's is logged, not raised."""
+        if self._on_dead is None:
+            return
+        try:
+            async with session.begin_nested():
+                await self._on_dead(session, record, event if isinstance(event, ReceivedEvent) else None)
+        except Exception as exc:
+            if is_infrastructure_error(exc):
+                raise
+            log.warning("projection's dead_lettered hook failed", group=self._group, topic=record.topic,
+                        partition=record.partition, offset=record.offset, error=type(exc).__name__)  # fmt: skip

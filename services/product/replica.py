@@ -32,9 +32,9 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from opentelemetry import metrics, trace
-from sqlalchemy import BigInteger, Boolean, Integer, String, Table, bindparam, select
+from sqlalchemy import BigInteger, Boolean, Integer, String, Table, bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -151,6 +151,24 @@ class EligibilityReplica:
 
     def committed(self, applied: None) -> None:
         return None
+
+    async def dead_lettered(
+        self, session: AsyncSession, record: ConsumerRecord[Any, Any], event: ReceivedEvent | None
+    ) -> None:
+        """A customer event this replica could not apply (ADR 0065): forget the customer's row,
+        unless it is already newer than that event, so that CheckEligibility asks the customer
+        service (``not_replicated``) until the customer's next event brings a snapshot again.
+        The row would otherwise keep answering from the facts before the lost change. A record
+        that never decoded names its customer by its key (the relay's aggregate id)."""
+        customer_id = event.aggregate_id if event is not None else (record.key or b"").decode(errors="replace")
+        if not customer_id:
+            return
+        forget = delete(_REPLICA).where(_REPLICA.c.customer_id == customer_id)
+        if event is not None and event.version:
+            forget = forget.where(_REPLICA.c.version < event.version)
+        await session.execute(forget)
+        log.warning("customer event dead-lettered: replica row forgotten", customer_id=customer_id,
+                    version=event.version if event is not None else None)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------

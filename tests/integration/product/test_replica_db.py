@@ -7,13 +7,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiokafka import ConsumerRecord
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bank.customer.v1 import customer_pb2
+from bank.customer.v1 import events_pb2 as ce
 from bank.product.v1 import product_pb2
 from services.kit.db import UnitOfWork
 from services.kit.errors import NotFound, Unavailable
+from services.kit.events import ReceivedEvent
 from services.product import replica
 from services.product.domain import CustomerProfile
 from services.product.usecases import ProductUseCases
@@ -153,3 +156,49 @@ async def test_a_newer_snapshot_replaces_the_row(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         stored = (await conn.execute(select(table))).mappings().all()
     assert [dict(r) for r in stored] == [row("C-1", 4, status=customer_pb2.Customer.STATUS_CLOSED, risk_expire_us=None)]
+
+
+def _customer_event(customer_id: str, version: int) -> ReceivedEvent:
+    snapshot = ce.CustomerSnapshot(customer_id=customer_id, status=ACTIVE, version=version)
+    return ReceivedEvent(
+        id=f"e-{customer_id}-{version}", type="bank.customer.v1.CustomerUpdated", source="customer",
+        subject=customer_id, time=datetime.now(UTC), aggregate_type="customer", aggregate_id=customer_id,
+        version=version, message=ce.CustomerUpdated(customer_id=customer_id, customer=snapshot, version=version),
+    )  # fmt: skip
+
+
+def _record(key: bytes | None) -> ConsumerRecord[Any, Any]:
+    return ConsumerRecord("bank.customer.v1", 0, 7, 0, 0, key, b"\x00not-an-event", None, 0, 14, [])
+
+
+async def test_a_dead_lettered_customer_event_sends_its_checks_to_the_customer_service(engine: AsyncEngine) -> None:
+    """ADR 0065: the replica forgets a customer whose event it dead-lettered (unless its row is
+    already newer), so checks ask the customer service instead of answering from the facts before
+    the lost change; the customer's next snapshot brings the row back."""
+    directory, projection = FakeDirectory(), replica.EligibilityReplica()
+    uc = ProductUseCases(engine, directory, replica=Fresh())
+    pid = await active_product(uc, min_age=18, max_age=70)
+    for cid in ("C-1", "C-2", "C-3"):
+        directory.add(cid, kyc_verified=False)  # what the lost change said: the replica disagrees
+    await project(engine, row("C-1", 3), row("C-2", 5), row("C-3", 1))
+
+    async with UnitOfWork(engine) as uow:
+        await projection.dead_lettered(uow.session, _record(b"C-1"), _customer_event("C-1", 4))
+        await projection.dead_lettered(uow.session, _record(b"C-2"), _customer_event("C-2", 4))  # older: kept
+        await projection.dead_lettered(uow.session, _record(b"C-3"), None)  # never decoded: by its key
+        await projection.dead_lettered(uow.session, _record(None), None)  # no key: nothing to forget
+        await uow.commit()
+
+    table = replica.CustomerEligibilityRow.__table__
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(table.c.customer_id, table.c.version))).all() == [("C-2", 5)]
+    before = answers()
+    refused = [[r.code for r in (await uc.check_eligibility(check(pid, cid))).reasons] for cid in ("C-1", "C-3")]
+    assert refused == [["KYC_NOT_VERIFIED"], ["KYC_NOT_VERIFIED"]]
+    assert (await uc.check_eligibility(check(pid, "C-2"))).eligible  # still the replica's
+    assert delta(before) == {("customer_service", "not_replicated"): 2, ("replica", ""): 1}
+
+    await project(engine, row("C-1", 5))  # the customer's next event
+    before = answers()
+    assert (await uc.check_eligibility(check(pid, "C-1"))).eligible
+    assert delta(before) == {("replica", ""): 1}
