@@ -100,7 +100,9 @@ class HubProjection:
             patches.feed = event_log.feed_rows(events, self._feed_topics)
         return patches
 
-    async def dead_lettered(self, session: AsyncSession, record: ConsumerRecord[Any, Any], event: Any) -> None:
+    async def dead_lettered(
+        self, session: AsyncSession, record: ConsumerRecord[Any, Any], event: ReceivedEvent | None
+    ) -> None:
         """A record the consumer dead-letters (in the transaction recording it dead) is still
         listed in the feed, as every event received (ADR 0040, 0062): from its headers, so an
         undecodable record naming a customer and an event id is listed too."""

@@ -9,6 +9,7 @@ backlog in the shape every capability answers.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import uuid
 from types import SimpleNamespace
 
@@ -17,11 +18,12 @@ import pytest
 
 from bank.api.v1 import outbox_pb2
 from bank.datahub.v1 import datahub_pb2, operations_pb2_grpc
-from devtools.synth import Synth
+from devtools.synth import Synth, produce
 from services.cli import DEV_SECRET
 from services.data_hub.config import TOPIC_CUSTOMER, TOPIC_SUBSCRIPTION
 from services.data_hub.event_log import row_of
 from services.kit.auth import mint_token
+from services.kit.events import KafkaRecord
 from tests.integration.data_hub.conftest import META, hub, namespace, send, stub, wait_until
 
 OPS = (("authorization", f"Bearer {mint_token(DEV_SECRET, ['ops:admin'], client_id='ops-tests')}"),)
@@ -40,6 +42,16 @@ async def _feed(views, customer_id: str, size: int = 3) -> list[datahub_pb2.Cust
         events.extend(page.events)
         if not (token := page.next_page_token):
             return events
+
+
+def _undecodable(records: list[KafkaRecord], customer_id: str) -> KafkaRecord:
+    """A new event about the customer on the customer topic whose payload never decodes."""
+    base = next(
+        r for r in records if r.topic == TOPIC_CUSTOMER and dict(r.headers)["ce_subject"] == customer_id.encode()
+    )
+    event_id = uuid.uuid4().hex
+    headers = [(k, event_id.encode() if k == "ce_id" else v) for k, v in base.headers]
+    return dataclasses.replace(base, value=b"\xff\xfe not a protobuf", headers=headers, event_id=event_id)
 
 
 async def _refused(call) -> tuple[grpc.StatusCode, str]:  # type: ignore[no-untyped-def]
@@ -75,6 +87,19 @@ async def test_the_feed_lists_each_event_about_the_customer_once_newest_first(ka
             assert len(feed) == len({e.event_id for e in feed}) == len(ids), customer_id
             stamps = [(e.event_time.ToMicroseconds(), e.event_id) for e in feed]
             assert stamps == sorted(stamps, reverse=True)
+        # Dead-lettered records are listed too (ADR 0062): one that never decodes (its payload is
+        # garbage) goes to the dead letters at once, and is in the feed from its headers.
+        undecodable = _undecodable(records, busiest)
+        await produce(
+            [dataclasses.replace(undecodable, topic=ns + undecodable.topic)], bootstrap, client_id="feed-test"
+        )
+
+        async def dead_listed() -> bool:
+            return undecodable.event_id in {e.event_id for e in await _feed(views, busiest, size=200)}
+
+        await wait_until(dead_listed, 60, "the dead-lettered record in the feed")
+        expected[busiest].add(undecodable.event_id)
+        assert len(await _feed(views, busiest, size=200)) == len(expected[busiest])
         types = {e.event_type.rsplit(".", 1)[-1] for e in await _feed(views, busiest, size=200)}
         assert {"CustomerCreated", "SubscriptionOpened", "TransactionPosted"} <= types
         assert not any(t.startswith("Product") for t in types)

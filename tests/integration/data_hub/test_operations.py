@@ -53,6 +53,15 @@ async def _dead(ops: operations_pb2_grpc.OperationsServiceStub, event_id: str) -
     return next((d for d in page.dead_letters if d.event_id == event_id), None)
 
 
+async def _in_the_feed(views, *dead: SynthEvent) -> None:  # type: ignore[no-untyped-def]
+    """Events the hub dead-lettered are in their customer's event feed all the same (ADR 0062:
+    the feed lists every event received, written with the record's dead inbox row)."""
+    for event in dead:
+        request = datahub_pb2.ListCustomerEventsRequest(customer_id=event.payload.customer_id, page_size=200)
+        page = await views.ListCustomerEvents(request, metadata=META, timeout=5)
+        assert event.event_id in {e.event_id for e in page.events}, event.event_id
+
+
 async def _code(call) -> tuple[grpc.StatusCode, str]:  # type: ignore[no-untyped-def]
     with pytest.raises(grpc.aio.AioRpcError) as failed:
         await call
@@ -79,6 +88,7 @@ async def test_watch_list_and_dead_letters_replayed_exactly_once(kafka_server, p
             return None not in (await _dead(ops, first.event_id), await _dead(ops, second.event_id))
 
         await wait_until(both_dead, 90, "the poison events in the dead letters")
+        await _in_the_feed(views, first, second)
 
         await _watch_list(views, len({e.payload.customer_id for e in events if hasattr(e.payload, "customer_id")}))
         await _refusals(channel, ops)
