@@ -4,14 +4,21 @@ customer and subscription topics, once per event id."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from sqlalchemy import select
+
 from devtools.synth import Synth
 from services.data_hub.config import TOPIC_CUSTOMER, TOPIC_PRODUCT, TOPIC_SUBSCRIPTION, DataHubSettings
-from services.data_hub.event_log import feed_row, feed_rows, row_of
+from services.data_hub.event_log import customer_events, feed_row, feed_rows, row_of
+from services.data_hub.projector import HubProjection
 from services.kit import ReceivedEvent
+from services.kit.db import UnitOfWork
 from services.kit.inbox import _decode
+
+from . import support
 
 
 def _consumed(headers: Any, topic: str, offset: int, value: bytes = b"") -> tuple[Any, Any]:
@@ -56,3 +63,33 @@ def test_only_customer_and_subscription_topics_once_per_event() -> None:
     assert [row["event_id"] for row in rows] == list(dict.fromkeys(r["event_id"] for r in rows))
     assert {row["event_id"] for row in rows} == expected
     assert any(e.topic == "ns." + TOPIC_PRODUCT for e in events)
+
+
+async def test_the_projection_writes_the_feed_with_the_batch_and_dead_letters_once_per_event(tmp_path: Path) -> None:
+    records = Synth(seed=6, customers=3, months=2, prefix="fs", txn_scale=0.3).records()
+    consumed = [_consumed(r.headers, "ns." + r.topic, i, r.value) for i, r in enumerate(records)]
+    events = [event for _, event in consumed]
+    topics = DataHubSettings.model_construct(kafka_topic_prefix="ns.").feed_topics
+    projection = HubProjection(feed_topics=topics)
+    # a record on the customer topic that never decodes, as the consumer dead-letters it
+    customer = next(r for r in records if r.topic == TOPIC_CUSTOMER)
+    dead_headers = [(k, b"dead-1" if k == "ce_id" else v) for k, v in customer.headers]
+    dead, undecodable = _consumed(dead_headers, "ns." + TOPIC_CUSTOMER, len(records), b"\xff\xfe")
+    assert not isinstance(undecodable, ReceivedEvent)
+    engine = await support.projection(tmp_path / "feed.db")
+    try:
+        for batch in (events[:40], events[40:], events[:10]):  # (the last one re-delivered)
+            async with UnitOfWork(engine) as uow:
+                await projection.apply(uow.session, projection.fold(batch))
+                await uow.commit()
+        for _ in range(2):  # (told once per record by the kit; a second time changes nothing)
+            async with UnitOfWork(engine) as uow:
+                await projection.dead_lettered(uow.session, dead, None)  # type: ignore[arg-type]
+                await uow.commit()
+        async with engine.connect() as conn:
+            stored = [dict(r._mapping) for r in (await conn.execute(select(customer_events))).all()]
+    finally:
+        await engine.dispose()
+    expected = [*feed_rows(events, topics), row_of(dead)]  # type: ignore[arg-type]
+    assert sorted(stored, key=lambda r: r["event_id"]) == sorted(expected, key=lambda r: r["event_id"])  # type: ignore[arg-type,return-value]
+    assert len(expected) > 20 and expected[-1] is not None and expected[-1]["event_id"] == "dead-1"
