@@ -1,12 +1,13 @@
 """Benchmark: the data hub's live path, CPU per event, in one process without the broker (not a test).
 
-What a hub process spends on live traffic once a poll has returned: the consumer's batch
-(inbox lookups, the fold, the projection's writes, the inline render of the touched views, the
-inbox rows, the commit) and the view worker's publish round (the view records built, their
-``pending_publish`` flags cleared). Kafka is left out on purpose — the records are built in
-memory as the product service's relay would send them, and the view worker's producer is a stub
-that acknowledges at once — so the figure is the hub's own Python and PostgreSQL per event,
-free of the fetch/produce round trips and of the machine's noise around them.
+What a hub process spends on live traffic once a poll has returned: the consumer's batch (inbox
+lookups, the fold, the projection's writes with the customer event feed's rows, ADR 0062, the
+inline render of the touched views, the inbox rows, the commit) and the view worker's publish
+round (the view records built, their ``pending_publish`` flags cleared). Kafka is left out on
+purpose — the records are built in memory as the product service's relay would send them, and
+the view worker's producer is a stub that acknowledges at once — so the figure is the hub's own
+Python and PostgreSQL per event, free of the fetch/produce round trips and of the machine's
+noise around them.
 ``bench/freshness.py`` and ``bench/services.py`` measure the whole path with the broker.
 
 Per round: a fresh database with a seeded history (customers, subscriptions, two months of
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import os
 import statistics
@@ -47,6 +49,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parents[1]
+#: The topics of the customer event feed (unprefixed, as the records here are).
+FEED = ("bank.customer.v1", "bank.subscription.v1")
 
 
 def _records(customers: int, batch: int, batches: int, kind: str = "posting") -> tuple[list[Any], list[list[Any]]]:
@@ -199,7 +203,10 @@ async def child(
         costs = await statement_cost(engine)
         await engine.dispose()
         return costs
-    live_applier = applier(HubProjection(on_commit=worker.wake, rules=rules, inline_render_max=100))
+    # The customer event feed is the hub consumer's own work since ADR 0062 (a checkout before
+    # it wrote the feed from a separate group, not run here at all).
+    feed = {"feed_topics": frozenset(FEED)} if "feed_topics" in inspect.signature(HubProjection).parameters else {}
+    live_applier = applier(HubProjection(on_commit=worker.wake, rules=rules, inline_render_max=100, **feed))
     pairs = [_consumer_records(b, len(seed) + i * batch) for i, b in enumerate(live)]
     sent = producer.sent
     commits = await _transactions(url)
