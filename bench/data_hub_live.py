@@ -29,6 +29,8 @@ views grow a holding with each (as ``bench/services.py``'s CreateSubscription ce
 with DIR first on its path), interleaved with this one's: before/after in one run.
 ``--profile``: cProfile of this checkout's live phase (top functions by own time); with
 ``BENCH_SAMPLE=<file>`` instead, its stacks sampled every 4 ms of CPU time (``_Sampler``).
+``BENCH_MODEL=<artifact>`` (e.g. models/scores.json): the live renders score with that trained
+model, as a deployed hub does (default: the rules).
 ``--statement-cost``: process CPU per statement of one hub read run through
 ``AsyncSession.execute``, ``exec_driver_sql`` and asyncpg directly (docs/adr/0045).
 """
@@ -183,6 +185,12 @@ async def child(
 
     configure_logging("data_hub", "WARNING", stream=sys.stderr)
     rules = Rules.from_json("")
+    if os.environ.get("BENCH_MODEL"):  # the trained scores, as `make run` and the chart load them
+        import dataclasses
+
+        from services.data_hub import model
+
+        rules = dataclasses.replace(rules, model=model.load(os.environ["BENCH_MODEL"]))
     engine = create_engine(url)
     await upgrade(engine, MIGRATIONS)
     seed, live = _records(customers, batch, batches, kind)

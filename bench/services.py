@@ -413,8 +413,11 @@ class Platform:
     """Kafka, PostgreSQL, the three services (twice with ``--baseline``) and the ceiling cells."""
 
     def __init__(self, kafka: KafkaServer, pg: PostgresServer, logs: Path, kit_cells: list[str],
-                 baseline: Path | None = None) -> None:  # fmt: skip
+                 baseline: Path | None = None, hub_models: tuple[Path | None, Path | None] = (None, None),
+                 ) -> None:  # fmt: skip
         self.kafka, self.pg, self.logs = kafka, pg, logs
+        # Each stack's hub's trained scores (as `make run` and the chart deploy them); None: the rules.
+        self.hub_env = [{"ZT_DATAHUB_MODEL_PATH": str(m.resolve())} if m else {} for m in hub_models]
         self.procs: dict[str, ServiceProcess] = {}
         self.cell_procs: dict[str, subprocess.Popen[bytes]] = {}
         self.targets: dict[str, str] = {}
@@ -453,7 +456,8 @@ class Platform:
 
     def _services(self, repo: Path, suffix: str, common: dict[str, str], keys: dict[str, str]) -> None:
         db = suffix.replace("@", "_")
-        hub = _Proc("data_hub", env={**common, "ZT_DATABASE_URL": self.pg.create_database(f"bench_hub{db}")},
+        hub_db = self.pg.create_database(f"bench_hub{db}")
+        hub = _Proc("data_hub", env={**common, **self.hub_env[bool(suffix)], "ZT_DATABASE_URL": hub_db},
                     log_dir=self.logs, repo=repo).start()  # fmt: skip
         customer = _Proc(
             "customer", env={**common, **keys, "ZT_DATABASE_URL": self.pg.create_database(f"bench_customer{db}")},
@@ -730,6 +734,10 @@ def main() -> None:
     parser.add_argument("--profile", default="", help="a cell to profile with py-spy after the rounds")
     parser.add_argument("--baseline", type=Path, help="a checkout of the code before a change: its services "
                         "and kit cells run beside these, each cell's twin '<cell>@base' in turn with it")  # fmt: skip
+    parser.add_argument("--hub-model", type=Path, help="the data hubs load this trained-scores artifact (e.g. "
+                        "models/scores.json, as `make run` and the chart do); default none: the rules")  # fmt: skip
+    parser.add_argument("--baseline-hub-model", type=Path, help="the same for the baseline's hub (with "
+                        "--baseline <this checkout>: the rules against a model, side by side)")  # fmt: skip
     args = parser.parse_args()
 
     ghz = ghz_binary()
@@ -741,7 +749,7 @@ def main() -> None:
     wanted = args.cells.split(",")
     kit_cells = [c for c in wanted if c.startswith("B")]
     with KafkaServer() as kafka, PostgresServer() as pg:
-        platform = Platform(kafka, pg, workdir, kit_cells, args.baseline)
+        platform = Platform(kafka, pg, workdir, kit_cells, args.baseline, (args.hub_model, args.baseline_hub_model))
         try:
             platform.start(args.statements)
             ids = asyncio.run(seed(platform, auth, args.customers))

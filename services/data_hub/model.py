@@ -170,11 +170,15 @@ class PathReasons:
     """The reasons of boosted trees, fast: a tree's contributions depend only on the leaf ``x``
     reaches, so each leaf's are summed per reason code once, here; explaining ``x`` finds its
     leaves (one compiled expression, :func:`compiled`'s kind) and adds up their rows. The same
-    sums as :meth:`Trees.explain` grouped by :func:`_reasons` (added in another order)."""
+    sums as :meth:`Trees.explain` grouped by :func:`_reasons` (added in another order).
+    :meth:`explain` also gives the logit from the same leaves: the same float as
+    :meth:`Trees.logit` (the same leaf values added in the same order)."""
 
     def __init__(self, trees: Trees, groups: tuple[tuple[str, tuple[int, ...]], ...]) -> None:
         self.codes = tuple(code for code, _ in groups)
         group_of = {i: g for g, (_, idx) in enumerate(groups) for i in idx}
+        self.base = trees.base
+        self.values = tuple(t.value for t in trees.trees)
         self.rows = tuple(self._rows(t, group_of) for t in trees.trees)
         body = ", ".join(_leaf(t) for t in trees.trees)
         self.leaves: Callable[[Sequence[float]], tuple[int, ...]] = eval(  # noqa: S307 - numbers only (see compiled)
@@ -196,7 +200,24 @@ class PathReasons:
         return rows
 
     def reasons(self, x: Sequence[float], limit: int) -> tuple[str, ...]:
-        sums = map(sum, zip(*[rows[leaf] for rows, leaf in zip(self.rows, self.leaves(x), strict=True)], strict=True))
+        return self.ranked(self.leaves(x), limit)
+
+    def explain(self, x: Sequence[float], limit: int) -> tuple[float, tuple[str, ...]]:
+        """(logit, reasons) from one search for ``x``'s leaves."""
+        logit, leaves = self.search(x)
+        return logit, self.ranked(leaves, limit)
+
+    def search(self, x: Sequence[float]) -> tuple[float, tuple[int, ...]]:
+        """(logit, the leaves ``x`` reaches): the reasons can follow from the leaves later."""
+        leaves = self.leaves(x)
+        logit = self.base
+        for value, leaf in zip(self.values, leaves, strict=True):
+            logit += value[leaf]
+        return logit, leaves
+
+    def ranked(self, leaves: tuple[int, ...], limit: int) -> tuple[str, ...]:
+        """The reasons of the path through ``leaves`` (:meth:`search`)."""
+        sums = map(sum, zip(*[rows[leaf] for rows, leaf in zip(self.rows, leaves, strict=True)], strict=True))
         ranked = sorted((-v, code) for v, code in zip(sums, self.codes, strict=True) if v >= MIN_REASON_LOGIT)
         return tuple(code for _, code in ranked[:limit])
 
@@ -301,6 +322,8 @@ class ScoreModel:
         default_factory=dict, compare=False, repr=False
     )
     _pair_reasons: list[PathReasons] = field(default_factory=list, compare=False, repr=False)
+    #: the churn trees' leaves, logits and reasons (:class:`PathReasons`), built on first use
+    _churn_paths: list[PathReasons] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def from_artifact(cls, data: Mapping[str, Any]) -> ScoreModel:
@@ -351,11 +374,21 @@ class ScoreModel:
         x = features.vector(facts, rules)
         churn = None
         if self.churn_model is not None and churn_on:
-            logit, contributions = self.churn_model.explain(x)  # one walk for the score and its reasons
-            reasons = _reasons(contributions, _CHURN_GROUPS, MAX_REASONS)
-            p = _sigmoid(logit)
-            churn = Churn(self.view_score(p), reasons, self.version)
+            logit, reasons = self._churn_explain(x)
+            churn = Churn(self.view_score(_sigmoid(logit)), reasons, self.version)
         return churn, (self.rank(x, candidates, rules) if offers_on else None)
+
+    def _churn_explain(self, x: Sequence[float]) -> tuple[float, tuple[str, ...]]:
+        """The churn logit and its reasons: for trees from one search for the leaves
+        (:class:`PathReasons`), for a scorecard from its contributions."""
+        m = self.churn_model
+        if isinstance(m, Trees):
+            if not self._churn_paths:
+                self._churn_paths.append(PathReasons(m, _CHURN_GROUPS))
+            return self._churn_paths[0].explain(x, MAX_REASONS)
+        assert m is not None
+        logit, contributions = m.explain(x)
+        return logit, _reasons(contributions, _CHURN_GROUPS, MAX_REASONS)
 
     def offer_probability(self, product: Product, x: Sequence[float]) -> float:
         """The probability that the customer opens ``product`` within 90 days (0 for a product
@@ -371,23 +404,34 @@ class ScoreModel:
         m = self.offer_models.get(product.product_id)
         return m.probability(x) if m is not None else 0.0
 
-    def _offer_reasons(self, product: Product, x: Sequence[float]) -> tuple[str, ...]:
-        if self.offer_model is not None:
-            if not self._pair_reasons:
-                self._pair_reasons.append(PathReasons(self.offer_model, _PAIR_GROUPS))
-            return self._pair_reasons[0].reasons(features.offer_vector(x, product), 2)
-        m = self.offer_models.get(product.product_id)
-        return _reasons(m.explain(x)[1], _OFFER_GROUPS, 2) if m is not None else ()
-
     def rank(self, x: Sequence[float], candidates: Sequence[Product], rules: Rules) -> tuple[Offer, ...]:
-        """Eligible candidates by the probability of opening them; reasons for the ones shown."""
-        ranked = sorted((-round(self.offer_probability(p, x), 4), p.product_id, p) for p in candidates)
+        """Eligible candidates by the probability of opening them; reasons for the ones shown.
+        With the one model over pairs, each candidate's leaves are searched once: they give its
+        probability (the same float as :meth:`offer_probability`) and, if shown, its reasons."""
+        if self.offer_model is None:
+            return self._rank_per_product(x, candidates, rules)
+        if not self._pair_reasons:
+            self._pair_reasons.append(PathReasons(self.offer_model, _PAIR_GROUPS))
+        paths = self._pair_reasons[0]
+        found = []
+        for p in candidates:
+            logit, leaves = paths.search(features.offer_vector(x, p))
+            found.append((-round(_sigmoid(logit), 4), p.product_id, p, leaves))
+        found.sort(key=operator.itemgetter(0, 1))
         return tuple(
-            Offer(
-                p.product_id, -neg, (domain.NOT_HELD, *self._offer_reasons(p, x)), p.type, p.display_name, self.version
-            )
-            for neg, _, p in ranked[: rules.max_offers]
+            Offer(p.product_id, -neg, (domain.NOT_HELD, *paths.ranked(leaves, 2)), p.type, p.display_name, self.version)
+            for neg, _, p, leaves in found[: rules.max_offers]
         )
+
+    def _rank_per_product(self, x: Sequence[float], candidates: Sequence[Product], rules: Rules) -> tuple[Offer, ...]:
+        """:meth:`rank` with an older artifact's model per product."""
+        ranked = sorted((-round(self.offer_probability(p, x), 4), p.product_id, p) for p in candidates)
+        out = []
+        for neg, _, p in ranked[: rules.max_offers]:
+            m = self.offer_models.get(p.product_id)
+            reasons = _reasons(m.explain(x)[1], _OFFER_GROUPS, 2) if m is not None else ()
+            out.append(Offer(p.product_id, -neg, (domain.NOT_HELD, *reasons), p.type, p.display_name, self.version))
+        return tuple(out)
 
 
 def parse(text: str) -> ScoreModel:

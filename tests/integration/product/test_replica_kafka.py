@@ -19,7 +19,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bank.customer.v1 import customer_pb2, customer_pb2_grpc
 from bank.product.v1 import product_pb2, product_pb2_grpc
@@ -221,6 +221,31 @@ async def test_a_lagging_replica_asks_the_customer_service(stubs: Stubs) -> None
         await stuck.stop()
     await until(local, timeout=60, what="the replica answers again once the group caught up")
     assert (await s.check(pid, fresh[-1]))[1]
+
+
+async def test_a_customer_event_the_replica_dead_letters_sends_that_customers_checks_to_the_customer_service(
+    stubs: Stubs,
+) -> None:
+    """ADR 0065: a record on the customer topic the replica can never apply (here one that never
+    decodes, keyed by the customer like the relay's) is dead-lettered, and the replica forgets that
+    customer instead of answering from the facts before it; the next event brings the row back."""
+    s = stubs
+    pid = await active_product(s)
+    cid = await make_customer(s.customer, age=35)
+    other = await make_customer(s.customer, age=35)
+    await until(answered(s, pid, cid, [], local=True), what="the replica answers")
+    producer = AIOKafkaProducer(bootstrap_servers=s.env.bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        await producer.send_and_wait(s.env.prefix + "bank.customer.v1", b"\x00not-an-event", key=cid.encode())
+    finally:
+        await producer.stop()
+    await until(answered(s, pid, cid, [], local=False), what="the replica forgot the customer")
+    assert (await s.check(pid, other)) == ([], True)  # only that customer
+    await s.customer.AssessRisk(  # the customer's next event: a full snapshot again
+        customer_pb2.AssessRiskRequest(customer_id=cid, questionnaire_score=60), metadata=ADMIN, timeout=10
+    )
+    await until(answered(s, pid, cid, [], local=True), what="the replica answers again after the next event")
 
 
 async def _assigned(consumer: AIOKafkaConsumer) -> bool:

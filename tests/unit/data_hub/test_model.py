@@ -234,3 +234,38 @@ def test_the_need_features_of_a_pair_ask_about_the_customer_only_for_the_family_
     assert need(loan)["loan_main_balance"] == 4.5 and need(term)["deposit_main_balance"] == 4.5
     x[features.NAMES.index("tolerance_c4")] = 0.0  # no valid assessment: as far from every fund as can be
     assert need(CATALOGUE[1])["wealth_risk_gap"] == 9.0
+
+
+def random_tree(rng: random.Random, n: int, depth: int = 3) -> dict[str, list[float]]:
+    """A complete tree of ``depth`` random questions on ``n`` features (node values random too)."""
+    size = 2 ** (depth + 1) - 1
+    inner = 2**depth - 1
+    return {
+        "feature": [rng.randrange(n) if i < inner else -1 for i in range(size)],
+        "threshold": [rng.uniform(-1, 4) for _ in range(size)],
+        "left": [2 * i + 1 if i < inner else 0 for i in range(size)],
+        "right": [2 * i + 2 if i < inner else 0 for i in range(size)],
+        "value": [rng.uniform(-0.6, 0.6) for _ in range(size)],
+    }
+
+
+def test_one_search_for_the_leaves_gives_the_walks_scores_and_reasons() -> None:
+    """The churn score and reasons, and each offer's probability and reasons, from one search for
+    the leaves (PathReasons) are the walk's: the same floats, the same codes."""
+    rng = random.Random(11)
+    a = pooled()
+    a["churn"] = {"base": -1.0, "trees": [random_tree(rng, N) for _ in range(40)], "at_risk_probability": 0.3}
+    a["offer"] = {"base": -2.0, "trees": [random_tree(rng, N + len(features.OFFER_NAMES)) for _ in range(30)]}
+    m = model.ScoreModel.from_artifact(a)
+    assert isinstance(m.churn_model, model.Trees) and m.offer_model is not None
+    for _ in range(300):
+        x = [rng.uniform(-1, 4) if rng.random() < 0.7 else float(rng.randint(0, 1)) for _ in range(N)]
+        logit, contributions = m.churn_model.explain(x)
+        assert m._churn_explain(x) == (m.churn_model.logit(x), model._reasons(contributions, model._CHURN_GROUPS, 3))
+        assert logit == m.churn_model.logit(x)
+        slow = sorted((-round(m.offer_probability(p, x), 4), p.product_id, p) for p in CATALOGUE)
+        offers = m.rank(x, CATALOGUE, Rules())
+        assert [(o.product_id, o.score) for o in offers] == [(p.product_id, -neg) for neg, _, p in slow]
+        for o, (_, _, p) in zip(offers, slow, strict=True):
+            z = features.offer_vector(x, p)
+            assert o.reasons == (d.NOT_HELD, *model._reasons(m.offer_model.explain(z)[1], model._PAIR_GROUPS, 2))
