@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from services.data_hub import domain
 from services.data_hub.domain import DAY_US, MICROS, CustomerFacts, Rules
@@ -229,17 +230,65 @@ def _ratio(part: float, whole: float, floor: float) -> float:
     return min(3.0, (part + floor) / (whole + floor))
 
 
-def _flows(facts: CustomerFacts, now: int) -> tuple[float, ...]:
+class _Holdings(NamedTuple):
+    """What the features read of the holdings, gathered in one pass (:func:`_holdings`): a live
+    view carries dozens of holdings, and the features used to read them eight times."""
+
+    now: int  # open balances in the reporting currency (:func:`domain.positions`)
+    before: int  # :func:`domain.balance_at_cutoff` at the balance look-back cut-off
+    open_count: int
+    closed_count: int
+    closed_recently: int  # closed within 90 days of ``as_of``
+    types: frozenset[int]  # product types of open holdings
+    deposits: int  # open deposits (any currency)
+    deposit_total: int  # their balances
+    main_balance: int  # the oldest open deposit's balance (0: none): the main account
+    last_open_us: int | None  # the latest opening
+
+
+def _holdings(facts: CustomerFacts, rules: Rules) -> _Holdings:
+    """:class:`_Holdings` of ``facts`` as of ``facts.as_of_us``: the same integers the per-rule
+    passes computed (integer sums do not depend on their order)."""
+    currency, flows = rules.reporting_currency, facts.activity.net_flow_since_cutoff
+    cut = facts.as_of_us - rules.balance_lookback_days * DAY_US
+    closed_since = facts.as_of_us - 90 * DAY_US
+    now = before = open_count = closed = closed_recently = deposits = deposit_total = 0
+    types: set[int] = set()
+    main: tuple[tuple[int, str], int] | None = None  # (its sort key, its balance)
+    last_open: int | None = None
+    for h in facts.holdings:
+        opened, balance, cur = h.open_us, h.balance_micros, h.currency
+        if opened is not None and (last_open is None or opened > last_open):
+            last_open = opened
+        if cur == currency and (opened is None or opened <= cut):
+            before += balance - flows.get(h.subscription_id, 0)
+        if h.state == domain.HOLDING_CLOSED:
+            closed += 1
+            if h.close_us is not None and h.close_us > closed_since:
+                closed_recently += 1
+            continue
+        open_count += 1
+        types.add(h.product_type)
+        if cur == currency:
+            now += balance
+        if h.product_type == domain.TYPE_DEPOSIT:
+            deposits += 1
+            deposit_total += balance
+            key = (opened or 0, h.subscription_id)
+            if main is None or key < main[0]:
+                main = (key, balance)
+    return _Holdings(
+        now, max(before, 0), open_count, closed, closed_recently, frozenset(types), deposits, deposit_total,
+        main[1] if main is not None else 0, last_open,
+    )  # fmt: skip
+
+
+def _flows(facts: CustomerFacts, held: _Holdings) -> tuple[float, ...]:
     """Version 2's features: activity trends over the 30/90/365-day windows, money in and out over
     the balance look-back, the main account, the relationship's last move."""
-    a, as_of, k = facts.activity, facts.as_of_us, 1_000 * MICROS
-    open_ = sorted(
-        (h for h in facts.holdings if h.state != domain.HOLDING_CLOSED and h.product_type == domain.TYPE_DEPOSIT),
-        key=lambda h: (h.open_us or 0, h.subscription_id),
-    )
+    a, as_of, k, now = facts.activity, facts.as_of_us, 1_000 * MICROS, held.now
     outflow = -sum(min(v, 0) for v in a.net_flow_since_cutoff.values())
     net = sum(a.net_flow_since_cutoff.values())
-    opens = [h.open_us for h in facts.holdings if h.open_us is not None]
     debit = a.amount_90d_micros - a.credit_amount_90d_micros
     return (
         _log_cny(a.amount_30d_micros),
@@ -248,12 +297,12 @@ def _flows(facts: CustomerFacts, now: int) -> tuple[float, ...]:
         _ratio(a.count_30d, a.count_90d / 3, 1),
         _ratio(a.count_90d, a.count_365d / 4, 1),
         math.log1p(a.credit_count_90d),
-        _log_cny(open_[0].balance_micros if open_ else 0),  # the oldest deposit: the main account
+        _log_cny(held.main_balance),  # the oldest deposit: the main account
         _log_cny(outflow),
         math.copysign(_log_cny(abs(net)), net),
         _ratio(outflow, now, k),
-        min(5.0, (as_of - max(opens)) / (365 * DAY_US)) if opens else 5.0,
-        float(sum(1 for h in facts.holdings if h.state == domain.HOLDING_CLOSED)),
+        min(5.0, (as_of - held.last_open_us) / (365 * DAY_US)) if held.last_open_us is not None else 5.0,
+        float(held.closed_count),
         _ratio(debit, a.credit_amount_90d_micros, k),
     )
 
@@ -264,17 +313,8 @@ def vector(facts: CustomerFacts, rules: Rules) -> tuple[float, ...]:
     since = a.last_txn_us if a.last_txn_us is not None else facts.create_us
     months_since = min(365.0, (as_of - since) / DAY_US) / 30 if since is not None else 12.0
     baseline_per_30d = a.count_baseline * 30 / rules.activity_baseline_days
-    cut = as_of - rules.balance_lookback_days * DAY_US
-    before = domain.balance_at_cutoff(facts.holdings, a, cut, rules.reporting_currency)
-    now = domain.positions(facts.holdings).get(rules.reporting_currency, 0)
-    open_ = [h for h in facts.holdings if h.state != domain.HOLDING_CLOSED]
-    closed_recently = sum(
-        1
-        for h in facts.holdings
-        if h.state == domain.HOLDING_CLOSED and h.close_us is not None and h.close_us > as_of - 90 * DAY_US
-    )
-    types = {h.product_type for h in open_}
-    deposits = sum(1 for h in open_ if h.product_type == domain.TYPE_DEPOSIT)
+    held = _holdings(facts, rules)
+    now, before, types = held.now, held.before, held.types
     age = domain.age_at(facts.birth_year, as_of)
     years = age if age is not None else 200  # (unknown: in no age band)
     tenure = (as_of - facts.create_us) / (365 * DAY_US) if facts.create_us is not None else 0.0
@@ -292,20 +332,20 @@ def vector(facts: CustomerFacts, rules: Rules) -> tuple[float, ...]:
         _log_cny(a.amount_90d_micros - a.credit_amount_90d_micros),
         _log_cny(now),
         min(3.0, (now + 1_000 * MICROS) / (before + 1_000 * MICROS)),
-        float(len(open_)),
-        float(closed_recently),
+        float(held.open_count),
+        float(held.closed_recently),
         min(10.0, max(tenure, 0.0)),
         (age or 0) / 10,
-        float(deposits >= 2),  # a term deposit beside the current account
+        float(held.deposits >= 2),  # a term deposit beside the current account
         float(domain.TYPE_CARD in types),
         float(domain.TYPE_LOAN in types),
         float(domain.TYPE_WEALTH in types),
         float(years < 30),
         float(30 <= years < 45),
         float(45 <= years < 60),
-        _log_cny(sum(h.balance_micros for h in open_ if h.product_type == domain.TYPE_DEPOSIT)),
+        _log_cny(held.deposit_total),
         *(float(valid_tolerance == n) for n in range(1, 6)),
-        *_flows(facts, now),
+        *_flows(facts, held),
     )
 
 

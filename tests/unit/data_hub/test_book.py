@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.data_hub import domain as d
+from services.data_hub import features
 from services.data_hub.domain import DAY_US, Rules
 
 NOW = 1_750_000_000_000_000
@@ -96,3 +97,28 @@ def test_the_rules_read_from_the_book_decide_as_the_holdings_say(facts: d.Custom
     held_types = {h.product_type for h in facts.holdings if h.state != d.HOLDING_CLOSED}
     for offer in derived.offers:
         assert (d.NEW_PRODUCT_TYPE in offer.reasons) == (offer.product_type not in held_types)
+
+
+@given(_facts)
+def test_the_features_one_pass_is_what_each_feature_read_of_the_holdings(facts: d.CustomerFacts) -> None:
+    """services/data_hub/features.py reads the holdings once (``_holdings``): the same integers
+    the per-feature passes gave, so every feature (and every trained score) is unchanged."""
+    held = features._holdings(facts, RULES)
+    open_ = [h for h in facts.holdings if h.state != d.HOLDING_CLOSED]
+    deposits = sorted(
+        (h for h in open_ if h.product_type == d.TYPE_DEPOSIT), key=lambda h: (h.open_us or 0, h.subscription_id)
+    )
+    opens = [h.open_us for h in facts.holdings if h.open_us is not None]
+    cutoff = NOW - RULES.balance_lookback_days * DAY_US
+    assert held.now == d.positions(facts.holdings).get("CNY", 0)
+    assert held.before == d.balance_at_cutoff(facts.holdings, facts.activity, cutoff, "CNY")
+    assert (held.open_count, held.closed_count) == (len(open_), len(facts.holdings) - len(open_))
+    assert held.closed_recently == sum(
+        1
+        for h in facts.holdings
+        if h.state == d.HOLDING_CLOSED and h.close_us is not None and h.close_us > NOW - 90 * DAY_US
+    )
+    assert held.types == {h.product_type for h in open_}
+    assert (held.deposits, held.deposit_total) == (len(deposits), sum(h.balance_micros for h in deposits))
+    assert held.main_balance == (deposits[0].balance_micros if deposits else 0)
+    assert held.last_open_us == (max(opens) if opens else None)
