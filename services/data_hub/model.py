@@ -136,31 +136,11 @@ class Trees:
             total += v[i]
         return total, out
 
-    def fixed(self, values: Mapping[int, float]) -> Trees:
-        """The same trees with the features of ``values`` fixed: their questions are answered once
-        here, so a walk asks only the others. The same leaves, so the same :meth:`logit` for every
-        ``x`` that has these values (not the same contributions: use the full trees to explain)."""
-        return Trees(self.base, tuple(_answered(t, values) for t in self.trees))
-
-
-def _expression(t: Tree, i: int = 0) -> str:
-    """Node ``i`` of ``t`` as a Python expression of ``x``: its leaf value, or its question."""
-    if t.feature[i] < 0:
-        return repr(t.value[i])
-    left, right = _expression(t, t.left[i]), _expression(t, t.right[i])
-    return f"({left} if x[{t.feature[i]}] <= {t.threshold[i]!r} else {right})"
-
-
-def compiled(trees: Trees) -> Callable[[Sequence[float]], float]:
-    """``trees.logit`` as one compiled Python expression: the same questions and the same additions
-    in the same order (so the same float), without walking the arrays — a few times faster. Built
-    only from the numbers :func:`_tree` parsed (ints and finite floats: ``repr`` gives literals)."""
-    body = " + ".join([repr(trees.base), *(_expression(t) for t in trees.trees)])
-    return eval(compile(f"lambda x: {body}", "<trees>", "eval"))  # type: ignore[no-any-return]  # noqa: S307
-
 
 def _leaf(t: Tree, i: int = 0) -> str:
-    """Node ``i`` of ``t`` as a Python expression of ``x`` giving the index of the leaf it reaches."""
+    """Node ``i`` of ``t`` as a Python expression of ``x`` giving the index of the leaf it reaches.
+    Built only from the numbers :func:`_tree` parsed (ints and finite floats: ``repr`` gives
+    literals)."""
     if t.feature[i] < 0:
         return str(i)
     return f"({_leaf(t, t.left[i])} if x[{t.feature[i]}] <= {t.threshold[i]!r} else {_leaf(t, t.right[i])})"
@@ -169,7 +149,8 @@ def _leaf(t: Tree, i: int = 0) -> str:
 class PathReasons:
     """The reasons of boosted trees, fast: a tree's contributions depend only on the leaf ``x``
     reaches, so each leaf's are summed per reason code once, here; explaining ``x`` finds its
-    leaves (one compiled expression, :func:`compiled`'s kind) and adds up their rows. The same
+    leaves (one compiled Python expression of the trees' questions, :func:`_leaf`) and adds up
+    their rows. The same
     sums as :meth:`Trees.explain` grouped by :func:`_reasons` (added in another order).
     :meth:`explain` also gives the logit from the same leaves: the same float as
     :meth:`Trees.logit` (the same leaf values added in the same order)."""
@@ -181,7 +162,7 @@ class PathReasons:
         self.values = tuple(t.value for t in trees.trees)
         self.rows = tuple(self._rows(t, group_of) for t in trees.trees)
         body = ", ".join(_leaf(t) for t in trees.trees)
-        self.leaves: Callable[[Sequence[float]], tuple[int, ...]] = eval(  # noqa: S307 - numbers only (see compiled)
+        self.leaves: Callable[[Sequence[float]], tuple[int, ...]] = eval(  # noqa: S307 - numbers only (see _leaf)
             compile(f"lambda x: ({body},)", "<leaves>", "eval")
         )
 
@@ -222,26 +203,6 @@ class PathReasons:
         return tuple(code for _, code in ranked[:limit])
 
 
-def _answered(t: Tree, values: Mapping[int, float]) -> Tree:
-    """``t`` without the questions on the features of ``values`` (each replaced by its answer)."""
-    cols: tuple[list[float], ...] = ([], [], [], [], [])  # feature, threshold, left, right, value
-
-    def copy(i: int) -> int:
-        while t.feature[i] in values:
-            i = t.left[i] if values[t.feature[i]] <= t.threshold[i] else t.right[i]
-        k = len(cols[0])
-        for col, v in zip(cols, (t.feature[i], t.threshold[i], 0, 0, t.value[i]), strict=True):
-            col.append(v)
-        if t.feature[i] >= 0:
-            cols[2][k] = copy(t.left[i])
-            cols[3][k] = copy(t.right[i])
-        return k
-
-    copy(0)
-    f, th, lo, hi, v = cols
-    return Tree(tuple(map(int, f)), tuple(th), tuple(map(int, lo)), tuple(map(int, hi)), tuple(v))
-
-
 Scorecard = Logistic | Trees
 
 
@@ -255,7 +216,6 @@ def _groups(codes: Mapping[str, str], names: Sequence[str] = features.NAMES) -> 
 
 
 _CHURN_GROUPS, _OFFER_GROUPS = _groups(features.CHURN_REASON), _groups(features.OFFER_REASON)
-_PRODUCT_ONLY = tuple(len(features.NAMES) + features.OFFER_NAMES.index(n) for n in features.PRODUCT_ONLY)
 _PAIR_GROUPS = _groups(
     {**features.OFFER_REASON, **features.OFFER_PRODUCT_REASON}, features.NAMES + features.OFFER_NAMES
 )
@@ -316,11 +276,6 @@ class ScoreModel:
     #: the one offer model over (customer, product) pairs (ADR 0050); ``offer_models`` (one per
     #: product) are what older artifacts have
     offer_model: Trees | None = None
-    #: ``offer_model`` with each kind of product's own features fixed (:meth:`Trees.fixed`), by
-    #: (type, risk level): what ranking a customer's candidates walks
-    _by_product: dict[tuple[int, int], Callable[[Sequence[float]], float]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
     _pair_reasons: list[PathReasons] = field(default_factory=list, compare=False, repr=False)
     #: the churn trees' leaves, logits and reasons (:class:`PathReasons`), built on first use
     _churn_paths: list[PathReasons] = field(default_factory=list, compare=False, repr=False)
@@ -392,15 +347,9 @@ class ScoreModel:
 
     def offer_probability(self, product: Product, x: Sequence[float]) -> float:
         """The probability that the customer opens ``product`` within 90 days (0 for a product
-        an older artifact has no model for: it ranks last)."""
+        an older artifact has no model for: it ranks last); :meth:`rank`'s, to the bit."""
         if self.offer_model is not None:
-            key = (product.type, product.risk_level)
-            logit = self._by_product.get(key)
-            if logit is None:
-                fixed = features.offer_vector([0.0] * len(x), product)
-                logit = compiled(self.offer_model.fixed({i: fixed[i] for i in _PRODUCT_ONLY}))
-                self._by_product[key] = logit
-            return _sigmoid(logit(features.offer_vector(x, product)))
+            return _sigmoid(self._pair_paths().search(features.offer_vector(x, product))[0])
         m = self.offer_models.get(product.product_id)
         return m.probability(x) if m is not None else 0.0
 
@@ -410,9 +359,7 @@ class ScoreModel:
         probability (the same float as :meth:`offer_probability`) and, if shown, its reasons."""
         if self.offer_model is None:
             return self._rank_per_product(x, candidates, rules)
-        if not self._pair_reasons:
-            self._pair_reasons.append(PathReasons(self.offer_model, _PAIR_GROUPS))
-        paths = self._pair_reasons[0]
+        paths = self._pair_paths()
         found = []
         for p in candidates:
             logit, leaves = paths.search(features.offer_vector(x, p))
@@ -422,6 +369,13 @@ class ScoreModel:
             Offer(p.product_id, -neg, (domain.NOT_HELD, *paths.ranked(leaves, 2)), p.type, p.display_name, self.version)
             for neg, _, p, leaves in found[: rules.max_offers]
         )
+
+    def _pair_paths(self) -> PathReasons:
+        """The one offer model's leaves, logits and reasons (built on first use)."""
+        assert self.offer_model is not None
+        if not self._pair_reasons:
+            self._pair_reasons.append(PathReasons(self.offer_model, _PAIR_GROUPS))
+        return self._pair_reasons[0]
 
     def _rank_per_product(self, x: Sequence[float], candidates: Sequence[Product], rules: Rules) -> tuple[Offer, ...]:
         """:meth:`rank` with an older artifact's model per product."""
