@@ -162,15 +162,6 @@ OFFER_NAMES = (
     "card_engagement",  # a card: log_txn_per_month_365d; else 0
     "loan_main_balance",  # a loan: log_main_balance; else 0
 )
-#: the offer features that depend on the product alone (the same for every customer)
-PRODUCT_ONLY = (
-    "product_is_deposit",
-    "product_is_loan",
-    "product_is_wealth",
-    "product_is_card",
-    "product_risk_level",
-    "wealth_risk_level",
-)
 OFFER_PRODUCT_REASON = {
     "risk_headroom": domain.RISK_MATCH,
     "age_headroom_decades": LIFE_STAGE,
