@@ -16,7 +16,9 @@ relays inside them), and the ceiling cells of ``bench/_cells.py`` (each its own 
 
 ghz (built once from the Go module proxy into ~/.cache/zhongtai/bin, devtools/ghz.py) drives
 each cell closed-loop with ``--concurrency`` workers over one connection for ``--duration``
-seconds after a 1 s warm-up; the cells take turns, round after round. Around each measured run
+seconds after a 1 s warm-up; the cells take turns, round after round. Before the first round,
+passes of the write cells (left out) warm the freshly started broker up until its JIT compilers
+are quiet (``--warm-broker``). Around each measured run
 it reads /proc/<pid>/stat of every process: CPU µs per OK request of the serving process(es),
 PostgreSQL (per database, from its backends' titles; ``pg`` = the whole server), Kafka, the
 data hub (which applies every write's events as they arrive) and ghz itself.
@@ -62,7 +64,7 @@ from devtools.ghz import ghz_binary
 from devtools.stack import KafkaServer, PostgresServer, free_port
 from services.cli import DEV_SECRET
 from services.kit.auth import ALL_SCOPES, mint_token
-from tests.support.procs import REPO, ServiceProcess, cpu_seconds
+from tests.support.procs import REPO, ServiceProcess, cpu_seconds, jit_cpu_seconds
 
 CUSTOMER = "bank.customer.v1.CustomerService"
 BASE = "@base"  # the suffix of the baseline's processes and cells (--baseline)
@@ -599,6 +601,30 @@ def measure(platform: Platform, meter: Meter, ghz: Path, protos: Path, cell: Cel
     return result
 
 
+#: :func:`warm_broker` stops once the broker's JIT compilers used at most this share of a core
+WARM_JIT = 0.05
+
+
+def warm_broker(platform: Platform, meter: Meter, ghz: Path, protos: Path, chosen: list[Cell], kafka_pid: int,
+                args: argparse.Namespace, token: str, workdir: Path) -> None:  # fmt: skip
+    """Passes of the write cells, left out, until the broker's JIT compilers used at most
+    :data:`WARM_JIT` of a core during the last one (at most ``--warm-broker``). A freshly started
+    broker spends a fifth to a third of a core compiling its hot paths during its first minutes
+    of writes, and more CPU per event while its code is not compiled yet (bench/freshness.py, the
+    same finding): a broker in service has long done that, and the first round would otherwise
+    measure it."""
+    writes = [c for c in chosen if c.ceiling == "C-write"]
+    for n in range(1, args.warm_broker + 1 if writes and kafka_pid else 1):
+        jit, started = jit_cpu_seconds(kafka_pid), time.perf_counter()
+        for cell in writes:
+            measure(platform, meter, ghz, protos, cell, cell.data(200 + n), cell.data(300 + n), args, token, workdir)
+        share = (jit_cpu_seconds(kafka_pid) - jit) / (time.perf_counter() - started)
+        print(f"broker warm-up {n}: {', '.join(c.name for c in writes)} (left out); its JIT compilers used "
+              f"{share:.1%} of a core", flush=True)  # fmt: skip
+        if not share > WARM_JIT:
+            break
+
+
 def serving_cpu(cell: Cell, result: Result) -> float:
     return sum(result.cpu_us.get(p, float("nan")) for p in cell.serving)
 
@@ -727,6 +753,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--warm-broker", type=int, default=6, help="before the rounds, at most this many "
+                        "passes of the write cells (left out) until the broker's JIT is quiet (0: none)")  # fmt: skip
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--customers", type=int, default=64)
     parser.add_argument("--cells", default=DEFAULT_CELLS, help="comma-separated cell names")
@@ -769,6 +797,7 @@ def main() -> None:
             idle = {k: (v - before.get(k, 0.0)) / 3 * 100 for k, v in now.items() if "|" not in k}
             idle.update({k: v / 3 * 100 for k, v in pg_deltas(before, now).items()})
             print("idle CPU %: " + " ".join(f"{k}={v:.1f}" for k, v in sorted(idle.items()) if v >= 0.1))
+            warm_broker(platform, meter, ghz, protos, chosen, kafka.pid or 0, args, token, workdir)
             results: dict[str, list[Result]] = {c.name: [] for c in chosen}
             for round_ in range(args.rounds):
                 # (a cell and its baseline twin swap places every round)

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from tests.support.procs import cpu_seconds, tree_cpu_seconds
+from devtools import stack
+from tests.support.procs import cpu_seconds, jit_cpu_seconds, tree_cpu_seconds
 
 pytestmark = pytest.mark.integration
 
@@ -46,3 +47,23 @@ def test_tree_cpu_of_a_gone_process_is_nan() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     assert tree_cpu_seconds(proc.pid) != tree_cpu_seconds(proc.pid)  # NaN
+
+
+def test_jit_cpu_is_a_part_of_the_brokers_cpu(kafka_server: stack.KafkaLike) -> None:
+    """The broker's JIT compilers have compiled something by the time it answers (its start-up
+    alone takes a few seconds of it here), and that is a part of the JVM's own CPU."""
+    pid = getattr(kafka_server, "pid", None)
+    if not pid:
+        pytest.skip("the broker is not a local process here (ZT_TEST_KAFKA_BOOTSTRAP)")
+    jit = jit_cpu_seconds(pid)
+    assert 0 < jit < cpu_seconds(pid)
+
+
+def test_jit_cpu_of_a_process_without_a_jvm_is_zero_and_of_a_gone_one_nan() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert jit_cpu_seconds(proc.pid) == 0.0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert jit_cpu_seconds(proc.pid) != jit_cpu_seconds(proc.pid)  # NaN

@@ -38,6 +38,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+#: Linux thread names (``comm``, 15 characters) of a HotSpot JVM's JIT compiler threads
+JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
+
+
+def jit_cpu_seconds(pid: int) -> float:
+    """CPU of a JVM's JIT compiler threads so far (Linux /proc; NaN elsewhere): the part of a
+    freshly started broker's CPU that goes on compiling its code, not serving. A compiler thread
+    that exited (HotSpot stops idle ones) takes its CPU with it, so this is a lower bound."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return float("nan")
+    total = 0
+    for task in tasks:
+        try:
+            if (task / "comm").read_text().startswith(JIT_THREADS):
+                fields = _stat(task / "stat")
+                total += int(fields[11]) + int(fields[12])
+        except OSError:
+            continue  # exited while we looked
+    return total / ticks
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """CPU of a process and its descendants (Linux /proc; NaN elsewhere): the live ones' user +
     system time, and what the root has collected from children that exited (PostgreSQL's
