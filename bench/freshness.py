@@ -20,9 +20,10 @@ is published: the figures are an upper bound of that.)
     .venv/bin/python bench/freshness.py [--via services|events] [--rate 200] [--duration 20] [--customers 200]
                                         [--baseline DIR --rounds N] [--warmup SECONDS]
 
-``--warmup S``: runs of S seconds left out of the figures, until the broker's JIT compilers
-used at most 5 % of a core during the last one (:data:`WARM_JIT`; at most six): the broker's
-first minutes after its start were the slowest of every invocation, its compilers still busy.
+``--warmup S`` (10 unless given; 0 for none): runs of S seconds left out of the figures, until
+the broker's JIT compilers used at most 5 % of a core during the last one (:data:`WARM_JIT`; at
+most six): the broker's first minutes after its start were the slowest of every invocation, its
+compilers still busy (ADR 0066).
 Each run prints the broker's CPU per write and the part of it its JIT compilers spent.
 
 Each run also prints where the time went (:data:`STAGES`): ack -> the hub's render of the view,
@@ -405,8 +406,8 @@ async def main() -> int:
     parser.add_argument("--baseline", type=Path, help="a checkout of the code before a change: its hub runs "
                         "in turn with this one's, each on its own fresh namespace and database")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=1, help="runs (each side, with --baseline)")
-    parser.add_argument("--warmup", type=float, default=0.0, help="seconds of each warm-up run, left out of the "
-                        "figures; they go on until the broker's JIT compilers are quiet (WARM_JIT)")  # fmt: skip
+    parser.add_argument("--warmup", type=float, default=10.0, help="seconds of each warm-up run, left out of the "
+                        "figures; they go on until the broker's JIT compilers are quiet (0: none)")  # fmt: skip
     args = parser.parse_args()
     kafka, pg = stack.kafka_for_tests(), stack.postgres_for_tests()
     kafka.start()
