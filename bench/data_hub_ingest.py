@@ -73,7 +73,7 @@ from services.data_hub.rebuild import partitions_of  # noqa: E402
 from services.kit.db import UnitOfWork, create_engine  # noqa: E402
 from services.kit.kafka import ensure_topics  # noqa: E402
 from services.kit.migrations import upgrade  # noqa: E402
-from tests.support.procs import base_env, cpu_seconds, jit_cpu_seconds, tree_cpu_seconds  # noqa: E402
+from tests.support.procs import JIT_QUIET_SHARE, base_env, cpu_seconds, jit_cpu_seconds, tree_cpu_seconds  # noqa: E402
 
 
 async def raw_rate(bootstrap: str, ns: str) -> tuple[int, float, float]:
@@ -339,15 +339,11 @@ async def main() -> int:
     return 0
 
 
-#: :func:`warm_broker` stops once the broker's JIT compilers used at most this share of a core
-WARM_JIT = 0.05
-
-
 async def warm_broker(
     args: argparse.Namespace, pg: Any, bootstrap: str, ns: str, probe: Callable[[], dict[str, float]]
 ) -> None:
     """Hub phases left out of the figures (each on a fresh database and group) until the broker's
-    JIT compilers used at most :data:`WARM_JIT` of a core during the last one (at most
+    JIT compilers used at most :data:`~tests.support.procs.JIT_QUIET_SHARE` of a core during the last one (at most
     ``--warm``): a freshly started broker spent 20 µs an event in the first hub phase, 13 of them
     compiling, and 8 in the third (ADR 0066)."""
     for n in range(1, args.warm + 1):
@@ -358,7 +354,7 @@ async def warm_broker(
         await hub_rate(bootstrap, url, args.max_records, ns)
         share = (probe()[JIT] - before) / (time.perf_counter() - started)
         print(f"warm-up hub phase {n} (left out): the broker's JIT compilers used {share:.1%} of a core", flush=True)
-        if share <= WARM_JIT:
+        if share <= JIT_QUIET_SHARE:
             return
 
 

@@ -21,7 +21,7 @@ is published: the figures are an upper bound of that.)
                                         [--baseline DIR --rounds N] [--warmup SECONDS]
 
 ``--warmup S`` (10 unless given; 0 for none): runs of S seconds left out of the figures, until
-the broker's JIT compilers used at most 5 % of a core during the last one (:data:`WARM_JIT`; at
+the broker's JIT compilers used at most 5 % of a core during the last one (``JIT_QUIET_SHARE``; at
 most six): the broker's first minutes after its start were the slowest of every invocation, its
 compilers still busy (ADR 0066).
 Each run prints the broker's CPU per write and the part of it its JIT compilers spent.
@@ -67,7 +67,7 @@ from services.cli import DEV_SECRET  # noqa: E402
 from services.kit.auth import ALL_SCOPES, mint_token  # noqa: E402
 from services.kit.events import TOPIC_CUSTOMER_VIEW, build_record  # noqa: E402
 from services.kit.kafka import ensure_topics, make_producer  # noqa: E402
-from tests.support.procs import ServiceProcess, cpu_seconds, jit_cpu_seconds, tree_cpu_seconds  # noqa: E402
+from tests.support.procs import JIT_QUIET_SHARE, ServiceProcess, cpu_seconds, jit_cpu_seconds, tree_cpu_seconds  # noqa: E402
 
 #: A write: (customer id, the view's last_event_time that covers it in µs, perf_counter at the ack).
 Acked = tuple[str, int, float]
@@ -81,12 +81,12 @@ STAGES = ("ack->render", "render->send", "send->arrival")
 
 
 #: ``--warmup``: warm-up runs go on (at most this many) while the broker's JIT compilers used more
-#: than this share of a core during the last one. A broker in service has long compiled its hot
-#: paths; a freshly started one spends ~20 % of a core compiling during its first run at 200
-#: writes/s, and the first run measured after a single 10-s warm-up had twice the p99 of the next
-#: ones (2026-12-07: 312 ms with 945 µs of JIT a write, then 123-155 ms with 112-355 µs). Its
-#: steady state is 2-3 % of a core.
-WARM_JIT, WARMUP_RUNS = 0.05, 6
+#: than :data:`~tests.support.procs.JIT_QUIET_SHARE` of a core during the last one. A broker in
+#: service has long compiled its hot paths; a freshly started one spends ~20 % of a core compiling
+#: during its first run at 200 writes/s, and the first run measured after a single 10-s warm-up had
+#: twice the p99 of the next ones (2026-12-07: 312 ms with 945 µs of JIT a write, then 123-155 ms
+#: with 112-355 µs).
+WARMUP_RUNS = 6
 
 
 def pct(values: list[float], p: float) -> float:
@@ -238,13 +238,14 @@ class Run:
 def servers_cpu(kafka: object, pg: object, hub: ServiceProcess) -> dict[str, float]:
     """CPU seconds so far of the hub process, the broker's JVM and PostgreSQL (NaN if not ours),
     and the part of the broker's that its JIT compilers spent ("of it JIT": its warm-up)."""
-    out = {"hub": cpu_seconds(hub.proc.pid) if hub.proc is not None else float("nan")}
-    for name, server in (("Kafka", kafka), ("PostgreSQL", pg)):
-        pid = getattr(server, "pid", None)
-        out[name] = tree_cpu_seconds(pid) if pid else float("nan")
-        if name == "Kafka":
-            out["of it JIT"] = jit_cpu_seconds(pid) if pid else float("nan")
-    return out
+    nan = float("nan")
+    kafka_pid, pg_pid = getattr(kafka, "pid", None), getattr(pg, "pid", None)
+    return {
+        "hub": cpu_seconds(hub.proc.pid) if hub.proc is not None else nan,
+        "Kafka": tree_cpu_seconds(kafka_pid) if kafka_pid else nan,
+        "of it JIT": jit_cpu_seconds(kafka_pid) if kafka_pid else nan,  # (printed right after "Kafka")
+        "PostgreSQL": tree_cpu_seconds(pg_pid) if pg_pid else nan,
+    }
 
 
 async def one_run(args: argparse.Namespace, kafka: Any, pg: Any, label: str, repo: Path | None) -> Run:
@@ -421,7 +422,7 @@ async def main() -> int:
             jit = warm.cpu_s["of it JIT"] / warm.seconds
             print(f"[warm-up {n}] {warm.writes} writes, left out; the broker's JIT compilers used {jit:.1%} of a core",
                   flush=True)  # fmt: skip
-            if not jit > WARM_JIT:  # (NaN: not our broker, nothing to watch)
+            if not jit > JIT_QUIET_SHARE:  # (NaN: not our broker, nothing to watch)
                 break
         for round_ in range(args.rounds):
             sides: list[tuple[str, Path | None]] = [("this", None)]

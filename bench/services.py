@@ -64,7 +64,7 @@ from devtools.ghz import ghz_binary
 from devtools.stack import KafkaServer, PostgresServer, free_port
 from services.cli import DEV_SECRET
 from services.kit.auth import ALL_SCOPES, mint_token
-from tests.support.procs import REPO, ServiceProcess, cpu_seconds, jit_cpu_seconds
+from tests.support.procs import JIT_QUIET_SHARE, REPO, ServiceProcess, cpu_seconds, jit_cpu_seconds
 
 CUSTOMER = "bank.customer.v1.CustomerService"
 BASE = "@base"  # the suffix of the baseline's processes and cells (--baseline)
@@ -601,18 +601,14 @@ def measure(platform: Platform, meter: Meter, ghz: Path, protos: Path, cell: Cel
     return result
 
 
-#: :func:`warm_broker` stops once the broker's JIT compilers used at most this share of a core
-WARM_JIT = 0.05
-
-
 def warm_broker(platform: Platform, meter: Meter, ghz: Path, protos: Path, chosen: list[Cell], kafka_pid: int,
                 args: argparse.Namespace, token: str, workdir: Path) -> None:  # fmt: skip
     """Passes of the write cells, left out, until the broker's JIT compilers used at most
-    :data:`WARM_JIT` of a core during the last one (at most ``--warm-broker``). A freshly started
-    broker spends a fifth to a third of a core compiling its hot paths during its first minutes
-    of writes, and more CPU per event while its code is not compiled yet (bench/freshness.py, the
-    same finding): a broker in service has long done that, and the first round would otherwise
-    measure it."""
+    :data:`~tests.support.procs.JIT_QUIET_SHARE` of a core during the last one (at most
+    ``--warm-broker``). A freshly started broker spends a fifth to a third of a core compiling
+    its hot paths during its first minutes of writes, and more CPU per event while its code is
+    not compiled yet (bench/freshness.py, the same finding): a broker in service has long done
+    that, and the first round would otherwise measure it."""
     writes = [c for c in chosen if c.ceiling == "C-write"]
     for n in range(1, args.warm_broker + 1 if writes and kafka_pid else 1):
         jit, started = jit_cpu_seconds(kafka_pid), time.perf_counter()
@@ -621,7 +617,7 @@ def warm_broker(platform: Platform, meter: Meter, ghz: Path, protos: Path, chose
         share = (jit_cpu_seconds(kafka_pid) - jit) / (time.perf_counter() - started)
         print(f"broker warm-up {n}: {', '.join(c.name for c in writes)} (left out); its JIT compilers used "
               f"{share:.1%} of a core", flush=True)  # fmt: skip
-        if not share > WARM_JIT:
+        if not share > JIT_QUIET_SHARE:
             break
 
 

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,14 +50,34 @@ def test_tree_cpu_of_a_gone_process_is_nan() -> None:
     assert tree_cpu_seconds(proc.pid) != tree_cpu_seconds(proc.pid)  # NaN
 
 
-def test_jit_cpu_is_a_part_of_the_brokers_cpu(kafka_server: stack.KafkaLike) -> None:
-    """The broker's JIT compilers have compiled something by the time it answers (its start-up
-    alone takes a few seconds of it here), and that is a part of the JVM's own CPU."""
-    pid = getattr(kafka_server, "pid", None)
-    if not pid:
-        pytest.skip("the broker is not a local process here (ZT_TEST_KAFKA_BOOTSTRAP)")
-    jit = jit_cpu_seconds(pid)
-    assert 0 < jit < cpu_seconds(pid)
+#: A JVM that works for a second (its compilers compile the hot loop), says so, then waits.
+_BUSY_JVM = """
+public class Busy {
+    public static void main(String[] args) throws Exception {
+        long end = System.nanoTime() + 1_000_000_000L, acc = 0;
+        while (System.nanoTime() < end) { for (int i = 0; i < 10_000; i++) acc += i * 31L ^ acc; }
+        System.out.println("ready " + (acc & 1));
+        Thread.sleep(30_000);
+    }
+}
+"""
+
+
+def test_jit_cpu_is_a_part_of_a_jvms_cpu(tmp_path: Path) -> None:
+    """A real JVM (the one the broker runs on; Java's single-file launcher compiles the source in
+    the same JVM): its JIT compilers have used CPU by the time its hot loop is done, and that is a
+    part of the JVM's own CPU."""
+    source = tmp_path / "Busy.java"
+    source.write_text(_BUSY_JVM)
+    jvm = subprocess.Popen([stack._java(), str(source)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert jvm.stdout is not None
+        assert jvm.stdout.readline().startswith("ready")
+        jit = jit_cpu_seconds(jvm.pid)
+        assert 0 < jit < cpu_seconds(jvm.pid)
+    finally:
+        jvm.kill()
+        jvm.wait()
 
 
 def test_jit_cpu_of_a_process_without_a_jvm_is_zero_and_of_a_gone_one_nan() -> None:

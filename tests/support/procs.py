@@ -40,6 +40,9 @@ def cpu_seconds(pid: int) -> float:
 
 #: Linux thread names (``comm``, 15 characters) of a HotSpot JVM's JIT compiler threads
 JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
+#: The benchmarks warm a freshly started broker until its JIT compilers use at most this share of
+#: a core (ADR 0066): 15-35 % in its first minutes under load, 2-3 % once its hot paths are compiled
+JIT_QUIET_SHARE = 0.05
 
 
 def jit_cpu_seconds(pid: int) -> float:
