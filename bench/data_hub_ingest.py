@@ -32,6 +32,11 @@ broker spent 20 µs an event in the first hub phase after its start and 8–13 i
 (2026-12-07); a broker in service has long been warm (ADR 0066). ``--repeat 3`` runs the measured
 hub phase three times on the same broker, each on a fresh database and consumer group.
 
+``--floor`` runs, before each hub phase, the floor cells (ADR 0068): the same events consumed
+with a group and decoded only; and folded with their transaction rows written; and the customer
+event feed's rows too — with the hub's own code. Each prints the whole machine's CPU per event
+beside the hub's: the least a hub that keeps these rows must spend.
+
 ``--hubs 2`` runs a second hub process in the same consumer group, as the chart's two data hub
 replicas do: the group splits the partitions between them.
 """
@@ -68,28 +73,45 @@ from devtools.synth import Synth, produce  # noqa: E402
 from services.cli import DEV_SECRET  # noqa: E402
 from services.data_hub import event_log, store  # noqa: E402
 from services.data_hub.config import TOPIC_CUSTOMER, TOPIC_SUBSCRIPTION  # noqa: E402
+from services.data_hub.fold import fold  # noqa: E402
 from services.data_hub.main import MIGRATIONS, TOPICS, DataHubSettings, serve  # noqa: E402
 from services.data_hub.rebuild import partitions_of  # noqa: E402
+from services.data_hub.schema import TRANSACTION_KEY  # noqa: E402
+from services.kit import bulk_insert_statement, bulk_writes, parse_record  # noqa: E402
+
+try:  # (a checkout before ADR 0068 inserts every batch's rows with one statement)
+    from services.kit import copy_insert
+except ImportError:  # pragma: no cover
+    copy_insert = None  # type: ignore[assignment]
 from services.kit.db import UnitOfWork, create_engine  # noqa: E402
 from services.kit.kafka import ensure_topics  # noqa: E402
 from services.kit.migrations import upgrade  # noqa: E402
 from tests.support.procs import JIT_QUIET_SHARE, base_env, cpu_seconds, jit_cpu_seconds, tree_cpu_seconds  # noqa: E402
 
 
-async def raw_rate(bootstrap: str, ns: str) -> tuple[int, float, float]:
+async def _from_the_start(
+    bootstrap: str, ns: str, group_id: str | None, max_records: int
+) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
+    """A started consumer (the hub's read settings) on every partition of the run's topics, at
+    their first offsets."""
     tps = await partitions_of(bootstrap, tuple(ns + t for t in TOPICS))
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
-        group_id=None,
+        group_id=group_id,
         enable_auto_commit=False,
         isolation_level="read_committed",
         fetch_max_wait_ms=20,
-        max_poll_records=500,
+        max_poll_records=max_records,
     )
     await consumer.start()
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    return consumer, tps
+
+
+async def raw_rate(bootstrap: str, ns: str) -> tuple[int, float, float]:
+    consumer, tps = await _from_the_start(bootstrap, ns, None, 500)
     try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
         total = sum(end.values())
         seen = 0
@@ -101,6 +123,69 @@ async def raw_rate(bootstrap: str, ns: str) -> tuple[int, float, float]:
         return total, time.perf_counter() - started, time.process_time() - cpu_started
     finally:
         await consumer.stop()
+
+
+#: ``--floor``: the least work any hub that keeps these rows must do, on the same events and
+#: servers as the hub phase (ADR 0068): each cell consumes every record with a consumer group
+#: (the hub's settings), commits the group's offsets after each poll's database commit, and
+#: stores what its name says with the hub's own code — its decode, its fold, its statements.
+FLOOR_CELLS = ("decode", "transactions", "transactions+feed")
+
+
+async def _insert_rows(session: Any, rows: dict[Any, tuple[list[dict[str, Any]], tuple[str, ...]]]) -> None:
+    """Each table's rows, insert-if-absent on its key, as the hub's batch writes them: COPY from
+    ``COPY_MIN_ROWS`` rows on where the checkout has it (ADR 0068), else one statement of CTEs."""
+    if copy_insert is not None:
+        for table, (table_rows, key) in rows.items():
+            await copy_insert(session, table, table_rows, skip_conflicts_on=key)
+        return
+    statements = [
+        bulk_insert_statement(table, table_rows, skip_conflicts_on=key, param=f"rows_{i}")
+        for i, (table, (table_rows, key)) in enumerate(rows.items())
+        if table_rows
+    ]
+    await bulk_writes(session, statements)
+
+
+async def floor_rate(bootstrap: str, url: str, ns: str, cell: str, total: int) -> tuple[float, float]:
+    """One floor cell (:data:`FLOOR_CELLS`) on its own database and group: (seconds, this
+    process's CPU seconds).
+
+    - ``decode``: every record decoded (``parse_record``, as the hub's consumer), nothing stored;
+    - ``transactions``: and the hub's fold of each poll, its transaction rows inserted as the
+      hub inserts them (insert-if-absent on the key; :func:`_insert_rows`), one transaction a poll;
+    - ``transactions+feed``: and the customer event feed's rows (ADR 0062) in the same transaction.
+
+    What the hub does beyond the last cell — the customers' and holdings' rows, the aggregate
+    versions and inbox lookup, the views rendered and published — is the hub phase's remainder."""
+    tables = store.SETS[store.SET_NAMES[0]]
+    feed_topics = frozenset((ns + TOPIC_CUSTOMER, ns + TOPIC_SUBSCRIPTION))
+    engine = create_engine(url)
+    await upgrade(engine, MIGRATIONS)  # (before the clock, as in the hub phase)
+    consumer, _ = await _from_the_start(bootstrap, ns, f"floor-{uuid.uuid4().hex[:8]}", 2000)
+    try:
+        seen, started, cpu_started = 0, time.perf_counter(), time.process_time()
+        while seen < total:
+            polled = await consumer.getmany(timeout_ms=200, max_records=2000)
+            events = [
+                parse_record(r.headers, r.value, key=r.key, topic=r.topic, partition=r.partition, offset=r.offset)
+                for records in polled.values()
+                for r in records
+            ]
+            seen += len(events)
+            if cell != "decode" and events:
+                rows = {tables.transactions: (list(fold(events).transactions.values()), TRANSACTION_KEY)}
+                if cell == "transactions+feed":
+                    rows[event_log.customer_events] = (event_log.feed_rows(events, feed_topics), ("event_id",))
+                async with UnitOfWork(engine) as uow:
+                    await _insert_rows(uow.session, rows)
+                    await uow.commit()
+            if polled:
+                await consumer.commit({tp: records[-1].offset + 1 for tp, records in polled.items() if records})
+        return time.perf_counter() - started, time.process_time() - cpu_started
+    finally:
+        await consumer.stop()
+        await engine.dispose()
 
 
 class CommitWatcher:
@@ -301,6 +386,12 @@ async def main() -> int:
         "(ADR 0066; 0: measure a freshly started broker)",
     )
     parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="before each hub phase, the floor cells on the same events (ADR 0068): decode only; and the transaction "
+        "rows; and the event feed's rows — the whole machine's CPU per event of each beside the hub's",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=1,
@@ -332,7 +423,16 @@ async def main() -> int:
             if run > 1:
                 url = pg.create_database(f"bench_hub_{uuid.uuid4().hex[:8]}")
                 print(f"--- hub phase {run} of {args.repeat} (same broker, a fresh database and group)")
-            await one_hub_phase(args, kafka, pg, bootstrap, url, ns, total, raw_s, raw_cpu_s, raw_kafka_s, probe)
+            floors = await floor_cells(pg, bootstrap, ns, total, probe) if args.floor else {}
+            raw_figures = (raw_s, raw_cpu_s, raw_kafka_s)
+            hub_us = await one_hub_phase(args, kafka, pg, bootstrap, url, ns, total, *raw_figures, probe)
+            for cell, parts in floors.items():
+                whole = sum(parts.values())
+                print(
+                    f"floor {cell}: "
+                    + " + ".join(f"{k} {v:.0f}" for k, v in parts.items())
+                    + f" = {whole:.0f} µs/event; the hub's whole machine {hub_us:.0f} = {hub_us / whole:.2f} x"
+                )
     finally:
         pg.stop()
         kafka.stop()
@@ -358,6 +458,24 @@ async def warm_broker(
             return
 
 
+async def floor_cells(
+    pg: Any, bootstrap: str, ns: str, total: int, probe: Callable[[], dict[str, float]]
+) -> dict[str, dict[str, float]]:
+    """Each of :data:`FLOOR_CELLS` once, on a fresh database: the whole machine's CPU per event
+    (this process, PostgreSQL, the broker)."""
+    out = {}
+    for cell in FLOOR_CELLS:
+        url = pg.create_database(f"bench_floor_{uuid.uuid4().hex[:8]}")
+        before = probe()
+        _, cpu_s = await floor_rate(bootstrap, url, ns, cell, total)
+        after = probe()
+        out[cell] = {
+            "consumer": cpu_s / total * 1e6,
+            **{k: (after[k] - before[k]) / total * 1e6 for k in ("PostgreSQL", "Kafka") if after[k] == after[k]},
+        }
+    return out
+
+
 async def one_hub_phase(
     args: argparse.Namespace,
     kafka: Any,
@@ -370,8 +488,9 @@ async def one_hub_phase(
     raw_cpu_s: float,
     raw_kafka_s: float,
     probe: Callable[[], dict[str, float]],
-) -> None:
-    """One hub phase on its own database and group, and its figures beside the raw phase's."""
+) -> float:
+    """One hub phase on its own database and group, and its figures beside the raw phase's;
+    returns the whole machine's CPU per event (µs)."""
     consumed_s, rendered_s, views, cpu_s, servers_s = await hub_rate(
         bootstrap, url, args.max_records, ns, args.hubs, probe
     )
@@ -410,6 +529,7 @@ async def one_hub_phase(
     print(f"of the broker's CPU in the hub phase, its JIT compilers (the JVM's warm-up): {jit_us:.0f} µs/event")
     print(f"hub incl. every view rendered: {total / rendered_s:,.0f} events/s ({rendered_s:.2f}s, {views} views)")
     print(f"ratio hub/raw: {hub / raw:.2f}  (targets: >= 10,000 events/s, ratio >= 0.5)")
+    return sum(v for v in hub_us.values() if v == v)
 
 
 if __name__ == "__main__":

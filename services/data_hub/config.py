@@ -42,6 +42,9 @@ def _load_model(path: str) -> model.ScoreModel | None:
 
 class DataHubSettings(CallerSettings):
     service_name: str = "data_hub"
+    #: A catch-up batch keeps thousands of decoded events, fold rows and statements alive: at
+    #: CPython's 700 the young collections walked them again and again (ADR 0069).
+    gc_young_threshold: int = Field(50_000, ge=100, le=10_000_000)
     datahub_group_id: str = "data-hub"
     #: JSON object overriding fields of services.data_hub.domain.Rules, e.g. {"dormant_days": 120}.
     datahub_rules: str = ""

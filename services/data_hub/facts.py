@@ -22,11 +22,13 @@ from services.data_hub.event_log import customer_events
 from services.data_hub.fold import CUSTOMER_SNAPSHOT_COLUMNS, CUSTOMER_TIME_COLUMNS, HOLDING_COLUMNS, Row
 from services.data_hub.schema import SETS, TRANSACTION_KEY, Tables, active_tables, built, state
 from services.kit import (
+    COPY_MIN_ROWS,
     bulk_insert,
     bulk_insert_statement,
     bulk_update,
     bulk_update_statement,
     bulk_writes,
+    copy_insert,
     dialect_of,
     fetch,
     in_list,
@@ -180,7 +182,11 @@ class _Writes:
     async def insert(self, name: str, table: Table, rows: list[Row], skip_conflicts_on: tuple[str, ...] = ()) -> None:
         if not rows:
             return
-        if self._parts is None:
+        if self._parts is not None and len(rows) >= COPY_MIN_ROWS:
+            # A catch-up batch's transactions and feed rows: a COPY costs PostgreSQL about half
+            # (ADR 0068); its three round trips cost less than the rows' CTE from ~100 rows on.
+            await copy_insert(self._session, table, rows, skip_conflicts_on=skip_conflicts_on)
+        elif self._parts is None:
             await bulk_insert(self._session, table, rows, skip_conflicts_on=skip_conflicts_on)
         else:
             self._parts.append(bulk_insert_statement(table, rows, skip_conflicts_on=skip_conflicts_on, param=name))

@@ -24,12 +24,14 @@ does: they take the kit's value types from the modules defining them (``services
 from services.kit.audit import AuditChain, AuditEntry, AuditReport, audit_tables, current_trace_id
 from services.kit.auth import ALL_SCOPES, Principal, TokenVerifier, current_principal, mint_token
 from services.kit.bulk import (
+    COPY_MIN_ROWS,
     bulk_insert,
     bulk_insert_statement,
     bulk_update,
     bulk_update_statement,
     bulk_upsert,
     bulk_writes,
+    copy_insert,
     defer_write,
 )
 from services.kit.clients import CallerSettings, ServiceClient
@@ -121,6 +123,7 @@ from services.kit.writes import Tx, guard_staged
 
 __all__ = [
     "ALL_SCOPES",
+    "COPY_MIN_ROWS",
     "PII_READ_SCOPE",
     "SESSION_TIMEOUT_MS",
     "TOPIC_CUSTOMER",
@@ -182,6 +185,7 @@ __all__ = [
     "client_channel",
     "commit_unless_rebalancing",
     "configure_logging",
+    "copy_insert",
     "create_audit_chain_v1",
     "create_consumer_tables_v1",
     "create_engine",

@@ -4,6 +4,7 @@ statement (:func:`bulk_writes`) and writes put off to a transaction's last one (
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Sequence
 from types import FunctionType
 from typing import Any
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import TypeEngine
 
 from services.kit.db import _DEFERRED, is_postgres
-from services.kit.fetch import fetch
+from services.kit.fetch import copy_rows, fetch
 
 
 class _BindColumns:
@@ -170,6 +171,32 @@ async def bulk_insert(
     if conflict:
         stmt = stmt.on_conflict_do_nothing(index_elements=conflict)
     await session.execute(stmt, list(rows))
+
+
+#: :func:`copy_insert` COPYs this many rows or more; fewer go the INSERT way (a COPY under its
+#: savepoint costs three round trips more than one CTE of a batch's statement, ~0.2 ms of the
+#: client's CPU, and saves PostgreSQL ~5 µs a row: ADR 0068).
+COPY_MIN_ROWS = 100
+
+
+async def copy_insert(
+    session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]], *, skip_conflicts_on: Sequence[str] = ()
+) -> None:
+    """INSERT many rows as :func:`bulk_insert` does (``skip_conflicts_on``: conflicting rows are
+    no-ops), on PostgreSQL with a binary COPY under a savepoint: PostgreSQL spends about half its
+    CPU of ``INSERT … SELECT FROM json_to_recordset … ON CONFLICT DO NOTHING`` (ADR 0068). A COPY
+    cannot skip a conflicting row, so when one of the rows' keys exists the savepoint is rolled
+    back and all of them go :func:`bulk_insert`'s way, insert-if-absent: the outcome is the same
+    either way. Without ``skip_conflicts_on`` a conflict raises as :func:`bulk_insert`'s would."""
+    if not rows:
+        return
+    columns = tuple(rows[0])
+    if is_postgres(session) and len(rows) >= COPY_MIN_ROWS:
+        row_of = operator.itemgetter(*columns) if len(columns) > 1 else (lambda r: (r[columns[0]],))
+        records = [row_of(r) for r in rows]
+        if await copy_rows(session, table.name, columns, records):
+            return
+    await bulk_insert(session, table, rows, skip_conflicts_on=skip_conflicts_on)
 
 
 async def bulk_upsert(

@@ -61,6 +61,12 @@ class ServiceSettings(BaseSettings):
 
     otel_console: bool = False
 
+    #: CPython's cyclic garbage collector: allocations between two collections of its youngest
+    #: generation (``gc.set_threshold``'s first value), set once the process has started (the
+    #: kit's lifecycle, beside its freeze of the start-up heap, ADR 0032). CPython's own 700 here;
+    #: the data hub's consumer, which holds batches of thousands of events, uses 50,000 (ADR 0069).
+    gc_young_threshold: int = Field(700, ge=100, le=10_000_000)
+
     auth_hs256_secret: SecretStr | None = None
     auth_jwks_file: Path | None = None
     auth_issuer: str = "zhongtai-dev"

@@ -24,12 +24,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
+from asyncpg.exceptions import UniqueViolationError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.kit.reads import compiled_for
 
-__all__ = ["fetch"]
+__all__ = ["copy_rows", "fetch"]
 
 #: ``session.info`` key: (the session's transaction, its AsyncConnection, the pooled connection).
 _HELD = "zt_fetch_connection"
@@ -59,6 +60,39 @@ async def fetch(session: AsyncSession, stmt: Any, params: Mapping[str, Any] | No
             except Exception as exc:
                 raise await _as_sqlalchemy(conn, adapted, compiled.sql, exc) from exc
     return await _through_session(session, stmt, params)
+
+
+async def copy_rows(
+    session: AsyncSession, table: str, columns: Sequence[str], records: Sequence[tuple[Any, ...]]
+) -> bool:
+    """PostgreSQL, in the session's transaction: ``COPY table (columns) FROM STDIN`` (binary,
+    asyncpg's ``copy_records_to_table``) under a savepoint; ``records`` in ``columns``' order.
+
+    False, and nothing written, when the COPY way is not open (SQLite, not asyncpg, an autocommit
+    connection, a statement listener that must see every statement: then the caller inserts its
+    usual way) or when a row's unique key exists (a unique violation: the savepoint is rolled
+    back, the transaction goes on, the caller inserts if absent). Other errors raise as
+    :func:`fetch`'s. (services/kit/bulk.py's :func:`~services.kit.bulk.copy_insert`, ADR 0068.)"""
+    conn, raw = await _connection(session)
+    sync = conn.sync_connection
+    if conn.dialect.name != "postgresql" or sync is None or sync.dispatch.before_cursor_execute:
+        return False
+    driver, adapted = raw.driver_connection, cast(Any, raw.dbapi_connection)
+    if driver is None or not hasattr(adapted, "_start_transaction") or not hasattr(driver, "copy_records_to_table"):
+        return False
+    try:
+        if not driver.is_in_transaction():
+            if adapted.isolation_level == "autocommit" or not conn.in_transaction():
+                return False
+            await adapted._start_transaction()  # (as fetch: the session's transaction, begun)
+        try:
+            async with driver.transaction():  # (nested: a savepoint)
+                await driver.copy_records_to_table(table, records=records, columns=list(columns))
+        except UniqueViolationError:
+            return False
+        return True
+    except Exception as exc:
+        raise await _as_sqlalchemy(conn, adapted, f"COPY {table}", exc) from exc
 
 
 async def _connection(session: AsyncSession) -> tuple[AsyncConnection, Any]:

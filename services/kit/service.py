@@ -124,7 +124,12 @@ class Capability(Generic[S]):
         log.info("starting", capability=self.name, relay=relaying)
         # Start in order, stop in reverse: the server drains first, then the capability's own
         # components, the relay, and the engine last.
-        await run_until_signalled([*components, *own, server], stop_event=stop_event, after_serving=after_serving)
+        await run_until_signalled(
+            [*components, *own, server],
+            stop_event=stop_event,
+            after_serving=after_serving,
+            gc_young_threshold=settings.gc_young_threshold,
+        )
 
     async def migrate(self) -> None:
         settings = load_settings(self.settings)
@@ -143,7 +148,9 @@ class Capability(Generic[S]):
         engine = create_engine(settings.database_url, pool_size=2, trace_statements=settings.db_trace_statements)
         await _ensure_topics(settings)
         outbox = _relay(settings, engine, name=f"{settings.service_name}-standalone", client_suffix="-relay")
-        await run_until_signalled([EngineLifecycle(engine), outbox], stop_event=stop_event)
+        await run_until_signalled(
+            [EngineLifecycle(engine), outbox], stop_event=stop_event, gc_young_threshold=settings.gc_young_threshold
+        )
 
     def run(self) -> None:
         # (The import-time heap is frozen out of the cyclic GC by the lifecycle once everything has

@@ -14,9 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devtools.synth import Synth, SynthEvent
 from services.data_hub import schema, served, views
+from services.data_hub.config import TOPIC_CUSTOMER, TOPIC_SUBSCRIPTION
 from services.data_hub.domain import Rules
+from services.data_hub.event_log import customer_events
+from services.data_hub.facts import apply_patches
 from services.data_hub.projector import HubProjection
 from services.kit.applier import BatchApplier
+from services.kit.bulk import COPY_MIN_ROWS
 from services.kit.db import UnitOfWork
 from services.kit.inbox import _decode
 from tests.integration.data_hub.conftest import migrated_hub_engine
@@ -75,3 +79,33 @@ async def test_a_batch_after_a_swap_lands_in_the_set_now_active(hub_engine: Asyn
         b = schema.SETS["b"]
         landed = await uow.session.scalar(select(func.count()).select_from(b.transactions))
     assert landed == sum(e.payload.DESCRIPTOR.name == "TransactionPosted" for e in events[half:]) > 0
+
+
+async def test_a_catch_up_batch_copies_its_rows_and_a_second_copy_of_it_changes_nothing(
+    hub_engine: AsyncEngine,
+) -> None:
+    # A catch-up batch's transactions and feed rows go by COPY (ADR 0068). Applied a second time —
+    # as a rebuild's replay and the live consumer overlap in a set — every row exists: the COPY
+    # declines, the rows go insert-if-absent, and the set holds each row once.
+    events = Synth(seed=12, customers=12, months=3, prefix="cu").events()
+    records = []
+    for offset, r in enumerate(e.record() for e in events):
+        records.append(
+            ConsumerRecord(r.topic, 0, offset, 0, 0, r.key, r.value, None, len(r.key), len(r.value), r.headers)
+        )
+    projection = HubProjection(feed_topics=frozenset((TOPIC_CUSTOMER, TOPIC_SUBSCRIPTION)))
+    patches = projection.fold([_decode(record) for record in records])
+    assert len(patches.transactions) >= COPY_MIN_ROWS and len(patches.feed) >= COPY_MIN_ROWS
+    t = schema.SETS["a"]
+    tables = (t.transactions, customer_events)
+    counts = []
+    for _ in range(2):
+        async with UnitOfWork(hub_engine) as uow:
+            await apply_patches(uow.session, t, patches)
+            await uow.commit()
+        async with UnitOfWork(hub_engine) as uow:
+            counts.append([await uow.session.scalar(select(func.count()).select_from(table)) for table in tables])
+    assert counts == [[len(patches.transactions), len(patches.feed)]] * 2
+    async with UnitOfWork(hub_engine) as uow:
+        stored = (await uow.session.execute(select(t.transactions))).mappings().all()
+    assert {row["transaction_id"]: dict(row) for row in stored} == patches.transactions

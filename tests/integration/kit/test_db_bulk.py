@@ -22,15 +22,18 @@ from sqlalchemy import (
     case,
     select,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit.bulk import (
+    COPY_MIN_ROWS,
     bulk_insert,
     bulk_insert_statement,
     bulk_update,
     bulk_update_statement,
     bulk_upsert,
     bulk_writes,
+    copy_insert,
     defer_write,
 )
 from services.kit.db import (
@@ -38,6 +41,7 @@ from services.kit.db import (
     create_engine,
     in_list,
 )
+from services.kit.fetch import copy_rows
 
 metadata = MetaData()
 things = Table(
@@ -144,6 +148,47 @@ async def test_bulk_insert_skips_conflicts_and_bulk_update_is_keyed_and_guarded(
     assert stored["t-0003"]["score"] == _row(3)["score"]  # the conflicting row was skipped
     assert (stored["t-0001"]["doc"], stored["t-0001"]["note"], stored["t-0001"]["version"]) == (b"\x00new", None, 2)
     assert _normal(stored["t-0002"]) == _row(2)
+
+
+async def test_copy_insert_round_trips_every_type_and_skips_conflicts_like_bulk_insert(engine: AsyncEngine) -> None:
+    # (COPY on PostgreSQL from COPY_MIN_ROWS rows on; the same outcome as bulk_insert everywhere)
+    first = [_row(i) for i in range(COPY_MIN_ROWS + 50)]
+    async with UnitOfWork(engine) as uow:
+        await copy_insert(uow.session, things, first)
+        await uow.commit()
+    stored = await _all(engine)
+    assert [_normal(stored[r["thing_id"]]) for r in first] == first  # type: ignore[index]
+
+    clash = {**_row(7), "score": 99.0}  # an existing key: the rows go the insert-if-absent way
+    more = [clash, *(_row(i) for i in range(len(first), len(first) + COPY_MIN_ROWS))]
+    async with UnitOfWork(engine) as uow:
+        await copy_insert(uow.session, things, more, skip_conflicts_on=["thing_id"])
+        await bulk_insert(uow.session, things, [_row(9999)])  # the transaction goes on
+        await uow.commit()
+    stored = await _all(engine)
+    assert len(stored) == len(first) + COPY_MIN_ROWS + 1
+    assert stored["t-0007"]["score"] == _row(7)["score"]  # the conflicting row was skipped
+    assert all(_normal(stored[r["thing_id"]]) == r for r in more[1:])  # type: ignore[index]
+
+    with pytest.raises(IntegrityError):  # no key to skip conflicts on: as bulk_insert
+        async with UnitOfWork(engine) as uow:
+            await copy_insert(uow.session, things, more)
+    async with UnitOfWork(engine) as uow:  # rolled back: the copied rows go with it
+        await copy_insert(uow.session, things, [_row(i) for i in range(20_000, 20_000 + COPY_MIN_ROWS)])
+    assert len(await _all(engine)) == len(first) + COPY_MIN_ROWS + 1
+
+
+async def test_copy_rows_copies_in_the_transaction_and_declines_a_conflict_under_its_savepoint(
+    pg_engine: AsyncEngine,
+) -> None:
+    columns = [c.name for c in things.columns]
+    records = [tuple(_row(i).values()) for i in range(3)]
+    async with UnitOfWork(pg_engine) as uow:
+        assert await copy_rows(uow.session, things.name, columns, records)  # the COPY way
+        assert not await copy_rows(uow.session, things.name, columns, [tuple(_row(3).values()), records[0]])
+        await bulk_insert(uow.session, things, [_row(4)])  # the savepoint rolled back, the transaction goes on
+        await uow.commit()
+    assert sorted(await _all(pg_engine)) == ["t-0000", "t-0001", "t-0002", "t-0004"]
 
 
 async def test_bulk_upsert_inserts_new_rows_and_updates_existing_ones(engine: AsyncEngine) -> None:

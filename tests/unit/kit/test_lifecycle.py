@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import threading
@@ -128,3 +129,19 @@ async def test_a_failed_start_after_serving_stops_everything_started() -> None:
                 after_serving=[Recorder("producer", log), Recorder("consumer", log, fail_start=True)],  # type: ignore[list-item]
             )
     assert log[-3:] == ["stop server", "stop producer", "stop engine"]
+
+
+async def test_the_young_gc_threshold_holds_while_serving_and_is_put_back_at_the_stop() -> None:
+    before = gc.get_threshold()
+    log: list[str] = []
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_until_signalled([Recorder("a", log)], stop_event=stop, gc_young_threshold=12_345))  # type: ignore[list-item]
+    async with asyncio.timeout(5):
+        while gc.get_threshold()[0] != 12_345:  # (set once everything has started)
+            await asyncio.sleep(0.001)
+    assert gc.get_threshold() == (12_345, *before[1:])
+    stop.set()
+    async with asyncio.timeout(5):
+        await task
+    assert log == ["start a", "stop a"]
+    assert gc.get_threshold() == before
