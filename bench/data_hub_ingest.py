@@ -48,6 +48,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import gc
 import os
 import platform
 import subprocess
@@ -461,13 +462,22 @@ async def warm_broker(
 async def floor_cells(
     pg: Any, bootstrap: str, ns: str, total: int, probe: Callable[[], dict[str, float]]
 ) -> dict[str, dict[str, float]]:
-    """Each of :data:`FLOOR_CELLS` once, on a fresh database: the whole machine's CPU per event
-    (this process, PostgreSQL, the broker)."""
+    """Each of :data:`FLOOR_CELLS` once, on a fresh database, with the hub's young GC threshold:
+    the whole machine's CPU per event (this process, PostgreSQL, the broker)."""
     out = {}
+    # (with the hub's own collector setting, as its lifecycle sets it: ADR 0069; a checkout before
+    # it has none)
+    young = DataHubSettings.model_fields.get("gc_young_threshold")
+    thresholds = gc.get_threshold()
     for cell in FLOOR_CELLS:
         url = pg.create_database(f"bench_floor_{uuid.uuid4().hex[:8]}")
         before = probe()
-        _, cpu_s = await floor_rate(bootstrap, url, ns, cell, total)
+        if young is not None:
+            gc.set_threshold(young.default, *thresholds[1:])
+        try:
+            _, cpu_s = await floor_rate(bootstrap, url, ns, cell, total)
+        finally:
+            gc.set_threshold(*thresholds)
         after = probe()
         out[cell] = {
             "consumer": cpu_s / total * 1e6,
