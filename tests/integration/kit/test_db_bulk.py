@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     case,
     select,
+    text,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -41,6 +42,7 @@ from services.kit.db import (
     create_engine,
     in_list,
 )
+from services.kit.faults import is_infrastructure_error
 from services.kit.fetch import copy_rows
 
 metadata = MetaData()
@@ -189,6 +191,24 @@ async def test_copy_rows_copies_in_the_transaction_and_declines_a_conflict_under
         await bulk_insert(uow.session, things, [_row(4)])  # the savepoint rolled back, the transaction goes on
         await uow.commit()
     assert sorted(await _all(pg_engine)) == ["t-0000", "t-0001", "t-0002", "t-0004"]
+
+
+async def test_a_copy_on_a_lost_connection_is_an_infrastructure_error_and_the_pool_goes_on(
+    pg_engine: AsyncEngine,
+) -> None:
+    # (a consumer retries an infrastructure error; anything else could dead-letter good events)
+    rows = [_row(i) for i in range(COPY_MIN_ROWS)]
+    with pytest.raises(Exception) as caught:
+        async with UnitOfWork(pg_engine) as uow:
+            pid = await uow.session.scalar(text("SELECT pg_backend_pid()"))
+            async with pg_engine.connect() as other:
+                await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            await copy_insert(uow.session, things, rows, skip_conflicts_on=["thing_id"])
+    assert is_infrastructure_error(caught.value), repr(caught.value)
+    async with UnitOfWork(pg_engine) as uow:
+        await copy_insert(uow.session, things, rows, skip_conflicts_on=["thing_id"])
+        await uow.commit()
+    assert len(await _all(pg_engine)) == COPY_MIN_ROWS
 
 
 async def test_bulk_upsert_inserts_new_rows_and_updates_existing_ones(engine: AsyncEngine) -> None:
