@@ -177,7 +177,8 @@ async def floor_rate(bootstrap: str, url: str, ns: str, cell: str, total: int) -
             if cell != "decode" and events:
                 rows = {tables.transactions: (list(fold(events).transactions.values()), TRANSACTION_KEY)}
                 if cell == "transactions+feed":
-                    rows[event_log.customer_events] = (event_log.feed_rows(events, feed_topics), ("event_id",))
+                    feed_key = getattr(event_log, "FEED_KEY", ("event_id",))  # (ADR 0068; before it, by id)
+                    rows[event_log.customer_events] = (event_log.feed_rows(events, feed_topics), feed_key)
                 async with UnitOfWork(engine) as uow:
                     await _insert_rows(uow.session, rows)
                     await uow.commit()

@@ -1,7 +1,8 @@
 """The customer's event feed (``ListCustomerEvents``): every event about a customer the hub receives.
 
 Each CloudEvent's attributes — id, type, time, subject (the customer id), aggregate and version,
-topic position — are kept in ``dh_customer_events`` (insert-if-absent by event id, ADR 0040).
+topic position — are kept in ``dh_customer_events`` (insert-if-absent, ADR 0040, by its key
+:data:`FEED_KEY`: the customer, the event's time, its id, ADR 0068).
 Since ADR 0062 the hub's own consumer writes them, in the batch's transaction, from the events
 it has already fetched and decoded (:func:`feed_row`, through the projection's fold and apply),
 and those it dead-letters (:func:`row_of`, the projection's ``dead_lettered``): one fetch of the
@@ -17,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from aiokafka import ConsumerRecord
-from sqlalchemy import BigInteger, Column, Index, Integer, String, Table, and_, or_, select
+from sqlalchemy import BigInteger, Column, Integer, PrimaryKeyConstraint, String, Table, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bank.datahub.v1 import datahub_pb2
@@ -26,10 +27,15 @@ from services.data_hub.schema import metadata
 from services.data_hub.topic_index import decode_page_token, encode_page_token
 from services.kit import ReceivedEvent, bulk_insert
 
+#: A feed row's key: the feed's newest-first order within a customer, the event id last (ADR 0068:
+#: one index, where the event id's own key and the order's index were two). A re-sent event has
+#: the same customer, time and id: insert-if-absent on this key lists it once.
+FEED_KEY = ("customer_id", "event_us", "event_id")
+
 customer_events = Table(
     "dh_customer_events",
     metadata,
-    Column("event_id", String(64), primary_key=True),
+    Column("event_id", String(64), nullable=False),
     Column("customer_id", String(64), nullable=False),
     Column("event_type", String(200), nullable=False),
     Column("event_us", BigInteger, nullable=False),
@@ -39,7 +45,7 @@ customer_events = Table(
     Column("topic", String(249), nullable=False),
     Column("partition", Integer, nullable=False),
     Column("offset", BigInteger, nullable=False),
-    Index("ix_dh_customer_events_feed", "customer_id", "event_us", "event_id"),
+    PrimaryKeyConstraint(*FEED_KEY, name="dh_customer_events_pkey"),
 )
 
 
@@ -111,7 +117,7 @@ def feed_rows(events: Sequence[ReceivedEvent], topics: frozenset[str]) -> list[d
 async def insert_feed(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Insert-if-absent (a re-delivered event is listed once)."""
     if rows:
-        await bulk_insert(session, customer_events, rows, skip_conflicts_on=["event_id"])
+        await bulk_insert(session, customer_events, rows, skip_conflicts_on=FEED_KEY)
 
 
 def encode_token(event_us: int, event_id: str) -> str:

@@ -18,7 +18,7 @@ from sqlalchemy import Table, Text, bindparam, cast, func, insert, literal_colum
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.data_hub import fold
-from services.data_hub.event_log import customer_events
+from services.data_hub.event_log import FEED_KEY, customer_events
 from services.data_hub.fold import CUSTOMER_SNAPSHOT_COLUMNS, CUSTOMER_TIME_COLUMNS, HOLDING_COLUMNS, Row
 from services.data_hub.schema import SETS, TRANSACTION_KEY, Tables, active_tables, built, state
 from services.kit import (
@@ -214,7 +214,7 @@ async def write_changes(session: AsyncSession, t: Tables, changes: fold.Changes,
     await _write_customers(writes, t, changes)
     await _write_holdings(writes, t, changes)
     await writes.insert("transactions", t.transactions, changes.transaction_inserts, TRANSACTION_KEY)
-    await writes.insert("feed", customer_events, list(feed), ("event_id",))
+    await writes.insert("feed", customer_events, list(feed), FEED_KEY)
     await writes.run()
     if changes.catalogue_changed:
         # Offers depend on the catalogue: every view must be re-rendered.

@@ -8,21 +8,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from aiokafka import ConsumerRecord
-from sqlalchemy import func, select, update
+from sqlalchemy import func, inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devtools.synth import Synth, SynthEvent
 from services.data_hub import schema, served, views
 from services.data_hub.config import TOPIC_CUSTOMER, TOPIC_SUBSCRIPTION
 from services.data_hub.domain import Rules
-from services.data_hub.event_log import customer_events
+from services.data_hub.event_log import FEED_KEY, customer_events
 from services.data_hub.facts import apply_patches
+from services.data_hub.main import MIGRATIONS
 from services.data_hub.projector import HubProjection
 from services.kit.applier import BatchApplier
-from services.kit.bulk import COPY_MIN_ROWS
-from services.kit.db import UnitOfWork
+from services.kit.bulk import COPY_MIN_ROWS, bulk_insert
+from services.kit.db import UnitOfWork, create_engine
+from services.kit.events import ReceivedEvent
 from services.kit.inbox import _decode
+from services.kit.migrations import upgrade
 from tests.integration.data_hub.conftest import migrated_hub_engine
 
 
@@ -87,14 +91,14 @@ async def test_a_catch_up_batch_copies_its_rows_and_a_second_copy_of_it_changes_
     # A catch-up batch's transactions and feed rows go by COPY (ADR 0068). Applied a second time —
     # as a rebuild's replay and the live consumer overlap in a set — every row exists: the COPY
     # declines, the rows go insert-if-absent, and the set holds each row once.
-    events = Synth(seed=12, customers=12, months=3, prefix="cu").events()
-    records = []
-    for offset, r in enumerate(e.record() for e in events):
-        records.append(
-            ConsumerRecord(r.topic, 0, offset, 0, 0, r.key, r.value, None, len(r.key), len(r.value), r.headers)
-        )
+    records = [
+        ConsumerRecord(r.topic, 0, offset, 0, 0, r.key, r.value, None, len(r.key), len(r.value), r.headers)
+        for offset, r in enumerate(e.record() for e in Synth(seed=12, customers=12, months=3, prefix="cu").events())
+    ]
     projection = HubProjection(feed_topics=frozenset((TOPIC_CUSTOMER, TOPIC_SUBSCRIPTION)))
-    patches = projection.fold([_decode(record) for record in records])
+    received = [event for record in records if isinstance(event := _decode(record), ReceivedEvent)]
+    assert len(received) == len(records)
+    patches = projection.fold(received)
     assert len(patches.transactions) >= COPY_MIN_ROWS and len(patches.feed) >= COPY_MIN_ROWS
     t = schema.SETS["a"]
     tables = (t.transactions, customer_events)
@@ -109,3 +113,37 @@ async def test_a_catch_up_batch_copies_its_rows_and_a_second_copy_of_it_changes_
     async with UnitOfWork(hub_engine) as uow:
         stored = (await uow.session.execute(select(t.transactions))).mappings().all()
     assert {row["transaction_id"]: dict(row) for row in stored} == patches.transactions
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+async def test_the_feeds_one_key_migration_keeps_its_rows_and_still_lists_a_resent_event_once(
+    dialect: str, request: pytest.FixtureRequest
+) -> None:
+    # Migration 0006 (ADR 0068): the feed's key becomes its page order, (customer, time, id).
+    url = request.getfixturevalue("pg_url" if dialect == "postgresql" else "sqlite_url")
+    engine = create_engine(url)
+    try:
+        await upgrade(engine, MIGRATIONS, "0005")
+        rows = [
+            {"event_id": f"e{i}", "customer_id": f"c{i % 3}", "event_type": "t", "event_us": 1_000 + i,
+             "aggregate_type": "customer", "aggregate_id": f"c{i % 3}", "aggregate_version": i, "topic": "x",
+             "partition": 0, "offset": i}
+            for i in range(7)
+        ]  # fmt: skip
+        async with UnitOfWork(engine) as uow:
+            await bulk_insert(uow.session, customer_events, rows)
+            await uow.commit()
+        await upgrade(engine, MIGRATIONS)
+        async with engine.connect() as conn:
+            pk = await conn.run_sync(lambda c: inspect(c).get_pk_constraint("dh_customer_events"))
+        assert tuple(pk["constrained_columns"]) == FEED_KEY
+        async with UnitOfWork(engine) as uow:  # a re-sent event and a new one
+            await bulk_insert(
+                uow.session, customer_events, [rows[4], {**rows[4], "event_id": "e7"}], skip_conflicts_on=FEED_KEY
+            )
+            await uow.commit()
+        async with UnitOfWork(engine) as uow:
+            stored = (await uow.session.execute(select(customer_events.c.event_id))).scalars().all()
+        assert sorted(stored) == [f"e{i}" for i in range(8)]
+    finally:
+        await engine.dispose()
