@@ -148,9 +148,9 @@ async def _insert_rows(session: Any, rows: dict[Any, tuple[list[dict[str, Any]],
     await bulk_writes(session, statements)
 
 
-async def floor_rate(bootstrap: str, url: str, ns: str, cell: str, total: int) -> tuple[float, float]:
-    """One floor cell (:data:`FLOOR_CELLS`) on its own database and group: (seconds, this
-    process's CPU seconds).
+async def floor_rate(bootstrap: str, url: str, ns: str, cell: str, total: int, max_records: int) -> tuple[float, float]:
+    """One floor cell (:data:`FLOOR_CELLS`) on its own database and group, polls of up to
+    ``max_records`` (the hub phase's batch): (seconds, this process's CPU seconds).
 
     - ``decode``: every record decoded (``parse_record``, as the hub's consumer), nothing stored;
     - ``transactions``: and the hub's fold of each poll, its transaction rows inserted as the
@@ -163,11 +163,11 @@ async def floor_rate(bootstrap: str, url: str, ns: str, cell: str, total: int) -
     feed_topics = frozenset((ns + TOPIC_CUSTOMER, ns + TOPIC_SUBSCRIPTION))
     engine = create_engine(url)
     await upgrade(engine, MIGRATIONS)  # (before the clock, as in the hub phase)
-    consumer, _ = await _from_the_start(bootstrap, ns, f"floor-{uuid.uuid4().hex[:8]}", 2000)
+    consumer, _ = await _from_the_start(bootstrap, ns, f"floor-{uuid.uuid4().hex[:8]}", max_records)
     try:
         seen, started, cpu_started = 0, time.perf_counter(), time.process_time()
         while seen < total:
-            polled = await consumer.getmany(timeout_ms=200, max_records=2000)
+            polled = await consumer.getmany(timeout_ms=200, max_records=max_records)
             events = [
                 parse_record(r.headers, r.value, key=r.key, topic=r.topic, partition=r.partition, offset=r.offset)
                 for records in polled.values()
@@ -425,7 +425,7 @@ async def main() -> int:
             if run > 1:
                 url = pg.create_database(f"bench_hub_{uuid.uuid4().hex[:8]}")
                 print(f"--- hub phase {run} of {args.repeat} (same broker, a fresh database and group)")
-            floors = await floor_cells(pg, bootstrap, ns, total, probe) if args.floor else {}
+            floors = await floor_cells(pg, bootstrap, ns, total, probe, args.max_records) if args.floor else {}
             raw_figures = (raw_s, raw_cpu_s, raw_kafka_s)
             hub_us = await one_hub_phase(args, kafka, pg, bootstrap, url, ns, total, *raw_figures, probe)
             for cell, parts in floors.items():
@@ -461,7 +461,7 @@ async def warm_broker(
 
 
 async def floor_cells(
-    pg: Any, bootstrap: str, ns: str, total: int, probe: Callable[[], dict[str, float]]
+    pg: Any, bootstrap: str, ns: str, total: int, probe: Callable[[], dict[str, float]], max_records: int
 ) -> dict[str, dict[str, float]]:
     """Each of :data:`FLOOR_CELLS` once, on a fresh database, with the hub's young GC threshold:
     the whole machine's CPU per event (this process, PostgreSQL, the broker)."""
@@ -476,7 +476,7 @@ async def floor_cells(
         if young is not None:
             gc.set_threshold(young.default, *thresholds[1:])
         try:
-            _, cpu_s = await floor_rate(bootstrap, url, ns, cell, total)
+            _, cpu_s = await floor_rate(bootstrap, url, ns, cell, total, max_records)
         finally:
             gc.set_threshold(*thresholds)
         after = probe()
