@@ -157,6 +157,10 @@ def write_lock(engine: AsyncEngine) -> asyncio.Lock | None:
     return _write_locks.get(engine.sync_engine)
 
 
+#: Execution option of ``read_sessionmaker``'s SQLite engine: its transactions begin DEFERRED.
+_SQLITE_READS = "zt_sqlite_reads"
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _: Any) -> None:
@@ -171,7 +175,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read session's transaction takes WAL's read snapshot only (``BEGIN``): with IMMEDIATE
+        # it held the one write lock, so a reader held every writer up for the busy timeout
+        # whenever its session was not closed at once (a cancelled call, until collected).
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_SQLITE_READS) else "BEGIN IMMEDIATE")
 
 
 def _instrument(engine: AsyncEngine) -> None:
@@ -199,11 +206,12 @@ def read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
     Same answers: at PostgreSQL's READ COMMITTED (our isolation level) every statement takes its
     own snapshot inside a transaction too, so a transaction around reads changes nothing they
-    see; it only costs two round trips (ADR 0026). SQLite keeps ordinary sessions (its
-    transactions are the kit's ``BEGIN IMMEDIATE`` and WAL snapshots). Never write through these.
+    see; it only costs two round trips (ADR 0026). On SQLite they are sessions whose transactions
+    begin ``DEFERRED`` (a WAL read snapshot, never the write lock the kit's ``BEGIN IMMEDIATE``
+    takes), so a reader never holds a writer up. Never write through these.
     """
     if is_sqlite(engine):
-        return sessionmaker(engine)
+        return sessionmaker(engine.execution_options(**{_SQLITE_READS: True}))
     return async_sessionmaker(
         engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False, autoflush=False
     )

@@ -3,6 +3,7 @@ and SQLite (a read session), and a connection lost under a read leaves the pool 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -88,3 +89,18 @@ async def test_a_connection_killed_under_a_read_fails_once_and_the_pool_moves_on
         assert (await reader.first(pid))[0] != first  # invalidated: a new connection next time
     finally:
         await engine.dispose()
+
+
+async def test_an_open_read_session_never_holds_a_writer_up(engine: AsyncEngine) -> None:
+    """A read session left open (a cancelled call's, until it is collected) must not keep the
+    write lock: on SQLite its transaction begins DEFERRED, not the writers' IMMEDIATE."""
+    reads = read_sessionmaker(engine)()
+    try:
+        assert (await reads.execute(BY_ID, {"item_id": "i1"})).one()[0] == "i1"  # (a transaction is open)
+        async with engine.begin() as conn:
+            # (SQLite's busy timeout is 30 s: a reader holding the lock shows as this timing out)
+            await asyncio.wait_for(conn.execute(items.update().where(items.c.item_id == "i1").values(rank=99)), 5)
+        async with read_sessionmaker(engine)() as fresh:
+            assert (await fresh.execute(select(items.c.rank).where(items.c.item_id == "i1"))).scalar_one() == 99
+    finally:
+        await reads.close()
