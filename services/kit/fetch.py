@@ -40,23 +40,14 @@ async def fetch(session: AsyncSession, stmt: Any, params: Mapping[str, Any] | No
     """The rows of ``stmt`` with ``params`` in the session's transaction (see the module doc).
     ``stmt`` must be built once and reused (e.g. cached by its builder), not built per call."""
     params = params or {}
-    conn, raw = await _connection(session)
-    sync = conn.sync_connection
-    # (a listener to the statement events — ZT_DB_TRACE_STATEMENTS' spans, a test counting
-    # statements — sees every statement: then through SQLAlchemy)
-    if conn.dialect.name == "postgresql" and sync is not None and not sync.dispatch.before_cursor_execute:
-        driver, adapted = raw.driver_connection, cast(Any, raw.dbapi_connection)
+    held = await _on_driver(session)
+    if held is not None:
+        conn, adapted, driver = held
         compiled = compiled_for(stmt, conn.dialect)
-        # (else its columns need SQLAlchemy's result processing, or it is not asyncpg)
-        if driver is not None and compiled.results is None and hasattr(adapted, "_start_transaction"):
+        if compiled.results is None:  # (else its columns need SQLAlchemy's result processing)
             try:
-                if not driver.is_in_transaction():
-                    if adapted.isolation_level == "autocommit" or not conn.in_transaction():
-                        return await _through_session(session, stmt, params)
-                    # The session's transaction, begun as the dialect's adapter begins it at its
-                    # first statement (its BEGIN): the session commits or rolls it back as usual.
-                    await adapted._start_transaction()
-                return await driver.fetch(compiled.sql, *compiled.args(params))  # type: ignore[no-any-return]
+                if await _in_transaction(conn, adapted, driver):
+                    return await driver.fetch(compiled.sql, *compiled.args(params))  # type: ignore[no-any-return]
             except Exception as exc:
                 raise await _as_sqlalchemy(conn, adapted, compiled.sql, exc) from exc
     return await _through_session(session, stmt, params)
@@ -73,18 +64,13 @@ async def copy_rows(
     usual way) or when a row's unique key exists (a unique violation: the savepoint is rolled
     back, the transaction goes on, the caller inserts if absent). Other errors raise as
     :func:`fetch`'s. (services/kit/bulk.py's :func:`~services.kit.bulk.copy_insert`, ADR 0068.)"""
-    conn, raw = await _connection(session)
-    sync = conn.sync_connection
-    if conn.dialect.name != "postgresql" or sync is None or sync.dispatch.before_cursor_execute:
+    held = await _on_driver(session)
+    if held is None:
         return False
-    driver, adapted = raw.driver_connection, cast(Any, raw.dbapi_connection)
-    if driver is None or not hasattr(adapted, "_start_transaction") or not hasattr(driver, "copy_records_to_table"):
-        return False
+    conn, adapted, driver = held
     try:
-        if not driver.is_in_transaction():
-            if adapted.isolation_level == "autocommit" or not conn.in_transaction():
-                return False
-            await adapted._start_transaction()  # (as fetch: the session's transaction, begun)
+        if not await _in_transaction(conn, adapted, driver):
+            return False
         try:
             async with driver.transaction():  # (nested: a savepoint)
                 await driver.copy_records_to_table(table, records=records, columns=list(columns))
@@ -93,6 +79,32 @@ async def copy_rows(
         return True
     except Exception as exc:
         raise await _as_sqlalchemy(conn, adapted, f"COPY {table}", exc) from exc
+
+
+async def _on_driver(session: AsyncSession) -> tuple[AsyncConnection, Any, Any] | None:
+    """The session's connection, its adapted DBAPI connection and the asyncpg connection under
+    it, when the kit may send on that one itself; None to go through the session: not
+    PostgreSQL over asyncpg, or a listener to the statement events (ZT_DB_TRACE_STATEMENTS'
+    spans, a test counting statements) that must see every statement."""
+    conn, raw = await _connection(session)
+    sync = conn.sync_connection
+    if conn.dialect.name != "postgresql" or sync is None or sync.dispatch.before_cursor_execute:
+        return None
+    driver, adapted = raw.driver_connection, cast(Any, raw.dbapi_connection)
+    if driver is None or not hasattr(adapted, "_start_transaction"):
+        return None
+    return conn, adapted, driver
+
+
+async def _in_transaction(conn: AsyncConnection, adapted: Any, driver: Any) -> bool:
+    """True once the session's transaction is open on ``driver``: begun if it has not been, as
+    the dialect's adapter begins it before its first statement (its BEGIN; the session commits
+    or rolls it back as usual). False on an autocommit connection or outside a transaction."""
+    if not driver.is_in_transaction():
+        if adapted.isolation_level == "autocommit" or not conn.in_transaction():
+            return False
+        await adapted._start_transaction()
+    return True
 
 
 async def _connection(session: AsyncSession) -> tuple[AsyncConnection, Any]:
