@@ -38,7 +38,9 @@ from services.kit.inbox import (
     _load,
     _Polled,
     _position_id,
+    _records,
     _seen,
+    _stale_if_loaded,
 )
 from services.kit.logging import get_logger
 from services.kit.telemetry import context_from_traceparent, start_span
@@ -98,6 +100,8 @@ class DeadLetteredHook(Protocol):
 
 #: Links on a batch's processing span (OpenTelemetry's default span limit).
 _MAX_LINKS = 128
+#: :meth:`BatchApplier._apply_loaded`: the event needs :meth:`BatchApplier._apply`.
+_NOT_LOADED = object()
 
 
 @dataclass
@@ -122,7 +126,8 @@ class _Staged:
     writing: asyncio.Task[None] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.ids = frozenset(row["event_id"] for row in self.batch.inbox)  # its own, not carried ones
+        # its own, not carried ones: those with an inbox row, and those only a version records
+        self.ids = frozenset(row["event_id"] for row in self.batch.inbox) | self.batch.versioned
         self.versions = dict(self.batch.versions)
 
     async def discard(self) -> None:
@@ -214,10 +219,15 @@ class BatchApplier:
             if after is not None:
                 _carry(batch, after)
             marks.append(clock())
+            # (a projection's batch under one span: most events are decided from what _load
+            # loaded, without a coroutine each — ~3 µs of an event in a bulk ingest)
+            loaded = span is not None and self._handler is None
             for record, item in pairs:
-                event = await self._apply(uow.session, batch, record, item, traced=span is None)
+                event = self._apply_loaded(batch, record, item) if loaded else _NOT_LOADED
+                if event is _NOT_LOADED:
+                    event = await self._apply(uow.session, batch, record, item, traced=span is None)
                 if event is not None:
-                    applied.append(event)
+                    applied.append(event)  # type: ignore[arg-type]
             folded = self._projection.fold(applied) if self._projection is not None and applied else None
             marks.append(clock())
         except BaseException as exc:
@@ -362,14 +372,44 @@ class BatchApplier:
             return None
         elif self._handler is not None:
             await self._handler(session, event)
-        batch.inbox.append(_inbox(record, event.id, event.type, "applied", None, batch.now))
+        return self._applied(batch, record, event)
+
+    def _apply_loaded(
+        self, batch: _Batch, record: ConsumerRecord[Any, Any], item: Decoded
+    ) -> ReceivedEvent | object | None:
+        """:meth:`_apply` of an event with no handler and no span of its own, decided from what
+        ``_load`` loaded (its inbox entry, its aggregate's version): the same outcome, no
+        coroutine. :data:`_NOT_LOADED` (nothing done) when it cannot be: then :meth:`_apply`."""
+        if type(item) is not ReceivedEvent:
+            return _NOT_LOADED  # (a poison record: dead-lettered the usual way)
+        seen = batch.seen.get(item.id)
+        if seen is None:
+            return _NOT_LOADED
+        if seen:
+            outcomes = batch.outcomes
+            outcomes["duplicate"] = outcomes.get("duplicate", 0) + 1
+            return None
+        stale = _stale_if_loaded(batch, item)
+        if stale is None:
+            return _NOT_LOADED
+        if stale:
+            self._stale(batch, record, item)
+            return None
+        return self._applied(batch, record, item)
+
+    @staticmethod
+    def _applied(batch: _Batch, record: ConsumerRecord[Any, Any], event: ReceivedEvent) -> ReceivedEvent:
+        if _records(batch, event.id):
+            batch.inbox.append(_inbox(record, event.id, event.type, "applied", None, batch.now))
         batch.seen[event.id] = True
+        outcomes = batch.outcomes
         outcomes["applied"] = outcomes.get("applied", 0) + 1
         return event
 
     @staticmethod
     def _stale(batch: _Batch, record: ConsumerRecord[Any, Any], event: ReceivedEvent) -> None:
-        batch.inbox.append(_inbox(record, event.id, event.type, "stale", None, batch.now))
+        if _records(batch, event.id):
+            batch.inbox.append(_inbox(record, event.id, event.type, "stale", None, batch.now))
         batch.seen[event.id] = True
         batch.outcomes["stale"] = batch.outcomes.get("stale", 0) + 1
 

@@ -189,20 +189,38 @@ async def _seen(session: AsyncSession, batch: _Batch, event_id: str) -> bool:
 
 async def _is_stale(session: AsyncSession, batch: _Batch, event: ReceivedEvent) -> bool:
     """True if not newer than the last applied version; records the new version otherwise."""
+    known = _stale_if_loaded(batch, event)
+    if known is not None:
+        return known
+    key = (event.aggregate_type, event.aggregate_id)
+    batch.stored[key] = await session.scalar(
+        select(_VERSIONS.c.version).where(_VERSIONS.c.aggregate_type == key[0], _VERSIONS.c.aggregate_id == key[1])
+    )
+    return _stale_if_loaded(batch, event) is True
+
+
+def _stale_if_loaded(batch: _Batch, event: ReceivedEvent) -> bool | None:
+    """:func:`_is_stale` when its aggregate's stored version is loaded (as :func:`_load` loads
+    a batch's), without a coroutine; None when it is not (nothing recorded then)."""
     if not event.aggregate_type or not event.version:
         return False
     key = (event.aggregate_type, event.aggregate_id)
+    stored = batch.stored
+    if key not in stored:
+        return None
     if not batch.record_versioned:
         batch.versioned.add(event.id)
-    if key not in batch.stored:
-        batch.stored[key] = await session.scalar(
-            select(_VERSIONS.c.version).where(_VERSIONS.c.aggregate_type == key[0], _VERSIONS.c.aggregate_id == key[1])
-        )
-    current = batch.versions.get(key, batch.stored[key])
+    current = batch.versions.get(key, stored[key])
     if current is not None and current >= event.version:
         return True
     batch.versions[key] = event.version
     return False
+
+
+def _records(batch: _Batch, event_id: str) -> bool:
+    """Whether this applied or stale event gets an inbox row (:func:`_recorded`'s rule, applied
+    as it is added: no row built only to be dropped)."""
+    return batch.record_versioned or event_id not in batch.versioned
 
 
 _INBOX_COLUMNS = tuple(c.name for c in _INBOX.columns)

@@ -387,6 +387,46 @@ async def test_without_inbox_rows_for_versioned_events_redeliveries_and_stale_ve
     assert await _inbox_statuses(engine) == {"applied": len(customers)}
 
 
+class Effects:
+    """A projection recording each event's effect in its batch's transaction."""
+
+    def fold(self, events: list[ReceivedEvent]) -> list[ReceivedEvent]:
+        return list(events)
+
+    async def apply(self, session, events: list[ReceivedEvent]) -> None:  # type: ignore[no-untyped-def]
+        for event in events:
+            await record_effect(session, event)
+
+
+@pytest.mark.parametrize("record_versioned", [True, False])
+@pytest.mark.parametrize("max_records", [2, 7])
+async def test_a_projections_batches_under_one_span_decide_duplicates_and_stale_versions_as_each_event_would(
+    kit_db, kafka_server, kafka_topic, record_versioned: bool, max_records: int
+) -> None:  # type: ignore[no-untyped-def]
+    # A projection's batch under one span (the hub's bulk path) decides most events from what
+    # the batch loaded, without a coroutine each: redeliveries within a batch and across
+    # overlapped ones, stale versions and an undecodable record between them must come out as
+    # the per-event path decides them.
+    _, engine = kit_db
+    bootstrap, topic, customers = await _send_redeliveries(kafka_server, kafka_topic, "kit.loaded", 4)
+    await send_all(bootstrap, topic, [(b"\x00not-an-event", b"x", [("origin", b"fuzzer")])])
+    late = [_versioned(c, 4) for c in customers]
+    await send_all(bootstrap, topic, [(m.value, m.key, m.headers) for m in late])
+
+    async def each_has_four() -> bool:
+        return [await effects_for(engine, c) for c in customers] == [[1, 2, 3, 4]] * len(customers)
+
+    consumer = await consume_until(
+        engine, bootstrap, topic, f"kit-loaded-{uuid.uuid4().hex[:8]}", None, each_has_four, projection=Effects(),
+        trace_each_max=0, record_versioned=record_versioned, max_records=max_records, **OVERLAPPED,
+    )  # fmt: skip
+    await asyncio.sleep(0.5)  # (nothing else may arrive)
+    assert [await effects_for(engine, c) for c in customers] == [[1, 2, 3, 4]] * len(customers)
+    expected = {"dead": 1} if not record_versioned else {"applied": 4 * len(customers), "stale": len(customers), "dead": 1}
+    assert await _inbox_statuses(engine) == expected
+    assert (consumer.writes_failed, consumer.batches_split) == (0, 0)
+
+
 class FlakyEffects:
     """A projection recording each event's effect in its batch's transaction, whose second write
     fails once; it keeps which events it was told were committed."""
