@@ -39,6 +39,15 @@ beside the hub's: the least a hub that keeps these rows must spend.
 
 ``--hubs 2`` runs a second hub process in the same consumer group, as the chart's two data hub
 replicas do: the group splits the partitions between them.
+
+``--compare-repo <checkout> --pairs 4`` instead compares this checkout's hub with another's on
+the same broker, PostgreSQL and events, phases alternating (ABBA…): each hub is a process of its
+own checkout (``python -m services.cli data_hub``, its own settings and lifecycle), on a fresh
+database (migrated by that checkout before the clock) and group, counted from its first commit
+(so neither its start-up nor its first batch counts) to its last. Separate invocations of this
+script drift ±25 % here, even for the same code (docs/perf/data_hub.md, "Wave 14"); phases of
+one invocation share the broker's and PostgreSQL's state. The other checkout must write the
+feed in the hub's own group (ADR 0062 onwards).
 """
 
 from __future__ import annotations
@@ -61,7 +70,8 @@ from typing import Any
 
 # BENCH_REPO=<a checkout>: run that checkout's hub with this script (paired runs against a
 # "before" checkout measure both with the same accounting).
-REPO = Path(os.environ.get("BENCH_REPO") or Path(__file__).resolve().parents[1])
+HERE = Path(__file__).resolve().parents[1]  # this checkout
+REPO = Path(os.environ.get("BENCH_REPO") or HERE)
 sys.path[:0] = [str(REPO)]
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
@@ -221,15 +231,23 @@ class CommitWatcher:
         await self._admin.close()
 
     async def done(self) -> bool:
-        for group, topics in self._groups.items():
+        return (await self.progress())[0]
+
+    async def progress(self) -> tuple[bool, int]:
+        """Whether every group has committed every offset; and how many events the first group
+        has committed so far (0 before its first commit)."""
+        first = 0
+        for n, (group, topics) in enumerate(self._groups.items()):
             try:
                 committed = await self._admin.list_consumer_group_offsets(group)
             except KafkaError:  # e.g. the group coordinator is not there yet on a fresh broker
-                return False
-            ends = ((tp, end) for tp, end in self._end.items() if tp.topic in topics)
+                return False, first
+            ends = [(tp, end) for tp, end in self._end.items() if tp.topic in topics]
+            if n == 0:
+                first = sum(min(committed[tp].offset, end) for tp, end in ends if tp in committed)
             if not all(tp in committed and committed[tp].offset >= end for tp, end in ends):
-                return False
-        return True
+                return False, first
+        return True, first
 
 
 def _more_hubs(n: int, settings: DataHubSettings) -> list[subprocess.Popen[bytes]]:
@@ -276,7 +294,13 @@ async def hub_rate(
     probe: Callable[[], dict[str, float]] = dict,
     model_path: str = "",
     cpu_rendered: list[float] | None = None,
+    steady: dict[str, float] | None = None,
 ) -> tuple[float, float, int, float, dict[str, float]]:
+    """One hub phase: (seconds until every offset was committed, until every view was rendered,
+    views, the hub's CPU seconds until committed, the servers' CPU seconds meanwhile). ``steady``,
+    if given, gets the CPU µs per event of the hub and of each server from the group's first
+    commit to its last (no start-up, no first batch; ``events``: how many were counted), as
+    ``--compare-repo`` counts them."""
     group = f"bench-{uuid.uuid4().hex[:8]}"
     settings = DataHubSettings(
         database_url=url,
@@ -307,13 +331,25 @@ async def hub_rate(
         members = _more_hubs(hubs - 1, settings)
         task = asyncio.create_task(serve(settings, stop))
         try:
-            while not await watcher.done():
+            first: tuple[int, float, dict[str, float]] | None = None  # at the first commit
+            while True:
+                done, committed = await watcher.progress()
+                if first is None and committed:
+                    first = (committed, time.process_time() + sum(cpu_seconds(m.pid) for m in members), probe())
+                if done:
+                    break
                 if task.done():
                     task.result()
                 await asyncio.sleep(0.1)
             consumed = time.perf_counter() - started
-            cpu = time.process_time() - cpu_started + sum(cpu_seconds(m.pid) for m in members)
-            servers = {k: v - servers_before[k] for k, v in probe().items()}
+            cpu_now = time.process_time() + sum(cpu_seconds(m.pid) for m in members)
+            cpu = cpu_now - cpu_started
+            servers_now = probe()
+            servers = {k: v - servers_before[k] for k, v in servers_now.items()}
+            if steady is not None and first is not None and committed > first[0]:
+                n = committed - first[0]
+                steady.update(hub=(cpu_now - first[1]) / n * 1e6, events=n)
+                steady.update({k: (v - first[2][k]) / n * 1e6 for k, v in servers_now.items()})
             while True:
                 async with UnitOfWork(engine) as uow:
                     t = await store.active_tables(uow.session)
@@ -360,6 +396,106 @@ async def compare_model(args: argparse.Namespace, bootstrap: str, pg: Any, ns: s
     return 0
 
 
+async def compare_repo(
+    args: argparse.Namespace, bootstrap: str, pg: Any, ns: str, total: int, probe: Callable[[], dict[str, float]]
+) -> int:
+    """This checkout's hub against ``--compare-repo``'s, alternating on the same servers and events
+    (see the module doc); prints each phase, then the medians and the per-pair ratio."""
+    import statistics
+
+    sides = {"this": HERE, "other": args.compare_repo}
+    wholes: dict[str, list[float]] = {label: [] for label in sides}
+    parts_of: dict[str, list[dict[str, float]]] = {label: [] for label in sides}
+    for pair in range(args.pairs):
+        for label in ("this", "other") if pair % 2 == 0 else ("other", "this"):
+            parts = await hub_process_phase(sides[label], bootstrap, pg, ns, args.max_records, probe)
+            jit = parts.pop(JIT)
+            whole = sum(parts.values())
+            wholes[label].append(whole)
+            parts_of[label].append(parts)
+            shown = " + ".join(f"{k} {v:.1f}" for k, v in parts.items())
+            print(f"pair {pair + 1} {label}: {shown} = {whole:.1f} µs/event (of Kafka's, JIT {jit:.1f})", flush=True)
+    for label, repo in sides.items():
+        median = {k: statistics.median(p[k] for p in parts_of[label]) for k in parts_of[label][0]}
+        shown = " + ".join(f"{k} {v:.1f}" for k, v in median.items())
+        print(f"{label} ({repo}): median whole machine {statistics.median(wholes[label]):.1f} µs/event ({shown})")
+    ratios = [a / b for a, b in zip(wholes["this"], wholes["other"], strict=True)]
+    print(f"this/other, whole machine per event: median {statistics.median(ratios):.3f} "
+          f"(pairs: {', '.join(f'{r:.3f}' for r in ratios)})")  # fmt: skip
+    return 0
+
+
+async def hub_process_phase(
+    repo: Path, bootstrap: str, pg: Any, ns: str, max_records: int, probe: Callable[[], dict[str, float]]
+) -> dict[str, float]:
+    """One hub process of ``repo`` from the start of the topics on a fresh database and group:
+    CPU µs per event of the hub process, PostgreSQL and the broker (and its JIT, a part of it),
+    from the group's first commit to its last, per event committed in between."""
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    env = base_env(
+        ZT_DATABASE_URL=pg.create_database(f"bench_hub_{uuid.uuid4().hex[:8]}"), ZT_KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        ZT_KAFKA_TOPIC_PREFIX=ns, ZT_DATAHUB_GROUP_ID=group, ZT_LOG_LEVEL="WARNING", ZT_DATAHUB_MODEL_PATH="",
+        ZT_DATAHUB_MAX_RECORDS=str(max_records), ZT_DATABASE_POOL_SIZE="5", ZT_GRPC_PORT=str(stack.free_port()),
+        PYTHONPATH=str(repo),
+    )  # fmt: skip
+    if _component(repo, env, "migrate", "data_hub").wait() != 0:  # (a few seconds: nothing else runs)
+        raise RuntimeError(f"the migrations of {repo} failed")
+    topics = tuple(ns + t for t in TOPICS)
+    tps = await partitions_of(bootstrap, topics)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    hub = _component(repo, env, "data_hub")
+    try:
+
+        async def committed() -> int:
+            try:
+                offsets = await admin.list_consumer_group_offsets(ns + group)  # (the namespace covers the group)
+            except KafkaError:  # (the coordinator may not be there yet)
+                return 0
+            return sum(min(offsets[tp].offset, end) for tp, end in ends.items() if tp in offsets)
+
+        total, first, start = sum(ends.values()), 0, (0.0, probe())
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if hub.poll() is not None:
+                raise RuntimeError(f"the hub of {repo} exited ({hub.returncode})")
+            done = await committed()
+            if done and not first:
+                first, start = done, (cpu_seconds(hub.pid), probe())
+            if done >= total:
+                end = (cpu_seconds(hub.pid), probe())
+                break
+            await asyncio.sleep(0.01 if not first else 0.1)
+        else:
+            raise RuntimeError(f"the hub of {repo} did not commit every offset in 600 s")
+        n = total - first
+        if n <= 0:
+            raise RuntimeError("the first commit covered every event: use more events or smaller batches")
+        per = {"hub": (end[0] - start[0]) / n * 1e6}
+        per.update({k: (end[1][k] - start[1][k]) / n * 1e6 for k in end[1]})
+        return per
+    finally:
+        hub.terminate()
+        hub.wait(30)
+        await admin.close()
+
+
+def _checkout(path: str) -> Path:
+    return Path(path).resolve()
+
+
+def _component(repo: Path, env: dict[str, str], *command: str) -> subprocess.Popen[bytes]:
+    """``python -m services.cli <command>`` of the checkout ``repo``."""
+    return subprocess.Popen([sys.executable, "-m", "services.cli", *command], env=env, cwd=repo,
+                            stdout=subprocess.DEVNULL)  # fmt: skip
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, default=1000)
@@ -379,7 +515,18 @@ async def main() -> int:
         help="instead: hub runs without and with this trained-scores artifact (ZT_DATAHUB_MODEL_PATH), alternating, "
         "on the same events; prints the hub's CPU per event until every view is rendered, and the ratio",
     )
-    parser.add_argument("--pairs", type=int, default=3, help="with --compare-model: alternating pairs of runs")
+    parser.add_argument(
+        "--compare-repo",
+        metavar="CHECKOUT",
+        type=_checkout,
+        default=None,
+        help="instead: this checkout's hub against that checkout's, each a process of its own checkout, phases "
+        "alternating on the same broker, PostgreSQL and events; prints each side's whole machine per event and "
+        "the ratio",
+    )
+    parser.add_argument(
+        "--pairs", type=int, default=3, help="with --compare-model or --compare-repo: alternating pairs of runs"
+    )
     parser.add_argument(
         "--warm",
         type=int,
@@ -418,6 +565,8 @@ async def main() -> int:
         await warm_broker(args, pg, bootstrap, ns, probe)
         if args.compare_model:
             return await compare_model(args, bootstrap, pg, ns, len(records))
+        if args.compare_repo:
+            return await compare_repo(args, bootstrap, pg, ns, len(records), probe)
         raw_servers = probe()
         total, raw_s, raw_cpu_s = await raw_rate(bootstrap, ns)
         raw_kafka_s = probe()["Kafka"] - raw_servers["Kafka"]
@@ -502,8 +651,9 @@ async def one_hub_phase(
 ) -> float:
     """One hub phase on its own database and group, and its figures beside the raw phase's;
     returns the whole machine's CPU per event (µs)."""
+    steady: dict[str, float] = {}
     consumed_s, rendered_s, views, cpu_s, servers_s = await hub_rate(
-        bootstrap, url, args.max_records, ns, args.hubs, probe
+        bootstrap, url, args.max_records, ns, args.hubs, probe, steady=steady
     )
     raw = total / raw_s
     hub = total / consumed_s
@@ -538,6 +688,14 @@ async def one_hub_phase(
             + (" (target for the hub phase, the whole machine: <= 45 µs)" if phase == "hub ingest" else "")
         )
     print(f"of the broker's CPU in the hub phase, its JIT compilers (the JVM's warm-up): {jit_us:.0f} µs/event")
+    if steady:  # (the first commit was seen before the last)
+        events, steady_jit = int(steady.pop("events")), steady.pop(JIT)
+        print(
+            "CPU per event, hub ingest from the group's first commit to its last (no start-up, no first batch; "
+            f"{events} events): "
+            + " + ".join(f"{k} {v:.0f}" for k, v in steady.items())
+            + f" = {sum(steady.values()):.0f} µs (of the broker's, its JIT {steady_jit:.0f})"
+        )
     print(f"hub incl. every view rendered: {total / rendered_s:,.0f} events/s ({rendered_s:.2f}s, {views} views)")
     print(f"ratio hub/raw: {hub / raw:.2f}  (targets: >= 10,000 events/s, ratio >= 0.5)")
     return sum(v for v in hub_us.values() if v == v)
