@@ -206,6 +206,57 @@ async def test_a_poison_event_goes_to_the_dlq_and_the_partition_keeps_flowing(
         await committed.stop()
 
 
+async def test_a_failed_batch_is_applied_in_halves_so_one_bad_event_costs_few_transactions(
+    kit_db, kafka_server, kafka_topic
+) -> None:  # type: ignore[no-untyped-def]
+    # One event the handler can never apply, in a batch of 64: the batch fails; its halves are
+    # applied in their own transactions, a failing half halved again down to a few records that
+    # go one at a time — every good event applied once, in order, the bad one dead-lettered —
+    # in ~2·log2(64) transactions instead of 64.
+    _, engine = kit_db
+    bootstrap = kafka_server.bootstrap_servers
+    topic = await kafka_topic("kit.halves")
+    customers = [new_id() for _ in range(63)]
+    bad = f"poison-{uuid.uuid4().hex[:8]}"
+    records = [created(c) for c in customers[:40]] + [created(bad)] + [created(c) for c in customers[40:]]
+    await send_all(bootstrap, topic, [(r.value, r.key, r.headers) for r in records])
+
+    async def all_applied() -> bool:
+        return all([await _count_inbox(engine, c, 1) for c in customers])
+
+    transactions = 0
+    original = InboxConsumer.__init__
+
+    def counting(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        original(self, *args, **kwargs)
+        applier_transaction = self._applier.transaction
+
+        async def transaction(pairs, marks):  # type: ignore[no-untyped-def]
+            nonlocal transactions
+            transactions += 1
+            return await applier_transaction(pairs, marks)
+
+        self._applier.transaction = transaction
+
+    InboxConsumer.__init__ = counting  # type: ignore[method-assign]
+    try:
+        consumer = await consume_until(
+            engine, bootstrap, topic, f"kit-halves-{uuid.uuid4().hex[:8]}", record_effect, all_applied,
+            max_records=64, max_attempts=2, retry_backoff_s=0.01, trace_each_max=0,
+        )  # fmt: skip
+    finally:
+        InboxConsumer.__init__ = original  # type: ignore[method-assign]
+    assert [await effects_for(engine, c) for c in customers] == [[1]] * len(customers)
+    assert await effects_for(engine, bad) == []
+    assert consumer.batches_split == 1
+    # the batch (1) + two halves per level down to 8 records (2 + 2 + 2) + the 8 one at a time,
+    # the bad one twice (max_attempts): 1 + 6 + 7 + 2 = 16 — not 64 + 1
+    assert transactions <= 16, transactions
+    async with engine.connect() as conn:
+        dead = await conn.scalar(select(func.count()).select_from(InboxRow).where(InboxRow.status == "dead"))
+    assert dead == 1
+
+
 @pytest.mark.parametrize("collisions", [1, 2])
 async def test_a_batch_that_collides_with_another_member_is_applied_again_whole(
     pg_kit_db, kafka_server, kafka_topic, collisions: int
