@@ -500,7 +500,12 @@ async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--months", type=int, default=6)
-    parser.add_argument("--max-records", type=int, default=2000, help="hub batch size (ZT_DATAHUB_MAX_RECORDS)")
+    parser.add_argument(
+        "--max-records",
+        type=int,
+        default=DataHubSettings.model_fields["datahub_max_records"].default,
+        help="hub batch size (ZT_DATAHUB_MAX_RECORDS; default: the hub's own)",
+    )
     parser.add_argument(
         "--hubs",
         type=int,

@@ -48,8 +48,9 @@ class DataHubSettings(CallerSettings):
     datahub_group_id: str = "data-hub"
     #: JSON object overriding fields of services.data_hub.domain.Rules, e.g. {"dormant_days": 120}.
     datahub_rules: str = ""
-    #: records a consumer batch takes (one transaction) when a backlog offers them (ADR 0067)
-    datahub_max_records: int = Field(2000, ge=1, le=10_000)
+    #: records a consumer batch takes (one transaction) when a backlog offers them (ADR 0067:
+    #: 10,000 since wave 14, ~19 % less of the machine's CPU per event than 2,000)
+    datahub_max_records: int = Field(10_000, ge=1, le=10_000)
     datahub_max_attempts: int = Field(3, ge=1, le=20)
     datahub_view_batch_size: int = Field(500, ge=1, le=10_000)
     datahub_view_debounce_s: float = Field(0.002, ge=0, le=10)
