@@ -218,8 +218,8 @@ def _stale_if_loaded(batch: _Batch, event: ReceivedEvent) -> bool | None:
 
 
 def _records(batch: _Batch, event_id: str) -> bool:
-    """Whether this applied or stale event gets an inbox row (:func:`_recorded`'s rule, applied
-    as it is added: no row built only to be dropped)."""
+    """Whether this applied or stale event gets an inbox row: always, or (``record_versioned``
+    False) only without an aggregate version (dead ones always get theirs)."""
     return batch.record_versioned or event_id not in batch.versioned
 
 
@@ -245,21 +245,12 @@ def _pg_flush() -> tuple[Any, Any]:
     return upsert, _insert_select(_INBOX, _INBOX_COLUMNS, "rows")
 
 
-def _recorded(batch: _Batch) -> list[dict[str, Any]]:
-    """The inbox rows to write: all of them, or (``record_versioned`` False) those of events
-    without an aggregate version and the dead ones."""
-    if batch.record_versioned or not batch.versioned:
-        return batch.inbox
-    versioned = batch.versioned
-    return [row for row in batch.inbox if row["status"] == "dead" or row["event_id"] not in versioned]
-
-
 async def _flush(session: AsyncSession, batch: _Batch) -> None:
     """Write the batch's inbox rows and new aggregate versions (an upsert that keeps the greater):
     one statement on PostgreSQL, with the writes the transaction deferred (``defer_write``: the
     hub's render), one bulk statement each elsewhere."""
     versions = [{"aggregate_type": t, "aggregate_id": a, "version": v} for (t, a), v in batch.versions.items()]
-    inbox = _recorded(batch)
+    inbox = batch.inbox
     if is_postgres(session):
         upsert, insert = _pg_flush()
         writes = [(upsert, {"versions": _json_rows(versions, _VERSION_COLUMNS)})] if versions else []
