@@ -14,6 +14,7 @@ from opentelemetry import trace
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
+from services.kit.applier import BatchApplier
 from services.kit.consumer import InboxConsumer, InboxRow
 from services.kit.db import create_engine
 from services.kit.events import TOPIC_CUSTOMER, ReceivedEvent, build_record, parse_record
@@ -207,7 +208,7 @@ async def test_a_poison_event_goes_to_the_dlq_and_the_partition_keeps_flowing(
 
 
 async def test_a_failed_batch_is_applied_in_halves_so_one_bad_event_costs_few_transactions(
-    kit_db, kafka_server, kafka_topic
+    kit_db, kafka_server, kafka_topic, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
     # One event the handler can never apply, in a batch of 64: the batch fails; its halves are
     # applied in their own transactions, a failing half halved again down to a few records that
@@ -225,27 +226,18 @@ async def test_a_failed_batch_is_applied_in_halves_so_one_bad_event_costs_few_tr
         return all([await _count_inbox(engine, c, 1) for c in customers])
 
     transactions = 0
-    original = InboxConsumer.__init__
+    applier_transaction = BatchApplier.transaction
 
-    def counting(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        original(self, *args, **kwargs)
-        applier_transaction = self._applier.transaction
+    async def counted(self, pairs, marks):  # type: ignore[no-untyped-def]
+        nonlocal transactions
+        transactions += 1
+        return await applier_transaction(self, pairs, marks)
 
-        async def transaction(pairs, marks):  # type: ignore[no-untyped-def]
-            nonlocal transactions
-            transactions += 1
-            return await applier_transaction(pairs, marks)
-
-        self._applier.transaction = transaction
-
-    InboxConsumer.__init__ = counting  # type: ignore[method-assign]
-    try:
-        consumer = await consume_until(
-            engine, bootstrap, topic, f"kit-halves-{uuid.uuid4().hex[:8]}", record_effect, all_applied,
-            max_records=64, max_attempts=2, retry_backoff_s=0.01, trace_each_max=0,
-        )  # fmt: skip
-    finally:
-        InboxConsumer.__init__ = original  # type: ignore[method-assign]
+    monkeypatch.setattr(BatchApplier, "transaction", counted)
+    consumer = await consume_until(
+        engine, bootstrap, topic, f"kit-halves-{uuid.uuid4().hex[:8]}", record_effect, all_applied,
+        max_records=64, max_attempts=2, retry_backoff_s=0.01, trace_each_max=0,
+    )  # fmt: skip
     assert [await effects_for(engine, c) for c in customers] == [[1]] * len(customers)
     assert await effects_for(engine, bad) == []
     assert consumer.batches_split == 1
