@@ -347,9 +347,7 @@ async def hub_rate(
             servers_now = probe()
             servers = {k: v - servers_before[k] for k, v in servers_now.items()}
             if steady is not None and first is not None and committed > first[0]:
-                n = committed - first[0]
-                steady.update(hub=(cpu_now - first[1]) / n * 1e6, events=n)
-                steady.update({k: (v - first[2][k]) / n * 1e6 for k, v in servers_now.items()})
+                steady.update(_per_event(first, committed, cpu_now, servers_now), events=committed - first[0])
             while True:
                 async with UnitOfWork(engine) as uow:
                     t = await store.active_tables(uow.session)
@@ -440,50 +438,37 @@ async def hub_process_phase(
     )  # fmt: skip
     if _component(repo, env, "migrate", "data_hub").wait() != 0:  # (a few seconds: nothing else runs)
         raise RuntimeError(f"the migrations of {repo} failed")
-    topics = tuple(ns + t for t in TOPICS)
-    tps = await partitions_of(bootstrap, topics)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(tps)
-    finally:
-        await consumer.stop()
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    hub = _component(repo, env, "data_hub")
-    try:
+    async with CommitWatcher(bootstrap, {ns + group: tuple(ns + t for t in TOPICS)}) as watcher:
+        hub = _component(repo, env, "data_hub")
+        try:
+            first: tuple[int, float, dict[str, float]] | None = None  # at the first commit
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                if hub.poll() is not None:
+                    raise RuntimeError(f"the hub of {repo} exited ({hub.returncode})")
+                done, committed = await watcher.progress()
+                if first is None and committed:
+                    first = (committed, cpu_seconds(hub.pid), probe())
+                if done:
+                    break
+                await asyncio.sleep(0.01 if first is None else 0.1)
+            else:
+                raise RuntimeError(f"the hub of {repo} did not commit every offset in 600 s")
+            if first is None or committed <= first[0]:
+                raise RuntimeError("the first commit covered every event: use more events or smaller batches")
+            return _per_event(first, committed, cpu_seconds(hub.pid), probe())
+        finally:
+            hub.terminate()
+            hub.wait(30)
 
-        async def committed() -> int:
-            try:
-                offsets = await admin.list_consumer_group_offsets(ns + group)  # (the namespace covers the group)
-            except KafkaError:  # (the coordinator may not be there yet)
-                return 0
-            return sum(min(offsets[tp].offset, end) for tp, end in ends.items() if tp in offsets)
 
-        total, first, start = sum(ends.values()), 0, (0.0, probe())
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if hub.poll() is not None:
-                raise RuntimeError(f"the hub of {repo} exited ({hub.returncode})")
-            done = await committed()
-            if done and not first:
-                first, start = done, (cpu_seconds(hub.pid), probe())
-            if done >= total:
-                end = (cpu_seconds(hub.pid), probe())
-                break
-            await asyncio.sleep(0.01 if not first else 0.1)
-        else:
-            raise RuntimeError(f"the hub of {repo} did not commit every offset in 600 s")
-        n = total - first
-        if n <= 0:
-            raise RuntimeError("the first commit covered every event: use more events or smaller batches")
-        per = {"hub": (end[0] - start[0]) / n * 1e6}
-        per.update({k: (end[1][k] - start[1][k]) / n * 1e6 for k in end[1]})
-        return per
-    finally:
-        hub.terminate()
-        hub.wait(30)
-        await admin.close()
+def _per_event(
+    first: tuple[int, float, dict[str, float]], committed: int, cpu: float, servers: dict[str, float]
+) -> dict[str, float]:
+    """CPU µs per event of the hub (``cpu``: its CPU seconds now) and of each server, from
+    ``first`` (events committed, the hub's CPU and the servers' then) to ``committed`` events."""
+    n = committed - first[0]
+    return {"hub": (cpu - first[1]) / n * 1e6, **{k: (v - first[2][k]) / n * 1e6 for k, v in servers.items()}}
 
 
 def _checkout(path: str) -> Path:
