@@ -150,6 +150,11 @@ def _carry(batch: _Batch, before: _Staged) -> None:
             batch.stored[key] = newer
 
 
+def _tally(batch: _Batch, outcome: str) -> None:
+    """One more event of this outcome in the batch (the consumer.events counter, per batch)."""
+    batch.outcomes[outcome] = batch.outcomes.get(outcome, 0) + 1
+
+
 def _pairs(polled: _Polled) -> list[tuple[ConsumerRecord[Any, Any], Decoded]]:
     return [pair for partition in polled.values() for pair in partition]
 
@@ -360,9 +365,8 @@ class BatchApplier:
                 batch.seen[position] = True
                 await self._tell_dead_lettered(session, record, event)
             return None
-        outcomes = batch.outcomes
         if await _seen(session, batch, event.id):
-            outcomes["duplicate"] = outcomes.get("duplicate", 0) + 1
+            _tally(batch, "duplicate")
             return None
         if traced:
             if not await self._handle_traced(session, batch, record, event):
@@ -386,8 +390,7 @@ class BatchApplier:
         if seen is None:
             return _NOT_LOADED
         if seen:
-            outcomes = batch.outcomes
-            outcomes["duplicate"] = outcomes.get("duplicate", 0) + 1
+            _tally(batch, "duplicate")
             return None
         stale = _stale_if_loaded(batch, item)
         if stale is None:
@@ -402,8 +405,7 @@ class BatchApplier:
         if _records(batch, event.id):
             batch.inbox.append(_inbox(record, event.id, event.type, "applied", None, batch.now))
         batch.seen[event.id] = True
-        outcomes = batch.outcomes
-        outcomes["applied"] = outcomes.get("applied", 0) + 1
+        _tally(batch, "applied")
         return event
 
     @staticmethod
@@ -411,7 +413,7 @@ class BatchApplier:
         if _records(batch, event.id):
             batch.inbox.append(_inbox(record, event.id, event.type, "stale", None, batch.now))
         batch.seen[event.id] = True
-        batch.outcomes["stale"] = batch.outcomes.get("stale", 0) + 1
+        _tally(batch, "stale")
 
     async def _handle_traced(
         self, session: AsyncSession, batch: _Batch, record: ConsumerRecord[Any, Any], event: ReceivedEvent
