@@ -43,8 +43,9 @@ replicas do: the group splits the partitions between them.
 ``--compare-repo <checkout> --pairs 4`` instead compares this checkout's hub with another's on
 the same broker, PostgreSQL and events, phases alternating (ABBA…): each hub is a process of its
 own checkout (``python -m services.cli data_hub``, its own settings and lifecycle), on a fresh
-database (migrated by that checkout before the clock) and group, counted from its first commit
-(so neither its start-up nor its first batch counts) to its last. Separate invocations of this
+database (migrated by that checkout before the clock) and group, counted from the moment its
+group has joined (the group Stable: the process's start-up does not count; every event's fetch,
+decode and write does) to its last commit. Separate invocations of this
 script drift ±25 % here, even for the same code (docs/perf/data_hub.md, "Wave 14"); phases of
 one invocation share the broker's and PostgreSQL's state. The other checkout must write the
 feed in the hub's own group (ADR 0062 onwards).
@@ -233,6 +234,16 @@ class CommitWatcher:
     async def done(self) -> bool:
         return (await self.progress())[0]
 
+    async def joined(self) -> bool:
+        """Has the first group's member joined (the group Stable, its partitions assigned)? Its
+        fetches start then: the CPU from here on is the events' work, not the start-up's."""
+        group = next(iter(self._groups))
+        try:
+            (response,) = await self._admin.describe_consumer_groups([group])
+        except KafkaError:  # (no coordinator yet)
+            return False
+        return any(g[1] == group and g[2] == "Stable" for g in response.groups)
+
     async def progress(self) -> tuple[bool, int]:
         """Whether every group has committed every offset; and how many events the first group
         has committed so far (0 before its first commit)."""
@@ -298,9 +309,10 @@ async def hub_rate(
 ) -> tuple[float, float, int, float, dict[str, float]]:
     """One hub phase: (seconds until every offset was committed, until every view was rendered,
     views, the hub's CPU seconds until committed, the servers' CPU seconds meanwhile). ``steady``,
-    if given, gets the CPU µs per event of the hub and of each server from the group's first
-    commit to its last (no start-up, no first batch; ``events``: how many were counted), as
-    ``--compare-repo`` counts them."""
+    if given (one hub process), gets the CPU µs per event of the hub and of each server from the
+    moment the group has joined to its last commit (no start-up; ``events``: how many), as
+    ``--compare-repo`` counts them. (Not from the first commit: the overlapped consumer has
+    fetched, decoded and staged the next batches by then, work of events counted after it.)"""
     group = f"bench-{uuid.uuid4().hex[:8]}"
     settings = DataHubSettings(
         database_url=url,
@@ -331,23 +343,23 @@ async def hub_rate(
         members = _more_hubs(hubs - 1, settings)
         task = asyncio.create_task(serve(settings, stop))
         try:
-            first: tuple[int, float, dict[str, float]] | None = None  # at the first commit
+            joined: tuple[int, float, dict[str, float]] | None = None  # when the group has joined
             while True:
+                if joined is None and hubs == 1 and await watcher.joined():
+                    joined = (0, time.process_time(), probe())
                 done, committed = await watcher.progress()
-                if first is None and committed:
-                    first = (committed, time.process_time() + sum(cpu_seconds(m.pid) for m in members), probe())
                 if done:
                     break
                 if task.done():
                     task.result()
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.01 if joined is None else 0.1)
             consumed = time.perf_counter() - started
             cpu_now = time.process_time() + sum(cpu_seconds(m.pid) for m in members)
             cpu = cpu_now - cpu_started
             servers_now = probe()
             servers = {k: v - servers_before[k] for k, v in servers_now.items()}
-            if steady is not None and first is not None and committed > first[0]:
-                steady.update(_per_event(first, committed, cpu_now, servers_now), events=committed - first[0])
+            if steady is not None and joined is not None:
+                steady.update(_per_event(joined, committed, cpu_now, servers_now), events=committed)
             while True:
                 async with UnitOfWork(engine) as uow:
                     t = await store.active_tables(uow.session)
@@ -428,7 +440,7 @@ async def hub_process_phase(
 ) -> dict[str, float]:
     """One hub process of ``repo`` from the start of the topics on a fresh database and group:
     CPU µs per event of the hub process, PostgreSQL and the broker (and its JIT, a part of it),
-    from the group's first commit to its last, per event committed in between."""
+    from the moment its group has joined to its last commit, per event."""
     group = f"bench-{uuid.uuid4().hex[:8]}"
     env = base_env(
         ZT_DATABASE_URL=pg.create_database(f"bench_hub_{uuid.uuid4().hex[:8]}"), ZT_KAFKA_BOOTSTRAP_SERVERS=bootstrap,
@@ -441,34 +453,34 @@ async def hub_process_phase(
     async with CommitWatcher(bootstrap, {ns + group: tuple(ns + t for t in TOPICS)}) as watcher:
         hub = _component(repo, env, "data_hub")
         try:
-            first: tuple[int, float, dict[str, float]] | None = None  # at the first commit
+            joined: tuple[int, float, dict[str, float]] | None = None  # when its group has joined
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
                 if hub.poll() is not None:
                     raise RuntimeError(f"the hub of {repo} exited ({hub.returncode})")
+                if joined is None and await watcher.joined():
+                    joined = (0, cpu_seconds(hub.pid), probe())
                 done, committed = await watcher.progress()
-                if first is None and committed:
-                    first = (committed, cpu_seconds(hub.pid), probe())
                 if done:
                     break
-                await asyncio.sleep(0.01 if first is None else 0.1)
+                await asyncio.sleep(0.01 if joined is None else 0.1)
             else:
                 raise RuntimeError(f"the hub of {repo} did not commit every offset in 600 s")
-            if first is None or committed <= first[0]:
-                raise RuntimeError("the first commit covered every event: use more events or smaller batches")
-            return _per_event(first, committed, cpu_seconds(hub.pid), probe())
+            if joined is None:
+                raise RuntimeError("the group was done before it was seen joined")
+            return _per_event(joined, committed, cpu_seconds(hub.pid), probe())
         finally:
             hub.terminate()
             hub.wait(30)
 
 
 def _per_event(
-    first: tuple[int, float, dict[str, float]], committed: int, cpu: float, servers: dict[str, float]
+    since: tuple[int, float, dict[str, float]], committed: int, cpu: float, servers: dict[str, float]
 ) -> dict[str, float]:
     """CPU µs per event of the hub (``cpu``: its CPU seconds now) and of each server, from
-    ``first`` (events committed, the hub's CPU and the servers' then) to ``committed`` events."""
-    n = committed - first[0]
-    return {"hub": (cpu - first[1]) / n * 1e6, **{k: (v - first[2][k]) / n * 1e6 for k, v in servers.items()}}
+    ``since`` (events committed, the hub's CPU and the servers' then) to ``committed`` events."""
+    n = committed - since[0]
+    return {"hub": (cpu - since[1]) / n * 1e6, **{k: (v - since[2][k]) / n * 1e6 for k, v in servers.items()}}
 
 
 def _checkout(path: str) -> Path:
@@ -678,10 +690,10 @@ async def one_hub_phase(
             + (" (target for the hub phase, the whole machine: <= 45 µs)" if phase == "hub ingest" else "")
         )
     print(f"of the broker's CPU in the hub phase, its JIT compilers (the JVM's warm-up): {jit_us:.0f} µs/event")
-    if steady:  # (the first commit was seen before the last)
+    if steady:  # (one hub process: its group was seen joining)
         events, steady_jit = int(steady.pop("events")), steady.pop(JIT)
         print(
-            "CPU per event, hub ingest from the group's first commit to its last (no start-up, no first batch; "
+            "CPU per event, hub ingest from the group's join to its last commit (no start-up; "
             f"{events} events): "
             + " + ".join(f"{k} {v:.0f}" for k, v in steady.items())
             + f" = {sum(steady.values()):.0f} µs (of the broker's, its JIT {steady_jit:.0f})"
