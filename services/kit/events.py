@@ -238,18 +238,8 @@ def parse_record(
         raise
     except (KeyError, ValueError, TypeError, DecodeError, AttributeError, UnicodeDecodeError) as exc:
         raise PoisonEvent(f"undecodable event: {type(exc).__name__}: {exc}") from exc
+    # (positional: a slots dataclass's __init__ took ~0.9 µs by keyword, ~0.35 so)
     return ReceivedEvent(
-        id=event_id,
-        type=type_name,
-        source=source,
-        subject=subject_s,
-        time=when,
-        aggregate_type=agg_type_s,
-        aggregate_id=agg_id_s,
-        version=version,
-        message=message,
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        headers=header_map,
-    )
+        event_id, type_name, source, subject_s, when, agg_type_s, agg_id_s, version, message, topic, partition,
+        offset, header_map,
+    )  # fmt: skip
