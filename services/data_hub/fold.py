@@ -110,8 +110,7 @@ class Patches:
         if kind is None:
             return  # an event type the hub does not project: applied as a no-op
         occur_time = getattr(msg, "occur_time", None)
-        # (ts_us inlined, as in _add_transaction: this runs for every event of a catch-up)
-        occur = occur_time.seconds * MICROS + occur_time.nanos // 1000 if occur_time is not None else 0
+        occur = ts_us(occur_time) if occur_time is not None else None
         event_us = occur or int(event.time.timestamp() * MICROS)
         if kind == _TRANSACTION:
             self._add_transaction(msg, event_us)  # type: ignore[arg-type]
@@ -202,8 +201,7 @@ class Patches:
             }
 
     def _add_transaction(self, msg: product_events.TransactionPosted, event_us: int) -> None:
-        # The hot path of a bulk ingest: each protobuf field is read once, and codecs' ts_us and
-        # money_micros are inlined (a call each cost ~0.2 µs of the ~5 this takes).
+        # The hot path of a bulk ingest: each protobuf field is read once.
         t = msg.transaction
         customer_id = msg.customer_id or t.customer_id
         cpatch = self._customer(customer_id, event_us)
@@ -218,8 +216,7 @@ class Patches:
         if len(currency) != 3:
             raise BadEvent("transaction amount without a currency")
         subscription_id = msg.subscription_id or t.subscription_id
-        post = t.post_time
-        post_us = post.seconds * MICROS + post.nanos // 1000 or event_us
+        post_us = ts_us(t.post_time) or event_us
         if cpatch.last_txn_us is None or post_us > cpatch.last_txn_us:
             cpatch.last_txn_us = post_us
         self.transactions[transaction_id] = {
@@ -227,7 +224,7 @@ class Patches:
             "customer_id": customer_id,
             "subscription_id": subscription_id,
             "direction": direction,
-            "amount_micros": amount.units * MICROS + amount.nanos // 1000,
+            "amount_micros": money_micros(amount),
             "currency": currency,
             "post_us": post_us,
         }
@@ -240,7 +237,7 @@ class Patches:
             fields["product_id"] = msg.product_id or fields.get("product_id", "")
             fields["product_type"] = msg.product_type or fields.get("product_type", 0)
             fields["currency"] = balance.currency_code or currency
-            fields["balance_micros"] = balance.units * MICROS + balance.nanos // 1000
+            fields["balance_micros"] = money_micros(balance)
 
 
 def fold(events: Iterable[ReceivedEvent]) -> Patches:
