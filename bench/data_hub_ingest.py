@@ -343,16 +343,14 @@ async def hub_rate(
         members = _more_hubs(hubs - 1, settings)
         task = asyncio.create_task(serve(settings, stop))
         try:
-            joined: tuple[int, float, dict[str, float]] | None = None  # when the group has joined
-            while True:
-                if joined is None and hubs == 1 and await watcher.joined():
-                    joined = (0, time.process_time(), probe())
-                done, committed = await watcher.progress()
-                if done:
-                    break
+
+            def alive() -> None:
                 if task.done():
                     task.result()
-                await asyncio.sleep(0.01 if joined is None else 0.1)
+
+            committed, joined = await _until_committed(
+                watcher, time.process_time, probe, alive, mark_join=steady is not None and hubs == 1
+            )
             consumed = time.perf_counter() - started
             cpu_now = time.process_time() + sum(cpu_seconds(m.pid) for m in members)
             cpu = cpu_now - cpu_started
@@ -453,19 +451,15 @@ async def hub_process_phase(
     async with CommitWatcher(bootstrap, {ns + group: tuple(ns + t for t in TOPICS)}) as watcher:
         hub = _component(repo, env, "data_hub")
         try:
-            joined: tuple[int, float, dict[str, float]] | None = None  # when its group has joined
             deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
+
+            def alive() -> None:
                 if hub.poll() is not None:
                     raise RuntimeError(f"the hub of {repo} exited ({hub.returncode})")
-                if joined is None and await watcher.joined():
-                    joined = (0, cpu_seconds(hub.pid), probe())
-                done, committed = await watcher.progress()
-                if done:
-                    break
-                await asyncio.sleep(0.01 if joined is None else 0.1)
-            else:
-                raise RuntimeError(f"the hub of {repo} did not commit every offset in 600 s")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the hub of {repo} did not commit every offset in 600 s")
+
+            committed, joined = await _until_committed(watcher, lambda: cpu_seconds(hub.pid), probe, alive)
             if joined is None:
                 raise RuntimeError("the group was done before it was seen joined")
             return _per_event(joined, committed, cpu_seconds(hub.pid), probe())
@@ -474,13 +468,37 @@ async def hub_process_phase(
             hub.wait(30)
 
 
-def _per_event(
-    since: tuple[int, float, dict[str, float]], committed: int, cpu: float, servers: dict[str, float]
-) -> dict[str, float]:
-    """CPU µs per event of the hub (``cpu``: its CPU seconds now) and of each server, from
-    ``since`` (events committed, the hub's CPU and the servers' then) to ``committed`` events."""
-    n = committed - since[0]
-    return {"hub": (cpu - since[1]) / n * 1e6, **{k: (v - since[2][k]) / n * 1e6 for k, v in servers.items()}}
+#: What a phase marks when its group has joined: the hub's CPU seconds and the servers' then.
+Mark = tuple[float, dict[str, float]]
+
+
+async def _until_committed(
+    watcher: CommitWatcher,
+    cpu: Callable[[], float],
+    probe: Callable[[], dict[str, float]],
+    alive: Callable[[], None],
+    *,
+    mark_join: bool = True,
+) -> tuple[int, Mark | None]:
+    """Wait until every group has committed every offset (``alive()`` raises when the hub died or
+    took too long); the events the first group committed, and (``mark_join``) the hub's CPU
+    (``cpu()``) and the servers' (``probe()``) when the group was first seen joined."""
+    joined: Mark | None = None
+    while True:
+        alive()
+        if mark_join and joined is None and await watcher.joined():
+            joined = (cpu(), probe())
+        done, committed = await watcher.progress()
+        if done:
+            return committed, joined
+        # (every 10 ms while the join is awaited, to mark it closely)
+        await asyncio.sleep(0.01 if mark_join and joined is None else 0.1)
+
+
+def _per_event(since: Mark, events: int, cpu: float, servers: dict[str, float]) -> dict[str, float]:
+    """CPU µs per event of the hub (``cpu``: its CPU seconds now) and of each server (their CPU
+    seconds now), from ``since`` over ``events`` events."""
+    return {"hub": (cpu - since[0]) / events * 1e6, **{k: (v - since[1][k]) / events * 1e6 for k, v in servers.items()}}
 
 
 def _checkout(path: str) -> Path:
