@@ -142,10 +142,12 @@ async def test_postgres_killed_and_down_10s_under_gateway_writes_gives_no_500_re
         failed = [a for a in attempts if a.status != 200]
         assert {a.reason for a in failed if a.status == 503} <= {"DATABASE_UNAVAILABLE"}, failed[:5]
         # Before the kill every write succeeded; while the database was down every one failed.
+        # "Down" ends when PostgreSQL is started again, not when the probe's own connection
+        # first gets through: the service can reach it a few tens of ms before the probe does.
         assert all(a.status == 200 for a in attempts if a.done < t.marks["kill"])
-        while_down = [a for a in attempts if t.marks["down"] <= a.sent and a.done <= accepted]
+        while_down = [a for a in attempts if t.marks["down"] <= a.sent and a.done <= t.marks["start"]]
         assert len(while_down) >= 4 * WRITERS, "the flow of writes did not go on while PostgreSQL was down"
-        assert all(a.status in (503, 504) for a in while_down)
+        assert [a for a in while_down if a.status not in (503, 504)] == []
         # The first write after PostgreSQL accepts connections again succeeds within 2 s, and no
         # write fails after it (no pooled connection from before the outage is handed out again).
         first = min(a.done for a in attempts if a.status == 200 and a.sent >= t.marks["kill"])
