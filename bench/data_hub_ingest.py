@@ -84,6 +84,7 @@ from devtools import stack  # noqa: E402
 from devtools.synth import Synth, produce  # noqa: E402
 from services.cli import DEV_SECRET  # noqa: E402
 from services.data_hub import event_log, store  # noqa: E402
+from services.data_hub import fold as fold_module  # noqa: E402
 from services.data_hub.config import TOPIC_CUSTOMER, TOPIC_SUBSCRIPTION  # noqa: E402
 from services.data_hub.fold import fold  # noqa: E402
 from services.data_hub.main import MIGRATIONS, TOPICS, DataHubSettings, serve  # noqa: E402
@@ -144,16 +145,24 @@ async def raw_rate(bootstrap: str, ns: str) -> tuple[int, float, float]:
 FLOOR_CELLS = ("decode", "transactions", "transactions+feed")
 
 
-async def _insert_rows(session: Any, rows: dict[Any, tuple[list[dict[str, Any]], tuple[str, ...]]]) -> None:
-    """Each table's rows, insert-if-absent on its key, as the hub's batch writes them: COPY from
+#: A table's rows for ``_insert_rows``: the rows, their columns' order (None: dicts), the key.
+_TableRows = tuple[list[Any], tuple[str, ...] | None, tuple[str, ...]]
+
+
+async def _insert_rows(session: Any, rows: dict[Any, _TableRows]) -> None:
+    """Each table's rows (tuples in the named columns' order, or dicts where ``None``: a checkout
+    before ADR 0071), insert-if-absent on its key, as the hub's batch writes them: COPY from
     ``COPY_MIN_ROWS`` rows on where the checkout has it (ADR 0068), else one statement of CTEs."""
     if copy_insert is not None:
-        for table, (table_rows, key) in rows.items():
-            await copy_insert(session, table, table_rows, skip_conflicts_on=key)
+        for table, (table_rows, columns, key) in rows.items():
+            if columns is None:
+                await copy_insert(session, table, table_rows, skip_conflicts_on=key)
+            else:
+                await copy_insert(session, table, table_rows, columns=columns, skip_conflicts_on=key)
         return
     statements = [
         bulk_insert_statement(table, table_rows, skip_conflicts_on=key, param=f"rows_{i}")
-        for i, (table, (table_rows, key)) in enumerate(rows.items())
+        for i, (table, (table_rows, _columns, key)) in enumerate(rows.items())
         if table_rows
     ]
     await bulk_writes(session, statements)
@@ -186,10 +195,12 @@ async def floor_rate(bootstrap: str, url: str, ns: str, cell: str, total: int, m
             ]
             seen += len(events)
             if cell != "decode" and events:
-                rows = {tables.transactions: (list(fold(events).transactions.values()), TRANSACTION_KEY)}
+                txn_columns = getattr(fold_module, "TRANSACTION_COLUMNS", None)  # (ADR 0071; before it, dicts)
+                rows = {tables.transactions: (list(fold(events).transactions.values()), txn_columns, TRANSACTION_KEY)}
                 if cell == "transactions+feed":
                     feed_key = getattr(event_log, "FEED_KEY", ("event_id",))  # (ADR 0068; before it, by id)
-                    rows[event_log.customer_events] = (event_log.feed_rows(events, feed_topics), feed_key)
+                    feed_columns = getattr(event_log, "FEED_COLUMNS", None)
+                    rows[event_log.customer_events] = (event_log.feed_rows(events, feed_topics), feed_columns, feed_key)
                 async with UnitOfWork(engine) as uow:
                     await _insert_rows(uow.session, rows)
                     await uow.commit()

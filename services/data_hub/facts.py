@@ -18,11 +18,12 @@ from sqlalchemy import Table, Text, bindparam, cast, func, insert, literal_colum
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.data_hub import fold
-from services.data_hub.event_log import FEED_KEY, customer_events
+from services.data_hub.event_log import FEED_COLUMNS, FEED_KEY, customer_events
 from services.data_hub.fold import CUSTOMER_SNAPSHOT_COLUMNS, CUSTOMER_TIME_COLUMNS, HOLDING_COLUMNS, Row
 from services.data_hub.schema import SETS, TRANSACTION_KEY, Tables, active_tables, built, state
 from services.kit import (
     COPY_MIN_ROWS,
+    as_dicts,
     bulk_insert,
     bulk_insert_statement,
     bulk_update,
@@ -179,17 +180,28 @@ class _Writes:
         self._session = session
         self._parts: list[tuple[Any, dict[str, Any]]] | None = [] if is_postgres(session) else None
 
-    async def insert(self, name: str, table: Table, rows: list[Row], skip_conflicts_on: tuple[str, ...] = ()) -> None:
+    async def insert(
+        self,
+        name: str,
+        table: Table,
+        rows: list[Row] | list[fold.Record],
+        skip_conflicts_on: tuple[str, ...] = (),
+        columns: tuple[str, ...] | None = None,
+    ) -> None:
+        """Insert ``rows`` (``skip_conflicts_on``: if absent): dicts, or with ``columns`` tuples in
+        their order (the catch-up's transactions and feed: a COPY's own records, ADR 0071)."""
         if not rows:
             return
         if self._parts is not None and len(rows) >= COPY_MIN_ROWS:
             # A catch-up batch's transactions and feed rows: a COPY costs PostgreSQL about half
             # (ADR 0068); its three round trips cost less than the rows' CTE from ~100 rows on.
-            await copy_insert(self._session, table, rows, skip_conflicts_on=skip_conflicts_on)
-        elif self._parts is None:
-            await bulk_insert(self._session, table, rows, skip_conflicts_on=skip_conflicts_on)
+            await copy_insert(self._session, table, rows, columns=columns, skip_conflicts_on=skip_conflicts_on)
+            return
+        dicts: list[Row] = rows if columns is None else as_dicts(columns, rows)  # type: ignore[assignment,arg-type]
+        if self._parts is None:
+            await bulk_insert(self._session, table, dicts, skip_conflicts_on=skip_conflicts_on)
         else:
-            self._parts.append(bulk_insert_statement(table, rows, skip_conflicts_on=skip_conflicts_on, param=name))
+            self._parts.append(bulk_insert_statement(table, dicts, skip_conflicts_on=skip_conflicts_on, param=name))
 
     async def update(self, name: str, table: Table, rows: list[Row], types: dict[str, Any], **build: Any) -> None:
         if not rows:
@@ -205,7 +217,9 @@ class _Writes:
             await bulk_writes(self._session, self._parts)
 
 
-async def write_changes(session: AsyncSession, t: Tables, changes: fold.Changes, feed: Sequence[Row] = ()) -> None:
+async def write_changes(
+    session: AsyncSession, t: Tables, changes: fold.Changes, feed: Sequence[fold.Record] = ()
+) -> None:
     """Write the fold's changes into table set ``t`` with a few bulk statements (one on PostgreSQL
     but for the rare products); ``feed``: the batch's customer event feed rows, insert-if-absent
     in the same statement (the feed is one table, outside the blue/green sets: ADR 0062)."""
@@ -213,8 +227,10 @@ async def write_changes(session: AsyncSession, t: Tables, changes: fold.Changes,
     writes = _Writes(session)
     await _write_customers(writes, t, changes)
     await _write_holdings(writes, t, changes)
-    await writes.insert("transactions", t.transactions, changes.transaction_inserts, TRANSACTION_KEY)
-    await writes.insert("feed", customer_events, list(feed), FEED_KEY)
+    await writes.insert(
+        "transactions", t.transactions, changes.transaction_inserts, TRANSACTION_KEY, fold.TRANSACTION_COLUMNS
+    )
+    await writes.insert("feed", customer_events, list(feed), FEED_KEY, FEED_COLUMNS)
     await writes.run()
     if changes.catalogue_changed:
         # Offers depend on the catalogue: every view must be re-rendered.

@@ -34,6 +34,13 @@ from services.kit.events import ReceivedEvent  # pure value type: the public fac
 
 #: A row of column values (column name -> value), as inserted or updated.
 Row = dict[str, Any]
+#: A row to insert as it goes to a COPY: a tuple in its table's column order (ADR 0071).
+Record = tuple[Any, ...]
+
+#: The order of a transaction's :class:`Record` (``dh_*_transactions``' columns).
+TRANSACTION_COLUMNS = (
+    "transaction_id", "customer_id", "subscription_id", "direction", "amount_micros", "currency", "post_us",
+)  # fmt: skip
 
 
 class BadEvent(ValueError):
@@ -83,12 +90,14 @@ class Patches:
 
     customers: dict[str, CustomerPatch] = field(default_factory=dict)
     holdings: dict[str, HoldingPatch] = field(default_factory=dict)
-    transactions: dict[str, Row] = field(default_factory=dict)
+    #: transaction id → its row, in :data:`TRANSACTION_COLUMNS`' order
+    transactions: dict[str, Record] = field(default_factory=dict)
     products: dict[str, Row] = field(default_factory=dict)
     events: int = 0
-    #: The customer event feed's rows of the batch (``dh_customer_events``, ADR 0062): filled by
-    #: the live consumer's projection, written with the batch's facts; empty for the rebuild.
-    feed: list[Row] = field(default_factory=list)
+    #: The customer event feed's rows of the batch (``dh_customer_events``, ADR 0062), in
+    #: ``event_log.FEED_COLUMNS``' order: filled by the live consumer's projection, written with
+    #: the batch's facts; empty for the rebuild.
+    feed: list[Record] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return self.events > 0
@@ -219,15 +228,9 @@ class Patches:
         post_us = ts_us(t.post_time) or event_us
         if cpatch.last_txn_us is None or post_us > cpatch.last_txn_us:
             cpatch.last_txn_us = post_us
-        self.transactions[transaction_id] = {
-            "transaction_id": transaction_id,
-            "customer_id": customer_id,
-            "subscription_id": subscription_id,
-            "direction": direction,
-            "amount_micros": money_micros(amount),
-            "currency": currency,
-            "post_us": post_us,
-        }
+        self.transactions[transaction_id] = (
+            transaction_id, customer_id, subscription_id, direction, money_micros(amount), currency, post_us,
+        )  # fmt: skip
         patch = self._holding(subscription_id, customer_id)
         version = msg.version
         if version > patch.version:
@@ -320,8 +323,8 @@ class Changes:
     holding_updates: list[Row] = field(default_factory=list)
     #: subscription_id, open_us (an earlier opening time, nothing newer)
     holding_open_updates: list[Row] = field(default_factory=list)
-    #: insert-only: an id already stored is skipped
-    transaction_inserts: list[Row] = field(default_factory=list)
+    #: insert-only, in :data:`TRANSACTION_COLUMNS`' order: an id already stored is skipped
+    transaction_inserts: list[Record] = field(default_factory=list)
     product_inserts: list[Row] = field(default_factory=list)
     product_updates: list[Row] = field(default_factory=list)
 

@@ -25,6 +25,7 @@ from services.kit.audit import AuditChain, AuditEntry, AuditReport, audit_tables
 from services.kit.auth import ALL_SCOPES, Principal, TokenVerifier, current_principal, mint_token
 from services.kit.bulk import (
     COPY_MIN_ROWS,
+    as_dicts,
     bulk_insert,
     bulk_insert_statement,
     bulk_update,
@@ -172,6 +173,7 @@ __all__ = [
     "Wiring",
     "ZhongtaiError",
     "add_event",
+    "as_dicts",
     "audit_tables",
     "build_record",
     "bulk_insert",

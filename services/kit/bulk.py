@@ -180,23 +180,41 @@ COPY_MIN_ROWS = 100
 
 
 async def copy_insert(
-    session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]], *, skip_conflicts_on: Sequence[str] = ()
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[dict[str, Any]] | Sequence[tuple[Any, ...]],
+    *,
+    skip_conflicts_on: Sequence[str] = (),
+    columns: Sequence[str] | None = None,
 ) -> None:
     """INSERT many rows as :func:`bulk_insert` does (``skip_conflicts_on``: conflicting rows are
     no-ops), on PostgreSQL with a binary COPY under a savepoint: PostgreSQL spends about half its
     CPU of ``INSERT … SELECT FROM json_to_recordset … ON CONFLICT DO NOTHING`` (ADR 0068). A COPY
     cannot skip a conflicting row, so when one of the rows' keys exists the savepoint is rolled
     back and all of them go :func:`bulk_insert`'s way, insert-if-absent: the outcome is the same
-    either way. Without ``skip_conflicts_on`` a conflict raises as :func:`bulk_insert`'s would."""
+    either way. Without ``skip_conflicts_on`` a conflict raises as :func:`bulk_insert`'s would.
+
+    ``columns``: the rows are tuples in these columns' order, the COPY's own records (a bulk
+    ingest's rows built so skip a dict each and its conversion: ADR 0071); without it, dicts."""
     if not rows:
         return
-    columns = tuple(rows[0])
     if is_postgres(session) and len(rows) >= COPY_MIN_ROWS:
-        row_of = operator.itemgetter(*columns) if len(columns) > 1 else (lambda r: (r[columns[0]],))
-        records = [row_of(r) for r in rows]
-        if await copy_rows(session, table.name, columns, records):
+        if columns is None:
+            names = tuple(rows[0])
+            row_of = operator.itemgetter(*names) if len(names) > 1 else (lambda r: (r[names[0]],))
+            records: Sequence[tuple[Any, ...]] = [row_of(r) for r in rows]  # type: ignore[arg-type]
+        else:
+            names, records = tuple(columns), rows  # type: ignore[assignment]
+        if await copy_rows(session, table.name, names, records):
             return
-    await bulk_insert(session, table, rows, skip_conflicts_on=skip_conflicts_on)
+    dicts = rows if columns is None else as_dicts(columns, rows)  # type: ignore[arg-type]
+    await bulk_insert(session, table, dicts, skip_conflicts_on=skip_conflicts_on)  # type: ignore[arg-type]
+
+
+def as_dicts(columns: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Rows given as tuples in ``columns``' order, as the bulk helpers' dicts."""
+    names = tuple(columns)
+    return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 async def bulk_upsert(

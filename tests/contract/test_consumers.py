@@ -123,7 +123,8 @@ def test_the_data_hub_projection_accepts_every_recorded_event(examples: list[dic
     by_id = {row["customer_id"]: row for row in changes.customer_inserts}
     last_status = {e.subject: e.message.customer.status for e in events if e.topic == "bank.customer.v1"}
     assert {cid: by_id[cid]["status"] for cid in last_status} == last_status
-    directions = sorted(t["direction"] for t in changes.transaction_inserts)
+    direction = hub_fold.TRANSACTION_COLUMNS.index("direction")
+    directions = sorted(t[direction] for t in changes.transaction_inserts)
     assert len(directions) == sum(e.type.endswith("TransactionPosted") for e in events)
     assert [p["state"] for p in changes.product_inserts] == [events[-1].message.product.state]
     (holding,) = changes.holding_inserts

@@ -19,6 +19,7 @@ from services.data_hub.config import TOPIC_CUSTOMER, TOPIC_SUBSCRIPTION
 from services.data_hub.domain import Rules
 from services.data_hub.event_log import FEED_KEY, customer_events
 from services.data_hub.facts import apply_patches
+from services.data_hub.fold import TRANSACTION_COLUMNS
 from services.data_hub.main import MIGRATIONS
 from services.data_hub.projector import HubProjection
 from services.kit.applier import BatchApplier
@@ -112,7 +113,7 @@ async def test_a_catch_up_batch_copies_its_rows_and_a_second_copy_of_it_changes_
     assert counts == [[len(patches.transactions), len(patches.feed)]] * 2
     async with UnitOfWork(hub_engine) as uow:
         stored = (await uow.session.execute(select(t.transactions))).mappings().all()
-    assert {row["transaction_id"]: dict(row) for row in stored} == patches.transactions
+    assert {row["transaction_id"]: tuple(row[c] for c in TRANSACTION_COLUMNS) for row in stored} == patches.transactions
 
 
 @pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])

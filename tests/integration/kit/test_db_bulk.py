@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit.bulk import (
     COPY_MIN_ROWS,
+    as_dicts,
     bulk_insert,
     bulk_insert_statement,
     bulk_update,
@@ -178,6 +179,31 @@ async def test_copy_insert_round_trips_every_type_and_skips_conflicts_like_bulk_
     async with UnitOfWork(engine) as uow:  # rolled back: the copied rows go with it
         await copy_insert(uow.session, things, [_row(i) for i in range(20_000, 20_000 + COPY_MIN_ROWS)])
     assert len(await _all(engine)) == len(first) + COPY_MIN_ROWS + 1
+
+
+async def test_copy_insert_of_tuples_in_named_columns_stores_what_dicts_would(engine: AsyncEngine) -> None:
+    # (ADR 0071: rows built as the COPY's tuples; below COPY_MIN_ROWS, on SQLite and on a
+    # conflict they go bulk_insert's way as dicts)
+    columns = [c.name for c in things.columns]
+    shuffled = columns[::-1]  # any order the caller names
+    many = [_row(i) for i in range(COPY_MIN_ROWS + 5)]
+    few = [_row(i) for i in range(500, 503)]
+    clash = [{**_row(3), "score": 99.0}, *(_row(i) for i in range(600, 600 + COPY_MIN_ROWS))]
+    async with UnitOfWork(engine) as uow:
+        for rows in (many, few, clash):
+            tuples = [tuple(r[c] for c in shuffled) for r in rows]
+            await copy_insert(uow.session, things, tuples, columns=shuffled, skip_conflicts_on=["thing_id"])
+        await uow.commit()
+    stored = await _all(engine)
+    assert len(stored) == len(many) + len(few) + len(clash) - 1
+    assert stored["t-0003"]["score"] == _row(3)["score"]  # the conflicting row was skipped
+    assert all(_normal(stored[r["thing_id"]]) == r for r in [*many, *few, *clash[1:]])  # type: ignore[index]
+
+
+def test_as_dicts_names_each_value_and_refuses_a_short_row() -> None:
+    assert as_dicts(["a", "b"], [(1, 2), (3, 4)]) == [{"a": 1, "b": 2}, {"a": 3, "b": 4}]
+    with pytest.raises(ValueError):
+        as_dicts(["a", "b"], [(1,)])
 
 
 async def test_copy_rows_copies_in_the_transaction_and_declines_a_conflict_under_its_savepoint(

@@ -12,13 +12,21 @@ from sqlalchemy import select
 
 from devtools.synth import Synth
 from services.data_hub.config import TOPIC_CUSTOMER, TOPIC_PRODUCT, TOPIC_SUBSCRIPTION, DataHubSettings
-from services.data_hub.event_log import customer_events, feed_row, feed_rows, row_of
+from services.data_hub.event_log import FEED_COLUMNS, customer_events, feed_row, feed_rows, row_of
 from services.data_hub.projector import HubProjection
 from services.kit import ReceivedEvent
 from services.kit.db import UnitOfWork
 from services.kit.inbox import _decode
 
 from . import support
+
+
+def _named(row: Any) -> dict[str, Any]:
+    return dict(zip(FEED_COLUMNS, row, strict=True))
+
+
+def test_the_rows_columns_are_the_feed_tables() -> None:
+    assert tuple(c.name for c in customer_events.columns) == FEED_COLUMNS
 
 
 def _consumed(headers: Any, topic: str, offset: int, value: bytes = b"") -> tuple[Any, Any]:
@@ -60,8 +68,9 @@ def test_only_customer_and_subscription_topics_once_per_event() -> None:
     events = [_consumed(r.headers, "ns." + r.topic, i, r.value)[1] for i, r in enumerate(records)]
     rows = feed_rows([*events, *events[:3]], topics)  # (re-sent within the batch)
     expected = {e.id for e in events if e.topic != "ns." + TOPIC_PRODUCT and e.subject}
-    assert [row["event_id"] for row in rows] == list(dict.fromkeys(r["event_id"] for r in rows))
-    assert {row["event_id"] for row in rows} == expected
+    ids = [_named(row)["event_id"] for row in rows]
+    assert ids == list(dict.fromkeys(ids))
+    assert set(ids) == expected
     assert any(e.topic == "ns." + TOPIC_PRODUCT for e in events)
 
 
@@ -90,6 +99,6 @@ async def test_the_projection_writes_the_feed_with_the_batch_and_dead_letters_on
             stored = [dict(r._mapping) for r in (await conn.execute(select(customer_events))).all()]
     finally:
         await engine.dispose()
-    expected = [*feed_rows(events, topics), row_of(dead)]  # type: ignore[arg-type]
-    assert sorted(stored, key=lambda r: r["event_id"]) == sorted(expected, key=lambda r: r["event_id"])  # type: ignore[arg-type,return-value]
-    assert len(expected) > 20 and expected[-1] is not None and expected[-1]["event_id"] == "dead-1"
+    expected = [_named(row) for row in [*feed_rows(events, topics), row_of(dead)]]  # type: ignore[arg-type]
+    assert sorted(stored, key=lambda r: r["event_id"]) == sorted(expected, key=lambda r: r["event_id"])
+    assert len(expected) > 20 and expected[-1]["event_id"] == "dead-1"

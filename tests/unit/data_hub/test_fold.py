@@ -19,6 +19,7 @@ from devtools.synth import Synth
 from services.data_hub import domain
 from services.data_hub.codecs import ts_us, us_ts
 from services.data_hub.fold import (
+    TRANSACTION_COLUMNS,
     BadEvent,
     Changes,
     Current,
@@ -218,7 +219,8 @@ class Tables:
             self.holdings[row["subscription_id"]] = dict(row)
         for row in out.holding_open_updates + out.holding_updates:
             self.holdings[row["subscription_id"]].update(row)
-        for row in out.transaction_inserts:
+        for record in out.transaction_inserts:
+            row = dict(zip(TRANSACTION_COLUMNS, record, strict=True))
             self.transactions.setdefault(row["transaction_id"], row)
         for row in out.product_inserts + out.product_updates:
             self.products[row["product_id"]] = dict(row)
@@ -265,3 +267,10 @@ def test_any_interleaving_that_keeps_each_keys_order_gives_the_same_rows(seed: i
     merged = interleave(streams, random.Random(seed))
     assert merged != HISTORY
     assert fold_in_batches(merged, 9) == fold_in_batches(HISTORY, len(HISTORY))
+
+
+def test_a_transaction_record_is_in_its_tables_column_order() -> None:
+    from services.data_hub import schema
+
+    for tables in schema.SETS.values():
+        assert tuple(c.name for c in tables.transactions.columns) == TRANSACTION_COLUMNS
