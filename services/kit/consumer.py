@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -561,7 +562,7 @@ class InboxConsumer:
         offsets = {tp: partition[-1][0].offset + 1 for tp, partition in batches.items()}
         self._offset_commit = asyncio.ensure_future(self._commit(consumer, offsets))
         _batch_seconds.record(marks[-1] - marks[0], {"group": self._group})
-        if len(marks) in (6, 7):
+        if len(marks) in (6, 7) and log.is_enabled_for(logging.DEBUG):  # (the oldest event: a pass over all)
             ms = [round((b - a) * 1000, 2) for a, b in itertools.pairwise(marks)]
             queued = ms.pop(2) if len(ms) == 6 else None  # overlapped: waiting for the previous write
             times = [e.time for _, e in pairs if isinstance(e, ReceivedEvent)]

@@ -175,7 +175,8 @@ async def _load(session: AsyncSession, decoded: Sequence[Decoded], *, record_ver
         rows = await fetch(session, query, keys)
     present = {r["a"] for r in rows if r["v"] is None}
     found = {(r["a"], r["b"]): r["v"] for r in rows if r["v"] is not None}
-    batch.seen.update({i: i in present for i in ids})
+    batch.seen = dict.fromkeys(ids, False)  # (C loops: a batch holds up to 10,000 ids)
+    batch.seen.update(dict.fromkeys(present, True))
     batch.stored.update({key: found.get(key) for key in aggs})
     return batch
 
