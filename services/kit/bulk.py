@@ -5,6 +5,7 @@ statement (:func:`bulk_writes`) and writes put off to a transaction's last one (
 from __future__ import annotations
 
 import operator
+import typing
 from collections.abc import Callable, Iterable, Sequence
 from types import FunctionType
 from typing import Any
@@ -194,21 +195,25 @@ async def copy_insert(
     back and all of them go :func:`bulk_insert`'s way, insert-if-absent: the outcome is the same
     either way. Without ``skip_conflicts_on`` a conflict raises as :func:`bulk_insert`'s would.
 
-    ``columns``: the rows are tuples in these columns' order, the COPY's own records (a bulk
-    ingest's rows built so skip a dict each and its conversion: ADR 0071); without it, dicts."""
+    ``columns``: the rows are tuples in these columns' order, the COPY's own records (rows built
+    that way skip a dict each, and its conversion: ADR 0071); without it, dicts."""
     if not rows:
         return
+    if columns is None:
+        dicts = typing.cast("Sequence[dict[str, Any]]", rows)
+        names = tuple(dicts[0])
+    else:
+        tuples = typing.cast("Sequence[tuple[Any, ...]]", rows)
+        names = tuple(columns)
     if is_postgres(session) and len(rows) >= COPY_MIN_ROWS:
         if columns is None:
-            names = tuple(rows[0])
             row_of = operator.itemgetter(*names) if len(names) > 1 else (lambda r: (r[names[0]],))
-            records: Sequence[tuple[Any, ...]] = [row_of(r) for r in rows]  # type: ignore[arg-type]
-        else:
-            names, records = tuple(columns), rows  # type: ignore[assignment]
-        if await copy_rows(session, table.name, names, records):
+            tuples = [row_of(r) for r in dicts]
+        if await copy_rows(session, table.name, names, tuples):
             return
-    dicts = rows if columns is None else as_dicts(columns, rows)  # type: ignore[arg-type]
-    await bulk_insert(session, table, dicts, skip_conflicts_on=skip_conflicts_on)  # type: ignore[arg-type]
+    if columns is not None:
+        dicts = as_dicts(columns, tuples)
+    await bulk_insert(session, table, dicts, skip_conflicts_on=skip_conflicts_on)
 
 
 def as_dicts(columns: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:
