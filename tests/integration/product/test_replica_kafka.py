@@ -231,9 +231,16 @@ async def test_a_customer_event_the_replica_dead_letters_sends_that_customers_ch
     customer instead of answering from the facts before it; the next event brings the row back."""
     s = stubs
     pid = await active_product(s)
-    cid = await make_customer(s.customer, age=35)
-    other = await make_customer(s.customer, age=35)
+    # Created and approved, not risk-assessed (a deposit needs no assessment): the approval is
+    # each customer's last event, so once the replica answers from it, none of theirs can still
+    # be in the relay's outbox and land after the undecodable record, bringing the row back.
+    # (With an assessment, the replica could answer from the approval while the assessment was
+    # still in the outbox; published after the record, it brings the row back for good — the
+    # likely cause of this test's one CI failure, wave 14.)
+    cid = await make_customer(s.customer, age=35, risk_score=None)
+    other = await make_customer(s.customer, age=35, risk_score=None)
     await until(answered(s, pid, cid, [], local=True), what="the replica answers")
+    await until(answered(s, pid, other, [], local=True), what="the replica answers for the other customer")
     producer = AIOKafkaProducer(bootstrap_servers=s.env.bootstrap, enable_idempotence=True)
     await producer.start()
     try:
