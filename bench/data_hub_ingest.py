@@ -181,6 +181,10 @@ async def floor_rate(bootstrap: str, url: str, ns: str, cell: str, total: int, m
     versions and inbox lookup, the views rendered and published — is the hub phase's remainder."""
     tables = store.SETS[store.SET_NAMES[0]]
     feed_topics = frozenset((ns + TOPIC_CUSTOMER, ns + TOPIC_SUBSCRIPTION))
+    feed_key = getattr(event_log, "FEED_KEY", ("event_id",))  # (ADR 0068; before it, by id)
+    # The rows' columns where they are tuples (ADR 0071; before it, dicts: None)
+    txn_columns = getattr(fold_module, "TRANSACTION_COLUMNS", None)
+    feed_columns = getattr(event_log, "FEED_COLUMNS", None)
     engine = create_engine(url)
     await upgrade(engine, MIGRATIONS)  # (before the clock, as in the hub phase)
     consumer, _ = await _from_the_start(bootstrap, ns, f"floor-{uuid.uuid4().hex[:8]}", max_records)
@@ -195,11 +199,8 @@ async def floor_rate(bootstrap: str, url: str, ns: str, cell: str, total: int, m
             ]
             seen += len(events)
             if cell != "decode" and events:
-                txn_columns = getattr(fold_module, "TRANSACTION_COLUMNS", None)  # (ADR 0071; before it, dicts)
                 rows = {tables.transactions: (list(fold(events).transactions.values()), txn_columns, TRANSACTION_KEY)}
                 if cell == "transactions+feed":
-                    feed_key = getattr(event_log, "FEED_KEY", ("event_id",))  # (ADR 0068; before it, by id)
-                    feed_columns = getattr(event_log, "FEED_COLUMNS", None)
                     rows[event_log.customer_events] = (event_log.feed_rows(events, feed_topics), feed_columns, feed_key)
                 async with UnitOfWork(engine) as uow:
                     await _insert_rows(uow.session, rows)

@@ -14,7 +14,7 @@ from devtools.synth import Synth
 from services.data_hub.config import TOPIC_CUSTOMER, TOPIC_PRODUCT, TOPIC_SUBSCRIPTION, DataHubSettings
 from services.data_hub.event_log import FEED_COLUMNS, customer_events, feed_row, feed_rows, row_of
 from services.data_hub.projector import HubProjection
-from services.kit import ReceivedEvent
+from services.kit import ReceivedEvent, as_dicts
 from services.kit.db import UnitOfWork
 from services.kit.inbox import _decode
 
@@ -22,7 +22,8 @@ from . import support
 
 
 def _named(row: Any) -> dict[str, Any]:
-    return dict(zip(FEED_COLUMNS, row, strict=True))
+    (named,) = as_dicts(FEED_COLUMNS, [row])  # (as the feed's statement paths name a row)
+    return named
 
 
 def test_the_rows_columns_are_the_feed_tables() -> None:
