@@ -72,7 +72,7 @@ PRODUCT = "bank.product.v1.ProductService"
 VIEWS = "bank.datahub.v1.CustomerViewService"
 TICK = os.sysconf("SC_CLK_TCK")
 #: CreateSubscription's own customers (see seed()): a pass of that cell (~2,000 requests) adds ~2
-#: holdings to each, so after the warm-up passes and three rounds each holds ~15, not ~250.
+#: holdings to each, so after the warm-up passes and three rounds each holds ~15-20, not ~250.
 SUBSCRIBERS = 1024
 
 
