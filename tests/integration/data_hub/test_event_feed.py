@@ -22,6 +22,7 @@ from devtools.synth import Synth, produce
 from services.cli import DEV_SECRET
 from services.data_hub.config import TOPIC_CUSTOMER, TOPIC_SUBSCRIPTION
 from services.data_hub.event_log import FEED_COLUMNS, row_of
+from services.kit import as_dicts
 from services.kit.auth import mint_token
 from services.kit.events import KafkaRecord
 from tests.integration.data_hub.conftest import META, hub, namespace, send, stub, wait_until
@@ -69,7 +70,7 @@ async def test_the_feed_lists_each_event_about_the_customer_once_newest_first(ka
     for r in records:
         row = row_of(SimpleNamespace(headers=r.headers, topic=r.topic, partition=0, offset=0))  # type: ignore[arg-type]
         if r.topic in (TOPIC_CUSTOMER, TOPIC_SUBSCRIPTION) and row is not None:
-            named = dict(zip(FEED_COLUMNS, row, strict=True))
+            (named,) = as_dicts(FEED_COLUMNS, [row])
             expected[named["customer_id"]].add(named["event_id"])
     proc = hub(pg_url, bootstrap, tmp_path, topic_prefix=ns).start(120)
     channel, views = stub(proc.target)

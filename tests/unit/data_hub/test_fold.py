@@ -30,6 +30,7 @@ from services.data_hub.fold import (
     changes,
     fold,
 )
+from services.kit import as_dicts
 from services.kit.events import ReceivedEvent
 from tests.unit.data_hub.support import interleave, received
 
@@ -219,8 +220,7 @@ class Tables:
             self.holdings[row["subscription_id"]] = dict(row)
         for row in out.holding_open_updates + out.holding_updates:
             self.holdings[row["subscription_id"]].update(row)
-        for record in out.transaction_inserts:
-            row = dict(zip(TRANSACTION_COLUMNS, record, strict=True))
+        for row in as_dicts(TRANSACTION_COLUMNS, out.transaction_inserts):
             self.transactions.setdefault(row["transaction_id"], row)
         for row in out.product_inserts + out.product_updates:
             self.products[row["product_id"]] = dict(row)
