@@ -59,7 +59,7 @@ from bank.customer.v1 import customer_pb2
 from bank.datahub.v1 import datahub_pb2
 from bank.product.v1 import product_pb2
 from bench import _cells
-from bench.product import national_id, setup
+from bench.product import cny, national_id, setup
 from devtools.ghz import ghz_binary
 from devtools.stack import KafkaServer, PostgresServer, free_port
 from services.cli import DEV_SECRET
@@ -74,6 +74,15 @@ TICK = os.sysconf("SC_CLK_TCK")
 #: CreateSubscription's own customers (see seed()): a pass of that cell (~2,000 requests) adds ~2
 #: holdings to each, so after the warm-up passes and three rounds each holds ~15-20, not ~250.
 SUBSCRIBERS = 1024
+#: PostTransaction's accounts: 32 at a time (as C-write's), a set of their own for each pass of
+#: the cell (see seed()), so that every pass posts to accounts with the same short history.
+POSTING_ACCOUNTS = 32
+
+
+def posting_pass(r: int) -> int:
+    """The pass a cell's ``data(r)`` is for: a measured round ``k`` (``r`` = k, and 100 + k for
+    its warm-up), or a broker warm-up pass ``n`` (200 + n and 300 + n): 100 + n."""
+    return r % 100 + (100 if r >= 200 else 0)
 
 
 @dataclass
@@ -359,7 +368,7 @@ def cells(ids: dict[str, Any], run_salt: int) -> list[Cell]:
                     "transaction": {"direction": "DIRECTION_CREDIT", "amount": {"currencyCode": "CNY", "units": "1"}},
                     "requestId": uuid_id,
                 }
-                for c, s in accounts
+                for c, s in ids["posting_sets"][posting_pass(r)]
             ],
             "C-write",
         ),
@@ -506,11 +515,24 @@ async def _wait_serving(target: str, kind: str, timeout: float = 60) -> None:
 
 
 async def seed(
-    platform: Platform, auth: tuple[tuple[str, str], ...], customers: int, suffix: str = ""
+    platform: Platform,
+    auth: tuple[tuple[str, str], ...],
+    customers: int,
+    suffix: str = "",
+    passes: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """A published deposit product, ``customers`` verified customers, one subscription each for
-    the first 32 (the posting accounts), and :data:`SUBSCRIBERS` verified customers of their own
-    for CreateSubscription; waits until the hub has a view of each.
+    the first 32 (ListTransactions' accounts), :data:`SUBSCRIBERS` verified customers of their own
+    for CreateSubscription, and for each of PostTransaction's ``passes`` (:func:`posting_pass`)
+    :data:`POSTING_ACCOUNTS` verified customers with an account each; waits until the hub has a
+    view of each.
+
+    PostTransaction once posted to the first 32 accounts pass after pass: ~700 postings each by
+    the last round, all inside the views' activity windows, which the hub re-sums at every render
+    (docs/perf/services.md, "Wave 18"). The cell's figure then depended on how many passes had
+    run before it, not only on the code: the hub's PostgreSQL went from ~670 to ~2,150 µs a
+    posting within one run, and the product service's CPU per request with it. A set of accounts
+    per pass gives every pass accounts with the same history (~80 postings each by its end).
 
     Every subscription CreateSubscription creates is a holding more in its customer's view. On the
     read cells' customers, the views GetCustomerView reads (and the holdings CheckEligibility
@@ -542,15 +564,29 @@ async def seed(
         ids = [c for c, _ in accounts] + list(await asyncio.gather(*(verified(n) for n in range(32, customers))))
         first = max(customers, 32)
         subscribers = list(await asyncio.gather(*(verified(first + n) for n in range(SUBSCRIBERS))))
+        holders = list(await asyncio.gather(*(verified(14_500_000 + n)
+                                              for n in range(POSTING_ACCOUNTS * len(passes)))))  # fmt: skip
     async with grpc.aio.insecure_channel(platform.targets["product" + suffix]) as pch:
-        listed = (
-            await __import__("bank.product.v1.product_pb2_grpc", fromlist=["x"])
-            .ProductServiceStub(pch)
-            .ListProducts(product_pb2.ListProductsRequest(), metadata=auth, timeout=10)
-        )
+        products = __import__("bank.product.v1.product_pb2_grpc", fromlist=["x"]).ProductServiceStub(pch)
+        listed = await products.ListProducts(product_pb2.ListProductsRequest(), metadata=auth, timeout=10)
+
+        async def account(cid: str) -> tuple[str, str]:
+            async with gate:
+                request = product_pb2.CreateSubscriptionRequest(
+                    customer_id=cid,
+                    subscription=product_pb2.Subscription(
+                        product_id=listed.products[0].product_id,
+                        amount=cny(100),
+                    ),
+                )
+                sub = await products.CreateSubscription(request, metadata=auth, timeout=10)
+                return cid, sub.subscription_id
+
+        opened = list(await asyncio.gather(*(account(cid) for cid in holders)))
+    posting_sets = {p: opened[i * POSTING_ACCOUNTS : (i + 1) * POSTING_ACCOUNTS] for i, p in enumerate(passes)}
     async with grpc.aio.insecure_channel(platform.targets["data_hub" + suffix]) as hch:
         views = datahub_pb2_grpc.CustomerViewServiceStub(hch)
-        for cid in ids + subscribers:
+        for cid in ids + subscribers + holders:
             for _ in range(300):
                 try:
                     await views.GetCustomerView(datahub_pb2.GetCustomerViewRequest(customer_id=cid), metadata=auth,
@@ -562,6 +598,7 @@ async def seed(
         "customers": ids,
         "subscribers": subscribers,
         "accounts": accounts,
+        "posting_sets": posting_sets,
         "product": listed.products[0].product_id,
         "cell_customers": [f"cell-{i}" for i in range(_cells.ACCOUNTS)],
     }
@@ -793,11 +830,13 @@ def main() -> None:
         platform = Platform(kafka, pg, workdir, kit_cells, args.baseline, (args.hub_model, args.baseline_hub_model))
         try:
             platform.start(args.statements)
-            ids = asyncio.run(seed(platform, auth, args.customers))
+            # PostTransaction's passes: the measured rounds (and --profile's), the broker's warm-ups
+            passes = (*range(args.rounds + 1), *(100 + n for n in range(1, args.warm_broker + 1)))
+            ids = asyncio.run(seed(platform, auth, args.customers, passes=passes))
             all_cells = {c.name: c for c in cells(ids, run_salt=1_000_000)}
             chosen = [all_cells[name] for name in wanted]
             if args.baseline is not None:
-                base_ids = asyncio.run(seed(platform, auth, args.customers, BASE))
+                base_ids = asyncio.run(seed(platform, auth, args.customers, BASE, passes))
                 chosen = [c for cell in chosen for c in
                           ([cell, baseline_twin(cell, base_ids)] if cell.ceiling or cell.name.startswith("B") else [cell])]  # fmt: skip  # noqa: E501
             meter = Meter(platform.pids(), pg.pid or 0, kafka.pid or 0)
