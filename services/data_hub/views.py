@@ -73,15 +73,12 @@ async def load_catalogue(session: AsyncSession, t: Tables) -> list[domain.Produc
 _ACTIVITY = ("c30", "c90", "c365", "a30", "a90", "a365", "base", "cr90", "cra90")
 
 
-def _activity_selects(
-    t: Tables, who: Callable[[Any], Any], cur: str, baseline_days: int, lookback_days: int, fixed_as_of: bool
-) -> tuple[Any, Any]:
-    """Per customer that ``who(transactions.customer_id)`` selects: counts and sums over the
-    activity windows (labelled as in ``_ACTIVITY``); net flow per holding. As of each customer's
-    ``as_of_us``, or (``fixed_as_of``) of the bound ``as_of`` for all of them, counting nothing
-    posted after it (the point-in-time snapshots)."""
-    c, x = t.customers, t.transactions
-    as_of = bindparam("as_of", type_=c.c.as_of_us.type) if fixed_as_of else c.c.as_of_us
+def _window_terms(
+    x: Any, as_of: Any, cur: str
+) -> tuple[Callable[[int], Any], Callable[[Any], Any], Callable[[Any], Any]]:
+    """The activity windows' terms over the transactions ``x`` as of ``as_of``: the postings of
+    the last N days (``post_us > as_of − N days``), and the count and the reporting-currency
+    (``cur``) sum of the postings that meet a condition."""
 
     def within(days: int) -> Any:
         return x.c.post_us > as_of - days * DAY_US
@@ -92,6 +89,19 @@ def _activity_selects(
     def amount_if(cond: Any) -> Any:
         return func.sum(case((and_(cond, x.c.currency == cur), x.c.amount_micros), else_=0))
 
+    return within, count_if, amount_if
+
+
+def _activity_selects(
+    t: Tables, who: Callable[[Any], Any], cur: str, baseline_days: int, lookback_days: int, fixed_as_of: bool
+) -> tuple[Any, Any]:
+    """Per customer that ``who(transactions.customer_id)`` selects: counts and sums over the
+    activity windows (labelled as in ``_ACTIVITY``); net flow per holding. As of each customer's
+    ``as_of_us``, or (``fixed_as_of``) of the bound ``as_of`` for all of them, counting nothing
+    posted after it (the point-in-time snapshots)."""
+    c, x = t.customers, t.transactions
+    as_of = bindparam("as_of", type_=c.c.as_of_us.type) if fixed_as_of else c.c.as_of_us
+    within, count_if, amount_if = _window_terms(x, as_of, cur)
     base_hi = as_of - 30 * DAY_US
     base_lo = as_of - (30 + baseline_days) * DAY_US
     credit_90d = and_(within(90), x.c.direction == domain.DIRECTION_CREDIT)
@@ -304,7 +314,8 @@ def _render_queries(
     t: Tables, dialect: str, by_ids: bool, cur: str, baseline_days: int, lookback_days: int
 ) -> tuple[Any, Any]:
     """A render's reads in two statements (each a round trip, ~0.5 ms of the hub's CPU through
-    SQLAlchemy: five used to be one each).
+    SQLAlchemy: five used to be one each); on PostgreSQL in one (:func:`_render_read_postgres`,
+    the second statement None).
 
     1. The dirty rows picked (of ``ids`` if ``by_ids``; at most ``limit``, by id), each with its
        activity aggregates (``_ACTIVITY``; NULL without transactions) and the catalogue's
@@ -318,25 +329,24 @@ def _render_queries(
     if by_ids:
         picked = picked.where(in_list(dialect, c.c.customer_id, "ids"))
     chosen = picked.order_by(c.c.customer_id).limit(bindparam("limit", type_=Integer)).cte("picked")
+    cols = (h.c.product_id, h.c.product_type, h.c.currency, h.c.balance_micros, h.c.state, h.c.open_us, h.c.close_us)
+    catalogue = (
+        select(func.count()).select_from(p).scalar_subquery().label("cat_n"),
+        select(func.coalesce(func.sum(p.c.version), 0)).scalar_subquery().label("cat_v"),
+    )
+    if dialect == "postgresql":
+        return _render_read_postgres(t, chosen, cols, catalogue, cur, baseline_days, lookback_days), None
     act, _ = _activity_selects(
         t, lambda col: col.in_(select(chosen.c.customer_id)), cur, baseline_days, lookback_days, False
     )
     act = act.subquery("act")
-    cols = (h.c.product_id, h.c.product_type, h.c.currency, h.c.balance_micros, h.c.state, h.c.open_us, h.c.close_us)
     dirty = (
-        select(
-            c,
-            *(act.c[k] for k in _ACTIVITY),
-            select(func.count()).select_from(p).scalar_subquery().label("cat_n"),
-            select(func.coalesce(func.sum(p.c.version), 0)).scalar_subquery().label("cat_v"),
-        )
+        select(c, *(act.c[k] for k in _ACTIVITY), *catalogue)
         .select_from(
             c.join(chosen, chosen.c.customer_id == c.c.customer_id).outerjoin(act, act.c.customer_id == c.c.customer_id)
         )
         .order_by(c.c.customer_id)
     )
-    if dialect == "postgresql":
-        return _with_holdings_and_flows(t, dirty, cols, lookback_days), None
     _, flow = _activity_selects(t, lambda col: in_list(dialect, col, "ids"), cur, baseline_days, lookback_days, False)
     holdings = select(
         h.c.customer_id, h.c.subscription_id, *cols, literal_column("0").label("flow"),
@@ -349,12 +359,57 @@ def _render_queries(
     return dirty, union_all(holdings, flows)
 
 
-def _with_holdings_and_flows(t: Tables, dirty: Any, cols: tuple[Any, ...], lookback_days: int) -> Any:
-    """PostgreSQL: the render's second read folded into its first (a round trip less): each picked
-    row with its holdings (``holdings``: a JSON array of [subscription_id, *cols]) and its net flow
-    per subscription since the lookback cutoff (``flows``: [subscription_id, net] pairs), each a
-    LATERAL subquery of that customer (NULL for none)."""
+def _render_read_postgres(
+    t: Tables,
+    chosen: Any,
+    cols: tuple[Any, ...],
+    catalogue: tuple[Any, ...],
+    cur: str,
+    baseline_days: int,
+    lookback_days: int,
+) -> Any:
+    """PostgreSQL: the render's reads in one statement (a round trip). Each picked row with:
+
+    - its activity aggregates (``_ACTIVITY``, as :func:`_activity_selects` computes them) and its
+      net flow per subscription since the lookback cutoff (``flows``: [subscription_id, net]
+      pairs, only subscriptions with postings since the cutoff), both from **one** scan of the
+      customer's postings (a LATERAL subquery ``per``, grouped by subscription, summed per
+      customer): the activity windows and the lookback window used to be two scans of the same
+      postings, and a render's cost grows with them (docs/perf/services.md, "Wave 18");
+    - its holdings (``holdings``: a JSON array of [subscription_id, *cols] per line);
+    - the catalogue's fingerprint (``catalogue``).
+
+    NULL activity, flows or holdings for a customer without any."""
     c, h, x = t.customers, t.holdings, t.transactions
+    as_of = c.c.as_of_us
+    within, count_if, amount_if = _window_terms(x, as_of, cur)
+    year = and_(within(365), x.c.post_us <= as_of)  # (the activity aggregates' postings)
+    base = and_(x.c.post_us > as_of - (30 + baseline_days) * DAY_US, x.c.post_us <= as_of - 30 * DAY_US)
+    credit_90d = and_(within(90), x.c.direction == domain.DIRECTION_CREDIT)
+    since_cutoff = within(lookback_days)  # (the flows': no upper bound, as before)
+    signed = case((x.c.direction == domain.DIRECTION_CREDIT, x.c.amount_micros), else_=-x.c.amount_micros)
+    per = (
+        select(
+            x.c.subscription_id,
+            count_if(and_(year, within(30))).label("c30"),
+            count_if(and_(year, within(90))).label("c90"),
+            count_if(year).label("c365"),
+            amount_if(and_(year, within(30))).label("a30"),
+            amount_if(and_(year, within(90))).label("a90"),
+            amount_if(year).label("a365"),
+            count_if(and_(year, base)).label("base"),
+            count_if(and_(year, credit_90d)).label("cr90"),
+            amount_if(and_(year, credit_90d)).label("cra90"),
+            count_if(since_cutoff).label("n_flow"),
+            func.sum(case((since_cutoff, signed), else_=0)).label("net"),
+        )
+        .where(x.c.customer_id == c.c.customer_id, within(max(365, lookback_days)))
+        .group_by(x.c.subscription_id)
+        .correlate(c)
+        .subquery("per")
+    )
+    pairs = func.json_agg(func.json_build_array(per.c.subscription_id, per.c.net)).filter(per.c.n_flow > 0)
+    act = select(*(func.sum(per.c[k]).label(k) for k in _ACTIVITY), cast(pairs, Text).label("flows")).lateral("act")
     # (as text: one JSON array per line, so the render looks each holding up by its line —
     # ``_holding_of_line`` — and decodes only the lines it has not seen; JSON text has no raw
     # newline: PostgreSQL escapes it inside strings. In subscription order, byte-wise — the
@@ -367,20 +422,12 @@ def _with_holdings_and_flows(t: Tables, dirty: Any, cols: tuple[Any, ...], lookb
         .where(h.c.customer_id == c.c.customer_id)
         .lateral("hold")
     )
-    net = func.sum(case((x.c.direction == domain.DIRECTION_CREDIT, x.c.amount_micros), else_=-x.c.amount_micros))
-    per = (
-        select(x.c.subscription_id, net.label("net"))
-        .where(x.c.customer_id == c.c.customer_id, x.c.post_us > c.c.as_of_us - lookback_days * DAY_US)
-        .group_by(x.c.subscription_id)
-        .correlate(c)
-        .subquery("per")
-    )
-    pairs = func.json_agg(func.json_build_array(per.c.subscription_id, per.c.net))
-    flows = select(cast(pairs, Text).label("flows")).lateral()
     return (
-        dirty.add_columns(hold.c.holdings, flows.c.flows)
+        select(c, *(act.c[k] for k in _ACTIVITY), *catalogue, hold.c.holdings, act.c.flows)
+        .select_from(c.join(chosen, chosen.c.customer_id == c.c.customer_id))
         .join_from(c, hold, true(), isouter=True)
-        .join_from(c, flows, true(), isouter=True)
+        .join_from(c, act, true(), isouter=True)
+        .order_by(c.c.customer_id)
     )
 
 
