@@ -297,13 +297,13 @@ async def statement_cost(engine: Any, n: int = 1000) -> dict[str, float]:
     from sqlalchemy import select
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from services.data_hub import schema, views
+    from services.data_hub import activity, schema
     from services.data_hub.domain import Rules
 
     rules = Rules.from_json("")
     t = schema.SETS["a"]
-    stmt, _ = views._render_queries(t, "postgresql", True, rules.reporting_currency, rules.activity_baseline_days,
-                                    rules.balance_lookback_days)  # type: ignore[attr-defined]  # fmt: skip
+    stmt, _ = activity.render_queries(t, "postgresql", True, rules.reporting_currency, rules.activity_baseline_days,
+                                      rules.balance_lookback_days)  # fmt: skip
     out: dict[str, list[float]] = {}
     async with AsyncSession(engine) as session, session.begin():
         conn = await session.connection()

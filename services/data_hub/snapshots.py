@@ -25,6 +25,7 @@ from sqlalchemy import BigInteger, and_, bindparam, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.data_hub import domain, features, views
+from services.data_hub.activity import activity_of
 from services.data_hub.domain import MICROS, Rules
 from services.data_hub.schema import Tables, built, feature_snapshots
 from services.kit import bulk_insert, dialect_of, in_list
@@ -116,7 +117,7 @@ async def facts_as_of(
     last_txn = {cid: int(us) for cid, us in (await session.execute(last_q, keys)).all()}
     rows = (await session.execute(_customers_query(t, dialect), {"ids": list(ids)})).mappings().all()
     holdings = await views._holdings_of(session, t, list(ids))
-    activity = await views._activity(session, t, ids, rules, as_of_us)
+    activity = await activity_of(session, t, ids, rules, as_of_us)
     out = []
     for row in rows:
         cid = row["customer_id"]

@@ -12,33 +12,21 @@ from __future__ import annotations
 import functools
 import operator
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 from sqlalchemy import (
-    BigInteger,
-    Integer,
-    Text,
-    and_,
-    bindparam,
     case,
-    cast,
-    func,
-    literal,
-    literal_column,
-    null,
     select,
-    true,
-    union_all,
 )
-from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bank.datahub.v1 import datahub_pb2
 from services.data_hub import domain
+from services.data_hub.activity import ACTIVITY, render_queries
 from services.data_hub.codecs import now_us, set_money, set_ts
-from services.data_hub.domain import DAY_US, Rules
+from services.data_hub.domain import Rules
 from services.data_hub.schema import Tables, built
 from services.kit import (
     bulk_update,
@@ -67,99 +55,6 @@ async def load_catalogue(session: AsyncSession, t: Tables) -> list[domain.Produc
         )
         for r in rows
     ]
-
-
-#: The activity aggregates of a customer, by label (:func:`_activity_selects`).
-_ACTIVITY = ("c30", "c90", "c365", "a30", "a90", "a365", "base", "cr90", "cra90")
-
-
-def _window_terms(
-    x: Any, as_of: Any, cur: str
-) -> tuple[Callable[[int], Any], Callable[[Any], Any], Callable[[Any], Any]]:
-    """The activity windows' terms over the transactions ``x`` as of ``as_of``: the postings of
-    the last N days (``post_us > as_of − N days``), and the count and the reporting-currency
-    (``cur``) sum of the postings that meet a condition."""
-
-    def within(days: int) -> Any:
-        return x.c.post_us > as_of - days * DAY_US
-
-    def count_if(cond: Any) -> Any:
-        return func.sum(case((cond, 1), else_=0))
-
-    def amount_if(cond: Any) -> Any:
-        return func.sum(case((and_(cond, x.c.currency == cur), x.c.amount_micros), else_=0))
-
-    return within, count_if, amount_if
-
-
-def _activity_selects(
-    t: Tables, who: Callable[[Any], Any], cur: str, baseline_days: int, lookback_days: int, fixed_as_of: bool
-) -> tuple[Any, Any]:
-    """Per customer that ``who(transactions.customer_id)`` selects: counts and sums over the
-    activity windows (labelled as in ``_ACTIVITY``); net flow per holding. As of each customer's
-    ``as_of_us``, or (``fixed_as_of``) of the bound ``as_of`` for all of them, counting nothing
-    posted after it (the point-in-time snapshots)."""
-    c, x = t.customers, t.transactions
-    as_of = bindparam("as_of", type_=c.c.as_of_us.type) if fixed_as_of else c.c.as_of_us
-    within, count_if, amount_if = _window_terms(x, as_of, cur)
-    base_hi = as_of - 30 * DAY_US
-    base_lo = as_of - (30 + baseline_days) * DAY_US
-    credit_90d = and_(within(90), x.c.direction == domain.DIRECTION_CREDIT)
-    stmt = (
-        select(
-            x.c.customer_id,
-            count_if(within(30)).label("c30"),
-            count_if(within(90)).label("c90"),
-            func.count().label("c365"),
-            amount_if(within(30)).label("a30"),
-            amount_if(within(90)).label("a90"),
-            amount_if(literal(True)).label("a365"),
-            count_if(and_(x.c.post_us > base_lo, x.c.post_us <= base_hi)).label("base"),
-            count_if(credit_90d).label("cr90"),
-            amount_if(credit_90d).label("cra90"),
-        )
-        .select_from(x.join(c, c.c.customer_id == x.c.customer_id))
-        .where(who(x.c.customer_id), within(365), x.c.post_us <= as_of)
-        .group_by(x.c.customer_id)
-    )
-    flow_where = [who(x.c.customer_id), within(lookback_days)]
-    if fixed_as_of:
-        flow_where.append(x.c.post_us <= as_of)
-    flow = (
-        select(
-            x.c.customer_id,
-            x.c.subscription_id,
-            func.sum(case((x.c.direction == domain.DIRECTION_CREDIT, x.c.amount_micros), else_=-x.c.amount_micros)),
-        )
-        .select_from(x.join(c, c.c.customer_id == x.c.customer_id))
-        .where(*flow_where)
-        .group_by(x.c.customer_id, x.c.subscription_id)
-    )
-    return stmt, flow
-
-
-@built
-def _activity_queries(
-    t: Tables, dialect: str, cur: str, baseline_days: int, lookback_days: int, fixed_as_of: bool = False
-) -> tuple[Any, Any]:
-    """:func:`_activity_selects` of the customers bound as ``ids``."""
-    return _activity_selects(
-        t, lambda col: in_list(dialect, col, "ids"), cur, baseline_days, lookback_days, fixed_as_of
-    )
-
-
-async def _activity(
-    session: AsyncSession, t: Tables, ids: Sequence[str], rules: Rules, as_of_us: int | None = None
-) -> dict[str, dict[str, Any]]:
-    stmt, flow = _activity_queries(
-        t, dialect_of(session), rules.reporting_currency, rules.activity_baseline_days, rules.balance_lookback_days,
-        as_of_us is not None,
-    )  # fmt: skip
-    keys: dict[str, Any] = {"ids": list(ids)} if as_of_us is None else {"ids": list(ids), "as_of": as_of_us}
-    result = {row.customer_id: dict(row._mapping) for row in (await session.execute(stmt, keys)).all()}
-    for cid, sid, net in (await session.execute(flow, keys)).all():
-        result.setdefault(cid, {}).setdefault("flows", {})[sid] = int(net or 0)
-    return result
 
 
 def _facts(row: Any, holdings: list[domain.Holding], act: dict[str, Any]) -> domain.CustomerFacts:
@@ -309,128 +204,6 @@ def _set_activity(act: datahub_pb2.CustomerView.Activity, a: domain.Activity, cu
         set_ts(act.last_txn_time, a.last_txn_us)
 
 
-@built
-def _render_queries(
-    t: Tables, dialect: str, by_ids: bool, cur: str, baseline_days: int, lookback_days: int
-) -> tuple[Any, Any]:
-    """A render's reads in two statements (each a round trip, ~0.5 ms of the hub's CPU through
-    SQLAlchemy: five used to be one each); on PostgreSQL in one (:func:`_render_read_postgres`,
-    the second statement None).
-
-    1. The dirty rows picked (of ``ids`` if ``by_ids``; at most ``limit``, by id), each with its
-       activity aggregates (``_ACTIVITY``; NULL without transactions) and the catalogue's
-       fingerprint (``cat_n``, ``cat_v``: the products and the sum of their versions, for
-       :func:`_catalogue`).
-    2. The holdings of the customers bound as ``ids`` (``flow`` = 0) and their net flows per
-       subscription (``flow`` = 1, the amount in ``net``), as one UNION ALL.
-    """
-    c, h, p = t.customers, t.holdings, t.products
-    picked = select(c.c.customer_id).where(c.c.dirty.is_(True))
-    if by_ids:
-        picked = picked.where(in_list(dialect, c.c.customer_id, "ids"))
-    chosen = picked.order_by(c.c.customer_id).limit(bindparam("limit", type_=Integer)).cte("picked")
-    cols = (h.c.product_id, h.c.product_type, h.c.currency, h.c.balance_micros, h.c.state, h.c.open_us, h.c.close_us)
-    catalogue = (
-        select(func.count()).select_from(p).scalar_subquery().label("cat_n"),
-        select(func.coalesce(func.sum(p.c.version), 0)).scalar_subquery().label("cat_v"),
-    )
-    if dialect == "postgresql":
-        return _render_read_postgres(t, chosen, cols, catalogue, cur, baseline_days, lookback_days), None
-    act, _ = _activity_selects(
-        t, lambda col: col.in_(select(chosen.c.customer_id)), cur, baseline_days, lookback_days, False
-    )
-    act = act.subquery("act")
-    dirty = (
-        select(c, *(act.c[k] for k in _ACTIVITY), *catalogue)
-        .select_from(
-            c.join(chosen, chosen.c.customer_id == c.c.customer_id).outerjoin(act, act.c.customer_id == c.c.customer_id)
-        )
-        .order_by(c.c.customer_id)
-    )
-    _, flow = _activity_selects(t, lambda col: in_list(dialect, col, "ids"), cur, baseline_days, lookback_days, False)
-    holdings = select(
-        h.c.customer_id, h.c.subscription_id, *cols, literal_column("0").label("flow"),
-        cast(null(), BigInteger).label("net"),
-    ).where(in_list(dialect, h.c.customer_id, "ids"))  # fmt: skip
-    flows = flow.with_only_columns(
-        *flow.selected_columns[:2], *(cast(null(), col.type) for col in cols), literal_column("1"),
-        flow.selected_columns[2],
-    )  # fmt: skip
-    return dirty, union_all(holdings, flows)
-
-
-def _render_read_postgres(
-    t: Tables,
-    chosen: Any,
-    cols: tuple[Any, ...],
-    catalogue: tuple[Any, ...],
-    cur: str,
-    baseline_days: int,
-    lookback_days: int,
-) -> Any:
-    """PostgreSQL: the render's reads in one statement (a round trip). Each picked row with:
-
-    - its activity aggregates (``_ACTIVITY``, as :func:`_activity_selects` computes them) and its
-      net flow per subscription since the lookback cutoff (``flows``: [subscription_id, net]
-      pairs, only subscriptions with postings since the cutoff), both from **one** scan of the
-      customer's postings (a LATERAL subquery ``per``, grouped by subscription, summed per
-      customer): the activity windows and the lookback window used to be two scans of the same
-      postings, and a render's cost grows with them (docs/perf/services.md, "Wave 18");
-    - its holdings (``holdings``: a JSON array of [subscription_id, *cols] per line);
-    - the catalogue's fingerprint (``catalogue``).
-
-    NULL activity, flows or holdings for a customer without any."""
-    c, h, x = t.customers, t.holdings, t.transactions
-    as_of = c.c.as_of_us
-    within, count_if, amount_if = _window_terms(x, as_of, cur)
-    year = and_(within(365), x.c.post_us <= as_of)  # (the activity aggregates' postings)
-    base = and_(x.c.post_us > as_of - (30 + baseline_days) * DAY_US, x.c.post_us <= as_of - 30 * DAY_US)
-    credit_90d = and_(within(90), x.c.direction == domain.DIRECTION_CREDIT)
-    since_cutoff = within(lookback_days)  # (the flows': no upper bound, as before)
-    signed = case((x.c.direction == domain.DIRECTION_CREDIT, x.c.amount_micros), else_=-x.c.amount_micros)
-    per = (
-        select(
-            x.c.subscription_id,
-            count_if(and_(year, within(30))).label("c30"),
-            count_if(and_(year, within(90))).label("c90"),
-            count_if(year).label("c365"),
-            amount_if(and_(year, within(30))).label("a30"),
-            amount_if(and_(year, within(90))).label("a90"),
-            amount_if(year).label("a365"),
-            count_if(and_(year, base)).label("base"),
-            count_if(and_(year, credit_90d)).label("cr90"),
-            amount_if(and_(year, credit_90d)).label("cra90"),
-            count_if(since_cutoff).label("n_flow"),
-            func.sum(case((since_cutoff, signed), else_=0)).label("net"),
-        )
-        .where(x.c.customer_id == c.c.customer_id, within(max(365, lookback_days)))
-        .group_by(x.c.subscription_id)
-        .correlate(c)
-        .subquery("per")
-    )
-    pairs = func.json_agg(func.json_build_array(per.c.subscription_id, per.c.net)).filter(per.c.n_flow > 0)
-    act = select(*(func.sum(per.c[k]).label(k) for k in _ACTIVITY), cast(pairs, Text).label("flows")).lateral("act")
-    # (as text: one JSON array per line, so the render looks each holding up by its line —
-    # ``_holding_of_line`` — and decodes only the lines it has not seen; JSON text has no raw
-    # newline: PostgreSQL escapes it inside strings. In subscription order, byte-wise — the
-    # order of Python's ``sorted`` of the ids — so the view's holdings are their parts joined
-    # as they come.)
-    line = cast(func.json_build_array(h.c.subscription_id, *cols), Text)
-    in_order = aggregate_order_by(func.chr(10), h.c.subscription_id.collate("C"))
-    hold = (
-        select(func.string_agg(line, in_order).label("holdings"))
-        .where(h.c.customer_id == c.c.customer_id)
-        .lateral("hold")
-    )
-    return (
-        select(c, *(act.c[k] for k in _ACTIVITY), *catalogue, hold.c.holdings, act.c.flows)
-        .select_from(c.join(chosen, chosen.c.customer_id == c.c.customer_id))
-        .join_from(c, hold, true(), isouter=True)
-        .join_from(c, act, true(), isouter=True)
-        .order_by(c.c.customer_id)
-    )
-
-
 #: The catalogue last read per engine (database) and table set, with the fingerprint it was read at.
 _catalogues: weakref.WeakKeyDictionary[Any, dict[str, tuple[tuple[int, int], list[domain.Product]]]] = (
     weakref.WeakKeyDictionary()
@@ -480,7 +253,7 @@ async def materialize(
     PostgreSQL the write-back goes with the batch's inbox write, in one statement (kit
     ``defer_write``, ADR 0052).
     """
-    dirty, holdings_q = _render_queries(
+    dirty, holdings_q = render_queries(
         t, dialect_of(session), ids is not None, rules.reporting_currency, rules.activity_baseline_days,
         rules.balance_lookback_days,
     )  # fmt: skip
@@ -525,7 +298,7 @@ def _render_row(
 ) -> tuple[bytes, dict[str, Any]]:
     """One dirty row rendered: its document and its write-back parameters (``b_inc`` 1 if the
     document changed). ``encoded``: see :func:`render`'s ``holdings``."""
-    act: dict[str, Any] = {k: row[k] for k in _ACTIVITY}
+    act: dict[str, Any] = {k: row[k] for k in ACTIVITY}
     act["flows"] = flows
     facts = _facts(row, holdings, act)
     derived = domain.derive(facts, catalogue, rules)
@@ -559,7 +332,8 @@ def _holding(hr: Any) -> domain.Holding:
 async def _holdings_and_flows(
     session: AsyncSession, stmt: Any, ids: list[str]
 ) -> tuple[dict[str, list[domain.Holding]], dict[str, dict[str, int]]]:
-    """The second of :func:`_render_queries`: holdings per customer, net flow per customer and subscription."""
+    """The second of :func:`~services.data_hub.activity.render_queries` (SQLite): holdings per customer, net
+    flow per customer and subscription."""
     holdings: dict[str, list[domain.Holding]] = {}
     flows: dict[str, dict[str, int]] = {}
     for hr in await fetch(session, stmt, {"ids": ids}):

@@ -1,8 +1,8 @@
 """The render's activity aggregates and net flows, exact at every window's edge.
 
 On PostgreSQL the render reads a customer's postings once for both (a LATERAL scan grouped by
-subscription, ``views._render_read_postgres``); SQLite, the point-in-time snapshots and the
-segment jobs use ``views._activity_selects``. Both are held here to the same reference, computed
+subscription, ``activity._render_read_postgres``); SQLite, the point-in-time snapshots and the
+segment jobs use ``activity.activity_selects``. Both are held here to the same reference, computed
 in Python from the rules' definitions: a window of N days is ``as_of − N days < post ≤ as_of``
 (the baseline: ``as_of − (30 + baseline) days < post ≤ as_of − 30 days``), amounts count the
 reporting currency only, and the net flow since the lookback cutoff has no upper bound."""
@@ -16,6 +16,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.data_hub import schema, views
+from services.data_hub.activity import ACTIVITY, activity_of, render_queries
 from services.data_hub.domain import DAY_US, DIRECTION_CREDIT, DIRECTION_DEBIT, Rules
 from services.kit import dialect_of, fetch
 from services.kit.db import UnitOfWork
@@ -91,7 +92,7 @@ async def _render_read(engine: AsyncEngine, rules: Rules, ids: list[str]) -> dic
     t = schema.SETS["a"]
     async with UnitOfWork(engine) as uow:
         session = uow.session
-        dirty, holdings_q = views._render_queries(
+        dirty, holdings_q = render_queries(
             t, dialect_of(session), True, rules.reporting_currency, rules.activity_baseline_days,
             rules.balance_lookback_days,
         )  # fmt: skip
@@ -100,9 +101,7 @@ async def _render_read(engine: AsyncEngine, rules: Rules, ids: list[str]) -> dic
             _, flows = views._holdings_and_flows_of(rows)
         else:
             _, flows = await views._holdings_and_flows(session, holdings_q, ids)
-    return {
-        r["customer_id"]: ({k: int(r[k] or 0) for k in views._ACTIVITY}, flows.get(r["customer_id"], {})) for r in rows
-    }
+    return {r["customer_id"]: ({k: int(r[k] or 0) for k in ACTIVITY}, flows.get(r["customer_id"], {})) for r in rows}
 
 
 async def _seed(engine: AsyncEngine, postings: dict[str, list[Posting]]) -> None:
@@ -148,6 +147,6 @@ async def _check(engine: AsyncEngine, rules: Rules) -> None:
     assert set(flows) == ({"s-cny", "s-usd", "s-old"} if rules.balance_lookback_days > 200 else {"s-cny", "s-usd"})
     # and the old two-scan query, still used by the snapshots and segment jobs, agrees
     async with UnitOfWork(engine) as uow:
-        old = await views._activity(uow.session, schema.SETS["a"], [f"{tag}-busy"], rules)
-    assert {k: int(old[f"{tag}-busy"][k] or 0) for k in views._ACTIVITY} == activity
+        old = await activity_of(uow.session, schema.SETS["a"], [f"{tag}-busy"], rules)
+    assert {k: int(old[f"{tag}-busy"][k] or 0) for k in ACTIVITY} == activity
     assert old[f"{tag}-busy"]["flows"] == flows
