@@ -117,6 +117,9 @@ def _activity_queries(
 async def activity_of(
     session: AsyncSession, t: Tables, ids: Sequence[str], rules: Rules, as_of_us: int | None = None
 ) -> dict[str, dict[str, Any]]:
+    """The customers' activity aggregates (by ``ACTIVITY``'s labels; none for a customer without
+    postings in reach) and ``flows`` (net flow per subscription since the lookback cutoff), as of
+    each one's ``as_of_us``, or of ``as_of_us`` for all (the point-in-time snapshots)."""
     stmt, flow = _activity_queries(
         t, dialect_of(session), rules.reporting_currency, rules.activity_baseline_days, rules.balance_lookback_days,
         as_of_us is not None,
@@ -138,8 +141,8 @@ def render_queries(
 
     1. The dirty rows picked (of ``ids`` if ``by_ids``; at most ``limit``, by id), each with its
        activity aggregates (``ACTIVITY``; NULL without transactions) and the catalogue's
-       fingerprint (``cat_n``, ``cat_v``: the products and the sum of their versions, for
-       :func:`_catalogue`).
+       fingerprint (``cat_n``, ``cat_v``: the products and the sum of their versions, for the
+       views' cached catalogue).
     2. The holdings of the customers bound as ``ids`` (``flow`` = 0) and their net flows per
        subscription (``flow`` = 1, the amount in ``net``), as one UNION ALL.
     """
