@@ -41,51 +41,68 @@ from services.kit import dialect_of, in_list
 ACTIVITY = ("c30", "c90", "c365", "a30", "a90", "a365", "base", "cr90", "cra90")
 
 
-def window_terms(
-    x: Any, as_of: Any, cur: str
-) -> tuple[Callable[[int], Any], Callable[[Any], Any], Callable[[Any], Any]]:
-    """The activity windows' terms over the transactions ``x`` as of ``as_of``: the postings of
-    the last N days (``post_us > as_of − N days``), and the count and the reporting-currency
-    (``cur``) sum of the postings that meet a condition."""
+def _within(x: Any, as_of: Any, days: int) -> Any:
+    """The postings ``x`` of the last ``days`` days as of ``as_of`` (``post_us > as_of − N days``)."""
+    return x.c.post_us > as_of - days * DAY_US
 
-    def within(days: int) -> Any:
-        return x.c.post_us > as_of - days * DAY_US
 
-    def count_if(cond: Any) -> Any:
-        return func.sum(case((cond, 1), else_=0))
+def _count_if(cond: Any) -> Any:
+    return func.sum(case((cond, 1), else_=0))
+
+
+def _signed(x: Any) -> Any:
+    """A posting's amount, credits positive and debits negative (the net flows' terms)."""
+    return case((x.c.direction == domain.DIRECTION_CREDIT, x.c.amount_micros), else_=-x.c.amount_micros)
+
+
+def window_aggregates(x: Any, as_of: Any, cur: str, baseline_days: int, scope: Any = None) -> list[Any]:
+    """The activity aggregates of the postings ``x`` as of ``as_of``, labelled and in the order of
+    ``ACTIVITY``: counts over the last 30, 90 and 365 days, their reporting-currency (``cur``)
+    sums, the baseline window's count (``as_of − (30 + baseline) days < post ≤ as_of − 30
+    days``), the credits of 90 days and their sum. ``scope``: a condition every posting counted
+    must also meet (the 365 days up to ``as_of``), for a statement whose rows reach further; None
+    where the statement's WHERE already keeps only those (:func:`activity_selects`)."""
+
+    def only(cond: Any) -> Any:
+        return cond if scope is None else and_(scope, cond)
 
     def amount_if(cond: Any) -> Any:
         return func.sum(case((and_(cond, x.c.currency == cur), x.c.amount_micros), else_=0))
 
-    return within, count_if, amount_if
+    def within(days: int) -> Any:
+        return _within(x, as_of, days)
+
+    base = and_(x.c.post_us > as_of - (30 + baseline_days) * DAY_US, x.c.post_us <= as_of - 30 * DAY_US)
+    credit_90d = and_(within(90), x.c.direction == domain.DIRECTION_CREDIT)
+    terms = {
+        "c30": _count_if(only(within(30))),
+        "c90": _count_if(only(within(90))),
+        "c365": func.count() if scope is None else _count_if(scope),
+        "a30": amount_if(only(within(30))),
+        "a90": amount_if(only(within(90))),
+        "a365": amount_if(literal(True) if scope is None else scope),
+        "base": _count_if(only(base)),
+        "cr90": _count_if(only(credit_90d)),
+        "cra90": amount_if(only(credit_90d)),
+    }
+    return [terms[k].label(k) for k in ACTIVITY]
 
 
 def activity_selects(
     t: Tables, who: Callable[[Any], Any], cur: str, baseline_days: int, lookback_days: int, fixed_as_of: bool
 ) -> tuple[Any, Any]:
     """Per customer that ``who(transactions.customer_id)`` selects: counts and sums over the
-    activity windows (labelled as in ``ACTIVITY``); net flow per holding. As of each customer's
+    activity windows (:func:`window_aggregates`); net flow per holding. As of each customer's
     ``as_of_us``, or (``fixed_as_of``) of the bound ``as_of`` for all of them, counting nothing
     posted after it (the point-in-time snapshots)."""
     c, x = t.customers, t.transactions
     as_of = bindparam("as_of", type_=c.c.as_of_us.type) if fixed_as_of else c.c.as_of_us
-    within, count_if, amount_if = window_terms(x, as_of, cur)
-    base_hi = as_of - 30 * DAY_US
-    base_lo = as_of - (30 + baseline_days) * DAY_US
-    credit_90d = and_(within(90), x.c.direction == domain.DIRECTION_CREDIT)
+
+    def within(days: int) -> Any:
+        return _within(x, as_of, days)
+
     stmt = (
-        select(
-            x.c.customer_id,
-            count_if(within(30)).label("c30"),
-            count_if(within(90)).label("c90"),
-            func.count().label("c365"),
-            amount_if(within(30)).label("a30"),
-            amount_if(within(90)).label("a90"),
-            amount_if(literal(True)).label("a365"),
-            count_if(and_(x.c.post_us > base_lo, x.c.post_us <= base_hi)).label("base"),
-            count_if(credit_90d).label("cr90"),
-            amount_if(credit_90d).label("cra90"),
-        )
+        select(x.c.customer_id, *window_aggregates(x, as_of, cur, baseline_days))
         .select_from(x.join(c, c.c.customer_id == x.c.customer_id))
         .where(who(x.c.customer_id), within(365), x.c.post_us <= as_of)
         .group_by(x.c.customer_id)
@@ -97,7 +114,7 @@ def activity_selects(
         select(
             x.c.customer_id,
             x.c.subscription_id,
-            func.sum(case((x.c.direction == domain.DIRECTION_CREDIT, x.c.amount_micros), else_=-x.c.amount_micros)),
+            func.sum(_signed(x)),
         )
         .select_from(x.join(c, c.c.customer_id == x.c.customer_id))
         .where(*flow_where)
@@ -234,28 +251,16 @@ def _per_subscription(t: Tables, cur: str, baseline_days: int, lookback_days: in
     postings, and a render's cost grows with them (docs/perf/services.md, "Wave 18")."""
     c, x = t.customers, t.transactions
     as_of = c.c.as_of_us
-    within, count_if, amount_if = window_terms(x, as_of, cur)
-    year = and_(within(365), x.c.post_us <= as_of)  # (the activity aggregates' postings)
-    base = and_(x.c.post_us > as_of - (30 + baseline_days) * DAY_US, x.c.post_us <= as_of - 30 * DAY_US)
-    credit_90d = and_(within(90), x.c.direction == domain.DIRECTION_CREDIT)
-    since_cutoff = within(lookback_days)
-    signed = case((x.c.direction == domain.DIRECTION_CREDIT, x.c.amount_micros), else_=-x.c.amount_micros)
+    year = and_(_within(x, as_of, 365), x.c.post_us <= as_of)  # (the activity aggregates' postings)
+    since_cutoff = _within(x, as_of, lookback_days)
     return (
         select(
             x.c.subscription_id,
-            count_if(and_(year, within(30))).label("c30"),
-            count_if(and_(year, within(90))).label("c90"),
-            count_if(year).label("c365"),
-            amount_if(and_(year, within(30))).label("a30"),
-            amount_if(and_(year, within(90))).label("a90"),
-            amount_if(year).label("a365"),
-            count_if(and_(year, base)).label("base"),
-            count_if(and_(year, credit_90d)).label("cr90"),
-            amount_if(and_(year, credit_90d)).label("cra90"),
-            count_if(since_cutoff).label("n_flow"),
-            func.sum(case((since_cutoff, signed), else_=0)).label("net"),
+            *window_aggregates(x, as_of, cur, baseline_days, scope=year),
+            _count_if(since_cutoff).label("n_flow"),
+            func.sum(case((since_cutoff, _signed(x)), else_=0)).label("net"),
         )
-        .where(x.c.customer_id == c.c.customer_id, within(max(365, lookback_days)))
+        .where(x.c.customer_id == c.c.customer_id, _within(x, as_of, max(365, lookback_days)))
         .group_by(x.c.subscription_id)
         .correlate(c)
         .subquery("per")
