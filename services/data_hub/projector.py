@@ -31,12 +31,14 @@ from services.data_hub.fold import Patches
 from services.data_hub.fold import fold as fold_batch
 from services.kit import (
     EncodedPayload,
+    Outgoing,
     Reader,
     ReceivedEvent,
     UnitOfWork,
     build_record,
     cancel_and_wait,
     get_logger,
+    send_all,
     source_of,
 )
 
@@ -296,19 +298,15 @@ class ViewWorker:
         assert self._producer is not None
         if not rows:
             return 0
-        futures = []
+        records: list[Outgoing] = []
         for customer_id, doc, version, update_us in rows:
             # (the document as stored, its version and update time appended: not parsed again)
             record = build_record(
                 EncodedPayload(_VIEW, customer_id, served.served_encoding(doc, version, update_us)),
                 source=SOURCE, aggregate_type="customer_view", aggregate_id=customer_id, version=version,
             )  # fmt: skip
-            futures.append(
-                await self._producer.send(
-                    self._topic_prefix + record.topic, value=record.value, key=record.key, headers=record.headers
-                )
-            )
-        await asyncio.gather(*futures)  # every ack, or raise and keep the rows pending
+            records.append((self._topic_prefix + record.topic, record.key, record.value, record.headers))
+        await send_all(self._producer, records)  # every ack, or raise and keep the rows pending
         published = [(cid, v) for cid, _, v, _ in rows]
         if self._single_statement is not None:
             update = served.mark_published_statement(tables, published)

@@ -81,11 +81,13 @@ from services.kit.fetch import fetch
 from services.kit.grpc_server import GrpcServer, client_channel
 from services.kit.kafka import (
     SESSION_TIMEOUT_MS,
+    Outgoing,
     ProducerLifecycle,
     commit_unless_rebalancing,
     ensure_topics,
     make_consumer,
     make_producer,
+    send_all,
 )
 from services.kit.lifecycle import cancel_and_wait, run_until_signalled
 from services.kit.logging import configure_logging, get_logger, scrub_text
@@ -153,6 +155,7 @@ __all__ = [
     "MoneyError",
     "NotFound",
     "OutboxRelay",
+    "Outgoing",
     "PermissionDenied",
     "PoisonEvent",
     "PreconditionViolation",
@@ -233,6 +236,7 @@ __all__ = [
     "run_until_signalled",
     "run_watched",
     "scrub_text",
+    "send_all",
     "sessionmaker",
     "setup_telemetry",
     "source_of",

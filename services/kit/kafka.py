@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import MessageSizeTooLargeError, TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner
 
 from services.kit.events import TOPIC_CONFIGS
 from services.kit.logging import get_logger
@@ -29,6 +30,53 @@ def make_producer(bootstrap_servers: str, *, client_id: str, linger_ms: int = 2)
         request_timeout_ms=30_000,
         max_batch_size=256 * 1024,
     )
+
+
+#: A record to send: topic (as on the broker), key, value, headers.
+Outgoing = tuple[str, bytes, bytes, Sequence[tuple[str, bytes]]]
+
+#: How the producer places a keyed record (aiokafka's default partitioner, which
+#: :func:`make_producer`'s producers use): murmur2 of the key over the topic's partitions.
+_PARTITIONER = DefaultPartitioner()
+
+
+async def send_all(producer: AIOKafkaProducer, records: Iterable[Outgoing]) -> int:
+    """Send ``records`` and wait until the broker has acknowledged every one; raise if any fails
+    (then none of them may be taken as published). Returns how many were sent.
+
+    Each record goes to the partition ``producer.send`` would pick for its key (the default
+    partitioner over the topic's partitions), but the records of one partition go as one
+    :meth:`~aiokafka.AIOKafkaProducer.create_batch` handed to ``send_batch``: one future per
+    partition instead of one per record, ~23 µs less a record in rounds of 20 and ~50 in rounds
+    of 5 (ADR 0073). A partition's records keep their order (appended in turn; a full batch is
+    queued before the next one starts, and the accumulator sends a partition's batches in turn).
+    """
+    partitions: dict[str, list[int]] = {}
+    open_batches: dict[tuple[str, int], Any] = {}
+    futures: list[asyncio.Future[Any]] = []
+    sent = 0
+    for topic, key, value, headers in records:
+        all_partitions = partitions.get(topic)
+        if all_partitions is None:
+            all_partitions = partitions[topic] = sorted(await producer.partitions_for(topic))
+        partition = _PARTITIONER(key, all_partitions, all_partitions)
+        batch = open_batches.get((topic, partition))
+        if batch is None:
+            batch = open_batches[topic, partition] = producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+            # full: queue it, start the partition's next batch with this record
+            batch.close()
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = open_batches[topic, partition] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                # (aiokafka takes any first record into an empty batch; never drop one silently)
+                raise MessageSizeTooLargeError(f"a record of {len(value)} bytes does not fit a batch")
+        sent += 1
+    for (topic, partition), batch in open_batches.items():
+        batch.close()
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+    await asyncio.gather(*futures)
+    return sent
 
 
 #: A consumer's session unless it asks for another (:func:`make_consumer`).

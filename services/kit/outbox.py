@@ -68,6 +68,7 @@ from services.kit.db import (
     write_lock,
 )
 from services.kit.events import KafkaRecord, build_record
+from services.kit.kafka import Outgoing, send_all
 from services.kit.lifecycle import cancel_and_wait
 from services.kit.logging import get_logger
 from services.kit.outbox_claim import PG_CLAIM as _PG_CLAIM
@@ -550,8 +551,7 @@ class OutboxRelay:
         # from the HTTP request, through the relay, to the view update. (A process that exports no
         # spans sends the same ids from an ids-only span: ADR 0030, 0048.)
         spans: list[trace.Span] = []
-        futures: list[Any] = []
-        send = self._producer.send
+        records: list[Outgoing] = []
         prefix = self._topic_prefix
         try:
             for row in rows:
@@ -568,12 +568,8 @@ class OutboxRelay:
                 carrier: dict[str, str] = {}
                 propagate.inject(carrier, context=trace.set_span_in_context(span))
                 headers.update(carrier)
-                futures.append(
-                    await send(
-                        topic, value=row.payload, key=row.key, headers=[(k, v.encode()) for k, v in headers.items()]
-                    )
-                )
-            await asyncio.gather(*futures)  # every ack, or raise and leave the rows unpublished
+                records.append((topic, row.key, row.payload, [(k, v.encode()) for k, v in headers.items()]))
+            await send_all(self._producer, records)  # every ack, or raise and leave the rows unpublished
         except BaseException as exc:
             for span in spans:
                 span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))

@@ -4,7 +4,7 @@ and a row a consumer batch holds right now keeps its flag (published again later
 
 from __future__ import annotations
 
-import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,21 +20,36 @@ from services.data_hub.domain import Rules
 from services.data_hub.projector import HubProjection, ViewWorker
 from services.kit.applier import BatchApplier
 from services.kit.db import UnitOfWork
+from services.kit.events import TOPIC_CUSTOMER_VIEW
 from services.kit.inbox import _decode
+from services.kit.kafka import ensure_topics, make_producer
 from tests.integration.data_hub.conftest import migrated_hub_engine
+from tests.support.topics import read_records
 
 
-class _Acking:
-    """A producer that acknowledges every send at once and keeps what was sent."""
+class _ViewTopic:
+    """A real producer, and the view topic of a namespace of this test's own, read back."""
 
-    def __init__(self) -> None:
-        self.sent: list[datahub_pb2.CustomerView] = []
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.prefix = f"vw{uuid.uuid4().hex[:8]}."
+        self.producer = make_producer(bootstrap, client_id="view-worker-test")
 
-    async def send(self, topic: str, value: bytes, key: bytes, headers: Any) -> asyncio.Future[None]:
-        self.sent.append(datahub_pb2.CustomerView.FromString(value))
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
+    async def sent(self, expected: int) -> list[datahub_pb2.CustomerView]:
+        """Every view on the topic (at least ``expected`` of them, and whatever came after)."""
+        records = await read_records(self.bootstrap, self.prefix + TOPIC_CUSTOMER_VIEW, expected)
+        return [datahub_pb2.CustomerView.FromString(r.value) for r in records]
+
+
+@pytest.fixture
+async def views(kafka_server: Any) -> AsyncIterator[_ViewTopic]:
+    topic = _ViewTopic(kafka_server.bootstrap_servers)
+    await ensure_topics(topic.bootstrap, {TOPIC_CUSTOMER_VIEW: {}}, prefix=topic.prefix)
+    await topic.producer.start()
+    try:
+        yield topic
+    finally:
+        await topic.producer.stop()
 
 
 @pytest.fixture
@@ -67,27 +82,30 @@ async def _flags(engine: AsyncEngine) -> dict[str, tuple[bool, int, int | None]]
         return {r[0]: (bool(r[1]), r[2], r[3]) for r in rows}
 
 
-async def test_each_changed_view_is_published_once_and_its_flag_cleared_at_its_version(hub_engine: AsyncEngine) -> None:
+async def test_each_changed_view_is_published_once_and_its_flag_cleared_at_its_version(
+    hub_engine: AsyncEngine, views: _ViewTopic
+) -> None:
     engine = hub_engine
     await _seed(engine)
-    producer = _Acking()
-    worker = ViewWorker(engine, producer, Rules.from_json(""))  # type: ignore[arg-type]
+    worker = ViewWorker(engine, views.producer, Rules.from_json(""), topic_prefix=views.prefix)
     changed, published = await worker.run_once()
     flags = await _flags(engine)
-    assert changed == published == len(flags) == len(producer.sent) > 0
-    assert {v.customer_id: v.version for v in producer.sent} == {cid: f[1] for cid, f in flags.items()}
-    assert all(not pending and published_version == version for pending, version, published_version in flags.values())
+    assert changed == published == len(flags) > 0
     assert await worker.run_once() == (0, 0)  # nothing left to publish
-    assert len(producer.sent) == published
+    sent = await views.sent(published)
+    assert len(sent) == published  # once each
+    assert {v.customer_id: v.version for v in sent} == {cid: f[1] for cid, f in flags.items()}
+    assert all(not pending and published_version == version for pending, version, published_version in flags.values())
 
 
-async def test_a_view_whose_row_a_batch_holds_keeps_its_flag_and_goes_out_again(pg_engine: AsyncEngine) -> None:
+async def test_a_view_whose_row_a_batch_holds_keeps_its_flag_and_goes_out_again(
+    pg_engine: AsyncEngine, views: _ViewTopic
+) -> None:
     engine = pg_engine
     await _seed(engine)
     rules = Rules.from_json("")
     await ViewWorker(engine, None, rules).run_once()  # rendered, waiting to be published
-    producer = _Acking()
-    worker = ViewWorker(engine, producer, rules)  # type: ignore[arg-type]
+    worker = ViewWorker(engine, views.producer, rules, topic_prefix=views.prefix)
     held = sorted(await _flags(engine))[0]
     async with UnitOfWork(engine) as batch:  # a consumer batch holding one customer's row
         c = (await schema.active_tables(batch.session)).customers
@@ -96,4 +114,5 @@ async def test_a_view_whose_row_a_batch_holds_keeps_its_flag_and_goes_out_again(
         assert [cid for cid, f in (await _flags(engine)).items() if f[0]] == [held]
     await worker.run_once(render=False)
     assert not any(f[0] for f in (await _flags(engine)).values())
-    assert [v.customer_id for v in producer.sent].count(held) == 2  # sent again: at-least-once
+    sent = await views.sent(len(await _flags(engine)) + 1)
+    assert [v.customer_id for v in sent].count(held) == 2  # sent again: at-least-once

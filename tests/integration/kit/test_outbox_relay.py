@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from opentelemetry import trace
 from sqlalchemy import func, select
 
@@ -19,6 +18,7 @@ from services.kit.events import TOPIC_CUSTOMER, parse_record
 from services.kit.kafka import ensure_topics, make_producer
 from services.kit.outbox import OutboxRelay, OutboxRow, add_event
 from services.kit.telemetry import install_in_memory
+from tests.support.topics import read_records
 
 from .conftest import new_id
 
@@ -50,27 +50,9 @@ async def write_events(engine, customer_id: str, versions: range, **uow_kwargs) 
 
 async def read_topic(bootstrap: str, keys: set[str], expected: int, timeout: float = 30.0) -> list:  # type: ignore[type-arg]
     """Every record of the customer topic whose key is in ``keys``, in partition order."""
-    # No group: every partition of the topic is read from the beginning.
-    consumer = AIOKafkaConsumer(
-        TOPIC_CUSTOMER, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-        enable_auto_commit=False, fetch_max_wait_ms=50,
-    )  # fmt: skip
-    await consumer.start()
-    try:
-        found: list = []  # type: ignore[type-arg]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=200)
-            for records in batches.values():
-                found.extend(r for r in records if r.key and r.key.decode() in keys)
-            if len(found) >= expected:
-                await asyncio.sleep(0.5)  # catch anything extra (duplicates would show here)
-                for records in (await consumer.getmany(timeout_ms=200)).values():
-                    found.extend(r for r in records if r.key and r.key.decode() in keys)
-                return found
-        return found
-    finally:
-        await consumer.stop()
+    return await read_records(
+        bootstrap, TOPIC_CUSTOMER, expected, keep=lambda r: bool(r.key) and r.key.decode() in keys, timeout=timeout
+    )
 
 
 async def test_a_committed_event_reaches_kafka_with_cloudevents_headers_and_traceparent(kit_db, topics) -> None:  # type: ignore[no-untyped-def]

@@ -73,14 +73,31 @@ async def test_ensure_topics_creates_the_prefixed_names_with_their_configs(monke
 
 
 class FakeProducer:
+    """What ``send_all`` uses of a producer (one partition; acks at once); keeps (topic, key)."""
+
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes]] = []
 
-    async def send(self, topic: str, *, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> Any:
-        self.sent.append((topic, key))
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    def create_batch(self) -> _Batch:
+        return _Batch()
+
+    async def send_batch(self, batch: _Batch, topic: str, *, partition: int) -> Any:
+        self.sent.extend((topic, key) for key in batch)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
+
+
+class _Batch(list[bytes]):
+    def append(self, *, key: bytes, value: bytes, timestamp: None, headers: Any) -> bool:  # type: ignore[override]
+        super().append(key)
+        return True
+
+    def close(self) -> None:
+        pass
 
 
 async def test_the_relay_sends_to_the_prefixed_topic_and_the_row_keeps_the_logical_one(tmp_path: Path) -> None:
